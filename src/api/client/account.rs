@@ -1,0 +1,239 @@
+//! Accounts and sessions: registration, login, logout, password changes and
+//! deactivation (spec: Client-Server API, "Client authentication" and
+//! "Account registration and management").
+
+use std::sync::Arc;
+
+use axum::{Json, extract::State};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::uiaa;
+use crate::{
+    Services,
+    api::{Auth, ClientIp, JsonBody, Query},
+    error::{Error, ErrorKind, Result},
+};
+
+#[derive(Deserialize)]
+pub struct RegisterQuery {
+    kind: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct RegisterBody {
+    auth: Option<Value>,
+    username: Option<String>,
+    password: Option<String>,
+    device_id: Option<String>,
+    initial_device_display_name: Option<String>,
+    #[serde(default)]
+    inhibit_login: bool,
+}
+
+fn registration_flows(services: &Services) -> Vec<Vec<&'static str>> {
+    if services.config.registration.tokens.is_empty() {
+        vec![vec![uiaa::DUMMY]]
+    } else {
+        vec![vec![uiaa::REGISTRATION_TOKEN]]
+    }
+}
+
+/// POST /_matrix/client/v3/register
+pub async fn register(
+    State(services): State<Arc<Services>>,
+    ClientIp(ip): ClientIp,
+    Query(query): Query<RegisterQuery>,
+    JsonBody(body): JsonBody<RegisterBody>,
+) -> Result<Json<Value>> {
+    if query.kind.as_deref() == Some("guest") {
+        return Err(Error::new(ErrorKind::GuestAccessForbidden, "guest accounts are not supported by this server"));
+    }
+    if let Some(kind) = query.kind.as_deref()
+        && kind != "user"
+    {
+        return Err(Error::invalid_param(format!("kind {kind:?} is invalid: expected \"user\" or \"guest\"")));
+    }
+    if !services.config.registration.enabled {
+        return Err(Error::forbidden("registration is disabled on this server"));
+    }
+    services.rate_limiter.check(&format!("register:{}", ip.map(|i| i.to_string()).unwrap_or_default()))?;
+
+    let localpart = match &body.username {
+        Some(name) => name.to_lowercase(),
+        None => crate::rooms::random_localpart(12).to_lowercase(),
+    };
+    let user_id = services.users.validate_new_localpart(&localpart)?;
+    if !services.users.is_available(&user_id).await? {
+        return Err(Error::new(ErrorKind::UserInUse, format!("user id {user_id} is already taken")));
+    }
+    if let Some(password) = &body.password
+        && password.len() > 512
+    {
+        return Err(Error::bad_json("password is longer than 512 bytes"));
+    }
+
+    services.uiaa.check(&services, body.auth.as_ref(), &registration_flows(&services), None).await?;
+
+    services.users.create(&user_id, body.password.as_deref(), false).await?;
+    if body.inhibit_login {
+        return Ok(Json(json!({ "user_id": user_id })));
+    }
+    let login = services.users.login(&user_id, body.device_id, body.initial_device_display_name).await?;
+    Ok(Json(json!({
+        "user_id": login.user_id,
+        "access_token": login.access_token,
+        "device_id": login.device_id,
+        "home_server": services.server_name,
+    })))
+}
+
+#[derive(Deserialize)]
+pub struct AvailableQuery {
+    username: String,
+}
+
+/// GET /_matrix/client/v3/register/available
+pub async fn available(
+    State(services): State<Arc<Services>>,
+    Query(query): Query<AvailableQuery>,
+) -> Result<Json<Value>> {
+    let user_id = services.users.validate_new_localpart(&query.username.to_lowercase())?;
+    if !services.users.is_available(&user_id).await? {
+        return Err(Error::new(ErrorKind::UserInUse, format!("user id {user_id} is already taken")));
+    }
+    Ok(Json(json!({ "available": true })))
+}
+
+/// GET /_matrix/client/v3/login
+pub async fn login_flows() -> Json<Value> {
+    Json(json!({ "flows": [{ "type": "m.login.password" }] }))
+}
+
+#[derive(Deserialize)]
+pub struct LoginBody {
+    #[serde(rename = "type")]
+    kind: String,
+    identifier: Option<Value>,
+    user: Option<String>,
+    password: Option<String>,
+    device_id: Option<String>,
+    initial_device_display_name: Option<String>,
+}
+
+/// POST /_matrix/client/v3/login
+pub async fn login(
+    State(services): State<Arc<Services>>,
+    ClientIp(ip): ClientIp,
+    JsonBody(body): JsonBody<LoginBody>,
+) -> Result<Json<Value>> {
+    if body.kind != "m.login.password" {
+        return Err(Error::new(ErrorKind::Unknown, format!("login type {} is not supported", body.kind))
+            .with_status(axum::http::StatusCode::BAD_REQUEST));
+    }
+    services.rate_limiter.check(&format!("login:{}", ip.map(|i| i.to_string()).unwrap_or_default()))?;
+
+    let user = match &body.identifier {
+        Some(identifier) => {
+            let kind = identifier.get("type").and_then(Value::as_str).unwrap_or_default();
+            if kind != "m.id.user" {
+                return Err(Error::new(ErrorKind::Unknown, format!("identifier type {kind:?} is not supported"))
+                    .with_status(axum::http::StatusCode::BAD_REQUEST));
+            }
+            identifier
+                .get("user")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| Error::bad_json("identifier.user is missing"))?
+        }
+        None => body.user.clone().ok_or_else(|| Error::bad_json("identifier is missing"))?,
+    };
+    let password = body.password.as_deref().ok_or_else(|| Error::bad_json("password is missing"))?;
+    let user_id = services.users.parse_local_user(&user).map_err(|_| Error::forbidden("invalid username or password"))?;
+    if user_id.server_name() != services.server_name {
+        return Err(Error::forbidden("invalid username or password"));
+    }
+    services.users.check_password(&user_id, password).await?;
+    let login = services.users.login(&user_id, body.device_id, body.initial_device_display_name).await?;
+    tracing::info!(user_id = %login.user_id, device_id = %login.device_id, "logged in");
+    Ok(Json(json!({
+        "user_id": login.user_id,
+        "access_token": login.access_token,
+        "device_id": login.device_id,
+        "home_server": services.server_name,
+    })))
+}
+
+/// GET /_matrix/client/v3/account/whoami
+pub async fn whoami(Auth(session): Auth) -> Json<Value> {
+    Json(json!({ "user_id": session.user_id, "device_id": session.device_id, "is_guest": false }))
+}
+
+/// POST /_matrix/client/v3/logout
+pub async fn logout(State(services): State<Arc<Services>>, Auth(session): Auth) -> Result<Json<Value>> {
+    services.users.delete_devices(&session.user_id, std::slice::from_ref(&session.device_id)).await?;
+    Ok(Json(json!({})))
+}
+
+/// POST /_matrix/client/v3/logout/all
+pub async fn logout_all(State(services): State<Arc<Services>>, Auth(session): Auth) -> Result<Json<Value>> {
+    services.users.delete_all_devices(&session.user_id, None).await?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+pub struct PasswordBody {
+    auth: Option<Value>,
+    new_password: String,
+    #[serde(default = "default_true")]
+    logout_devices: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// POST /_matrix/client/v3/account/password
+pub async fn change_password(
+    State(services): State<Arc<Services>>,
+    Auth(session): Auth,
+    JsonBody(body): JsonBody<PasswordBody>,
+) -> Result<Json<Value>> {
+    if body.new_password.is_empty() || body.new_password.len() > 512 {
+        return Err(Error::bad_json("new_password must be between 1 and 512 bytes"));
+    }
+    services.uiaa.check(&services, body.auth.as_ref(), &[vec![uiaa::PASSWORD]], Some(&session.user_id)).await?;
+    services.users.change_password(&session.user_id, &body.new_password).await?;
+    if body.logout_devices {
+        services.users.delete_all_devices(&session.user_id, Some(&session.device_id)).await?;
+    }
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+pub struct DeactivateBody {
+    auth: Option<Value>,
+}
+
+/// POST /_matrix/client/v3/account/deactivate
+pub async fn deactivate(
+    State(services): State<Arc<Services>>,
+    Auth(session): Auth,
+    JsonBody(body): JsonBody<DeactivateBody>,
+) -> Result<Json<Value>> {
+    services.uiaa.check(&services, body.auth.as_ref(), &[vec![uiaa::PASSWORD]], Some(&session.user_id)).await?;
+    // Leave every room first, so that other members see the account go.
+    let rooms = crate::storage::rooms::user_memberships(&services.db.pool, session.user_id.as_str()).await?;
+    for membership in rooms.iter().filter(|m| m.membership == "join" || m.membership == "invite") {
+        let Ok(room_id) = ruma::OwnedRoomId::try_from(membership.room_id.clone()) else { continue };
+        if let Err(err) = services
+            .rooms
+            .change_membership(&room_id, &session.user_id, &session.user_id, crate::rooms::membership::MembershipChange::Leave, None)
+            .await
+        {
+            tracing::warn!(%room_id, user_id = %session.user_id, error = %err, "could not leave a room while deactivating");
+        }
+    }
+    services.users.deactivate(&session.user_id).await?;
+    Ok(Json(json!({ "id_server_unbind_result": "no-support" })))
+}

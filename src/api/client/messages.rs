@@ -1,0 +1,246 @@
+//! Reading a room's timeline (spec: Client-Server API, "Getting events for a
+//! room"): one event, `/messages` pagination in both directions, and `/context`.
+
+use std::sync::Arc;
+
+use axum::{Json, extract::State};
+use ruma::{EventId, RoomId, UserId};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::rooms::parse_room_id;
+use crate::{
+    Services,
+    api::{Auth, Path, Query},
+    error::{Error, Result},
+    rooms::{serialize::{Viewer, client_events}, visibility::Visibility},
+    storage::{self, events::StoredEvent},
+    sync::{filter::RoomEventFilter, token::{pagination_token, parse_pagination}},
+    users::Session,
+};
+
+/// Largest page `/messages` and `/context` return.
+const MAX_LIMIT: i64 = 1000;
+
+/// The visibility rules for a user who has, or had, a membership in the room.
+async fn visibility_for(services: &Services, room_id: &RoomId, user: &UserId) -> Result<Visibility> {
+    let pool = &services.db.pool;
+    let membership = storage::rooms::membership(pool, room_id.as_str(), user.as_str()).await?;
+    let world_readable = services.rooms.exists(room_id).await?
+        && services
+            .rooms
+            .state(room_id)
+            .await?
+            .content(&ruma::events::StateEventType::RoomHistoryVisibility, "")
+            .get("history_visibility")
+            .and_then(Value::as_str)
+            == Some("world_readable");
+    if membership.is_none() && !world_readable {
+        return Err(Error::forbidden(format!("you are not a member of room {room_id}")));
+    }
+    Visibility::load(pool, room_id, user).await
+}
+
+fn viewer(session: &Session) -> Viewer<'_> {
+    Viewer { user_id: &session.user_id, device_id: &session.device_id }
+}
+
+/// GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}
+pub async fn event(
+    State(services): State<Arc<Services>>,
+    Auth(session): Auth,
+    Path((room_id, event_id)): Path<(String, String)>,
+) -> Result<Json<Value>> {
+    let room_id = parse_room_id(&room_id)?;
+    let event_id = EventId::parse(&event_id).map_err(|e| Error::invalid_param(format!("event id {event_id:?} is invalid: {e}")))?;
+    let visibility = visibility_for(&services, &room_id, &session.user_id).await?;
+    let not_found = || Error::not_found(format!("event {event_id} not found"));
+    let event = storage::events::get(&services.db.pool, event_id.as_str()).await?.ok_or_else(not_found)?;
+    if event.pdu.room_id != room_id || !visibility.can_see(event.stream) {
+        return Err(not_found());
+    }
+    let mut events = client_events(&services.db.pool, &[event], Some(viewer(&session)), true).await?;
+    Ok(Json(events.pop().unwrap_or(Value::Null)))
+}
+
+#[derive(Deserialize)]
+pub struct MessagesQuery {
+    from: Option<String>,
+    to: Option<String>,
+    dir: String,
+    limit: Option<i64>,
+    filter: Option<String>,
+}
+
+/// Reads up to `limit` visible, filtered events from `from` in one direction.
+/// Backwards, `from` is included; forwards, it is excluded. Returns the events
+/// in the order read and the token after the last event read.
+async fn paginate(
+    services: &Services,
+    room_id: &RoomId,
+    visibility: &Visibility,
+    filter: &RoomEventFilter,
+    from: i64,
+    to: Option<i64>,
+    backwards: bool,
+    limit: usize,
+) -> Result<(Vec<StoredEvent>, Option<i64>)> {
+    let pool = &services.db.pool;
+    let mut picked = Vec::new();
+    let mut position = from;
+    let chunk = (limit as i64 + 1).max(20);
+    loop {
+        let rows = if backwards {
+            let lower = to.unwrap_or(0);
+            storage::events::room_range(pool, room_id, lower, position, chunk, true).await?
+        } else {
+            let upper = to.unwrap_or(i64::MAX);
+            storage::events::room_range(pool, room_id, position, upper, chunk, false).await?
+        };
+        if rows.is_empty() {
+            return Ok((picked, None));
+        }
+        for event in rows {
+            position = if backwards { event.stream - 1 } else { event.stream };
+            if visibility.can_see(event.stream) && filter.allows(&event.pdu) {
+                picked.push(event);
+                if picked.len() == limit {
+                    return Ok((picked, Some(position)));
+                }
+            }
+        }
+    }
+}
+
+/// GET /_matrix/client/v3/rooms/{roomId}/messages
+pub async fn messages(
+    State(services): State<Arc<Services>>,
+    Auth(session): Auth,
+    Path(room_id): Path<String>,
+    Query(query): Query<MessagesQuery>,
+) -> Result<Json<Value>> {
+    let room_id = parse_room_id(&room_id)?;
+    let backwards = match query.dir.as_str() {
+        "b" => true,
+        "f" => false,
+        other => return Err(Error::invalid_param(format!("dir {other:?} is invalid: expected \"b\" or \"f\""))),
+    };
+    let limit = query.limit.unwrap_or(10);
+    if limit < 0 {
+        return Err(Error::invalid_param("limit must not be negative"));
+    }
+    let limit = limit.min(MAX_LIMIT) as usize;
+    let filter = match &query.filter {
+        Some(f) => serde_json::from_str::<RoomEventFilter>(f).map_err(|e| Error::bad_json(format!("filter is invalid: {e}")))?,
+        None => RoomEventFilter::default(),
+    };
+    let visibility = visibility_for(&services, &room_id, &session.user_id).await?;
+    let current = crate::sync::assemble::current_token(&services).events;
+    let from = match &query.from {
+        Some(token) => parse_pagination(token, "from")?,
+        None if backwards => current,
+        None => 0,
+    };
+    // A user who left reads nothing after their leave.
+    let from = match visibility.left_at() {
+        Some(left) if backwards => from.min(left),
+        _ => from,
+    };
+    let to = query.to.as_deref().map(|t| parse_pagination(t, "to")).transpose()?;
+    let upper = match visibility.left_at() {
+        Some(left) if !backwards => Some(to.map_or(left, |t| t.min(left))),
+        _ => to,
+    };
+    if limit == 0 {
+        return Ok(Json(json!({ "chunk": [], "start": pagination_token(from) })));
+    }
+    let (events, end) = paginate(&services, &room_id, &visibility, &filter, from, upper, backwards, limit).await?;
+
+    let mut state = Vec::new();
+    if filter.lazy_load() {
+        let room = services.rooms.state(&room_id).await?;
+        let mut senders: Vec<String> = events.iter().map(|e| e.pdu.sender.to_string()).collect();
+        senders.sort();
+        senders.dedup();
+        let ids: Vec<String> = senders
+            .iter()
+            .filter_map(|s| room.get(&ruma::events::StateEventType::RoomMember, s).map(|p| p.event_id.to_string()))
+            .collect();
+        state = storage::events::get_many(&services.db.pool, &ids).await?;
+    }
+
+    let mut body = json!({
+        "chunk": client_events(&services.db.pool, &events, Some(viewer(&session)), true).await?,
+        "start": pagination_token(from),
+    });
+    if let Some(end) = end {
+        body["end"] = json!(pagination_token(end));
+    }
+    if !state.is_empty() {
+        body["state"] = json!(client_events(&services.db.pool, &state, None, true).await?);
+    }
+    Ok(Json(body))
+}
+
+#[derive(Deserialize)]
+pub struct ContextQuery {
+    limit: Option<i64>,
+    filter: Option<String>,
+}
+
+/// GET /_matrix/client/v3/rooms/{roomId}/context/{eventId}
+pub async fn context(
+    State(services): State<Arc<Services>>,
+    Auth(session): Auth,
+    Path((room_id, event_id)): Path<(String, String)>,
+    Query(query): Query<ContextQuery>,
+) -> Result<Json<Value>> {
+    let room_id = parse_room_id(&room_id)?;
+    let event_id = EventId::parse(&event_id).map_err(|e| Error::invalid_param(format!("event id {event_id:?} is invalid: {e}")))?;
+    let limit = query.limit.unwrap_or(10);
+    if limit < 0 {
+        return Err(Error::invalid_param("limit must not be negative"));
+    }
+    let limit = limit.min(MAX_LIMIT) as usize;
+    let filter = match &query.filter {
+        Some(f) => serde_json::from_str::<RoomEventFilter>(f).map_err(|e| Error::bad_json(format!("filter is invalid: {e}")))?,
+        None => RoomEventFilter::default(),
+    };
+    let visibility = visibility_for(&services, &room_id, &session.user_id).await?;
+    let pool = &services.db.pool;
+    let not_found = || Error::not_found(format!("event {event_id} not found"));
+    let event = storage::events::get(pool, event_id.as_str()).await?.ok_or_else(not_found)?;
+    if event.pdu.room_id != room_id || !visibility.can_see(event.stream) {
+        return Err(not_found());
+    }
+    let before_count = limit / 2;
+    let after_count = limit - before_count;
+    let (before, start) = if before_count > 0 {
+        paginate(&services, &room_id, &visibility, &filter, event.stream - 1, None, true, before_count).await?
+    } else {
+        (Vec::new(), Some(event.stream - 1))
+    };
+    let upper = visibility.left_at();
+    let (after, end) = if after_count > 0 {
+        paginate(&services, &room_id, &visibility, &filter, event.stream, upper, false, after_count).await?
+    } else {
+        (Vec::new(), Some(event.stream))
+    };
+    let last_stream = after.last().map_or(event.stream, |e| e.stream);
+    let state = match storage::events::room_range(pool, &room_id, 0, last_stream, 1, true).await?.pop() {
+        Some(latest) => storage::state::load_group(pool, latest.state_group).await?,
+        None => Default::default(),
+    };
+    let mut state_events = storage::events::get_many(pool, &state.into_values().collect::<Vec<_>>()).await?;
+    state_events.sort_by_key(|e| e.stream);
+
+    let viewer = Some(viewer(&session));
+    Ok(Json(json!({
+        "event": client_events(pool, &[event.clone()], viewer, true).await?.pop(),
+        "events_before": client_events(pool, &before, viewer, true).await?,
+        "events_after": client_events(pool, &after, viewer, true).await?,
+        "start": pagination_token(start.unwrap_or(0)),
+        "end": pagination_token(end.unwrap_or(last_stream)),
+        "state": client_events(pool, &state_events, None, true).await?,
+    })))
+}

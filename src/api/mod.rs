@@ -1,0 +1,64 @@
+//! HTTP: the routers of every API, with the layers they share (CORS, body
+//! limits, request spans). Handlers only translate HTTP to service calls.
+
+pub mod client;
+mod extract;
+mod well_known;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    http::{HeaderName, Method, Request, header},
+    response::IntoResponse,
+};
+use tower_http::{
+    cors::{Any, CorsLayer},
+    limit::RequestBodyLimitLayer,
+    trace::TraceLayer,
+};
+
+pub use self::extract::{Auth, ClientIp, JsonBody, Path, Query};
+use crate::{Services, error::Error};
+
+pub fn router(services: Arc<Services>) -> Router {
+    let max_body = services.config.limits.max_request_body;
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            HeaderName::from_static("x-requested-with"),
+        ])
+        .max_age(Duration::from_secs(86400));
+
+    Router::new()
+        .merge(client::router())
+        .merge(well_known::router())
+        .fallback(unrecognized)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                let path = request
+                    .extensions()
+                    .get::<axum::extract::MatchedPath>()
+                    .map(|p| p.as_str().to_owned())
+                    .unwrap_or_else(|| "unmatched".into());
+                tracing::info_span!("request", method = %request.method(), path)
+            }),
+        )
+        .layer(cors)
+        .with_state(services)
+}
+
+async fn unrecognized() -> impl IntoResponse {
+    Error::unrecognized("unrecognized request: this endpoint is not implemented by this server")
+}
+
+async fn method_not_allowed() -> impl IntoResponse {
+    Error::unrecognized("this endpoint does not accept that HTTP method")
+        .with_status(axum::http::StatusCode::METHOD_NOT_ALLOWED)
+}

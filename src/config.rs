@@ -1,0 +1,301 @@
+//! Server configuration: a TOML file, overridden by `LATTICE_*` environment variables.
+//!
+//! Nested keys use a double underscore in the variable name, so
+//! `LATTICE_LISTEN__CLIENT=0.0.0.0:8008` sets `listen.client`.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The domain in every user id and room alias of this server, e.g. `example.org`.
+    pub server_name: String,
+    /// Where the SQLite database and the signing key are stored.
+    pub data_dir: PathBuf,
+    /// Base URL that clients use, published in `/.well-known/matrix/client`.
+    pub public_baseurl: Option<String>,
+    /// Federation endpoint published in `/.well-known/matrix/server` (`host:port`).
+    pub well_known_server: Option<String>,
+    pub listen: ListenConfig,
+    pub database: DatabaseConfig,
+    pub registration: RegistrationConfig,
+    pub rooms: RoomsConfig,
+    pub rate_limits: RateLimitConfig,
+    pub limits: RequestLimits,
+    pub directory: DirectoryConfig,
+    pub policy: PolicyConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenConfig {
+    /// Address of the plain-HTTP Client-Server listener.
+    pub client: SocketAddr,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` or `postgres://...`. Empty means `sqlite://<data_dir>/lattice.db`.
+    pub url: String,
+    /// Maximum number of pooled read connections.
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrationConfig {
+    /// Whether `/register` creates accounts for anyone.
+    pub enabled: bool,
+    /// When non-empty, registration also requires one of these tokens
+    /// (`m.login.registration_token`).
+    pub tokens: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomsConfig {
+    /// Room version of new rooms when the client names none.
+    pub default_version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    /// Sustained requests per second allowed for each user (or IP for unauthenticated requests).
+    pub per_second: f64,
+    /// Requests allowed in a burst above the sustained rate.
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RequestLimits {
+    /// Maximum size of a JSON request body, in bytes.
+    pub max_request_body: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DirectoryConfig {
+    /// Whether user directory search returns every local user, not only those
+    /// who share a room with the searcher or sit in a public room.
+    pub search_all_users: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// `open` (plain Matrix).
+    pub name: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server_name: "localhost".into(),
+            data_dir: PathBuf::from("./data"),
+            public_baseurl: None,
+            well_known_server: None,
+            listen: ListenConfig::default(),
+            database: DatabaseConfig::default(),
+            registration: RegistrationConfig::default(),
+            rooms: RoomsConfig::default(),
+            rate_limits: RateLimitConfig::default(),
+            limits: RequestLimits::default(),
+            directory: DirectoryConfig::default(),
+            policy: PolicyConfig::default(),
+        }
+    }
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self { client: SocketAddr::from(([127, 0, 0, 1], 8008)) }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: String::new(), max_connections: 8 }
+    }
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        Self { enabled: true, tokens: Vec::new() }
+    }
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        Self { default_version: "12".into() }
+    }
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self { enabled: true, per_second: 10.0, burst: 50 }
+    }
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        Self { max_request_body: 1024 * 1024 }
+    }
+}
+
+impl Default for DirectoryConfig {
+    fn default() -> Self {
+        Self { search_all_users: false }
+    }
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self { name: "open".into() }
+    }
+}
+
+/// An invalid or unreadable configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Loads the defaults, then the TOML file (if any), then `LATTICE_*` variables.
+    pub fn load(path: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(ConfigError(format!("config file {} not found", path.display())));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("LATTICE_").split("__"));
+        let config: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if ruma::ServerName::parse(&self.server_name).is_err() {
+            return Err(ConfigError(format!(
+                "server_name {:?} is not a valid Matrix server name",
+                self.server_name
+            )));
+        }
+        if !matches!(self.policy.name.as_str(), "open") {
+            return Err(ConfigError(format!(
+                "policy.name {:?} is unknown; expected \"open\"",
+                self.policy.name
+            )));
+        }
+        let version = ruma::RoomVersionId::try_from(self.rooms.default_version.as_str())
+            .map_err(|_| ConfigError("rooms.default_version is not a room version".into()))?;
+        if !crate::rooms::version::is_supported(&version) {
+            return Err(ConfigError(format!(
+                "rooms.default_version {} is not supported by this server",
+                self.rooms.default_version
+            )));
+        }
+        if self.rate_limits.enabled && self.rate_limits.per_second <= 0.0 {
+            return Err(ConfigError("rate_limits.per_second must be above 0".into()));
+        }
+        Ok(())
+    }
+
+    /// The database URL, with the SQLite default under `data_dir` filled in.
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!("sqlite://{}/lattice.db", self.data_dir.display())
+        } else {
+            self.database.url.clone()
+        }
+    }
+}
+
+/// The commented default configuration printed by `lattice generate-config`.
+pub const DEFAULT_CONFIG_TOML: &str = r#"# Lattice configuration. Every key can also be set by an environment variable:
+# LATTICE_ followed by the key, with "__" between nested keys
+# (for example LATTICE_LISTEN__CLIENT=0.0.0.0:8008).
+
+# The domain in every user id and room alias, e.g. "example.org". Changing it
+# later orphans every existing account and room.
+server_name = "localhost"
+
+# Directory for the SQLite database and the server's signing key.
+data_dir = "./data"
+
+# Base URL published to clients in /.well-known/matrix/client.
+# public_baseurl = "https://matrix.example.org/"
+
+# host:port published in /.well-known/matrix/server for federation.
+# well_known_server = "matrix.example.org:443"
+
+[listen]
+# Plain-HTTP Client-Server listener. Put a TLS proxy in front of it for public use.
+client = "127.0.0.1:8008"
+
+[database]
+# sqlite://PATH or postgres://USER@HOST/DB. Empty: sqlite under data_dir.
+url = ""
+# Maximum number of pooled read connections.
+max_connections = 8
+
+[registration]
+# Whether anyone may create an account through /register.
+enabled = true
+# Registration tokens (m.login.registration_token); when set, one is required.
+tokens = []
+
+[rooms]
+# Room version of new rooms when the client names none.
+default_version = "12"
+
+[rate_limits]
+# Flood control per user (or per IP before login): 429 M_LIMIT_EXCEEDED.
+enabled = true
+per_second = 10.0
+burst = 50
+
+[limits]
+# Maximum size of a JSON request body, in bytes.
+max_request_body = 1048576
+
+[directory]
+# Search every local user, not only those sharing a room or in public rooms.
+search_all_users = false
+
+[policy]
+# "open" is plain Matrix.
+name = "open"
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_text_parses_to_defaults() {
+        let parsed: Config = Figment::from(Toml::string(DEFAULT_CONFIG_TOML)).extract().unwrap();
+        let defaults = Config::default();
+        assert_eq!(parsed.server_name, defaults.server_name);
+        assert_eq!(parsed.listen.client, defaults.listen.client);
+        assert_eq!(parsed.rooms.default_version, defaults.rooms.default_version);
+        assert_eq!(parsed.limits.max_request_body, defaults.limits.max_request_body);
+    }
+}
+
+impl ConfigError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}

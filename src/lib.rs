@@ -1,0 +1,181 @@
+//! Lattice: a Matrix homeserver.
+//!
+//! [`Homeserver`] is built from a [`Config`] and serves the Client-Server API
+//! as an axum [`Router`](axum::Router), either on its own listener
+//! ([`Homeserver::serve`]) or mounted into another axum application
+//! ([`Homeserver::router`]).
+
+pub mod api;
+pub mod config;
+pub mod ephemeral;
+pub mod error;
+pub mod policy;
+pub mod rate_limit;
+pub mod rooms;
+pub mod signing_key;
+pub mod storage;
+pub mod sync;
+pub mod users;
+
+use std::{sync::Arc, time::Duration};
+
+use ruma::{OwnedServerName, RoomVersionId};
+use tokio::sync::watch;
+
+pub use crate::config::Config;
+use crate::{
+    ephemeral::typing::Typing,
+    policy::{OpenPolicy, RoomPolicy},
+    rate_limit::RateLimiter,
+    rooms::Rooms,
+    signing_key::SigningKey,
+    storage::Db,
+    sync::notifier::Notifier,
+    users::Users,
+};
+
+/// Everything the request handlers use, shared behind an `Arc`.
+pub struct Services {
+    pub config: Config,
+    pub server_name: OwnedServerName,
+    pub db: Db,
+    pub key: Arc<SigningKey>,
+    pub users: Users,
+    pub rooms: Rooms,
+    pub notifier: Arc<Notifier>,
+    pub typing: Typing,
+    pub rate_limiter: RateLimiter,
+    pub uiaa: api::client::uiaa::Sessions,
+}
+
+/// A failure to start the server.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Database(#[from] storage::OpenError),
+    #[error("signing key: {0}")]
+    SigningKey(String),
+    #[error("could not listen on {addr}: {source}")]
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+}
+
+/// A running homeserver: its services and background tasks.
+#[derive(Clone)]
+pub struct Homeserver {
+    services: Arc<Services>,
+    shutdown: watch::Sender<bool>,
+}
+
+/// Stops a [`Homeserver`]: background tasks end, queued writes commit, and
+/// the database closes.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    services: Arc<Services>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl ShutdownHandle {
+    pub async fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+        self.services.db.close().await;
+        tracing::info!("homeserver stopped");
+    }
+}
+
+impl Homeserver {
+    /// Opens the database, loads or creates the signing key, and starts the
+    /// background tasks, with the `open` room policy of the configuration.
+    pub async fn new(config: Config) -> Result<Self, StartError> {
+        Self::with_policy(config, Arc::new(OpenPolicy)).await
+    }
+
+    /// Like [`Homeserver::new`], with a room policy supplied by the embedding application.
+    pub async fn with_policy(config: Config, policy: Arc<dyn RoomPolicy>) -> Result<Self, StartError> {
+        config.validate()?;
+        let server_name = OwnedServerName::try_from(config.server_name.as_str())
+            .map_err(|e| config::ConfigError::invalid(format!("server_name: {e}")))?;
+        let url = config.database_url();
+        let db = Db::open(&url, config.database.max_connections).await?;
+        tracing::info!(server_name = %server_name, database = %redact_url(&url), policy = policy.name(), "database ready");
+        let key = Arc::new(SigningKey::load_or_generate(&db).await.map_err(StartError::SigningKey)?);
+        let notifier = Arc::new(Notifier::default());
+        let default_version = RoomVersionId::try_from(config.rooms.default_version.as_str())
+            .map_err(|e| config::ConfigError::invalid(format!("rooms.default_version: {e}")))?;
+        let rooms = Rooms::new(db.clone(), server_name.clone(), key.clone(), notifier.clone(), policy, default_version);
+        let services = Arc::new(Services {
+            users: Users::new(db.clone(), server_name.clone()),
+            rate_limiter: RateLimiter::new(&config.rate_limits),
+            uiaa: api::client::uiaa::Sessions::default(),
+            typing: Typing::default(),
+            config,
+            server_name,
+            db,
+            key,
+            rooms,
+            notifier,
+        });
+        let (shutdown, _) = watch::channel(false);
+        let server = Self { services, shutdown };
+        server.spawn_background_tasks();
+        Ok(server)
+    }
+
+    fn spawn_background_tasks(&self) {
+        let services = self.services.clone();
+        let mut stop = self.shutdown.subscribe();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.changed() => break,
+                }
+                for room_id in services.typing.expire() {
+                    if let Ok(room) = services.rooms.state(&room_id).await {
+                        let members = room.local_members(&services.server_name);
+                        services.notifier.wake(members.iter().map(|u| &**u));
+                    }
+                }
+            }
+        });
+    }
+
+    pub fn services(&self) -> &Arc<Services> {
+        &self.services
+    }
+
+    /// The Client-Server API and discovery endpoints, ready to mount.
+    pub fn router(&self) -> axum::Router {
+        api::router(self.services.clone())
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle { services: self.services.clone(), shutdown: self.shutdown.clone() }
+    }
+
+    /// Serves the API on the configured client listener until `stop` resolves.
+    pub async fn serve(self, stop: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+        let addr = self.services.config.listen.client;
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
+        tracing::info!(%addr, server_name = %self.services.server_name, "listening for clients");
+        let handle = self.shutdown_handle();
+        let app = self.router().into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let result = axum::serve(listener, app).with_graceful_shutdown(stop).await;
+        handle.shutdown().await;
+        result.map_err(|source| StartError::Listen { addr, source })
+    }
+}
+
+/// The database URL without a password, for logs.
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}

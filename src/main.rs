@@ -1,0 +1,113 @@
+//! The `lattice` command: run the server, print a default configuration, or
+//! add a user.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use lattice::{Config, Homeserver};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "lattice", version, about = "A Matrix homeserver")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default when no command is given).
+    Serve {
+        /// TOML configuration file; `LATTICE_*` environment variables override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Print a commented default configuration.
+    GenerateConfig,
+    /// Create a user account.
+    CreateUser {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Localpart (e.g. `alice`) or full user id.
+        username: String,
+        /// Password; read from the LATTICE_NEW_USER_PASSWORD variable when omitted.
+        #[arg(long, env = "LATTICE_NEW_USER_PASSWORD", hide_env_values = true)]
+        password: String,
+        /// Make the user a server administrator.
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ruma_state_res=warn,sqlx=warn")))
+        .with_writer(std::io::stderr)
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: could not start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command.unwrap_or(Command::Serve { config: None }) {
+        Command::GenerateConfig => {
+            print!("{}", lattice::config::DEFAULT_CONFIG_TOML);
+            Ok(())
+        }
+        Command::Serve { config } => runtime.block_on(serve(config)),
+        Command::CreateUser { config, username, password, admin } => {
+            runtime.block_on(create_user(config, username, password, admin))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config_path: Option<PathBuf>) -> Result<(), String> {
+    let config = Config::load(config_path.as_deref()).map_err(|e| e.to_string())?;
+    let server = Homeserver::new(config).await.map_err(|e| e.to_string())?;
+    server.serve(shutdown_signal()).await.map_err(|e| e.to_string())
+}
+
+async fn create_user(config_path: Option<PathBuf>, username: String, password: String, admin: bool) -> Result<(), String> {
+    let config = Config::load(config_path.as_deref()).map_err(|e| e.to_string())?;
+    let server = Homeserver::new(config).await.map_err(|e| e.to_string())?;
+    let users = &server.services().users;
+    let localpart = username.trim_start_matches('@').split(':').next().unwrap_or_default().to_lowercase();
+    let user_id = users.validate_new_localpart(&localpart).map_err(|e| e.message)?;
+    users.create(&user_id, Some(&password), admin).await.map_err(|e| e.message)?;
+    server.shutdown_handle().shutdown().await;
+    println!("created {user_id}{}", if admin { " (admin)" } else { "" });
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,74 @@
+//! Room policies: the product rules that the room service consults before a
+//! room is created, an invite is sent or received, a user joins, or a message
+//! is sent. `open` is plain Matrix. Embedding applications can supply their own
+//! implementation of [`RoomPolicy`].
+
+use futures::future::BoxFuture;
+use ruma::{RoomId, UserId};
+
+use crate::{error::Result, rooms::state::RoomState};
+
+/// What a `createRoom` request asks for, as far as a policy needs to know.
+#[derive(Debug, Clone)]
+pub struct RoomCreation<'a> {
+    pub creator: &'a UserId,
+    pub invites: &'a [ruma::OwnedUserId],
+    pub is_direct: bool,
+    pub preset: &'a str,
+}
+
+/// An invite about to be sent by a local user.
+#[derive(Debug, Clone)]
+pub struct Invite<'a> {
+    pub room: &'a RoomState,
+    pub sender: &'a UserId,
+    pub invitee: &'a UserId,
+    pub is_direct: bool,
+}
+
+/// Every hook returns `Ok(())` to allow the action, or the error the client gets.
+/// A hook runs before anything is written, so a rejection leaves no trace.
+pub trait RoomPolicy: Send + Sync {
+    fn name(&self) -> &'static str;
+
+    fn check_create_room<'a>(&'a self, _request: RoomCreation<'a>) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn check_invite<'a>(&'a self, _invite: Invite<'a>) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// An invite from another server to one of this server's users.
+    fn check_inbound_invite<'a>(
+        &'a self,
+        _room_id: &'a RoomId,
+        _sender: &'a UserId,
+        _invitee: &'a UserId,
+        _is_direct: bool,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn check_join<'a>(&'a self, _room: &'a RoomState, _user: &'a UserId) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn check_send<'a>(
+        &'a self,
+        _room: &'a RoomState,
+        _sender: &'a UserId,
+        _event_type: &'a str,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Plain Matrix: every hook allows.
+pub struct OpenPolicy;
+
+impl RoomPolicy for OpenPolicy {
+    fn name(&self) -> &'static str {
+        "open"
+    }
+}

@@ -1,0 +1,132 @@
+//! Membership changes of local users: join, invite, leave, kick, ban, unban,
+//! and the profile updates that rewrite a user's member events.
+
+use ruma::{OwnedEventId, RoomId, UserId, events::{StateEventType, TimelineEventType}};
+use serde_json::{Value, json};
+
+use super::{Rooms, builder::EventDraft};
+use crate::{
+    error::{Error, Result},
+    policy::Invite,
+    storage,
+};
+
+/// A membership change requested by `sender` for `target`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MembershipChange {
+    Join,
+    Invite,
+    Leave,
+    Kick,
+    Ban,
+    Unban,
+}
+
+impl Rooms {
+    /// Applies a membership change. `reason` goes into the member event.
+    pub async fn change_membership(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        target: &UserId,
+        change: MembershipChange,
+        reason: Option<String>,
+    ) -> Result<OwnedEventId> {
+        let room = self.state(room_id).await?;
+        let current = room.membership(target);
+        let previous = room.get(&StateEventType::RoomMember, target.as_str()).map(|p| p.content_value());
+
+        let membership = match change {
+            MembershipChange::Join => {
+                if current.as_deref() == Some("ban") {
+                    return Err(Error::forbidden(format!("{target} is banned from {room_id}")));
+                }
+                self.policy.check_join(&room, target).await?;
+                "join"
+            }
+            MembershipChange::Invite => {
+                match current.as_deref() {
+                    Some("join") => return Err(Error::forbidden(format!("{target} is already in the room"))),
+                    Some("ban") => return Err(Error::forbidden(format!("{target} is banned from the room"))),
+                    _ => {}
+                }
+                let is_direct = false;
+                self.policy.check_invite(Invite { room: &room, sender, invitee: target, is_direct }).await?;
+                "invite"
+            }
+            MembershipChange::Leave => {
+                if !matches!(current.as_deref(), Some("join" | "invite" | "knock")) {
+                    return Err(Error::forbidden(format!("{target} is not in room {room_id}")));
+                }
+                "leave"
+            }
+            MembershipChange::Kick => {
+                if !matches!(current.as_deref(), Some("join" | "invite" | "knock")) {
+                    return Err(Error::forbidden(format!("{target} is not in room {room_id}")));
+                }
+                "leave"
+            }
+            MembershipChange::Ban => "ban",
+            MembershipChange::Unban => {
+                if current.as_deref() != Some("ban") {
+                    return Err(Error::forbidden(format!("{target} is not banned from room {room_id}")));
+                }
+                "leave"
+            }
+        };
+
+        let mut content = json!({ "membership": membership });
+        if let Some(reason) = reason {
+            content["reason"] = json!(reason);
+        }
+        if membership == "join" || membership == "invite" {
+            self.fill_profile(&mut content, target, previous.as_ref()).await?;
+        }
+        let draft = EventDraft::state(TimelineEventType::RoomMember, target.as_str(), content);
+        self.append(room_id, sender, draft, None).await
+    }
+
+    /// Copies the user's display name and avatar into new member content; keeps
+    /// `is_direct` of a pending invite when joining it.
+    async fn fill_profile(&self, content: &mut Value, user: &UserId, previous: Option<&Value>) -> Result<()> {
+        if user.server_name() == self.server_name {
+            if let Some(row) = storage::users::get(&self.db.pool, user.as_str()).await? {
+                if let Some(name) = row.displayname {
+                    content["displayname"] = json!(name);
+                }
+                if let Some(url) = row.avatar_url {
+                    content["avatar_url"] = json!(url);
+                }
+            }
+        } else if let Some(previous) = previous {
+            for field in ["displayname", "avatar_url"] {
+                if let Some(value) = previous.get(field) {
+                    content[field] = value.clone();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a new member event in every joined room of `user` after a profile change.
+    pub async fn propagate_profile(&self, user: &UserId) -> Result<()> {
+        let rooms = storage::rooms::joined_rooms(&self.db.pool, user.as_str()).await?;
+        for room_id in rooms {
+            let Ok(room_id) = ruma::OwnedRoomId::try_from(room_id) else { continue };
+            let room = self.state(&room_id).await?;
+            let Some(member) = room.get(&StateEventType::RoomMember, user.as_str()) else { continue };
+            let mut content = member.content_value();
+            if let Some(object) = content.as_object_mut() {
+                object.remove("displayname");
+                object.remove("avatar_url");
+                object.remove("reason");
+            }
+            self.fill_profile(&mut content, user, None).await?;
+            let draft = EventDraft::state(TimelineEventType::RoomMember, user.as_str(), content);
+            if let Err(err) = self.append(&room_id, user, draft, None).await {
+                tracing::warn!(%room_id, user_id = %user, error = %err, "could not update a member event after a profile change");
+            }
+        }
+        Ok(())
+    }
+}

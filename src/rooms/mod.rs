@@ -1,0 +1,273 @@
+//! Rooms: building, authorizing and persisting events, and the state they
+//! produce. All writes to one room go through its lock, so `prev_events`,
+//! depth and stream order agree.
+
+pub mod builder;
+mod create;
+pub mod membership;
+pub mod pdu;
+mod persist;
+pub mod power;
+pub mod serialize;
+pub mod state;
+pub mod version;
+pub mod visibility;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use ruma::{
+    OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, RoomVersionId, UserId,
+    events::{StateEventType, TimelineEventType},
+};
+use tokio::sync::Mutex as AsyncMutex;
+
+pub use self::create::{CreateRoom, random_localpart};
+use self::{
+    builder::{BuiltEvent, EventDraft},
+    pdu::Pdu,
+    persist::{Batch, NewRoom},
+    state::RoomState,
+};
+use crate::{
+    error::{Error, Result},
+    policy::RoomPolicy,
+    signing_key::SigningKey,
+    storage::{self, Db},
+    sync::notifier::Notifier,
+};
+
+type RoomSlot = Arc<AsyncMutex<Option<RoomState>>>;
+
+/// The room service.
+pub struct Rooms {
+    db: Db,
+    server_name: OwnedServerName,
+    key: Arc<SigningKey>,
+    notifier: Arc<Notifier>,
+    policy: Arc<dyn RoomPolicy>,
+    default_version: RoomVersionId,
+    slots: Mutex<HashMap<OwnedRoomId, RoomSlot>>,
+}
+
+/// Who sent a request that appends an event, for transaction-id idempotency.
+#[derive(Debug, Clone)]
+pub struct TxnContext {
+    pub device_id: String,
+    pub txn_id: String,
+}
+
+impl Rooms {
+    pub fn new(
+        db: Db,
+        server_name: OwnedServerName,
+        key: Arc<SigningKey>,
+        notifier: Arc<Notifier>,
+        policy: Arc<dyn RoomPolicy>,
+        default_version: RoomVersionId,
+    ) -> Self {
+        Self { db, server_name, key, notifier, policy, default_version, slots: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn server_name(&self) -> &ruma::ServerName {
+        &self.server_name
+    }
+
+    pub fn policy(&self) -> &dyn RoomPolicy {
+        &*self.policy
+    }
+
+    fn slot(&self, room_id: &RoomId) -> RoomSlot {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.entry(room_id.to_owned()).or_default().clone()
+    }
+
+    /// Loads a room's state from the database.
+    async fn load(&self, room_id: &RoomId) -> Result<RoomState> {
+        let pool = &self.db.pool;
+        let row = storage::rooms::get(pool, room_id.as_str())
+            .await?
+            .ok_or_else(|| Error::not_found(format!("room {room_id} is not known to this server")))?;
+        let version = RoomVersionId::try_from(row.room_version.as_str())
+            .map_err(|e| Error::internal("reading a room version", e))?;
+        let rules = version::rules(&version)
+            .ok_or_else(|| Error::internal("reading a room version", "unsupported version stored"))?;
+        let mut room = RoomState::new(room_id.to_owned(), version, rules);
+
+        let current = storage::state::current(pool, room_id.as_str()).await?;
+        let ids: Vec<String> = current.values().cloned().collect();
+        for event in storage::events::get_many(pool, &ids).await? {
+            let pdu = event.pdu;
+            if let Some(key) = &pdu.state_key {
+                room.state.insert((StateEventType::from(pdu.kind.to_string()), key.clone()), pdu.clone());
+            }
+        }
+        room.extremities = storage::state::extremities(pool, room_id.as_str())
+            .await?
+            .into_iter()
+            .filter_map(|id| OwnedEventId::try_from(id).ok())
+            .collect();
+        if let Some(latest) = storage::events::room_range(pool, room_id, 0, i64::MAX, 1, true).await?.pop() {
+            room.depth = latest.pdu.depth;
+            room.state_group = latest.state_group;
+            room.chain_length = storage::state::chain_length(pool, latest.state_group).await?;
+        }
+        // The newest event may not have the highest depth after a redaction race; take the max.
+        for id in &room.extremities {
+            if let Some(pdu) = room.find_event(id) {
+                room.depth = room.depth.max(pdu.depth);
+            }
+        }
+        Ok(room)
+    }
+
+    /// A copy of a room's current state, loading it if needed.
+    pub async fn state(&self, room_id: &RoomId) -> Result<RoomState> {
+        let slot = self.slot(room_id);
+        let mut guard = slot.lock().await;
+        if guard.is_none() {
+            *guard = Some(self.load(room_id).await?);
+        }
+        Ok(guard.as_ref().cloned().expect("room state was just loaded"))
+    }
+
+    /// Whether the room exists on this server.
+    pub async fn exists(&self, room_id: &RoomId) -> Result<bool> {
+        Ok(storage::rooms::get(&self.db.pool, room_id.as_str()).await?.is_some())
+    }
+
+    /// Appends one event that a local user sends, with the room lock held for the
+    /// whole build-and-commit, and wakes the room's local members.
+    pub async fn append(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        draft: EventDraft,
+        txn: Option<TxnContext>,
+    ) -> Result<OwnedEventId> {
+        let slot = self.slot(room_id);
+        let mut guard = slot.lock().await;
+
+        if let Some(txn) = &txn
+            && let Some(existing) =
+                storage::events::txn_event(&self.db.pool, sender.as_str(), &txn.device_id, &txn.txn_id).await?
+        {
+            return OwnedEventId::try_from(existing).map_err(|e| Error::internal("reading a transaction", e));
+        }
+
+        if guard.is_none() {
+            *guard = Some(self.load(room_id).await?);
+        }
+        let current = guard.as_ref().expect("room state was just loaded");
+        let mut next = current.clone();
+
+        self.check_before_append(&next, sender, &draft).await?;
+        let redaction = match &draft.redacts {
+            Some(target) => self.prepare_redaction(&next, sender, target).await?,
+            None => None,
+        };
+
+        let mut built = builder::build(&mut next, &self.server_name, &self.key, sender, draft)?;
+        if let Some((target, redacted)) = redaction {
+            if let Some(in_state) = next.find_event(&target).cloned() {
+                let redacted_pdu = Pdu::from_json(target.clone(), &redacted, room_id)
+                    .map_err(|e| Error::internal("redacting an event", e))?;
+                let kind = StateEventType::from(in_state.kind.to_string());
+                let key = in_state.state_key.clone().unwrap_or_default();
+                next.state.insert((kind, key), Arc::new(redacted_pdu));
+            }
+            built.redaction = Some((target, redacted));
+        }
+
+        let event_id = built.pdu.event_id.clone();
+        let wake_target = membership_target(&built);
+        let batch = Batch {
+            room_id: room_id.to_string(),
+            new_room: None,
+            events: vec![built],
+            state_group: current.state_group,
+            txn: txn.map(|t| (sender.to_string(), t.device_id, t.txn_id)),
+        };
+        let persisted = self.db.writer.write(move |w| Box::pin(persist::persist(w, batch))).await?;
+        next.state_group = persisted.state_group;
+        let audience = audience(&next, &self.server_name, wake_target);
+        *guard = Some(next);
+        drop(guard);
+
+        self.notifier.wake(audience.iter().map(|u| &**u));
+        Ok(event_id)
+    }
+
+    /// Checks the policy for ordinary sends.
+    async fn check_before_append(&self, room: &RoomState, sender: &UserId, draft: &EventDraft) -> Result<()> {
+        if draft.kind != TimelineEventType::RoomMember {
+            self.policy.check_send(room, sender, &draft.kind.to_string()).await?;
+        }
+        Ok(())
+    }
+
+    /// Checks that `sender` may redact `target` and returns its redacted form.
+    async fn prepare_redaction(
+        &self,
+        room: &RoomState,
+        sender: &UserId,
+        target: &ruma::EventId,
+    ) -> Result<Option<(OwnedEventId, String)>> {
+        let Some(stored) = storage::events::get(&self.db.pool, target.as_str()).await? else {
+            return Err(Error::not_found(format!("event {target} not found in this room")));
+        };
+        if stored.pdu.room_id != room.room_id {
+            return Err(Error::not_found(format!("event {target} not found in this room")));
+        }
+        let own_event = stored.pdu.sender == sender;
+        let may_redact_others = power::user_level(room, sender) >= power::action_level(room, "redact", 50);
+        if !own_event && !may_redact_others {
+            return Err(Error::forbidden("you need a higher power level to redact other users' events"));
+        }
+        if stored.redacted_by.is_some() {
+            return Ok(None);
+        }
+        let object = stored.pdu.canonical_object().ok_or_else(|| Error::internal("redacting", "stored PDU is not an object"))?;
+        let redacted = ruma::canonical_json::redact(object, &room.rules.redaction, None)
+            .map_err(|e| Error::internal("redacting an event", e))?;
+        let json = serde_json::to_string(&redacted).map_err(|e| Error::internal("redacting an event", e))?;
+        Ok(Some((target.to_owned(), json)))
+    }
+
+    /// Persists a brand-new room with its initial events in one commit.
+    async fn persist_new_room(&self, room: RoomState, events: Vec<BuiltEvent>, new_room: NewRoom) -> Result<()> {
+        let room_id = room.room_id.clone();
+        let slot = self.slot(&room_id);
+        let mut guard = slot.lock().await;
+        let mut room = room;
+        let batch = Batch { room_id: room_id.to_string(), new_room: Some(new_room), events, state_group: 0, txn: None };
+        let persisted = self.db.writer.write(move |w| Box::pin(persist::persist(w, batch))).await?;
+        room.state_group = persisted.state_group;
+        let audience = audience(&room, &self.server_name, None);
+        *guard = Some(room);
+        drop(guard);
+        self.notifier.wake(audience.iter().map(|u| &**u));
+        Ok(())
+    }
+}
+
+/// The target of a membership event, who must learn of it even when it removes them.
+fn membership_target(event: &BuiltEvent) -> Option<OwnedUserId> {
+    if event.pdu.kind != TimelineEventType::RoomMember {
+        return None;
+    }
+    event.pdu.state_key.as_deref().and_then(|key| UserId::parse(key).ok())
+}
+
+fn audience(room: &RoomState, server_name: &ruma::ServerName, extra: Option<OwnedUserId>) -> Vec<OwnedUserId> {
+    let mut users = room.local_members(server_name);
+    if let Some(user) = extra
+        && user.server_name() == server_name
+        && !users.contains(&user)
+    {
+        users.push(user);
+    }
+    users
+}

@@ -1,0 +1,110 @@
+//! Persisting built events in one write job: the event rows, their state
+//! groups, current state, memberships, forward extremities and redactions.
+
+use super::builder::{BuiltEvent, StateChange};
+use crate::{
+    error::Result,
+    storage::{self, WriteTxn, writer::Stream},
+};
+
+/// A room row to create together with the room's first events.
+pub struct NewRoom {
+    pub version: String,
+    pub creator: String,
+    pub is_public: bool,
+    pub alias: Option<String>,
+}
+
+pub struct Batch {
+    pub room_id: String,
+    pub new_room: Option<NewRoom>,
+    pub events: Vec<BuiltEvent>,
+    /// The state group before the first event.
+    pub state_group: i64,
+    /// `(user, device, transaction id)` of the request that sent the last event.
+    pub txn: Option<(String, String, String)>,
+}
+
+pub struct Persisted {
+    /// The state group after the last event.
+    pub state_group: i64,
+    /// Stream positions of the events, in order.
+    pub streams: Vec<i64>,
+}
+
+pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<Persisted> {
+    let now = storage::now_ms();
+    if let Some(room) = &batch.new_room {
+        storage::rooms::insert(&mut txn.conn, &batch.room_id, &room.version, &room.creator, room.is_public, now)
+            .await?;
+        if let Some(alias) = &room.alias {
+            storage::rooms::insert_alias_in_txn(&mut txn.conn, alias, &batch.room_id, &room.creator, now).await?;
+        }
+    }
+
+    let mut group = batch.state_group;
+    let mut streams = Vec::with_capacity(batch.events.len());
+    let last = batch.events.len().saturating_sub(1);
+    for (index, event) in batch.events.iter().enumerate() {
+        let pdu = &event.pdu;
+        match &event.state_change {
+            StateChange::None => {}
+            StateChange::Delta => {
+                let id = txn.next_position(Stream::StateGroups);
+                let key = (pdu.kind.to_string(), pdu.state_key.clone().unwrap_or_default());
+                let entry = [(key, pdu.event_id.to_string())];
+                storage::state::insert_group(&mut txn.conn, id, &batch.room_id, Some(group), event.chain_length, &entry)
+                    .await?;
+                group = id;
+            }
+            StateChange::Snapshot(entries) => {
+                let id = txn.next_position(Stream::StateGroups);
+                storage::state::insert_group(&mut txn.conn, id, &batch.room_id, None, 0, entries).await?;
+                group = id;
+            }
+        }
+
+        let stream = txn.next_position(Stream::Events);
+        let txn_ids = if index == last { batch.txn.as_ref() } else { None };
+        storage::events::insert(
+            &mut txn.conn,
+            storage::events::NewEvent {
+                pdu,
+                stream,
+                state_group: group,
+                replaces_state: event.replaces_state.as_ref().map(|id| id.as_str()),
+                txn: txn_ids.map(|(_, device, txn_id)| (txn_id.as_str(), device.as_str())),
+            },
+        )
+        .await?;
+        if let Some((user, device, txn_id)) = txn_ids {
+            storage::events::insert_txn(&mut txn.conn, user, device, txn_id, pdu.event_id.as_str()).await?;
+        }
+
+        if let Some(state_key) = &pdu.state_key {
+            let kind = pdu.kind.to_string();
+            storage::state::set_current(&mut txn.conn, &batch.room_id, &kind, state_key, pdu.event_id.as_str())
+                .await?;
+            if let Some(membership) = pdu.membership() {
+                storage::rooms::set_membership(
+                    &mut txn.conn,
+                    &batch.room_id,
+                    state_key,
+                    &membership,
+                    pdu.event_id.as_str(),
+                    stream,
+                )
+                .await?;
+            }
+        }
+
+        let prev: Vec<String> = pdu.prev_events.iter().map(|id| id.to_string()).collect();
+        storage::state::replace_extremities(&mut txn.conn, &batch.room_id, &prev, pdu.event_id.as_str()).await?;
+
+        if let Some((target, redacted_json)) = &event.redaction {
+            storage::events::redact(&mut txn.conn, target.as_str(), redacted_json, pdu.event_id.as_str()).await?;
+        }
+        streams.push(stream);
+    }
+    Ok(Persisted { state_group: group, streams })
+}

@@ -1,0 +1,96 @@
+//! The in-memory state of a room that events are built on: its current state
+//! events, forward extremities, depth and state group. Each room has one such
+//! value behind a lock, so that writes to a room happen one at a time.
+
+use std::{collections::HashMap, sync::Arc};
+
+use ruma::{
+    OwnedEventId, OwnedRoomId, RoomVersionId, ServerName, UserId, events::StateEventType,
+    room_version_rules::RoomVersionRules,
+};
+
+use super::pdu::Pdu;
+
+/// After this many deltas a state group is stored as a full snapshot again,
+/// so that loading any state costs at most this many steps.
+pub const MAX_STATE_CHAIN: i64 = 100;
+
+#[derive(Debug, Clone)]
+pub struct RoomState {
+    pub room_id: OwnedRoomId,
+    pub version: RoomVersionId,
+    pub rules: RoomVersionRules,
+    pub state: HashMap<(StateEventType, String), Arc<Pdu>>,
+    pub extremities: Vec<OwnedEventId>,
+    pub depth: i64,
+    /// The state group of the state after the newest event (0 before the first).
+    pub state_group: i64,
+    pub chain_length: i64,
+}
+
+impl RoomState {
+    pub fn new(room_id: OwnedRoomId, version: RoomVersionId, rules: RoomVersionRules) -> Self {
+        Self {
+            room_id,
+            version,
+            rules,
+            state: HashMap::new(),
+            extremities: Vec::new(),
+            depth: 0,
+            state_group: 0,
+            chain_length: 0,
+        }
+    }
+
+    pub fn get(&self, kind: &StateEventType, state_key: &str) -> Option<&Arc<Pdu>> {
+        self.state.get(&(kind.clone(), state_key.to_owned()))
+    }
+
+    pub fn create_event(&self) -> Option<&Arc<Pdu>> {
+        self.get(&StateEventType::RoomCreate, "")
+    }
+
+    /// The membership of a user (`join`, `invite`, `leave`, `ban`, `knock`), if any.
+    pub fn membership(&self, user_id: &UserId) -> Option<String> {
+        self.get(&StateEventType::RoomMember, user_id.as_str()).and_then(|pdu| pdu.membership())
+    }
+
+    pub fn is_joined(&self, user_id: &UserId) -> bool {
+        self.membership(user_id).as_deref() == Some("join")
+    }
+
+    /// Users of `server_name` who are joined or invited: the local audience of a new event.
+    pub fn local_members(&self, server_name: &ServerName) -> Vec<ruma::OwnedUserId> {
+        self.state
+            .iter()
+            .filter(|((kind, _), _)| *kind == StateEventType::RoomMember)
+            .filter_map(|((_, key), pdu)| {
+                let user_id = UserId::parse(key.as_str()).ok()?;
+                let membership = pdu.membership()?;
+                (user_id.server_name() == server_name
+                    && (membership == "join" || membership == "invite"))
+                    .then_some(user_id)
+            })
+            .collect()
+    }
+
+    /// Number of members with the given membership.
+    pub fn count_membership(&self, membership: &str) -> usize {
+        self.state
+            .iter()
+            .filter(|((kind, _), pdu)| {
+                *kind == StateEventType::RoomMember && pdu.membership().as_deref() == Some(membership)
+            })
+            .count()
+    }
+
+    /// The state event with the given event id, if it is part of the current state.
+    pub fn find_event(&self, event_id: &ruma::EventId) -> Option<&Arc<Pdu>> {
+        self.state.values().find(|pdu| pdu.event_id == event_id)
+    }
+
+    /// The content of a state event as JSON, or `Null`.
+    pub fn content(&self, kind: &StateEventType, state_key: &str) -> serde_json::Value {
+        self.get(kind, state_key).map(|pdu| pdu.content_value()).unwrap_or(serde_json::Value::Null)
+    }
+}

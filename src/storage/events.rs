@@ -1,0 +1,293 @@
+//! Events: the stored PDUs, their stream order, and transaction ids.
+
+use std::sync::Arc;
+
+use ruma::{OwnedEventId, RoomId};
+use sqlx::{AnyConnection, AnyPool, Row, any::AnyRow};
+
+use crate::rooms::pdu::Pdu;
+
+/// A stored event with what the server tracks beside its PDU.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub pdu: Arc<Pdu>,
+    pub stream: i64,
+    pub state_group: i64,
+    pub redacted_by: Option<String>,
+    /// The state event this one replaced, for `unsigned.prev_content`.
+    pub replaces_state: Option<String>,
+    /// The transaction id and device that sent it, for echoing to that device.
+    pub txn: Option<(String, String)>,
+}
+
+pub const EVENT_COLUMNS: &str =
+    "stream_ordering, event_id, room_id, pdu, state_group, redacted_by, replaces_state, txn_id, txn_device";
+
+pub fn row_to_event(row: &AnyRow) -> Result<StoredEvent, sqlx::Error> {
+    let event_id: String = row.try_get("event_id")?;
+    let room_id: String = row.try_get("room_id")?;
+    let json: String = row.try_get("pdu")?;
+    let decode = |e: String| sqlx::Error::Decode(e.into());
+    let event_id = OwnedEventId::try_from(event_id).map_err(|e| decode(e.to_string()))?;
+    let room_id = ruma::OwnedRoomId::try_from(room_id).map_err(|e| decode(e.to_string()))?;
+    let pdu = Pdu::from_json(event_id, &json, &room_id).map_err(|e| decode(e.to_string()))?;
+    let txn_id: Option<String> = row.try_get("txn_id")?;
+    let txn_device: Option<String> = row.try_get("txn_device")?;
+    Ok(StoredEvent {
+        pdu: Arc::new(pdu),
+        stream: row.try_get("stream_ordering")?,
+        state_group: row.try_get("state_group")?,
+        redacted_by: row.try_get("redacted_by")?,
+        replaces_state: row.try_get("replaces_state")?,
+        txn: txn_id.zip(txn_device),
+    })
+}
+
+fn rows_to_events(rows: Vec<AnyRow>) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    rows.iter().map(row_to_event).collect()
+}
+
+pub struct NewEvent<'a> {
+    pub pdu: &'a Pdu,
+    pub stream: i64,
+    pub state_group: i64,
+    pub replaces_state: Option<&'a str>,
+    pub txn: Option<(&'a str, &'a str)>,
+}
+
+pub async fn insert(conn: &mut AnyConnection, event: NewEvent<'_>) -> Result<(), sqlx::Error> {
+    let pdu = event.pdu;
+    sqlx::query(
+        "INSERT INTO events (stream_ordering, event_id, room_id, sender, event_type, state_key, \
+         depth, origin_server_ts, pdu, state_group, replaces_state, txn_id, txn_device) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(event.stream)
+    .bind(pdu.event_id.as_str())
+    .bind(pdu.room_id.as_str())
+    .bind(pdu.sender.as_str())
+    .bind(pdu.kind.to_string())
+    .bind(pdu.state_key.as_deref())
+    .bind(pdu.depth)
+    .bind(i64::from(pdu.origin_server_ts.get()))
+    .bind(&*pdu.json)
+    .bind(event.state_group)
+    .bind(event.replaces_state)
+    .bind(event.txn.map(|(txn, _)| txn))
+    .bind(event.txn.map(|(_, device)| device))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn get(pool: &AnyPool, event_id: &str) -> Result<Option<StoredEvent>, sqlx::Error> {
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(event_id).fetch_optional(pool).await?;
+    row.as_ref().map(row_to_event).transpose()
+}
+
+pub async fn get_in_txn(conn: &mut AnyConnection, event_id: &str) -> Result<Option<StoredEvent>, sqlx::Error> {
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(event_id).fetch_optional(&mut *conn).await?;
+    row.as_ref().map(row_to_event).transpose()
+}
+
+/// Events of a room with `from < stream <= to`, oldest first, at most `limit`
+/// counted from the newest end when `newest_first` is set.
+pub async fn room_range(
+    pool: &AnyPool,
+    room_id: &RoomId,
+    from_exclusive: i64,
+    to_inclusive: i64,
+    limit: i64,
+    newest_first: bool,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let order = if newest_first { "DESC" } else { "ASC" };
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering > $2 \
+         AND stream_ordering <= $3 ORDER BY stream_ordering {order} LIMIT $4"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(room_id.as_str())
+        .bind(from_exclusive)
+        .bind(to_inclusive)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+    rows_to_events(rows)
+}
+
+/// The ids of rooms among `room_ids` that have events in `(from, to]`.
+pub async fn rooms_with_events_between(
+    pool: &AnyPool,
+    user_id: &str,
+    from_exclusive: i64,
+    to_inclusive: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT DISTINCT e.room_id FROM events e JOIN memberships m ON m.room_id = e.room_id \
+         WHERE m.user_id = $1 AND m.membership IN ('join', 'invite', 'leave', 'ban') \
+         AND e.stream_ordering > $2 AND e.stream_ordering <= $3",
+    )
+    .bind(user_id)
+    .bind(from_exclusive)
+    .bind(to_inclusive)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
+}
+
+/// Events with ids in `ids` (any order).
+pub async fn get_many(pool: &AnyPool, ids: &[String]) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let mut events = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(200) {
+        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(id.as_str());
+        }
+        events.extend(rows_to_events(query.fetch_all(pool).await?)?);
+    }
+    Ok(events)
+}
+
+/// The newest state event of a kind at or before a stream position.
+pub async fn state_before(
+    pool: &AnyPool,
+    room_id: &str,
+    event_type: &str,
+    state_key: &str,
+    at_stream: i64,
+) -> Result<Option<StoredEvent>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND event_type = $2 AND state_key = $3 \
+         AND stream_ordering <= $4 ORDER BY stream_ordering DESC LIMIT 1"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(room_id)
+        .bind(event_type)
+        .bind(state_key)
+        .bind(at_stream)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(row_to_event).transpose()
+}
+
+/// All state events of one kind and key in a room, oldest first (e.g. one user's memberships).
+pub async fn state_history(
+    pool: &AnyPool,
+    room_id: &str,
+    event_type: &str,
+    state_key: &str,
+) -> Result<Vec<(i64, String)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT stream_ordering, pdu FROM events WHERE room_id = $1 AND event_type = $2 \
+         AND state_key = $3 ORDER BY stream_ordering ASC",
+    )
+    .bind(room_id)
+    .bind(event_type)
+    .bind(state_key)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1))).collect())
+}
+
+pub async fn txn_event(
+    pool: &AnyPool,
+    user_id: &str,
+    device_id: &str,
+    txn_id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT event_id FROM transaction_ids WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
+    )
+    .bind(user_id)
+    .bind(device_id)
+    .bind(txn_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+pub async fn insert_txn(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    device_id: &str,
+    txn_id: &str,
+    event_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO transaction_ids (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)")
+        .bind(user_id)
+        .bind(device_id)
+        .bind(txn_id)
+        .bind(event_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Replaces the stored PDU of a redacted event by its redacted form.
+pub async fn redact(
+    conn: &mut AnyConnection,
+    event_id: &str,
+    redacted_json: &str,
+    redacted_by: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE events SET pdu = $1, redacted_by = $2 WHERE event_id = $3")
+        .bind(redacted_json)
+        .bind(redacted_by)
+        .bind(event_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// The stream position of the newest event in a room.
+pub async fn latest_stream_in_room(pool: &AnyPool, room_id: &str) -> Result<i64, sqlx::Error> {
+    let row = sqlx::query("SELECT COALESCE(MAX(stream_ordering), 0) FROM events WHERE room_id = $1")
+        .bind(room_id)
+        .fetch_one(pool)
+        .await?;
+    Ok(row.get(0))
+}
+
+/// The stream position of the user's newest event in a room (0 when none).
+pub async fn latest_own_event(pool: &AnyPool, room_id: &str, user_id: &str) -> Result<i64, sqlx::Error> {
+    let row = sqlx::query("SELECT COALESCE(MAX(stream_ordering), 0) FROM events WHERE room_id = $1 AND sender = $2")
+        .bind(room_id)
+        .bind(user_id)
+        .fetch_one(pool)
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Counts notifying messages from others after `after`, and those that mention `user_id`.
+pub async fn count_unread(pool: &AnyPool, room_id: &str, user_id: &str, after: i64) -> Result<(i64, i64), sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT pdu FROM events WHERE room_id = $1 AND stream_ordering > $2 AND sender <> $3 \
+         AND event_type IN ('m.room.message', 'm.room.encrypted', 'm.sticker') AND redacted_by IS NULL \
+         ORDER BY stream_ordering DESC LIMIT 1000",
+    )
+    .bind(room_id)
+    .bind(after)
+    .bind(user_id)
+    .fetch_all(pool)
+    .await?;
+    let mut highlights = 0;
+    for row in &rows {
+        let json: String = row.get(0);
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+        let mentioned = value
+            .pointer("/content/m.mentions/user_ids")
+            .and_then(|ids| ids.as_array())
+            .is_some_and(|ids| ids.iter().any(|id| id.as_str() == Some(user_id)));
+        if mentioned {
+            highlights += 1;
+        }
+    }
+    Ok((rows.len() as i64, highlights))
+}

@@ -1,0 +1,60 @@
+//! Schema migrations: the numbered SQL files under `schema/<backend>/`, applied
+//! in order, each in its own transaction, and recorded in `schema_migrations`.
+
+use sqlx::{AnyPool, Row};
+
+use super::Backend;
+
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "core",
+    sqlite: include_str!("../../schema/sqlite/0001_core.sql"),
+    postgres: include_str!("../../schema/postgres/0001_core.sql"),
+}];
+
+pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version BIGINT PRIMARY KEY,
+            name TEXT NOT NULL,
+            applied_ts BIGINT NOT NULL
+        )",
+    )
+    .execute(pool)
+    .await?;
+
+    let applied: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|row| row.get::<i64, _>(0))
+        .collect();
+
+    for migration in MIGRATIONS {
+        if applied.contains(&migration.version) {
+            continue;
+        }
+        let sql = match backend {
+            Backend::Sqlite => migration.sqlite,
+            Backend::Postgres => migration.postgres,
+        };
+        let mut tx = pool.begin().await?;
+        sqlx::raw_sql(sql).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO schema_migrations (version, name, applied_ts) VALUES ($1, $2, $3)")
+            .bind(migration.version)
+            .bind(migration.name)
+            .bind(super::now_ms())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(version = migration.version, name = migration.name, "applied migration");
+    }
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! Room state: state groups (the state after each event, stored as deltas
+//! against a previous group), the current state of each room, and the forward
+//! extremities that new events point at.
+
+use std::collections::HashMap;
+
+use sqlx::{AnyConnection, AnyPool, Row};
+
+/// `(event type, state key)`.
+pub type StateKey = (String, String);
+
+pub async fn insert_group(
+    conn: &mut AnyConnection,
+    id: i64,
+    room_id: &str,
+    prev_group: Option<i64>,
+    chain_length: i64,
+    entries: &[(StateKey, String)],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO state_groups (id, room_id, prev_group, chain_length) VALUES ($1, $2, $3, $4)")
+        .bind(id)
+        .bind(room_id)
+        .bind(prev_group)
+        .bind(chain_length)
+        .execute(&mut *conn)
+        .await?;
+    for ((event_type, state_key), event_id) in entries {
+        sqlx::query(
+            "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id)
+        .bind(event_type)
+        .bind(state_key)
+        .bind(event_id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The full state map of a group, resolved through its delta chain.
+pub async fn load_group(pool: &AnyPool, group: i64) -> Result<HashMap<StateKey, String>, sqlx::Error> {
+    let rows = sqlx::query(
+        "WITH RECURSIVE chain(id, prev_group, level) AS ( \
+             SELECT id, prev_group, 0 FROM state_groups WHERE id = $1 \
+             UNION ALL \
+             SELECT g.id, g.prev_group, c.level + 1 FROM state_groups g JOIN chain c ON g.id = c.prev_group \
+         ) \
+         SELECT e.event_type, e.state_key, e.event_id, c.level FROM state_group_entries e \
+         JOIN chain c ON e.state_group = c.id ORDER BY c.level DESC",
+    )
+    .bind(group)
+    .fetch_all(pool)
+    .await?;
+    let mut state = HashMap::new();
+    for row in rows {
+        state.insert((row.get::<String, _>(0), row.get::<String, _>(1)), row.get::<String, _>(2));
+    }
+    Ok(state)
+}
+
+pub async fn chain_length(pool: &AnyPool, group: i64) -> Result<i64, sqlx::Error> {
+    let row = sqlx::query("SELECT chain_length FROM state_groups WHERE id = $1")
+        .bind(group)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(|r| r.get(0)).unwrap_or(0))
+}
+
+pub async fn set_current(
+    conn: &mut AnyConnection,
+    room_id: &str,
+    event_type: &str,
+    state_key: &str,
+    event_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO current_state (room_id, event_type, state_key, event_id) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (room_id, event_type, state_key) DO UPDATE SET event_id = excluded.event_id",
+    )
+    .bind(room_id)
+    .bind(event_type)
+    .bind(state_key)
+    .bind(event_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The event ids of a room's current state.
+pub async fn current(pool: &AnyPool, room_id: &str) -> Result<HashMap<StateKey, String>, sqlx::Error> {
+    let rows = sqlx::query("SELECT event_type, state_key, event_id FROM current_state WHERE room_id = $1")
+        .bind(room_id)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| ((r.get::<String, _>(0), r.get::<String, _>(1)), r.get::<String, _>(2)))
+        .collect())
+}
+
+pub async fn extremities(pool: &AnyPool, room_id: &str) -> Result<Vec<String>, sqlx::Error> {
+    let rows = sqlx::query("SELECT event_id FROM forward_extremities WHERE room_id = $1")
+        .bind(room_id)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Makes `event_id` the room's only forward extremity after it replaced `prev_events`.
+pub async fn replace_extremities(
+    conn: &mut AnyConnection,
+    room_id: &str,
+    prev_events: &[String],
+    event_id: &str,
+) -> Result<(), sqlx::Error> {
+    for prev in prev_events {
+        sqlx::query("DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = $2")
+            .bind(room_id)
+            .bind(prev)
+            .execute(&mut *conn)
+            .await?;
+    }
+    sqlx::query("INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)")
+        .bind(room_id)
+        .bind(event_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}

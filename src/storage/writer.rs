@@ -1,0 +1,231 @@
+//! Group commit. Every write of the server runs as a job on one connection; the
+//! writer takes all jobs that are waiting, runs each inside its own savepoint and
+//! commits them in one transaction, so that one fsync covers many writes. A job
+//! that fails rolls back to its savepoint and leaves the others untouched.
+//!
+//! Stream positions (event order, receipts, account data, presence) are handed
+//! out inside jobs, so their order is the commit order, and become visible to
+//! readers only once the transaction that wrote them has committed.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicI64, Ordering},
+};
+
+use futures::future::BoxFuture;
+use sqlx::{AnyConnection, Connection, Executor, Row, any::AnyConnectOptions};
+use tokio::sync::{mpsc, oneshot};
+
+use super::Backend;
+use crate::error::{Error, Result};
+
+/// Maximum number of jobs committed in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// The streams whose positions the writer hands out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Events,
+    Receipts,
+    AccountData,
+    Presence,
+    StateGroups,
+}
+
+const STREAM_COUNT: usize = 5;
+
+/// Allocated and committed positions of every stream.
+#[derive(Debug, Default)]
+pub struct StreamPositions {
+    allocated: [AtomicI64; STREAM_COUNT],
+    committed: [AtomicI64; STREAM_COUNT],
+}
+
+impl StreamPositions {
+    /// The highest position whose write has committed.
+    pub fn current(&self, stream: Stream) -> i64 {
+        self.committed[stream as usize].load(Ordering::Acquire)
+    }
+
+    fn allocate(&self, stream: Stream) -> i64 {
+        self.allocated[stream as usize].fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    fn publish(&self) {
+        for i in 0..STREAM_COUNT {
+            let value = self.allocated[i].load(Ordering::Acquire);
+            self.committed[i].store(value, Ordering::Release);
+        }
+    }
+
+    fn init(&self, stream: Stream, value: i64) {
+        self.allocated[stream as usize].store(value, Ordering::Release);
+        self.committed[stream as usize].store(value, Ordering::Release);
+    }
+}
+
+/// The open transaction that a job writes into.
+pub struct WriteTxn {
+    pub conn: AnyConnection,
+    positions: Arc<StreamPositions>,
+}
+
+impl WriteTxn {
+    /// Takes the next position of `stream`; it becomes readable when this batch commits.
+    pub fn next_position(&self, stream: Stream) -> i64 {
+        self.positions.allocate(stream)
+    }
+}
+
+type Finisher = Box<dyn FnOnce(Result<()>) + Send>;
+type Job = Box<dyn for<'c> FnOnce(&'c mut WriteTxn) -> BoxFuture<'c, (bool, Finisher)> + Send>;
+
+enum Command {
+    Run(Job),
+    Close(oneshot::Sender<()>),
+}
+
+/// Handle to the writer task.
+#[derive(Clone)]
+pub struct Writer {
+    sender: mpsc::Sender<Command>,
+    positions: Arc<StreamPositions>,
+}
+
+impl Writer {
+    pub(super) async fn start(options: &AnyConnectOptions, backend: Backend) -> Result<Self, sqlx::Error> {
+        let mut conn = AnyConnection::connect_with(options).await?;
+        if backend == Backend::Sqlite {
+            conn.execute(super::sqlite_pragmas()).await?;
+        }
+        let positions = Arc::new(StreamPositions::default());
+        for (stream, sql) in [
+            (Stream::Events, "SELECT COALESCE(MAX(stream_ordering), 0) FROM events"),
+            (Stream::Receipts, "SELECT COALESCE(MAX(stream_id), 0) FROM receipts"),
+            (Stream::AccountData, "SELECT COALESCE(MAX(stream_id), 0) FROM account_data"),
+            (Stream::Presence, "SELECT COALESCE(MAX(stream_id), 0) FROM presence"),
+            (Stream::StateGroups, "SELECT COALESCE(MAX(id), 0) FROM state_groups"),
+        ] {
+            let value: i64 = sqlx::query(sql).fetch_one(&mut conn).await?.get(0);
+            positions.init(stream, value);
+        }
+
+        let (sender, receiver) = mpsc::channel(4096);
+        let txn = WriteTxn { conn, positions: positions.clone() };
+        tokio::spawn(run(txn, receiver, backend));
+        Ok(Self { sender, positions })
+    }
+
+    pub fn positions(&self) -> &StreamPositions {
+        &self.positions
+    }
+
+    /// Runs `job` inside the next group commit and returns its result once the
+    /// commit is durable. An error from `job` rolls back only its own writes.
+    pub async fn write<T, F>(&self, job: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut WriteTxn) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        let (done_tx, done_rx) = oneshot::channel::<Result<T>>();
+        let job: Job = Box::new(move |txn| {
+            Box::pin(async move {
+                let outcome = job(txn).await;
+                let ok = outcome.is_ok();
+                let finisher: Finisher = Box::new(move |commit: Result<()>| {
+                    let _ = done_tx.send(commit.and(outcome));
+                });
+                (ok, finisher)
+            })
+        });
+        self.sender
+            .send(Command::Run(job))
+            .await
+            .map_err(|_| Error::internal("writing to the database", "the writer has stopped"))?;
+        done_rx
+            .await
+            .map_err(|_| Error::internal("writing to the database", "the writer dropped a job"))?
+    }
+
+    /// Commits what is queued and stops the writer.
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.sender.send(Command::Close(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+async fn run(mut txn: WriteTxn, mut receiver: mpsc::Receiver<Command>, backend: Backend) {
+    let begin = match backend {
+        Backend::Sqlite => "BEGIN IMMEDIATE",
+        Backend::Postgres => "BEGIN",
+    };
+    let mut closing: Option<oneshot::Sender<()>> = None;
+    while closing.is_none() {
+        let Some(first) = receiver.recv().await else { break };
+        let mut jobs = Vec::new();
+        match first {
+            Command::Run(job) => jobs.push(job),
+            Command::Close(done) => closing = Some(done),
+        }
+        while jobs.len() < MAX_BATCH && closing.is_none() {
+            match receiver.try_recv() {
+                Ok(Command::Run(job)) => jobs.push(job),
+                Ok(Command::Close(done)) => closing = Some(done),
+                Err(_) => break,
+            }
+        }
+        if jobs.is_empty() {
+            continue;
+        }
+        commit_batch(&mut txn, jobs, begin).await;
+    }
+    let _ = txn.conn.close().await;
+    if let Some(done) = closing {
+        let _ = done.send(());
+    }
+}
+
+async fn commit_batch(txn: &mut WriteTxn, jobs: Vec<Job>, begin: &'static str) {
+    let mut finishers = Vec::with_capacity(jobs.len());
+    if let Err(err) = txn.conn.execute(begin).await {
+        tracing::error!(error = %err, "could not begin a write transaction");
+        // The jobs never ran, so they report the failure without a finisher.
+        drop(jobs);
+        return;
+    }
+    for job in jobs {
+        if let Err(err) = txn.conn.execute("SAVEPOINT job").await {
+            tracing::error!(error = %err, "could not open a savepoint");
+        }
+        let (ok, finisher) = job(txn).await;
+        let end = if ok { "RELEASE SAVEPOINT job" } else { "ROLLBACK TO SAVEPOINT job" };
+        if let Err(err) = txn.conn.execute(end).await {
+            tracing::error!(error = %err, "could not close a savepoint");
+        }
+        if !ok {
+            let _ = txn.conn.execute("RELEASE SAVEPOINT job").await;
+        }
+        finishers.push(finisher);
+    }
+    let committed = txn.conn.execute("COMMIT").await;
+    match committed {
+        Ok(_) => {
+            txn.positions.publish();
+            for finisher in finishers {
+                finisher(Ok(()));
+            }
+        }
+        Err(err) => {
+            tracing::error!(error = %err, jobs = finishers.len(), "group commit failed");
+            let _ = txn.conn.execute("ROLLBACK").await;
+            // Positions handed out in this batch stay unused gaps.
+            txn.positions.publish();
+            let error = Error::internal("committing to the database", err);
+            for finisher in finishers {
+                finisher(Err(error.clone()));
+            }
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! Assembling one `/sync` response: the rooms a user joined, was invited to or
+//! left, with their timelines, state, ephemeral events and account data,
+//! followed by global account data and presence.
+
+use std::collections::{HashMap, HashSet};
+
+use ruma::{OwnedRoomId, RoomId, events::StateEventType};
+use serde_json::{Map, Value, json};
+
+use super::{filter::{Filter, RoomEventFilter}, token::{SyncToken, pagination_token}};
+use crate::{
+    Services,
+    ephemeral::receipts::receipt_content,
+    error::Result,
+    rooms::{
+        serialize::{Viewer, client_events, stripped},
+        visibility::Visibility,
+    },
+    storage::{self, events::StoredEvent},
+    users::Session,
+};
+
+/// Timeline length when the filter sets none.
+const DEFAULT_TIMELINE_LIMIT: u64 = 10;
+/// Largest timeline a filter may ask for.
+const MAX_TIMELINE_LIMIT: u64 = 100;
+
+pub struct Assembled {
+    pub body: Value,
+    pub has_changes: bool,
+}
+
+/// The token for "now": every stream's committed position.
+pub fn current_token(services: &Services) -> SyncToken {
+    let positions = services.db.writer.positions();
+    use storage::writer::Stream;
+    SyncToken {
+        events: positions.current(Stream::Events),
+        receipts: positions.current(Stream::Receipts),
+        account_data: positions.current(Stream::AccountData),
+        presence: positions.current(Stream::Presence),
+        typing: services.typing.current_serial(),
+    }
+}
+
+struct Ctx<'a> {
+    services: &'a Services,
+    session: &'a Session,
+    since: Option<SyncToken>,
+    upto: SyncToken,
+    full_state: bool,
+    filter: &'a Filter,
+    timeline_filter: RoomEventFilter,
+    state_filter: RoomEventFilter,
+}
+
+pub async fn assemble(
+    services: &Services,
+    session: &Session,
+    since: Option<SyncToken>,
+    upto: SyncToken,
+    full_state: bool,
+    filter: &Filter,
+) -> Result<Assembled> {
+    let room_filter = filter.room.clone().unwrap_or_default();
+    let ctx = Ctx {
+        services,
+        session,
+        since,
+        upto,
+        full_state,
+        filter,
+        timeline_filter: room_filter.timeline.clone().unwrap_or_default(),
+        state_filter: room_filter.state.clone().unwrap_or_default(),
+    };
+    let pool = &services.db.pool;
+    let user = session.user_id.as_str();
+
+    let event_rooms: Option<HashSet<String>> = match since {
+        Some(s) if s.events < upto.events => {
+            Some(storage::events::rooms_with_events_between(pool, user, s.events, upto.events).await?.into_iter().collect())
+        }
+        Some(_) => Some(HashSet::new()),
+        None => None,
+    };
+    let receipt_rooms: HashSet<String> = match since {
+        Some(s) if s.receipts < upto.receipts => {
+            storage::receipts::rooms_changed(pool, user, s.receipts, upto.receipts).await?.into_iter().collect()
+        }
+        _ => HashSet::new(),
+    };
+    let account_data = storage::account_data::changed_since(
+        pool,
+        user,
+        since.map_or(0, |s| s.account_data),
+        upto.account_data,
+    )
+    .await?;
+    let mut room_account_data: HashMap<String, Vec<Value>> = HashMap::new();
+    let mut global_account_data = Vec::new();
+    let account_filter = filter.account_data.clone().unwrap_or_default();
+    for (room_id, data_type, content) in &account_data {
+        let content: Value = serde_json::from_str(content).unwrap_or(Value::Null);
+        let event = json!({ "type": data_type, "content": content });
+        if room_id.is_empty() {
+            if account_filter.allows_type(data_type) {
+                global_account_data.push(event);
+            }
+        } else {
+            room_account_data.entry(room_id.clone()).or_default().push(event);
+        }
+    }
+
+    let mut join = Map::new();
+    let mut invite = Map::new();
+    let mut leave = Map::new();
+    let include_leave = room_filter.include_leave.unwrap_or(false);
+
+    for membership in storage::rooms::user_memberships(pool, user).await? {
+        if !room_filter.allows_room(&membership.room_id) {
+            continue;
+        }
+        let Ok(room_id) = OwnedRoomId::try_from(membership.room_id.clone()) else { continue };
+        let changed_membership = since.is_none_or(|s| membership.stream > s.events);
+        match membership.membership.as_str() {
+            "join" => {
+                let typing_since = since.map_or(-1, |s| s.typing);
+                let typing = services.typing.changed_since(&room_id, typing_since);
+                let has_events = event_rooms.as_ref().is_none_or(|rooms| rooms.contains(room_id.as_str()));
+                let account = room_account_data.remove(room_id.as_str());
+                let receipts_changed = receipt_rooms.contains(room_id.as_str());
+                if !(since.is_none() || full_state || changed_membership || has_events || typing.is_some()
+                    || receipts_changed || account.is_some())
+                {
+                    continue;
+                }
+                let section = ctx.joined_room(&room_id, changed_membership, typing, account).await?;
+                join.insert(room_id.to_string(), section);
+            }
+            "invite" if changed_membership || full_state => {
+                invite.insert(room_id.to_string(), ctx.invited_room(&room_id).await?);
+            }
+            "leave" | "ban" if (since.is_some() && changed_membership) || (since.is_none() && include_leave) => {
+                leave.insert(room_id.to_string(), ctx.left_room(&room_id, membership.stream).await?);
+            }
+            _ => {}
+        }
+    }
+
+    let presence = ctx.presence().await?;
+    let has_changes = !join.is_empty()
+        || !invite.is_empty()
+        || !leave.is_empty()
+        || !global_account_data.is_empty()
+        || !presence.is_empty();
+
+    let body = json!({
+        "next_batch": upto.to_string(),
+        "rooms": { "join": join, "invite": invite, "leave": leave, "knock": {} },
+        "account_data": { "events": global_account_data },
+        "presence": { "events": presence },
+        "to_device": { "events": [] },
+        "device_lists": { "changed": [], "left": [] },
+        "device_one_time_keys_count": {},
+    });
+    Ok(Assembled { body, has_changes })
+}
+
+impl Ctx<'_> {
+    fn viewer(&self) -> Viewer<'_> {
+        Viewer { user_id: &self.session.user_id, device_id: &self.session.device_id }
+    }
+
+    /// The newest visible events of a room in `(from, to]` that pass the timeline
+    /// filter, oldest first, and whether older ones were left out.
+    async fn timeline(&self, room_id: &RoomId, from: i64, to: i64) -> Result<(Vec<StoredEvent>, bool)> {
+        let limit = self.timeline_filter.limit.unwrap_or(DEFAULT_TIMELINE_LIMIT).clamp(1, MAX_TIMELINE_LIMIT) as usize;
+        let pool = &self.services.db.pool;
+        let visibility = Visibility::load(pool, room_id, &self.session.user_id).await?;
+        let mut picked = Vec::new();
+        let mut limited = false;
+        let mut upper = to;
+        let chunk = (limit as i64 + 1) * 2;
+        let mut scanned = 0usize;
+        'scan: loop {
+            let rows = storage::events::room_range(pool, room_id, from, upper, chunk, true).await?;
+            if rows.is_empty() {
+                break;
+            }
+            for event in rows {
+                upper = event.stream - 1;
+                scanned += 1;
+                if !visibility.can_see(event.stream) || !self.timeline_filter.allows(&event.pdu) {
+                    continue;
+                }
+                if picked.len() == limit {
+                    limited = true;
+                    break 'scan;
+                }
+                picked.push(event);
+            }
+            if scanned > limit * 20 + 200 {
+                limited = true;
+                break;
+            }
+        }
+        picked.reverse();
+        Ok((picked, limited))
+    }
+
+    /// The state map after the newest event at or before `stream` (empty before the room began).
+    async fn state_at(&self, room_id: &RoomId, stream: i64) -> Result<HashMap<(String, String), String>> {
+        let pool = &self.services.db.pool;
+        match storage::events::room_range(pool, room_id, 0, stream, 1, true).await?.pop() {
+            Some(event) => Ok(storage::state::load_group(pool, event.state_group).await?),
+            None => Ok(HashMap::new()),
+        }
+    }
+
+    async fn joined_room(
+        &self,
+        room_id: &RoomId,
+        changed_membership: bool,
+        typing: Option<Vec<ruma::OwnedUserId>>,
+        account_data: Option<Vec<Value>>,
+    ) -> Result<Value> {
+        let services = self.services;
+        let pool = &services.db.pool;
+        let fresh = self.since.is_none() || self.full_state || changed_membership;
+        let from = if fresh { 0 } else { self.since.map_or(0, |s| s.events) };
+        let (timeline, limited) = self.timeline(room_id, from, self.upto.events).await?;
+        let timeline_start = timeline.first().map_or(self.upto.events, |e| e.stream - 1);
+
+        // State between the client's view and the start of the timeline.
+        let mut state_ids: HashMap<(String, String), String> = if fresh {
+            self.state_at(room_id, timeline_start).await?
+        } else if limited {
+            let at_start = self.state_at(room_id, timeline_start).await?;
+            let at_since = self.state_at(room_id, self.since.map_or(0, |s| s.events)).await?;
+            at_start.into_iter().filter(|(key, id)| at_since.get(key) != Some(id)).collect()
+        } else {
+            HashMap::new()
+        };
+
+        if self.state_filter.lazy_load() {
+            let senders: HashSet<String> = timeline.iter().map(|e| e.pdu.sender.to_string()).collect();
+            let own = self.session.user_id.to_string();
+            state_ids.retain(|(kind, key), _| kind != "m.room.member" || senders.contains(key) || *key == own);
+            if !fresh {
+                // Members who speak in this timeline but whose member event the client may lack.
+                let room = services.rooms.state(room_id).await?;
+                for sender in &senders {
+                    if let Some(member) = room.get(&StateEventType::RoomMember, sender) {
+                        state_ids.insert(("m.room.member".into(), sender.clone()), member.event_id.to_string());
+                    }
+                }
+            }
+        }
+        let in_timeline: HashSet<String> = timeline.iter().map(|e| e.pdu.event_id.to_string()).collect();
+        let ids: Vec<String> = state_ids.into_values().filter(|id| !in_timeline.contains(id)).collect();
+        let mut state_events = storage::events::get_many(pool, &ids).await?;
+        state_events.retain(|e| self.state_filter.allows(&e.pdu));
+        state_events.sort_by_key(|e| e.stream);
+
+        let mut ephemeral = Vec::new();
+        if let Some(users) = typing {
+            ephemeral.push(json!({ "type": "m.typing", "content": { "user_ids": users } }));
+        }
+        let receipts_since = if fresh { 0 } else { self.since.map_or(0, |s| s.receipts) };
+        if receipts_since < self.upto.receipts {
+            let rows = storage::receipts::room_since(pool, room_id.as_str(), receipts_since, self.upto.receipts).await?;
+            if let Some(content) = receipt_content(&rows, self.session.user_id.as_str()) {
+                ephemeral.push(json!({ "type": "m.receipt", "content": content }));
+            }
+        }
+
+        let room = services.rooms.state(room_id).await?;
+        let joined = room.count_membership("join");
+        let invited = room.count_membership("invite");
+        let heroes: Vec<String> = room
+            .state
+            .iter()
+            .filter(|((kind, key), pdu)| {
+                *kind == StateEventType::RoomMember
+                    && *key != self.session.user_id.as_str()
+                    && matches!(pdu.membership().as_deref(), Some("join" | "invite"))
+            })
+            .map(|((_, key), _)| key.clone())
+            .take(5)
+            .collect();
+
+        let (notification_count, highlight_count) = unread_counts(services, room_id, &self.session.user_id).await?;
+
+        let prev_batch = timeline.first().map_or_else(|| self.upto.to_string(), |e| pagination_token(e.stream - 1));
+        Ok(json!({
+            "timeline": {
+                "events": client_events(pool, &timeline, Some(self.viewer()), false).await?,
+                "limited": limited,
+                "prev_batch": prev_batch,
+            },
+            "state": { "events": client_events(pool, &state_events, Some(self.viewer()), false).await? },
+            "ephemeral": { "events": ephemeral },
+            "account_data": { "events": account_data.unwrap_or_default() },
+            "summary": {
+                "m.heroes": heroes,
+                "m.joined_member_count": joined,
+                "m.invited_member_count": invited,
+            },
+            "unread_notifications": {
+                "notification_count": notification_count,
+                "highlight_count": highlight_count,
+            },
+        }))
+    }
+
+    async fn invited_room(&self, room_id: &RoomId) -> Result<Value> {
+        let room = self.services.rooms.state(room_id).await?;
+        let mut events = Vec::new();
+        for kind in [
+            StateEventType::RoomCreate,
+            StateEventType::RoomJoinRules,
+            StateEventType::RoomName,
+            StateEventType::RoomAvatar,
+            StateEventType::RoomCanonicalAlias,
+            StateEventType::RoomEncryption,
+            StateEventType::RoomTopic,
+        ] {
+            if let Some(pdu) = room.get(&kind, "") {
+                events.push(stripped(pdu));
+            }
+        }
+        if let Some(invite) = room.get(&StateEventType::RoomMember, self.session.user_id.as_str()) {
+            if let Some(inviter) = room.get(&StateEventType::RoomMember, invite.sender.as_str()) {
+                events.push(stripped(inviter));
+            }
+            events.push(stripped(invite));
+        }
+        Ok(json!({ "invite_state": { "events": events } }))
+    }
+
+    async fn left_room(&self, room_id: &RoomId, left_at: i64) -> Result<Value> {
+        let pool = &self.services.db.pool;
+        let from = self.since.map_or(0, |s| s.events);
+        let (timeline, limited) = self.timeline(room_id, from, left_at).await?;
+        let prev_batch = timeline.first().map_or_else(|| pagination_token(left_at), |e| pagination_token(e.stream - 1));
+        Ok(json!({
+            "timeline": {
+                "events": client_events(pool, &timeline, Some(self.viewer()), false).await?,
+                "limited": limited,
+                "prev_batch": prev_batch,
+            },
+            "state": { "events": [] },
+            "account_data": { "events": [] },
+        }))
+    }
+
+    async fn presence(&self) -> Result<Vec<Value>> {
+        let Some(since) = self.since.map(|s| s.presence).or(Some(0)) else { return Ok(Vec::new()) };
+        if since >= self.upto.presence {
+            return Ok(Vec::new());
+        }
+        let presence_filter = self.filter.presence.clone().unwrap_or_default();
+        if !presence_filter.allows_type("m.presence") {
+            return Ok(Vec::new());
+        }
+        let rows = storage::users::presence_since(&self.services.db.pool, self.session.user_id.as_str(), since, self.upto.presence).await?;
+        let now = storage::now_ms();
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let mut content = json!({
+                    "presence": row.state,
+                    "last_active_ago": (now - row.last_active_ts).max(0),
+                    "currently_active": row.state == "online",
+                });
+                if let Some(msg) = row.status_msg {
+                    content["status_msg"] = json!(msg);
+                }
+                json!({ "type": "m.presence", "sender": row.user_id, "content": content })
+            })
+            .collect())
+    }
+}
+
+/// Messages from others after the user's read receipt, and those among them
+/// that mention the user.
+// NOTE: this approximates the default push rules (every message notifies,
+// `m.mentions` highlights) until push rule evaluation is in place.
+pub async fn unread_counts(services: &Services, room_id: &RoomId, user_id: &ruma::UserId) -> Result<(i64, i64)> {
+    let pool = &services.db.pool;
+    let read_up_to = storage::receipts::read_up_to(pool, room_id.as_str(), user_id.as_str()).await?;
+    let own_latest = storage::events::latest_own_event(pool, room_id.as_str(), user_id.as_str()).await?;
+    let after = read_up_to.max(own_latest);
+    storage::events::count_unread(pool, room_id.as_str(), user_id.as_str(), after).await.map_err(Into::into)
+}

@@ -1,0 +1,33 @@
+//! Password hashing with argon2id, off the async runtime because each hash
+//! takes tens of milliseconds by design.
+
+use argon2::{
+    Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
+    password_hash::{SaltString, rand_core::OsRng},
+};
+
+use crate::error::{Error, Result};
+
+pub async fn hash(password: &str) -> Result<String> {
+    let password = password.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| Error::internal("hashing a password", e))
+    })
+    .await
+    .map_err(|e| Error::internal("hashing a password", e))?
+}
+
+pub async fn verify(password: &str, hash: &str) -> Result<bool> {
+    let password = password.to_owned();
+    let hash = hash.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let parsed = PasswordHash::new(&hash).map_err(|e| Error::internal("reading a password hash", e))?;
+        Ok(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+    })
+    .await
+    .map_err(|e| Error::internal("verifying a password", e))?
+}
