@@ -1,0 +1,221 @@
+//! An in-process Lattice on an ephemeral port with a fresh database, and an
+//! HTTP client that speaks to it as a Matrix client would.
+//!
+//! Every test runs on SQLite. When `LATTICE_TEST_POSTGRES_URL` names a
+//! PostgreSQL server (e.g. `postgres://postgres@127.0.0.1:5432`), [`backends`]
+//! adds PostgreSQL, with a new database for each server started.
+
+use std::{net::SocketAddr, time::Duration};
+
+use lattice::{Config, Homeserver, ShutdownHandle};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite,
+    Postgres(String),
+}
+
+/// The backends to run each test on.
+pub fn backends() -> Vec<Backend> {
+    let mut list = vec![Backend::Sqlite];
+    if let Ok(url) = std::env::var("LATTICE_TEST_POSTGRES_URL")
+        && !url.is_empty()
+    {
+        list.push(Backend::Postgres(url));
+    }
+    list
+}
+
+pub struct TestServer {
+    pub base: String,
+    pub server_name: String,
+    pub homeserver: Homeserver,
+    shutdown: ShutdownHandle,
+    _data: tempfile::TempDir,
+}
+
+/// Creates an empty PostgreSQL database and returns its URL.
+async fn fresh_postgres_database(admin_url: &str) -> String {
+    use sqlx::Connection;
+    let name = format!("lattice_test_{}", lattice::rooms::random_localpart(12).to_lowercase());
+    let mut conn = sqlx::PgConnection::connect(admin_url).await.expect("connect to PostgreSQL");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create a test database");
+    let mut url = url::Url::parse(admin_url).expect("valid PostgreSQL URL");
+    url.set_path(&name);
+    url.to_string()
+}
+
+impl TestServer {
+    pub async fn start(backend: &Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Starts a server after `configure` adjusted its configuration.
+    pub async fn start_with(backend: &Backend, configure: impl FnOnce(&mut Config)) -> Self {
+        let data = tempfile::tempdir().expect("temporary directory");
+        let mut config = Config::default();
+        config.data_dir = data.path().to_path_buf();
+        config.rate_limits.enabled = false;
+        if let Backend::Postgres(admin_url) = backend {
+            config.database.url = fresh_postgres_database(admin_url).await;
+        }
+        configure(&mut config);
+        let server_name = config.server_name.clone();
+        let homeserver = Homeserver::new(config).await.expect("homeserver starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind an ephemeral port");
+        let addr: SocketAddr = listener.local_addr().expect("local address");
+        let app = homeserver.router().into_make_service_with_connect_info::<SocketAddr>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let shutdown = homeserver.shutdown_handle();
+        Self { base: format!("http://{addr}"), server_name, homeserver, shutdown, _data: data }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.base, None)
+    }
+
+    /// Registers `localpart` with password `password` and returns a logged-in client.
+    pub async fn register(&self, localpart: &str) -> Client {
+        let anonymous = self.client();
+        let (status, body) = anonymous
+            .post(
+                "/_matrix/client/v3/register",
+                json!({ "username": localpart, "password": "correct horse", "auth": { "type": "m.login.dummy" } }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "registering {localpart}: {body}");
+        let mut client = Client::new(&self.base, body["access_token"].as_str().map(str::to_owned));
+        client.user_id = body["user_id"].as_str().unwrap_or_default().to_owned();
+        client.device_id = body["device_id"].as_str().unwrap_or_default().to_owned();
+        client
+    }
+
+    pub fn user_id(&self, localpart: &str) -> String {
+        format!("@{localpart}:{}", self.server_name)
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.shutdown().await;
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    pub base: String,
+    pub token: Option<String>,
+    pub user_id: String,
+    pub device_id: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(base: &str, token: Option<String>) -> Self {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("HTTP client");
+        Self { base: base.to_owned(), token, user_id: String::new(), device_id: String::new(), http }
+    }
+
+    /// Sends a request with an optional JSON body; returns the status and the JSON body
+    /// (`Null` when the body is not JSON).
+    pub async fn request(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request reaches the server");
+        let status = response.status();
+        let bytes = response.bytes().await.expect("response body");
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// Sends raw bytes as the body, for malformed-input tests.
+    pub async fn request_raw(&self, method: Method, path: &str, body: Vec<u8>) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base)).body(body);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("request reaches the server");
+        let status = response.status();
+        let bytes = response.bytes().await.expect("response body");
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.request(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.request(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.request(Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.request(Method::DELETE, path, Some(body)).await
+    }
+
+    /// Creates a room and returns its id, failing the test on error.
+    pub async fn create_room(&self, body: Value) -> String {
+        let (status, response) = self.post("/_matrix/client/v3/createRoom", body).await;
+        assert_eq!(status, StatusCode::OK, "createRoom: {response}");
+        response["room_id"].as_str().expect("room_id in createRoom response").to_owned()
+    }
+
+    pub async fn join(&self, room_id: &str) {
+        let (status, response) = self.post(&format!("/_matrix/client/v3/join/{}", encode(room_id)), json!({})).await;
+        assert_eq!(status, StatusCode::OK, "join {room_id}: {response}");
+    }
+
+    /// Sends an `m.text` message and returns its event id.
+    pub async fn send_text(&self, room_id: &str, body: &str) -> String {
+        let txn = lattice::rooms::random_localpart(16);
+        let (status, response) = self
+            .put(
+                &format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", encode(room_id)),
+                json!({ "msgtype": "m.text", "body": body }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "send to {room_id}: {response}");
+        response["event_id"].as_str().expect("event_id").to_owned()
+    }
+
+    /// `/sync` with the given query string (without the leading `?`).
+    pub async fn sync(&self, query: &str) -> Value {
+        let (status, body) = self.get(&format!("/_matrix/client/v3/sync?{query}")).await;
+        assert_eq!(status, StatusCode::OK, "sync: {body}");
+        body
+    }
+}
+
+/// Percent-encodes a path segment such as a room id or alias.
+pub fn encode(segment: &str) -> String {
+    percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// Asserts the spec's error JSON: status, `errcode`, and a non-empty `error`.
+#[track_caller]
+pub fn assert_error(response: &(StatusCode, Value), status: StatusCode, errcode: &str) {
+    assert_eq!(response.0, status, "unexpected status; body: {}", response.1);
+    assert_eq!(response.1["errcode"], errcode, "unexpected errcode; body: {}", response.1);
+    assert!(
+        response.1["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "error message missing: {}",
+        response.1
+    );
+}
+
+/// The timeline events of a room in a sync response.
+pub fn timeline<'a>(sync: &'a Value, room_id: &str) -> &'a Vec<Value> {
+    sync["rooms"]["join"][room_id]["timeline"]["events"].as_array().expect("room timeline in sync")
+}
