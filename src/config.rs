@@ -164,6 +164,22 @@ impl Default for PolicyConfig {
     }
 }
 
+/// Top-level keys of [`Config`], the only ones read from the environment.
+const CONFIG_KEYS: &[&str] = &[
+    "server_name",
+    "data_dir",
+    "public_baseurl",
+    "well_known_server",
+    "listen",
+    "database",
+    "registration",
+    "rooms",
+    "rate_limits",
+    "limits",
+    "directory",
+    "policy",
+];
+
 /// An invalid or unreadable configuration.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
@@ -179,7 +195,16 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        figment = figment.merge(Env::prefixed("LATTICE_").split("__"));
+        // Other tools share the LATTICE_ prefix (LATTICE_BIN, LATTICE_TEST_POSTGRES_URL, ...),
+        // so only variables that name a configuration section are read.
+        figment = figment.merge(
+            Env::prefixed("LATTICE_")
+                .filter(|key| {
+                    let section = key.as_str().split("__").next().unwrap_or_default().to_ascii_lowercase();
+                    CONFIG_KEYS.contains(&section.as_str())
+                })
+                .split("__"),
+        );
         let config: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
         config.validate()?;
         Ok(config)
