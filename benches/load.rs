@@ -1,0 +1,352 @@
+//! Load benchmark: runs the release `lattice` binary as its own process and
+//! measures it over loopback HTTP, as clients see it.
+//!
+//! `cargo bench --bench load` runs every scenario; name scenarios to run only
+//! those: `cargo bench --bench load -- send delivery fanout initial-sync`.
+//! Figures go to standard output as a Markdown table.
+//!
+//! Scenarios:
+//! - `send`: 16 concurrent senders, 8 in DM rooms and 8 in two 50-member rooms,
+//!   500 messages each; throughput and request latency percentiles; resident
+//!   memory after start and at peak.
+//! - `delivery`: a DM message from send to the other member's waiting `/sync`.
+//! - `fanout`: a message in a 50-member room to every member's waiting `/sync`.
+//! - `initial-sync`: initial `/sync` of a user in 200 rooms with 20 messages
+//!   each, timeline limit 10.
+
+use std::{
+    net::TcpListener,
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::future::join_all;
+use serde_json::{Value, json};
+
+struct Server {
+    child: Child,
+    base: String,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server() -> Server {
+    let data = tempfile::tempdir().expect("temporary directory");
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let binary = std::env::var("LATTICE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_lattice").to_owned());
+    let child = Command::new(binary)
+        .arg("serve")
+        .env("LATTICE_DATA_DIR", data.path())
+        .env("LATTICE_LISTEN__CLIENT", format!("127.0.0.1:{port}"))
+        .env("LATTICE_RATE_LIMITS__ENABLED", "false")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the lattice binary");
+    Server { child, base: format!("http://127.0.0.1:{port}"), _data: data }
+}
+
+/// `(current, peak)` resident memory of a process in MiB, from /proc.
+fn memory_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+#[derive(Clone)]
+struct User {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    user_id: String,
+}
+
+fn enc(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+impl User {
+    async fn register(http: &reqwest::Client, base: &str, name: String) -> User {
+        let body: Value = http
+            .post(format!("{base}/_matrix/client/v3/register"))
+            .json(&json!({ "username": name, "password": "bench", "auth": { "type": "m.login.dummy" } }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        User {
+            http: http.clone(),
+            base: base.to_owned(),
+            token: body["access_token"].as_str().expect("access token").to_owned(),
+            user_id: body["user_id"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "{path}: {status} {body}");
+        body
+    }
+
+    async fn create_room(&self, invite: &[String]) -> String {
+        let body = self
+            .call(reqwest::Method::POST, "/_matrix/client/v3/createRoom", Some(json!({ "invite": invite, "preset": "private_chat" })))
+            .await;
+        body["room_id"].as_str().unwrap().to_owned()
+    }
+
+    async fn join(&self, room: &str) {
+        self.call(reqwest::Method::POST, &format!("/_matrix/client/v3/join/{}", enc(room)), Some(json!({}))).await;
+    }
+
+    async fn send(&self, room: &str, txn: &str, text: &str) {
+        let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", enc(room));
+        self.call(reqwest::Method::PUT, &path, Some(json!({ "msgtype": "m.text", "body": text }))).await;
+    }
+
+    async fn sync(&self, since: Option<&str>, timeout_ms: u64) -> Value {
+        let filter = enc(r#"{"room":{"timeline":{"limit":10}}}"#);
+        let mut path = format!("/_matrix/client/v3/sync?timeout={timeout_ms}&filter={filter}");
+        if let Some(since) = since {
+            path.push_str(&format!("&since={since}"));
+        }
+        self.call(reqwest::Method::GET, &path, None).await
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn wait_ready(http: &reqwest::Client, base: &str) {
+    for _ in 0..600 {
+        if http.get(format!("{base}/_matrix/client/versions")).send().await.is_ok_and(|r| r.status().is_success()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server did not start");
+}
+
+async fn register_many(http: &reqwest::Client, base: &str, prefix: &str, count: usize) -> Vec<User> {
+    let mut users = Vec::new();
+    for chunk in (0..count).collect::<Vec<_>>().chunks(8) {
+        let batch = join_all(chunk.iter().map(|i| User::register(http, base, format!("{prefix}{i}")))).await;
+        users.extend(batch);
+    }
+    users
+}
+
+/// A room created by `members[0]` that every other member joined.
+async fn group_room(members: &[User]) -> String {
+    let invites: Vec<String> = members[1..].iter().map(|u| u.user_id.clone()).collect();
+    let room = members[0].create_room(&invites).await;
+    join_all(members[1..].iter().map(|m| m.join(&room))).await;
+    room
+}
+
+async fn bench_send(http: &reqwest::Client) {
+    let server = start_server();
+    wait_ready(http, &server.base).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (rss_start, _) = memory_mib(server.child.id());
+
+    let dm_users = register_many(http, &server.base, "dm", 16).await;
+    let group_a = register_many(http, &server.base, "ga", 50).await;
+    let group_b = register_many(http, &server.base, "gb", 50).await;
+    let mut rooms = Vec::new();
+    for pair in dm_users.chunks(2) {
+        let room = pair[0].create_room(&[pair[1].user_id.clone()]).await;
+        pair[1].join(&room).await;
+        rooms.push((pair[0].clone(), room.clone()));
+        rooms.push((pair[1].clone(), room));
+    }
+    let room_a = group_room(&group_a).await;
+    let room_b = group_room(&group_b).await;
+    // 8 DM senders, 4 senders in each 50-member room.
+    let mut senders: Vec<(User, String)> = rooms.into_iter().step_by(2).collect();
+    for i in 0..4 {
+        senders.push((group_a[i].clone(), room_a.clone()));
+        senders.push((group_b[i].clone(), room_b.clone()));
+    }
+    assert_eq!(senders.len(), 16);
+
+    let per_sender = 500;
+    let started = Instant::now();
+    let tasks = senders.into_iter().enumerate().map(|(s, (user, room))| async move {
+        let mut latencies = Vec::with_capacity(per_sender);
+        for n in 0..per_sender {
+            let t = Instant::now();
+            user.send(&room, &format!("b{s}-{n}"), "benchmark message").await;
+            latencies.push(t.elapsed());
+        }
+        latencies
+    });
+    let mut latencies: Vec<Duration> = join_all(tasks).await.into_iter().flatten().collect();
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let (_, rss_peak) = memory_mib(server.child.id());
+    let total = latencies.len();
+    println!("| send: 16 senders, 8 DM + 8 in two 50-member rooms, {total} events | {:.0} events/s |", total as f64 / elapsed.as_secs_f64());
+    println!("| send: request latency p50 / p99 | {} / {} |", ms(percentile(&latencies, 0.5)), ms(percentile(&latencies, 0.99)));
+    println!("| memory: resident after start | {rss_start:.1} MiB |");
+    println!("| memory: resident peak during the send run | {rss_peak:.1} MiB |");
+}
+
+async fn bench_delivery(http: &reqwest::Client) {
+    let server = start_server();
+    wait_ready(http, &server.base).await;
+    let users = register_many(http, &server.base, "d", 2).await;
+    let (alice, bob) = (users[0].clone(), users[1].clone());
+    let room = alice.create_room(&[bob.user_id.clone()]).await;
+    bob.join(&room).await;
+    let mut since = bob.sync(None, 0).await["next_batch"].as_str().unwrap().to_owned();
+    let mut samples = Vec::new();
+    for n in 0..300 {
+        let waiter = {
+            let bob = bob.clone();
+            let since = since.clone();
+            tokio::spawn(async move {
+                let body = bob.sync(Some(&since), 10_000).await;
+                (Instant::now(), body)
+            })
+        };
+        // Give the long-poll time to reach the server and start waiting.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let sent_at = Instant::now();
+        alice.send(&room, &format!("d{n}"), "ping").await;
+        let (arrived, body) = waiter.await.unwrap();
+        samples.push(arrived.duration_since(sent_at));
+        since = body["next_batch"].as_str().unwrap().to_owned();
+    }
+    samples.sort();
+    println!(
+        "| delivery: DM send to waiting /sync, 300 messages, p50 / p99 | {} / {} |",
+        ms(percentile(&samples, 0.5)),
+        ms(percentile(&samples, 0.99))
+    );
+}
+
+async fn bench_fanout(http: &reqwest::Client) {
+    let server = start_server();
+    wait_ready(http, &server.base).await;
+    let members = register_many(http, &server.base, "f", 50).await;
+    let room = group_room(&members).await;
+    let members = Arc::new(members);
+    let mut tokens: Vec<String> = Vec::new();
+    for member in members.iter() {
+        tokens.push(member.sync(None, 0).await["next_batch"].as_str().unwrap().to_owned());
+    }
+    let mut samples = Vec::new();
+    for n in 0..40 {
+        let waiters: Vec<_> = members
+            .iter()
+            .zip(tokens.iter())
+            .map(|(member, since)| {
+                let member = member.clone();
+                let since = since.clone();
+                tokio::spawn(async move {
+                    let body = member.sync(Some(&since), 10_000).await;
+                    (Instant::now(), body["next_batch"].as_str().unwrap().to_owned())
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let sent_at = Instant::now();
+        members[n % 50].send(&room, &format!("f{n}"), "to everyone").await;
+        tokens.clear();
+        for waiter in waiters {
+            let (arrived, next) = waiter.await.unwrap();
+            samples.push(arrived.duration_since(sent_at));
+            tokens.push(next);
+        }
+    }
+    samples.sort();
+    println!(
+        "| fanout: 50-member room, send to each waiting /sync, 40 messages x 50 members, p50 / p99 | {} / {} |",
+        ms(percentile(&samples, 0.5)),
+        ms(percentile(&samples, 0.99))
+    );
+}
+
+async fn bench_initial_sync(http: &reqwest::Client) {
+    let server = start_server();
+    wait_ready(http, &server.base).await;
+    let users = register_many(http, &server.base, "i", 2).await;
+    let (owner, other) = (users[0].clone(), users[1].clone());
+    for r in 0..200 {
+        let room = owner.create_room(&[other.user_id.clone()]).await;
+        other.join(&room).await;
+        for n in 0..20 {
+            let sender = if n % 2 == 0 { &owner } else { &other };
+            sender.send(&room, &format!("i{r}-{n}"), "history").await;
+        }
+    }
+    let mut samples = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        let body = owner.sync(None, 0).await;
+        samples.push(t.elapsed());
+        assert_eq!(body["rooms"]["join"].as_object().unwrap().len(), 200);
+    }
+    samples.sort();
+    println!(
+        "| initial /sync: 200 rooms x 20 messages, timeline limit 10, 10 runs, median / max | {} / {} |",
+        ms(percentile(&samples, 0.5)),
+        ms(*samples.last().unwrap())
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let wanted = |name: &str| args.is_empty() || args.iter().any(|a| a == name);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let http = reqwest::Client::builder().pool_max_idle_per_host(128).build().unwrap();
+        println!("| measurement | result |");
+        println!("| --- | --- |");
+        if wanted("send") {
+            bench_send(&http).await;
+        }
+        if wanted("delivery") {
+            bench_delivery(&http).await;
+        }
+        if wanted("fanout") {
+            bench_fanout(&http).await;
+        }
+        if wanted("initial-sync") {
+            bench_initial_sync(&http).await;
+        }
+    });
+}
