@@ -74,11 +74,13 @@ CREATE TABLE events (
     state_group BIGINT NOT NULL,
     redacted_by TEXT,
     replaces_state TEXT,
+    mentions TEXT,
     txn_id TEXT,
     txn_device TEXT
 );
 CREATE INDEX events_room_order ON events (room_id, stream_ordering);
 CREATE INDEX events_room_state ON events (room_id, event_type, state_key);
+CREATE INDEX events_room_sender ON events (room_id, sender, stream_ordering);
 
 CREATE TABLE forward_extremities (
     room_id TEXT NOT NULL,

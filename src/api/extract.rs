@@ -63,9 +63,15 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
         if !value.is_object() {
             return Err(Error::new(ErrorKind::BadJson, "request body must be a JSON object"));
         }
-        serde_json::from_value(value)
-            .map(JsonBody)
-            .map_err(|e| Error::bad_json(format!("invalid request body: {e}")))
+        // The path names the offending field, which serde_json's own message leaves out.
+        serde_path_to_error::deserialize(value).map(JsonBody).map_err(|e| {
+            let path = e.path().to_string();
+            if path == "." {
+                Error::bad_json(format!("invalid request body: {}", e.inner()))
+            } else {
+                Error::bad_json(format!("invalid request body: field {path}: {}", e.inner()))
+            }
+        })
     }
 }
 

@@ -9,12 +9,12 @@ use std::{sync::Arc, time::Duration};
 
 use axum::{
     Router,
+    extract::DefaultBodyLimit,
     http::{HeaderName, Method, Request, header},
     response::IntoResponse,
 };
 use tower_http::{
     cors::{Any, CorsLayer},
-    limit::RequestBodyLimitLayer,
     trace::TraceLayer,
 };
 
@@ -39,7 +39,9 @@ pub fn router(services: Arc<Services>) -> Router {
         .merge(well_known::router())
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(RequestBodyLimitLayer::new(max_body))
+        // The limit applies where `JsonBody` reads the body, so an oversized request
+        // gets the spec's 413 `M_TOO_LARGE` JSON, not a bare 413 from a middleware.
+        .layer(DefaultBodyLimit::max(max_body))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
                 let path = request

@@ -84,6 +84,20 @@ impl Rooms {
         } else {
             create_content.insert("creator".into(), json!(creator));
         }
+        let privileged_creators = rules.authorization.explicitly_privilege_room_creators;
+        if privileged_creators && preset == "trusted_private_chat" {
+            // Creators outrank every power level here, so invitees get the creator's
+            // level by becoming additional creators.
+            let mut additional: Vec<Value> =
+                create_content.get("additional_creators").and_then(Value::as_array).cloned().unwrap_or_default();
+            for invitee in &request.invite {
+                let invitee = json!(invitee);
+                if !additional.contains(&invitee) {
+                    additional.push(invitee);
+                }
+            }
+            create_content.insert("additional_creators".into(), Value::Array(additional));
+        }
         add(&mut room, EventDraft::state(TimelineEventType::RoomCreate, "", Value::Object(create_content)))?;
 
         // 2. The creator joins.
@@ -99,12 +113,11 @@ impl Rooms {
         add(&mut room, EventDraft::state(TimelineEventType::RoomMember, creator.as_str(), join))?;
 
         // 3. Power levels, from the preset and then the client's override.
-        let privileged_creators = rules.authorization.explicitly_privilege_room_creators;
         let mut users = Map::new();
         if !privileged_creators {
             users.insert(creator.to_string(), json!(100));
         }
-        if preset == "trusted_private_chat" {
+        if preset == "trusted_private_chat" && !privileged_creators {
             for invitee in &request.invite {
                 users.insert(invitee.to_string(), json!(100));
             }

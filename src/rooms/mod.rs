@@ -28,7 +28,7 @@ pub use self::create::{CreateRoom, random_localpart};
 use self::{
     builder::{BuiltEvent, EventDraft},
     pdu::Pdu,
-    persist::{Batch, NewRoom},
+    persist::{Batch, NewRoom, TxnRecord},
     state::RoomState,
 };
 use crate::{
@@ -39,7 +39,7 @@ use crate::{
     sync::notifier::Notifier,
 };
 
-type RoomSlot = Arc<AsyncMutex<Option<RoomState>>>;
+type RoomSlot = Arc<AsyncMutex<Option<Arc<RoomState>>>>;
 
 /// The room service.
 pub struct Rooms {
@@ -50,13 +50,26 @@ pub struct Rooms {
     policy: Arc<dyn RoomPolicy>,
     default_version: RoomVersionId,
     slots: Mutex<HashMap<OwnedRoomId, RoomSlot>>,
+    /// Rooms known to exist, so that the common check needs no query.
+    known: Mutex<std::collections::HashSet<OwnedRoomId>>,
 }
 
 /// Who sent a request that appends an event, for transaction-id idempotency.
+/// The spec scopes a transaction id to one device and one request path, so
+/// `scope` names the path without the transaction id, such as
+/// `send/{roomId}/{eventType}`.
 #[derive(Debug, Clone)]
 pub struct TxnContext {
     pub device_id: String,
     pub txn_id: String,
+    pub scope: String,
+}
+
+impl TxnContext {
+    /// The key that identifies a retransmission of the same request.
+    fn key(&self) -> String {
+        format!("{}/{}", self.scope, self.txn_id)
+    }
 }
 
 impl Rooms {
@@ -68,7 +81,16 @@ impl Rooms {
         policy: Arc<dyn RoomPolicy>,
         default_version: RoomVersionId,
     ) -> Self {
-        Self { db, server_name, key, notifier, policy, default_version, slots: Mutex::new(HashMap::new()) }
+        Self {
+            db,
+            server_name,
+            key,
+            notifier,
+            policy,
+            default_version,
+            slots: Mutex::new(HashMap::new()),
+            known: Mutex::new(std::collections::HashSet::new()),
+        }
     }
 
     pub fn server_name(&self) -> &ruma::ServerName {
@@ -111,6 +133,7 @@ impl Rooms {
             .collect();
         if let Some(latest) = storage::events::room_range(pool, room_id, 0, i64::MAX, 1, true).await?.pop() {
             room.depth = latest.pdu.depth;
+            room.latest_stream = latest.stream;
             room.state_group = latest.state_group;
             room.chain_length = storage::state::chain_length(pool, latest.state_group).await?;
         }
@@ -123,19 +146,27 @@ impl Rooms {
         Ok(room)
     }
 
-    /// A copy of a room's current state, loading it if needed.
-    pub async fn state(&self, room_id: &RoomId) -> Result<RoomState> {
+    /// A room's current state, loading it if needed. The value is a snapshot:
+    /// later events replace the room's state instead of changing this one.
+    pub async fn state(&self, room_id: &RoomId) -> Result<Arc<RoomState>> {
         let slot = self.slot(room_id);
         let mut guard = slot.lock().await;
         if guard.is_none() {
-            *guard = Some(self.load(room_id).await?);
+            *guard = Some(Arc::new(self.load(room_id).await?));
         }
         Ok(guard.as_ref().cloned().expect("room state was just loaded"))
     }
 
     /// Whether the room exists on this server.
     pub async fn exists(&self, room_id: &RoomId) -> Result<bool> {
-        Ok(storage::rooms::get(&self.db.pool, room_id.as_str()).await?.is_some())
+        if self.known.lock().unwrap_or_else(|e| e.into_inner()).contains(room_id) {
+            return Ok(true);
+        }
+        let exists = storage::rooms::get(&self.db.pool, room_id.as_str()).await?.is_some();
+        if exists {
+            self.known.lock().unwrap_or_else(|e| e.into_inner()).insert(room_id.to_owned());
+        }
+        Ok(exists)
     }
 
     /// Appends one event that a local user sends, with the room lock held for the
@@ -152,16 +183,16 @@ impl Rooms {
 
         if let Some(txn) = &txn
             && let Some(existing) =
-                storage::events::txn_event(&self.db.pool, sender.as_str(), &txn.device_id, &txn.txn_id).await?
+                storage::events::txn_event(&self.db.pool, sender.as_str(), &txn.device_id, &txn.key()).await?
         {
             return OwnedEventId::try_from(existing).map_err(|e| Error::internal("reading a transaction", e));
         }
 
         if guard.is_none() {
-            *guard = Some(self.load(room_id).await?);
+            *guard = Some(Arc::new(self.load(room_id).await?));
         }
         let current = guard.as_ref().expect("room state was just loaded");
-        let mut next = current.clone();
+        let mut next = RoomState::clone(current);
 
         self.check_before_append(&next, sender, &draft).await?;
         let redaction = match &draft.redacts {
@@ -188,12 +219,13 @@ impl Rooms {
             new_room: None,
             events: vec![built],
             state_group: current.state_group,
-            txn: txn.map(|t| (sender.to_string(), t.device_id, t.txn_id)),
+            txn: txn.map(|t| TxnRecord { user_id: sender.to_string(), key: t.key(), device_id: t.device_id, txn_id: t.txn_id }),
         };
         let persisted = self.db.writer.write(move |w| Box::pin(persist::persist(w, batch))).await?;
         next.state_group = persisted.state_group;
+        next.latest_stream = persisted.streams.last().copied().unwrap_or(next.latest_stream);
         let audience = audience(&next, &self.server_name, wake_target);
-        *guard = Some(next);
+        *guard = Some(Arc::new(next));
         drop(guard);
 
         self.notifier.wake(audience.iter().map(|u| &**u));
@@ -245,8 +277,10 @@ impl Rooms {
         let batch = Batch { room_id: room_id.to_string(), new_room: Some(new_room), events, state_group: 0, txn: None };
         let persisted = self.db.writer.write(move |w| Box::pin(persist::persist(w, batch))).await?;
         room.state_group = persisted.state_group;
+        room.latest_stream = persisted.streams.last().copied().unwrap_or(room.latest_stream);
         let audience = audience(&room, &self.server_name, None);
-        *guard = Some(room);
+        self.known.lock().unwrap_or_else(|e| e.into_inner()).insert(room_id.clone());
+        *guard = Some(Arc::new(room));
         drop(guard);
         self.notifier.wake(audience.iter().map(|u| &**u));
         Ok(())

@@ -21,8 +21,18 @@ pub struct Batch {
     pub events: Vec<BuiltEvent>,
     /// The state group before the first event.
     pub state_group: i64,
-    /// `(user, device, transaction id)` of the request that sent the last event.
-    pub txn: Option<(String, String, String)>,
+    /// The request that sent the last event.
+    pub txn: Option<TxnRecord>,
+}
+
+/// A client request's transaction id, stored with the event it sent.
+pub struct TxnRecord {
+    pub user_id: String,
+    pub device_id: String,
+    /// The transaction id as the client sent it, for `unsigned.transaction_id`.
+    pub txn_id: String,
+    /// The transaction id scoped to its request path, for spotting retransmissions.
+    pub key: String,
 }
 
 pub struct Persisted {
@@ -73,12 +83,12 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<Persisted> {
                 stream,
                 state_group: group,
                 replaces_state: event.replaces_state.as_ref().map(|id| id.as_str()),
-                txn: txn_ids.map(|(_, device, txn_id)| (txn_id.as_str(), device.as_str())),
+                txn: txn_ids.map(|t| (t.txn_id.as_str(), t.device_id.as_str())),
             },
         )
         .await?;
-        if let Some((user, device, txn_id)) = txn_ids {
-            storage::events::insert_txn(&mut txn.conn, user, device, txn_id, pdu.event_id.as_str()).await?;
+        if let Some(t) = txn_ids {
+            storage::events::insert_txn(&mut txn.conn, &t.user_id, &t.device_id, &t.key, pdu.event_id.as_str()).await?;
         }
 
         if let Some(state_key) = &pdu.state_key {

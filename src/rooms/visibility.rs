@@ -47,9 +47,30 @@ impl Visibility {
         self.memberships.iter().any(|(s, m)| *s > stream && m == "join")
     }
 
+    /// Whether the user may see the event at `stream`. The user's own member
+    /// events and `m.room.history_visibility` events are visible when the
+    /// setting before or after them allows it, as the spec's history visibility
+    /// rules require, so a member who leaves sees their own leave event.
     pub fn can_see(&self, stream: i64) -> bool {
         let membership = self.membership_at(stream);
-        match self.visibility_at(stream) {
+        let visibility = self.visibility_at(stream);
+        if self.allows(visibility, membership, stream) {
+            return true;
+        }
+        if self.memberships.iter().any(|(s, _)| *s == stream) {
+            let before = self.memberships.iter().rev().find(|(s, _)| *s < stream).map(|(_, m)| m.as_str());
+            if self.allows(visibility, before, stream) {
+                return true;
+            }
+        }
+        if let Some((_, introduced)) = self.visibilities.iter().find(|(s, _)| *s == stream) {
+            return self.allows(introduced, membership, stream);
+        }
+        false
+    }
+
+    fn allows(&self, visibility: &str, membership: Option<&str>, stream: i64) -> bool {
+        match visibility {
             "world_readable" => true,
             "invited" => matches!(membership, Some("join" | "invite")),
             "joined" => membership == Some("join"),

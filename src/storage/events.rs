@@ -59,8 +59,8 @@ pub async fn insert(conn: &mut AnyConnection, event: NewEvent<'_>) -> Result<(),
     let pdu = event.pdu;
     sqlx::query(
         "INSERT INTO events (stream_ordering, event_id, room_id, sender, event_type, state_key, \
-         depth, origin_server_ts, pdu, state_group, replaces_state, txn_id, txn_device) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+         depth, origin_server_ts, pdu, state_group, replaces_state, mentions, txn_id, txn_device) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(event.stream)
     .bind(pdu.event_id.as_str())
@@ -73,6 +73,7 @@ pub async fn insert(conn: &mut AnyConnection, event: NewEvent<'_>) -> Result<(),
     .bind(&*pdu.json)
     .bind(event.state_group)
     .bind(event.replaces_state)
+    .bind(mentions(pdu))
     .bind(event.txn.map(|(txn, _)| txn))
     .bind(event.txn.map(|(_, device)| device))
     .execute(&mut *conn)
@@ -196,18 +197,20 @@ pub async fn state_history(
     Ok(rows.iter().map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1))).collect())
 }
 
+/// The event sent by an earlier request with the same transaction key: the
+/// client's transaction id scoped to its request path.
 pub async fn txn_event(
     pool: &AnyPool,
     user_id: &str,
     device_id: &str,
-    txn_id: &str,
+    txn_key: &str,
 ) -> Result<Option<String>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT event_id FROM transaction_ids WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
     )
     .bind(user_id)
     .bind(device_id)
-    .bind(txn_id)
+    .bind(txn_key)
     .fetch_optional(pool)
     .await?;
     Ok(row.map(|r| r.get(0)))
@@ -217,13 +220,13 @@ pub async fn insert_txn(
     conn: &mut AnyConnection,
     user_id: &str,
     device_id: &str,
-    txn_id: &str,
+    txn_key: &str,
     event_id: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO transaction_ids (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)")
         .bind(user_id)
         .bind(device_id)
-        .bind(txn_id)
+        .bind(txn_key)
         .bind(event_id)
         .execute(&mut *conn)
         .await?;
@@ -255,39 +258,32 @@ pub async fn latest_stream_in_room(pool: &AnyPool, room_id: &str) -> Result<i64,
     Ok(row.get(0))
 }
 
-/// The stream position of the user's newest event in a room (0 when none).
-pub async fn latest_own_event(pool: &AnyPool, room_id: &str, user_id: &str) -> Result<i64, sqlx::Error> {
-    let row = sqlx::query("SELECT COALESCE(MAX(stream_ordering), 0) FROM events WHERE room_id = $1 AND sender = $2")
-        .bind(room_id)
-        .bind(user_id)
-        .fetch_one(pool)
-        .await?;
-    Ok(row.get(0))
-}
-
-/// Counts notifying messages from others after `after`, and those that mention `user_id`.
-pub async fn count_unread(pool: &AnyPool, room_id: &str, user_id: &str, after: i64) -> Result<(i64, i64), sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT pdu FROM events WHERE room_id = $1 AND stream_ordering > $2 AND sender <> $3 \
-         AND event_type IN ('m.room.message', 'm.room.encrypted', 'm.sticker') AND redacted_by IS NULL \
-         ORDER BY stream_ordering DESC LIMIT 1000",
+/// Counts notifying messages from others after both the user's read receipt
+/// in the main timeline and their own newest event, and those among them that
+/// mention the user through `m.mentions`.
+pub async fn count_unread(pool: &AnyPool, room_id: &str, user_id: &str) -> Result<(i64, i64), sqlx::Error> {
+    let escaped = user_id.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    let row = sqlx::query(
+        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN mentions LIKE $3 ESCAPE '\\' THEN 1 ELSE 0 END), 0) FROM events \
+         WHERE room_id = $1 AND sender <> $2 AND redacted_by IS NULL \
+         AND event_type IN ('m.room.message', 'm.room.encrypted', 'm.sticker') \
+         AND stream_ordering > COALESCE((SELECT MAX(event_stream) FROM receipts WHERE room_id = $1 AND user_id = $2 \
+             AND receipt_type IN ('m.read', 'm.read.private') AND thread_id IN ('', 'main')), 0) \
+         AND stream_ordering > COALESCE((SELECT MAX(stream_ordering) FROM events WHERE room_id = $1 AND sender = $2), 0)",
     )
     .bind(room_id)
-    .bind(after)
     .bind(user_id)
-    .fetch_all(pool)
+    .bind(format!("% {escaped} %"))
+    .fetch_one(pool)
     .await?;
-    let mut highlights = 0;
-    for row in &rows {
-        let json: String = row.get(0);
-        let value: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
-        let mentioned = value
-            .pointer("/content/m.mentions/user_ids")
-            .and_then(|ids| ids.as_array())
-            .is_some_and(|ids| ids.iter().any(|id| id.as_str() == Some(user_id)));
-        if mentioned {
-            highlights += 1;
-        }
-    }
-    Ok((rows.len() as i64, highlights))
+    Ok((row.get(0), row.get(1)))
+}
+
+/// The users an event mentions through `m.mentions.user_ids`, space-separated
+/// with a space at each end, so a `LIKE '% @user:server %'` finds one of them.
+fn mentions(pdu: &Pdu) -> Option<String> {
+    let content: serde_json::Value = serde_json::from_str(pdu.content.get()).ok()?;
+    let ids = content.get("m.mentions")?.get("user_ids")?.as_array()?;
+    let list: Vec<&str> = ids.iter().filter_map(|id| id.as_str()).collect();
+    (!list.is_empty()).then(|| format!(" {} ", list.join(" ")))
 }

@@ -68,10 +68,11 @@ pub async fn room_since(pool: &AnyPool, room_id: &str, since: i64, upto: i64) ->
     Ok(rows.iter().map(receipt_row).collect())
 }
 
-/// Rooms of `user_id` (joined) with receipt changes in `(since, upto]`.
-pub async fn rooms_changed(pool: &AnyPool, user_id: &str, since: i64, upto: i64) -> Result<Vec<String>, sqlx::Error> {
+/// Receipts changed in `(since, upto]` in every room the user has joined.
+pub async fn joined_rooms_since(pool: &AnyPool, user_id: &str, since: i64, upto: i64) -> Result<Vec<ReceiptRow>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT DISTINCT r.room_id FROM receipts r JOIN memberships m ON m.room_id = r.room_id \
+        "SELECT r.room_id, r.user_id, r.receipt_type, r.thread_id, r.event_id, r.event_stream, r.ts FROM receipts r \
+         JOIN memberships m ON m.room_id = r.room_id \
          WHERE m.user_id = $1 AND m.membership = 'join' AND r.stream_id > $2 AND r.stream_id <= $3",
     )
     .bind(user_id)
@@ -79,19 +80,5 @@ pub async fn rooms_changed(pool: &AnyPool, user_id: &str, since: i64, upto: i64)
     .bind(upto)
     .fetch_all(pool)
     .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
-}
-
-/// The stream position of the user's newest `m.read` or `m.read.private` receipt
-/// in the main timeline of a room (0 when none).
-pub async fn read_up_to(pool: &AnyPool, room_id: &str, user_id: &str) -> Result<i64, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT COALESCE(MAX(event_stream), 0) FROM receipts WHERE room_id = $1 AND user_id = $2 \
-         AND receipt_type IN ('m.read', 'm.read.private') AND thread_id IN ('', 'main')",
-    )
-    .bind(room_id)
-    .bind(user_id)
-    .fetch_one(pool)
-    .await?;
-    Ok(row.get(0))
+    Ok(rows.iter().map(receipt_row).collect())
 }

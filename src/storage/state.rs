@@ -100,6 +100,17 @@ pub async fn current(pool: &AnyPool, room_id: &str) -> Result<HashMap<StateKey, 
         .collect())
 }
 
+/// Lists every room whose current state has an event of `event_type` and
+/// `state_key`, as `(room id, event id)` pairs.
+pub async fn current_of_type(pool: &AnyPool, event_type: &str, state_key: &str) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let rows = sqlx::query("SELECT room_id, event_id FROM current_state WHERE event_type = $1 AND state_key = $2")
+        .bind(event_type)
+        .bind(state_key)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
 pub async fn extremities(pool: &AnyPool, room_id: &str) -> Result<Vec<String>, sqlx::Error> {
     let rows = sqlx::query("SELECT event_id FROM forward_extremities WHERE room_id = $1")
         .bind(room_id)

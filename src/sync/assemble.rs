@@ -14,6 +14,7 @@ use crate::{
     error::Result,
     rooms::{
         serialize::{Viewer, client_events, stripped},
+        state::RoomState,
         visibility::Visibility,
     },
     storage::{self, events::StoredEvent},
@@ -24,6 +25,15 @@ use crate::{
 const DEFAULT_TIMELINE_LIMIT: u64 = 10;
 /// Largest timeline a filter may ask for.
 const MAX_TIMELINE_LIMIT: u64 = 100;
+
+/// What the caller already knows about a joined room.
+struct JoinedRoom<'a> {
+    membership: &'a storage::rooms::MembershipRow,
+    changed_membership: bool,
+    typing: Option<Vec<ruma::OwnedUserId>>,
+    account: Option<Vec<Value>>,
+    receipts: Option<Vec<storage::receipts::ReceiptRow>>,
+}
 
 pub struct Assembled {
     pub body: Value,
@@ -83,19 +93,19 @@ pub async fn assemble(
         Some(_) => Some(HashSet::new()),
         None => None,
     };
-    let receipt_rooms: HashSet<String> = match since {
-        Some(s) if s.receipts < upto.receipts => {
-            storage::receipts::rooms_changed(pool, user, s.receipts, upto.receipts).await?.into_iter().collect()
+    let receipts_since = since.map_or(0, |s| s.receipts);
+    let mut receipts: HashMap<String, Vec<storage::receipts::ReceiptRow>> = HashMap::new();
+    if receipts_since < upto.receipts {
+        for row in storage::receipts::joined_rooms_since(pool, user, receipts_since, upto.receipts).await? {
+            receipts.entry(row.room_id.clone()).or_default().push(row);
         }
-        _ => HashSet::new(),
+    }
+    let account_data_since = since.map_or(0, |s| s.account_data);
+    let account_data = if account_data_since < upto.account_data {
+        storage::account_data::changed_since(pool, user, account_data_since, upto.account_data).await?
+    } else {
+        Vec::new()
     };
-    let account_data = storage::account_data::changed_since(
-        pool,
-        user,
-        since.map_or(0, |s| s.account_data),
-        upto.account_data,
-    )
-    .await?;
     let mut room_account_data: HashMap<String, Vec<Value>> = HashMap::new();
     let mut global_account_data = Vec::new();
     let account_filter = filter.account_data.clone().unwrap_or_default();
@@ -128,13 +138,14 @@ pub async fn assemble(
                 let typing = services.typing.changed_since(&room_id, typing_since);
                 let has_events = event_rooms.as_ref().is_none_or(|rooms| rooms.contains(room_id.as_str()));
                 let account = room_account_data.remove(room_id.as_str());
-                let receipts_changed = receipt_rooms.contains(room_id.as_str());
+                let room_receipts = receipts.remove(room_id.as_str());
                 if !(since.is_none() || full_state || changed_membership || has_events || typing.is_some()
-                    || receipts_changed || account.is_some())
+                    || room_receipts.is_some() || account.is_some())
                 {
                     continue;
                 }
-                let section = ctx.joined_room(&room_id, changed_membership, typing, account).await?;
+                let joined = JoinedRoom { membership: &membership, changed_membership, typing, account, receipts: room_receipts };
+                let section = ctx.joined_room(&room_id, joined).await?;
                 join.insert(room_id.to_string(), section);
             }
             "invite" if changed_membership || full_state => {
@@ -173,14 +184,17 @@ impl Ctx<'_> {
 
     /// The newest visible events of a room in `(from, to]` that pass the timeline
     /// filter, oldest first, and whether older ones were left out.
-    async fn timeline(&self, room_id: &RoomId, from: i64, to: i64) -> Result<(Vec<StoredEvent>, bool)> {
+    ///
+    /// Events from `visible_from` on need no history-visibility check: the user
+    /// has been joined since then. Older events load the user's membership history.
+    async fn timeline(&self, room_id: &RoomId, from: i64, to: i64, visible_from: i64) -> Result<(Vec<StoredEvent>, bool)> {
         let limit = self.timeline_filter.limit.unwrap_or(DEFAULT_TIMELINE_LIMIT).clamp(1, MAX_TIMELINE_LIMIT) as usize;
         let pool = &self.services.db.pool;
-        let visibility = Visibility::load(pool, room_id, &self.session.user_id).await?;
+        let mut visibility: Option<Visibility> = None;
         let mut picked = Vec::new();
         let mut limited = false;
         let mut upper = to;
-        let chunk = (limit as i64 + 1) * 2;
+        let chunk = limit as i64 + 1;
         let mut scanned = 0usize;
         'scan: loop {
             let rows = storage::events::room_range(pool, room_id, from, upper, chunk, true).await?;
@@ -190,7 +204,15 @@ impl Ctx<'_> {
             for event in rows {
                 upper = event.stream - 1;
                 scanned += 1;
-                if !visibility.can_see(event.stream) || !self.timeline_filter.allows(&event.pdu) {
+                let visible = if event.stream >= visible_from {
+                    true
+                } else {
+                    if visibility.is_none() {
+                        visibility = Some(Visibility::load(pool, room_id, &self.session.user_id).await?);
+                    }
+                    visibility.as_ref().is_some_and(|v| v.can_see(event.stream))
+                };
+                if !visible || !self.timeline_filter.allows(&event.pdu) {
                     continue;
                 }
                 if picked.len() == limit {
@@ -217,23 +239,44 @@ impl Ctx<'_> {
         }
     }
 
-    async fn joined_room(
-        &self,
-        room_id: &RoomId,
-        changed_membership: bool,
-        typing: Option<Vec<ruma::OwnedUserId>>,
-        account_data: Option<Vec<Value>>,
-    ) -> Result<Value> {
+    /// The state just before `timeline`, when the timeline ends at the room's
+    /// newest event: the in-memory current state with the timeline's own state
+    /// changes taken back. `None` when the room has moved on since `upto`.
+    fn state_before_timeline(&self, room: &RoomState, timeline: &[StoredEvent]) -> Option<HashMap<(String, String), String>> {
+        if room.latest_stream > self.upto.events {
+            return None;
+        }
+        let mut state: HashMap<(String, String), String> = room
+            .state
+            .iter()
+            .map(|((kind, key), pdu)| ((kind.to_string(), key.clone()), pdu.event_id.to_string()))
+            .collect();
+        for event in timeline.iter().rev() {
+            let Some(key) = &event.pdu.state_key else { continue };
+            let entry = (event.pdu.kind.to_string(), key.clone());
+            match &event.replaces_state {
+                Some(previous) => state.insert(entry, previous.clone()),
+                None => state.remove(&entry),
+            };
+        }
+        Some(state)
+    }
+
+    async fn joined_room(&self, room_id: &RoomId, joined: JoinedRoom<'_>) -> Result<Value> {
         let services = self.services;
         let pool = &services.db.pool;
-        let fresh = self.since.is_none() || self.full_state || changed_membership;
+        let room = services.rooms.state(room_id).await?;
+        let fresh = self.since.is_none() || self.full_state || joined.changed_membership;
         let from = if fresh { 0 } else { self.since.map_or(0, |s| s.events) };
-        let (timeline, limited) = self.timeline(room_id, from, self.upto.events).await?;
+        let (timeline, limited) = self.timeline(room_id, from, self.upto.events, joined.membership.stream).await?;
         let timeline_start = timeline.first().map_or(self.upto.events, |e| e.stream - 1);
 
         // State between the client's view and the start of the timeline.
         let mut state_ids: HashMap<(String, String), String> = if fresh {
-            self.state_at(room_id, timeline_start).await?
+            match self.state_before_timeline(&room, &timeline) {
+                Some(state) => state,
+                None => self.state_at(room_id, timeline_start).await?,
+            }
         } else if limited {
             let at_start = self.state_at(room_id, timeline_start).await?;
             let at_since = self.state_at(room_id, self.since.map_or(0, |s| s.events)).await?;
@@ -248,7 +291,6 @@ impl Ctx<'_> {
             state_ids.retain(|(kind, key), _| kind != "m.room.member" || senders.contains(key) || *key == own);
             if !fresh {
                 // Members who speak in this timeline but whose member event the client may lack.
-                let room = services.rooms.state(room_id).await?;
                 for sender in &senders {
                     if let Some(member) = room.get(&StateEventType::RoomMember, sender) {
                         state_ids.insert(("m.room.member".into(), sender.clone()), member.event_id.to_string());
@@ -257,26 +299,28 @@ impl Ctx<'_> {
             }
         }
         let in_timeline: HashSet<String> = timeline.iter().map(|e| e.pdu.event_id.to_string()).collect();
-        let ids: Vec<String> = state_ids.into_values().filter(|id| !in_timeline.contains(id)).collect();
-        let mut state_events = storage::events::get_many(pool, &ids).await?;
+        state_ids.retain(|_, id| !in_timeline.contains(id));
+        let mut state_events = self.state_events(&room, state_ids).await?;
         state_events.retain(|e| self.state_filter.allows(&e.pdu));
-        state_events.sort_by_key(|e| e.stream);
 
         let mut ephemeral = Vec::new();
-        if let Some(users) = typing {
+        if let Some(users) = joined.typing {
             ephemeral.push(json!({ "type": "m.typing", "content": { "user_ids": users } }));
         }
-        let receipts_since = if fresh { 0 } else { self.since.map_or(0, |s| s.receipts) };
-        if receipts_since < self.upto.receipts {
-            let rows = storage::receipts::room_since(pool, room_id.as_str(), receipts_since, self.upto.receipts).await?;
-            if let Some(content) = receipt_content(&rows, self.session.user_id.as_str()) {
-                ephemeral.push(json!({ "type": "m.receipt", "content": content }));
+        let receipt_rows = match joined.receipts {
+            Some(rows) if !fresh => rows,
+            // A fresh view of the room gets every receipt, not only the changed ones.
+            _ if fresh && self.upto.receipts > 0 => {
+                storage::receipts::room_since(pool, room_id.as_str(), 0, self.upto.receipts).await?
             }
+            _ => Vec::new(),
+        };
+        if let Some(content) = receipt_content(&receipt_rows, self.session.user_id.as_str()) {
+            ephemeral.push(json!({ "type": "m.receipt", "content": content }));
         }
 
-        let room = services.rooms.state(room_id).await?;
-        let joined = room.count_membership("join");
-        let invited = room.count_membership("invite");
+        let joined_count = room.count_membership("join");
+        let invited_count = room.count_membership("invite");
         let heroes: Vec<String> = room
             .state
             .iter()
@@ -300,17 +344,42 @@ impl Ctx<'_> {
             },
             "state": { "events": client_events(pool, &state_events, Some(self.viewer()), false).await? },
             "ephemeral": { "events": ephemeral },
-            "account_data": { "events": account_data.unwrap_or_default() },
+            "account_data": { "events": joined.account.unwrap_or_default() },
             "summary": {
                 "m.heroes": heroes,
-                "m.joined_member_count": joined,
-                "m.invited_member_count": invited,
+                "m.joined_member_count": joined_count,
+                "m.invited_member_count": invited_count,
             },
             "unread_notifications": {
                 "notification_count": notification_count,
                 "highlight_count": highlight_count,
             },
         }))
+    }
+
+    /// The events of a state map, from the room's in-memory state where they
+    /// are current and from the database otherwise, oldest first.
+    async fn state_events(&self, room: &RoomState, ids: HashMap<(String, String), String>) -> Result<Vec<StoredEvent>> {
+        let mut events = Vec::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        for ((kind, key), id) in ids {
+            match room.get(&StateEventType::from(kind.as_str()), &key).filter(|pdu| pdu.event_id.as_str() == id) {
+                Some(pdu) => events.push(StoredEvent {
+                    pdu: pdu.clone(),
+                    stream: 0,
+                    state_group: 0,
+                    redacted_by: None,
+                    replaces_state: None,
+                    txn: None,
+                }),
+                None => missing.push(id),
+            }
+        }
+        if !missing.is_empty() {
+            events.extend(storage::events::get_many(&self.services.db.pool, &missing).await?);
+        }
+        events.sort_by_key(|e| (e.pdu.depth, e.stream));
+        Ok(events)
     }
 
     async fn invited_room(&self, room_id: &RoomId) -> Result<Value> {
@@ -341,7 +410,7 @@ impl Ctx<'_> {
     async fn left_room(&self, room_id: &RoomId, left_at: i64) -> Result<Value> {
         let pool = &self.services.db.pool;
         let from = self.since.map_or(0, |s| s.events);
-        let (timeline, limited) = self.timeline(room_id, from, left_at).await?;
+        let (timeline, limited) = self.timeline(room_id, from, left_at, i64::MAX).await?;
         let prev_batch = timeline.first().map_or_else(|| pagination_token(left_at), |e| pagination_token(e.stream - 1));
         Ok(json!({
             "timeline": {
@@ -387,9 +456,5 @@ impl Ctx<'_> {
 // NOTE: this approximates the default push rules (every message notifies,
 // `m.mentions` highlights) until push rule evaluation is in place.
 pub async fn unread_counts(services: &Services, room_id: &RoomId, user_id: &ruma::UserId) -> Result<(i64, i64)> {
-    let pool = &services.db.pool;
-    let read_up_to = storage::receipts::read_up_to(pool, room_id.as_str(), user_id.as_str()).await?;
-    let own_latest = storage::events::latest_own_event(pool, room_id.as_str(), user_id.as_str()).await?;
-    let after = read_up_to.max(own_latest);
-    storage::events::count_unread(pool, room_id.as_str(), user_id.as_str(), after).await.map_err(Into::into)
+    Ok(storage::events::count_unread(&services.db.pool, room_id.as_str(), user_id.as_str()).await?)
 }

@@ -6,9 +6,16 @@ use argon2::{
     password_hash::{SaltString, rand_core::OsRng},
 };
 
+use tokio::sync::Semaphore;
+
 use crate::error::{Error, Result};
 
+/// Each argon2 run takes about 19 MiB; running at most two at a time keeps a
+/// registration or login burst from multiplying that across blocking threads.
+static HASHING: Semaphore = Semaphore::const_new(2);
+
 pub async fn hash(password: &str) -> Result<String> {
+    let _permit = HASHING.acquire().await.map_err(|e| Error::internal("hashing a password", e))?;
     let password = password.to_owned();
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut OsRng);
@@ -22,6 +29,7 @@ pub async fn hash(password: &str) -> Result<String> {
 }
 
 pub async fn verify(password: &str, hash: &str) -> Result<bool> {
+    let _permit = HASHING.acquire().await.map_err(|e| Error::internal("verifying a password", e))?;
     let password = password.to_owned();
     let hash = hash.to_owned();
     tokio::task::spawn_blocking(move || {

@@ -16,8 +16,15 @@ use crate::{
 };
 
 /// Stores a presence change and wakes the users who share a room with `user`.
+/// A `status_msg` of `None` keeps the stored message, and `Some(None)` clears it.
 /// With `only_if_changed`, an unchanged state writes nothing (used by `/sync`'s `set_presence`).
-pub async fn update(services: &Services, user: &UserId, state: &str, status_msg: Option<String>, only_if_changed: bool) -> Result<()> {
+pub async fn update(
+    services: &Services,
+    user: &UserId,
+    state: &str,
+    status_msg: Option<Option<String>>,
+    only_if_changed: bool,
+) -> Result<()> {
     let pool = &services.db.pool;
     if only_if_changed
         && let Some(current) = storage::users::get_presence(pool, user.as_str()).await?
@@ -27,7 +34,7 @@ pub async fn update(services: &Services, user: &UserId, state: &str, status_msg:
         return Ok(());
     }
     let status_msg = match status_msg {
-        Some(msg) => Some(msg),
+        Some(msg) => msg,
         None => storage::users::get_presence(pool, user.as_str()).await?.and_then(|p| p.status_msg),
     };
     let user_owned = user.to_string();
@@ -103,6 +110,8 @@ pub async fn set(
     if !matches!(body.presence.as_str(), "online" | "offline" | "unavailable") {
         return Err(Error::invalid_param(format!("presence {:?} is invalid: expected online, offline or unavailable", body.presence)));
     }
-    update(&services, &user_id, &body.presence, Some(body.status_msg.unwrap_or_default()).filter(|m| !m.is_empty()), false).await?;
+    // A PUT sets the whole status, so a missing or empty `status_msg` clears the old one.
+    let status_msg = body.status_msg.filter(|m| !m.is_empty());
+    update(&services, &user_id, &body.presence, Some(status_msg), false).await?;
     Ok(Json(json!({})))
 }

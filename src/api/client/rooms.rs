@@ -25,7 +25,7 @@ pub fn parse_user_id(user_id: &str, field: &str) -> Result<OwnedUserId> {
 
 /// The room's state, or 403 when the caller is not in the room. Unknown rooms
 /// answer the same as rooms the caller is not in, so their existence does not leak.
-pub async fn joined_room(services: &Services, room_id: &RoomId, user: &UserId) -> Result<RoomState> {
+pub async fn joined_room(services: &Services, room_id: &RoomId, user: &UserId) -> Result<Arc<RoomState>> {
     let forbidden = || Error::forbidden(format!("you are not a member of room {room_id}"));
     if !services.rooms.exists(room_id).await? {
         return Err(forbidden());

@@ -42,7 +42,8 @@ pub async fn send(
     services.rate_limiter.check(session.user_id.as_str())?;
     joined_room(&services, &room_id, &session.user_id).await?;
     let draft = EventDraft::message(TimelineEventType::from(kind.as_str()), Value::Object(content));
-    let txn = TxnContext { device_id: session.device_id.clone(), txn_id };
+    let scope = format!("send/{room_id}/{kind}");
+    let txn = TxnContext { device_id: session.device_id.clone(), txn_id, scope };
     let event_id = services.rooms.append(&room_id, &session.user_id, draft, Some(txn)).await?;
     Ok(Json(json!({ "event_id": event_id })))
 }
@@ -71,8 +72,9 @@ pub async fn redact(
     if room.rules.redaction.content_field_redacts {
         content["redacts"] = json!(target);
     }
+    let scope = format!("redact/{room_id}/{target}");
     let draft = EventDraft { kind: TimelineEventType::RoomRedaction, state_key: None, content, redacts: Some(target) };
-    let txn = TxnContext { device_id: session.device_id.clone(), txn_id };
+    let txn = TxnContext { device_id: session.device_id.clone(), txn_id, scope };
     let event_id = services.rooms.append(&room_id, &session.user_id, draft, Some(txn)).await?;
     Ok(Json(json!({ "event_id": event_id })))
 }

@@ -1,6 +1,7 @@
 //! User directory search (spec: Client-Server API, "User directory"): users
-//! who share a room with the searcher or sit in a public room, or every local
-//! user when `directory.search_all_users` is set.
+//! who share a room with the searcher or sit in a public room (published in
+//! the room directory or with a `public` join rule), or every local user when
+//! `directory.search_all_users` is set.
 
 use std::{collections::HashSet, sync::Arc};
 
@@ -14,6 +15,25 @@ use crate::{
     error::Result,
     storage,
 };
+
+/// Collects the rooms whose members any user may find: those published in the
+/// room directory and those with a `public` join rule, published or not.
+// NOTE: this reads the join rule of every room on each search, which grows
+// with the number of rooms on the server.
+async fn public_rooms(pool: &sqlx::AnyPool) -> Result<HashSet<String>> {
+    let mut rooms: HashSet<String> = storage::rooms::public_rooms(pool).await?.into_iter().collect();
+    let join_rules: Vec<String> = storage::state::current_of_type(pool, "m.room.join_rules", "")
+        .await?
+        .into_iter()
+        .map(|(_, event_id)| event_id)
+        .collect();
+    for event in storage::events::get_many(pool, &join_rules).await? {
+        if event.pdu.content_value().get("join_rule").and_then(Value::as_str) == Some("public") {
+            rooms.insert(event.pdu.room_id.to_string());
+        }
+    }
+    Ok(rooms)
+}
 
 #[derive(Deserialize)]
 pub struct SearchBody {
@@ -34,7 +54,7 @@ pub async fn search(
         None
     } else {
         let mut visible: HashSet<String> = storage::rooms::users_sharing_rooms(pool, session.user_id.as_str()).await?.into_iter().collect();
-        for room_id in storage::rooms::public_rooms(pool).await? {
+        for room_id in public_rooms(pool).await? {
             visible.extend(storage::rooms::room_members(pool, &room_id, "join").await?);
         }
         Some(visible)
