@@ -152,6 +152,8 @@ def homeserver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
     # LATTICE_* variables set the same keys as the config file, so the child gets none of them.
     child_env = {key: value for key, value in os.environ.items() if not key.startswith("LATTICE_")}
+    # Plain text keeps the log readable in the test report.
+    child_env["NO_COLOR"] = "1"
 
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import quote
+
+import aiohttp
 
 from nio import (
     AsyncClient,
@@ -130,3 +134,26 @@ async def create_shared_room(creator: AsyncClient, *members: AsyncClient, name: 
     expected_members = {creator.user_id, *(member.user_id for member in members)}
     assert await joined_member_ids(creator, room_id) == expected_members
     return room_id
+
+
+async def raw_request(
+    client: AsyncClient, method: str, path: str, body: dict[str, Any] | None = None, query: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
+    """Send a Client-Server API request with the client's access token and return the status and JSON body.
+
+    The scenarios use it where nio has no parameter for a spec field, such as an invite reason.
+    """
+    headers = {"Authorization": f"Bearer {client.access_token}"}
+    url = f"{client.homeserver}{path}"
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        async with session.request(method, url, headers=headers, json=body, params=query) as response:
+            text = await response.text()
+            parsed = json.loads(text) if text else {}
+            return response.status, parsed
+
+
+def room_path(room_id: str, *parts: str) -> str:
+    """Build /_matrix/client/v3/rooms/{roomId}/... with every path segment percent-encoded."""
+    segments = [quote(room_id, safe="")] + [quote(part, safe="") for part in parts]
+    return "/_matrix/client/v3/rooms/" + "/".join(segments)

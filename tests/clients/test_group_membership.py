@@ -1,10 +1,21 @@
 """Scenario: a room of four where one member leaves and one is kicked with a reason."""
 
-from nio import RoomKickResponse, RoomLeaveResponse, RoomMemberEvent
+from dataclasses import dataclass
+
+from nio import AsyncClient, RoomKickResponse, RoomLeaveResponse, RoomMemberEvent
 
 from matrix_helpers import create_shared_room, expect, joined_member_ids, joined_timeline, sync_until
 
 KICK_REASON = "Posting off-topic links"
+
+
+@dataclass
+class Group:
+    room_id: str
+    alice: AsyncClient
+    bob: AsyncClient
+    carol: AsyncClient
+    dave: AsyncClient
 
 
 def membership_change(events, user_id: str, membership: str):
@@ -15,7 +26,8 @@ def membership_change(events, user_id: str, membership: str):
     return None
 
 
-async def test_group_leave_and_kick(register_user):
+async def form_group_then_shrink(register_user) -> Group:
+    """Form a room of four, then carol leaves and alice kicks dave with KICK_REASON."""
     alice = await register_user("alice")
     bob = await register_user("bob")
     carol = await register_user("carol")
@@ -34,6 +46,13 @@ async def test_group_leave_and_kick(register_user):
 
     expect(await carol.room_leave(room_id), RoomLeaveResponse)
     expect(await alice.room_kick(room_id, dave.user_id, reason=KICK_REASON), RoomKickResponse)
+
+    return Group(room_id, alice, bob, carol, dave)
+
+
+async def test_group_members_after_leave_and_kick(register_user):
+    group = await form_group_then_shrink(register_user)
+    room_id, alice, bob, carol, dave = group.room_id, group.alice, group.bob, group.carol, group.dave
 
     remaining = {alice.user_id, bob.user_id}
     assert await joined_member_ids(alice, room_id) == remaining
@@ -64,23 +83,31 @@ async def test_group_leave_and_kick(register_user):
         assert set(room.users) == remaining
         assert room.invited_users == {}
 
-    # Dave's sync moves the room to rooms.leave, with the kick event and its reason.
-    def dave_left_room(response):
-        left = response.rooms.leave.get(room_id)
-        if left is None:
-            return None
-        return membership_change(left.timeline.events, dave.user_id, "leave")
 
-    kick_seen_by_dave = await sync_until(dave, dave_left_room, f"{room_id} under rooms.leave")
+async def test_departed_members_see_room_left(register_user):
+    group = await form_group_then_shrink(register_user)
+    room_id, alice, carol, dave = group.room_id, group.alice, group.carol, group.dave
+
+    def own_leave_in_left_room(user_id: str):
+        """Build a sync check that returns user_id's leave event from the room's rooms.leave timeline."""
+
+        def find(response):
+            left = response.rooms.leave.get(room_id)
+            if left is None:
+                return None
+            return membership_change(left.timeline.events, user_id, "leave")
+
+        return find
+
+    # Dave's sync moves the room to rooms.leave, and its timeline ends with the kick and its reason.
+    kick_seen_by_dave = await sync_until(
+        dave, own_leave_in_left_room(dave.user_id), f"his kick event in {room_id} under rooms.leave"
+    )
     assert kick_seen_by_dave.sender == alice.user_id
     assert kick_seen_by_dave.content.get("reason") == KICK_REASON
 
     # Carol's sync moves the room to rooms.leave with her own leave event.
-    def carol_left_room(response):
-        left = response.rooms.leave.get(room_id)
-        if left is None:
-            return None
-        return membership_change(left.timeline.events, carol.user_id, "leave")
-
-    leave_seen_by_carol = await sync_until(carol, carol_left_room, f"{room_id} under rooms.leave")
+    leave_seen_by_carol = await sync_until(
+        carol, own_leave_in_left_room(carol.user_id), f"her leave event in {room_id} under rooms.leave"
+    )
     assert leave_seen_by_carol.sender == carol.user_id

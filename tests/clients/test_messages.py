@@ -74,3 +74,39 @@ async def test_plain_and_rich_messages_both_ways(register_user):
     assert reply.format == "org.matrix.custom.html"
     assert reply.formatted_body == RICH_FROM_BOB["formatted_body"]
     assert reply.source["content"] == RICH_FROM_BOB
+
+
+async def test_retried_send_delivers_once(register_user):
+    alice = await register_user("alice")
+    bob = await register_user("bob")
+    room_id = await create_shared_room(alice, bob)
+    content = {"msgtype": "m.text", "body": "Sent on a flaky connection"}
+
+    # A client that retries after a lost response reuses its transaction ID, and the server returns the same event.
+    first = expect(await alice.room_send(room_id, "m.room.message", dict(content), tx_id="retry-1"), RoomSendResponse)
+    retry = expect(await alice.room_send(room_id, "m.room.message", dict(content), tx_id="retry-1"), RoomSendResponse)
+    assert retry.event_id == first.event_id
+
+    marker_id = await send_message(alice, room_id, {"msgtype": "m.text", "body": "After the retry"})
+
+    # Bob's timeline contains the retried message once, before the next message.
+    timeline = []
+
+    def until_marker(response):
+        timeline.extend(joined_timeline(response, room_id))
+        return True if any(event.event_id == marker_id for event in timeline) else None
+
+    await sync_until(bob, until_marker, f"message {marker_id}")
+    bodies = [event.body for event in timeline if isinstance(event, RoomMessageText)]
+    assert bodies == [content["body"], "After the retry"]
+
+    # Alice's own sync carries the transaction ID on her message, so her client can replace its local echo.
+    own_echo = await sync_until(
+        alice,
+        lambda response: next(
+            (event for event in joined_timeline(response, room_id) if event.event_id == first.event_id),
+            None,
+        ),
+        f"her own message {first.event_id}",
+    )
+    assert own_echo.transaction_id == "retry-1"
