@@ -93,8 +93,20 @@ pub struct DirectoryConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyConfig {
-    /// `open` (plain Matrix).
+    /// `open` (plain Matrix) or `professional` (connections first, see `docs/connections.md`).
     pub name: String,
+    /// Messages a requester may send in a connection request room before the
+    /// invitee joins (`professional` only).
+    pub pending_message_limit: u32,
+    /// Maximum number of joined plus invited members of a room (`professional` only).
+    pub max_group_size: u32,
+    /// Messages per user per UTC day; 0 means no limit (`professional` only).
+    pub daily_message_limit: u32,
+    /// Connection requests per user per week, counted from Monday 00:00 UTC;
+    /// 0 means no limit (`professional` only).
+    pub weekly_connection_request_limit: u32,
+    /// Whether the daily and weekly limits also apply to application service users.
+    pub limit_appservice_users: bool,
 }
 
 impl Default for Config {
@@ -160,7 +172,14 @@ impl Default for DirectoryConfig {
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        Self { name: "open".into() }
+        Self {
+            name: "open".into(),
+            pending_message_limit: 1,
+            max_group_size: 50,
+            daily_message_limit: 500,
+            weekly_connection_request_limit: 100,
+            limit_appservice_users: false,
+        }
     }
 }
 
@@ -217,10 +236,16 @@ impl Config {
                 self.server_name
             )));
         }
-        if !matches!(self.policy.name.as_str(), "open") {
+        if !matches!(self.policy.name.as_str(), "open" | "professional") {
             return Err(ConfigError(format!(
-                "policy.name {:?} is unknown; expected \"open\"",
+                "policy.name {:?} is unknown; expected \"open\" or \"professional\"",
                 self.policy.name
+            )));
+        }
+        if self.policy.max_group_size < 2 {
+            return Err(ConfigError(format!(
+                "policy.max_group_size must be at least 2 so that two people can talk, got {}",
+                self.policy.max_group_size
             )));
         }
         let version = ruma::RoomVersionId::try_from(self.rooms.default_version.as_str())
@@ -300,8 +325,20 @@ max_request_body = 1048576
 search_all_users = false
 
 [policy]
-# "open" is plain Matrix.
+# "open" is plain Matrix. "professional" lets people message only their
+# connections, treats a new direct room with one invitee as a connection
+# request, and enforces the limits below. The limits apply only to "professional".
 name = "open"
+# Messages a requester may send before the invitee accepts the request.
+pending_message_limit = 1
+# Joined plus invited members of a room, at most.
+max_group_size = 50
+# Messages per user per UTC day (0: no limit).
+daily_message_limit = 500
+# Connection requests per user per week, from Monday 00:00 UTC (0: no limit).
+weekly_connection_request_limit = 100
+# Whether application service users are held to the daily and weekly limits.
+limit_appservice_users = false
 "#;
 
 #[cfg(test)]
@@ -316,6 +353,15 @@ mod tests {
         assert_eq!(parsed.listen.client, defaults.listen.client);
         assert_eq!(parsed.rooms.default_version, defaults.rooms.default_version);
         assert_eq!(parsed.limits.max_request_body, defaults.limits.max_request_body);
+        assert_eq!(parsed.policy.name, defaults.policy.name);
+        assert_eq!(parsed.policy.pending_message_limit, defaults.policy.pending_message_limit);
+        assert_eq!(parsed.policy.max_group_size, defaults.policy.max_group_size);
+        assert_eq!(parsed.policy.daily_message_limit, defaults.policy.daily_message_limit);
+        assert_eq!(
+            parsed.policy.weekly_connection_request_limit,
+            defaults.policy.weekly_connection_request_limit
+        );
+        assert_eq!(parsed.policy.limit_appservice_users, defaults.policy.limit_appservice_users);
     }
 }
 

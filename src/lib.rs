@@ -25,7 +25,7 @@ use tokio::sync::watch;
 pub use crate::config::Config;
 use crate::{
     ephemeral::typing::Typing,
-    policy::{OpenPolicy, RoomPolicy},
+    policy::{OpenPolicy, ProfessionalPolicy, RoomPolicy},
     rate_limit::RateLimiter,
     rooms::Rooms,
     signing_key::SigningKey,
@@ -86,18 +86,29 @@ impl ShutdownHandle {
 
 impl Homeserver {
     /// Opens the database, loads or creates the signing key, and starts the
-    /// background tasks, with the `open` room policy of the configuration.
+    /// background tasks, with the room policy that `policy.name` names.
     pub async fn new(config: Config) -> Result<Self, StartError> {
-        Self::with_policy(config, Arc::new(OpenPolicy)).await
+        Self::start(config, None).await
     }
 
     /// Like [`Homeserver::new`], with a room policy supplied by the embedding application.
     pub async fn with_policy(config: Config, policy: Arc<dyn RoomPolicy>) -> Result<Self, StartError> {
+        Self::start(config, Some(policy)).await
+    }
+
+    async fn start(config: Config, policy: Option<Arc<dyn RoomPolicy>>) -> Result<Self, StartError> {
         config.validate()?;
         let server_name = OwnedServerName::try_from(config.server_name.as_str())
             .map_err(|e| config::ConfigError::invalid(format!("server_name: {e}")))?;
         let url = config.database_url();
         let db = Db::open(&url, config.database.max_connections).await?;
+        let policy: Arc<dyn RoomPolicy> = match policy {
+            Some(policy) => policy,
+            None if config.policy.name == "professional" => {
+                Arc::new(ProfessionalPolicy::new(db.clone(), config.policy.clone()))
+            }
+            None => Arc::new(OpenPolicy),
+        };
         tracing::info!(server_name = %server_name, database = %redact_url(&url), policy = policy.name(), "database ready");
         let key = Arc::new(SigningKey::load_or_generate(&db).await.map_err(StartError::SigningKey)?);
         let notifier = Arc::new(Notifier::default());

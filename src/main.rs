@@ -7,6 +7,11 @@ use clap::{Parser, Subcommand};
 use lattice::{Config, Homeserver};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc returns freed memory to the system and handles the many small,
+/// short-lived allocations of JSON handling faster than the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "lattice", version, about = "A Matrix homeserver")]
 struct Cli {

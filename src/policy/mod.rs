@@ -8,6 +8,11 @@ use ruma::{RoomId, UserId};
 
 use crate::{error::Result, rooms::state::RoomState};
 
+pub mod connections;
+mod professional;
+
+pub use self::professional::{MAX_NOTE_CHARS, ProfessionalPolicy, check_note};
+
 /// What a `createRoom` request asks for, as far as a policy needs to know.
 #[derive(Debug, Clone)]
 pub struct RoomCreation<'a> {
@@ -20,10 +25,13 @@ pub struct RoomCreation<'a> {
 /// An invite about to be sent by a local user.
 #[derive(Debug, Clone)]
 pub struct Invite<'a> {
+    /// The room's state before the invite; during `createRoom`, the state built so far.
     pub room: &'a RoomState,
     pub sender: &'a UserId,
     pub invitee: &'a UserId,
     pub is_direct: bool,
+    /// The `reason` of the member event.
+    pub reason: Option<&'a str>,
 }
 
 /// Every hook returns `Ok(())` to allow the action, or the error the client gets.

@@ -31,6 +31,8 @@ pub struct CreateRoom {
     pub preset: Option<String>,
     pub is_direct: bool,
     pub power_level_content_override: Option<Map<String, Value>>,
+    /// The `reason` of every invite, such as the note of a connection request.
+    pub invite_reason: Option<String>,
 }
 
 impl Rooms {
@@ -196,12 +198,15 @@ impl Rooms {
             if invitee == creator {
                 return Err(Error::bad_json("invite must not contain the creator"));
             }
-            self.policy
-                .check_invite(crate::policy::Invite { room: &room, sender: creator, invitee, is_direct: request.is_direct })
-                .await?;
+            let reason = request.invite_reason.as_deref();
+            let invite = crate::policy::Invite { room: &room, sender: creator, invitee, is_direct: request.is_direct, reason };
+            self.policy.check_invite(invite).await?;
             let mut content = json!({ "membership": "invite" });
             if request.is_direct {
                 content["is_direct"] = json!(true);
+            }
+            if let Some(reason) = reason {
+                content["reason"] = json!(reason);
             }
             if let Some(user) = storage::users::get(&self.db.pool, invitee.as_str()).await? {
                 if let Some(name) = user.displayname {

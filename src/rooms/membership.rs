@@ -51,7 +51,8 @@ impl Rooms {
                     _ => {}
                 }
                 let is_direct = false;
-                self.policy.check_invite(Invite { room: &room, sender, invitee: target, is_direct }).await?;
+                let invite = Invite { room: &room, sender, invitee: target, is_direct, reason: reason.as_deref() };
+                self.policy.check_invite(invite).await?;
                 "invite"
             }
             MembershipChange::Leave => {

@@ -54,7 +54,8 @@ pub struct Rooms {
     known: Mutex<std::collections::HashSet<OwnedRoomId>>,
 }
 
-/// Who sent a request that appends an event, for transaction-id idempotency.
+/// The device and transaction id of a request that appends an event, for
+/// transaction-id idempotency.
 /// The spec scopes a transaction id to one device and one request path, so
 /// `scope` names the path without the transaction id, such as
 /// `send/{roomId}/{eventType}`.
@@ -66,7 +67,7 @@ pub struct TxnContext {
 }
 
 impl TxnContext {
-    /// The key that identifies a retransmission of the same request.
+    /// Returns the key that identifies a retransmission of the same request.
     fn key(&self) -> String {
         format!("{}/{}", self.scope, self.txn_id)
     }

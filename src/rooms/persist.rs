@@ -105,6 +105,7 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<Persisted> {
                     stream,
                 )
                 .await?;
+                index_connection(txn, &batch.room_id, pdu, state_key, &membership).await?;
             }
         }
 
@@ -117,4 +118,25 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<Persisted> {
         streams.push(stream);
     }
     Ok(Persisted { state_group: group, streams })
+}
+
+/// Keeps the connections index in step with a member event, in the same transaction.
+async fn index_connection(
+    txn: &mut WriteTxn,
+    room_id: &str,
+    pdu: &super::pdu::Pdu,
+    state_key: &str,
+    membership: &str,
+) -> Result<()> {
+    let content = pdu.content_value();
+    let event = storage::connections::MemberEvent {
+        sender: pdu.sender.as_str(),
+        target: state_key,
+        membership,
+        is_direct: content["is_direct"].as_bool().unwrap_or(false),
+        reason: content["reason"].as_str(),
+        origin_server_ts: i64::from(pdu.origin_server_ts.get()),
+    };
+    storage::connections::apply_member_event(&mut txn.conn, room_id, &event).await?;
+    Ok(())
 }

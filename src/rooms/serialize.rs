@@ -25,7 +25,7 @@ pub async fn client_events(
     events: &[StoredEvent],
     viewer: Option<Viewer<'_>>,
     with_room_id: bool,
-) -> Result<Vec<Value>> {
+) -> Result<Vec<Box<RawValue>>> {
     let mut related: Vec<String> = Vec::new();
     for event in events {
         if let Some(prev) = &event.replaces_state {
@@ -69,7 +69,8 @@ pub async fn client_events(
             unsigned.redacted_because = RawValue::from_string(raw).ok();
         }
         let client = pdu.to_client(with_room_id, unsigned);
-        output.push(serde_json::to_value(&client).map_err(|e| Error::internal("serializing an event", e))?);
+        let json = serde_json::to_string(&client).map_err(|e| Error::internal("serializing an event", e))?;
+        output.push(RawValue::from_string(json).map_err(|e| Error::internal("serializing an event", e))?);
     }
     Ok(output)
 }

@@ -197,8 +197,8 @@ pub async fn state_history(
     Ok(rows.iter().map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1))).collect())
 }
 
-/// The event sent by an earlier request with the same transaction key: the
-/// client's transaction id scoped to its request path.
+/// Finds the event sent by an earlier request with the same transaction key,
+/// which is the client's transaction id scoped to its request path.
 pub async fn txn_event(
     pool: &AnyPool,
     user_id: &str,
@@ -286,4 +286,72 @@ fn mentions(pdu: &Pdu) -> Option<String> {
     let ids = content.get("m.mentions")?.get("user_ids")?.as_array()?;
     let list: Vec<&str> = ids.iter().filter_map(|id| id.as_str()).collect();
     (!list.is_empty()).then(|| format!(" {} ", list.join(" ")))
+}
+
+/// Rooms per statement in the many-room queries; SQLite allows at most 500
+/// terms in one compound SELECT.
+const ROOMS_PER_QUERY: usize = 100;
+
+/// The newest `limit` events at or before `upto` of each room, newest first per
+/// room: one index range per room, many rooms per statement.
+pub async fn latest_in_rooms(
+    pool: &AnyPool,
+    room_ids: &[String],
+    upto: i64,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let mut events = Vec::new();
+    for chunk in room_ids.chunks(ROOMS_PER_QUERY) {
+        let parts: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                format!(
+                    "SELECT {EVENT_COLUMNS} FROM (SELECT {EVENT_COLUMNS} FROM events WHERE room_id = ${} \
+                     AND stream_ordering <= $1 ORDER BY stream_ordering DESC LIMIT $2) AS room{i}",
+                    i + 3
+                )
+            })
+            .collect();
+        let sql = parts.join(" UNION ALL ");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(upto).bind(limit);
+        for room_id in chunk {
+            query = query.bind(room_id.as_str());
+        }
+        events.extend(rows_to_events(query.fetch_all(pool).await?)?);
+    }
+    Ok(events)
+}
+
+/// [`count_unread`] for many rooms at once: `(room id, notifications, highlights)`.
+pub async fn count_unread_in_rooms(
+    pool: &AnyPool,
+    room_ids: &[String],
+    user_id: &str,
+) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
+    let escaped = user_id.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    let mut counts = Vec::new();
+    for chunk in room_ids.chunks(ROOMS_PER_QUERY) {
+        let parts: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let room = format!("${}", i + 3);
+                format!(
+                    "SELECT {room} AS room_id, COUNT(*) AS notifications, \
+                     COALESCE(SUM(CASE WHEN mentions LIKE $2 ESCAPE '\\' THEN 1 ELSE 0 END), 0) AS highlights \
+                     FROM events WHERE room_id = {room} AND sender <> $1 AND redacted_by IS NULL \
+                     AND event_type IN ('m.room.message', 'm.room.encrypted', 'm.sticker') \
+                     AND stream_ordering > COALESCE((SELECT MAX(event_stream) FROM receipts WHERE room_id = {room} \
+                         AND user_id = $1 AND receipt_type IN ('m.read', 'm.read.private') AND thread_id IN ('', 'main')), 0) \
+                     AND stream_ordering > COALESCE((SELECT MAX(stream_ordering) FROM events WHERE room_id = {room} AND sender = $1), 0)"
+                )
+            })
+            .collect();
+        let sql = parts.join(" UNION ALL ");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user_id).bind(format!("% {escaped} %"));
+        for room_id in chunk {
+            query = query.bind(room_id.as_str());
+        }
+        for row in query.fetch_all(pool).await? {
+            counts.push((row.get::<String, _>(0), row.get::<i64, _>(1), row.get::<i64, _>(2)));
+        }
+    }
+    Ok(counts)
 }

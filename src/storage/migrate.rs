@@ -12,12 +12,20 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "core",
-    sqlite: include_str!("../../schema/sqlite/0001_core.sql"),
-    postgres: include_str!("../../schema/postgres/0001_core.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "core",
+        sqlite: include_str!("../../schema/sqlite/0001_core.sql"),
+        postgres: include_str!("../../schema/postgres/0001_core.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "connections",
+        sqlite: include_str!("../../schema/sqlite/0002_connections.sql"),
+        postgres: include_str!("../../schema/postgres/0002_connections.sql"),
+    },
+];
 
 pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {
     sqlx::raw_sql(

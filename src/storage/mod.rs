@@ -3,6 +3,7 @@
 //! together (group commit) on one connection.
 
 pub mod account_data;
+pub mod connections;
 pub mod events;
 pub mod migrate;
 pub mod receipts;
@@ -93,6 +94,7 @@ impl Db {
             .await?;
 
         migrate::run(&pool, backend).await.map_err(|e| OpenError::Migrate(e.to_string()))?;
+        connections::rebuild_if_requested(&pool).await.map_err(|e| OpenError::Migrate(e.to_string()))?;
 
         let writer = Writer::start(&options, backend).await?;
         Ok(Self { pool, backend, writer })

@@ -4,10 +4,16 @@
 
 use std::collections::{HashMap, HashSet};
 
-use ruma::{OwnedRoomId, RoomId, events::StateEventType};
-use serde_json::{Map, Value, json};
+use futures::StreamExt;
 
-use super::{filter::{Filter, RoomEventFilter}, token::{SyncToken, pagination_token}};
+use ruma::{OwnedRoomId, RoomId, events::StateEventType};
+use serde_json::{Value, json};
+
+use super::{
+    filter::{Filter, RoomEventFilter},
+    response::{self, Events, SyncResponse, Timeline},
+    token::{SyncToken, pagination_token},
+};
 use crate::{
     Services,
     ephemeral::receipts::receipt_content,
@@ -25,18 +31,28 @@ use crate::{
 const DEFAULT_TIMELINE_LIMIT: u64 = 10;
 /// Largest timeline a filter may ask for.
 const MAX_TIMELINE_LIMIT: u64 = 100;
+/// Joined rooms assembled at the same time.
+const ROOM_CONCURRENCY: usize = 8;
+/// From this many joined rooms in one response on, their timelines and unread
+/// counts are read in batches.
+const BATCH_FROM_ROOMS: usize = 8;
 
 /// What the caller already knows about a joined room.
-struct JoinedRoom<'a> {
-    membership: &'a storage::rooms::MembershipRow,
+struct JoinedRoom {
+    /// Stream position of the user's join.
+    join_stream: i64,
     changed_membership: bool,
     typing: Option<Vec<ruma::OwnedUserId>>,
     account: Option<Vec<Value>>,
     receipts: Option<Vec<storage::receipts::ReceiptRow>>,
+    /// The room's newest events, read together with other rooms' (newest first).
+    newest: Option<Vec<StoredEvent>>,
+    /// Unread counts, read together with other rooms'.
+    unread: Option<(i64, i64)>,
 }
 
 pub struct Assembled {
-    pub body: Value,
+    pub body: SyncResponse,
     pub has_changes: bool,
 }
 
@@ -121,12 +137,14 @@ pub async fn assemble(
         }
     }
 
-    let mut join = Map::new();
-    let mut invite = Map::new();
-    let mut leave = Map::new();
+    let mut join = std::collections::BTreeMap::new();
+    let mut invite = std::collections::BTreeMap::new();
+    let mut leave = std::collections::BTreeMap::new();
     let include_leave = room_filter.include_leave.unwrap_or(false);
 
-    for membership in storage::rooms::user_memberships(pool, user).await? {
+    let memberships = storage::rooms::user_memberships(pool, user).await?;
+    let mut joined_rooms = Vec::new();
+    for membership in &memberships {
         if !room_filter.allows_room(&membership.room_id) {
             continue;
         }
@@ -144,9 +162,16 @@ pub async fn assemble(
                 {
                     continue;
                 }
-                let joined = JoinedRoom { membership: &membership, changed_membership, typing, account, receipts: room_receipts };
-                let section = ctx.joined_room(&room_id, joined).await?;
-                join.insert(room_id.to_string(), section);
+                let joined = JoinedRoom {
+                    join_stream: membership.stream,
+                    changed_membership,
+                    typing,
+                    account,
+                    receipts: room_receipts,
+                    newest: None,
+                    unread: None,
+                };
+                joined_rooms.push((room_id, joined));
             }
             "invite" if changed_membership || full_state => {
                 invite.insert(room_id.to_string(), ctx.invited_room(&room_id).await?);
@@ -158,6 +183,48 @@ pub async fn assemble(
         }
     }
 
+    // Many rooms at once (an initial sync): read their newest events and unread
+    // counts in a few statements instead of two per room.
+    if joined_rooms.len() >= BATCH_FROM_ROOMS {
+        let fresh: Vec<String> = joined_rooms
+            .iter()
+            .filter(|(_, j)| j.changed_membership || since.is_none() || full_state)
+            .map(|(id, _)| id.to_string())
+            .collect();
+        let limit = ctx.timeline_limit() as i64 + 1;
+        let mut newest: HashMap<String, Vec<StoredEvent>> = HashMap::new();
+        for event in storage::events::latest_in_rooms(pool, &fresh, upto.events, limit).await? {
+            newest.entry(event.pdu.room_id.to_string()).or_default().push(event);
+        }
+        let all: Vec<String> = joined_rooms.iter().map(|(id, _)| id.to_string()).collect();
+        let mut unread: HashMap<String, (i64, i64)> = storage::events::count_unread_in_rooms(pool, &all, user)
+            .await?
+            .into_iter()
+            .map(|(room, n, h)| (room, (n, h)))
+            .collect();
+        for (room_id, joined) in &mut joined_rooms {
+            if fresh.iter().any(|f| f == room_id.as_str()) {
+                let mut events = newest.remove(room_id.as_str()).unwrap_or_default();
+                events.sort_by(|a, b| b.stream.cmp(&a.stream));
+                joined.newest = Some(events);
+            }
+            joined.unread = unread.remove(room_id.as_str());
+        }
+    }
+
+    // Rooms are assembled a few at a time, so that their queries overlap.
+    let ctx_ref = &ctx;
+    let mut sections = futures::stream::iter(joined_rooms)
+        .map(|(room_id, joined)| async move {
+            let section = ctx_ref.joined_room(&room_id, joined).await;
+            (room_id, section)
+        })
+        .buffer_unordered(ROOM_CONCURRENCY);
+    while let Some((room_id, section)) = sections.next().await {
+        join.insert(room_id.to_string(), section?);
+    }
+    drop(sections);
+
     let presence = ctx.presence().await?;
     let has_changes = !join.is_empty()
         || !invite.is_empty()
@@ -165,15 +232,15 @@ pub async fn assemble(
         || !global_account_data.is_empty()
         || !presence.is_empty();
 
-    let body = json!({
-        "next_batch": upto.to_string(),
-        "rooms": { "join": join, "invite": invite, "leave": leave, "knock": {} },
-        "account_data": { "events": global_account_data },
-        "presence": { "events": presence },
-        "to_device": { "events": [] },
-        "device_lists": { "changed": [], "left": [] },
-        "device_one_time_keys_count": {},
-    });
+    let body = SyncResponse {
+        next_batch: upto.to_string(),
+        rooms: response::Rooms { join, invite, leave, knock: Default::default() },
+        account_data: Events { events: global_account_data },
+        presence: Events { events: presence },
+        to_device: Events::default(),
+        device_lists: Default::default(),
+        device_one_time_keys_count: Default::default(),
+    };
     Ok(Assembled { body, has_changes })
 }
 
@@ -188,7 +255,7 @@ impl Ctx<'_> {
     /// Events from `visible_from` on need no history-visibility check: the user
     /// has been joined since then. Older events load the user's membership history.
     async fn timeline(&self, room_id: &RoomId, from: i64, to: i64, visible_from: i64) -> Result<(Vec<StoredEvent>, bool)> {
-        let limit = self.timeline_filter.limit.unwrap_or(DEFAULT_TIMELINE_LIMIT).clamp(1, MAX_TIMELINE_LIMIT) as usize;
+        let limit = self.timeline_limit();
         let pool = &self.services.db.pool;
         let mut visibility: Option<Visibility> = None;
         let mut picked = Vec::new();
@@ -230,6 +297,24 @@ impl Ctx<'_> {
         Ok((picked, limited))
     }
 
+    fn timeline_limit(&self) -> usize {
+        self.timeline_filter.limit.unwrap_or(DEFAULT_TIMELINE_LIMIT).clamp(1, MAX_TIMELINE_LIMIT) as usize
+    }
+
+    /// The timeline from prefetched newest events, when every one of them is
+    /// visible and passes the filter; otherwise the caller reads the database.
+    fn timeline_from_newest(&self, newest: Vec<StoredEvent>, visible_from: i64) -> Option<(Vec<StoredEvent>, bool)> {
+        let limit = self.timeline_limit();
+        let usable = newest.iter().all(|e| e.stream >= visible_from && self.timeline_filter.allows(&e.pdu));
+        if !usable {
+            return None;
+        }
+        let limited = newest.len() > limit;
+        let mut picked: Vec<StoredEvent> = newest.into_iter().take(limit).collect();
+        picked.reverse();
+        Some((picked, limited))
+    }
+
     /// The state map after the newest event at or before `stream` (empty before the room began).
     async fn state_at(&self, room_id: &RoomId, stream: i64) -> Result<HashMap<(String, String), String>> {
         let pool = &self.services.db.pool;
@@ -262,13 +347,20 @@ impl Ctx<'_> {
         Some(state)
     }
 
-    async fn joined_room(&self, room_id: &RoomId, joined: JoinedRoom<'_>) -> Result<Value> {
+    async fn joined_room(&self, room_id: &RoomId, joined: JoinedRoom) -> Result<response::JoinedRoom> {
         let services = self.services;
         let pool = &services.db.pool;
         let room = services.rooms.state(room_id).await?;
         let fresh = self.since.is_none() || self.full_state || joined.changed_membership;
         let from = if fresh { 0 } else { self.since.map_or(0, |s| s.events) };
-        let (timeline, limited) = self.timeline(room_id, from, self.upto.events, joined.membership.stream).await?;
+        let prefetched = match joined.newest {
+            Some(newest) if fresh => self.timeline_from_newest(newest, joined.join_stream),
+            _ => None,
+        };
+        let (timeline, limited) = match prefetched {
+            Some(found) => found,
+            None => self.timeline(room_id, from, self.upto.events, joined.join_stream).await?,
+        };
         let timeline_start = timeline.first().map_or(self.upto.events, |e| e.stream - 1);
 
         // State between the client's view and the start of the timeline.
@@ -333,28 +425,28 @@ impl Ctx<'_> {
             .take(5)
             .collect();
 
-        let (notification_count, highlight_count) = unread_counts(services, room_id, &self.session.user_id).await?;
+        let (notification_count, highlight_count) = match joined.unread {
+            Some(counts) => counts,
+            None => unread_counts(services, room_id, &self.session.user_id).await?,
+        };
 
         let prev_batch = timeline.first().map_or_else(|| self.upto.to_string(), |e| pagination_token(e.stream - 1));
-        Ok(json!({
-            "timeline": {
-                "events": client_events(pool, &timeline, Some(self.viewer()), false).await?,
-                "limited": limited,
-                "prev_batch": prev_batch,
+        Ok(response::JoinedRoom {
+            timeline: Timeline {
+                events: client_events(pool, &timeline, Some(self.viewer()), false).await?,
+                limited,
+                prev_batch,
             },
-            "state": { "events": client_events(pool, &state_events, Some(self.viewer()), false).await? },
-            "ephemeral": { "events": ephemeral },
-            "account_data": { "events": joined.account.unwrap_or_default() },
-            "summary": {
-                "m.heroes": heroes,
-                "m.joined_member_count": joined_count,
-                "m.invited_member_count": invited_count,
+            state: Events { events: client_events(pool, &state_events, Some(self.viewer()), false).await? },
+            ephemeral: Events { events: ephemeral },
+            account_data: Events { events: joined.account.unwrap_or_default() },
+            summary: response::Summary {
+                heroes,
+                joined_member_count: joined_count,
+                invited_member_count: invited_count,
             },
-            "unread_notifications": {
-                "notification_count": notification_count,
-                "highlight_count": highlight_count,
-            },
-        }))
+            unread_notifications: response::UnreadNotifications { notification_count, highlight_count },
+        })
     }
 
     /// The events of a state map, from the room's in-memory state where they
@@ -407,20 +499,20 @@ impl Ctx<'_> {
         Ok(json!({ "invite_state": { "events": events } }))
     }
 
-    async fn left_room(&self, room_id: &RoomId, left_at: i64) -> Result<Value> {
+    async fn left_room(&self, room_id: &RoomId, left_at: i64) -> Result<response::LeftRoom> {
         let pool = &self.services.db.pool;
         let from = self.since.map_or(0, |s| s.events);
         let (timeline, limited) = self.timeline(room_id, from, left_at, i64::MAX).await?;
         let prev_batch = timeline.first().map_or_else(|| pagination_token(left_at), |e| pagination_token(e.stream - 1));
-        Ok(json!({
-            "timeline": {
-                "events": client_events(pool, &timeline, Some(self.viewer()), false).await?,
-                "limited": limited,
-                "prev_batch": prev_batch,
+        Ok(response::LeftRoom {
+            timeline: Timeline {
+                events: client_events(pool, &timeline, Some(self.viewer()), false).await?,
+                limited,
+                prev_batch,
             },
-            "state": { "events": [] },
-            "account_data": { "events": [] },
-        }))
+            state: Events::default(),
+            account_data: Events::default(),
+        })
     }
 
     async fn presence(&self) -> Result<Vec<Value>> {

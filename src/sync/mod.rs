@@ -4,4 +4,5 @@
 pub mod assemble;
 pub mod filter;
 pub mod notifier;
+pub mod response;
 pub mod token;

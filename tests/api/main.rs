@@ -3,4 +3,22 @@
 
 mod harness;
 
+mod embedding;
 mod smoke;
+mod rooms;
+mod membership;
+mod state;
+mod send;
+mod messages;
+mod sync;
+mod ephemeral;
+mod directory;
+mod discovery;
+mod accounts;
+mod devices;
+mod account_data;
+mod filters;
+mod profile;
+mod presence;
+mod user_directory;
+mod errors;

@@ -60,7 +60,7 @@ pub async fn event(
         return Err(not_found());
     }
     let mut events = client_events(&services.db.pool, &[event], Some(viewer(&session)), true).await?;
-    Ok(Json(events.pop().unwrap_or(Value::Null)))
+    Ok(Json(json!(events.pop())))
 }
 
 #[derive(Deserialize)]

@@ -2,6 +2,7 @@
 
 mod account;
 mod account_data;
+mod connections;
 mod devices;
 mod discovery;
 mod filter;
@@ -23,7 +24,7 @@ use std::sync::Arc;
 
 use axum::{
     Router,
-    routing::{get, post, put},
+    routing::{delete, get, post, put},
 };
 
 use crate::Services;
@@ -99,4 +100,20 @@ pub fn router() -> Router<Arc<Services>> {
         .route(&r("/profile/{user_id}/avatar_url"), get(profile::get_avatar_url).put(profile::set_avatar_url))
         .route(&r("/presence/{user_id}/status"), get(presence::get).put(presence::set))
         .route(&r("/user_directory/search"), post(user_directory::search))
+        .merge(connections_router())
+}
+
+/// The namespaced connection endpoints (`docs/connections.md`).
+fn connections_router() -> Router<Arc<Services>> {
+    const PREFIX: &str = "/_matrix/client/unstable/dev.lattice.connections";
+    let c = |path: &str| format!("{PREFIX}{path}");
+    Router::new()
+        .route(&c("/connections"), get(connections::list))
+        .route(&c("/connections/{user_id}"), delete(connections::remove))
+        .route(&c("/requests"), get(connections::pending).post(connections::send))
+        .route(&c("/requests/{room_id}/accept"), post(connections::accept))
+        .route(&c("/requests/{room_id}/decline"), post(connections::decline))
+        .route(&c("/requests/{room_id}/withdraw"), post(connections::withdraw))
+        .route(&c("/degree/{user_id}"), get(connections::degree))
+        .route(&c("/metrics"), get(connections::metrics))
 }

@@ -103,6 +103,7 @@ pub async fn create(
         preset: body.preset,
         is_direct: body.is_direct,
         power_level_content_override: body.power_level_content_override,
+        invite_reason: None,
     };
     let room_id = services.rooms.create_room(&session.user_id, request).await?;
     Ok(Json(json!({ "room_id": room_id })))

@@ -49,7 +49,7 @@ pub async fn all(
     let ids: Vec<String> = state.into_values().collect();
     let mut events: Vec<StoredEvent> = storage::events::get_many(&services.db.pool, &ids).await?;
     events.sort_by_key(|e| e.stream);
-    Ok(Json(Value::Array(client_events(&services.db.pool, &events, None, true).await?)))
+    Ok(Json(json!(client_events(&services.db.pool, &events, None, true).await?)))
 }
 
 #[derive(Deserialize)]
@@ -65,7 +65,7 @@ async fn get_state_event(services: &Services, user: &UserId, room_id: &str, kind
     let event = storage::events::get(&services.db.pool, event_id).await?.ok_or_else(not_found)?;
     if format == Some("event") {
         let mut events = client_events(&services.db.pool, std::slice::from_ref(&event), None, true).await?;
-        return Ok(Json(events.pop().unwrap_or(Value::Null)));
+        return Ok(Json(json!(events.pop())));
     }
     Ok(Json(event.pdu.content_value()))
 }

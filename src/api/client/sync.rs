@@ -4,7 +4,6 @@ use std::{sync::Arc, time::Duration};
 
 use axum::{Json, extract::State};
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::{
     Services,
@@ -12,6 +11,7 @@ use crate::{
     error::{Error, Result},
     sync::{
         assemble::{assemble, current_token},
+        response::SyncResponse,
         token::SyncToken,
     },
 };
@@ -34,7 +34,7 @@ pub async fn sync(
     State(services): State<Arc<Services>>,
     Auth(session): Auth,
     Query(query): Query<SyncQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<SyncResponse>> {
     let since = query.since.as_deref().map(|t| SyncToken::parse(t, "since")).transpose()?;
     let filter = super::filter::resolve(&services, session.user_id.as_str(), query.filter.as_deref()).await?;
     if let Some(presence) = &query.set_presence {
