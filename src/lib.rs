@@ -102,6 +102,7 @@ impl Homeserver {
             .map_err(|e| config::ConfigError::invalid(format!("server_name: {e}")))?;
         let url = config.database_url();
         let db = Db::open(&url, config.database.max_connections).await?;
+
         let policy: Arc<dyn RoomPolicy> = match policy {
             Some(policy) => policy,
             None if config.policy.name == "professional" => {

@@ -7,10 +7,17 @@ use clap::{Parser, Subcommand};
 use lattice::{Config, Homeserver};
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc returns freed memory to the system and handles the many small,
-/// short-lived allocations of JSON handling faster than the system allocator.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+/// Caps glibc's malloc arenas. By default glibc keeps up to eight arenas per
+/// core, one per busy thread, and the database worker threads and blocking
+/// tasks would each keep their freed memory in an arena of their own.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; it is called before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
 
 #[derive(Parser)]
 #[command(name = "lattice", version, about = "A Matrix homeserver")]
@@ -45,6 +52,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ruma_state_res=warn,sqlx=warn")))

@@ -1,7 +1,8 @@
-//! Connections as a service: listing them, sending and answering connection
-//! requests, degrees between users, and messaging metrics. These work with
-//! every room policy because the connections index is kept from member events;
-//! the `professional` policy adds its checks when the room service writes.
+//! Connections as a service: listing them, sending, accepting, declining and
+//! withdrawing connection requests, degrees between users, and messaging
+//! metrics. These work with every room policy because the connections index is
+//! kept from member events. The `professional` policy adds its checks when the
+//! room service writes.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -29,7 +30,7 @@ pub struct Connection {
     pub since: i64,
 }
 
-/// A pending connection request as one side sees it.
+/// A pending connection request, described from one side.
 #[derive(Debug, Clone, Serialize)]
 pub struct PendingRequest {
     /// The other user: the requester for incoming requests, the invitee for outgoing ones.
@@ -62,9 +63,9 @@ pub struct Metrics {
     pub acceptance_rate: Option<f64>,
     pub conversations_started: u64,
     pub conversations_received: u64,
-    /// Share of received conversations that the user answered within 24 hours.
+    /// Share of received conversations that the user replied to within 24 hours.
     pub answered_within_24h: Option<f64>,
-    /// Share of received conversations that the user answered within 7 days.
+    /// Share of received conversations that the user replied to within 7 days.
     pub answered_within_7d: Option<f64>,
     /// Median time from the first message of a received conversation to the
     /// user's first reply, over the answered ones, in milliseconds.

@@ -27,6 +27,8 @@ pub struct Pdu {
     pub json: Arc<str>,
     /// False for a room version 12 create event, whose room id is derived from its event id.
     pub has_room_id: bool,
+    /// `content.membership` of an `m.room.member` event, read once at parse time.
+    membership: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -44,6 +46,11 @@ struct PduFields {
     auth_events: Vec<OwnedEventId>,
     redacts: Option<OwnedEventId>,
     depth: i64,
+}
+
+#[derive(Deserialize)]
+struct MembershipContent {
+    membership: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -70,9 +77,15 @@ impl Pdu {
             None => None,
         };
         let has_room_id = fields.room_id.is_some();
+        let membership = if fields.kind == TimelineEventType::RoomMember {
+            serde_json::from_str::<MembershipContent>(fields.content.get()).ok().and_then(|c| c.membership)
+        } else {
+            None
+        };
         Ok(Self {
             event_id,
             has_room_id,
+            membership,
             room_id: fields.room_id.unwrap_or_else(|| room_id.to_owned()),
             sender: fields.sender,
             origin_server_ts: fields.origin_server_ts,
@@ -106,7 +119,7 @@ impl Pdu {
 
     /// `membership` of an `m.room.member` event.
     pub fn membership(&self) -> Option<String> {
-        if self.kind == TimelineEventType::RoomMember { self.content_str("membership") } else { None }
+        self.membership.clone()
     }
 
     /// The canonical JSON object of the signed PDU.

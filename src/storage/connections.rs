@@ -17,7 +17,7 @@ use sqlx::{AnyConnection, AnyPool, Row, any::AnyRow};
 /// The SQL below spells out the same list.
 pub const MESSAGE_EVENT_TYPES: &[&str] = &["m.room.message", "m.room.encrypted", "m.sticker"];
 
-/// Where a connection room stands.
+/// The state of a connection room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectionStatus {
     /// The requester is joined and the invitee invited.

@@ -22,3 +22,4 @@ mod profile;
 mod presence;
 mod user_directory;
 mod errors;
+mod connections;
