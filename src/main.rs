@@ -7,15 +7,19 @@ use clap::{Parser, Subcommand};
 use lattice::{Config, Homeserver};
 use tracing_subscriber::EnvFilter;
 
-/// Caps glibc's malloc arenas. By default glibc keeps up to eight arenas per
-/// core, one per busy thread, and the database worker threads and blocking
-/// tasks would each keep their freed memory in an arena of their own.
-fn limit_malloc_arenas() {
+/// Tunes glibc's allocator for a long-running server. It caps the malloc arenas
+/// (glibc keeps up to eight per core, one per busy thread) and fixes the mmap
+/// threshold at 1 MiB, because glibc otherwise raises the threshold after the
+/// first large free, and every later password hash's 7 MiB then stays resident
+/// in an arena after use (measured: 330 MiB after 116 registrations, 15 MiB
+/// with the fixed threshold).
+fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tuning; it is called before any
     // other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1024 * 1024);
     }
 }
 
@@ -52,7 +56,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    limit_malloc_arenas();
+    tune_allocator();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ruma_state_res=warn,sqlx=warn")))

@@ -58,7 +58,9 @@ CREATE TABLE rooms (
     room_version TEXT NOT NULL,
     creator TEXT NOT NULL,
     is_public BIGINT NOT NULL DEFAULT 0,
-    created_ts BIGINT NOT NULL
+    created_ts BIGINT NOT NULL,
+    -- JSON array of the event ids that new events point at (forward extremities).
+    extremities TEXT NOT NULL DEFAULT '[]'
 );
 
 CREATE TABLE events (
@@ -76,17 +78,14 @@ CREATE TABLE events (
     replaces_state TEXT,
     mentions TEXT,
     txn_id TEXT,
-    txn_device TEXT
+    txn_device TEXT,
+    -- The transaction id scoped to its request path, to spot retransmissions.
+    txn_key TEXT
 );
 CREATE INDEX events_room_order ON events (room_id, stream_ordering);
 CREATE INDEX events_room_state ON events (room_id, event_type, state_key);
 CREATE INDEX events_room_sender ON events (room_id, sender, stream_ordering);
-
-CREATE TABLE forward_extremities (
-    room_id TEXT NOT NULL,
-    event_id TEXT NOT NULL,
-    PRIMARY KEY (room_id, event_id)
-);
+CREATE UNIQUE INDEX events_txn ON events (sender, txn_device, txn_key);
 
 CREATE TABLE state_groups (
     id BIGINT PRIMARY KEY,
@@ -121,14 +120,6 @@ CREATE TABLE memberships (
     PRIMARY KEY (room_id, user_id)
 );
 CREATE INDEX memberships_user ON memberships (user_id, membership);
-
-CREATE TABLE transaction_ids (
-    user_id TEXT NOT NULL,
-    device_id TEXT NOT NULL,
-    txn_id TEXT NOT NULL,
-    event_id TEXT NOT NULL,
-    PRIMARY KEY (user_id, device_id, txn_id)
-);
 
 CREATE TABLE room_aliases (
     alias TEXT PRIMARY KEY,

@@ -220,7 +220,7 @@ impl Rooms {
             new_room: None,
             events: vec![built],
             state_group: current.state_group,
-            txn: txn.map(|t| TxnRecord { user_id: sender.to_string(), key: t.key(), device_id: t.device_id, txn_id: t.txn_id }),
+            txn: txn.map(|t| TxnRecord { key: t.key(), device_id: t.device_id, txn_id: t.txn_id }),
         };
         let persisted = self.db.writer.write(move |w| Box::pin(persist::persist(w, batch))).await?;
         next.state_group = persisted.state_group;

@@ -25,9 +25,9 @@ pub struct Batch {
     pub txn: Option<TxnRecord>,
 }
 
-/// A client request's transaction id, stored with the event it sent.
+/// A client request's transaction id, stored with the event it sent (whose
+/// sender is the requesting user).
 pub struct TxnRecord {
-    pub user_id: String,
     pub device_id: String,
     /// The transaction id as the client sent it, for `unsigned.transaction_id`.
     pub txn_id: String,
@@ -83,13 +83,10 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<Persisted> {
                 stream,
                 state_group: group,
                 replaces_state: event.replaces_state.as_ref().map(|id| id.as_str()),
-                txn: txn_ids.map(|t| (t.txn_id.as_str(), t.device_id.as_str())),
+                txn: txn_ids.map(|t| (t.txn_id.as_str(), t.device_id.as_str(), t.key.as_str())),
             },
         )
         .await?;
-        if let Some(t) = txn_ids {
-            storage::events::insert_txn(&mut txn.conn, &t.user_id, &t.device_id, &t.key, pdu.event_id.as_str()).await?;
-        }
 
         if let Some(state_key) = &pdu.state_key {
             let kind = pdu.kind.to_string();
@@ -109,13 +106,14 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<Persisted> {
             }
         }
 
-        let prev: Vec<String> = pdu.prev_events.iter().map(|id| id.to_string()).collect();
-        storage::state::replace_extremities(&mut txn.conn, &batch.room_id, &prev, pdu.event_id.as_str()).await?;
-
         if let Some((target, redacted_json)) = &event.redaction {
             storage::events::redact(&mut txn.conn, target.as_str(), redacted_json, pdu.event_id.as_str()).await?;
         }
         streams.push(stream);
+    }
+    // Local events form a single chain, so the newest event is the only extremity.
+    if let Some(last) = batch.events.last() {
+        storage::state::set_extremities(&mut txn.conn, &batch.room_id, &[last.pdu.event_id.to_string()]).await?;
     }
     Ok(Persisted { state_group: group, streams })
 }

@@ -52,15 +52,16 @@ pub struct NewEvent<'a> {
     pub stream: i64,
     pub state_group: i64,
     pub replaces_state: Option<&'a str>,
-    pub txn: Option<(&'a str, &'a str)>,
+    /// `(transaction id, device, transaction key)` of the request that sent it.
+    pub txn: Option<(&'a str, &'a str, &'a str)>,
 }
 
 pub async fn insert(conn: &mut AnyConnection, event: NewEvent<'_>) -> Result<(), sqlx::Error> {
     let pdu = event.pdu;
     sqlx::query(
         "INSERT INTO events (stream_ordering, event_id, room_id, sender, event_type, state_key, \
-         depth, origin_server_ts, pdu, state_group, replaces_state, mentions, txn_id, txn_device) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+         depth, origin_server_ts, pdu, state_group, replaces_state, mentions, txn_id, txn_device, txn_key) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
     )
     .bind(event.stream)
     .bind(pdu.event_id.as_str())
@@ -74,8 +75,9 @@ pub async fn insert(conn: &mut AnyConnection, event: NewEvent<'_>) -> Result<(),
     .bind(event.state_group)
     .bind(event.replaces_state)
     .bind(mentions(pdu))
-    .bind(event.txn.map(|(txn, _)| txn))
-    .bind(event.txn.map(|(_, device)| device))
+    .bind(event.txn.map(|(txn, _, _)| txn))
+    .bind(event.txn.map(|(_, device, _)| device))
+    .bind(event.txn.map(|(_, _, key)| key))
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -205,32 +207,13 @@ pub async fn txn_event(
     device_id: &str,
     txn_key: &str,
 ) -> Result<Option<String>, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT event_id FROM transaction_ids WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
-    )
-    .bind(user_id)
-    .bind(device_id)
-    .bind(txn_key)
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.map(|r| r.get(0)))
-}
-
-pub async fn insert_txn(
-    conn: &mut AnyConnection,
-    user_id: &str,
-    device_id: &str,
-    txn_key: &str,
-    event_id: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO transaction_ids (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)")
+    let row = sqlx::query("SELECT event_id FROM events WHERE sender = $1 AND txn_device = $2 AND txn_key = $3")
         .bind(user_id)
         .bind(device_id)
         .bind(txn_key)
-        .bind(event_id)
-        .execute(&mut *conn)
+        .fetch_optional(pool)
         .await?;
-    Ok(())
+    Ok(row.map(|r| r.get(0)))
 }
 
 /// Replaces the stored PDU of a redacted event by its redacted form.

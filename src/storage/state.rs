@@ -112,31 +112,14 @@ pub async fn current_of_type(pool: &AnyPool, event_type: &str, state_key: &str) 
 }
 
 pub async fn extremities(pool: &AnyPool, room_id: &str) -> Result<Vec<String>, sqlx::Error> {
-    let rows = sqlx::query("SELECT event_id FROM forward_extremities WHERE room_id = $1")
-        .bind(room_id)
-        .fetch_all(pool)
-        .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    let row = sqlx::query("SELECT extremities FROM rooms WHERE room_id = $1").bind(room_id).fetch_optional(pool).await?;
+    let json: String = row.map(|r| r.get(0)).unwrap_or_else(|| "[]".into());
+    serde_json::from_str(&json).map_err(|e| sqlx::Error::Decode(e.into()))
 }
 
-/// Makes `event_id` the room's only forward extremity after it replaced `prev_events`.
-pub async fn replace_extremities(
-    conn: &mut AnyConnection,
-    room_id: &str,
-    prev_events: &[String],
-    event_id: &str,
-) -> Result<(), sqlx::Error> {
-    for prev in prev_events {
-        sqlx::query("DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = $2")
-            .bind(room_id)
-            .bind(prev)
-            .execute(&mut *conn)
-            .await?;
-    }
-    sqlx::query("INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)")
-        .bind(room_id)
-        .bind(event_id)
-        .execute(&mut *conn)
-        .await?;
+/// Stores the event ids that the room's next event points at.
+pub async fn set_extremities(conn: &mut AnyConnection, room_id: &str, event_ids: &[String]) -> Result<(), sqlx::Error> {
+    let json = serde_json::to_string(event_ids).map_err(|e| sqlx::Error::Encode(e.into()))?;
+    sqlx::query("UPDATE rooms SET extremities = $1 WHERE room_id = $2").bind(json).bind(room_id).execute(&mut *conn).await?;
     Ok(())
 }

@@ -179,7 +179,7 @@ async fn run(mut txn: WriteTxn, mut receiver: mpsc::Receiver<Command>, backend: 
         if jobs.is_empty() {
             continue;
         }
-        commit_batch(&mut txn, jobs, begin).await;
+        commit_batch(&mut txn, jobs, begin, backend == Backend::Postgres).await;
     }
     let _ = txn.conn.close().await;
     if let Some(done) = closing {
@@ -187,7 +187,7 @@ async fn run(mut txn: WriteTxn, mut receiver: mpsc::Receiver<Command>, backend: 
     }
 }
 
-async fn commit_batch(txn: &mut WriteTxn, jobs: Vec<Job>, begin: &'static str) {
+async fn commit_batch(txn: &mut WriteTxn, jobs: Vec<Job>, begin: &'static str, release_savepoints: bool) {
     let mut finishers = Vec::with_capacity(jobs.len());
     if let Err(err) = txn.conn.execute(begin).await {
         tracing::error!(error = %err, "could not begin a write transaction");
@@ -195,19 +195,40 @@ async fn commit_batch(txn: &mut WriteTxn, jobs: Vec<Job>, begin: &'static str) {
         drop(jobs);
         return;
     }
-    for job in jobs {
-        if let Err(err) = txn.conn.execute("SAVEPOINT job").await {
-            tracing::error!(error = %err, "could not open a savepoint");
-        }
+    if jobs.len() == 1 {
+        // A job alone needs no savepoint: the transaction itself isolates it.
+        let job = jobs.into_iter().next().expect("one job");
         let (ok, finisher) = job(txn).await;
-        let end = if ok { "RELEASE SAVEPOINT job" } else { "ROLLBACK TO SAVEPOINT job" };
-        if let Err(err) = txn.conn.execute(end).await {
-            tracing::error!(error = %err, "could not close a savepoint");
-        }
         if !ok {
-            let _ = txn.conn.execute("RELEASE SAVEPOINT job").await;
+            if let Err(err) = txn.conn.execute("ROLLBACK").await {
+                tracing::error!(error = %err, "could not roll back a failed write");
+            }
+            txn.positions.publish();
+            finisher(Ok(()));
+            return;
         }
         finishers.push(finisher);
+    } else {
+        for job in jobs {
+            if let Err(err) = txn.conn.execute("SAVEPOINT job").await {
+                tracing::error!(error = %err, "could not open a savepoint");
+            }
+            let (ok, finisher) = job(txn).await;
+            if !ok {
+                if let Err(err) = txn.conn.execute("ROLLBACK TO SAVEPOINT job").await {
+                    tracing::error!(error = %err, "could not roll back a savepoint");
+                }
+            }
+            // SQLite keeps the savepoints of a batch open until COMMIT releases them
+            // all, which saves a statement per job. PostgreSQL releases each one,
+            // because many open subtransactions slow down its readers.
+            if release_savepoints {
+                if let Err(err) = txn.conn.execute("RELEASE SAVEPOINT job").await {
+                    tracing::error!(error = %err, "could not release a savepoint");
+                }
+            }
+            finishers.push(finisher);
+        }
     }
     let committed = txn.conn.execute("COMMIT").await;
     match committed {
