@@ -13,6 +13,15 @@
 //! - `fanout`: a message in a 50-member room to every member's waiting `/sync`.
 //! - `initial-sync`: initial `/sync` of a user in 200 rooms with 20 messages
 //!   each, timeline limit 10.
+//! - `policy`: the `send` scenario and 40 invites of connections into one
+//!   room, run once with the `open` policy and once with `professional`
+//!   (limits far above what the run reaches, every sender and invitee a
+//!   connection), with the overhead of `professional` in percent.
+//! - `degree-metrics`: a user with 5,000 connections (each requested by the
+//!   other user with a first message, 1 in 10 answered); median and max of 20
+//!   runs of `GET .../degree/{user}` for a 2nd-degree user and of
+//!   `GET .../metrics`. Set-up stops after 5 minutes and the figures then
+//!   name the number of connections made.
 
 use std::{
     net::TcpListener,
@@ -38,11 +47,17 @@ impl Drop for Server {
 }
 
 fn start_server() -> Server {
+    start_server_with(&[])
+}
+
+/// Starts the server with extra `LATTICE_*` variables, such as policy settings.
+fn start_server_with(settings: &[(&str, &str)]) -> Server {
     let data = tempfile::tempdir().expect("temporary directory");
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let binary = std::env::var("LATTICE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_lattice").to_owned());
     let child = Command::new(binary)
         .arg("serve")
+        .envs(settings.iter().copied())
         .env("LATTICE_DATA_DIR", data.path())
         .env("LATTICE_LISTEN__CLIENT", format!("127.0.0.1:{port}"))
         .env("LATTICE_RATE_LIMITS__ENABLED", "false")
@@ -118,6 +133,18 @@ impl User {
         body["room_id"].as_str().unwrap().to_owned()
     }
 
+    /// A connection request as Element's "Start chat" sends it.
+    async fn request_connection(&self, invitee: &str) -> String {
+        let body = json!({ "invite": [invitee], "is_direct": true, "preset": "trusted_private_chat" });
+        let body = self.call(reqwest::Method::POST, "/_matrix/client/v3/createRoom", Some(body)).await;
+        body["room_id"].as_str().unwrap().to_owned()
+    }
+
+    async fn invite(&self, room: &str, user_id: &str) {
+        let path = format!("/_matrix/client/v3/rooms/{}/invite", enc(room));
+        self.call(reqwest::Method::POST, &path, Some(json!({ "user_id": user_id }))).await;
+    }
+
     async fn join(&self, room: &str) {
         self.call(reqwest::Method::POST, &format!("/_matrix/client/v3/join/{}", enc(room)), Some(json!({}))).await;
     }
@@ -176,8 +203,50 @@ async fn group_room(members: &[User]) -> String {
     room
 }
 
+/// Connects `hub` with every user of `others`: a request from `hub`, accepted by each.
+async fn connect_all(hub: &User, others: &[User]) {
+    for batch in others.chunks(8) {
+        join_all(batch.iter().map(|other| async move {
+            let room = hub.request_connection(&other.user_id).await;
+            other.join(&room).await;
+        }))
+        .await;
+    }
+}
+
+/// Figures of one run of the send workload.
+struct SendRun {
+    events: usize,
+    elapsed: Duration,
+    /// Sorted request latencies.
+    latencies: Vec<Duration>,
+    rss_start: f64,
+    rss_setup_peak: f64,
+    rss_peak: f64,
+}
+
+impl SendRun {
+    fn throughput(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
 async fn bench_send(http: &reqwest::Client) {
     let server = start_server();
+    let run = run_send(http, &server, false).await;
+    let total = run.events;
+    println!("| send: 16 senders, 8 DM + 8 in two 50-member rooms, {total} events | {:.0} events/s |", run.throughput());
+    println!("| send: request latency p50 / p99 | {} / {} |", ms(percentile(&run.latencies, 0.5)), ms(percentile(&run.latencies, 0.99)));
+    println!("| memory: resident after start | {:.1} MiB |", run.rss_start);
+    println!("| memory: resident at the end of set-up (116 registrations, 10 rooms) | {:.1} MiB |", run.rss_setup_peak);
+    println!("| memory: resident peak during the send run | {:.1} MiB |", run.rss_peak);
+}
+
+/// Runs the send workload. With `as_connections`, each DM room is a connection
+/// request that its invitee accepted, and the creator of each 50-member room
+/// is first connected with its 49 other members, as the `professional` policy
+/// requires.
+async fn run_send(http: &reqwest::Client, server: &Server, as_connections: bool) -> SendRun {
     wait_ready(http, &server.base).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (rss_start, _) = memory_mib(server.child.id());
@@ -187,10 +256,18 @@ async fn bench_send(http: &reqwest::Client) {
     let group_b = register_many(http, &server.base, "gb", 50).await;
     let mut rooms = Vec::new();
     for pair in dm_users.chunks(2) {
-        let room = pair[0].create_room(&[pair[1].user_id.clone()]).await;
+        let room = if as_connections {
+            pair[0].request_connection(&pair[1].user_id).await
+        } else {
+            pair[0].create_room(&[pair[1].user_id.clone()]).await
+        };
         pair[1].join(&room).await;
         rooms.push((pair[0].clone(), room.clone()));
         rooms.push((pair[1].clone(), room));
+    }
+    if as_connections {
+        connect_all(&group_a[0], &group_a[1..]).await;
+        connect_all(&group_b[0], &group_b[1..]).await;
     }
     let room_a = group_room(&group_a).await;
     let room_b = group_room(&group_b).await;
@@ -220,12 +297,143 @@ async fn bench_send(http: &reqwest::Client) {
     let elapsed = started.elapsed();
     latencies.sort();
     let (_, rss_peak) = memory_mib(server.child.id());
-    let total = latencies.len();
-    println!("| send: 16 senders, 8 DM + 8 in two 50-member rooms, {total} events | {:.0} events/s |", total as f64 / elapsed.as_secs_f64());
-    println!("| send: request latency p50 / p99 | {} / {} |", ms(percentile(&latencies, 0.5)), ms(percentile(&latencies, 0.99)));
-    println!("| memory: resident after start | {rss_start:.1} MiB |");
-    println!("| memory: resident at the end of set-up (116 registrations, 10 rooms) | {rss_setup_peak:.1} MiB |");
-    println!("| memory: resident peak during the send run | {rss_peak:.1} MiB |");
+    SendRun { events: latencies.len(), elapsed, latencies, rss_start, rss_setup_peak, rss_peak }
+}
+
+/// Times 40 invites of connections into one room of the inviter, one at a
+/// time. Returns the sorted latencies.
+async fn run_invites(http: &reqwest::Client, server: &Server) -> Vec<Duration> {
+    let users = register_many(http, &server.base, "inv", 41).await;
+    let (inviter, invitees) = (&users[0], &users[1..]);
+    connect_all(inviter, invitees).await;
+    let room = inviter.create_room(&[]).await;
+    let mut latencies = Vec::with_capacity(invitees.len());
+    for invitee in invitees {
+        let started = Instant::now();
+        inviter.invite(&room, &invitee.user_id).await;
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    latencies
+}
+
+/// Policy settings far above what the `policy` scenario reaches, so every
+/// check runs and none rejects.
+const PROFESSIONAL_GENEROUS: &[(&str, &str)] = &[
+    ("LATTICE_POLICY__NAME", "professional"),
+    ("LATTICE_POLICY__PENDING_MESSAGE_LIMIT", "1"),
+    ("LATTICE_POLICY__MAX_GROUP_SIZE", "50"),
+    ("LATTICE_POLICY__DAILY_MESSAGE_LIMIT", "1000000"),
+    ("LATTICE_POLICY__WEEKLY_CONNECTION_REQUEST_LIMIT", "1000000"),
+];
+
+async fn bench_policy(http: &reqwest::Client) {
+    let mut figures = Vec::new();
+    for (name, settings) in [("open", &[][..]), ("professional", PROFESSIONAL_GENEROUS)] {
+        let server = start_server_with(settings);
+        let send = run_send(http, &server, true).await;
+        let invites = run_invites(http, &server).await;
+        println!(
+            "| policy {name}: send, 16 senders, {} events, throughput / p50 / p99 | {:.0} events/s / {} / {} |",
+            send.events,
+            send.throughput(),
+            ms(percentile(&send.latencies, 0.5)),
+            ms(percentile(&send.latencies, 0.99))
+        );
+        println!(
+            "| policy {name}: invite of a connection into a room, 40 invites, p50 / p99 | {} / {} |",
+            ms(percentile(&invites, 0.5)),
+            ms(percentile(&invites, 0.99))
+        );
+        figures.push((send.throughput(), percentile(&send.latencies, 0.5), percentile(&invites, 0.5)));
+    }
+    let (open, professional) = (figures[0], figures[1]);
+    let overhead = |open: f64, professional: f64| (professional / open - 1.0) * 100.0;
+    println!(
+        "| policy overhead of professional: send throughput / send p50 / invite p50 | {:+.1} % / {:+.1} % / {:+.1} % |",
+        overhead(open.0, professional.0),
+        overhead(open.1.as_secs_f64(), professional.1.as_secs_f64()),
+        overhead(open.2.as_secs_f64(), professional.2.as_secs_f64())
+    );
+}
+
+const CONNECTIONS_PREFIX: &str = "/_matrix/client/unstable/dev.lattice.connections";
+
+/// Times `runs` sequential GETs of `path`. Returns the sorted latencies.
+async fn time_get(user: &User, path: &str, runs: usize) -> Vec<Duration> {
+    let mut samples = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        user.call(reqwest::Method::GET, path, None).await;
+        samples.push(started.elapsed());
+    }
+    samples.sort();
+    samples
+}
+
+async fn bench_degree_metrics(http: &reqwest::Client) {
+    const CONNECTIONS: usize = 5_000;
+    const BATCH: usize = 32;
+    const SETUP_BUDGET: Duration = Duration::from_secs(300);
+    let server = start_server_with(&[
+        ("LATTICE_POLICY__NAME", "professional"),
+        ("LATTICE_POLICY__WEEKLY_CONNECTION_REQUEST_LIMIT", "0"),
+        ("LATTICE_POLICY__DAILY_MESSAGE_LIMIT", "0"),
+    ]);
+    wait_ready(http, &server.base).await;
+    let setup_started = Instant::now();
+    let hub = User::register(http, &server.base, "hub".into()).await;
+
+    // Each batch registers its users, lets each send a request with a first
+    // message to the hub, and the hub accepts; 1 in 10 gets a reply.
+    let mut leaves: Vec<User> = Vec::new();
+    let mut batch_start = 0;
+    while batch_start < CONNECTIONS && setup_started.elapsed() < SETUP_BUDGET {
+        let batch_end = (batch_start + BATCH).min(CONNECTIONS);
+        let users = join_all((batch_start..batch_end).map(|i| User::register(http, &server.base, format!("leaf{i}")))).await;
+        join_all(users.iter().enumerate().map(|(offset, leaf)| {
+            let hub = &hub;
+            async move {
+                let room = leaf.request_connection(&hub.user_id).await;
+                leaf.send(&room, "note", "Hello, could we connect?").await;
+                hub.join(&room).await;
+                if (batch_start + offset) % 10 == 0 {
+                    hub.send(&room, "reply", "Thanks, glad to connect.").await;
+                }
+            }
+        }))
+        .await;
+        leaves.extend(users);
+        batch_start = batch_end;
+    }
+    let made = leaves.len();
+    let setup = setup_started.elapsed();
+
+    // A user connected with one of the hub's connections only: 2nd degree.
+    let far = User::register(http, &server.base, "far".into()).await;
+    let room = far.request_connection(&leaves[0].user_id).await;
+    leaves[0].join(&room).await;
+
+    let degree_path = format!("{CONNECTIONS_PREFIX}/degree/{}", enc(&far.user_id));
+    let degree = hub.call(reqwest::Method::GET, &degree_path, None).await;
+    assert_eq!(degree["degree"], 2, "{degree}");
+    let degree_samples = time_get(&hub, &degree_path, 20).await;
+    let metrics_path = format!("{CONNECTIONS_PREFIX}/metrics");
+    let metrics = hub.call(reqwest::Method::GET, &metrics_path, None).await;
+    assert_eq!(metrics["conversations_received"], made, "{metrics}");
+    let metrics_samples = time_get(&hub, &metrics_path, 20).await;
+
+    println!("| degree-metrics: set-up of {made} connections with a first message each | {:.0} s |", setup.as_secs_f64());
+    println!(
+        "| degree-metrics: GET degree of a 2nd-degree user, hub with {made} connections, 20 runs, median / max | {} / {} |",
+        ms(percentile(&degree_samples, 0.5)),
+        ms(*degree_samples.last().unwrap())
+    );
+    println!(
+        "| degree-metrics: GET metrics, {made} received conversations, 20 runs, median / max | {} / {} |",
+        ms(percentile(&metrics_samples, 0.5)),
+        ms(*metrics_samples.last().unwrap())
+    );
 }
 
 async fn bench_delivery(http: &reqwest::Client) {
@@ -351,6 +559,12 @@ fn main() {
         }
         if wanted("initial-sync") {
             bench_initial_sync(&http).await;
+        }
+        if wanted("policy") {
+            bench_policy(&http).await;
+        }
+        if wanted("degree-metrics") {
+            bench_degree_metrics(&http).await;
         }
     });
 }

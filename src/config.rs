@@ -30,6 +30,7 @@ pub struct Config {
     pub limits: RequestLimits,
     pub directory: DirectoryConfig,
     pub policy: PolicyConfig,
+    pub media: MediaConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -109,6 +110,21 @@ pub struct PolicyConfig {
     pub limit_appservice_users: bool,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Maximum size of one upload, in bytes; larger uploads get 413 `M_TOO_LARGE`.
+    pub max_upload_size: u64,
+    /// Bytes of media each user may upload in total; 0 means no quota.
+    pub per_user_quota: u64,
+    /// Whether the deprecated unauthenticated `/_matrix/media/v3` download,
+    /// thumbnail and config endpoints answer 404 `M_NOT_FOUND`.
+    pub freeze_legacy: bool,
+    /// `info_uri` of the quota error, a page that explains the quota. Empty
+    /// means `public_baseurl`, or `https://<server_name>/` when that is unset.
+    pub quota_info_uri: String,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -124,6 +140,7 @@ impl Default for Config {
             limits: RequestLimits::default(),
             directory: DirectoryConfig::default(),
             policy: PolicyConfig::default(),
+            media: MediaConfig::default(),
         }
     }
 }
@@ -170,6 +187,12 @@ impl Default for DirectoryConfig {
     }
 }
 
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self { max_upload_size: 50 * 1024 * 1024, per_user_quota: 0, freeze_legacy: false, quota_info_uri: String::new() }
+    }
+}
+
 impl Default for PolicyConfig {
     fn default() -> Self {
         Self {
@@ -197,6 +220,7 @@ const CONFIG_KEYS: &[&str] = &[
     "limits",
     "directory",
     "policy",
+    "media",
 ];
 
 /// An invalid or unreadable configuration.
@@ -255,6 +279,9 @@ impl Config {
                 "rooms.default_version {} is not supported by this server",
                 self.rooms.default_version
             )));
+        }
+        if self.media.max_upload_size == 0 {
+            return Err(ConfigError("media.max_upload_size must be above 0".into()));
         }
         if self.rate_limits.enabled && self.rate_limits.per_second <= 0.0 {
             return Err(ConfigError("rate_limits.per_second must be above 0".into()));
@@ -339,6 +366,21 @@ daily_message_limit = 500
 weekly_connection_request_limit = 100
 # Whether application service users are held to the daily and weekly limits.
 limit_appservice_users = false
+
+[media]
+# Files are stored under data_dir/media. Maximum size of one upload, in bytes
+# (50 MiB); larger uploads get 413 M_TOO_LARGE.
+max_upload_size = 52428800
+# Bytes of media each user may upload in total (0: no quota). An upload past
+# the quota gets 403 M_USER_LIMIT_EXCEEDED.
+per_user_quota = 0
+# Answer the deprecated unauthenticated /_matrix/media/v3 download, thumbnail
+# and config endpoints with 404 M_NOT_FOUND, so that clients must use the
+# authenticated /_matrix/client/v1/media endpoints.
+freeze_legacy = false
+# Page that explains the quota, sent as info_uri with the quota error. Empty:
+# public_baseurl, or https://<server_name>/ when that is unset.
+quota_info_uri = ""
 "#;
 
 #[cfg(test)]
@@ -362,6 +404,10 @@ mod tests {
             defaults.policy.weekly_connection_request_limit
         );
         assert_eq!(parsed.policy.limit_appservice_users, defaults.policy.limit_appservice_users);
+        assert_eq!(parsed.media.max_upload_size, defaults.media.max_upload_size);
+        assert_eq!(parsed.media.per_user_quota, defaults.media.per_user_quota);
+        assert_eq!(parsed.media.freeze_legacy, defaults.media.freeze_legacy);
+        assert_eq!(parsed.media.quota_info_uri, defaults.media.quota_info_uri);
     }
 }
 

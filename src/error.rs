@@ -37,6 +37,13 @@ pub enum ErrorKind {
     GuestAccessForbidden,
     ServerNotTrusted,
     CannotLeaveServerNotice,
+    /// 409: an upload to a media id that already has content.
+    CannotOverwriteMedia,
+    /// 504: media reserved by `/create` whose content has not arrived in time.
+    NotYetUploaded,
+    /// 403: a limit of the user's account, such as the media quota; the spec
+    /// requires an `info_uri` that explains the limit.
+    UserLimitExceeded { info_uri: String },
     /// A user-interactive authentication step is needed: 401 with the flows in the body,
     /// and `errcode` only when a stage failed.
     UserInteractive,
@@ -73,6 +80,9 @@ impl ErrorKind {
             Self::GuestAccessForbidden => "M_GUEST_ACCESS_FORBIDDEN",
             Self::ServerNotTrusted => "M_SERVER_NOT_TRUSTED",
             Self::CannotLeaveServerNotice => "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM",
+            Self::CannotOverwriteMedia => "M_CANNOT_OVERWRITE_MEDIA",
+            Self::NotYetUploaded => "M_NOT_YET_UPLOADED",
+            Self::UserLimitExceeded { .. } => "M_USER_LIMIT_EXCEEDED",
             Self::UserInteractive => "M_UNAUTHORIZED",
             Self::Custom { errcode, .. } => errcode,
         }
@@ -84,7 +94,10 @@ impl ErrorKind {
             | Self::UserDeactivated
             | Self::GuestAccessForbidden
             | Self::ServerNotTrusted
-            | Self::CannotLeaveServerNotice => StatusCode::FORBIDDEN,
+            | Self::CannotLeaveServerNotice
+            | Self::UserLimitExceeded { .. } => StatusCode::FORBIDDEN,
+            Self::CannotOverwriteMedia => StatusCode::CONFLICT,
+            Self::NotYetUploaded => StatusCode::GATEWAY_TIMEOUT,
             Self::UnknownToken { .. } | Self::MissingToken | Self::Unauthorized | Self::UserInteractive => {
                 StatusCode::UNAUTHORIZED
             }
@@ -188,6 +201,9 @@ impl IntoResponse for Error {
             }
             ErrorKind::LimitExceeded { retry_after_ms } => {
                 body.insert("retry_after_ms".into(), json!(retry_after_ms));
+            }
+            ErrorKind::UserLimitExceeded { info_uri } => {
+                body.insert("info_uri".into(), json!(info_uri));
             }
             ErrorKind::Custom { extra, .. } => {
                 for (key, value) in extra {

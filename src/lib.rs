@@ -9,6 +9,7 @@ pub mod api;
 pub mod config;
 pub mod ephemeral;
 pub mod error;
+pub mod media;
 pub mod policy;
 pub mod rate_limit;
 pub mod rooms;
@@ -46,6 +47,7 @@ pub struct Services {
     pub typing: Typing,
     pub rate_limiter: RateLimiter,
     pub uiaa: api::client::uiaa::Sessions,
+    pub media: media::Media,
 }
 
 /// A failure to start the server.
@@ -55,6 +57,8 @@ pub enum StartError {
     Config(#[from] config::ConfigError),
     #[error(transparent)]
     Database(#[from] storage::OpenError),
+    #[error("could not open the media store: {0}")]
+    Media(std::io::Error),
     #[error("signing key: {0}")]
     SigningKey(String),
     #[error("could not listen on {addr}: {source}")]
@@ -116,7 +120,16 @@ impl Homeserver {
         let default_version = RoomVersionId::try_from(config.rooms.default_version.as_str())
             .map_err(|e| config::ConfigError::invalid(format!("rooms.default_version: {e}")))?;
         let rooms = Rooms::new(db.clone(), server_name.clone(), key.clone(), notifier.clone(), policy, default_version);
+        let media = media::Media::new(
+            db.clone(),
+            server_name.clone(),
+            &config.data_dir,
+            config.media.clone(),
+            media::quota_info_uri(&config),
+        )
+        .map_err(StartError::Media)?;
         let services = Arc::new(Services {
+            media,
             users: Users::new(db.clone(), server_name.clone()),
             rate_limiter: RateLimiter::new(&config.rate_limits),
             uiaa: api::client::uiaa::Sessions::default(),

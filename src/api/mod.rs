@@ -3,6 +3,7 @@
 
 pub mod client;
 mod extract;
+mod media;
 mod well_known;
 
 use std::{sync::Arc, time::Duration};
@@ -36,6 +37,7 @@ pub fn router(services: Arc<Services>) -> Router {
 
     Router::new()
         .merge(client::router())
+        .merge(media::router())
         .merge(well_known::router())
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)

@@ -197,12 +197,11 @@ pub async fn withdraw(rooms: &Rooms, db: &Db, user: &UserId, room_id: &RoomId) -
     let request = pending_request(db, room_id, user, Side::Requester).await?;
     rooms.change_membership(room_id, user, user, MembershipChange::Leave, None).await?;
 
+    // The `professional` policy retracts the invite on the leave already;
+    // other policies do not, so the endpoint retracts it here for every policy.
     let Ok(invitee) = UserId::parse(request.invitee.as_str()) else { return Ok(()) };
-    if invitee.server_name() == rooms.server_name() {
-        let retracted = rooms.change_membership(room_id, &invitee, &invitee, MembershipChange::Leave, None).await;
-        if let Err(err) = retracted {
-            tracing::warn!(%room_id, invitee = %invitee, error = %err, "could not retract a withdrawn connection request");
-        }
+    if let Err(err) = rooms.retract_invite(room_id, &invitee, user).await {
+        tracing::warn!(%room_id, invitee = %invitee, error = %err, "could not retract a withdrawn connection request");
     }
     Ok(())
 }
@@ -237,6 +236,24 @@ pub async fn degree(db: &Db, user: &UserId, other: &UserId) -> Result<Degree> {
         3
     };
     Ok(Degree { user_id: other.to_string(), degree, mutual_connections: mutual.into_iter().collect() })
+}
+
+/// Orders `users` for `searcher`: connections first, then users who share a
+/// connection with the searcher (2nd degree), then everyone else. The sort is
+/// stable, so each group keeps the order of `users`.
+pub async fn rank_by_degree(db: &Db, searcher: &UserId, mut users: Vec<String>) -> Result<Vec<String>> {
+    let first = storage::connections::connected_users(&db.pool, searcher.as_str()).await?;
+    let second = storage::connections::second_degree_users(&db.pool, searcher.as_str()).await?;
+    users.sort_by_key(|user| {
+        if first.contains(user) {
+            1
+        } else if second.contains(user) {
+            2
+        } else {
+            3
+        }
+    });
+    Ok(users)
 }
 
 /// Computes the messaging metrics of `user` over `[from, to)`.

@@ -4,7 +4,7 @@
 //! implementation of [`RoomPolicy`].
 
 use futures::future::BoxFuture;
-use ruma::{RoomId, UserId};
+use ruma::{OwnedUserId, RoomId, UserId};
 
 use crate::{error::Result, rooms::state::RoomState};
 
@@ -69,6 +69,26 @@ pub trait RoomPolicy: Send + Sync {
         _event_type: &'a str,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async { Ok(()) })
+    }
+
+    /// Returns the invitees whose pending invites to `room_id` end because
+    /// `user` left the room. Runs after the leave committed. The room service
+    /// rejects each returned invite of a local user on that user's behalf.
+    fn invites_retracted_by_leave<'a>(
+        &'a self,
+        _room_id: &'a RoomId,
+        _user: &'a UserId,
+    ) -> BoxFuture<'a, Result<Vec<OwnedUserId>>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// Orders user directory results for `searcher`. The default keeps the order.
+    fn rank_directory_results<'a>(
+        &'a self,
+        _searcher: &'a UserId,
+        results: Vec<String>,
+    ) -> BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(async move { Ok(results) })
     }
 }
 

@@ -8,7 +8,7 @@
 
 use axum::http::StatusCode;
 use futures::future::BoxFuture;
-use ruma::{RoomId, UserId, events::StateEventType};
+use ruma::{OwnedUserId, RoomId, UserId, events::StateEventType};
 use serde_json::{Map, json};
 
 use super::{Invite, RoomCreation, RoomPolicy};
@@ -286,6 +286,38 @@ impl RoomPolicy for ProfessionalPolicy {
             }
             self.check_daily_messages(sender).await
         })
+    }
+
+    fn invites_retracted_by_leave<'a>(
+        &'a self,
+        room_id: &'a RoomId,
+        user: &'a UserId,
+    ) -> BoxFuture<'a, Result<Vec<OwnedUserId>>> {
+        Box::pin(async move {
+            // The requester leaving a pending request withdraws it (the index
+            // already says so), and a withdrawn request's invite must not stay
+            // in the invitee's client as if it could still be accepted.
+            let Some(request) = storage::connections::get(&self.db.pool, room_id.as_str()).await? else {
+                return Ok(Vec::new());
+            };
+            let withdrawn_by_user = request.requester == user.as_str()
+                && request.status == ConnectionStatus::Withdrawn
+                && request.invitee_membership == "invite";
+            if !withdrawn_by_user {
+                return Ok(Vec::new());
+            }
+            let invitee = UserId::parse(request.invitee.as_str())
+                .map_err(|e| Error::internal("reading the invitee of a connection request", e))?;
+            Ok(vec![invitee])
+        })
+    }
+
+    fn rank_directory_results<'a>(
+        &'a self,
+        searcher: &'a UserId,
+        results: Vec<String>,
+    ) -> BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(async move { super::connections::rank_by_degree(&self.db, searcher, results).await })
     }
 }
 

@@ -20,6 +20,7 @@ use super::{
 use crate::{
     error::{Error, Result},
     signing_key::SigningKey,
+    storage::writer::{Stream, StreamPositions},
 };
 
 /// What a client asks to add to a room.
@@ -46,10 +47,10 @@ impl EventDraft {
 pub enum StateChange {
     /// Not a state event: the state group stays.
     None,
-    /// One entry on top of the previous group.
-    Delta,
-    /// A full snapshot of the state after the event.
-    Snapshot(Vec<((String, String), String)>),
+    /// A new group of one entry on top of the previous group `prev`.
+    Delta { group: i64, prev: i64 },
+    /// A new group holding a full snapshot of the state after the event.
+    Snapshot { group: i64, entries: Vec<((String, String), String)> },
 }
 
 /// A signed, authorized event ready to persist.
@@ -61,6 +62,8 @@ pub struct BuiltEvent {
     pub redaction: Option<(OwnedEventId, String)>,
     /// Deltas between this event's state group and the last snapshot.
     pub chain_length: i64,
+    /// The state group of the state after this event.
+    pub state_group: i64,
     /// The state event this one replaces.
     pub replaces_state: Option<OwnedEventId>,
 }
@@ -78,6 +81,7 @@ pub fn build(
     key: &SigningKey,
     sender: &UserId,
     draft: EventDraft,
+    positions: &StreamPositions,
 ) -> Result<BuiltEvent> {
     let rules = room.rules.clone();
     let is_create = draft.kind == TimelineEventType::RoomCreate;
@@ -160,8 +164,15 @@ pub fn build(
     let replaces_state = pdu.state_key.as_ref().and_then(|key| {
         room.get(&StateEventType::from(pdu.kind.to_string()), key).map(|prev| prev.event_id.clone())
     });
-    let state_change = apply(room, &pdu);
-    Ok(BuiltEvent { pdu, state_change, redaction: None, chain_length: room.chain_length, replaces_state })
+    let state_change = apply(room, &pdu, positions);
+    Ok(BuiltEvent {
+        pdu,
+        state_change,
+        redaction: None,
+        chain_length: room.chain_length,
+        state_group: room.state_group,
+        replaces_state,
+    })
 }
 
 /// Checks the authorization rules for a new event against the room's current state.
@@ -177,24 +188,27 @@ fn authorize(room: &RoomState, pdu: &Pdu) -> Result<()> {
 }
 
 /// Moves the room onto the new event and says how its state groups change.
-fn apply(room: &mut RoomState, pdu: &Arc<Pdu>) -> StateChange {
+/// A state event gets its state group id now, so that the room's next event
+/// can be built before this one has committed.
+fn apply(room: &mut RoomState, pdu: &Arc<Pdu>, positions: &StreamPositions) -> StateChange {
     room.extremities = vec![pdu.event_id.clone()];
     room.depth = pdu.depth;
     let Some(state_key) = &pdu.state_key else { return StateChange::None };
     let kind = StateEventType::from(pdu.kind.to_string());
     room.state.insert((kind, state_key.clone()), pdu.clone());
-    if room.state_group == 0 || room.chain_length + 1 >= MAX_STATE_CHAIN {
-        // A negative group marks "stored in this batch"; persisting assigns the real id.
-        room.state_group = -1;
+    let group = positions.reserve(Stream::StateGroups);
+    let prev = room.state_group;
+    room.state_group = group;
+    if prev == 0 || room.chain_length + 1 >= MAX_STATE_CHAIN {
         room.chain_length = 0;
-        StateChange::Snapshot(
-            room.state
-                .iter()
-                .map(|((kind, key), pdu)| ((kind.to_string(), key.clone()), pdu.event_id.to_string()))
-                .collect(),
-        )
+        let entries = room
+            .state
+            .iter()
+            .map(|((kind, key), pdu)| ((kind.to_string(), key.clone()), pdu.event_id.to_string()))
+            .collect();
+        StateChange::Snapshot { group, entries }
     } else {
         room.chain_length += 1;
-        StateChange::Delta
+        StateChange::Delta { group, prev }
     }
 }

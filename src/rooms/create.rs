@@ -74,7 +74,7 @@ impl Rooms {
         let mut room = RoomState::new(placeholder, version.clone(), rules.clone());
         let mut events = Vec::new();
         let mut add = |room: &mut RoomState, draft: EventDraft| -> Result<()> {
-            events.push(builder::build(room, &self.server_name, &self.key, creator, draft)?);
+            events.push(builder::build(room, &self.server_name, &self.key, creator, draft, self.db.writer.positions())?);
             Ok(())
         };
 

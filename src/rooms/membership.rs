@@ -84,7 +84,57 @@ impl Rooms {
             self.fill_profile(&mut content, target, previous.as_ref()).await?;
         }
         let draft = EventDraft::state(TimelineEventType::RoomMember, target.as_str(), content);
-        self.append(room_id, sender, draft, None).await
+        let event_id = self.append(room_id, sender, draft, None).await?;
+
+        if membership == "leave" && sender == target {
+            self.retract_invites_after_leave(room_id, sender).await;
+        }
+        Ok(event_id)
+    }
+
+    /// Rejects, on their behalf, the pending invites of local users that the
+    /// policy ends because `user` left. The leave already committed, so a
+    /// failure here is logged and does not fail the leave.
+    async fn retract_invites_after_leave(&self, room_id: &RoomId, user: &UserId) {
+        let invitees = match self.policy.invites_retracted_by_leave(room_id, user).await {
+            Ok(invitees) => invitees,
+            Err(err) => {
+                tracing::warn!(%room_id, user_id = %user, error = %err, "could not find the invites that a leave retracts");
+                return;
+            }
+        };
+        for invitee in invitees {
+            if let Err(err) = self.retract_invite(room_id, &invitee, user).await {
+                tracing::warn!(%room_id, invitee = %invitee, error = %err, "could not retract an invite");
+            }
+        }
+    }
+
+    /// Retracts the pending invite of a local user because `inviter` withdrew
+    /// it. The auth rules let only the invitee or a member with enough power
+    /// to kick end an invite, and an inviter who has left has no power, so the
+    /// server sends the invitee's own leave (a rejection) as the invitee's
+    /// homeserver may. Returns `Ok(None)` when there is no invite to retract
+    /// or the invitee is another server's user.
+    pub async fn retract_invite(
+        &self,
+        room_id: &RoomId,
+        invitee: &UserId,
+        inviter: &UserId,
+    ) -> Result<Option<OwnedEventId>> {
+        if invitee.server_name() != self.server_name {
+            return Ok(None);
+        }
+        let room = self.state(room_id).await?;
+        if room.membership(invitee).as_deref() != Some("invite") {
+            return Ok(None);
+        }
+        let content = json!({
+            "membership": "leave",
+            "reason": format!("{inviter} withdrew the invite"),
+        });
+        let draft = EventDraft::state(TimelineEventType::RoomMember, invitee.as_str(), content);
+        self.append(room_id, invitee, draft, None).await.map(Some)
     }
 
     /// Copies the user's display name and avatar into new member content; keeps

@@ -52,6 +52,9 @@ pub struct Rooms {
     slots: Mutex<HashMap<OwnedRoomId, RoomSlot>>,
     /// Rooms known to exist, so that the common check needs no query.
     known: Mutex<std::collections::HashSet<OwnedRoomId>>,
+    /// Events queued but not yet committed, by `user/device/transaction key`,
+    /// so that a retransmitted request gets the same event.
+    txns_in_flight: Mutex<HashMap<String, OwnedEventId>>,
 }
 
 /// The device and transaction id of a request that appends an event, for
@@ -91,6 +94,7 @@ impl Rooms {
             default_version,
             slots: Mutex::new(HashMap::new()),
             known: Mutex::new(std::collections::HashSet::new()),
+            txns_in_flight: Mutex::new(HashMap::new()),
         }
     }
 
@@ -134,7 +138,6 @@ impl Rooms {
             .collect();
         if let Some(latest) = storage::events::room_range(pool, room_id, 0, i64::MAX, 1, true).await?.pop() {
             room.depth = latest.pdu.depth;
-            room.latest_stream = latest.stream;
             room.state_group = latest.state_group;
             room.chain_length = storage::state::chain_length(pool, latest.state_group).await?;
         }
@@ -182,6 +185,12 @@ impl Rooms {
         let slot = self.slot(room_id);
         let mut guard = slot.lock().await;
 
+        let txn_key = txn.as_ref().map(|t| format!("{sender}/{}/{}", t.device_id, t.key()));
+        if let Some(key) = &txn_key
+            && let Some(in_flight) = self.txns_in_flight.lock().unwrap_or_else(|e| e.into_inner()).get(key)
+        {
+            return Ok(in_flight.clone());
+        }
         if let Some(txn) = &txn
             && let Some(existing) =
                 storage::events::txn_event(&self.db.pool, sender.as_str(), &txn.device_id, &txn.key()).await?
@@ -201,7 +210,8 @@ impl Rooms {
             None => None,
         };
 
-        let mut built = builder::build(&mut next, &self.server_name, &self.key, sender, draft)?;
+        let mut built =
+            builder::build(&mut next, &self.server_name, &self.key, sender, draft, self.db.writer.positions())?;
         if let Some((target, redacted)) = redaction {
             if let Some(in_state) = next.find_event(&target).cloned() {
                 let redacted_pdu = Pdu::from_json(target.clone(), &redacted, room_id)
@@ -219,16 +229,29 @@ impl Rooms {
             room_id: room_id.to_string(),
             new_room: None,
             events: vec![built],
-            state_group: current.state_group,
             txn: txn.map(|t| TxnRecord { key: t.key(), device_id: t.device_id, txn_id: t.txn_id }),
         };
-        let persisted = self.db.writer.write(move |w| Box::pin(persist::persist(w, batch))).await?;
-        next.state_group = persisted.state_group;
-        next.latest_stream = persisted.streams.last().copied().unwrap_or(next.latest_stream);
+
+        // The room's next event may be built on this one as soon as it is queued:
+        // the writer commits in queue order, and an event whose predecessor failed
+        // to commit fails too. So the room lock is released before the commit.
+        let committed = self.db.writer.submit(move |w| Box::pin(persist::persist(w, batch))).await?;
+        if let Some(key) = &txn_key {
+            self.txns_in_flight.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), event_id.clone());
+        }
         let audience = audience(&next, &self.server_name, wake_target);
         *guard = Some(Arc::new(next));
         drop(guard);
 
+        let outcome = committed.await;
+        if let Some(key) = &txn_key {
+            self.txns_in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        }
+        if let Err(err) = outcome {
+            // The in-memory state holds an event that is not stored; read it anew.
+            *slot.lock().await = None;
+            return Err(err);
+        }
         self.notifier.wake(audience.iter().map(|u| &**u));
         Ok(event_id)
     }
@@ -274,11 +297,8 @@ impl Rooms {
         let room_id = room.room_id.clone();
         let slot = self.slot(&room_id);
         let mut guard = slot.lock().await;
-        let mut room = room;
-        let batch = Batch { room_id: room_id.to_string(), new_room: Some(new_room), events, state_group: 0, txn: None };
-        let persisted = self.db.writer.write(move |w| Box::pin(persist::persist(w, batch))).await?;
-        room.state_group = persisted.state_group;
-        room.latest_stream = persisted.streams.last().copied().unwrap_or(room.latest_stream);
+        let batch = Batch { room_id: room_id.to_string(), new_room: Some(new_room), events, txn: None };
+        self.db.writer.write(move |w| Box::pin(persist::persist(w, batch))).await?;
         let audience = audience(&room, &self.server_name, None);
         self.known.lock().unwrap_or_else(|e| e.into_inner()).insert(room_id.clone());
         *guard = Some(Arc::new(room));

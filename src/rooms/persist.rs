@@ -19,8 +19,6 @@ pub struct Batch {
     pub room_id: String,
     pub new_room: Option<NewRoom>,
     pub events: Vec<BuiltEvent>,
-    /// The state group before the first event.
-    pub state_group: i64,
     /// The request that sent the last event.
     pub txn: Option<TxnRecord>,
 }
@@ -35,14 +33,7 @@ pub struct TxnRecord {
     pub key: String,
 }
 
-pub struct Persisted {
-    /// The state group after the last event.
-    pub state_group: i64,
-    /// Stream positions of the events, in order.
-    pub streams: Vec<i64>,
-}
-
-pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<Persisted> {
+pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
     let now = storage::now_ms();
     if let Some(room) = &batch.new_room {
         storage::rooms::insert(&mut txn.conn, &batch.room_id, &room.version, &room.creator, room.is_public, now)
@@ -52,25 +43,19 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<Persisted> {
         }
     }
 
-    let mut group = batch.state_group;
-    let mut streams = Vec::with_capacity(batch.events.len());
     let last = batch.events.len().saturating_sub(1);
     for (index, event) in batch.events.iter().enumerate() {
         let pdu = &event.pdu;
         match &event.state_change {
             StateChange::None => {}
-            StateChange::Delta => {
-                let id = txn.next_position(Stream::StateGroups);
+            StateChange::Delta { group, prev } => {
                 let key = (pdu.kind.to_string(), pdu.state_key.clone().unwrap_or_default());
                 let entry = [(key, pdu.event_id.to_string())];
-                storage::state::insert_group(&mut txn.conn, id, &batch.room_id, Some(group), event.chain_length, &entry)
+                storage::state::insert_group(&mut txn.conn, *group, &batch.room_id, Some(*prev), event.chain_length, &entry)
                     .await?;
-                group = id;
             }
-            StateChange::Snapshot(entries) => {
-                let id = txn.next_position(Stream::StateGroups);
-                storage::state::insert_group(&mut txn.conn, id, &batch.room_id, None, 0, entries).await?;
-                group = id;
+            StateChange::Snapshot { group, entries } => {
+                storage::state::insert_group(&mut txn.conn, *group, &batch.room_id, None, 0, entries).await?;
             }
         }
 
@@ -81,7 +66,8 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<Persisted> {
             storage::events::NewEvent {
                 pdu,
                 stream,
-                state_group: group,
+                state_group: event.state_group,
+                require_prev: pdu.prev_events.first().map(|id| id.as_str()),
                 replaces_state: event.replaces_state.as_ref().map(|id| id.as_str()),
                 txn: txn_ids.map(|t| (t.txn_id.as_str(), t.device_id.as_str(), t.key.as_str())),
             },
@@ -109,13 +95,12 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<Persisted> {
         if let Some((target, redacted_json)) = &event.redaction {
             storage::events::redact(&mut txn.conn, target.as_str(), redacted_json, pdu.event_id.as_str()).await?;
         }
-        streams.push(stream);
     }
     // Local events form a single chain, so the newest event is the only extremity.
     if let Some(last) = batch.events.last() {
         storage::state::set_extremities(&mut txn.conn, &batch.room_id, &[last.pdu.event_id.to_string()]).await?;
     }
-    Ok(Persisted { state_group: group, streams })
+    Ok(())
 }
 
 /// Keeps the connections index in step with a member event, in the same transaction.

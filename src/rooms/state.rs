@@ -26,8 +26,6 @@ pub struct RoomState {
     /// The state group of the state after the newest event (0 before the first).
     pub state_group: i64,
     pub chain_length: i64,
-    /// Stream position of the newest event (0 before the first).
-    pub latest_stream: i64,
 }
 
 impl RoomState {
@@ -41,7 +39,6 @@ impl RoomState {
             depth: 0,
             state_group: 0,
             chain_length: 0,
-            latest_stream: 0,
         }
     }
 

@@ -384,6 +384,22 @@ pub async fn connected_users(pool: &AnyPool, user_id: &str) -> Result<HashSet<St
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// The users connected to a connection of `user_id`, without `user_id`
+/// itself. It includes users who are also 1st-degree connections.
+pub async fn second_degree_users(pool: &AnyPool, user_id: &str) -> Result<HashSet<String>, sqlx::Error> {
+    let rows = sqlx::query(
+        "WITH pairs (user_a, user_b) AS ( \
+           SELECT requester, invitee FROM connection_rooms WHERE status = 'connected' \
+           UNION ALL SELECT invitee, requester FROM connection_rooms WHERE status = 'connected') \
+         SELECT DISTINCT theirs.user_b FROM pairs mine JOIN pairs theirs ON theirs.user_a = mine.user_b \
+         WHERE mine.user_a = $1 AND theirs.user_b <> $1",
+    )
+    .bind(user_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// Requests that `requester` sent with `requested_ts` in `[from, to)`, in any status.
 pub async fn requests_sent_between(
     pool: &AnyPool,

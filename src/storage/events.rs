@@ -52,34 +52,51 @@ pub struct NewEvent<'a> {
     pub stream: i64,
     pub state_group: i64,
     pub replaces_state: Option<&'a str>,
+    /// An event that must already be stored: the event's predecessor, which may
+    /// have been queued in an earlier write that failed.
+    pub require_prev: Option<&'a str>,
     /// `(transaction id, device, transaction key)` of the request that sent it.
     pub txn: Option<(&'a str, &'a str, &'a str)>,
 }
 
 pub async fn insert(conn: &mut AnyConnection, event: NewEvent<'_>) -> Result<(), sqlx::Error> {
     let pdu = event.pdu;
-    sqlx::query(
-        "INSERT INTO events (stream_ordering, event_id, room_id, sender, event_type, state_key, \
-         depth, origin_server_ts, pdu, state_group, replaces_state, mentions, txn_id, txn_device, txn_key) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-    )
-    .bind(event.stream)
-    .bind(pdu.event_id.as_str())
-    .bind(pdu.room_id.as_str())
-    .bind(pdu.sender.as_str())
-    .bind(pdu.kind.to_string())
-    .bind(pdu.state_key.as_deref())
-    .bind(pdu.depth)
-    .bind(i64::from(pdu.origin_server_ts.get()))
-    .bind(&*pdu.json)
-    .bind(event.state_group)
-    .bind(event.replaces_state)
-    .bind(mentions(pdu))
-    .bind(event.txn.map(|(txn, _, _)| txn))
-    .bind(event.txn.map(|(_, device, _)| device))
-    .bind(event.txn.map(|(_, _, key)| key))
-    .execute(&mut *conn)
-    .await?;
+    const COLUMNS: &str = "stream_ordering, event_id, room_id, sender, event_type, state_key, depth, \
+         origin_server_ts, pdu, state_group, replaces_state, mentions, txn_id, txn_device, txn_key";
+    const VALUES: &str = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15";
+    let sql = match event.require_prev {
+        Some(_) => format!(
+            "INSERT INTO events ({COLUMNS}) SELECT {VALUES} WHERE EXISTS (SELECT 1 FROM events WHERE event_id = $16)"
+        ),
+        None => format!("INSERT INTO events ({COLUMNS}) VALUES ({VALUES})"),
+    };
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(event.stream)
+        .bind(pdu.event_id.as_str())
+        .bind(pdu.room_id.as_str())
+        .bind(pdu.sender.as_str())
+        .bind(pdu.kind.to_string())
+        .bind(pdu.state_key.as_deref())
+        .bind(pdu.depth)
+        .bind(i64::from(pdu.origin_server_ts.get()))
+        .bind(&*pdu.json)
+        .bind(event.state_group)
+        .bind(event.replaces_state)
+        .bind(mentions(pdu))
+        .bind(event.txn.map(|(txn, _, _)| txn))
+        .bind(event.txn.map(|(_, device, _)| device))
+        .bind(event.txn.map(|(_, _, key)| key));
+    if let Some(prev) = event.require_prev {
+        query = query.bind(prev);
+    }
+    let result = query.execute(&mut *conn).await?;
+    if result.rows_affected() != 1 {
+        return Err(sqlx::Error::Protocol(format!(
+            "event {} was not stored because its previous event {} is missing",
+            pdu.event_id,
+            event.require_prev.unwrap_or_default()
+        )));
+    }
     Ok(())
 }
 

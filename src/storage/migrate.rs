@@ -25,6 +25,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../schema/sqlite/0002_connections.sql"),
         postgres: include_str!("../../schema/postgres/0002_connections.sql"),
     },
+    Migration {
+        version: 3,
+        name: "media",
+        sqlite: include_str!("../../schema/sqlite/0003_media.sql"),
+        postgres: include_str!("../../schema/postgres/0003_media.sql"),
+    },
 ];
 
 pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {

@@ -5,6 +5,7 @@
 pub mod account_data;
 pub mod connections;
 pub mod events;
+pub mod media;
 pub mod migrate;
 pub mod receipts;
 pub mod rooms;

@@ -47,6 +47,12 @@ impl StreamPositions {
         self.committed[stream as usize].load(Ordering::Acquire)
     }
 
+    /// Takes a position outside a write job, for ids whose order need not
+    /// follow commit order (state groups, which events reference before they commit).
+    pub fn reserve(&self, stream: Stream) -> i64 {
+        self.allocate(stream)
+    }
+
     fn allocate(&self, stream: Stream) -> i64 {
         self.allocated[stream as usize].fetch_add(1, Ordering::AcqRel) + 1
     }
@@ -127,6 +133,17 @@ impl Writer {
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut WriteTxn) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
+        self.submit(job).await?.await
+    }
+
+    /// Queues `job` and returns at once with a future of its result. Jobs run in
+    /// the order they were queued, so a caller may queue a job that depends on an
+    /// earlier one before that one has committed.
+    pub async fn submit<T, F>(&self, job: F) -> Result<impl Future<Output = Result<T>> + use<T, F>>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut WriteTxn) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
         let (done_tx, done_rx) = oneshot::channel::<Result<T>>();
         let job: Job = Box::new(move |txn| {
             Box::pin(async move {
@@ -142,9 +159,11 @@ impl Writer {
             .send(Command::Run(job))
             .await
             .map_err(|_| Error::internal("writing to the database", "the writer has stopped"))?;
-        done_rx
-            .await
-            .map_err(|_| Error::internal("writing to the database", "the writer dropped a job"))?
+        Ok(async move {
+            done_rx
+                .await
+                .map_err(|_| Error::internal("writing to the database", "the writer dropped a job"))?
+        })
     }
 
     /// Commits what is queued and stops the writer.

@@ -326,9 +326,11 @@ impl Ctx<'_> {
 
     /// The state just before `timeline`, when the timeline ends at the room's
     /// newest event: the in-memory current state with the timeline's own state
-    /// changes taken back. `None` when the room has moved on since `upto`.
+    /// changes taken back. `None` when the room has moved on past the timeline
+    /// (or has events queued but not yet committed).
     fn state_before_timeline(&self, room: &RoomState, timeline: &[StoredEvent]) -> Option<HashMap<(String, String), String>> {
-        if room.latest_stream > self.upto.events {
+        let newest = &timeline.last()?.pdu.event_id;
+        if room.extremities.as_slice() != std::slice::from_ref(newest) {
             return None;
         }
         let mut state: HashMap<(String, String), String> = room

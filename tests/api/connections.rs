@@ -268,8 +268,18 @@ async fn left_requester_withdraws_request() {
 
         let (_, body) = create_dm(&alice, &bob).await;
         let room = body["room_id"].as_str().unwrap().to_owned();
+        let before = bob.sync("").await;
+        assert!(before["rooms"]["invite"][&room].is_object(), "{backend:?}: invite not listed: {before}");
+        let since = before["next_batch"].as_str().unwrap().to_owned();
         let (status, body) = alice.post(&format!("/_matrix/client/v3/rooms/{}/leave", encode(&room)), json!({})).await;
         assert_eq!(status, StatusCode::OK, "{body}");
+
+        // The invite is retracted: bob's next sync moves the room from invite to leave.
+        let after = bob.sync(&format!("since={since}&timeout=0")).await;
+        assert_eq!(after["rooms"]["invite"][&room], Value::Null, "{backend:?}: invite still listed: {after}");
+        assert!(after["rooms"]["leave"][&room].is_object(), "{backend:?}: room not under leave: {after}");
+        let initial = bob.sync("").await;
+        assert_eq!(initial["rooms"]["invite"][&room], Value::Null, "{backend:?}: invite in initial sync: {initial}");
 
         let join = bob.post(&format!("/_matrix/client/v3/join/{}", encode(&room)), json!({})).await;
         assert_error(&join, StatusCode::FORBIDDEN, "M_FORBIDDEN");
@@ -386,6 +396,51 @@ async fn degree_counts_mutual_connections() {
 
         let own = alice.get(&format!("{PREFIX}/degree/{}", encode(&alice.user_id))).await;
         assert_error(&own, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn directory_lists_connections_first() {
+    for backend in backends() {
+        let server = start(&backend, |c| c.directory.search_all_users = true).await;
+        let alice = server.register("alice").await;
+        let mut members = Vec::new();
+        for localpart in ["member-a", "member-b", "member-c", "member-d", "member-e", "member-f"] {
+            members.push(server.register(localpart).await);
+        }
+        let [a, b, c, d, e, f] = &members[..] else { unreachable!() };
+        // b and d are alice's connections; c and e are connections of theirs; a and f are strangers.
+        connect(&alice, b).await;
+        connect(d, &alice).await;
+        connect(b, c).await;
+        connect(e, d).await;
+        // A pending request does not make a connection.
+        let (status, body) = create_dm(&alice, f).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+
+        let search = |limit: u64| {
+            let alice = alice.clone();
+            async move {
+                let (status, body) = alice
+                    .post("/_matrix/client/v3/user_directory/search", json!({ "search_term": "member", "limit": limit }))
+                    .await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+                body
+            }
+        };
+        let ids = |body: &Value| -> Vec<String> {
+            body["results"].as_array().unwrap().iter().map(|r| r["user_id"].as_str().unwrap().to_owned()).collect()
+        };
+        let all = search(10).await;
+        let expected: Vec<String> = [b, d, c, e, a, f].iter().map(|u| u.user_id.clone()).collect();
+        assert_eq!(ids(&all), expected, "{backend:?}: {all}");
+        assert_eq!(all["limited"], false);
+
+        // The limit applies after the ranking, so connections are never cut for strangers.
+        let top = search(3).await;
+        assert_eq!(ids(&top), expected[..3].to_vec(), "{backend:?}: {top}");
+        assert_eq!(top["limited"], true);
         server.stop().await;
     }
 }

@@ -23,3 +23,4 @@ mod presence;
 mod user_directory;
 mod errors;
 mod connections;
+mod media;

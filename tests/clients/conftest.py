@@ -49,8 +49,29 @@ def _free_loopback_port() -> int:
         return sock.getsockname()[1]
 
 
-def _write_config(data_dir: Path, port: int) -> Path:
+# Settings of the [policy] section when a test has no lattice_policy marker.
+DEFAULT_POLICY: dict[str, str | int] = {"name": "open"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "lattice_policy(**settings): start the test's server with these [policy] settings "
+        'in place of name = "open", e.g. lattice_policy(name="professional", max_group_size=3)',
+    )
+
+
+def _toml_value(value: str | int | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _write_config(data_dir: Path, port: int, policy: dict[str, str | int]) -> Path:
     config_path = data_dir / "lattice.toml"
+    policy_lines = "".join(f"{key} = {_toml_value(value)}\n" for key, value in policy.items())
     config_path.write_text(
         f'server_name = "{SERVER_NAME}"\n'
         f'data_dir = "{data_dir}"\n'
@@ -62,7 +83,7 @@ def _write_config(data_dir: Path, port: int) -> Path:
         "enabled = true\n"
         "\n"
         "[policy]\n"
-        'name = "open"\n'
+        f"{policy_lines}"
         "\n"
         "[rate_limits]\n"
         "enabled = false\n"
@@ -134,7 +155,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 
 @pytest.fixture
 def homeserver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """Start lattice on a free loopback port and yield its base URL."""
+    """Start lattice on a free loopback port and yield its base URL.
+
+    The policy is `open` unless the test carries a lattice_policy marker, whose
+    keyword arguments become the [policy] section.
+    """
     binary = Path(os.environ.get("LATTICE_BIN", DEFAULT_BINARY))
     if not binary.is_file():
         pytest.fail(
@@ -146,7 +171,9 @@ def homeserver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     port = _free_loopback_port()
-    config_path = _write_config(data_dir, port)
+    marker = request.node.get_closest_marker("lattice_policy")
+    policy = dict(marker.kwargs) if marker is not None else DEFAULT_POLICY
+    config_path = _write_config(data_dir, port, policy)
     log_path = tmp_path / "lattice.log"
     base_url = f"http://127.0.0.1:{port}"
 

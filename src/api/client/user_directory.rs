@@ -1,9 +1,13 @@
 //! User directory search (spec: Client-Server API, "User directory"): users
 //! who share a room with the searcher or sit in a public room (published in
 //! the room directory or with a `public` join rule), or every local user when
-//! `directory.search_all_users` is set.
+//! `directory.search_all_users` is set. The room policy orders the results
+//! before the limit applies.
 
-use std::{collections::HashSet, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use axum::{Json, extract::State};
 use serde::Deserialize;
@@ -59,17 +63,24 @@ pub async fn search(
         }
         Some(visible)
     };
-    let mut results = Vec::new();
-    let mut limited = false;
+    let mut profiles: HashMap<String, (Option<String>, Option<String>)> = HashMap::new();
+    let mut found = Vec::new();
     for (user_id, displayname, avatar_url) in candidates {
         if visible.as_ref().is_some_and(|v| !v.contains(&user_id)) {
             continue;
         }
-        if results.len() == limit {
-            limited = true;
-            break;
-        }
-        results.push(json!({ "user_id": user_id, "display_name": displayname, "avatar_url": avatar_url }));
+        profiles.insert(user_id.clone(), (displayname, avatar_url));
+        found.push(user_id);
     }
+    let ranked = services.rooms.policy().rank_directory_results(&session.user_id, found).await?;
+    let limited = ranked.len() > limit;
+    let results: Vec<Value> = ranked
+        .into_iter()
+        .take(limit)
+        .map(|user_id| {
+            let (displayname, avatar_url) = profiles.remove(&user_id).unwrap_or_default();
+            json!({ "user_id": user_id, "display_name": displayname, "avatar_url": avatar_url })
+        })
+        .collect();
     Ok(Json(json!({ "results": results, "limited": limited })))
 }
