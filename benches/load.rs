@@ -133,7 +133,7 @@ impl User {
         body["room_id"].as_str().unwrap().to_owned()
     }
 
-    /// A connection request as Element's "Start chat" sends it.
+    /// Sends a connection request as Element's "Start chat" does and returns the room id.
     async fn request_connection(&self, invitee: &str) -> String {
         let body = json!({ "invite": [invitee], "is_direct": true, "preset": "trusted_private_chat" });
         let body = self.call(reqwest::Method::POST, "/_matrix/client/v3/createRoom", Some(body)).await;
@@ -385,7 +385,7 @@ async fn bench_degree_metrics(http: &reqwest::Client) {
     let hub = User::register(http, &server.base, "hub".into()).await;
 
     // Each batch registers its users, lets each send a request with a first
-    // message to the hub, and the hub accepts; 1 in 10 gets a reply.
+    // message to the hub, and the hub accepts. The hub replies in 1 room of 10.
     let mut leaves: Vec<User> = Vec::new();
     let mut batch_start = 0;
     while batch_start < CONNECTIONS && setup_started.elapsed() < SETUP_BUDGET {

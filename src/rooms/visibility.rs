@@ -62,6 +62,12 @@ impl Visibility {
             if self.allows(visibility, before, stream) {
                 return true;
             }
+            // A user who was only invited still sees the end of that invite (a
+            // rejection, or a retraction sent for them), so that the left room's
+            // timeline carries the leave event and its reason.
+            if before == Some("invite") {
+                return true;
+            }
         }
         if let Some((_, introduced)) = self.visibilities.iter().find(|(s, _)| *s == stream) {
             return self.allows(introduced, membership, stream);

@@ -31,6 +31,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../schema/sqlite/0003_media.sql"),
         postgres: include_str!("../../schema/postgres/0003_media.sql"),
     },
+    Migration {
+        version: 4,
+        name: "sender_index",
+        sqlite: include_str!("../../schema/sqlite/0004_sender_index.sql"),
+        postgres: include_str!("../../schema/postgres/0004_sender_index.sql"),
+    },
 ];
 
 pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {

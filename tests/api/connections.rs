@@ -278,6 +278,16 @@ async fn left_requester_withdraws_request() {
         let after = bob.sync(&format!("since={since}&timeout=0")).await;
         assert_eq!(after["rooms"]["invite"][&room], Value::Null, "{backend:?}: invite still listed: {after}");
         assert!(after["rooms"]["leave"][&room].is_object(), "{backend:?}: room not under leave: {after}");
+        let leave_events = after["rooms"]["leave"][&room]["timeline"]["events"].as_array().cloned().unwrap_or_default();
+        let own_leave = leave_events
+            .iter()
+            .find(|e| e["type"] == "m.room.member" && e["state_key"] == bob.user_id)
+            .unwrap_or_else(|| panic!("{backend:?}: bob's leave event missing from the leave timeline: {after}"));
+        assert_eq!(own_leave["content"]["membership"], "leave", "{backend:?}");
+        assert!(
+            own_leave["content"]["reason"].as_str().is_some_and(|r| r.contains("withdrew")),
+            "{backend:?}: the leave event carries no withdrawal reason: {own_leave}"
+        );
         let initial = bob.sync("").await;
         assert_eq!(initial["rooms"]["invite"][&room], Value::Null, "{backend:?}: invite in initial sync: {initial}");
 
