@@ -463,10 +463,13 @@ pub struct ConversationOpening {
 
 /// The first message of every room that `user_id` has a membership in, with
 /// the user's first message after it.
+// The reply lookup writes `sender || ''` so that neither SQLite nor PostgreSQL
+// reaches for an index on the sender, which would scan every event of the user
+// once per room; the room's own events after its first message are few.
 pub async fn conversation_openings(pool: &AnyPool, user_id: &str) -> Result<Vec<ConversationOpening>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT e.room_id, e.sender, e.origin_server_ts, \
-           (SELECT MIN(r.origin_server_ts) FROM events r WHERE r.room_id = e.room_id AND r.sender = $1 \
+           (SELECT MIN(r.origin_server_ts) FROM events r WHERE r.room_id = e.room_id AND r.sender || '' = $1 \
               AND r.stream_ordering > e.stream_ordering \
               AND r.event_type IN ('m.room.message', 'm.room.encrypted', 'm.sticker')) \
          FROM events e JOIN ( \
