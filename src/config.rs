@@ -118,7 +118,7 @@ pub struct MediaConfig {
     /// Bytes of media each user may upload in total; 0 means no quota.
     pub per_user_quota: u64,
     /// Whether the deprecated unauthenticated `/_matrix/media/v3` download,
-    /// thumbnail and config endpoints answer 404 `M_NOT_FOUND`.
+    /// thumbnail and config endpoints return 404 `M_NOT_FOUND`.
     pub freeze_legacy: bool,
     /// `info_uri` of the quota error, a page that explains the quota. Empty
     /// means `public_baseurl`, or `https://<server_name>/` when that is unset.

@@ -187,7 +187,7 @@ fn authorize(room: &RoomState, pdu: &Pdu) -> Result<()> {
     Ok(())
 }
 
-/// Moves the room onto the new event and says how its state groups change.
+/// Moves the room onto the new event and returns how its state groups change.
 /// A state event gets its state group id now, so that the room's next event
 /// can be built before this one has committed.
 fn apply(room: &mut RoomState, pdu: &Arc<Pdu>, positions: &StreamPositions) -> StateChange {

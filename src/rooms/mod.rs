@@ -248,7 +248,7 @@ impl Rooms {
             self.txns_in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
         }
         if let Err(err) = outcome {
-            // The in-memory state holds an event that is not stored; read it anew.
+            // The in-memory state contains an event that was not stored, so reload it.
             *slot.lock().await = None;
             return Err(err);
         }

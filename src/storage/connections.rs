@@ -96,7 +96,7 @@ enum IndexChange {
     Delete,
 }
 
-/// Derives the index change of one member event. `others_seen` tells whether
+/// Derives the index change of one member event. `others_seen` is true when
 /// any user besides the creator and the event's target has had a membership in
 /// the room before this event.
 fn derive_change(
@@ -461,12 +461,12 @@ pub struct ConversationOpening {
     pub reply_ts: Option<i64>,
 }
 
-/// The first message of every room that `user_id` has a membership in, with
-/// the user's first message after it.
-// The reply lookup writes `sender || ''` so that neither SQLite nor PostgreSQL
-// reaches for an index on the sender, which would scan every event of the user
-// once per room; the room's own events after its first message are few.
+/// Lists the first message of every room that `user_id` has a membership in,
+/// with the user's first message after it.
 pub async fn conversation_openings(pool: &AnyPool, user_id: &str) -> Result<Vec<ConversationOpening>, sqlx::Error> {
+    // The reply lookup compares `sender || ''`, so neither SQLite nor PostgreSQL
+    // picks an index on the sender, which would scan all of the user's events
+    // once per room. The room's own events after its first message are few.
     let rows = sqlx::query(
         "SELECT e.room_id, e.sender, e.origin_server_ts, \
            (SELECT MIN(r.origin_server_ts) FROM events r WHERE r.room_id = e.room_id AND r.sender || '' = $1 \

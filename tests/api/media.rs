@@ -457,7 +457,7 @@ async fn freeze_closes_legacy_endpoints() {
         server.stop().await;
     }
 
-    // Without the switch the legacy config answers.
+    // Without the switch the legacy config endpoint returns 200.
     let server = TestServer::start(&backends()[0]).await;
     let alice = server.register("alice").await;
     let (status, config) = alice.get("/_matrix/media/v3/config").await;
