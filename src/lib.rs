@@ -9,6 +9,7 @@ pub mod api;
 pub mod config;
 pub mod ephemeral;
 pub mod error;
+pub mod federation;
 pub mod media;
 pub mod policy;
 pub mod rate_limit;
@@ -48,6 +49,7 @@ pub struct Services {
     pub rate_limiter: RateLimiter,
     pub uiaa: api::client::uiaa::Sessions,
     pub media: media::Media,
+    pub federation: federation::Federation,
 }
 
 /// A failure to start the server.
@@ -61,6 +63,8 @@ pub enum StartError {
     Media(std::io::Error),
     #[error("signing key: {0}")]
     SigningKey(String),
+    #[error("federation: {0}")]
+    Federation(String),
     #[error("could not listen on {addr}: {source}")]
     Listen { addr: std::net::SocketAddr, source: std::io::Error },
 }
@@ -120,16 +124,21 @@ impl Homeserver {
         let default_version = RoomVersionId::try_from(config.rooms.default_version.as_str())
             .map_err(|e| config::ConfigError::invalid(format!("rooms.default_version: {e}")))?;
         let rooms = Rooms::new(db.clone(), server_name.clone(), key.clone(), notifier.clone(), policy, default_version);
+        let federation =
+            federation::Federation::new(db.clone(), server_name.clone(), key.clone(), config.federation.clone())
+                .map_err(StartError::Federation)?;
         let media = media::Media::new(
             db.clone(),
             server_name.clone(),
             &config.data_dir,
             config.media.clone(),
             media::quota_info_uri(&config),
+            federation.clone(),
         )
         .map_err(StartError::Media)?;
         let services = Arc::new(Services {
             media,
+            federation,
             users: Users::new(db.clone(), server_name.clone()),
             rate_limiter: RateLimiter::new(&config.rate_limits),
             uiaa: api::client::uiaa::Sessions::default(),
@@ -176,6 +185,30 @@ impl Homeserver {
         api::router(self.services.clone())
     }
 
+    /// The Server-Server API alone, as the federation listener serves it.
+    pub fn federation_router(&self) -> axum::Router {
+        api::federation_router(self.services.clone())
+    }
+
+    /// Serves the Server-Server API over TLS on `listener`, with the
+    /// certificate and key of `federation.tls_certificate` and
+    /// `federation.tls_private_key`, until the server shuts down.
+    pub fn spawn_federation_listener(&self, listener: tokio::net::TcpListener) -> Result<(), StartError> {
+        let config = &self.services.config.federation;
+        let (Some(certificate), Some(key)) = (&config.tls_certificate, &config.tls_private_key) else {
+            return Err(StartError::Federation(
+                "the federation listener needs federation.tls_certificate and federation.tls_private_key".into(),
+            ));
+        };
+        let tls = federation::tls::server_config(certificate, key).map_err(StartError::Federation)?;
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, server_name = %self.services.server_name, "listening for federation (TLS)");
+        }
+        let app = self.federation_router();
+        tokio::spawn(api::federation::listener::serve_tls(listener, Arc::new(tls), app, self.shutdown.subscribe()));
+        Ok(())
+    }
+
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle { services: self.services.clone(), shutdown: self.shutdown.clone() }
     }
@@ -186,6 +219,12 @@ impl Homeserver {
         let listener =
             tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
         tracing::info!(%addr, server_name = %self.services.server_name, "listening for clients");
+        if let Some(federation_addr) = self.services.config.listen.federation {
+            let federation_listener = tokio::net::TcpListener::bind(federation_addr)
+                .await
+                .map_err(|source| StartError::Listen { addr: federation_addr, source })?;
+            self.spawn_federation_listener(federation_listener)?;
+        }
         let handle = self.shutdown_handle();
         let app = self.router().into_make_service_with_connect_info::<std::net::SocketAddr>();
         let result = axum::serve(listener, app).with_graceful_shutdown(stop).await;

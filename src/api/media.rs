@@ -76,7 +76,7 @@ const INLINE_CONTENT_TYPES: &[&str] = &[
 ];
 
 /// The spec's recommended `Content-Security-Policy` for media responses.
-const CONTENT_SECURITY_POLICY: &str = "sandbox; default-src 'none'; script-src 'none'; plugin-types application/pdf; \
+pub(crate) const CONTENT_SECURITY_POLICY: &str = "sandbox; default-src 'none'; script-src 'none'; plugin-types application/pdf; \
      style-src 'unsafe-inline'; object-src 'self';";
 
 /// Characters left as they are in an RFC 5987 `filename*` value (`attr-char`).
@@ -101,7 +101,7 @@ pub struct UploadQuery {
 
 #[derive(Deserialize)]
 pub struct DownloadQuery {
-    timeout_ms: Option<u64>,
+    pub(crate) timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -109,7 +109,26 @@ pub struct ThumbnailQuery {
     width: Option<String>,
     height: Option<String>,
     method: Option<String>,
-    timeout_ms: Option<u64>,
+    pub(crate) timeout_ms: Option<u64>,
+}
+
+impl ThumbnailQuery {
+    /// The checked width, height and method of a thumbnail request.
+    pub(crate) fn params(&self) -> Result<(u32, u32, Method)> {
+        let width = dimension(self.width.as_deref(), "width")?;
+        let height = dimension(self.height.as_deref(), "height")?;
+        let method = match self.method.as_deref() {
+            None => Method::Scale,
+            Some(value) => Method::parse(value)
+                .ok_or_else(|| Error::invalid_param(format!("invalid method {value:?}: expected \"scale\" or \"crop\"")))?,
+        };
+        Ok((width, height, method))
+    }
+}
+
+/// `inline` for the content types the spec lists as safe, else `attachment`.
+pub(crate) fn disposition_type(content_type: &str) -> &'static str {
+    if INLINE_CONTENT_TYPES.contains(&essence(content_type).as_str()) { "inline" } else { "attachment" }
 }
 
 fn upload_info(headers: &HeaderMap, filename: Option<String>) -> Result<UploadInfo> {
@@ -261,7 +280,7 @@ fn check_not_frozen(services: &Services) -> Result<()> {
     Ok(())
 }
 
-fn timeout(timeout_ms: Option<u64>) -> Option<Duration> {
+pub(crate) fn timeout(timeout_ms: Option<u64>) -> Option<Duration> {
     timeout_ms.map(Duration::from_millis)
 }
 
@@ -277,23 +296,13 @@ async fn serve_download(
     if file_name.is_some() {
         media.filename = file_name;
     }
-    let disposition = if INLINE_CONTENT_TYPES.contains(&essence(&media.content_type).as_str()) {
-        "inline"
-    } else {
-        "attachment"
-    };
+    let disposition = disposition_type(&media.content_type);
     file_response(media, disposition).await
 }
 
 async fn serve_thumbnail(services: &Services, server_name: &str, media_id: &str, query: ThumbnailQuery) -> Result<Response> {
     let server_name = parse_server_name(server_name)?;
-    let width = dimension(query.width.as_deref(), "width")?;
-    let height = dimension(query.height.as_deref(), "height")?;
-    let method = match query.method.as_deref() {
-        None => Method::Scale,
-        Some(value) => Method::parse(value)
-            .ok_or_else(|| Error::invalid_param(format!("invalid method {value:?}: expected \"scale\" or \"crop\"")))?,
-    };
+    let (width, height, method) = query.params()?;
     let media =
         services.media.thumbnail(&server_name, media_id, width, height, method, timeout(query.timeout_ms)).await?;
     // The spec requires `inline` for thumbnails; they are always images of the inline list.

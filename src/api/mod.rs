@@ -3,6 +3,7 @@
 
 pub mod client;
 mod extract;
+pub mod federation;
 mod media;
 mod well_known;
 
@@ -38,6 +39,7 @@ pub fn router(services: Arc<Services>) -> Router {
     Router::new()
         .merge(client::router())
         .merge(media::router())
+        .merge(federation::router())
         .merge(well_known::router())
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
@@ -55,6 +57,27 @@ pub fn router(services: Arc<Services>) -> Router {
             }),
         )
         .layer(cors)
+        .with_state(services)
+}
+
+/// The Server-Server API alone (with `/.well-known/matrix/server`), for the
+/// federation listener: no CORS, the same body limit and request spans.
+pub fn federation_router(services: Arc<Services>) -> Router {
+    let max_body = services.config.limits.max_request_body;
+    Router::new()
+        .merge(federation::router())
+        .merge(well_known::router())
+        .fallback(unrecognized)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+            let path = request
+                .extensions()
+                .get::<axum::extract::MatchedPath>()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_else(|| "unmatched".into());
+            tracing::info_span!("federation_request", method = %request.method(), path)
+        }))
         .with_state(services)
 }
 

@@ -19,6 +19,7 @@ use self::{
 use crate::{
     config::MediaConfig,
     error::{Error, ErrorKind, Result},
+    federation::Federation,
     storage::{self, Db, media::Content},
 };
 
@@ -56,6 +57,8 @@ struct Inner {
     content_lock: Mutex<()>,
     /// Woken after every upload to a reserved media id.
     uploaded: Notify,
+    /// Fetches media of other servers.
+    federation: Federation,
 }
 
 /// The metadata of an upload, from its request headers and query.
@@ -82,6 +85,7 @@ impl Media {
         data_dir: &std::path::Path,
         config: MediaConfig,
         quota_info_uri: String,
+        federation: Federation,
     ) -> std::io::Result<Self> {
         let store = FileStore::open(data_dir.join("media"))?;
         let inner = Inner {
@@ -92,6 +96,7 @@ impl Media {
             quota_info_uri,
             content_lock: Mutex::new(()),
             uploaded: Notify::new(),
+            federation,
         };
         Ok(Self { inner: Arc::new(inner) })
     }
@@ -193,7 +198,12 @@ impl Media {
 
     /// Finds uploaded media. Media reserved but not uploaded yet is waited for
     /// up to `timeout` (the spec's `timeout_ms`), then 504 `M_NOT_YET_UPLOADED`.
+    /// Media of another server is fetched over federation on first request
+    /// and cached.
     pub async fn get(&self, server_name: &ServerName, media_id: &str, timeout: Option<Duration>) -> Result<StoredMedia> {
+        if server_name != self.inner.server_name {
+            return self.get_remote(server_name, media_id, timeout).await;
+        }
         self.check_local(server_name, media_id)?;
         let deadline = tokio::time::Instant::now() + timeout.unwrap_or(DEFAULT_WAIT).min(MAX_WAIT);
         loop {
@@ -231,6 +241,9 @@ impl Media {
         method: Method,
         timeout: Option<Duration>,
     ) -> Result<StoredMedia> {
+        if server_name != self.inner.server_name {
+            return self.remote_thumbnail(server_name, media_id, width, height, method, timeout).await;
+        }
         let original = self.get(server_name, media_id, timeout).await?;
         let content_type = essence(&original.content_type);
         if !thumbnail::is_supported(&content_type) {
@@ -262,19 +275,117 @@ impl Media {
         Ok(())
     }
 
-    /// Rejects remote server names (no federation yet) and malformed media ids.
+    /// Rejects remote server names (where only local media may be changed)
+    /// and malformed media ids.
     fn check_local(&self, server_name: &ServerName, media_id: &str) -> Result<()> {
-        if !is_valid_media_id(media_id) {
-            return Err(Error::invalid_param(format!(
-                "invalid media id {media_id:?}: only A-Z, a-z, 0-9, '_' and '-' are allowed"
-            )));
-        }
+        check_media_id(media_id)?;
         if server_name != self.inner.server_name {
             return Err(Error::not_found(format!(
-                "mxc://{server_name}/{media_id} is on another server, and this server does not fetch remote media yet"
+                "mxc://{server_name}/{media_id} is on another server; only local media can be changed here"
             )));
         }
         Ok(())
+    }
+
+    /// Remote media from the cache, else fetched from its server over federation.
+    async fn get_remote(&self, origin: &ServerName, media_id: &str, timeout: Option<Duration>) -> Result<StoredMedia> {
+        check_media_id(media_id)?;
+        let pool = &self.inner.db.pool;
+        if let Some(row) = storage::media::get_remote(pool, origin.as_str(), media_id).await? {
+            return Ok(self.remote_file(row));
+        }
+        let wait = timeout.unwrap_or(DEFAULT_WAIT).min(MAX_WAIT).as_millis();
+        let path = format!("/_matrix/federation/v1/media/download/{media_id}?timeout_ms={wait}");
+        let (temp, row) = self.fetch_remote(origin, media_id, &path).await?;
+        {
+            // The row is written under the lock, so no deletion removes the file in between.
+            let _guard = self.inner.content_lock.lock().await;
+            self.commit(temp).await?;
+            storage::media::insert_remote(pool, origin.as_str(), media_id, &row, storage::now_ms()).await?;
+        }
+        tracing::info!(%origin, media_id, size = row.size, "cached remote media");
+        let row = storage::media::get_remote(pool, origin.as_str(), media_id).await?.unwrap_or(row);
+        Ok(self.remote_file(row))
+    }
+
+    /// A thumbnail of remote media, as its server made it, cached by size and method.
+    async fn remote_thumbnail(
+        &self,
+        origin: &ServerName,
+        media_id: &str,
+        width: u32,
+        height: u32,
+        method: Method,
+        timeout: Option<Duration>,
+    ) -> Result<StoredMedia> {
+        check_media_id(media_id)?;
+        let pool = &self.inner.db.pool;
+        let (origin_str, method_str) = (origin.as_str(), method.as_str());
+        if let Some(row) = storage::media::get_remote_thumbnail(pool, origin_str, media_id, width, height, method_str).await? {
+            return Ok(self.remote_file(row));
+        }
+        let wait = timeout.unwrap_or(DEFAULT_WAIT).min(MAX_WAIT).as_millis();
+        let path = format!(
+            "/_matrix/federation/v1/media/thumbnail/{media_id}?width={width}&height={height}&method={method_str}&timeout_ms={wait}"
+        );
+        let (temp, row) = self.fetch_remote(origin, media_id, &path).await?;
+        {
+            let _guard = self.inner.content_lock.lock().await;
+            self.commit(temp).await?;
+            storage::media::insert_remote_thumbnail(pool, origin_str, media_id, width, height, method_str, &row, storage::now_ms())
+                .await?;
+        }
+        Ok(self.remote_file(row))
+    }
+
+    /// Downloads remote content into a temporary file; the caller moves it
+    /// into the store and records its row.
+    async fn fetch_remote(
+        &self,
+        origin: &ServerName,
+        media_id: &str,
+        path: &str,
+    ) -> Result<(TempFile, storage::media::RemoteMediaRow)> {
+        let max = self.inner.config.max_upload_size;
+        let content = self.inner.federation.fetch_media(origin, path, max).await.map_err(|err| {
+            tracing::info!(%origin, media_id, error = %err, "could not fetch remote media");
+            if err.is_not_found() { unknown(origin, media_id) } else { Error::from(err) }
+        })?;
+        let size = content.bytes.len() as u64;
+        if size > max {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!("mxc://{origin}/{media_id} is larger than the maximum of {max} bytes this server stores"),
+            ));
+        }
+        let bytes = content.bytes;
+        let stream = futures::stream::once(async move { Ok::<_, std::convert::Infallible>(bytes) });
+        let temp = match self.inner.store.write_temp(stream, max).await {
+            Ok(temp) => temp,
+            Err(WriteError::Io(err)) => return Err(Error::internal("writing remote media to disk", err)),
+            Err(other) => return Err(Error::internal("writing remote media to disk", format!("{other:?}"))),
+        };
+        let content_type = if http::HeaderValue::from_str(&content.content_type).is_ok() && content.content_type.contains('/') {
+            content.content_type
+        } else {
+            "application/octet-stream".into()
+        };
+        let row = storage::media::RemoteMediaRow {
+            content_type,
+            size: temp.size as i64,
+            filename: content.filename.filter(|name| !name.chars().any(char::is_control)),
+            sha256: temp.sha256.clone(),
+        };
+        Ok((temp, row))
+    }
+
+    fn remote_file(&self, row: storage::media::RemoteMediaRow) -> StoredMedia {
+        StoredMedia {
+            path: self.inner.store.path_of(&row.sha256),
+            content_type: row.content_type,
+            size: row.size as u64,
+            filename: row.filename,
+        }
     }
 
     async fn reservation(&self, media_id: &str) -> Result<storage::media::MediaRow> {
@@ -451,6 +562,14 @@ fn check_info(info: &UploadInfo) -> Result<(String, Option<String>)> {
 /// The media type without parameters, in lower case (`Text/Plain; charset=x` → `text/plain`).
 pub fn essence(content_type: &str) -> String {
     content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase()
+}
+
+fn check_media_id(media_id: &str) -> Result<()> {
+    if is_valid_media_id(media_id) {
+        Ok(())
+    } else {
+        Err(Error::invalid_param(format!("invalid media id {media_id:?}: only A-Z, a-z, 0-9, '_' and '-' are allowed")))
+    }
 }
 
 /// Whether `media_id` uses only the characters the spec allows (`A-Za-z0-9_-`).

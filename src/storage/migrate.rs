@@ -37,6 +37,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../schema/sqlite/0004_sender_index.sql"),
         postgres: include_str!("../../schema/postgres/0004_sender_index.sql"),
     },
+    Migration {
+        version: 8,
+        name: "federation",
+        sqlite: include_str!("../../schema/sqlite/0008_federation.sql"),
+        postgres: include_str!("../../schema/postgres/0008_federation.sql"),
+    },
 ];
 
 pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {
