@@ -4,8 +4,17 @@
 //! Every test runs on SQLite. When `LATTICE_TEST_POSTGRES_URL` names a
 //! PostgreSQL server (e.g. `postgres://postgres@127.0.0.1:5432`), [`backends`]
 //! adds PostgreSQL, with a new database for each server started.
+//!
+//! [`TestServer::start_federated`] starts several servers that federate with
+//! each other over TLS on 127.0.0.1, with certificates from a [`TestCa`] and
+//! `federation.host_overrides` in place of DNS.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::PathBuf,
+    time::Duration,
+};
 
 use lattice::{Config, Homeserver, ShutdownHandle};
 use reqwest::{Method, StatusCode};
@@ -32,8 +41,66 @@ pub struct TestServer {
     pub base: String,
     pub server_name: String,
     pub homeserver: Homeserver,
+    /// The TLS federation listener, for servers started by [`TestServer::start_federated`].
+    pub federation_addr: Option<SocketAddr>,
+    config: Config,
     shutdown: ShutdownHandle,
-    _data: tempfile::TempDir,
+    data: tempfile::TempDir,
+}
+
+/// A certificate authority for federation tests, and the certificates it issues.
+pub struct TestCa {
+    pub pem: String,
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    dir: tempfile::TempDir,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, "Lattice test CA");
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        let issuer = rcgen::CertifiedIssuer::self_signed(params, key).expect("self-signed CA");
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let pem = issuer.pem();
+        std::fs::write(dir.path().join("ca.pem"), &pem).expect("write the CA certificate");
+        Self { pem, issuer, dir }
+    }
+
+    /// The PEM file of the CA certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// Issues a certificate for `name` (a DNS name or an IP address) and
+    /// returns the paths of the certificate chain and private key PEM files.
+    pub fn issue(&self, name: &str) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().expect("server key");
+        let params = rcgen::CertificateParams::new(vec![name.to_owned()]).expect("certificate parameters");
+        let certificate = params.signed_by(&key, &self.issuer).expect("sign a server certificate");
+        let file = name.replace([':', '.'], "_");
+        let certificate_path = self.dir.path().join(format!("{file}.crt"));
+        let key_path = self.dir.path().join(format!("{file}.key"));
+        std::fs::write(&certificate_path, format!("{}{}", certificate.pem(), self.pem)).expect("write certificate");
+        std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+        (certificate_path, key_path)
+    }
+
+    /// An HTTPS client that trusts this CA and reaches each server by its
+    /// name on its federation listener, as another homeserver would.
+    pub fn client(&self, servers: &[&TestServer]) -> reqwest::Client {
+        let mut builder = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(self.pem.as_bytes()).expect("CA certificate"));
+        for server in servers {
+            let addr = server.federation_addr.expect("a server with a federation listener");
+            builder = builder.resolve(&server.server_name, addr);
+        }
+        builder.build().expect("HTTPS client")
+    }
 }
 
 /// Creates an empty PostgreSQL database and returns its URL.
@@ -65,16 +132,92 @@ impl TestServer {
             config.database.url = fresh_postgres_database(admin_url).await;
         }
         configure(&mut config);
+        Self::launch(config, data, None).await
+    }
+
+    async fn launch(config: Config, data: tempfile::TempDir, federation: Option<tokio::net::TcpListener>) -> Self {
         let server_name = config.server_name.clone();
-        let homeserver = Homeserver::new(config).await.expect("homeserver starts");
+        let homeserver = Homeserver::new(config.clone()).await.expect("homeserver starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind an ephemeral port");
         let addr: SocketAddr = listener.local_addr().expect("local address");
         let app = homeserver.router().into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
+        let federation_addr = match federation {
+            Some(listener) => {
+                let addr = listener.local_addr().expect("federation address");
+                homeserver.spawn_federation_listener(listener).expect("federation listener starts");
+                Some(addr)
+            }
+            None => None,
+        };
         let shutdown = homeserver.shutdown_handle();
-        Self { base: format!("http://{addr}"), server_name, homeserver, shutdown, _data: data }
+        Self { base: format!("http://{addr}"), server_name, homeserver, federation_addr, config, shutdown, data }
+    }
+
+    /// Starts one server per name, each with a TLS federation listener on
+    /// 127.0.0.1 and a certificate from `ca`, and with host overrides that
+    /// lead each server to the others. `configure` adjusts every config.
+    pub async fn start_federated(
+        backend: &Backend,
+        ca: &TestCa,
+        names: &[&str],
+        configure: impl Fn(&mut Config),
+    ) -> Vec<TestServer> {
+        let mut listeners = Vec::new();
+        let mut overrides = BTreeMap::new();
+        for name in names {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a federation port");
+            overrides.insert((*name).to_owned(), listener.local_addr().expect("address").to_string());
+            listeners.push(listener);
+        }
+        let mut servers = Vec::new();
+        for (name, listener) in names.iter().zip(listeners) {
+            let (certificate, key) = ca.issue(name);
+            let overrides = overrides.clone();
+            let server = Self::start_with_federation(backend, listener, |config| {
+                config.server_name = (*name).to_owned();
+                config.federation.tls_certificate = Some(certificate);
+                config.federation.tls_private_key = Some(key);
+                config.federation.tls_ca_file = Some(ca.ca_file());
+                config.federation.host_overrides = overrides;
+                config.federation.request_timeout_secs = 20;
+                configure(config);
+            })
+            .await;
+            servers.push(server);
+        }
+        servers
+    }
+
+    async fn start_with_federation(
+        backend: &Backend,
+        listener: tokio::net::TcpListener,
+        configure: impl FnOnce(&mut Config),
+    ) -> Self {
+        let data = tempfile::tempdir().expect("temporary directory");
+        let mut config = Config::default();
+        config.data_dir = data.path().to_path_buf();
+        config.rate_limits.enabled = false;
+        if let Backend::Postgres(admin_url) = backend {
+            config.database.url = fresh_postgres_database(admin_url).await;
+        }
+        configure(&mut config);
+        Self::launch(config, data, Some(listener)).await
+    }
+
+    /// Stops the server and starts it again on the same data directory and
+    /// database, with a new client listener (and no federation listener).
+    pub async fn restart(self) -> Self {
+        self.shutdown.shutdown().await;
+        Self::launch(self.config, self.data, None).await
+    }
+
+    /// The `https://name:port` base of the federation listener.
+    pub fn federation_base(&self) -> String {
+        let addr = self.federation_addr.expect("a server with a federation listener");
+        format!("https://{}:{}", self.server_name, addr.port())
     }
 
     pub fn client(&self) -> Client {

@@ -24,3 +24,6 @@ mod user_directory;
 mod errors;
 mod connections;
 mod media;
+mod federation_keys;
+mod federation_auth;
+mod federation_media;

@@ -387,7 +387,11 @@ async fn over_quota_upload_rejected() {
 #[tokio::test]
 async fn unknown_and_unauthenticated_requests() {
     for backend in backends() {
-        let server = TestServer::start(&backend).await;
+        // other.example leads to a closed loopback port, so its media cannot be fetched.
+        let server = TestServer::start_with(&backend, |config| {
+            config.federation.host_overrides.insert("other.example".into(), "127.0.0.1:9".into());
+        })
+        .await;
         let alice = server.register("alice").await;
         let host = server.server_name.clone();
         let (_, media_id) = upload_ok(&alice, b"secret", "text/plain", None).await;
@@ -400,8 +404,8 @@ async fn unknown_and_unauthenticated_requests() {
         assert_error(&legacy.error(), StatusCode::NOT_FOUND, "M_NOT_FOUND");
 
         let remote = get(&alice, &download_path("other.example", &media_id)).await;
-        assert_error(&remote.error(), StatusCode::NOT_FOUND, "M_NOT_FOUND");
-        assert!(remote.json()["error"].as_str().unwrap().contains("another server"), "{}", remote.json());
+        assert_error(&remote.error(), StatusCode::BAD_GATEWAY, "M_UNKNOWN");
+        assert!(remote.json()["error"].as_str().unwrap().contains("could not reach other.example"), "{}", remote.json());
 
         let invalid = get(&alice, &download_path(&host, "bad.id")).await;
         assert_error(&invalid.error(), StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
