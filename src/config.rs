@@ -149,8 +149,8 @@ pub struct FederationConfig {
     pub host_overrides: BTreeMap<String, String>,
     /// Timeout of one outbound federation request, in seconds.
     pub request_timeout_secs: u64,
-    /// How long this server's key responses say its signing key is valid, in
-    /// milliseconds (`valid_until_ts` is now plus this).
+    /// Validity period that this server's key responses state for its signing
+    /// key, in milliseconds (`valid_until_ts` is now plus this).
     pub key_validity_ms: u64,
 }
 

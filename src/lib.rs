@@ -185,7 +185,7 @@ impl Homeserver {
         api::router(self.services.clone())
     }
 
-    /// The Server-Server API alone, as the federation listener serves it.
+    /// Builds the Server-Server API router alone, as the federation listener serves it.
     pub fn federation_router(&self) -> axum::Router {
         api::federation_router(self.services.clone())
     }

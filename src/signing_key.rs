@@ -70,8 +70,8 @@ impl SigningKey {
         Ok(key.key_id)
     }
 
-    /// The keys this server used before, with the time they expired, for
-    /// `old_verify_keys`: (key id, unpadded base64 public key, expired_ts).
+    /// Reads the keys this server used before, for `old_verify_keys`, as
+    /// (key id, unpadded base64 public key, expired_ts).
     pub async fn old_keys(db: &Db) -> Result<Vec<(String, String, i64)>, String> {
         let rows = sqlx::query("SELECT key_id, secret, expired_ts FROM signing_keys WHERE expired_ts IS NOT NULL")
             .fetch_all(&db.pool)

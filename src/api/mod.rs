@@ -60,8 +60,8 @@ pub fn router(services: Arc<Services>) -> Router {
         .with_state(services)
 }
 
-/// The Server-Server API alone (with `/.well-known/matrix/server`), for the
-/// federation listener: no CORS, the same body limit and request spans.
+/// Builds the Server-Server API router (with `/.well-known/matrix/server`) for
+/// the federation listener, without CORS but with the same body limit and request spans.
 pub fn federation_router(services: Arc<Services>) -> Router {
     let max_body = services.config.limits.max_request_body;
     Router::new()

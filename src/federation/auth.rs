@@ -15,7 +15,7 @@ use super::Federation;
 
 impl Federation {
     /// Verifies one `X-Matrix` header of an inbound request and returns the
-    /// origin. The error is a message for the 401 answer.
+    /// origin. The error is the message of the 401 response.
     pub async fn verify_request(
         &self,
         header: &XMatrix,
@@ -58,7 +58,7 @@ pub struct XMatrix {
     pub sig: String,
 }
 
-/// Why an `Authorization` header is not a usable `X-Matrix` header.
+/// An `Authorization` header that is not a usable `X-Matrix` header.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
     #[error("the Authorization header does not use the X-Matrix scheme")]
@@ -134,7 +134,7 @@ impl XMatrix {
         })
     }
 
-    /// The header value, written the way the spec asks senders to: lower-case
+    /// Formats the header value as the spec recommends for senders: lower-case
     /// names, one space after the scheme, no whitespace around commas.
     pub fn to_header_value(&self) -> String {
         format!(
@@ -147,7 +147,7 @@ impl XMatrix {
     }
 }
 
-/// The object whose signature authenticates a request.
+/// Builds the object whose signature authenticates a request.
 pub fn request_object(
     method: &str,
     uri: &str,

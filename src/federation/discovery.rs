@@ -25,7 +25,7 @@ const WELL_KNOWN_ERROR_TTL: Duration = Duration::from_secs(60 * 60);
 /// Largest `/.well-known/matrix/server` body read.
 const WELL_KNOWN_MAX_BYTES: usize = 64 * 1024;
 
-/// Where and how to reach a server.
+/// The address, certificate name and `Host` header for reaching a server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Destination {
     /// The host of the request URL: the name the TLS certificate must carry
@@ -109,7 +109,7 @@ impl Discovery {
         }
     }
 
-    /// Resolves `server_name`, from the cache when a recent answer exists.
+    /// Resolves `server_name`, from the cache when a recent result exists.
     pub async fn resolve(&self, server_name: &str) -> Result<Destination, ResolveError> {
         if let Some((destination, expires)) = self.destinations.lock().expect("lock").get(server_name)
             && *expires > Instant::now()
@@ -190,7 +190,7 @@ impl Discovery {
         Ok(Destination { tls_host: host.clone(), port: DEFAULT_PORT, host_header: host, addrs: Vec::new() })
     }
 
-    /// The `m.server` of `https://host/.well-known/matrix/server`, cached
+    /// Fetches the `m.server` of `https://host/.well-known/matrix/server`, cached
     /// (failures too) for the time the spec recommends.
     async fn well_known(&self, host: &str) -> Option<String> {
         if let Some((answer, expires)) = self.well_known.lock().expect("lock").get(host)
@@ -227,8 +227,8 @@ impl Discovery {
         Ok((parsed.server, ttl))
     }
 
-    /// The first reachable target of `_matrix-fed._tcp.<host>`, then of the
-    /// deprecated `_matrix._tcp.<host>`: its port and addresses.
+    /// Looks up `_matrix-fed._tcp.<host>`, then the deprecated `_matrix._tcp.<host>`,
+    /// and returns the port and addresses of the first target that resolves.
     async fn srv(&self, host: &str) -> Option<(u16, Vec<SocketAddr>)> {
         let resolver = self.resolver.as_ref()?;
         for service in ["_matrix-fed._tcp", "_matrix._tcp"] {
@@ -252,7 +252,7 @@ impl Discovery {
     }
 }
 
-/// The `max-age` of a `Cache-Control` header.
+/// Parses the `max-age` of a `Cache-Control` header.
 fn max_age(value: &str) -> Option<Duration> {
     value.split(',').find_map(|directive| {
         let (name, seconds) = directive.trim().split_once('=')?;

@@ -1,6 +1,6 @@
 //! Server signing keys (spec: Server-Server API, "Retrieving server keys"):
 //! this server's key document, the cache of other servers' keys, and the
-//! notary that answers key queries for other servers.
+//! notary that serves key queries for other servers.
 
 use std::collections::BTreeMap;
 
@@ -20,7 +20,7 @@ use crate::{
 };
 
 /// Receivers treat a key as valid for at most this long after they fetched
-/// it, whatever `valid_until_ts` says (spec: room versions 5 and later).
+/// it, whatever its `valid_until_ts` (spec: room versions 5 and later).
 const MAX_KEY_VALIDITY_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 
 /// One key request of a notary query: the key ids wanted (empty: all) and
@@ -31,7 +31,7 @@ pub struct KeyCriteria {
     pub minimum_valid_until_ts: Option<i64>,
 }
 
-/// Why the key of a server is not available.
+/// A failure to get the key of a server.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error(transparent)]
@@ -122,8 +122,8 @@ impl Federation {
         Ok(())
     }
 
-    /// The public key `key_id` of `server_name`, valid now: from the cache,
-    /// else fetched from the server.
+    /// Returns the public key `key_id` of `server_name`, valid now: from the
+    /// cache, else fetched from the server.
     pub async fn verify_key(&self, server_name: &ServerName, key_id: &str) -> Result<Vec<u8>, KeyError> {
         if server_name == self.inner.server_name && key_id == self.inner.key.key_id {
             return Ok(self.inner.key.pair.public_key().to_vec());
@@ -152,9 +152,9 @@ impl Federation {
         Ok(row.and_then(|row| STANDARD_NO_PAD.decode(row.get::<String, _>(0)).ok()))
     }
 
-    /// Answers a key query as a notary (`/_matrix/key/v2/query`): for each
-    /// server, its key responses, from the cache when they satisfy the
-    /// criteria, else fetched anew; each countersigned by this server.
+    /// Runs a key query as a notary (`/_matrix/key/v2/query`). Each server's
+    /// key responses come from the cache when they satisfy the criteria, else
+    /// they are fetched anew, and this server countersigns each of them.
     pub async fn query_keys(&self, query: BTreeMap<String, KeyCriteria>) -> Result<Vec<CanonicalJsonObject>> {
         let mut responses = Vec::new();
         for (server, criteria) in query {
@@ -195,8 +195,8 @@ impl Federation {
         Ok(responses)
     }
 
-    /// The distinct cached key responses of `server_name` that hold one of
-    /// `key_ids` (any key when empty), with their `valid_until_ts`.
+    /// Reads the distinct cached key responses of `server_name` that contain
+    /// one of `key_ids` (any key when empty), with their `valid_until_ts`.
     async fn cached_responses(
         &self,
         server_name: &ServerName,

@@ -1,5 +1,5 @@
 //! Federation media (spec: Server-Server API, "Content Repository"): the
-//! `multipart/mixed` answer of `/_matrix/federation/v1/media/download` and
+//! `multipart/mixed` response of `/_matrix/federation/v1/media/download` and
 //! `/thumbnail`, built for other servers and read from them.
 
 use bytes::Bytes;
@@ -8,7 +8,7 @@ use ruma::ServerName;
 
 use super::{Federation, FederationError, check_status, discovery::read_limited};
 
-/// Remote media content read from a federation answer.
+/// Remote media content read from a federation media response.
 #[derive(Debug)]
 pub struct RemoteContent {
     pub content_type: String,
@@ -16,8 +16,8 @@ pub struct RemoteContent {
     pub bytes: Bytes,
 }
 
-/// The opening of a federation media answer: the boundary, the JSON metadata
-/// part, and the headers of the content part. The content and [`closing`]
+/// Formats the opening of a federation media response: the boundary, the JSON
+/// metadata part, and the headers of the content part. The content and [`closing`]
 /// follow it.
 pub fn opening(boundary: &str, content_type: &str, content_disposition: &str) -> String {
     format!(
@@ -25,7 +25,7 @@ pub fn opening(boundary: &str, content_type: &str, content_disposition: &str) ->
     )
 }
 
-/// The closing delimiter of a federation media answer.
+/// Formats the closing delimiter of a federation media response.
 pub fn closing(boundary: &str) -> String {
     format!("\r\n--{boundary}--\r\n")
 }
@@ -103,7 +103,7 @@ fn header_text(headers: &http::HeaderMap, name: header::HeaderName) -> String {
     headers.get(name).and_then(|value| value.to_str().ok()).unwrap_or_default().to_owned()
 }
 
-/// The boundary parameter of a `multipart/mixed` content type.
+/// Parses the boundary parameter of a `multipart/mixed` content type.
 pub fn boundary(content_type: &str) -> Option<String> {
     let mut params = content_type.split(';');
     if !params.next()?.trim().eq_ignore_ascii_case("multipart/mixed") {
@@ -161,7 +161,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|window| window == needle)
 }
 
-/// The file name of a `Content-Disposition` value: `filename*=utf-8''…`
+/// Parses the file name of a `Content-Disposition` value: `filename*=utf-8''…`
 /// (percent-decoded) when present, else `filename="…"`.
 pub fn disposition_filename(value: &str) -> Option<String> {
     let mut plain = None;

@@ -36,14 +36,14 @@ pub enum FederationError {
     Resolve(#[from] discovery::ResolveError),
     #[error("could not reach {server_name}: {reason}")]
     Unreachable { server_name: String, reason: String },
-    #[error("{server_name} answered {status}: {errcode} {message}")]
+    #[error("{server_name} responded {status}: {errcode} {message}")]
     Status { server_name: String, status: StatusCode, errcode: String, message: String },
     #[error("{server_name} sent an invalid response: {reason}")]
     BadResponse { server_name: String, reason: String },
 }
 
 impl FederationError {
-    /// Whether the remote server said that the thing asked for does not exist.
+    /// Whether the remote server responded that the requested resource does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::Status { status, .. } if *status == StatusCode::NOT_FOUND)
     }
@@ -54,7 +54,7 @@ impl From<FederationError> for Error {
         match &err {
             FederationError::Status { status, errcode, message, .. } if *status == StatusCode::NOT_FOUND => {
                 let kind = if errcode == "M_UNRECOGNIZED" { ErrorKind::Unrecognized } else { ErrorKind::NotFound };
-                Error::new(kind, format!("the remote server answered: {message}"))
+                Error::new(kind, format!("the remote server responded: {message}"))
             }
             _ => Error::new(ErrorKind::Unknown, err.to_string()).with_status(StatusCode::BAD_GATEWAY),
         }
@@ -120,7 +120,7 @@ impl Federation {
         Ok(self.inner.discovery.resolve(server_name).await?)
     }
 
-    /// An HTTP client that connects to `destination` where discovery says.
+    /// Returns an HTTP client that connects to the address discovery found for `destination`.
     fn client_for(&self, destination: &Destination) -> Result<reqwest::Client, String> {
         let key = format!("{}|{}|{:?}", destination.tls_host, destination.port, destination.addrs);
         if let Some((cached, client)) = self.inner.clients.lock().expect("lock").get(&key)
@@ -190,8 +190,8 @@ impl Federation {
         }
     }
 
-    /// Sends a request and reads a JSON object from a successful answer; an
-    /// error answer becomes [`FederationError::Status`].
+    /// Sends a request and reads a JSON object from a successful response. An
+    /// error response becomes [`FederationError::Status`].
     pub async fn send_json(
         &self,
         server_name: &ServerName,
@@ -232,7 +232,7 @@ pub async fn check_status(
     })
 }
 
-/// An error with its sources, for logs and messages (reqwest's own message
+/// Formats an error with its sources, for logs and messages (reqwest's own message
 /// hides the cause, such as a certificate problem).
 fn error_chain(err: &dyn std::error::Error) -> String {
     let mut message = err.to_string();

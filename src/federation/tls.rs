@@ -13,7 +13,7 @@ use rustls::{
 
 use crate::config::FederationConfig;
 
-/// The *ring* provider, the one reqwest's rustls support is built with. rustls
+/// Returns the *ring* provider, the one reqwest's rustls support is built with. rustls
 /// now prefers aws-lc-rs for its post-quantum key exchange; moving both to it
 /// needs a C toolchain with cmake at build time.
 #[allow(deprecated)]
@@ -21,7 +21,7 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The server side of the federation listener, from the PEM files in config.
+/// Builds the server side of the federation listener from the PEM files in config.
 pub fn server_config(certificate: &Path, private_key: &Path) -> Result<ServerConfig, String> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(certificate)
         .map_err(|e| format!("could not read the certificate file {}: {e}", certificate.display()))?
@@ -42,7 +42,7 @@ pub fn server_config(certificate: &Path, private_key: &Path) -> Result<ServerCon
     Ok(config)
 }
 
-/// The client side of outbound federation requests.
+/// Builds the client side of outbound federation requests.
 pub fn client_config(config: &FederationConfig) -> Result<ClientConfig, String> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()

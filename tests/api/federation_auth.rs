@@ -109,7 +109,7 @@ async fn signed_requests_accepted_and_bad_ones_rejected() {
 }
 
 #[tokio::test]
-async fn the_federation_client_signs_its_requests() {
+async fn federation_client_signs_requests() {
     for backend in backends() {
         let pair = start_pair(&backend).await;
         let federation = &pair.a.homeserver.services().federation;
@@ -126,7 +126,7 @@ async fn the_federation_client_signs_its_requests() {
         let body: Value = response.json().await.expect("error JSON");
         assert_eq!(body["errcode"], "M_UNAUTHORIZED");
 
-        // JSON answers come back parsed.
+        // JSON responses come back parsed.
         let version = federation
             .send_json(&b_name, Method::GET, "/_matrix/federation/v1/version", None, true)
             .await

@@ -46,7 +46,8 @@ async fn key_document_is_signed_by_the_current_key() {
         assert_eq!(body["old_verify_keys"], json!({}));
         let valid_until = body["valid_until_ts"].as_i64().expect("valid_until_ts");
         let day = 24 * 60 * 60 * 1000;
-        assert!(valid_until >= before + day && valid_until <= now_ms() + day, "valid_until_ts {valid_until}");
+        assert!(valid_until >= before + day, "valid_until_ts {valid_until}");
+        assert!(valid_until <= now_ms() + day, "valid_until_ts {valid_until}");
         assert!(signature_verifies(&body, "keys.lattice.test", &key.key_id, &key.public_key_base64()), "{body}");
         // A changed document no longer verifies.
         let mut tampered = body.clone();
@@ -74,7 +75,8 @@ async fn rotated_keys_are_published_as_old_verify_keys() {
         let old_entry = &body["old_verify_keys"][&old.key_id];
         assert_eq!(old_entry["key"], old.public_key_base64(), "{body}");
         let expired = old_entry["expired_ts"].as_i64().expect("expired_ts");
-        assert!(expired >= rotated_at && expired <= now_ms(), "expired_ts {expired}");
+        assert!(expired >= rotated_at, "expired_ts {expired}");
+        assert!(expired <= now_ms(), "expired_ts {expired}");
         assert!(signature_verifies(&body, "rotate.lattice.test", &new_id, &current.public_key_base64()));
         assert!(body["signatures"]["rotate.lattice.test"].get(&old.key_id).is_none(), "old key does not sign: {body}");
         server.stop().await;
@@ -131,7 +133,7 @@ async fn notary_fetches_verifies_caches_and_countersigns() {
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["server_keys"].as_array().map(Vec::len), Some(1), "{body}");
 
-        // The notary answers for itself with its own key document.
+        // For itself, the notary returns its own key document.
         let (_, body) = a.client().get("/_matrix/key/v2/query/a.lattice.test").await;
         assert_eq!(body["server_keys"][0]["verify_keys"][&a_key.key_id]["key"], a_key.public_key_base64());
 
@@ -161,7 +163,7 @@ async fn federation_version() {
         let ca = TestCa::new();
         let servers = TestServer::start_federated(&backend, &ca, &["version.lattice.test"], |_| {}).await;
         let server = &servers[0];
-        // Over the TLS listener, as another server asks it.
+        // Over the TLS listener, as another server requests it.
         let response = ca
             .client(&[server])
             .get(format!("{}/_matrix/federation/v1/version", server.federation_base()))

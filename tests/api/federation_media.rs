@@ -1,6 +1,6 @@
-//! Federation media between two Lattice servers over TLS: media uploaded on
-//! A is downloaded by a user of B, fetched on first request and then served
-//! from B's cache; thumbnails; unknown media.
+//! Federation media between two Lattice servers over TLS. A user of B
+//! downloads media uploaded on A, which B fetches on first request and then
+//! serves from its cache. Thumbnails and unknown media are covered too.
 
 use std::io::Cursor;
 
@@ -63,7 +63,7 @@ async fn upload(client: &Client, bytes: &[u8], content_type: &str, filename: &st
 }
 
 #[tokio::test]
-async fn media_of_one_server_downloaded_by_a_user_of_another() {
+async fn remote_media_downloaded_and_cached() {
     for backend in backends() {
         let ca = TestCa::new();
         let mut servers =
@@ -148,7 +148,7 @@ async fn federation_media_endpoints_answer_multipart() {
         let b_key = &b.homeserver.services().key;
         let http = ca.client(&[&a]);
 
-        // B asks A directly, as the spec's federation media endpoint.
+        // B requests the media from A directly, on the spec's federation media endpoint.
         let path = format!("/_matrix/federation/v1/media/download/{media_id}");
         let auth = authorization_header(&b_key.pair, "b.lattice.test", "a.lattice.test", "GET", &path, None).unwrap();
         let response =

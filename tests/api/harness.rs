@@ -69,7 +69,7 @@ impl TestCa {
         Self { pem, issuer, dir }
     }
 
-    /// The PEM file of the CA certificate.
+    /// Returns the PEM file of the CA certificate.
     pub fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
     }
@@ -88,8 +88,8 @@ impl TestCa {
         (certificate_path, key_path)
     }
 
-    /// An HTTPS client that trusts this CA and reaches each server by its
-    /// name on its federation listener, as another homeserver would.
+    /// Builds an HTTPS client that trusts this CA and reaches each server by
+    /// its name on its federation listener, as another homeserver would.
     pub fn client(&self, servers: &[&TestServer]) -> reqwest::Client {
         let mut builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
@@ -124,6 +124,16 @@ impl TestServer {
 
     /// Starts a server after `configure` adjusted its configuration.
     pub async fn start_with(backend: &Backend, configure: impl FnOnce(&mut Config)) -> Self {
+        Self::start_configured(backend, None, configure).await
+    }
+
+    /// Starts a server with a fresh data directory and database, and the
+    /// federation listener `federation` when given.
+    async fn start_configured(
+        backend: &Backend,
+        federation: Option<tokio::net::TcpListener>,
+        configure: impl FnOnce(&mut Config),
+    ) -> Self {
         let data = tempfile::tempdir().expect("temporary directory");
         let mut config = Config::default();
         config.data_dir = data.path().to_path_buf();
@@ -132,7 +142,7 @@ impl TestServer {
             config.database.url = fresh_postgres_database(admin_url).await;
         }
         configure(&mut config);
-        Self::launch(config, data, None).await
+        Self::launch(config, data, federation).await
     }
 
     async fn launch(config: Config, data: tempfile::TempDir, federation: Option<tokio::net::TcpListener>) -> Self {
@@ -176,7 +186,7 @@ impl TestServer {
         for (name, listener) in names.iter().zip(listeners) {
             let (certificate, key) = ca.issue(name);
             let overrides = overrides.clone();
-            let server = Self::start_with_federation(backend, listener, |config| {
+            let server = Self::start_configured(backend, Some(listener), |config| {
                 config.server_name = (*name).to_owned();
                 config.federation.tls_certificate = Some(certificate);
                 config.federation.tls_private_key = Some(key);
@@ -191,22 +201,6 @@ impl TestServer {
         servers
     }
 
-    async fn start_with_federation(
-        backend: &Backend,
-        listener: tokio::net::TcpListener,
-        configure: impl FnOnce(&mut Config),
-    ) -> Self {
-        let data = tempfile::tempdir().expect("temporary directory");
-        let mut config = Config::default();
-        config.data_dir = data.path().to_path_buf();
-        config.rate_limits.enabled = false;
-        if let Backend::Postgres(admin_url) = backend {
-            config.database.url = fresh_postgres_database(admin_url).await;
-        }
-        configure(&mut config);
-        Self::launch(config, data, Some(listener)).await
-    }
-
     /// Stops the server and starts it again on the same data directory and
     /// database, with a new client listener (and no federation listener).
     pub async fn restart(self) -> Self {
@@ -214,7 +208,7 @@ impl TestServer {
         Self::launch(self.config, self.data, None).await
     }
 
-    /// The `https://name:port` base of the federation listener.
+    /// Returns the `https://name:port` base of the federation listener.
     pub fn federation_base(&self) -> String {
         let addr = self.federation_addr.expect("a server with a federation listener");
         format!("https://{}:{}", self.server_name, addr.port())

@@ -1,6 +1,6 @@
 //! Server keys (spec: Server-Server API, "Retrieving server keys"):
 //! `GET /_matrix/key/v2/server` publishes this server's keys;
-//! `/_matrix/key/v2/query` answers for other servers as a notary.
+//! `/_matrix/key/v2/query` serves the keys of other servers as a notary.
 
 use std::{collections::BTreeMap, sync::Arc};
 

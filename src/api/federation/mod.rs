@@ -23,8 +23,8 @@ use crate::{
     federation::auth::XMatrix,
 };
 
-/// The Server-Server API routes: served on the federation listener, and on
-/// the client listener for deployments that terminate TLS in a proxy.
+/// Builds the Server-Server API routes, served on the federation listener and
+/// on the client listener for deployments that terminate TLS in a proxy.
 pub fn router() -> Router<Arc<Services>> {
     Router::new().merge(keys::router()).merge(version::router()).merge(media::router())
 }
