@@ -40,6 +40,12 @@ enum Command {
     },
     /// Print a commented default configuration.
     GenerateConfig,
+    /// Replace the server's signing key. The old key stays published in
+    /// `old_verify_keys`; the new one is used from the next start.
+    RotateSigningKey {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Create a user account.
     CreateUser {
         #[arg(long, short)]
@@ -76,6 +82,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Serve { config } => runtime.block_on(serve(config)),
+        Command::RotateSigningKey { config } => runtime.block_on(rotate_signing_key(config)),
         Command::CreateUser { config, username, password, admin } => {
             runtime.block_on(create_user(config, username, password, admin))
         }
@@ -104,6 +111,15 @@ async fn create_user(config_path: Option<PathBuf>, username: String, password: S
     users.create(&user_id, Some(&password), admin).await.map_err(|e| e.message)?;
     server.shutdown_handle().shutdown().await;
     println!("created {user_id}{}", if admin { " (admin)" } else { "" });
+    Ok(())
+}
+
+async fn rotate_signing_key(config_path: Option<PathBuf>) -> Result<(), String> {
+    let config = Config::load(config_path.as_deref()).map_err(|e| e.to_string())?;
+    let db = lattice::storage::Db::open(&config.database_url(), 1).await.map_err(|e| e.to_string())?;
+    let key_id = lattice::signing_key::SigningKey::rotate(&db).await?;
+    db.close().await;
+    println!("new signing key {key_id}; restart the server to use it");
     Ok(())
 }
 

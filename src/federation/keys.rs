@@ -10,13 +10,12 @@ use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, ServerName,
     signatures::{SigningKeyAlgorithm, sign_json, to_canonical_json_string_for_signing, verify_canonical_json_bytes},
 };
-use sqlx::Row;
 
 use super::{Federation, FederationError};
 use crate::{
     error::{Error, ErrorKind, Result},
     signing_key::SigningKey,
-    storage::now_ms,
+    storage::{now_ms, server_keys},
 };
 
 /// Receivers treat a key as valid for at most this long after they fetched
@@ -93,32 +92,20 @@ impl Federation {
         response: &CanonicalJsonObject,
     ) -> Result<(), KeyError> {
         let text = serde_json::to_string(response).unwrap_or_default();
-        let now = now_ms();
-        let mut tx = self.inner.db.pool.begin().await?;
-        let rows = parsed
-            .verify_keys
-            .iter()
-            .map(|(id, key)| (id, key, parsed.valid_until_ts, None))
-            .chain(parsed.old_verify_keys.iter().map(|(id, (key, expired))| (id, key, *expired, Some(*expired))));
-        for (key_id, public_key, valid_until_ts, expired_ts) in rows {
-            sqlx::query(
-                "INSERT INTO server_keys (server_name, key_id, public_key, valid_until_ts, expired_ts, fetched_ts, response)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (server_name, key_id) DO UPDATE SET public_key = excluded.public_key,
-                     valid_until_ts = excluded.valid_until_ts, expired_ts = excluded.expired_ts,
-                     fetched_ts = excluded.fetched_ts, response = excluded.response",
-            )
-            .bind(server_name.as_str())
-            .bind(key_id)
-            .bind(STANDARD_NO_PAD.encode(public_key))
-            .bind(valid_until_ts)
-            .bind(expired_ts)
-            .bind(now)
-            .bind(&text)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
+        let current = parsed.verify_keys.iter().map(|(key_id, key)| server_keys::KeyRow {
+            key_id,
+            public_key: STANDARD_NO_PAD.encode(key),
+            valid_until_ts: parsed.valid_until_ts,
+            expired_ts: None,
+        });
+        let old = parsed.old_verify_keys.iter().map(|(key_id, (key, expired))| server_keys::KeyRow {
+            key_id,
+            public_key: STANDARD_NO_PAD.encode(key),
+            valid_until_ts: *expired,
+            expired_ts: Some(*expired),
+        });
+        let rows: Vec<_> = current.chain(old).collect();
+        server_keys::store(&self.inner.db.pool, server_name.as_str(), &rows, &text, now_ms()).await?;
         Ok(())
     }
 
@@ -139,17 +126,10 @@ impl Federation {
 
     async fn cached_key(&self, server_name: &ServerName, key_id: &str) -> Result<Option<Vec<u8>>, KeyError> {
         let now = now_ms();
-        let row = sqlx::query(
-            "SELECT public_key FROM server_keys WHERE server_name = $1 AND key_id = $2 AND expired_ts IS NULL
-             AND valid_until_ts > $3 AND fetched_ts > $4",
-        )
-        .bind(server_name.as_str())
-        .bind(key_id)
-        .bind(now)
-        .bind(now - MAX_KEY_VALIDITY_MS)
-        .fetch_optional(&self.inner.db.pool)
-        .await?;
-        Ok(row.and_then(|row| STANDARD_NO_PAD.decode(row.get::<String, _>(0)).ok()))
+        let key =
+            server_keys::current_key(&self.inner.db.pool, server_name.as_str(), key_id, now, now - MAX_KEY_VALIDITY_MS)
+                .await?;
+        Ok(key.and_then(|key| STANDARD_NO_PAD.decode(key).ok()))
     }
 
     /// Runs a key query as a notary (`/_matrix/key/v2/query`). Each server's
@@ -202,15 +182,10 @@ impl Federation {
         server_name: &ServerName,
         key_ids: &[String],
     ) -> Result<Vec<(i64, CanonicalJsonObject)>, KeyError> {
-        let rows = sqlx::query("SELECT key_id, response FROM server_keys WHERE server_name = $1")
-            .bind(server_name.as_str())
-            .fetch_all(&self.inner.db.pool)
-            .await?;
+        let rows = server_keys::responses(&self.inner.db.pool, server_name.as_str()).await?;
         let mut seen = std::collections::BTreeSet::new();
         let mut responses = Vec::new();
-        for row in rows {
-            let key_id: String = row.get(0);
-            let text: String = row.get(1);
+        for (key_id, text) in rows {
             if (!key_ids.is_empty() && !key_ids.contains(&key_id)) || !seen.insert(text.clone()) {
                 continue;
             }
