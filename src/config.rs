@@ -152,6 +152,11 @@ pub struct FederationConfig {
     /// Validity period that this server's key responses state for its signing
     /// key, in milliseconds (`valid_until_ts` is now plus this).
     pub key_validity_ms: u64,
+    /// Delay before the first retry of a failed transaction, in milliseconds;
+    /// it doubles with each further failure.
+    pub sender_retry_initial_ms: u64,
+    /// Longest delay between retries of a failing destination, in milliseconds.
+    pub sender_retry_max_ms: u64,
 }
 
 impl Default for FederationConfig {
@@ -164,6 +169,8 @@ impl Default for FederationConfig {
             host_overrides: BTreeMap::new(),
             request_timeout_secs: 30,
             key_validity_ms: 24 * 60 * 60 * 1000,
+            sender_retry_initial_ms: 5_000,
+            sender_retry_max_ms: 60 * 60 * 1000,
         }
     }
 }
@@ -341,6 +348,13 @@ impl Config {
         if self.federation.key_validity_ms < 60_000 {
             return Err(ConfigError("federation.key_validity_ms must be at least 60000 (one minute)".into()));
         }
+        if self.federation.sender_retry_initial_ms == 0
+            || self.federation.sender_retry_max_ms < self.federation.sender_retry_initial_ms
+        {
+            return Err(ConfigError(
+                "federation.sender_retry_initial_ms must be above 0 and at most federation.sender_retry_max_ms".into(),
+            ));
+        }
         for (name, target) in &self.federation.host_overrides {
             if ruma::ServerName::parse(name).is_err() {
                 return Err(ConfigError(format!("federation.host_overrides: {name:?} is not a server name")));
@@ -463,6 +477,11 @@ insecure_skip_tls_verify_for_tests = false
 request_timeout_secs = 30
 # Validity of this server's published signing key, in milliseconds.
 key_validity_ms = 86400000
+# Backoff of the transaction sender after a failed delivery: the first retry
+# waits sender_retry_initial_ms, each further failure doubles the delay, up to
+# sender_retry_max_ms.
+sender_retry_initial_ms = 5000
+sender_retry_max_ms = 3600000
 
 # Server name -> host:port, used instead of server discovery. For tests and
 # private deployments; certificates must still match the server name.
@@ -502,6 +521,8 @@ mod tests {
         );
         assert_eq!(parsed.federation.request_timeout_secs, defaults.federation.request_timeout_secs);
         assert_eq!(parsed.federation.key_validity_ms, defaults.federation.key_validity_ms);
+        assert_eq!(parsed.federation.sender_retry_initial_ms, defaults.federation.sender_retry_initial_ms);
+        assert_eq!(parsed.federation.sender_retry_max_ms, defaults.federation.sender_retry_max_ms);
         assert!(parsed.federation.host_overrides.is_empty());
     }
 }

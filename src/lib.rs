@@ -50,6 +50,8 @@ pub struct Services {
     pub uiaa: api::client::uiaa::Sessions,
     pub media: media::Media,
     pub federation: federation::Federation,
+    /// Delivers queued PDUs and EDUs to other servers.
+    pub sender: federation::sender::Sender,
 }
 
 /// A failure to start the server.
@@ -127,6 +129,8 @@ impl Homeserver {
         let federation =
             federation::Federation::new(db.clone(), server_name.clone(), key.clone(), config.federation.clone())
                 .map_err(StartError::Federation)?;
+        let (shutdown, _) = watch::channel(false);
+        let sender = federation::sender::Sender::new(db.clone(), federation.clone(), shutdown.subscribe());
         let media = media::Media::new(
             db.clone(),
             server_name.clone(),
@@ -139,6 +143,7 @@ impl Homeserver {
         let services = Arc::new(Services {
             media,
             federation,
+            sender,
             users: Users::new(db.clone(), server_name.clone()),
             rate_limiter: RateLimiter::new(&config.rate_limits),
             uiaa: api::client::uiaa::Sessions::default(),
@@ -150,7 +155,9 @@ impl Homeserver {
             rooms,
             notifier,
         });
-        let (shutdown, _) = watch::channel(false);
+        if let Err(err) = services.sender.resume().await {
+            tracing::warn!(error = %err, "could not resume the federation outbox");
+        }
         let server = Self { services, shutdown };
         server.spawn_background_tasks();
         Ok(server)

@@ -44,3 +44,24 @@ CREATE TABLE remote_media_thumbnails (
     PRIMARY KEY (origin, media_id, width, height, method)
 );
 CREATE INDEX remote_media_thumbnails_sha256 ON remote_media_thumbnails (sha256);
+
+-- The outbox of the federation sender: PDUs and EDUs waiting for delivery to
+-- one destination, sent in order of id and deleted once the destination
+-- accepted the transaction that carried them.
+CREATE TABLE federation_outbox (
+    id BIGSERIAL PRIMARY KEY,
+    destination TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    queued_ts BIGINT NOT NULL
+);
+CREATE INDEX federation_outbox_destination ON federation_outbox (destination, kind, id);
+
+-- Delivery state per destination: consecutive failures and the time before
+-- which the sender does not retry, kept so that backoff survives a restart.
+CREATE TABLE federation_destinations (
+    destination TEXT PRIMARY KEY,
+    failures BIGINT NOT NULL,
+    retry_after_ts BIGINT NOT NULL,
+    last_error TEXT
+);

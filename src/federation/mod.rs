@@ -6,6 +6,7 @@ pub mod auth;
 pub mod discovery;
 pub mod keys;
 pub mod media;
+pub mod sender;
 pub mod tls;
 
 use std::{

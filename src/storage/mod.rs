@@ -9,6 +9,7 @@ pub mod media;
 pub mod migrate;
 pub mod receipts;
 pub mod rooms;
+pub mod outbox;
 pub mod server_keys;
 pub mod state;
 pub mod users;

@@ -27,3 +27,4 @@ mod media;
 mod federation_keys;
 mod federation_auth;
 mod federation_media;
+mod federation_sender;
