@@ -23,6 +23,9 @@ pub const MAX_PDUS: i64 = 50;
 pub const MAX_EDUS: i64 = 100;
 
 /// The sender service. Cloning is cheap.
+///
+/// NOTE: nothing queues room events or EDUs yet; that needs the list of
+/// servers in each room, which arrives with federated joins.
 #[derive(Clone)]
 pub struct Sender {
     inner: Arc<Inner>,
