@@ -102,6 +102,8 @@ pub struct UploadQuery {
 #[derive(Deserialize)]
 pub struct DownloadQuery {
     pub(crate) timeout_ms: Option<u64>,
+    /// `false` keeps the legacy endpoints from fetching remote media.
+    allow_remote: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -110,6 +112,7 @@ pub struct ThumbnailQuery {
     height: Option<String>,
     method: Option<String>,
     pub(crate) timeout_ms: Option<u64>,
+    allow_remote: Option<String>,
 }
 
 impl ThumbnailQuery {
@@ -124,6 +127,23 @@ impl ThumbnailQuery {
         };
         Ok((width, height, method))
     }
+}
+
+/// Rejects a legacy request for remote media that says `allow_remote=false`.
+fn check_remote_allowed(services: &Services, server_name: &str, allow_remote: Option<&str>) -> Result<()> {
+    let allowed = match allow_remote {
+        None | Some("true") => true,
+        Some("false") => false,
+        Some(other) => {
+            return Err(Error::invalid_param(format!("invalid allow_remote {other:?}: expected true or false")));
+        }
+    };
+    if !allowed && server_name != services.server_name.as_str() {
+        return Err(Error::not_found(format!(
+            "media of {server_name} is on another server, and allow_remote=false forbids fetching it"
+        )));
+    }
+    Ok(())
 }
 
 /// `inline` for the content types the spec lists as safe, else `attachment`.
@@ -231,6 +251,7 @@ pub async fn legacy_download(
     Query(query): Query<DownloadQuery>,
 ) -> Result<Response> {
     check_not_frozen(&services)?;
+    check_remote_allowed(&services, &server_name, query.allow_remote.as_deref())?;
     serve_download(&services, &server_name, &media_id, None, query).await
 }
 
@@ -241,6 +262,7 @@ pub async fn legacy_download_named(
     Query(query): Query<DownloadQuery>,
 ) -> Result<Response> {
     check_not_frozen(&services)?;
+    check_remote_allowed(&services, &server_name, query.allow_remote.as_deref())?;
     serve_download(&services, &server_name, &media_id, Some(file_name), query).await
 }
 
@@ -251,6 +273,7 @@ pub async fn legacy_thumbnail(
     Query(query): Query<ThumbnailQuery>,
 ) -> Result<Response> {
     check_not_frozen(&services)?;
+    check_remote_allowed(&services, &server_name, query.allow_remote.as_deref())?;
     serve_thumbnail(&services, &server_name, &media_id, query).await
 }
 

@@ -65,6 +65,29 @@ impl Federation {
         })
     }
 
+    /// Downloads media from `origin` through its unauthenticated
+    /// `/_matrix/media/v3` endpoint (`path` with its query), for servers that
+    /// do not serve the federation media endpoints yet.
+    pub async fn fetch_media_legacy(
+        &self,
+        origin: &ServerName,
+        path: &str,
+        max_size: u64,
+    ) -> Result<RemoteContent, FederationError> {
+        let bad = |reason: String| FederationError::BadResponse { server_name: origin.to_string(), reason };
+        let response = self.send(origin, Method::GET, path, None, false).await?;
+        let response = check_status(origin, response).await?;
+        let content_type = header_text(response.headers(), header::CONTENT_TYPE);
+        let disposition = header_text(response.headers(), header::CONTENT_DISPOSITION);
+        let limit = usize::try_from(max_size).unwrap_or(usize::MAX);
+        let bytes = read_limited(response, limit).await.map_err(bad)?;
+        Ok(RemoteContent {
+            content_type: if content_type.is_empty() { "application/octet-stream".into() } else { content_type },
+            filename: disposition_filename(&disposition),
+            bytes: Bytes::from(bytes),
+        })
+    }
+
     /// Follows the `Location` that a content part may give instead of content.
     async fn fetch_location(
         &self,

@@ -48,6 +48,11 @@ impl FederationError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::Status { status, .. } if *status == StatusCode::NOT_FOUND)
     }
+
+    /// Whether the remote server does not serve the endpoint (404 or 405 `M_UNRECOGNIZED`).
+    pub fn is_unrecognized(&self) -> bool {
+        matches!(self, Self::Status { errcode, .. } if errcode == "M_UNRECOGNIZED")
+    }
 }
 
 impl From<FederationError> for Error {

@@ -296,7 +296,8 @@ impl Media {
         }
         let wait = timeout.unwrap_or(DEFAULT_WAIT).min(MAX_WAIT).as_millis();
         let path = format!("/_matrix/federation/v1/media/download/{media_id}?timeout_ms={wait}");
-        let (temp, row) = self.fetch_remote(origin, media_id, &path).await?;
+        let legacy = format!("/_matrix/media/v3/download/{origin}/{media_id}?allow_remote=false&timeout_ms={wait}");
+        let (temp, row) = self.fetch_remote(origin, media_id, &path, &legacy).await?;
         {
             // The row is written under the lock, so no deletion removes the file in between.
             let _guard = self.inner.content_lock.lock().await;
@@ -325,10 +326,10 @@ impl Media {
             return Ok(self.remote_file(row));
         }
         let wait = timeout.unwrap_or(DEFAULT_WAIT).min(MAX_WAIT).as_millis();
-        let path = format!(
-            "/_matrix/federation/v1/media/thumbnail/{media_id}?width={width}&height={height}&method={method_str}&timeout_ms={wait}"
-        );
-        let (temp, row) = self.fetch_remote(origin, media_id, &path).await?;
+        let query = format!("width={width}&height={height}&method={method_str}&timeout_ms={wait}");
+        let path = format!("/_matrix/federation/v1/media/thumbnail/{media_id}?{query}");
+        let legacy = format!("/_matrix/media/v3/thumbnail/{origin}/{media_id}?{query}&allow_remote=false");
+        let (temp, row) = self.fetch_remote(origin, media_id, &path, &legacy).await?;
         {
             let _guard = self.inner.content_lock.lock().await;
             self.commit(temp).await?;
@@ -339,15 +340,26 @@ impl Media {
     }
 
     /// Downloads remote content into a temporary file; the caller moves it
-    /// into the store and records its row.
+    /// into the store and records its row. `path` is the federation media
+    /// request; `legacy_path` the `/_matrix/media/v3` request for servers
+    /// that do not serve federation media.
     async fn fetch_remote(
         &self,
         origin: &ServerName,
         media_id: &str,
         path: &str,
+        legacy_path: &str,
     ) -> Result<(TempFile, storage::media::RemoteMediaRow)> {
         let max = self.inner.config.max_upload_size;
-        let content = self.inner.federation.fetch_media(origin, path, max).await.map_err(|err| {
+        let federation = &self.inner.federation;
+        let fetched = match federation.fetch_media(origin, path, max).await {
+            Err(err) if err.is_unrecognized() => {
+                tracing::debug!(%origin, "no federation media endpoint; trying /_matrix/media/v3");
+                federation.fetch_media_legacy(origin, legacy_path, max).await
+            }
+            other => other,
+        };
+        let content = fetched.map_err(|err| {
             tracing::info!(%origin, media_id, error = %err, "could not fetch remote media");
             if err.is_not_found() { unknown(origin, media_id) } else { Error::from(err) }
         })?;

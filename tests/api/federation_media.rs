@@ -2,7 +2,14 @@
 //! downloads media uploaded on A, which B fetches on first request and then
 //! serves from its cache. Thumbnails and unknown media are covered too.
 
-use std::io::Cursor;
+use std::{
+    io::Cursor,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use axum::{Json, Router, extract::RawQuery, routing::get};
+use tokio::sync::watch;
 
 use image::{DynamicImage, ImageFormat, RgbaImage};
 use lattice::federation::{
@@ -120,6 +127,23 @@ async fn remote_media_downloaded_and_cached() {
         let json: Value = serde_json::from_slice(&missing.body).expect("error JSON");
         assert_error(&(missing.status, json), StatusCode::NOT_FOUND, "M_NOT_FOUND");
 
+        // The legacy endpoint fetches remote media too, unless allow_remote=false.
+        let legacy = download(&b.client(), &format!("/_matrix/media/v3/download/a.lattice.test/{document_id}")).await;
+        assert_eq!(legacy.status, StatusCode::OK);
+        assert_eq!(legacy.body, document);
+        let fresh = upload(&alice, b"not fetched yet", "text/plain", "new.txt").await;
+        let refused =
+            download(&b.client(), &format!("/_matrix/media/v3/download/a.lattice.test/{fresh}?allow_remote=false"))
+                .await;
+        let json: Value = serde_json::from_slice(&refused.body).expect("error JSON");
+        assert!(json["error"].as_str().unwrap_or_default().contains("allow_remote=false"), "{json}");
+        assert_error(&(refused.status, json), StatusCode::NOT_FOUND, "M_NOT_FOUND");
+        let invalid =
+            download(&b.client(), &format!("/_matrix/media/v3/download/a.lattice.test/{fresh}?allow_remote=maybe"))
+                .await;
+        let json: Value = serde_json::from_slice(&invalid.body).expect("error JSON");
+        assert_error(&(invalid.status, json), StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+
         // With A stopped, B still serves what it cached.
         a.stop().await;
         let again = download(&bob, &path).await;
@@ -193,6 +217,59 @@ async fn federation_media_endpoints_answer_multipart() {
         assert_error(&(status, json), StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
 
         a.stop().await;
+        b.stop().await;
+    }
+}
+
+/// Serves `/_matrix/media/v3/download` only, like a server from before
+/// federation media, and records the query strings it receives.
+async fn start_legacy_origin(ca: &TestCa, queries: Arc<Mutex<Vec<String>>>) -> (SocketAddr, watch::Sender<bool>) {
+    let (certificate, key) = ca.issue("old.lattice.test");
+    let tls = lattice::federation::tls::server_config(&certificate, &key).expect("TLS");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let app = Router::new()
+        .route(
+            "/_matrix/media/v3/download/old.lattice.test/{media_id}",
+            get(move |RawQuery(query): RawQuery| async move {
+                queries.lock().unwrap().push(query.unwrap_or_default());
+                (
+                    [("content-type", "text/plain"), ("content-disposition", "inline; filename=\"old.txt\"")],
+                    "from an older server",
+                )
+            }),
+        )
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                Json(serde_json::json!({ "errcode": "M_UNRECOGNIZED", "error": "unknown endpoint" })),
+            )
+        });
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(lattice::api::federation::listener::serve_tls(listener, Arc::new(tls), app, stopped));
+    (addr, stop)
+}
+
+#[tokio::test]
+async fn servers_without_federation_media_use_legacy_download() {
+    for backend in backends() {
+        let ca = TestCa::new();
+        let queries = Arc::new(Mutex::new(Vec::new()));
+        let (addr, _stop) = start_legacy_origin(&ca, queries.clone()).await;
+        let mut servers = TestServer::start_federated(&backend, &ca, &["b.lattice.test"], |config| {
+            config.federation.host_overrides.insert("old.lattice.test".into(), addr.to_string());
+        })
+        .await;
+        let b = servers.pop().expect("b");
+        let bob = b.register("bob").await;
+        let response = download(&bob, "/_matrix/client/v1/media/download/old.lattice.test/abc123").await;
+        assert_eq!(response.status, StatusCode::OK, "{}", String::from_utf8_lossy(&response.body));
+        assert_eq!(response.body, b"from an older server");
+        assert_eq!(response.content_type, "text/plain");
+        assert_eq!(response.disposition, "inline; filename=\"old.txt\"");
+        let queries = queries.lock().unwrap().clone();
+        assert_eq!(queries.len(), 1, "{queries:?}");
+        assert!(queries[0].contains("allow_remote=false"), "{queries:?}");
         b.stop().await;
     }
 }
