@@ -129,7 +129,7 @@ impl ThumbnailQuery {
     }
 }
 
-/// Rejects a legacy request for remote media that says `allow_remote=false`.
+/// Rejects a legacy request for remote media that carries `allow_remote=false`.
 fn check_remote_allowed(services: &Services, server_name: &str, allow_remote: Option<&str>) -> Result<()> {
     let allowed = match allow_remote {
         None | Some("true") => true,
