@@ -22,6 +22,9 @@
 //!   runs of `GET .../degree/{user}` for a 2nd-degree user and of
 //!   `GET .../metrics`. Set-up stops after 5 minutes and the figures then
 //!   name the number of connections made.
+//! - `media`: 10 uploads and 10 downloads of a 10 MiB file, throughput and the
+//!   server's resident memory before and at peak; then the thumbnailing of a
+//!   12-megapixel JPEG to 320x240 (both methods), in this process, 5 runs each.
 
 use std::{
     net::TcpListener,
@@ -687,5 +690,131 @@ fn main() {
         if wanted("degree-metrics") {
             bench_degree_metrics(&http).await;
         }
+        if wanted("media") {
+            bench_media(&http).await;
+        }
     });
+}
+
+async fn bench_media(http: &reqwest::Client) {
+    const SIZE: usize = 10 * 1024 * 1024;
+    const RUNS: usize = 10;
+    let server = start_server();
+    wait_ready(http, &server.base).await;
+    let user = register_many(http, &server.base, "m", 1).await.remove(0);
+    // Incompressible content, so no layer can take a shortcut.
+    let mut file = vec![0u8; SIZE];
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for byte in file.iter_mut() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        *byte = state as u8;
+    }
+    let file = bytes::Bytes::from(file);
+    let pid = server.child.id();
+    let (before, _) = memory_mib(pid);
+
+    let mut uris = Vec::new();
+    let started = Instant::now();
+    for n in 0..RUNS {
+        let response = http
+            .post(format!(
+                "{}/_matrix/media/v3/upload?filename=f{n}.bin",
+                server.base
+            ))
+            .bearer_auth(&user.token)
+            .header("Content-Type", "application/octet-stream")
+            .body(file.clone())
+            .send()
+            .await
+            .expect("upload");
+        assert!(
+            response.status().is_success(),
+            "upload: {}",
+            response.status()
+        );
+        let body: Value = response.json().await.unwrap();
+        uris.push(
+            body["content_uri"]
+                .as_str()
+                .expect("content_uri")
+                .to_owned(),
+        );
+    }
+    let upload = started.elapsed();
+
+    let started = Instant::now();
+    for uri in &uris {
+        let path = uri.trim_start_matches("mxc://");
+        let response = http
+            .get(format!(
+                "{}/_matrix/client/v1/media/download/{path}",
+                server.base
+            ))
+            .bearer_auth(&user.token)
+            .send()
+            .await
+            .expect("download");
+        assert!(
+            response.status().is_success(),
+            "download: {}",
+            response.status()
+        );
+        let body = response.bytes().await.expect("download body");
+        assert_eq!(body.len(), SIZE);
+    }
+    let download = started.elapsed();
+    let (_, peak) = memory_mib(pid);
+    let mib = (SIZE * RUNS) as f64 / (1024.0 * 1024.0);
+    println!(
+        "| media: {RUNS} uploads of 10 MiB, throughput | {:.0} MiB/s |",
+        mib / upload.as_secs_f64()
+    );
+    println!(
+        "| media: {RUNS} downloads of 10 MiB, throughput | {:.0} MiB/s |",
+        mib / download.as_secs_f64()
+    );
+    println!(
+        "| media: server memory before / peak during transfers | {before:.1} / {peak:.1} MiB |"
+    );
+
+    // A 12-megapixel photo-like JPEG: smooth gradients with some texture.
+    let (width, height) = (4000u32, 3000u32);
+    let photo = image::RgbImage::from_fn(width, height, |x, y| {
+        let texture = ((x * 7 + y * 13) % 31) as u8;
+        image::Rgb([
+            (x * 255 / width) as u8 ^ texture,
+            (y * 255 / height) as u8,
+            128u8.wrapping_add(texture),
+        ])
+    });
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("photo.jpg");
+    image::DynamicImage::ImageRgb8(photo)
+        .save_with_format(&path, image::ImageFormat::Jpeg)
+        .expect("write JPEG");
+    for method in [
+        lattice::media::thumbnail::Method::Scale,
+        lattice::media::thumbnail::Method::Crop,
+    ] {
+        let mut samples = Vec::new();
+        for _ in 0..5 {
+            let started = Instant::now();
+            let thumbnail =
+                lattice::media::thumbnail::make(&path, 320, 240, method).expect("thumbnail");
+            samples.push(started.elapsed());
+            assert!(matches!(
+                thumbnail,
+                lattice::media::thumbnail::Thumbnail::Encoded { .. }
+            ));
+        }
+        samples.sort();
+        println!(
+            "| media: thumbnail of a 12 MP JPEG to 320x240, {}, 5 runs, median / max | {} / {} |",
+            method.as_str(),
+            ms(percentile(&samples, 0.5)),
+            ms(*samples.last().unwrap())
+        );
+    }
 }

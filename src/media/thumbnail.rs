@@ -7,7 +7,7 @@
 
 use std::{io::Cursor, path::Path};
 
-use image::{DynamicImage, ImageFormat, ImageReader, Limits, imageops::FilterType};
+use image::{DynamicImage, ImageFormat, ImageReader, Limits};
 
 /// The thumbnailing method of the request (`method=scale|crop`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,9 +94,9 @@ pub fn make(
         None
     } else {
         match method {
-            Method::Scale => Some(image.resize(width, height, FilterType::Triangle)),
+            Method::Scale => Some(image.thumbnail(width, height)),
             Method::Crop if original_width >= width && original_height >= height => {
-                Some(image.resize_to_fill(width, height, FilterType::Triangle))
+                Some(fill(&image, width, height))
             }
             // One side is already smaller than requested: cut the requested
             // aspect ratio out of the middle at the original resolution.
@@ -112,6 +112,26 @@ pub fn make(
         (None, Some(ImageFormat::Gif | ImageFormat::WebP)) => encode(&image, format),
         (None, _) => Ok(Thumbnail::Original),
     }
+}
+
+/// Scales `image` down to cover `width`×`height` and cuts that out of the
+/// middle. Downscaling uses the image crate's box-averaging thumbnail path,
+/// which reads each source pixel once: a 12-megapixel photo thumbnails in a
+/// fraction of the time a filtered resize takes, at the same visual quality
+/// for these sizes.
+fn fill(image: &DynamicImage, width: u32, height: u32) -> DynamicImage {
+    let (w, h) = (u64::from(image.width()), u64::from(image.height()));
+    let (target_w, target_h) = (u64::from(width), u64::from(height));
+    // The smaller scale factor that still covers both sides.
+    let (cover_w, cover_h) = if w * target_h > h * target_w {
+        ((w * target_h).div_ceil(h), target_h)
+    } else {
+        (target_w, (h * target_w).div_ceil(w))
+    };
+    let scaled = image.thumbnail_exact(cover_w as u32, cover_h as u32);
+    let x = (scaled.width() - width) / 2;
+    let y = (scaled.height() - height) / 2;
+    scaled.crop_imm(x, y, width, height)
 }
 
 /// Cuts the largest centered region of aspect `width`:`height` out of `image`.
