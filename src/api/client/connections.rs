@@ -97,10 +97,8 @@ pub async fn accept(
     Ok(Json(json!({ "room_id": room_id })))
 }
 
-/// Lists `room_id` under `other` in the user's `m.direct` account data, as a
-/// client does after starting or accepting a direct chat, so clients that
-/// never saw the request show the room as a direct chat. The request itself
-/// has succeeded by now, so a failure here is logged, not returned.
+/// Adds `room_id` under `other` to the user's `m.direct` account data, as a client does for a new direct chat.
+/// The request has succeeded by now, so a failure here is logged and not returned.
 async fn mark_direct(services: &Services, user: &ruma::UserId, other: &str, room_id: &str) {
     let stored =
         match storage::account_data::get(&services.db.pool, user.as_str(), "", "m.direct").await {
