@@ -198,56 +198,80 @@ impl Default for Config {
 
 impl Default for ListenConfig {
     fn default() -> Self {
-        Self { client: SocketAddr::from(([127, 0, 0, 1], 8008)), federation: None }
+        Self {
+            client: SocketAddr::from(([127, 0, 0, 1], 8008)),
+            federation: None,
+        }
     }
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: String::new(), max_connections: 8 }
+        Self {
+            url: String::new(),
+            max_connections: 8,
+        }
     }
 }
 
 impl Default for RegistrationConfig {
     fn default() -> Self {
-        Self { enabled: true, tokens: Vec::new() }
+        Self {
+            enabled: true,
+            tokens: Vec::new(),
+        }
     }
 }
 
 impl Default for RoomsConfig {
     fn default() -> Self {
-        Self { default_version: "12".into() }
+        Self {
+            default_version: "12".into(),
+        }
     }
 }
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
-        Self { enabled: true, per_second: 10.0, burst: 50 }
+        Self {
+            enabled: true,
+            per_second: 10.0,
+            burst: 50,
+        }
     }
 }
 
 impl Default for RequestLimits {
     fn default() -> Self {
-        Self { max_request_body: 1024 * 1024 }
+        Self {
+            max_request_body: 1024 * 1024,
+        }
     }
 }
 
 impl Default for DirectoryConfig {
     fn default() -> Self {
-        Self { search_all_users: false }
+        Self {
+            search_all_users: false,
+        }
     }
 }
 
 impl Default for MediaConfig {
     fn default() -> Self {
-        Self { max_upload_size: 50 * 1024 * 1024, per_user_quota: 0, freeze_legacy: false, quota_info_uri: String::new() }
+        Self {
+            max_upload_size: 50 * 1024 * 1024,
+            per_user_quota: 0,
+            freeze_legacy: false,
+            quota_info_uri: String::new(),
+        }
     }
 }
 
 impl Default for PolicyConfig {
     fn default() -> Self {
         Self {
-            name: "open".into(),
+            name: "professional".into(),
             pending_message_limit: 1,
             max_group_size: 50,
             daily_message_limit: 500,
@@ -286,7 +310,10 @@ impl Config {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = path {
             if !path.exists() {
-                return Err(ConfigError(format!("config file {} not found", path.display())));
+                return Err(ConfigError(format!(
+                    "config file {} not found",
+                    path.display()
+                )));
             }
             figment = figment.merge(Toml::file(path));
         }
@@ -295,7 +322,12 @@ impl Config {
         figment = figment.merge(
             Env::prefixed("LATTICE_")
                 .filter(|key| {
-                    let section = key.as_str().split("__").next().unwrap_or_default().to_ascii_lowercase();
+                    let section = key
+                        .as_str()
+                        .split("__")
+                        .next()
+                        .unwrap_or_default()
+                        .to_ascii_lowercase();
                     CONFIG_KEYS.contains(&section.as_str())
                 })
                 .split("__"),
@@ -336,17 +368,23 @@ impl Config {
             return Err(ConfigError("media.max_upload_size must be above 0".into()));
         }
         if self.listen.federation.is_some()
-            && (self.federation.tls_certificate.is_none() || self.federation.tls_private_key.is_none())
+            && (self.federation.tls_certificate.is_none()
+                || self.federation.tls_private_key.is_none())
         {
             return Err(ConfigError(
-                "listen.federation needs federation.tls_certificate and federation.tls_private_key".into(),
+                "listen.federation needs federation.tls_certificate and federation.tls_private_key"
+                    .into(),
             ));
         }
         if self.federation.request_timeout_secs == 0 {
-            return Err(ConfigError("federation.request_timeout_secs must be above 0".into()));
+            return Err(ConfigError(
+                "federation.request_timeout_secs must be above 0".into(),
+            ));
         }
         if self.federation.key_validity_ms < 60_000 {
-            return Err(ConfigError("federation.key_validity_ms must be at least 60000 (one minute)".into()));
+            return Err(ConfigError(
+                "federation.key_validity_ms must be at least 60000 (one minute)".into(),
+            ));
         }
         if self.federation.sender_retry_initial_ms == 0
             || self.federation.sender_retry_max_ms < self.federation.sender_retry_initial_ms
@@ -357,10 +395,17 @@ impl Config {
         }
         for (name, target) in &self.federation.host_overrides {
             if ruma::ServerName::parse(name).is_err() {
-                return Err(ConfigError(format!("federation.host_overrides: {name:?} is not a server name")));
+                return Err(ConfigError(format!(
+                    "federation.host_overrides: {name:?} is not a server name"
+                )));
             }
-            if !target.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok()) {
-                return Err(ConfigError(format!("federation.host_overrides.{name:?}: {target:?} is not host:port")));
+            if !target
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+            {
+                return Err(ConfigError(format!(
+                    "federation.host_overrides.{name:?}: {target:?} is not host:port"
+                )));
             }
         }
         if self.rate_limits.enabled && self.rate_limits.per_second <= 0.0 {
@@ -438,7 +483,7 @@ search_all_users = false
 # "open" is plain Matrix. "professional" lets people message only their
 # connections, treats a new direct room with one invitee as a connection
 # request, and enforces the limits below. The limits apply only to "professional".
-name = "open"
+name = "professional"
 # Messages a requester may send before the invitee accepts the request.
 pending_message_limit = 1
 # Joined plus invited members of a room, at most.
@@ -495,21 +540,35 @@ mod tests {
 
     #[test]
     fn default_config_text_parses_to_defaults() {
-        let parsed: Config = Figment::from(Toml::string(DEFAULT_CONFIG_TOML)).extract().unwrap();
+        let parsed: Config = Figment::from(Toml::string(DEFAULT_CONFIG_TOML))
+            .extract()
+            .unwrap();
         let defaults = Config::default();
         assert_eq!(parsed.server_name, defaults.server_name);
         assert_eq!(parsed.listen.client, defaults.listen.client);
         assert_eq!(parsed.rooms.default_version, defaults.rooms.default_version);
-        assert_eq!(parsed.limits.max_request_body, defaults.limits.max_request_body);
+        assert_eq!(
+            parsed.limits.max_request_body,
+            defaults.limits.max_request_body
+        );
         assert_eq!(parsed.policy.name, defaults.policy.name);
-        assert_eq!(parsed.policy.pending_message_limit, defaults.policy.pending_message_limit);
+        assert_eq!(
+            parsed.policy.pending_message_limit,
+            defaults.policy.pending_message_limit
+        );
         assert_eq!(parsed.policy.max_group_size, defaults.policy.max_group_size);
-        assert_eq!(parsed.policy.daily_message_limit, defaults.policy.daily_message_limit);
+        assert_eq!(
+            parsed.policy.daily_message_limit,
+            defaults.policy.daily_message_limit
+        );
         assert_eq!(
             parsed.policy.weekly_connection_request_limit,
             defaults.policy.weekly_connection_request_limit
         );
-        assert_eq!(parsed.policy.limit_appservice_users, defaults.policy.limit_appservice_users);
+        assert_eq!(
+            parsed.policy.limit_appservice_users,
+            defaults.policy.limit_appservice_users
+        );
         assert_eq!(parsed.media.max_upload_size, defaults.media.max_upload_size);
         assert_eq!(parsed.media.per_user_quota, defaults.media.per_user_quota);
         assert_eq!(parsed.media.freeze_legacy, defaults.media.freeze_legacy);
@@ -519,10 +578,22 @@ mod tests {
             parsed.federation.insecure_skip_tls_verify_for_tests,
             defaults.federation.insecure_skip_tls_verify_for_tests
         );
-        assert_eq!(parsed.federation.request_timeout_secs, defaults.federation.request_timeout_secs);
-        assert_eq!(parsed.federation.key_validity_ms, defaults.federation.key_validity_ms);
-        assert_eq!(parsed.federation.sender_retry_initial_ms, defaults.federation.sender_retry_initial_ms);
-        assert_eq!(parsed.federation.sender_retry_max_ms, defaults.federation.sender_retry_max_ms);
+        assert_eq!(
+            parsed.federation.request_timeout_secs,
+            defaults.federation.request_timeout_secs
+        );
+        assert_eq!(
+            parsed.federation.key_validity_ms,
+            defaults.federation.key_validity_ms
+        );
+        assert_eq!(
+            parsed.federation.sender_retry_initial_ms,
+            defaults.federation.sender_retry_initial_ms
+        );
+        assert_eq!(
+            parsed.federation.sender_retry_max_ms,
+            defaults.federation.sender_retry_max_ms
+        );
         assert!(parsed.federation.host_overrides.is_empty());
     }
 }

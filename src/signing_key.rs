@@ -34,17 +34,22 @@ impl SigningKey {
             }
             None => {
                 let document = Ed25519KeyPair::generate().to_vec();
-                let version: String =
-                    rand::thread_rng().sample_iter(&Alphanumeric).take(6).map(char::from).collect();
+                let version: String = rand::thread_rng()
+                    .sample_iter(&Alphanumeric)
+                    .take(6)
+                    .map(char::from)
+                    .collect();
                 let key_id = format!("ed25519:{version}");
                 let secret = STANDARD_NO_PAD.encode(&document);
-                sqlx::query("INSERT INTO signing_keys (key_id, secret, created_ts) VALUES ($1, $2, $3)")
-                    .bind(&key_id)
-                    .bind(secret)
-                    .bind(now_ms())
-                    .execute(&db.pool)
-                    .await
-                    .map_err(|e| format!("could not store the signing key: {e}"))?;
+                sqlx::query(
+                    "INSERT INTO signing_keys (key_id, secret, created_ts) VALUES ($1, $2, $3)",
+                )
+                .bind(&key_id)
+                .bind(secret)
+                .bind(now_ms())
+                .execute(&db.pool)
+                .await
+                .map_err(|e| format!("could not store the signing key: {e}"))?;
                 tracing::info!(key_id, "generated a new signing key");
                 (key_id, document)
             }
@@ -73,10 +78,12 @@ impl SigningKey {
     /// Reads the keys this server used before, for `old_verify_keys`, as
     /// (key id, unpadded base64 public key, expired_ts).
     pub async fn old_keys(db: &Db) -> Result<Vec<(String, String, i64)>, String> {
-        let rows = sqlx::query("SELECT key_id, secret, expired_ts FROM signing_keys WHERE expired_ts IS NOT NULL")
-            .fetch_all(&db.pool)
-            .await
-            .map_err(|e| format!("could not read old signing keys: {e}"))?;
+        let rows = sqlx::query(
+            "SELECT key_id, secret, expired_ts FROM signing_keys WHERE expired_ts IS NOT NULL",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .map_err(|e| format!("could not read old signing keys: {e}"))?;
         let mut keys = Vec::with_capacity(rows.len());
         for row in rows {
             let key_id: String = row.get(0);
@@ -88,7 +95,11 @@ impl SigningKey {
             let version = key_id.trim_start_matches("ed25519:").to_owned();
             let pair = Ed25519KeyPair::from_der(&document, version)
                 .map_err(|e| format!("stored signing key {key_id} is invalid: {e}"))?;
-            keys.push((key_id, STANDARD_NO_PAD.encode(pair.public_key()), expired_ts));
+            keys.push((
+                key_id,
+                STANDARD_NO_PAD.encode(pair.public_key()),
+                expired_ts,
+            ));
         }
         Ok(keys)
     }
