@@ -307,3 +307,49 @@ async fn federation_version() {
         }
     }
 }
+
+#[tokio::test]
+async fn ip_literal_server_names_resolve_without_overrides() {
+    for backend in backends() {
+        let ca = TestCa::new();
+        let literal = TestServer::start_ip_literal(&backend, &ca).await;
+        let mut servers =
+            TestServer::start_federated(&backend, &ca, &["a.lattice.test"], |_| {}).await;
+        let a = servers.pop().expect("server a");
+        let literal_key = literal.homeserver.services().key.clone();
+
+        // A reaches 127.0.0.1:PORT directly and checks the certificate for the IP address.
+        let path = format!("/_matrix/key/v2/query/{}", literal.server_name);
+        let (status, body) = a.client().get(&path).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let response = &body["server_keys"][0];
+        assert_eq!(
+            response["server_name"],
+            literal.server_name.as_str(),
+            "{body}"
+        );
+        assert_eq!(
+            response["verify_keys"][&literal_key.key_id]["key"],
+            literal_key.public_key_base64()
+        );
+        assert!(signature_verifies(
+            response,
+            &literal.server_name,
+            &literal_key.key_id,
+            &literal_key.public_key_base64()
+        ));
+
+        let destination = a
+            .homeserver
+            .services()
+            .federation
+            .resolve(&literal.server_name)
+            .await
+            .expect("resolve");
+        assert_eq!(destination.tls_host, "127.0.0.1");
+        assert_eq!(destination.host_header, literal.server_name);
+        assert!(destination.addrs.is_empty(), "no lookup for an IP literal");
+        a.stop().await;
+        literal.stop().await;
+    }
+}

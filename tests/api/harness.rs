@@ -245,6 +245,24 @@ impl TestServer {
         servers
     }
 
+    /// Starts a server named by its IP literal and port (`127.0.0.1:PORT`),
+    /// which other servers reach without host overrides, with a certificate
+    /// for the IP address from `ca`.
+    pub async fn start_ip_literal(backend: &Backend, ca: &TestCa) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a federation port");
+        let port = listener.local_addr().expect("address").port();
+        let (certificate, key) = ca.issue("127.0.0.1");
+        Self::start_configured(backend, Some(listener), |config| {
+            config.server_name = format!("127.0.0.1:{port}");
+            config.federation.tls_certificate = Some(certificate);
+            config.federation.tls_private_key = Some(key);
+            config.federation.tls_ca_file = Some(ca.ca_file());
+        })
+        .await
+    }
+
     /// Stops the server and starts it again on the same data directory and
     /// database, with a new client listener (and no federation listener).
     pub async fn restart(self) -> Self {
