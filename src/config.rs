@@ -198,10 +198,7 @@ impl Default for Config {
 
 impl Default for ListenConfig {
     fn default() -> Self {
-        Self {
-            client: SocketAddr::from(([127, 0, 0, 1], 8008)),
-            federation: None,
-        }
+        Self { client: SocketAddr::from(([127, 0, 0, 1], 8008)), federation: None }
     }
 }
 
@@ -341,23 +338,17 @@ impl Config {
             return Err(ConfigError("media.max_upload_size must be above 0".into()));
         }
         if self.listen.federation.is_some()
-            && (self.federation.tls_certificate.is_none()
-                || self.federation.tls_private_key.is_none())
+            && (self.federation.tls_certificate.is_none() || self.federation.tls_private_key.is_none())
         {
             return Err(ConfigError(
-                "listen.federation needs federation.tls_certificate and federation.tls_private_key"
-                    .into(),
+                "listen.federation needs federation.tls_certificate and federation.tls_private_key".into(),
             ));
         }
         if self.federation.request_timeout_secs == 0 {
-            return Err(ConfigError(
-                "federation.request_timeout_secs must be above 0".into(),
-            ));
+            return Err(ConfigError("federation.request_timeout_secs must be above 0".into()));
         }
         if self.federation.key_validity_ms < 60_000 {
-            return Err(ConfigError(
-                "federation.key_validity_ms must be at least 60000 (one minute)".into(),
-            ));
+            return Err(ConfigError("federation.key_validity_ms must be at least 60000 (one minute)".into()));
         }
         if self.federation.sender_retry_initial_ms == 0
             || self.federation.sender_retry_max_ms < self.federation.sender_retry_initial_ms
@@ -368,17 +359,10 @@ impl Config {
         }
         for (name, target) in &self.federation.host_overrides {
             if ruma::ServerName::parse(name).is_err() {
-                return Err(ConfigError(format!(
-                    "federation.host_overrides: {name:?} is not a server name"
-                )));
+                return Err(ConfigError(format!("federation.host_overrides: {name:?} is not a server name")));
             }
-            if !target
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
-            {
-                return Err(ConfigError(format!(
-                    "federation.host_overrides.{name:?}: {target:?} is not host:port"
-                )));
+            if !target.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok()) {
+                return Err(ConfigError(format!("federation.host_overrides.{name:?}: {target:?} is not host:port")));
             }
         }
         if self.rate_limits.enabled && self.rate_limits.per_second <= 0.0 {
@@ -534,22 +518,10 @@ mod tests {
             parsed.federation.insecure_skip_tls_verify_for_tests,
             defaults.federation.insecure_skip_tls_verify_for_tests
         );
-        assert_eq!(
-            parsed.federation.request_timeout_secs,
-            defaults.federation.request_timeout_secs
-        );
-        assert_eq!(
-            parsed.federation.key_validity_ms,
-            defaults.federation.key_validity_ms
-        );
-        assert_eq!(
-            parsed.federation.sender_retry_initial_ms,
-            defaults.federation.sender_retry_initial_ms
-        );
-        assert_eq!(
-            parsed.federation.sender_retry_max_ms,
-            defaults.federation.sender_retry_max_ms
-        );
+        assert_eq!(parsed.federation.request_timeout_secs, defaults.federation.request_timeout_secs);
+        assert_eq!(parsed.federation.key_validity_ms, defaults.federation.key_validity_ms);
+        assert_eq!(parsed.federation.sender_retry_initial_ms, defaults.federation.sender_retry_initial_ms);
+        assert_eq!(parsed.federation.sender_retry_max_ms, defaults.federation.sender_retry_max_ms);
         assert!(parsed.federation.host_overrides.is_empty());
     }
 }

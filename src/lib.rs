@@ -125,24 +125,12 @@ impl Homeserver {
         let notifier = Arc::new(Notifier::default());
         let default_version = RoomVersionId::try_from(config.rooms.default_version.as_str())
             .map_err(|e| config::ConfigError::invalid(format!("rooms.default_version: {e}")))?;
-        let rooms = Rooms::new(
-            db.clone(),
-            server_name.clone(),
-            key.clone(),
-            notifier.clone(),
-            policy,
-            default_version,
-        );
-        let federation = federation::Federation::new(
-            db.clone(),
-            server_name.clone(),
-            key.clone(),
-            config.federation.clone(),
-        )
-        .map_err(StartError::Federation)?;
+        let rooms = Rooms::new(db.clone(), server_name.clone(), key.clone(), notifier.clone(), policy, default_version);
+        let federation =
+            federation::Federation::new(db.clone(), server_name.clone(), key.clone(), config.federation.clone())
+                .map_err(StartError::Federation)?;
         let (shutdown, _) = watch::channel(false);
-        let sender =
-            federation::sender::Sender::new(db.clone(), federation.clone(), shutdown.subscribe());
+        let sender = federation::sender::Sender::new(db.clone(), federation.clone(), shutdown.subscribe());
         let media = media::Media::new(
             db.clone(),
             server_name.clone(),
@@ -212,29 +200,19 @@ impl Homeserver {
     /// Serves the Server-Server API over TLS on `listener`, with the
     /// certificate and key of `federation.tls_certificate` and
     /// `federation.tls_private_key`, until the server shuts down.
-    pub fn spawn_federation_listener(
-        &self,
-        listener: tokio::net::TcpListener,
-    ) -> Result<(), StartError> {
+    pub fn spawn_federation_listener(&self, listener: tokio::net::TcpListener) -> Result<(), StartError> {
         let config = &self.services.config.federation;
-        let (Some(certificate), Some(key)) = (&config.tls_certificate, &config.tls_private_key)
-        else {
+        let (Some(certificate), Some(key)) = (&config.tls_certificate, &config.tls_private_key) else {
             return Err(StartError::Federation(
                 "the federation listener needs federation.tls_certificate and federation.tls_private_key".into(),
             ));
         };
-        let tls =
-            federation::tls::server_config(certificate, key).map_err(StartError::Federation)?;
+        let tls = federation::tls::server_config(certificate, key).map_err(StartError::Federation)?;
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, server_name = %self.services.server_name, "listening for federation (TLS)");
         }
         let app = self.federation_router();
-        tokio::spawn(api::federation::listener::serve_tls(
-            listener,
-            Arc::new(tls),
-            app,
-            self.shutdown.subscribe(),
-        ));
+        tokio::spawn(api::federation::listener::serve_tls(listener, Arc::new(tls), app, self.shutdown.subscribe()));
         Ok(())
     }
 
@@ -251,10 +229,7 @@ impl Homeserver {
         if let Some(federation_addr) = self.services.config.listen.federation {
             let federation_listener = tokio::net::TcpListener::bind(federation_addr)
                 .await
-                .map_err(|source| StartError::Listen {
-                    addr: federation_addr,
-                    source,
-                })?;
+                .map_err(|source| StartError::Listen { addr: federation_addr, source })?;
             self.spawn_federation_listener(federation_listener)?;
         }
         let handle = self.shutdown_handle();

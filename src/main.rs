@@ -85,12 +85,9 @@ fn main() -> ExitCode {
         }
         Command::Serve { config } => runtime.block_on(serve(config)),
         Command::RotateSigningKey { config } => runtime.block_on(rotate_signing_key(config)),
-        Command::CreateUser {
-            config,
-            username,
-            password,
-            admin,
-        } => runtime.block_on(create_user(config, username, password, admin)),
+        Command::CreateUser { config, username, password, admin } => {
+            runtime.block_on(create_user(config, username, password, admin))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -126,9 +123,7 @@ async fn create_user(
 
 async fn rotate_signing_key(config_path: Option<PathBuf>) -> Result<(), String> {
     let config = Config::load(config_path.as_deref()).map_err(|e| e.to_string())?;
-    let db = lattice::storage::Db::open(&config.database_url(), 1)
-        .await
-        .map_err(|e| e.to_string())?;
+    let db = lattice::storage::Db::open(&config.database_url(), 1).await.map_err(|e| e.to_string())?;
     let key_id = lattice::signing_key::SigningKey::rotate(&db).await?;
     db.close().await;
     println!("new signing key {key_id}; restart the server to use it");

@@ -72,12 +72,10 @@ impl SigningKey {
     /// Reads the keys this server used before, for `old_verify_keys`, as
     /// (key id, unpadded base64 public key, expired_ts).
     pub async fn old_keys(db: &Db) -> Result<Vec<(String, String, i64)>, String> {
-        let rows = sqlx::query(
-            "SELECT key_id, secret, expired_ts FROM signing_keys WHERE expired_ts IS NOT NULL",
-        )
-        .fetch_all(&db.pool)
-        .await
-        .map_err(|e| format!("could not read old signing keys: {e}"))?;
+        let rows = sqlx::query("SELECT key_id, secret, expired_ts FROM signing_keys WHERE expired_ts IS NOT NULL")
+            .fetch_all(&db.pool)
+            .await
+            .map_err(|e| format!("could not read old signing keys: {e}"))?;
         let mut keys = Vec::with_capacity(rows.len());
         for row in rows {
             let key_id: String = row.get(0);
@@ -89,11 +87,7 @@ impl SigningKey {
             let version = key_id.trim_start_matches("ed25519:").to_owned();
             let pair = Ed25519KeyPair::from_der(&document, version)
                 .map_err(|e| format!("stored signing key {key_id} is invalid: {e}"))?;
-            keys.push((
-                key_id,
-                STANDARD_NO_PAD.encode(pair.public_key()),
-                expired_ts,
-            ));
+            keys.push((key_id, STANDARD_NO_PAD.encode(pair.public_key()), expired_ts));
         }
         Ok(keys)
     }

@@ -123,9 +123,7 @@ impl ThumbnailQuery {
         let method = match self.method.as_deref() {
             None => Method::Scale,
             Some(value) => Method::parse(value).ok_or_else(|| {
-                Error::invalid_param(format!(
-                    "invalid method {value:?}: expected \"scale\" or \"crop\""
-                ))
+                Error::invalid_param(format!("invalid method {value:?}: expected \"scale\" or \"crop\""))
             })?,
         };
         Ok((width, height, method))
@@ -133,18 +131,12 @@ impl ThumbnailQuery {
 }
 
 /// Rejects a legacy request for remote media that carries `allow_remote=false`.
-fn check_remote_allowed(
-    services: &Services,
-    server_name: &str,
-    allow_remote: Option<&str>,
-) -> Result<()> {
+fn check_remote_allowed(services: &Services, server_name: &str, allow_remote: Option<&str>) -> Result<()> {
     let allowed = match allow_remote {
         None | Some("true") => true,
         Some("false") => false,
         Some(other) => {
-            return Err(Error::invalid_param(format!(
-                "invalid allow_remote {other:?}: expected true or false"
-            )));
+            return Err(Error::invalid_param(format!("invalid allow_remote {other:?}: expected true or false")));
         }
     };
     if !allowed && server_name != services.server_name.as_str() {
@@ -157,11 +149,7 @@ fn check_remote_allowed(
 
 /// `inline` for the content types the spec lists as safe, else `attachment`.
 pub(crate) fn disposition_type(content_type: &str) -> &'static str {
-    if INLINE_CONTENT_TYPES.contains(&essence(content_type).as_str()) {
-        "inline"
-    } else {
-        "attachment"
-    }
+    if INLINE_CONTENT_TYPES.contains(&essence(content_type).as_str()) { "inline" } else { "attachment" }
 }
 
 fn upload_info(headers: &HeaderMap, filename: Option<String>) -> Result<UploadInfo> {
@@ -342,17 +330,8 @@ async fn serve_thumbnail(
 ) -> Result<Response> {
     let server_name = parse_server_name(server_name)?;
     let (width, height, method) = query.params()?;
-    let media = services
-        .media
-        .thumbnail(
-            &server_name,
-            media_id,
-            width,
-            height,
-            method,
-            timeout(query.timeout_ms),
-        )
-        .await?;
+    let media =
+        services.media.thumbnail(&server_name, media_id, width, height, method, timeout(query.timeout_ms)).await?;
     // The spec requires `inline` for thumbnails; they are always images of the inline list.
     file_response(media, "inline").await
 }

@@ -28,10 +28,7 @@ impl Federation {
         if let Some(destination) = &header.destination
             && destination != self.inner.server_name.as_str()
         {
-            return Err(format!(
-                "the request is addressed to {destination}, not to {}",
-                self.inner.server_name
-            ));
+            return Err(format!("the request is addressed to {destination}, not to {}", self.inner.server_name));
         }
         if !header.key.starts_with("ed25519:") {
             return Err(format!("key {:?} is not an ed25519 key", header.key));
@@ -43,27 +40,10 @@ impl Federation {
             .verify_key(&origin, &header.key)
             .await
             .map_err(|e| format!("cannot check the signature of {origin}: {e}"))?;
-        let object = request_object(
-            method,
-            uri,
-            origin.as_str(),
-            header.destination.as_deref(),
-            content,
-        );
-        let canonical = ruma::signatures::to_canonical_json_string_for_signing(&object)
-            .map_err(|e| e.to_string())?;
-        verify_canonical_json_bytes(
-            &SigningKeyAlgorithm::Ed25519,
-            &public_key,
-            &signature,
-            canonical.as_bytes(),
-        )
-        .map_err(|_| {
-            format!(
-                "the signature by {} of {origin} does not match the request",
-                header.key
-            )
-        })?;
+        let object = request_object(method, uri, origin.as_str(), header.destination.as_deref(), content);
+        let canonical = ruma::signatures::to_canonical_json_string_for_signing(&object).map_err(|e| e.to_string())?;
+        verify_canonical_json_bytes(&SigningKeyAlgorithm::Ed25519, &public_key, &signature, canonical.as_bytes())
+            .map_err(|_| format!("the signature by {} of {origin} does not match the request", header.key))?;
         Ok(origin)
     }
 }
@@ -94,10 +74,7 @@ impl XMatrix {
     /// comma-separated `name=value` pairs whose values may be quoted with
     /// backslash escapes. Names are case-insensitive; unknown ones are ignored.
     pub fn parse(value: &str) -> Result<Self, ParseError> {
-        let (scheme, params) = value
-            .trim()
-            .split_once([' ', '\t'])
-            .ok_or(ParseError::NotXMatrix)?;
+        let (scheme, params) = value.trim().split_once([' ', '\t']).ok_or(ParseError::NotXMatrix)?;
         if !scheme.eq_ignore_ascii_case("X-Matrix") {
             return Err(ParseError::NotXMatrix);
         }
@@ -126,26 +103,19 @@ impl XMatrix {
                         other => value.push(other),
                     }
                 }
-                let end = end.ok_or_else(|| {
-                    ParseError::Malformed(format!("unterminated quoted value of {name}"))
-                })?;
+                let end = end.ok_or_else(|| ParseError::Malformed(format!("unterminated quoted value of {name}")))?;
                 (value, &quoted[end..])
             } else {
                 // Unquoted: a token, though colons are allowed for older senders.
                 let end = after.find(',').unwrap_or(after.len());
-                (
-                    after[..end].trim_end_matches([' ', '\t']).to_owned(),
-                    &after[end..],
-                )
+                (after[..end].trim_end_matches([' ', '\t']).to_owned(), &after[end..])
             };
             let remainder = remainder.trim_start_matches([' ', '\t']);
             rest = match remainder.strip_prefix(',') {
                 Some(next) => next.trim_start_matches([' ', '\t']),
                 None if remainder.is_empty() => "",
                 None => {
-                    return Err(ParseError::Malformed(format!(
-                        "expected a comma before {remainder:?}"
-                    )));
+                    return Err(ParseError::Malformed(format!("expected a comma before {remainder:?}")));
                 }
             };
             match name.as_str() {
@@ -186,20 +156,11 @@ pub fn request_object(
     content: Option<CanonicalJsonValue>,
 ) -> CanonicalJsonObject {
     let mut object = CanonicalJsonObject::new();
-    object.insert(
-        "method".into(),
-        CanonicalJsonValue::String(method.to_owned()),
-    );
+    object.insert("method".into(), CanonicalJsonValue::String(method.to_owned()));
     object.insert("uri".into(), CanonicalJsonValue::String(uri.to_owned()));
-    object.insert(
-        "origin".into(),
-        CanonicalJsonValue::String(origin.to_owned()),
-    );
+    object.insert("origin".into(), CanonicalJsonValue::String(origin.to_owned()));
     if let Some(destination) = destination {
-        object.insert(
-            "destination".into(),
-            CanonicalJsonValue::String(destination.to_owned()),
-        );
+        object.insert("destination".into(), CanonicalJsonValue::String(destination.to_owned()));
     }
     if let Some(content) = content {
         object.insert("content".into(), content);
@@ -240,20 +201,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(header.origin, "origin.hs.example.com");
-        assert_eq!(
-            header.destination.as_deref(),
-            Some("destination.hs.example.com")
-        );
+        assert_eq!(header.destination.as_deref(), Some("destination.hs.example.com"));
         assert_eq!(header.key, "ed25519:key1");
         assert_eq!(header.sig, "ABCDEF...");
     }
 
     #[test]
     fn parses_unquoted_values_spaces_case_and_escapes() {
-        let header = XMatrix::parse(
-            "x-matrix  Origin=old.example.org:8448 , KEY=\"ed25519:a\\\"b\",sig=abc,extra=\"x,y\"",
-        )
-        .unwrap();
+        let header =
+            XMatrix::parse("x-matrix  Origin=old.example.org:8448 , KEY=\"ed25519:a\\\"b\",sig=abc,extra=\"x,y\"")
+                .unwrap();
         assert_eq!(header.origin, "old.example.org:8448");
         assert_eq!(header.destination, None);
         assert_eq!(header.key, "ed25519:a\"b");
@@ -263,13 +220,7 @@ mod tests {
     #[test]
     fn rejects_other_schemes_and_missing_parameters() {
         assert_eq!(XMatrix::parse("Bearer abc"), Err(ParseError::NotXMatrix));
-        assert_eq!(
-            XMatrix::parse("X-Matrix origin=a,key=b"),
-            Err(ParseError::Missing("sig"))
-        );
-        assert!(matches!(
-            XMatrix::parse("X-Matrix origin=\"a"),
-            Err(ParseError::Malformed(_))
-        ));
+        assert_eq!(XMatrix::parse("X-Matrix origin=a,key=b"), Err(ParseError::Missing("sig")));
+        assert!(matches!(XMatrix::parse("X-Matrix origin=\"a"), Err(ParseError::Malformed(_))));
     }
 }

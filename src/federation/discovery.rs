@@ -111,18 +111,17 @@ impl Discovery {
 
     /// Resolves `server_name`, from the cache when a recent result exists.
     pub async fn resolve(&self, server_name: &str) -> Result<Destination, ResolveError> {
-        if let Some((destination, expires)) =
-            self.destinations.lock().expect("lock").get(server_name)
+        if let Some((destination, expires)) = self.destinations.lock().expect("lock").get(server_name)
             && *expires > Instant::now()
         {
             return Ok(destination.clone());
         }
         let destination = self.resolve_uncached(server_name).await?;
         tracing::debug!(server_name, host = %destination.tls_host, port = destination.port, "resolved server name");
-        self.destinations.lock().expect("lock").insert(
-            server_name.to_owned(),
-            (destination.clone(), Instant::now() + DESTINATION_TTL),
-        );
+        self.destinations
+            .lock()
+            .expect("lock")
+            .insert(server_name.to_owned(), (destination.clone(), Instant::now() + DESTINATION_TTL));
         Ok(destination)
     }
 
@@ -132,12 +131,8 @@ impl Discovery {
     }
 
     async fn resolve_uncached(&self, server_name: &str) -> Result<Destination, ResolveError> {
-        let fail = |reason: String| ResolveError {
-            server_name: server_name.to_owned(),
-            reason,
-        };
-        let (host, port) =
-            split_host_port(server_name).ok_or_else(|| fail("not a valid server name".into()))?;
+        let fail = |reason: String| ResolveError { server_name: server_name.to_owned(), reason };
+        let (host, port) = split_host_port(server_name).ok_or_else(|| fail("not a valid server name".into()))?;
 
         // Configured overrides, for tests and private deployments.
         if let Some(target) = self.overrides.get(server_name) {
@@ -146,12 +141,7 @@ impl Discovery {
                 .map_err(|e| fail(format!("host override {target}: {e}")))?
                 .collect();
             let port = addrs.first().map(SocketAddr::port).unwrap_or(DEFAULT_PORT);
-            return Ok(Destination {
-                tls_host: host,
-                port,
-                host_header: server_name.to_owned(),
-                addrs,
-            });
+            return Ok(Destination { tls_host: host, port, host_header: server_name.to_owned(), addrs });
         }
 
         // 1. An IP literal, with its port or 8448.
@@ -168,9 +158,7 @@ impl Discovery {
         // 3. /.well-known/matrix/server delegates to another name.
         if let Some(delegated) = self.well_known(&host).await {
             let Some((delegated_host, delegated_port)) = split_host_port(&delegated) else {
-                return Err(fail(format!(
-                    "/.well-known/matrix/server names an invalid server {delegated:?}"
-                )));
+                return Err(fail(format!("/.well-known/matrix/server names an invalid server {delegated:?}")));
             };
             // 3.1 and 3.2: an IP literal or an explicit port.
             if delegated_host.parse::<IpAddr>().is_ok() || delegated_port.is_some() {
@@ -183,12 +171,7 @@ impl Discovery {
             }
             // 3.3 and 3.4: SRV records of the delegated name.
             if let Some((port, addrs)) = self.srv(&delegated_host).await {
-                return Ok(Destination {
-                    tls_host: delegated_host.clone(),
-                    port,
-                    host_header: delegated_host,
-                    addrs,
-                });
+                return Ok(Destination { tls_host: delegated_host.clone(), port, host_header: delegated_host, addrs });
             }
             // 3.5: the delegated name on port 8448.
             return Ok(Destination {
@@ -201,20 +184,10 @@ impl Discovery {
 
         // 4 and 5: SRV records of the server name itself.
         if let Some((port, addrs)) = self.srv(&host).await {
-            return Ok(Destination {
-                tls_host: host.clone(),
-                port,
-                host_header: host,
-                addrs,
-            });
+            return Ok(Destination { tls_host: host.clone(), port, host_header: host, addrs });
         }
         // 6: the hostname on port 8448.
-        Ok(Destination {
-            tls_host: host.clone(),
-            port: DEFAULT_PORT,
-            host_header: host,
-            addrs: Vec::new(),
-        })
+        Ok(Destination { tls_host: host.clone(), port: DEFAULT_PORT, host_header: host, addrs: Vec::new() })
     }
 
     /// Fetches the `m.server` of `https://host/.well-known/matrix/server`, cached
@@ -232,21 +205,13 @@ impl Discovery {
                 (None, WELL_KNOWN_ERROR_TTL)
             }
         };
-        self.well_known
-            .lock()
-            .expect("lock")
-            .insert(host.to_owned(), (answer.clone(), Instant::now() + ttl));
+        self.well_known.lock().expect("lock").insert(host.to_owned(), (answer.clone(), Instant::now() + ttl));
         answer
     }
 
     async fn fetch_well_known(&self, host: &str) -> Result<(String, Duration), String> {
         let url = format!("https://{host}/.well-known/matrix/server");
-        let response = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+        let response = self.http.get(&url).send().await.map_err(|e| e.to_string())?;
         if !response.status().is_success() {
             return Err(format!("status {}", response.status()));
         }
@@ -258,8 +223,7 @@ impl Discovery {
             .unwrap_or(WELL_KNOWN_DEFAULT_TTL)
             .min(WELL_KNOWN_MAX_TTL);
         let body = read_limited(response, WELL_KNOWN_MAX_BYTES).await?;
-        let parsed: WellKnown =
-            serde_json::from_slice(&body).map_err(|e| format!("invalid JSON: {e}"))?;
+        let parsed: WellKnown = serde_json::from_slice(&body).map_err(|e| format!("invalid JSON: {e}"))?;
         Ok((parsed.server, ttl))
     }
 
@@ -278,10 +242,7 @@ impl Discovery {
                 let Ok(ips) = resolver.lookup_ip(target.as_str()).await else {
                     continue;
                 };
-                let addrs: Vec<SocketAddr> = ips
-                    .iter()
-                    .map(|ip| SocketAddr::new(ip, record.port()))
-                    .collect();
+                let addrs: Vec<SocketAddr> = ips.iter().map(|ip| SocketAddr::new(ip, record.port())).collect();
                 if !addrs.is_empty() {
                     return Some((record.port(), addrs));
                 }
@@ -295,16 +256,12 @@ impl Discovery {
 fn max_age(value: &str) -> Option<Duration> {
     value.split(',').find_map(|directive| {
         let (name, seconds) = directive.trim().split_once('=')?;
-        name.eq_ignore_ascii_case("max-age")
-            .then(|| seconds.trim().parse().ok().map(Duration::from_secs))?
+        name.eq_ignore_ascii_case("max-age").then(|| seconds.trim().parse().ok().map(Duration::from_secs))?
     })
 }
 
 /// Reads a response body, failing once it passes `limit` bytes.
-pub async fn read_limited(
-    mut response: reqwest::Response,
-    limit: usize,
-) -> Result<Vec<u8>, String> {
+pub async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
         if body.len() + chunk.len() > limit {
@@ -321,32 +278,17 @@ mod tests {
 
     #[test]
     fn splits_server_names() {
-        assert_eq!(
-            split_host_port("example.org"),
-            Some(("example.org".into(), None))
-        );
-        assert_eq!(
-            split_host_port("example.org:8080"),
-            Some(("example.org".into(), Some(8080)))
-        );
-        assert_eq!(
-            split_host_port("1.2.3.4:1"),
-            Some(("1.2.3.4".into(), Some(1)))
-        );
-        assert_eq!(
-            split_host_port("[::1]:8448"),
-            Some(("::1".into(), Some(8448)))
-        );
+        assert_eq!(split_host_port("example.org"), Some(("example.org".into(), None)));
+        assert_eq!(split_host_port("example.org:8080"), Some(("example.org".into(), Some(8080))));
+        assert_eq!(split_host_port("1.2.3.4:1"), Some(("1.2.3.4".into(), Some(1))));
+        assert_eq!(split_host_port("[::1]:8448"), Some(("::1".into(), Some(8448))));
         assert_eq!(split_host_port("[::1]"), Some(("::1".into(), None)));
         assert_eq!(split_host_port("example.org:port"), None);
     }
 
     #[test]
     fn reads_max_age() {
-        assert_eq!(
-            max_age("public, max-age=600"),
-            Some(Duration::from_secs(600))
-        );
+        assert_eq!(max_age("public, max-age=600"), Some(Duration::from_secs(600)));
         assert_eq!(max_age("no-store"), None);
     }
 
@@ -354,18 +296,12 @@ mod tests {
     async fn ip_literals_and_ports_skip_lookups() {
         let discovery = Discovery::new(BTreeMap::new(), reqwest::Client::new());
         let ip = discovery.resolve("127.0.0.1").await.unwrap();
-        assert_eq!(
-            (ip.tls_host.as_str(), ip.port, ip.host_header.as_str()),
-            ("127.0.0.1", 8448, "127.0.0.1")
-        );
+        assert_eq!((ip.tls_host.as_str(), ip.port, ip.host_header.as_str()), ("127.0.0.1", 8448, "127.0.0.1"));
         let v6 = discovery.resolve("[::1]:9000").await.unwrap();
         assert_eq!(v6.base_url(), "https://[::1]:9000");
         assert_eq!(v6.host_header, "[::1]:9000");
         let named = discovery.resolve("matrix.invalid:8443").await.unwrap();
-        assert_eq!(
-            (named.tls_host.as_str(), named.port),
-            ("matrix.invalid", 8443)
-        );
+        assert_eq!((named.tls_host.as_str(), named.port), ("matrix.invalid", 8443));
         assert!(named.addrs.is_empty());
     }
 
@@ -377,9 +313,6 @@ mod tests {
         assert_eq!(destination.tls_host, "b.example");
         assert_eq!(destination.port, 4567);
         assert_eq!(destination.host_header, "b.example");
-        assert_eq!(
-            destination.addrs,
-            vec![SocketAddr::from(([127, 0, 0, 1], 4567))]
-        );
+        assert_eq!(destination.addrs, vec![SocketAddr::from(([127, 0, 0, 1], 4567))]);
     }
 }

@@ -41,25 +41,16 @@ impl Federation {
         path: &str,
         max_size: u64,
     ) -> Result<RemoteContent, FederationError> {
-        let bad = |reason: String| FederationError::BadResponse {
-            server_name: origin.to_string(),
-            reason,
-        };
+        let bad = |reason: String| FederationError::BadResponse { server_name: origin.to_string(), reason };
         let response = self.send(origin, Method::GET, path, None, true).await?;
         let response = check_status(origin, response).await?;
         let content_type = header_text(response.headers(), header::CONTENT_TYPE);
-        let boundary = boundary(&content_type).ok_or_else(|| {
-            bad(format!(
-                "expected a multipart/mixed answer, got {content_type:?}"
-            ))
-        })?;
+        let boundary = boundary(&content_type)
+            .ok_or_else(|| bad(format!("expected a multipart/mixed answer, got {content_type:?}")))?;
         // The JSON part and the part headers come on top of the content.
-        let limit = usize::try_from(max_size)
-            .unwrap_or(usize::MAX)
-            .saturating_add(64 * 1024);
+        let limit = usize::try_from(max_size).unwrap_or(usize::MAX).saturating_add(64 * 1024);
         let body = read_limited(response, limit).await.map_err(bad)?;
-        let parts = split_multipart(&body, &boundary)
-            .ok_or_else(|| bad("malformed multipart body".into()))?;
+        let parts = split_multipart(&body, &boundary).ok_or_else(|| bad("malformed multipart body".into()))?;
         let [_metadata, content, ..] = parts.as_slice() else {
             return Err(bad("the multipart body has fewer than two parts".into()));
         };
@@ -68,11 +59,8 @@ impl Federation {
             return self.fetch_location(origin, &location, limit).await;
         }
         Ok(RemoteContent {
-            content_type: find_header(headers, "content-type")
-                .unwrap_or_else(|| "application/octet-stream".into()),
-            filename: find_header(headers, "content-disposition")
-                .as_deref()
-                .and_then(disposition_filename),
+            content_type: find_header(headers, "content-type").unwrap_or_else(|| "application/octet-stream".into()),
+            filename: find_header(headers, "content-disposition").as_deref().and_then(disposition_filename),
             bytes: Bytes::copy_from_slice(bytes),
         })
     }
@@ -86,10 +74,7 @@ impl Federation {
         path: &str,
         max_size: u64,
     ) -> Result<RemoteContent, FederationError> {
-        let bad = |reason: String| FederationError::BadResponse {
-            server_name: origin.to_string(),
-            reason,
-        };
+        let bad = |reason: String| FederationError::BadResponse { server_name: origin.to_string(), reason };
         let response = self.send(origin, Method::GET, path, None, false).await?;
         let response = check_status(origin, response).await?;
         let content_type = header_text(response.headers(), header::CONTENT_TYPE);
@@ -97,11 +82,7 @@ impl Federation {
         let limit = usize::try_from(max_size).unwrap_or(usize::MAX);
         let bytes = read_limited(response, limit).await.map_err(bad)?;
         Ok(RemoteContent {
-            content_type: if content_type.is_empty() {
-                "application/octet-stream".into()
-            } else {
-                content_type
-            },
+            content_type: if content_type.is_empty() { "application/octet-stream".into() } else { content_type },
             filename: disposition_filename(&disposition),
             bytes: Bytes::from(bytes),
         })
@@ -114,41 +95,27 @@ impl Federation {
         location: &str,
         limit: usize,
     ) -> Result<RemoteContent, FederationError> {
-        let bad = |reason: String| FederationError::BadResponse {
-            server_name: origin.to_string(),
-            reason,
-        };
-        let url = url::Url::parse(location)
-            .map_err(|e| bad(format!("invalid Location {location:?}: {e}")))?;
+        let bad = |reason: String| FederationError::BadResponse { server_name: origin.to_string(), reason };
+        let url = url::Url::parse(location).map_err(|e| bad(format!("invalid Location {location:?}: {e}")))?;
         if url.scheme() != "https" {
             return Err(bad("the Location of the media is not an https URL".into()));
         }
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(self.inner.tls.clone())
-            .timeout(std::time::Duration::from_secs(
-                self.inner.config.request_timeout_secs,
-            ))
+            .timeout(std::time::Duration::from_secs(self.inner.config.request_timeout_secs))
             .redirect(reqwest::redirect::Policy::limited(5))
             .build()
             .map_err(|e| bad(e.to_string()))?;
-        let response = client
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| FederationError::Unreachable {
-                server_name: origin.to_string(),
-                reason: format!("media Location: {e}"),
-            })?;
+        let response = client.get(url).send().await.map_err(|e| FederationError::Unreachable {
+            server_name: origin.to_string(),
+            reason: format!("media Location: {e}"),
+        })?;
         let response = check_status(origin, response).await?;
         let content_type = header_text(response.headers(), header::CONTENT_TYPE);
         let disposition = header_text(response.headers(), header::CONTENT_DISPOSITION);
         let bytes = read_limited(response, limit).await.map_err(bad)?;
         Ok(RemoteContent {
-            content_type: if content_type.is_empty() {
-                "application/octet-stream".into()
-            } else {
-                content_type
-            },
+            content_type: if content_type.is_empty() { "application/octet-stream".into() } else { content_type },
             filename: disposition_filename(&disposition),
             bytes: Bytes::from(bytes),
         })
@@ -156,28 +123,18 @@ impl Federation {
 }
 
 fn header_text(headers: &http::HeaderMap, name: header::HeaderName) -> String {
-    headers
-        .get(name)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
+    headers.get(name).and_then(|value| value.to_str().ok()).unwrap_or_default().to_owned()
 }
 
 /// Parses the boundary parameter of a `multipart/mixed` content type.
 pub fn boundary(content_type: &str) -> Option<String> {
     let mut params = content_type.split(';');
-    if !params
-        .next()?
-        .trim()
-        .eq_ignore_ascii_case("multipart/mixed")
-    {
+    if !params.next()?.trim().eq_ignore_ascii_case("multipart/mixed") {
         return None;
     }
     params.find_map(|param| {
         let (name, value) = param.trim().split_once('=')?;
-        name.trim()
-            .eq_ignore_ascii_case("boundary")
-            .then(|| value.trim().trim_matches('"').to_owned())
+        name.trim().eq_ignore_ascii_case("boundary").then(|| value.trim().trim_matches('"').to_owned())
     })
 }
 
@@ -220,16 +177,11 @@ pub fn split_multipart<'a>(body: &'a [u8], boundary: &str) -> Option<Vec<Part<'a
 }
 
 fn find_header(headers: &[(String, String)], name: &str) -> Option<String> {
-    headers
-        .iter()
-        .find(|(key, _)| key == name)
-        .map(|(_, value)| value.clone())
+    headers.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone())
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack
-        .windows(needle.len())
-        .position(|window| window == needle)
+    haystack.windows(needle.len()).position(|window| window == needle)
 }
 
 /// Parses the file name of a `Content-Disposition` value: `filename*=utf-8''…`
@@ -246,10 +198,7 @@ pub fn disposition_filename(value: &str) -> Option<String> {
                 let (charset, rest) = encoded.split_once('\'')?;
                 let (_, text) = rest.split_once('\'')?;
                 if charset.eq_ignore_ascii_case("utf-8") {
-                    return percent_encoding::percent_decode_str(text)
-                        .decode_utf8()
-                        .ok()
-                        .map(|name| name.into_owned());
+                    return percent_encoding::percent_decode_str(text).decode_utf8().ok().map(|name| name.into_owned());
                 }
             }
             "filename" => plain = Some(raw.trim().trim_matches('"').to_owned()),
@@ -271,24 +220,15 @@ mod tests {
         let parts = split_multipart(&body, "xyz").unwrap();
         assert_eq!(parts.len(), 2);
         assert_eq!(parts[0].1, b"{}");
-        assert_eq!(
-            find_header(&parts[1].0, "content-type").as_deref(),
-            Some("image/png")
-        );
+        assert_eq!(find_header(&parts[1].0, "content-type").as_deref(), Some("image/png"));
         assert_eq!(parts[1].1, b"\x89PNG\r\n--not-a-delimiter");
     }
 
     #[test]
     fn reads_boundaries_and_filenames() {
-        assert_eq!(
-            boundary("multipart/mixed; boundary=\"abc\"").as_deref(),
-            Some("abc")
-        );
+        assert_eq!(boundary("multipart/mixed; boundary=\"abc\"").as_deref(), Some("abc"));
         assert_eq!(boundary("application/json"), None);
-        assert_eq!(
-            disposition_filename("attachment; filename=\"cat.png\"").as_deref(),
-            Some("cat.png")
-        );
+        assert_eq!(disposition_filename("attachment; filename=\"cat.png\"").as_deref(), Some("cat.png"));
         assert_eq!(
             disposition_filename("inline; filename*=utf-8''r%C3%A9sum%C3%A9.pdf").as_deref(),
             Some("résumé.pdf")
@@ -298,13 +238,9 @@ mod tests {
 
     #[test]
     fn parts_without_headers_and_with_location() {
-        let body =
-            b"preamble\r\n--b\r\n\r\n{}\r\n--b\r\nLocation: https://cdn.example/x\r\n\r\n\r\n--b--";
+        let body = b"preamble\r\n--b\r\n\r\n{}\r\n--b\r\nLocation: https://cdn.example/x\r\n\r\n\r\n--b--";
         let parts = split_multipart(body, "b").unwrap();
         assert_eq!(parts[0].1, b"{}");
-        assert_eq!(
-            find_header(&parts[1].0, "location").as_deref(),
-            Some("https://cdn.example/x")
-        );
+        assert_eq!(find_header(&parts[1].0, "location").as_deref(), Some("https://cdn.example/x"));
     }
 }

@@ -38,12 +38,7 @@ pub enum FederationError {
     #[error("could not reach {server_name}: {reason}")]
     Unreachable { server_name: String, reason: String },
     #[error("{server_name} responded {status}: {errcode} {message}")]
-    Status {
-        server_name: String,
-        status: StatusCode,
-        errcode: String,
-        message: String,
-    },
+    Status { server_name: String, status: StatusCode, errcode: String, message: String },
     #[error("{server_name} sent an invalid response: {reason}")]
     BadResponse { server_name: String, reason: String },
 }
@@ -63,22 +58,11 @@ impl FederationError {
 impl From<FederationError> for Error {
     fn from(err: FederationError) -> Self {
         match &err {
-            FederationError::Status {
-                status,
-                errcode,
-                message,
-                ..
-            } if *status == StatusCode::NOT_FOUND => {
-                let kind = if errcode == "M_UNRECOGNIZED" {
-                    ErrorKind::Unrecognized
-                } else {
-                    ErrorKind::NotFound
-                };
+            FederationError::Status { status, errcode, message, .. } if *status == StatusCode::NOT_FOUND => {
+                let kind = if errcode == "M_UNRECOGNIZED" { ErrorKind::Unrecognized } else { ErrorKind::NotFound };
                 Error::new(kind, format!("the remote server responded: {message}"))
             }
-            _ => {
-                Error::new(ErrorKind::Unknown, err.to_string()).with_status(StatusCode::BAD_GATEWAY)
-            }
+            _ => Error::new(ErrorKind::Unknown, err.to_string()).with_status(StatusCode::BAD_GATEWAY),
         }
     }
 }
@@ -144,10 +128,7 @@ impl Federation {
 
     /// Returns an HTTP client that connects to the address discovery found for `destination`.
     fn client_for(&self, destination: &Destination) -> Result<reqwest::Client, String> {
-        let key = format!(
-            "{}|{}|{:?}",
-            destination.tls_host, destination.port, destination.addrs
-        );
+        let key = format!("{}|{}|{:?}", destination.tls_host, destination.port, destination.addrs);
         if let Some((cached, client)) = self.inner.clients.lock().expect("lock").get(&key)
             && cached == destination
         {
@@ -160,14 +141,8 @@ impl Federation {
         if !destination.addrs.is_empty() {
             builder = builder.resolve_to_addrs(&destination.tls_host, &destination.addrs);
         }
-        let client = builder
-            .build()
-            .map_err(|e| format!("could not build an HTTP client: {e}"))?;
-        self.inner
-            .clients
-            .lock()
-            .expect("lock")
-            .insert(key, (destination.clone(), client.clone()));
+        let client = builder.build().map_err(|e| format!("could not build an HTTP client: {e}"))?;
+        self.inner.clients.lock().expect("lock").insert(key, (destination.clone(), client.clone()));
         Ok(client)
     }
 
@@ -183,18 +158,14 @@ impl Federation {
         body: Option<&Value>,
         signed: bool,
     ) -> Result<reqwest::Response, FederationError> {
-        let unreachable = |reason: String| FederationError::Unreachable {
-            server_name: server_name.to_string(),
-            reason,
-        };
+        let unreachable =
+            |reason: String| FederationError::Unreachable { server_name: server_name.to_string(), reason };
         let destination = self.resolve(server_name.as_str()).await?;
         let client = self.client_for(&destination).map_err(unreachable)?;
-        let mut request =
-            client.request(method.clone(), format!("{}{path}", destination.base_url()));
+        let mut request = client.request(method.clone(), format!("{}{path}", destination.base_url()));
         request = request.header(
             http::header::HOST,
-            HeaderValue::from_str(&destination.host_header)
-                .map_err(|e| unreachable(e.to_string()))?,
+            HeaderValue::from_str(&destination.host_header).map_err(|e| unreachable(e.to_string()))?,
         );
         if signed {
             let content = body
@@ -237,15 +208,9 @@ impl Federation {
     ) -> Result<Value, FederationError> {
         let response = self.send(server_name, method, path, body, signed).await?;
         let response = check_status(server_name, response).await?;
-        let bad = |reason: String| FederationError::BadResponse {
-            server_name: server_name.to_string(),
-            reason,
-        };
-        let bytes = read_limited(response, MAX_JSON_RESPONSE)
-            .await
-            .map_err(bad)?;
-        let value: Value =
-            serde_json::from_slice(&bytes).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+        let bad = |reason: String| FederationError::BadResponse { server_name: server_name.to_string(), reason };
+        let bytes = read_limited(response, MAX_JSON_RESPONSE).await.map_err(bad)?;
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| bad(format!("invalid JSON: {e}")))?;
         if !value.is_object() {
             return Err(bad("the body is not a JSON object".into()));
         }
@@ -269,10 +234,7 @@ pub async fn check_status(
         server_name: server_name.to_string(),
         status,
         errcode: json["errcode"].as_str().unwrap_or("M_UNKNOWN").to_owned(),
-        message: json["error"]
-            .as_str()
-            .unwrap_or("no error message")
-            .to_owned(),
+        message: json["error"].as_str().unwrap_or("no error message").to_owned(),
     })
 }
 

@@ -42,14 +42,7 @@ struct Inner {
 
 impl Sender {
     pub fn new(db: Db, federation: Federation, stop: watch::Receiver<bool>) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                db,
-                federation,
-                workers: Mutex::new(HashMap::new()),
-                stop,
-            }),
-        }
+        Self { inner: Arc::new(Inner { db, federation, workers: Mutex::new(HashMap::new()), stop }) }
     }
 
     /// Starts a task for every destination that still has queued rows, such
@@ -58,47 +51,24 @@ impl Sender {
         for destination in outbox::destinations(&self.inner.db.pool).await? {
             match ServerName::parse(&destination) {
                 Ok(name) => self.wake(&name),
-                Err(_) => tracing::warn!(
-                    destination,
-                    "outbox rows for an invalid server name are not sent"
-                ),
+                Err(_) => tracing::warn!(destination, "outbox rows for an invalid server name are not sent"),
             }
         }
         Ok(())
     }
 
     /// Queues a PDU for `destination`; it is sent in order after what is queued before it.
-    pub async fn queue_pdu(
-        &self,
-        destination: &ServerName,
-        pdu: &Value,
-    ) -> Result<(), sqlx::Error> {
+    pub async fn queue_pdu(&self, destination: &ServerName, pdu: &Value) -> Result<(), sqlx::Error> {
         self.queue(destination, outbox::PDU, pdu).await
     }
 
     /// Queues an EDU (`{"edu_type": ..., "content": ...}`) for `destination`.
-    pub async fn queue_edu(
-        &self,
-        destination: &ServerName,
-        edu: &Value,
-    ) -> Result<(), sqlx::Error> {
+    pub async fn queue_edu(&self, destination: &ServerName, edu: &Value) -> Result<(), sqlx::Error> {
         self.queue(destination, outbox::EDU, edu).await
     }
 
-    async fn queue(
-        &self,
-        destination: &ServerName,
-        kind: &str,
-        body: &Value,
-    ) -> Result<(), sqlx::Error> {
-        outbox::push(
-            &self.inner.db.pool,
-            destination.as_str(),
-            kind,
-            &body.to_string(),
-            now_ms(),
-        )
-        .await?;
+    async fn queue(&self, destination: &ServerName, kind: &str, body: &Value) -> Result<(), sqlx::Error> {
+        outbox::push(&self.inner.db.pool, destination.as_str(), kind, &body.to_string(), now_ms()).await?;
         self.wake(destination);
         Ok(())
     }
@@ -177,9 +147,7 @@ async fn run(inner: Arc<Inner>, destination: OwnedServerName, notify: Arc<Notify
             Ok(()) => {
                 if failures > 0 {
                     tracing::info!(failures, "destination reachable again");
-                    if let Err(err) =
-                        outbox::set_retry_state(pool, destination.as_str(), 0, 0, None).await
-                    {
+                    if let Err(err) = outbox::set_retry_state(pool, destination.as_str(), 0, 0, None).await {
                         tracing::warn!(error = %err, "could not reset the delivery state");
                     }
                 }
@@ -198,14 +166,8 @@ async fn run(inner: Arc<Inner>, destination: OwnedServerName, notify: Arc<Notify
                     "transaction failed; backing off"
                 );
                 let retry_after = now_ms() + delay.as_millis() as i64;
-                if let Err(err) = outbox::set_retry_state(
-                    pool,
-                    destination.as_str(),
-                    failures,
-                    retry_after,
-                    Some(&reason),
-                )
-                .await
+                if let Err(err) =
+                    outbox::set_retry_state(pool, destination.as_str(), failures, retry_after, Some(&reason)).await
                 {
                     tracing::warn!(error = %err, "could not store the delivery state");
                 }
@@ -228,29 +190,15 @@ async fn read_batch(inner: &Inner, destination: &ServerName) -> Result<Batch, sq
     let ids: Vec<i64> = pdus.iter().chain(&edus).map(|(id, _)| *id).collect();
     // The same rows give the same transaction id, so a retry after a lost
     // response is recognised by the receiver as the same transaction.
-    let txn_id = format!(
-        "{}-{}",
-        ids.iter().min().copied().unwrap_or_default(),
-        ids.iter().max().copied().unwrap_or_default()
-    );
+    let txn_id =
+        format!("{}-{}", ids.iter().min().copied().unwrap_or_default(), ids.iter().max().copied().unwrap_or_default());
     let parse = |rows: Vec<(i64, String)>| -> Vec<Value> {
-        rows.into_iter()
-            .filter_map(|(_, body)| serde_json::from_str(&body).ok())
-            .collect()
+        rows.into_iter().filter_map(|(_, body)| serde_json::from_str(&body).ok()).collect()
     };
-    Ok(Batch {
-        ids,
-        pdus: parse(pdus),
-        edus: parse(edus),
-        txn_id: format!("lt{txn_id}"),
-    })
+    Ok(Batch { ids, pdus: parse(pdus), edus: parse(edus), txn_id: format!("lt{txn_id}") })
 }
 
-async fn send_transaction(
-    inner: &Inner,
-    destination: &ServerName,
-    batch: &Batch,
-) -> Result<(), String> {
+async fn send_transaction(inner: &Inner, destination: &ServerName, batch: &Batch) -> Result<(), String> {
     let body = json!({
         "origin": inner.federation.server_name().as_str(),
         "origin_server_ts": now_ms(),
@@ -272,12 +220,7 @@ async fn send_transaction(
             }
         }
     }
-    tracing::debug!(
-        txn_id = batch.txn_id,
-        pdus = batch.pdus.len(),
-        edus = batch.edus.len(),
-        "transaction delivered"
-    );
+    tracing::debug!(txn_id = batch.txn_id, pdus = batch.pdus.len(), edus = batch.edus.len(), "transaction delivered");
     Ok(())
 }
 

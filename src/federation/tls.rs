@@ -24,23 +24,14 @@ fn provider() -> Arc<CryptoProvider> {
 /// Builds the server side of the federation listener from the PEM files in config.
 pub fn server_config(certificate: &Path, private_key: &Path) -> Result<ServerConfig, String> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(certificate)
-        .map_err(|e| {
-            format!(
-                "could not read the certificate file {}: {e}",
-                certificate.display()
-            )
-        })?
+        .map_err(|e| format!("could not read the certificate file {}: {e}", certificate.display()))?
         .collect::<Result<_, _>>()
         .map_err(|e| format!("invalid certificate in {}: {e}", certificate.display()))?;
     if chain.is_empty() {
         return Err(format!("no certificate in {}", certificate.display()));
     }
-    let key = PrivateKeyDer::from_pem_file(private_key).map_err(|e| {
-        format!(
-            "could not read a private key from {}: {e}",
-            private_key.display()
-        )
-    })?;
+    let key = PrivateKeyDer::from_pem_file(private_key)
+        .map_err(|e| format!("could not read a private key from {}: {e}", private_key.display()))?;
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
@@ -65,25 +56,15 @@ pub fn client_config(config: &FederationConfig) -> Result<ClientConfig, String> 
             .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider())))
             .with_no_client_auth()
     } else {
-        let mut roots = RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
+        let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
         if let Some(path) = &config.tls_ca_file {
             let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                .map_err(|e| {
-                    format!(
-                        "could not read federation.tls_ca_file {}: {e}",
-                        path.display()
-                    )
-                })?
+                .map_err(|e| format!("could not read federation.tls_ca_file {}: {e}", path.display()))?
                 .collect::<Result<_, _>>()
                 .map_err(|e| format!("invalid certificate in {}: {e}", path.display()))?;
             let (added, _) = roots.add_parsable_certificates(certificates);
             if added == 0 {
-                return Err(format!(
-                    "federation.tls_ca_file {} holds no usable CA certificate",
-                    path.display()
-                ));
+                return Err(format!("federation.tls_ca_file {} holds no usable CA certificate", path.display()));
             }
         }
         builder.with_root_certificates(roots).with_no_client_auth()
@@ -115,12 +96,7 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -129,12 +105,7 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -266,9 +266,7 @@ impl Media {
         timeout: Option<Duration>,
     ) -> Result<StoredMedia> {
         if server_name != self.inner.server_name {
-            return self
-                .remote_thumbnail(server_name, media_id, width, height, method, timeout)
-                .await;
+            return self.remote_thumbnail(server_name, media_id, width, height, method, timeout).await;
         }
         let original = self.get(server_name, media_id, timeout).await?;
         let content_type = essence(&original.content_type);
@@ -318,12 +316,7 @@ impl Media {
     }
 
     /// Remote media from the cache, else fetched from its server over federation.
-    async fn get_remote(
-        &self,
-        origin: &ServerName,
-        media_id: &str,
-        timeout: Option<Duration>,
-    ) -> Result<StoredMedia> {
+    async fn get_remote(&self, origin: &ServerName, media_id: &str, timeout: Option<Duration>) -> Result<StoredMedia> {
         check_media_id(media_id)?;
         let pool = &self.inner.db.pool;
         if let Some(row) = storage::media::get_remote(pool, origin.as_str(), media_id).await? {
@@ -331,21 +324,16 @@ impl Media {
         }
         let wait = timeout.unwrap_or(DEFAULT_WAIT).min(MAX_WAIT).as_millis();
         let path = format!("/_matrix/federation/v1/media/download/{media_id}?timeout_ms={wait}");
-        let legacy = format!(
-            "/_matrix/media/v3/download/{origin}/{media_id}?allow_remote=false&timeout_ms={wait}"
-        );
+        let legacy = format!("/_matrix/media/v3/download/{origin}/{media_id}?allow_remote=false&timeout_ms={wait}");
         let (temp, row) = self.fetch_remote(origin, media_id, &path, &legacy).await?;
         {
             // The row is written under the lock, so no deletion removes the file in between.
             let _guard = self.inner.content_lock.lock().await;
             self.commit(temp).await?;
-            storage::media::insert_remote(pool, origin.as_str(), media_id, &row, storage::now_ms())
-                .await?;
+            storage::media::insert_remote(pool, origin.as_str(), media_id, &row, storage::now_ms()).await?;
         }
         tracing::info!(%origin, media_id, size = row.size, "cached remote media");
-        let row = storage::media::get_remote(pool, origin.as_str(), media_id)
-            .await?
-            .unwrap_or(row);
+        let row = storage::media::get_remote(pool, origin.as_str(), media_id).await?.unwrap_or(row);
         Ok(self.remote_file(row))
     }
 
@@ -362,18 +350,15 @@ impl Media {
         check_media_id(media_id)?;
         let pool = &self.inner.db.pool;
         let (origin_str, method_str) = (origin.as_str(), method.as_str());
-        if let Some(row) = storage::media::get_remote_thumbnail(
-            pool, origin_str, media_id, width, height, method_str,
-        )
-        .await?
+        if let Some(row) =
+            storage::media::get_remote_thumbnail(pool, origin_str, media_id, width, height, method_str).await?
         {
             return Ok(self.remote_file(row));
         }
         let wait = timeout.unwrap_or(DEFAULT_WAIT).min(MAX_WAIT).as_millis();
         let query = format!("width={width}&height={height}&method={method_str}&timeout_ms={wait}");
         let path = format!("/_matrix/federation/v1/media/thumbnail/{media_id}?{query}");
-        let legacy =
-            format!("/_matrix/media/v3/thumbnail/{origin}/{media_id}?{query}&allow_remote=false");
+        let legacy = format!("/_matrix/media/v3/thumbnail/{origin}/{media_id}?{query}&allow_remote=false");
         let (temp, row) = self.fetch_remote(origin, media_id, &path, &legacy).await?;
         {
             let _guard = self.inner.content_lock.lock().await;
@@ -409,27 +394,19 @@ impl Media {
         let fetched = match federation.fetch_media(origin, path, max).await {
             Err(err) if err.is_unrecognized() => {
                 tracing::debug!(%origin, "no federation media endpoint; trying /_matrix/media/v3");
-                federation
-                    .fetch_media_legacy(origin, legacy_path, max)
-                    .await
+                federation.fetch_media_legacy(origin, legacy_path, max).await
             }
             other => other,
         };
         let content = fetched.map_err(|err| {
             tracing::info!(%origin, media_id, error = %err, "could not fetch remote media");
-            if err.is_not_found() {
-                unknown(origin, media_id)
-            } else {
-                Error::from(err)
-            }
+            if err.is_not_found() { unknown(origin, media_id) } else { Error::from(err) }
         })?;
         let size = content.bytes.len() as u64;
         if size > max {
             return Err(Error::new(
                 ErrorKind::TooLarge,
-                format!(
-                    "mxc://{origin}/{media_id} is larger than the maximum of {max} bytes this server stores"
-                ),
+                format!("mxc://{origin}/{media_id} is larger than the maximum of {max} bytes this server stores"),
             ));
         }
         let bytes = content.bytes;
@@ -440,25 +417,19 @@ impl Media {
                 return Err(Error::internal("writing remote media to disk", err));
             }
             Err(other) => {
-                return Err(Error::internal(
-                    "writing remote media to disk",
-                    format!("{other:?}"),
-                ));
+                return Err(Error::internal("writing remote media to disk", format!("{other:?}")));
             }
         };
-        let content_type = if http::HeaderValue::from_str(&content.content_type).is_ok()
-            && content.content_type.contains('/')
-        {
-            content.content_type
-        } else {
-            "application/octet-stream".into()
-        };
+        let content_type =
+            if http::HeaderValue::from_str(&content.content_type).is_ok() && content.content_type.contains('/') {
+                content.content_type
+            } else {
+                "application/octet-stream".into()
+            };
         let row = storage::media::RemoteMediaRow {
             content_type,
             size: temp.size as i64,
-            filename: content
-                .filename
-                .filter(|name| !name.chars().any(char::is_control)),
+            filename: content.filename.filter(|name| !name.chars().any(char::is_control)),
             sha256: temp.sha256.clone(),
         };
         Ok((temp, row))
@@ -660,9 +631,7 @@ fn check_media_id(media_id: &str) -> Result<()> {
     if is_valid_media_id(media_id) {
         Ok(())
     } else {
-        Err(Error::invalid_param(format!(
-            "invalid media id {media_id:?}: only A-Z, a-z, 0-9, '_' and '-' are allowed"
-        )))
+        Err(Error::invalid_param(format!("invalid media id {media_id:?}: only A-Z, a-z, 0-9, '_' and '-' are allowed")))
     }
 }
 

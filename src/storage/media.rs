@@ -246,11 +246,7 @@ pub struct RemoteMediaRow {
     pub sha256: String,
 }
 
-pub async fn get_remote(
-    pool: &AnyPool,
-    origin: &str,
-    media_id: &str,
-) -> Result<Option<RemoteMediaRow>, sqlx::Error> {
+pub async fn get_remote(pool: &AnyPool, origin: &str, media_id: &str) -> Result<Option<RemoteMediaRow>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT content_type, size, filename, sha256 FROM remote_media WHERE origin = $1 AND media_id = $2",
     )
@@ -258,12 +254,7 @@ pub async fn get_remote(
     .bind(media_id)
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|r| RemoteMediaRow {
-        content_type: r.get(0),
-        size: r.get(1),
-        filename: r.get(2),
-        sha256: r.get(3),
-    }))
+    Ok(row.map(|r| RemoteMediaRow { content_type: r.get(0), size: r.get(1), filename: r.get(2), sha256: r.get(3) }))
 }
 
 /// Records fetched remote media; a row stored meanwhile by a concurrent fetch is kept.
@@ -309,12 +300,7 @@ pub async fn get_remote_thumbnail(
     .bind(method)
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|r| RemoteMediaRow {
-        content_type: r.get(0),
-        size: r.get(1),
-        filename: None,
-        sha256: r.get(2),
-    }))
+    Ok(row.map(|r| RemoteMediaRow { content_type: r.get(0), size: r.get(1), filename: None, sha256: r.get(2) }))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -8,13 +8,7 @@ pub const PDU: &str = "pdu";
 pub const EDU: &str = "edu";
 
 /// Queues one PDU or EDU (`kind`) for `destination`.
-pub async fn push(
-    pool: &AnyPool,
-    destination: &str,
-    kind: &str,
-    body: &str,
-    now: i64,
-) -> Result<(), sqlx::Error> {
+pub async fn push(pool: &AnyPool, destination: &str, kind: &str, body: &str, now: i64) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO federation_outbox (destination, kind, body, queued_ts) VALUES ($1, $2, $3, $4)")
         .bind(destination)
         .bind(kind)
@@ -56,21 +50,17 @@ pub async fn remove(pool: &AnyPool, ids: &[i64]) -> Result<(), sqlx::Error> {
 
 /// Lists the destinations with queued rows.
 pub async fn destinations(pool: &AnyPool) -> Result<Vec<String>, sqlx::Error> {
-    let rows = sqlx::query("SELECT DISTINCT destination FROM federation_outbox")
-        .fetch_all(pool)
-        .await?;
+    let rows = sqlx::query("SELECT DISTINCT destination FROM federation_outbox").fetch_all(pool).await?;
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
 /// Reads the consecutive failures and the retry time of `destination`
 /// (zero for a destination without failures).
 pub async fn retry_state(pool: &AnyPool, destination: &str) -> Result<(i64, i64), sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT failures, retry_after_ts FROM federation_destinations WHERE destination = $1",
-    )
-    .bind(destination)
-    .fetch_optional(pool)
-    .await?;
+    let row = sqlx::query("SELECT failures, retry_after_ts FROM federation_destinations WHERE destination = $1")
+        .bind(destination)
+        .fetch_optional(pool)
+        .await?;
     Ok(row.map(|row| (row.get(0), row.get(1))).unwrap_or((0, 0)))
 }
 

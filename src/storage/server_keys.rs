@@ -67,10 +67,7 @@ pub async fn current_key(
 
 /// Reads every cached key of `server_name` with the response it came in, as
 /// (key id, response JSON).
-pub async fn responses(
-    pool: &AnyPool,
-    server_name: &str,
-) -> Result<Vec<(String, String)>, sqlx::Error> {
+pub async fn responses(pool: &AnyPool, server_name: &str) -> Result<Vec<(String, String)>, sqlx::Error> {
     let rows = sqlx::query("SELECT key_id, response FROM server_keys WHERE server_name = $1")
         .bind(server_name)
         .fetch_all(pool)

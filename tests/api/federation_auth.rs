@@ -20,9 +20,7 @@ struct Pair {
 
 async fn start_pair(backend: &crate::harness::Backend) -> Pair {
     let ca = TestCa::new();
-    let mut servers =
-        TestServer::start_federated(backend, &ca, &["a.lattice.test", "b.lattice.test"], |_| {})
-            .await;
+    let mut servers = TestServer::start_federated(backend, &ca, &["a.lattice.test", "b.lattice.test"], |_| {}).await;
     let b = servers.pop().expect("b");
     let a = servers.pop().expect("a");
     let bob = b.register("bob").await;
@@ -35,20 +33,14 @@ async fn start_pair(backend: &crate::harness::Backend) -> Pair {
         .await
         .expect("upload");
     let body: Value = response.json().await.expect("upload JSON");
-    let uri = body["content_uri"]
-        .as_str()
-        .expect("content_uri")
-        .to_owned();
+    let uri = body["content_uri"].as_str().expect("content_uri").to_owned();
     let media_id = uri.rsplit('/').next().expect("media id").to_owned();
     Pair { ca, a, b, media_id }
 }
 
 /// Sends GET `path` to B's federation listener with the given Authorization headers.
 async fn get_b(pair: &Pair, path: &str, authorization: &[String]) -> (StatusCode, Vec<u8>) {
-    let mut request = pair
-        .ca
-        .client(&[&pair.b])
-        .get(format!("{}{path}", pair.b.federation_base()));
+    let mut request = pair.ca.client(&[&pair.b]).get(format!("{}{path}", pair.b.federation_base()));
     for value in authorization {
         request = request.header("authorization", value);
     }
@@ -63,19 +55,11 @@ fn sign(key: &Ed25519KeyPair, origin: &str, destination: &str, path: &str) -> St
 
 #[track_caller]
 fn assert_unauthorized(response: &(StatusCode, Vec<u8>), message_part: &str) {
-    assert_eq!(
-        response.0,
-        StatusCode::UNAUTHORIZED,
-        "{}",
-        String::from_utf8_lossy(&response.1)
-    );
+    assert_eq!(response.0, StatusCode::UNAUTHORIZED, "{}", String::from_utf8_lossy(&response.1));
     let body: Value = serde_json::from_slice(&response.1).expect("error JSON");
     assert_eq!(body["errcode"], "M_UNAUTHORIZED", "{body}");
     let message = body["error"].as_str().unwrap_or_default();
-    assert!(
-        message.contains(message_part),
-        "expected {message_part:?} in {message:?}"
-    );
+    assert!(message.contains(message_part), "expected {message_part:?} in {message:?}");
 }
 
 #[tokio::test]
@@ -94,48 +78,30 @@ async fn signed_requests_accepted_and_bad_ones_rejected() {
         // No Authorization header.
         assert_unauthorized(&get_b(&pair, &path, &[]).await, "missing Authorization");
         // Another scheme.
-        assert_unauthorized(
-            &get_b(&pair, &path, &["Bearer abc".into()]).await,
-            "X-Matrix",
-        );
+        assert_unauthorized(&get_b(&pair, &path, &["Bearer abc".into()]).await, "X-Matrix");
 
         // Signed with a key that is not A's, under A's key id.
-        let stranger =
-            Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), a_key.pair.version().to_owned())
-                .expect("stranger key");
+        let stranger = Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), a_key.pair.version().to_owned())
+            .expect("stranger key");
         let forged = sign(&stranger, "a.lattice.test", "b.lattice.test", &path);
         assert_unauthorized(&get_b(&pair, &path, &[forged]).await, "does not match");
 
         // A key id that A never published.
-        let unknown =
-            Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), "unknown".into()).expect("key");
+        let unknown = Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), "unknown".into()).expect("key");
         let unknown_key = sign(&unknown, "a.lattice.test", "b.lattice.test", &path);
-        assert_unauthorized(
-            &get_b(&pair, &path, &[unknown_key]).await,
-            "ed25519:unknown",
-        );
+        assert_unauthorized(&get_b(&pair, &path, &[unknown_key]).await, "ed25519:unknown");
 
         // Addressed to another server.
         let misaddressed = sign(&a_key.pair, "a.lattice.test", "c.lattice.test", &path);
-        assert_unauthorized(
-            &get_b(&pair, &path, &[misaddressed]).await,
-            "addressed to c.lattice.test",
-        );
+        assert_unauthorized(&get_b(&pair, &path, &[misaddressed]).await, "addressed to c.lattice.test");
 
         // A valid signature for another request does not carry over.
         let other_path = format!("{path}?timeout_ms=1");
         let (status, _) = get_b(&pair, &other_path, std::slice::from_ref(&signed)).await;
-        assert_eq!(
-            status,
-            StatusCode::UNAUTHORIZED,
-            "signature bound to the request target"
-        );
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "signature bound to the request target");
 
         // A malformed header names the problem.
-        assert_unauthorized(
-            &get_b(&pair, &path, &["X-Matrix origin=\"a.lattice.test".into()]).await,
-            "malformed",
-        );
+        assert_unauthorized(&get_b(&pair, &path, &["X-Matrix origin=\"a.lattice.test".into()]).await, "malformed");
 
         pair.a.stop().await;
         pair.b.stop().await;
@@ -151,41 +117,21 @@ async fn federation_client_signs_requests() {
         let path = format!("/_matrix/federation/v1/media/download/{}", pair.media_id);
 
         // Signed by A's federation client: B accepts it.
-        let response = federation
-            .send(&b_name, Method::GET, &path, None, true)
-            .await
-            .expect("request to b");
+        let response = federation.send(&b_name, Method::GET, &path, None, true).await.expect("request to b");
         assert_eq!(response.status(), StatusCode::OK);
-        assert!(
-            response.headers()["content-type"]
-                .to_str()
-                .unwrap()
-                .starts_with("multipart/mixed; boundary=")
-        );
+        assert!(response.headers()["content-type"].to_str().unwrap().starts_with("multipart/mixed; boundary="));
         // The same request unsigned is refused.
-        let response = federation
-            .send(&b_name, Method::GET, &path, None, false)
-            .await
-            .expect("request to b");
+        let response = federation.send(&b_name, Method::GET, &path, None, false).await.expect("request to b");
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         let body: Value = response.json().await.expect("error JSON");
         assert_eq!(body["errcode"], "M_UNAUTHORIZED");
 
         // JSON responses come back parsed.
         let version = federation
-            .send_json(
-                &b_name,
-                Method::GET,
-                "/_matrix/federation/v1/version",
-                None,
-                true,
-            )
+            .send_json(&b_name, Method::GET, "/_matrix/federation/v1/version", None, true)
             .await
             .expect("version of b");
-        assert_eq!(
-            version,
-            json!({ "server": { "name": "Lattice", "version": env!("CARGO_PKG_VERSION") } })
-        );
+        assert_eq!(version, json!({ "server": { "name": "Lattice", "version": env!("CARGO_PKG_VERSION") } }));
 
         pair.a.stop().await;
         pair.b.stop().await;
@@ -198,16 +144,11 @@ async fn outbound_tls_requires_a_trusted_certificate() {
         // B's certificate comes from a CA that A does not trust.
         let ca = TestCa::new();
         let other_ca = TestCa::new();
-        let mut servers = TestServer::start_federated(
-            &backend,
-            &ca,
-            &["a.lattice.test", "b.lattice.test"],
-            |config| {
-                if config.server_name == "a.lattice.test" {
-                    config.federation.tls_ca_file = Some(other_ca.ca_file());
-                }
-            },
-        )
+        let mut servers = TestServer::start_federated(&backend, &ca, &["a.lattice.test", "b.lattice.test"], |config| {
+            if config.server_name == "a.lattice.test" {
+                config.federation.tls_ca_file = Some(other_ca.ca_file());
+            }
+        })
         .await;
         let b = servers.pop().expect("b");
         let a = servers.pop().expect("a");
@@ -216,13 +157,7 @@ async fn outbound_tls_requires_a_trusted_certificate() {
             .homeserver
             .services()
             .federation
-            .send_json(
-                &b_name,
-                Method::GET,
-                "/_matrix/federation/v1/version",
-                None,
-                false,
-            )
+            .send_json(&b_name, Method::GET, "/_matrix/federation/v1/version", None, false)
             .await
             .expect_err("an untrusted certificate is refused");
         assert!(err.to_string().contains("certificate"), "{err}");
@@ -232,15 +167,10 @@ async fn outbound_tls_requires_a_trusted_certificate() {
         // The test-only switch accepts it.
         let ca = TestCa::new();
         let other_ca = TestCa::new();
-        let mut servers = TestServer::start_federated(
-            &backend,
-            &ca,
-            &["a.lattice.test", "b.lattice.test"],
-            |config| {
-                config.federation.tls_ca_file = Some(other_ca.ca_file());
-                config.federation.insecure_skip_tls_verify_for_tests = true;
-            },
-        )
+        let mut servers = TestServer::start_federated(&backend, &ca, &["a.lattice.test", "b.lattice.test"], |config| {
+            config.federation.tls_ca_file = Some(other_ca.ca_file());
+            config.federation.insecure_skip_tls_verify_for_tests = true;
+        })
         .await;
         let b = servers.pop().expect("b");
         let a = servers.pop().expect("a");
@@ -248,13 +178,7 @@ async fn outbound_tls_requires_a_trusted_certificate() {
             .homeserver
             .services()
             .federation
-            .send_json(
-                &b_name,
-                Method::GET,
-                "/_matrix/federation/v1/version",
-                None,
-                false,
-            )
+            .send_json(&b_name, Method::GET, "/_matrix/federation/v1/version", None, false)
             .await
             .expect("accepted without verification");
         assert_eq!(version["server"]["name"], "Lattice");

@@ -53,27 +53,11 @@ async fn record(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> (StatusCode, Json<Value>) {
-    let fail = log
-        .failures_left
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok();
-    let authorization = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    log.attempts.lock().unwrap().push(Attempt {
-        at: Instant::now(),
-        accepted: !fail,
-        txn_id,
-        body,
-        authorization,
-    });
+    let fail = log.failures_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+    let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    log.attempts.lock().unwrap().push(Attempt { at: Instant::now(), accepted: !fail, txn_id, body, authorization });
     if fail {
-        (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(json!({ "errcode": "M_UNKNOWN", "error": "test failure" })),
-        )
+        (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "errcode": "M_UNKNOWN", "error": "test failure" })))
     } else {
         (StatusCode::OK, Json(json!({ "pdus": {} })))
     }
@@ -82,36 +66,20 @@ async fn record(
 async fn start_receiver(ca: &TestCa, failures: usize) -> Receiver {
     let (certificate, key) = ca.issue("recv.lattice.test");
     let tls = lattice::federation::tls::server_config(&certificate, &key).expect("receiver TLS");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     let log = Log::default();
     log.failures_left.store(failures, Ordering::SeqCst);
-    let app = Router::new()
-        .route("/_matrix/federation/v1/send/{txn_id}", put(record))
-        .with_state(log.clone());
+    let app = Router::new().route("/_matrix/federation/v1/send/{txn_id}", put(record)).with_state(log.clone());
     let (stop, stopped) = watch::channel(false);
-    tokio::spawn(lattice::api::federation::listener::serve_tls(
-        listener,
-        Arc::new(tls),
-        app,
-        stopped,
-    ));
-    Receiver {
-        log,
-        addr,
-        _stop: stop,
-    }
+    tokio::spawn(lattice::api::federation::listener::serve_tls(listener, Arc::new(tls), app, stopped));
+    Receiver { log, addr, _stop: stop }
 }
 
 async fn start_sender(backend: &Backend, ca: &TestCa, receiver: &Receiver) -> TestServer {
     let addr = receiver.addr.to_string();
     let mut servers = TestServer::start_federated(backend, ca, &["a.lattice.test"], |config| {
-        config
-            .federation
-            .host_overrides
-            .insert("recv.lattice.test".into(), addr.clone());
+        config.federation.host_overrides.insert("recv.lattice.test".into(), addr.clone());
         config.federation.sender_retry_initial_ms = 100;
         config.federation.sender_retry_max_ms = 400;
     })
@@ -122,21 +90,13 @@ async fn start_sender(backend: &Backend, ca: &TestCa, receiver: &Receiver) -> Te
 /// Collects the accepted PDUs (or EDUs) in delivery order.
 fn delivered(log: &Log, field: &str) -> Vec<Value> {
     let attempts = log.attempts.lock().unwrap();
-    attempts
-        .iter()
-        .filter(|a| a.accepted)
-        .flat_map(|a| a.body[field].as_array().cloned().unwrap_or_default())
-        .collect()
+    attempts.iter().filter(|a| a.accepted).flat_map(|a| a.body[field].as_array().cloned().unwrap_or_default()).collect()
 }
 
 async fn wait_for(log: &Log, pdus: usize, edus: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while delivered(log, "pdus").len() < pdus || delivered(log, "edus").len() < edus {
-        assert!(
-            Instant::now() < deadline,
-            "delivery timed out: {} PDUs",
-            delivered(log, "pdus").len()
-        );
+        assert!(Instant::now() < deadline, "delivery timed out: {} PDUs", delivered(log, "pdus").len());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -146,21 +106,14 @@ async fn wait_for(log: &Log, pdus: usize, edus: usize) {
 async fn wait_for_empty_outbox(server: &TestServer) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while outbox_rows(server).await > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "delivered rows stay in the outbox"
-        );
+        assert!(Instant::now() < deadline, "delivered rows stay in the outbox");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 async fn outbox_rows(server: &TestServer) -> i64 {
     let pool = &server.homeserver.services().db.pool;
-    sqlx::query("SELECT COUNT(*) FROM federation_outbox")
-        .fetch_one(pool)
-        .await
-        .expect("count")
-        .get(0)
+    sqlx::query("SELECT COUNT(*) FROM federation_outbox").fetch_one(pool).await.expect("count").get(0)
 }
 
 fn recv() -> ruma::OwnedServerName {
@@ -175,72 +128,40 @@ async fn transactions_respect_limits_and_order() {
         let a = start_sender(&backend, &ca, &receiver).await;
         let sender = a.homeserver.services().sender.clone();
         for n in 0..120 {
-            sender
-                .queue_pdu(&recv(), &json!({ "n": n }))
-                .await
-                .expect("queue PDU");
+            sender.queue_pdu(&recv(), &json!({ "n": n })).await.expect("queue PDU");
         }
         for n in 0..130 {
             sender
-                .queue_edu(
-                    &recv(),
-                    &json!({ "edu_type": "m.typing", "content": { "n": n } }),
-                )
+                .queue_edu(&recv(), &json!({ "edu_type": "m.typing", "content": { "n": n } }))
                 .await
                 .expect("queue EDU");
         }
         wait_for(&receiver.log, 120, 130).await;
 
-        let pdus: Vec<i64> = delivered(&receiver.log, "pdus")
-            .iter()
-            .map(|p| p["n"].as_i64().unwrap())
-            .collect();
-        assert_eq!(
-            pdus,
-            (0..120).collect::<Vec<_>>(),
-            "every PDU once, in order"
-        );
-        let edus: Vec<i64> = delivered(&receiver.log, "edus")
-            .iter()
-            .map(|e| e["content"]["n"].as_i64().unwrap())
-            .collect();
-        assert_eq!(
-            edus,
-            (0..130).collect::<Vec<_>>(),
-            "every EDU once, in order"
-        );
+        let pdus: Vec<i64> = delivered(&receiver.log, "pdus").iter().map(|p| p["n"].as_i64().unwrap()).collect();
+        assert_eq!(pdus, (0..120).collect::<Vec<_>>(), "every PDU once, in order");
+        let edus: Vec<i64> =
+            delivered(&receiver.log, "edus").iter().map(|e| e["content"]["n"].as_i64().unwrap()).collect();
+        assert_eq!(edus, (0..130).collect::<Vec<_>>(), "every EDU once, in order");
 
         let attempts = receiver.log.attempts.lock().unwrap().clone();
         let mut txn_ids: Vec<&str> = attempts.iter().map(|a| a.txn_id.as_str()).collect();
         for attempt in &attempts {
-            assert!(
-                attempt.body["pdus"].as_array().unwrap().len() <= 50,
-                "at most 50 PDUs"
-            );
-            assert!(
-                attempt.body["edus"].as_array().unwrap().len() <= 100,
-                "at most 100 EDUs"
-            );
+            assert!(attempt.body["pdus"].as_array().unwrap().len() <= 50, "at most 50 PDUs");
+            assert!(attempt.body["edus"].as_array().unwrap().len() <= 100, "at most 100 EDUs");
             assert_eq!(attempt.body["origin"], "a.lattice.test");
             assert!(attempt.body["origin_server_ts"].is_i64());
             assert!(
-                attempt.authorization.starts_with(
-                    "X-Matrix origin=\"a.lattice.test\",destination=\"recv.lattice.test\""
-                ),
+                attempt
+                    .authorization
+                    .starts_with("X-Matrix origin=\"a.lattice.test\",destination=\"recv.lattice.test\""),
                 "{}",
                 attempt.authorization
             );
         }
         txn_ids.dedup();
-        assert_eq!(
-            txn_ids.len(),
-            attempts.len(),
-            "each transaction has its own id"
-        );
-        assert!(
-            attempts.len() >= 3,
-            "120 PDUs need at least three transactions"
-        );
+        assert_eq!(txn_ids.len(), attempts.len(), "each transaction has its own id");
+        assert!(attempts.len() >= 3, "120 PDUs need at least three transactions");
         wait_for_empty_outbox(&a).await;
         a.stop().await;
     }
@@ -254,10 +175,7 @@ async fn failures_back_off_exponentially() {
         let a = start_sender(&backend, &ca, &receiver).await;
         let sender = a.homeserver.services().sender.clone();
         for n in 0..3 {
-            sender
-                .queue_pdu(&recv(), &json!({ "n": n }))
-                .await
-                .expect("queue PDU");
+            sender.queue_pdu(&recv(), &json!({ "n": n })).await.expect("queue PDU");
         }
         wait_for(&receiver.log, 3, 0).await;
 
@@ -265,29 +183,21 @@ async fn failures_back_off_exponentially() {
         let failed = attempts.iter().filter(|a| !a.accepted).count();
         assert_eq!(failed, 4, "four failed attempts before the delivery");
         // Retries wait 100, 200, 400 (the cap) and 400 ms.
-        let gaps: Vec<u128> = attempts
-            .windows(2)
-            .map(|w| w[1].at.duration_since(w[0].at).as_millis())
-            .collect();
+        let gaps: Vec<u128> = attempts.windows(2).map(|w| w[1].at.duration_since(w[0].at).as_millis()).collect();
         for (gap, minimum) in gaps.iter().zip([100, 200, 400, 400]) {
             assert!(*gap >= minimum - 10, "gaps {gaps:?}");
         }
-        assert!(
-            gaps.iter().all(|gap| *gap < 2_000),
-            "the cap bounds the delay: {gaps:?}"
-        );
+        assert!(gaps.iter().all(|gap| *gap < 2_000), "the cap bounds the delay: {gaps:?}");
         // The same rows keep their transaction id across retries (the first
         // attempt may have left before the last row was queued).
         assert_eq!(attempts[1].txn_id, attempts.last().unwrap().txn_id);
 
         wait_for_empty_outbox(&a).await;
         let pool = &a.homeserver.services().db.pool;
-        let row = sqlx::query(
-            "SELECT failures FROM federation_destinations WHERE destination = 'recv.lattice.test'",
-        )
-        .fetch_one(pool)
-        .await
-        .expect("delivery state");
+        let row = sqlx::query("SELECT failures FROM federation_destinations WHERE destination = 'recv.lattice.test'")
+            .fetch_one(pool)
+            .await
+            .expect("delivery state");
         assert_eq!(row.get::<i64, _>(0), 0, "a success resets the failures");
         a.stop().await;
     }
@@ -301,10 +211,7 @@ async fn queued_rows_survive_a_restart() {
         let a = start_sender(&backend, &ca, &receiver).await;
         let sender = a.homeserver.services().sender.clone();
         for n in 0..5 {
-            sender
-                .queue_pdu(&recv(), &json!({ "n": n }))
-                .await
-                .expect("queue PDU");
+            sender.queue_pdu(&recv(), &json!({ "n": n })).await.expect("queue PDU");
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         while receiver.log.attempts.lock().unwrap().is_empty() {
@@ -312,19 +219,12 @@ async fn queued_rows_survive_a_restart() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let a = a.restart().await;
-        assert_eq!(
-            outbox_rows(&a).await,
-            5,
-            "undelivered rows are still queued after the restart"
-        );
+        assert_eq!(outbox_rows(&a).await, 5, "undelivered rows are still queued after the restart");
 
         // The destination comes back; the restarted server delivers everything, in order.
         receiver.log.failures_left.store(0, Ordering::SeqCst);
         wait_for(&receiver.log, 5, 0).await;
-        let pdus: Vec<i64> = delivered(&receiver.log, "pdus")
-            .iter()
-            .map(|p| p["n"].as_i64().unwrap())
-            .collect();
+        let pdus: Vec<i64> = delivered(&receiver.log, "pdus").iter().map(|p| p["n"].as_i64().unwrap()).collect();
         assert_eq!(pdus, vec![0, 1, 2, 3, 4]);
         wait_for_empty_outbox(&a).await;
         a.stop().await;

@@ -52,16 +52,10 @@ pub struct TestCa {
 
 impl TestCa {
     pub fn new() -> Self {
-        let mut params =
-            rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "Lattice test CA");
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-        ];
+        params.distinguished_name.push(rcgen::DnType::CommonName, "Lattice test CA");
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
         let key = rcgen::KeyPair::generate().expect("CA key");
         let issuer = rcgen::CertifiedIssuer::self_signed(params, key).expect("self-signed CA");
         let dir = tempfile::tempdir().expect("temporary directory");
@@ -79,19 +73,12 @@ impl TestCa {
     /// returns the paths of the certificate chain and private key PEM files.
     pub fn issue(&self, name: &str) -> (PathBuf, PathBuf) {
         let key = rcgen::KeyPair::generate().expect("server key");
-        let params =
-            rcgen::CertificateParams::new(vec![name.to_owned()]).expect("certificate parameters");
-        let certificate = params
-            .signed_by(&key, &self.issuer)
-            .expect("sign a server certificate");
+        let params = rcgen::CertificateParams::new(vec![name.to_owned()]).expect("certificate parameters");
+        let certificate = params.signed_by(&key, &self.issuer).expect("sign a server certificate");
         let file = name.replace([':', '.'], "_");
         let certificate_path = self.dir.path().join(format!("{file}.crt"));
         let key_path = self.dir.path().join(format!("{file}.key"));
-        std::fs::write(
-            &certificate_path,
-            format!("{}{}", certificate.pem(), self.pem),
-        )
-        .expect("write certificate");
+        std::fs::write(&certificate_path, format!("{}{}", certificate.pem(), self.pem)).expect("write certificate");
         std::fs::write(&key_path, key.serialize_pem()).expect("write key");
         (certificate_path, key_path)
     }
@@ -102,13 +89,9 @@ impl TestCa {
         let mut builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .tls_built_in_root_certs(false)
-            .add_root_certificate(
-                reqwest::Certificate::from_pem(self.pem.as_bytes()).expect("CA certificate"),
-            );
+            .add_root_certificate(reqwest::Certificate::from_pem(self.pem.as_bytes()).expect("CA certificate"));
         for server in servers {
-            let addr = server
-                .federation_addr
-                .expect("a server with a federation listener");
+            let addr = server.federation_addr.expect("a server with a federation listener");
             builder = builder.resolve(&server.server_name, addr);
         }
         builder.build().expect("HTTPS client")
@@ -159,18 +142,10 @@ impl TestServer {
         Self::launch(config, data, federation).await
     }
 
-    async fn launch(
-        config: Config,
-        data: tempfile::TempDir,
-        federation: Option<tokio::net::TcpListener>,
-    ) -> Self {
+    async fn launch(config: Config, data: tempfile::TempDir, federation: Option<tokio::net::TcpListener>) -> Self {
         let server_name = config.server_name.clone();
-        let homeserver = Homeserver::new(config.clone())
-            .await
-            .expect("homeserver starts");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind an ephemeral port");
+        let homeserver = Homeserver::new(config.clone()).await.expect("homeserver starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind an ephemeral port");
         let addr: SocketAddr = listener.local_addr().expect("local address");
         let app = homeserver.router().into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move {
@@ -179,23 +154,13 @@ impl TestServer {
         let federation_addr = match federation {
             Some(listener) => {
                 let addr = listener.local_addr().expect("federation address");
-                homeserver
-                    .spawn_federation_listener(listener)
-                    .expect("federation listener starts");
+                homeserver.spawn_federation_listener(listener).expect("federation listener starts");
                 Some(addr)
             }
             None => None,
         };
         let shutdown = homeserver.shutdown_handle();
-        Self {
-            base: format!("http://{addr}"),
-            server_name,
-            homeserver,
-            federation_addr,
-            config,
-            shutdown,
-            data,
-        }
+        Self { base: format!("http://{addr}"), server_name, homeserver, federation_addr, config, shutdown, data }
     }
 
     /// Starts one server per name, each with a TLS federation listener on
@@ -210,13 +175,8 @@ impl TestServer {
         let mut listeners = Vec::new();
         let mut overrides = BTreeMap::new();
         for name in names {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind a federation port");
-            overrides.insert(
-                (*name).to_owned(),
-                listener.local_addr().expect("address").to_string(),
-            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a federation port");
+            overrides.insert((*name).to_owned(), listener.local_addr().expect("address").to_string());
             listeners.push(listener);
         }
         let mut servers = Vec::new();
@@ -242,9 +202,7 @@ impl TestServer {
     /// which other servers reach without host overrides, with a certificate
     /// for the IP address from `ca`.
     pub async fn start_ip_literal(backend: &Backend, ca: &TestCa) -> TestServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a federation port");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a federation port");
         let port = listener.local_addr().expect("address").port();
         let (certificate, key) = ca.issue("127.0.0.1");
         Self::start_configured(backend, Some(listener), |config| {
@@ -265,9 +223,7 @@ impl TestServer {
 
     /// Returns the `https://name:port` base of the federation listener.
     pub fn federation_base(&self) -> String {
-        let addr = self
-            .federation_addr
-            .expect("a server with a federation listener");
+        let addr = self.federation_addr.expect("a server with a federation listener");
         format!("https://{}:{}", self.server_name, addr.port())
     }
 

@@ -386,10 +386,7 @@ async fn unknown_and_unauthenticated_requests() {
     for backend in backends() {
         // other.example leads to a closed loopback port, so its media cannot be fetched.
         let server = TestServer::start_with(&backend, |config| {
-            config
-                .federation
-                .host_overrides
-                .insert("other.example".into(), "127.0.0.1:9".into());
+            config.federation.host_overrides.insert("other.example".into(), "127.0.0.1:9".into());
         })
         .await;
         let alice = server.register("alice").await;
@@ -406,10 +403,7 @@ async fn unknown_and_unauthenticated_requests() {
         let remote = get(&alice, &download_path("other.example", &media_id)).await;
         assert_error(&remote.error(), StatusCode::BAD_GATEWAY, "M_UNKNOWN");
         assert!(
-            remote.json()["error"]
-                .as_str()
-                .unwrap()
-                .contains("could not reach other.example"),
+            remote.json()["error"].as_str().unwrap().contains("could not reach other.example"),
             "{}",
             remote.json()
         );

@@ -49,17 +49,12 @@ pub async fn serve_tls(
                     return;
                 }
             };
-            let service = hyper::service::service_fn(
-                move |mut request: http::Request<hyper::body::Incoming>| {
-                    request
-                        .extensions_mut()
-                        .insert(ConnectInfo::<SocketAddr>(peer));
-                    app.clone().oneshot(request.map(axum::body::Body::new))
-                },
-            );
-            if let Err(err) = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await
+            let service = hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                app.clone().oneshot(request.map(axum::body::Body::new))
+            });
+            if let Err(err) =
+                auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await
             {
                 tracing::debug!(%peer, error = %err, "federation connection ended with an error");
             }

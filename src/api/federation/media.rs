@@ -22,8 +22,7 @@ use crate::{
     api::{
         Path, Query,
         media::{
-            CONTENT_SECURITY_POLICY, DownloadQuery, ThumbnailQuery, content_disposition,
-            disposition_type, timeout,
+            CONTENT_SECURITY_POLICY, DownloadQuery, ThumbnailQuery, content_disposition, disposition_type, timeout,
         },
     },
     error::{Error, Result},
@@ -33,14 +32,8 @@ use crate::{
 
 pub fn router() -> Router<Arc<Services>> {
     Router::new()
-        .route(
-            "/_matrix/federation/v1/media/download/{media_id}",
-            get(download),
-        )
-        .route(
-            "/_matrix/federation/v1/media/thumbnail/{media_id}",
-            get(thumbnail),
-        )
+        .route("/_matrix/federation/v1/media/download/{media_id}", get(download))
+        .route("/_matrix/federation/v1/media/thumbnail/{media_id}", get(thumbnail))
 }
 
 /// GET /_matrix/federation/v1/media/download/{mediaId}
@@ -50,10 +43,7 @@ async fn download(
     Query(query): Query<DownloadQuery>,
     auth: FederationAuth,
 ) -> Result<Response> {
-    let media = services
-        .media
-        .get(&services.server_name, &media_id, timeout(query.timeout_ms))
-        .await?;
+    let media = services.media.get(&services.server_name, &media_id, timeout(query.timeout_ms)).await?;
     tracing::debug!(origin = %auth.origin, media_id, "serving media over federation");
     let disposition = disposition_type(&media.content_type);
     multipart_response(media, disposition).await
@@ -69,14 +59,7 @@ async fn thumbnail(
     let (width, height, method) = query.params()?;
     let media = services
         .media
-        .thumbnail(
-            &services.server_name,
-            &media_id,
-            width,
-            height,
-            method,
-            timeout(query.timeout_ms),
-        )
+        .thumbnail(&services.server_name, &media_id, width, height, method, timeout(query.timeout_ms))
         .await?;
     tracing::debug!(origin = %auth.origin, media_id, width, height, "serving a thumbnail over federation");
     multipart_response(media, "inline").await
@@ -88,18 +71,12 @@ async fn multipart_response(media: StoredMedia, disposition: &str) -> Result<Res
         Ok(file) => file,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             tracing::error!(path = %media.path.display(), "media file missing from the store");
-            return Err(Error::not_found(
-                "the content of this media is missing on the server",
-            ));
+            return Err(Error::not_found("the content of this media is missing on the server"));
         }
         Err(err) => return Err(Error::internal("opening a media file", err)),
     };
     let boundary = crate::rooms::random_localpart(32);
-    let head = opening(
-        &boundary,
-        &media.content_type,
-        &content_disposition(disposition, media.filename.as_deref()),
-    );
+    let head = opening(&boundary, &media.content_type, &content_disposition(disposition, media.filename.as_deref()));
     let tail = closing(&boundary);
     let length = head.len() as u64 + media.size + tail.len() as u64;
     let content = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024);
@@ -111,14 +88,8 @@ async fn multipart_response(media: StoredMedia, disposition: &str) -> Result<Res
     let headers = [
         (header::CONTENT_TYPE, content_type),
         (header::CONTENT_LENGTH, HeaderValue::from(length)),
-        (
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-        ),
-        (
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ),
+        (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY)),
+        (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
     ];
     Ok((StatusCode::OK, headers, Body::from_stream(body)).into_response())
 }

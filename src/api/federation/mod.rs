@@ -26,10 +26,7 @@ use crate::{
 /// Builds the Server-Server API routes, served on the federation listener and
 /// on the client listener for deployments that terminate TLS in a proxy.
 pub fn router() -> Router<Arc<Services>> {
-    Router::new()
-        .merge(keys::router())
-        .merge(version::router())
-        .merge(media::router())
+    Router::new().merge(keys::router()).merge(version::router()).merge(media::router())
 }
 
 /// A request that another server signed: the verified origin, and the body
@@ -48,15 +45,8 @@ impl FromRequest<Arc<Services>> for FederationAuth {
 
     async fn from_request(request: Request, services: &Arc<Services>) -> Result<Self, Error> {
         let (parts, body) = request.into_parts();
-        let uri = parts
-            .extensions
-            .get::<OriginalUri>()
-            .map(|original| original.0.clone())
-            .unwrap_or(parts.uri.clone());
-        let target = uri
-            .path_and_query()
-            .map(|p| p.as_str().to_owned())
-            .unwrap_or_else(|| uri.path().to_owned());
+        let uri = parts.extensions.get::<OriginalUri>().map(|original| original.0.clone()).unwrap_or(parts.uri.clone());
+        let target = uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| uri.path().to_owned());
 
         let mut headers = Vec::new();
         let mut parse_error = None;
@@ -72,37 +62,28 @@ impl FromRequest<Arc<Services>> for FederationAuth {
         }
         if headers.is_empty() {
             return Err(unauthorized(parse_error.unwrap_or_else(|| {
-                "missing Authorization header: federation requests must be signed with X-Matrix"
-                    .to_owned()
+                "missing Authorization header: federation requests must be signed with X-Matrix".to_owned()
             })));
         }
 
         let limit = services.config.limits.max_request_body;
-        let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
-            Error::new(
-                ErrorKind::TooLarge,
-                format!("request body is larger than {limit} bytes"),
+        let body = axum::body::to_bytes(body, limit)
+            .await
+            .map_err(|_| Error::new(ErrorKind::TooLarge, format!("request body is larger than {limit} bytes")))?;
+        let content = if body.is_empty() {
+            None
+        } else {
+            let value: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|e| Error::new(ErrorKind::NotJson, format!("request body is not JSON: {e}")))?;
+            Some(
+                CanonicalJsonValue::try_from(value)
+                    .map_err(|e| Error::bad_json(format!("request body is not canonical JSON: {e}")))?,
             )
-        })?;
-        let content =
-            if body.is_empty() {
-                None
-            } else {
-                let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
-                    Error::new(ErrorKind::NotJson, format!("request body is not JSON: {e}"))
-                })?;
-                Some(CanonicalJsonValue::try_from(value).map_err(|e| {
-                    Error::bad_json(format!("request body is not canonical JSON: {e}"))
-                })?)
-            };
+        };
 
         let mut last_error = None;
         for header in &headers {
-            match services
-                .federation
-                .verify_request(header, parts.method.as_str(), &target, content.clone())
-                .await
-            {
+            match services.federation.verify_request(header, parts.method.as_str(), &target, content.clone()).await {
                 Ok(origin) => return Ok(Self { origin, body }),
                 Err(message) => last_error = Some(message),
             }
