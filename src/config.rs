@@ -31,6 +31,7 @@ pub struct Config {
     pub directory: DirectoryConfig,
     pub policy: PolicyConfig,
     pub media: MediaConfig,
+    pub web: WebConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -125,6 +126,23 @@ pub struct MediaConfig {
     pub quota_info_uri: String,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    /// Whether the client listener serves the "My Network" page under `/_lattice/network/`.
+    pub network_page: bool,
+    /// Prefix of the links that open a conversation: the page appends the
+    /// percent-encoded room id and `?via=<server_name>`. Use
+    /// `https://element.example.org/#/room/` for an Element Web of your own.
+    pub element_url: String,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self { network_page: true, element_url: "https://matrix.to/#/".into() }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -141,6 +159,7 @@ impl Default for Config {
             directory: DirectoryConfig::default(),
             policy: PolicyConfig::default(),
             media: MediaConfig::default(),
+            web: WebConfig::default(),
         }
     }
 }
@@ -221,6 +240,7 @@ const CONFIG_KEYS: &[&str] = &[
     "directory",
     "policy",
     "media",
+    "web",
 ];
 
 /// An invalid or unreadable configuration.
@@ -282,6 +302,12 @@ impl Config {
         }
         if self.media.max_upload_size == 0 {
             return Err(ConfigError("media.max_upload_size must be above 0".into()));
+        }
+        if !self.web.element_url.starts_with("https://") && !self.web.element_url.starts_with("http://") {
+            return Err(ConfigError(format!(
+                "web.element_url {:?} must start with https:// or http://",
+                self.web.element_url
+            )));
         }
         if self.rate_limits.enabled && self.rate_limits.per_second <= 0.0 {
             return Err(ConfigError("rate_limits.per_second must be above 0".into()));
@@ -381,6 +407,15 @@ freeze_legacy = false
 # Page that explains the quota, sent as info_uri with the quota error. Empty:
 # public_baseurl, or https://<server_name>/ when that is unset.
 quota_info_uri = ""
+
+[web]
+# Serve the "My Network" page (requests, connections, degrees and messaging
+# metrics) at /_lattice/network/ on the client listener.
+network_page = true
+# Prefix of the page's "open conversation" links; the page appends the room id
+# and ?via=<server_name>. For your own Element Web use
+# "https://element.example.org/#/room/".
+element_url = "https://matrix.to/#/"
 "#;
 
 #[cfg(test)]
@@ -408,6 +443,8 @@ mod tests {
         assert_eq!(parsed.media.per_user_quota, defaults.media.per_user_quota);
         assert_eq!(parsed.media.freeze_legacy, defaults.media.freeze_legacy);
         assert_eq!(parsed.media.quota_info_uri, defaults.media.quota_info_uri);
+        assert_eq!(parsed.web.network_page, defaults.web.network_page);
+        assert_eq!(parsed.web.element_url, defaults.web.element_url);
     }
 }
 

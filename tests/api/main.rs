@@ -24,3 +24,4 @@ mod user_directory;
 mod errors;
 mod connections;
 mod media;
+mod web;
