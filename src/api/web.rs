@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{Services, config::WebConfig};
 
-/// Where the page lives on the client listener.
+/// Path prefix of the page on the client listener.
 pub const PREFIX: &str = "/_lattice/network";
 
 /// Scripts and styles only from the page's own files, API calls only to this
@@ -54,8 +54,8 @@ fn entity_tag(body: &[u8]) -> String {
     format!("\"{}\"", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..12]))
 }
 
-/// The page's routes, or none when `web.network_page` is off (then the paths
-/// answer 404 `M_UNRECOGNIZED` like any unknown endpoint).
+/// Builds the page's routes, or none when `web.network_page` is off. Then the
+/// paths return 404 `M_UNRECOGNIZED` like any unknown endpoint.
 pub fn router(config: &WebConfig) -> Router<Arc<Services>> {
     if !config.network_page {
         return Router::new();

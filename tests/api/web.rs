@@ -48,7 +48,9 @@ async fn page_files_have_types_and_headers() {
             assert!(policy.contains("connect-src 'self'"), "{file}: {policy}");
             assert!(policy.contains("frame-ancestors 'none'"), "{file}: {policy}");
             let etag = header_of(&response, header::ETAG);
-            assert!(etag.starts_with('"') && etag.ends_with('"') && etag.len() > 10, "{file}: etag {etag}");
+            assert!(etag.starts_with('"'), "{file}: etag {etag}");
+            assert!(etag.ends_with('"'), "{file}: etag {etag}");
+            assert!(etag.len() > 10, "{file}: etag {etag}");
             let body = response.text().await.expect("body");
             assert!(body.contains(excerpt), "{file} does not contain {excerpt}");
         }

@@ -84,7 +84,7 @@
     return `on ${formatDate(ts)}`;
   }
 
-  /** A duration in words with its two largest units, e.g. "2 days 5 hours". */
+  /** Formats a duration in words with its two largest units, e.g. "2 days 5 hours". */
   function formatDuration(ms) {
     if (ms < MINUTE_MS) {
       const seconds = Math.max(1, Math.ceil(ms / 1000));
@@ -107,7 +107,9 @@
   }
 
   function ordinalDegree(degree) {
-    return degree === 1 ? '1st' : degree === 2 ? '2nd' : '3rd+';
+    if (degree === 1) return '1st';
+    if (degree === 2) return '2nd';
+    return '3rd+';
   }
 
   // ---------- the API ----------
@@ -262,7 +264,7 @@
     return state.avatars.get(mxc);
   }
 
-  /** An avatar: the user's picture when it loads, their initials until then or otherwise. */
+  /** Builds an avatar: the user's initials, replaced by their picture once it loads. */
   function avatar(userId, profile, large = false) {
     const name = displayName(userId, profile);
     const element = el('span', { class: `avatar ${colourClass(userId)}${large ? ' large' : ''}`, 'aria-hidden': 'true' }, initials(name));
@@ -695,7 +697,7 @@
           el('p', { class: 'name' }, personLink(result.user_id, name),
             degree ? el('span', { class: 'degree' }, `${ordinalDegree(degree.degree)} degree`) : null),
           el('p', { class: 'meta' }, el('span', { class: 'mxid' }, result.user_id)),
-          degree && degree.degree > 1 ? el('p', { class: 'meta' }, plural(mutual, 'mutual connection', 'mutual connections')) : null),
+          degree && degree.degree === 2 ? el('p', { class: 'meta' }, plural(mutual, 'mutual connection', 'mutual connections')) : null),
         el('div', { class: 'actions' },
           el('a', { class: 'button secondary', href: `#person/${enc(result.user_id)}`, 'aria-label': `View ${name}` },
             degree && degree.degree > 1 ? 'View and connect' : 'View')));
@@ -874,7 +876,10 @@
   function drawCharts(weeks, weekly) {
     const labels = weeks.map(formatShortDate);
     const percent = (value) => (value === null ? null : Math.round(value * 100));
-    const hours = (ms) => (ms === null ? null : Math.round((ms / HOUR_MS) * 10) / 10);
+    // Quick replies read better in minutes, slow ones in hours.
+    const slowest = Math.max(0, ...weekly.map((m) => m.median_first_reply_ms || 0));
+    const [replyUnit, replyUnitMs] = slowest >= 2 * HOUR_MS ? [' h', HOUR_MS] : [' min', MINUTE_MS];
+    const replyTime = (ms) => (ms === null ? null : Math.round((ms / replyUnitMs) * 10) / 10);
     const charts = [
       {
         title: 'Connection requests per week',
@@ -903,10 +908,12 @@
         ],
       },
       {
-        title: 'Median time to first reply',
+        title: `Median time to first reply, in ${replyUnit === ' h' ? 'hours' : 'minutes'}`,
         kind: 'bars',
-        unit: ' h',
-        series: [{ name: 'Hours', values: weekly.map((m) => hours(m.median_first_reply_ms)) }],
+        unit: replyUnit,
+        // A week with replies gets a visible bar even when they came within seconds.
+        minimumBar: 2,
+        series: [{ name: replyUnit === ' h' ? 'Hours' : 'Minutes', values: weekly.map((m) => replyTime(m.median_first_reply_ms)) }],
       },
     ];
     $('metrics-charts').replaceChildren(...charts.map((chart, index) => chartFigure(chart, labels, index)));
@@ -932,7 +939,7 @@
     return value;
   }
 
-  /** A chart as inline SVG with a legend and, for screen readers and exact values, a table. */
+  /** Draws a chart as inline SVG with a legend, and a table of its values for screen readers. */
   function chartFigure(chart, labels, index) {
     const width = 360;
     const height = 200;
@@ -966,7 +973,10 @@
           if (value === null) return;
           const x = left + slot * i + slot * 0.15 + barWidth * s;
           const bar = svg('rect', {
-            x, y: y(value), width: Math.max(1, barWidth - 1), height: Math.max(0, top + plotHeight - y(value)),
+            x,
+            y: Math.min(y(value), top + plotHeight - (chart.minimumBar || 0)),
+            width: Math.max(1, barWidth - 1),
+            height: Math.max(chart.minimumBar || 0, top + plotHeight - y(value)),
             fill: SERIES_COLOURS[s], 'data-series': series.name, 'data-week': labels[i], 'data-value': value,
           });
           bar.append(svg('title', {}, `${series.name}, week of ${labels[i]}: ${value}${chart.unit}`));
@@ -981,7 +991,8 @@
           const x = left + slot * i + slot / 2;
           const previous = i > 0 ? series.values[i - 1] : null;
           path += `${previous === null ? 'M' : 'L'}${x.toFixed(1)} ${y(value).toFixed(1)} `;
-          const point = svg('circle', { cx: x, cy: y(value), r: 3.5, fill: SERIES_COLOURS[s], 'data-series': series.name, 'data-week': labels[i], 'data-value': value });
+          // Later series get smaller points, so equal values stay visible.
+          const point = svg('circle', { cx: x, cy: y(value), r: s === 0 ? 5 : 3, fill: SERIES_COLOURS[s], 'data-series': series.name, 'data-week': labels[i], 'data-value': value });
           point.append(svg('title', {}, `${series.name}, week of ${labels[i]}: ${value}${chart.unit}`));
           image.append(point);
         });
@@ -1004,13 +1015,18 @@
 
   // ---------- start ----------
 
-  async function start() {
+  async function loadConfig() {
     try {
       const response = await fetch('config.json', { cache: 'no-store' });
       if (response.ok) Object.assign(state.config, await response.json());
     } catch (_unreachable) {
       // The defaults serve until the server is reachable again.
     }
+    $('signin-server').textContent = state.config.server_name || 'this server';
+  }
+
+  function start() {
+    const configLoaded = loadConfig();
     $('signin-form').addEventListener('submit', signIn);
     $('sign-out').addEventListener('click', signOut);
     $('people-form').addEventListener('submit', searchPeople);
@@ -1026,7 +1042,9 @@
       $('signed-in-as').textContent = `Signed in as ${state.session.user_id}`;
       refreshBadge();
     }
-    route();
+    // Conversation links need the configured prefix, so signed-in views wait for it.
+    if (state.session) configLoaded.then(route);
+    else route();
   }
 
   document.addEventListener('DOMContentLoaded', start);
