@@ -434,6 +434,13 @@ test('search and remove a connection after confirming', async () => {
 
   const franks = await ok(users.frank.token, 'GET', `${CONNECTIONS}/connections`);
   assert.deepEqual(franks.connections, []);
+
+  // Bob ends the connection from his side while Alice's list still shows him.
+  await ok(users.bob.token, 'DELETE', `${CONNECTIONS}/connections/${encodeURIComponent(users.alice.userId)}`, {});
+  await page.getByRole('button', { name: 'Remove Bob Example from your connections' }).click();
+  await page.getByRole('dialog').getByRole('button', { name: 'Remove connection' }).click();
+  const bobCard = page.locator('#connections-list li', { hasText: 'Bob Example' });
+  await expectText(bobCard.locator('.error'), 'Bob Example is no longer one of your connections.');
   assertNoProblems(page);
 });
 
@@ -553,6 +560,55 @@ test('phone-sized screen shows every view without sideways scrolling', async () 
   await page.locator('figure.chart svg').first().waitFor();
   await assertFitsWidth(page, PHONE.width);
   await shot(page, 'metrics-phone');
+  assertNoProblems(page);
+});
+
+/** Lists visible text whose contrast with its background is below 4.5:1 (WCAG 2.1 AA). */
+async function lowContrastTexts(page) {
+  return page.evaluate(() => {
+    const channels = (colour) => (colour.match(/[\d.]+/g) || []).map(Number);
+    const luminance = ([r, g, b]) => {
+      const linear = (c) => {
+        const v = c / 255;
+        return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+      };
+      return 0.2126 * linear(r) + 0.7152 * linear(g) + 0.0722 * linear(b);
+    };
+    const background = (element) => {
+      for (let node = element; node; node = node.parentElement) {
+        const [r, g, b, a = 1] = channels(getComputedStyle(node).backgroundColor);
+        if (a > 0) return [r, g, b];
+      }
+      return [255, 255, 255];
+    };
+    const failures = [];
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      const element = node.parentElement;
+      if (!node.textContent.trim() || !element.checkVisibility() || element.closest('svg')) continue;
+      const foreground = luminance(channels(getComputedStyle(element).color));
+      const behind = luminance(background(element));
+      const ratio = (Math.max(foreground, behind) + 0.05) / (Math.min(foreground, behind) + 0.05);
+      if (ratio < 4.5) failures.push(`${node.textContent.trim().slice(0, 40)}: ${ratio.toFixed(2)}`);
+    }
+    return failures;
+  });
+}
+
+test('text contrast meets WCAG AA in every view', async () => {
+  const page = await openPage();
+  assert.deepEqual(await lowContrastTexts(page), [], 'sign-in');
+  await signIn(page, users.mia);
+  await expectText(page.locator('#incoming-title'), 'Received (1)');
+  assert.deepEqual(await lowContrastTexts(page), [], 'requests');
+  for (const [link, ready] of [['Connections', '#connections-count'], ['Metrics', '#metrics-summary']]) {
+    await page.getByRole('link', { name: link }).click();
+    await expectText(page.locator(ready), link === 'Metrics' ? 'Acceptance rate' : 'You have');
+    assert.deepEqual(await lowContrastTexts(page), [], link);
+  }
+  await page.goto(`${base}/_lattice/network/#person/${encodeURIComponent(users.oscar.userId)}`);
+  await page.getByLabel('Note (optional)').fill('x'.repeat(10));
+  assert.deepEqual(await lowContrastTexts(page), [], 'person');
   assertNoProblems(page);
 });
 
