@@ -351,6 +351,18 @@ test('decline another request', async () => {
   assert.deepEqual(carols.outgoing, []);
   const metrics = await ok(users.carol.token, 'GET', `${CONNECTIONS}/metrics`);
   assert.equal(metrics.requests_declined, 1);
+
+  // A request withdrawn while the page shows it can no longer be accepted.
+  users.gina = await register('gina', 'Gina Rossi');
+  const ginaRoom = await sendRequest(users.gina, users.alice, 'Coffee next week?');
+  await page.getByRole('link', { name: 'Connections' }).click();
+  await page.getByRole('link', { name: /^Requests/ }).click();
+  await expectText(page.locator('#incoming-title'), 'Received (1)');
+  await answer(users.gina, ginaRoom, 'withdraw');
+  await page.getByRole('button', { name: 'Accept request from Gina Rossi' }).click();
+  const ginaCard = page.locator('#incoming-list li', { hasText: 'Gina Rossi' });
+  await expectText(ginaCard.locator('.error'), 'Gina Rossi withdrew this request, so it can no longer be accepted.');
+  assert.equal(await page.getByRole('button', { name: 'Accept request from Gina Rossi' }).isEnabled(), true);
   assertNoProblems(page);
 });
 

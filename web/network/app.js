@@ -186,6 +186,10 @@
         break;
       case 'M_FORBIDDEN':
         if (context.action === 'signin') return 'The username or password is wrong.';
+        // The server rejects joining a withdrawn request with M_FORBIDDEN and says so in its message.
+        if (context.action === 'accept' && /withdrew/.test(error.message)) {
+          return `${context.name} withdrew this request, so it can no longer be accepted.`;
+        }
         break;
       case 'M_USER_DEACTIVATED':
         return 'This account has been deactivated.';
