@@ -56,8 +56,8 @@
 
   // ---------- formatting ----------
 
-  function plural(count, one, many) {
-    return `${count} ${count === 1 ? one : many}`;
+  function plural(count, singular, pluralForm) {
+    return `${count} ${count === 1 ? singular : pluralForm}`;
   }
 
   function formatDate(ts) {
@@ -186,7 +186,7 @@
         break;
       case 'M_FORBIDDEN':
         if (context.action === 'signin') return 'The username or password is wrong.';
-        // The server rejects joining a withdrawn request with M_FORBIDDEN and says so in its message.
+        // The server rejects joining a withdrawn request with M_FORBIDDEN and a message about the withdrawal.
         if (context.action === 'accept' && /withdrew/.test(error.message)) {
           return `${context.name} withdrew this request, so it can no longer be accepted.`;
         }
@@ -562,16 +562,16 @@
 
   function drawConnections() {
     const term = $('connections-search').value.trim().toLowerCase();
-    const shown = connectionsCache.filter((c) => !term
+    const matching = connectionsCache.filter((c) => !term
       || c.user_id.toLowerCase().includes(term)
       || displayName(c.user_id, c.profile).toLowerCase().includes(term));
     const total = plural(connectionsCache.length, 'connection', 'connections');
     $('connections-count').textContent = term
-      ? `${shown.length} of ${total} match “${$('connections-search').value.trim()}”.`
+      ? `${matching.length} of ${total} match “${$('connections-search').value.trim()}”.`
       : connectionsCache.length === 0
         ? 'You have no connections yet. Find people and send them a request.'
         : `You have ${total}.`;
-    $('connections-list').replaceChildren(...shown.map(connectionCard));
+    $('connections-list').replaceChildren(...matching.map(connectionCard));
   }
 
   function connectionCard(connection) {
