@@ -353,13 +353,16 @@
 
   async function signOut() {
     const button = $('sign-out');
+    const error = $('sign-out-error');
     button.disabled = true;
-    let notice = 'You have signed out.';
+    showMessage(error, '');
     try {
       await api('POST', `${CLIENT_API}/logout`, {});
-    } catch (error) {
-      if (error instanceof ApiError && error.status === 0) {
-        notice = 'You have signed out of this page, but the server could not be reached to end the session.';
+    } catch (failure) {
+      // A rejected token means the session has already ended, which is what sign-out wants.
+      if (!(failure instanceof SessionExpired)) {
+        showMessage(error, `Signing out failed, so you are still signed in. ${describeError(failure)} Try again.`);
+        return;
       }
     } finally {
       button.disabled = false;
@@ -369,7 +372,7 @@
     state.noteDrafts.clear();
     state.lastSearch = { term: '', results: null };
     history.replaceState(null, '', location.pathname);
-    showSignin(notice);
+    showSignin('You have signed out.');
   }
 
   // ---------- views ----------
@@ -407,6 +410,7 @@
   }
 
   function enterApp() {
+    showMessage($('sign-out-error'), '');
     $('signed-in-as').textContent = `Signed in as ${state.session.user_id}`;
     const target = state.returnTo;
     state.returnTo = null;
