@@ -32,6 +32,7 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub media: MediaConfig,
     pub federation: FederationConfig,
+    pub web: WebConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -175,6 +176,23 @@ impl Default for FederationConfig {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    /// Whether the client listener serves the "My Network" page under `/_lattice/network/`.
+    pub network_page: bool,
+    /// Prefix of the links that open a conversation: the page appends the
+    /// percent-encoded room id and `?via=<server_name>`. Use
+    /// `https://element.example.org/#/room/` for an Element Web of your own.
+    pub element_url: String,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self { network_page: true, element_url: "https://matrix.to/#/".into() }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -192,6 +210,7 @@ impl Default for Config {
             policy: PolicyConfig::default(),
             media: MediaConfig::default(),
             federation: FederationConfig::default(),
+            web: WebConfig::default(),
         }
     }
 }
@@ -278,6 +297,7 @@ const CONFIG_KEYS: &[&str] = &[
     "policy",
     "media",
     "federation",
+    "web",
 ];
 
 /// An invalid or unreadable configuration.
@@ -364,6 +384,12 @@ impl Config {
             if !target.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok()) {
                 return Err(ConfigError(format!("federation.host_overrides.{name:?}: {target:?} is not host:port")));
             }
+        }
+        if !self.web.element_url.starts_with("https://") && !self.web.element_url.starts_with("http://") {
+            return Err(ConfigError(format!(
+                "web.element_url {:?} must start with https:// or http://",
+                self.web.element_url
+            )));
         }
         if self.rate_limits.enabled && self.rate_limits.per_second <= 0.0 {
             return Err(ConfigError("rate_limits.per_second must be above 0".into()));
@@ -489,6 +515,14 @@ sender_retry_max_ms = 3600000
 # private deployments; certificates must still match the server name.
 [federation.host_overrides]
 # "other.example.org" = "10.0.0.5:8448"
+[web]
+# Serve the "My Network" page (requests, connections, degrees and messaging
+# metrics) at /_lattice/network/ on the client listener.
+network_page = true
+# Prefix of the page's "open conversation" links; the page appends the room id
+# and ?via=<server_name>. For your own Element Web use
+# "https://element.example.org/#/room/".
+element_url = "https://matrix.to/#/"
 "#;
 
 #[cfg(test)]
@@ -523,6 +557,8 @@ mod tests {
         assert_eq!(parsed.federation.sender_retry_initial_ms, defaults.federation.sender_retry_initial_ms);
         assert_eq!(parsed.federation.sender_retry_max_ms, defaults.federation.sender_retry_max_ms);
         assert!(parsed.federation.host_overrides.is_empty());
+        assert_eq!(parsed.web.network_page, defaults.web.network_page);
+        assert_eq!(parsed.web.element_url, defaults.web.element_url);
     }
 }
 

@@ -5,6 +5,7 @@ pub mod client;
 mod extract;
 pub mod federation;
 mod media;
+pub mod web;
 mod well_known;
 
 use std::{sync::Arc, time::Duration};
@@ -41,6 +42,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .merge(media::router())
         .merge(federation::router())
         .merge(well_known::router())
+        .merge(web::router(&services.config.web))
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
         // The limit applies where `JsonBody` reads the body, so an oversized request

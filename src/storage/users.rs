@@ -206,17 +206,15 @@ pub async fn delete_devices(pool: &AnyPool, user_id: &str, device_ids: &[String]
     let mut tx = pool.begin().await?;
     let mut hashes = Vec::new();
     for device_id in device_ids {
-        let rows = sqlx::query("SELECT token_hash FROM access_tokens WHERE user_id = $1 AND device_id = $2")
+        // The transaction starts with a write: SQLite fails at once with "database is
+        // locked", without waiting for busy_timeout, when a transaction that has read
+        // tries to write after another connection committed.
+        let rows = sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2 RETURNING token_hash")
             .bind(user_id)
             .bind(device_id)
             .fetch_all(&mut *tx)
             .await?;
         hashes.extend(rows.iter().map(|r| r.get::<String, _>(0)));
-        sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2")
-            .bind(user_id)
-            .bind(device_id)
-            .execute(&mut *tx)
-            .await?;
         sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id = $2")
             .bind(user_id)
             .bind(device_id)

@@ -28,3 +28,4 @@ mod smoke;
 mod state;
 mod sync;
 mod user_directory;
+mod web;
