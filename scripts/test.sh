@@ -3,8 +3,10 @@
 #   1. unit and integration tests (`cargo test`), on SQLite, and also on
 #      PostgreSQL when LATTICE_TEST_POSTGRES_URL is set;
 #   2. the crash test (SIGKILL after acknowledged sends, then restart);
-#   3. the real-client scenarios with matrix-nio against a release build.
-# Needs: a Rust toolchain, python3 with venv and pip, network access to crates.io and PyPI.
+#   3. the real-client scenarios with matrix-nio against a release build;
+#   4. the My Network page in headless Chromium (Playwright).
+# Needs: a Rust toolchain, python3 with venv and pip, Node.js 20 with npm,
+# Debian's chromium, and network access to crates.io, PyPI and npm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,5 +29,19 @@ fi
 echo "== release build for the client scenarios"
 cargo build --release --locked
 
+# The client suites all run, and the script fails at the end if any failed.
+failed=()
+
 echo "== matrix-nio client scenarios"
-LATTICE_BIN="$target_dir/release/lattice" tests/clients/run.sh
+LATTICE_BIN="$target_dir/release/lattice" tests/clients/run.sh || failed+=("matrix-nio scenarios")
+
+echo "== My Network page in Chromium (Playwright)"
+# Screenshots go to a scratch folder here; run tests/browser/run.sh directly to refresh docs/network-page/.
+SCREENSHOT_DIR="${SCREENSHOT_DIR:-$(mktemp -d)}" LATTICE_BIN="$target_dir/release/lattice" tests/browser/run.sh ||
+    failed+=("browser tests")
+
+if ((${#failed[@]} > 0)); then
+    echo "== failed: ${failed[*]}" >&2
+    exit 1
+fi
+echo "== all suites passed"
