@@ -37,6 +37,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../schema/sqlite/0004_sender_index.sql"),
         postgres: include_str!("../../schema/postgres/0004_sender_index.sql"),
     },
+    Migration {
+        version: 7,
+        name: "e2ee",
+        sqlite: include_str!("../../schema/sqlite/0007_e2ee.sql"),
+        postgres: include_str!("../../schema/postgres/0007_e2ee.sql"),
+    },
 ];
 
 pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {

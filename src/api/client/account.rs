@@ -232,6 +232,12 @@ pub async fn logout(
         .users
         .delete_devices(&session.user_id, std::slice::from_ref(&session.device_id))
         .await?;
+    crate::e2ee::devices_deleted(
+        &services,
+        &session.user_id,
+        std::slice::from_ref(&session.device_id),
+    )
+    .await?;
     Ok(Json(json!({})))
 }
 
@@ -240,10 +246,11 @@ pub async fn logout_all(
     State(services): State<Arc<Services>>,
     Auth(session): Auth,
 ) -> Result<Json<Value>> {
-    services
+    let devices = services
         .users
         .delete_all_devices(&session.user_id, None)
         .await?;
+    crate::e2ee::devices_deleted(&services, &session.user_id, &devices).await?;
     Ok(Json(json!({})))
 }
 
@@ -284,10 +291,11 @@ pub async fn change_password(
         .change_password(&session.user_id, &body.new_password)
         .await?;
     if body.logout_devices {
-        services
+        let devices = services
             .users
             .delete_all_devices(&session.user_id, Some(&session.device_id))
             .await?;
+        crate::e2ee::devices_deleted(&services, &session.user_id, &devices).await?;
     }
     Ok(Json(json!({})))
 }

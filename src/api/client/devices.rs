@@ -103,8 +103,9 @@ pub async fn delete(
         .await?;
     services
         .users
-        .delete_devices(&session.user_id, &[device_id])
+        .delete_devices(&session.user_id, std::slice::from_ref(&device_id))
         .await?;
+    crate::e2ee::devices_deleted(&services, &session.user_id, &[device_id]).await?;
     Ok(Json(json!({})))
 }
 
@@ -133,5 +134,6 @@ pub async fn delete_many(
         .users
         .delete_devices(&session.user_id, &body.devices)
         .await?;
+    crate::e2ee::devices_deleted(&services, &session.user_id, &body.devices).await?;
     Ok(Json(json!({})))
 }
