@@ -64,7 +64,7 @@ fn parse_key(field: &str, usage: &str, user_id: &UserId, value: &Value) -> Resul
     Ok(CrossSigningKey { json, public_key })
 }
 
-/// Whether `key` carries a valid signature of `user_id`'s master key `master`.
+/// Checks that `key` carries a valid signature of `user_id`'s master key `master`.
 fn signed_by_master(user_id: &UserId, key: &CrossSigningKey, master: &str) -> bool {
     key.json
         .get("signatures")
@@ -187,7 +187,7 @@ fn failure(errcode: &str, message: impl Into<String>) -> Value {
 /// A signature ready to store: `(signer key id, target user, target key id, signature)`.
 type NewSignature = (String, String, String, String);
 
-/// The key a signature upload names, as stored, with whether it is a device.
+/// Loads the stored key that a signature upload names, and whether it is a device.
 async fn stored_target(
     services: &Services,
     user: &str,

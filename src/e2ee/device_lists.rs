@@ -4,7 +4,7 @@
 //!
 //! A user is `changed` when their devices or keys changed and they share a
 //! room with the caller (joined or invited), or when they started sharing a
-//! room with the caller; the caller's own changes count too. A user is `left`
+//! room with the caller. The caller's own changes count too. A user is `left`
 //! when they shared a room at some point in the window and share none now.
 
 use std::collections::BTreeSet;
@@ -33,7 +33,7 @@ fn membership_of(pdu: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The changes between `from` and `to` as seen by `user_id`.
+/// Computes the changes between `from` and `to` as seen by `user_id`.
 pub async fn changes_between(
     services: &Services,
     user_id: &str,
@@ -77,6 +77,9 @@ pub async fn changes_between(
                 left_candidates.insert(target);
             }
         }
+    }
+    if changed.is_empty() && left_candidates.is_empty() {
+        return Ok(DeviceListChanges::default());
     }
     let sharing: BTreeSet<String> = storage::e2ee::users_sharing_rooms(pool, user_id)
         .await?

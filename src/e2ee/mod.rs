@@ -1,6 +1,6 @@
 //! End-to-end encryption (spec: Client-Server API, "End-to-End Encryption"):
 //! device keys, one-time and fallback keys, and device-list tracking. The
-//! server never sees plaintext; it stores, hands out and announces keys.
+//! server never sees plaintext: it stores, hands out and announces keys.
 //!
 //! Cross-signing lives in `cross_signing.rs`, to-device messages in
 //! `to_device.rs`, key backups in `backup.rs`.
@@ -25,7 +25,7 @@ use crate::{
 /// The algorithm whose one-time key count `/sync` and `/keys/upload` always report.
 const SIGNED_CURVE25519: &str = "signed_curve25519";
 
-/// A `M_INVALID_SIGNATURE` error (400).
+/// Builds a 400 `M_INVALID_SIGNATURE` error.
 pub fn invalid_signature(message: impl Into<String>) -> Error {
     Error::new(
         ErrorKind::Custom {
@@ -71,7 +71,7 @@ pub fn verify_signature(object: &Value, public_key: &str, signature: &str) -> bo
     .is_ok()
 }
 
-/// A key object without `signatures` and `unsigned`: what a signature covers.
+/// Strips `signatures` and `unsigned` from a key object, leaving what a signature covers.
 pub fn signed_part(object: &Value) -> Value {
     let mut object = object.clone();
     if let Some(map) = object.as_object_mut() {
@@ -218,7 +218,7 @@ pub async fn upload(
             .is_some()
         {
             return Err(Error::invalid_param(format!(
-                "fallback_keys holds more than one key of algorithm {algorithm}"
+                "fallback_keys contains more than one key of algorithm {algorithm}: upload one per algorithm"
             )));
         }
     }
@@ -315,12 +315,10 @@ fn merge_signatures(object: &mut Value, rows: &[&storage::e2ee::SignatureRow]) {
     }
 }
 
-/// The body of `POST /keys/query`.
+/// The body of `POST /keys/query`. Its `timeout` only matters for other servers' keys, so it is ignored.
 #[derive(Debug, serde::Deserialize)]
 pub struct QueryRequest {
     pub device_keys: BTreeMap<String, Vec<String>>,
-    #[allow(dead_code)]
-    pub timeout: Option<u64>,
 }
 
 /// `POST /keys/query`: device keys and cross-signing keys of local users. The
@@ -334,7 +332,7 @@ pub async fn query(services: &Services, session: &Session, request: QueryRequest
     let mut self_signing_keys = Map::new();
     let mut user_signing_keys = Map::new();
     let mut failures = Map::new();
-    for (user, wanted) in &request.device_keys {
+    for (user, requested) in &request.device_keys {
         let user_id = UserId::parse(user).map_err(|e| {
             Error::bad_json(format!("device_keys: {user:?} is not a valid user id: {e}"))
         })?;
@@ -348,7 +346,7 @@ pub async fn query(services: &Services, session: &Session, request: QueryRequest
         let signatures = storage::e2ee::signatures_for(pool, user, viewer).await?;
         let mut devices = Map::new();
         for row in storage::e2ee::user_device_keys(pool, user).await? {
-            if !wanted.is_empty() && !wanted.contains(&row.device_id) {
+            if !requested.is_empty() && !requested.contains(&row.device_id) {
                 continue;
             }
             let Ok(mut keys) = serde_json::from_str::<Value>(&row.key_json) else {
@@ -397,18 +395,16 @@ pub async fn query(services: &Services, session: &Session, request: QueryRequest
     }))
 }
 
-/// The body of `POST /keys/claim`.
+/// The body of `POST /keys/claim`. Its `timeout` only matters for other servers' keys, so it is ignored.
 #[derive(Debug, serde::Deserialize)]
 pub struct ClaimRequest {
     pub one_time_keys: BTreeMap<String, BTreeMap<String, String>>,
-    #[allow(dead_code)]
-    pub timeout: Option<u64>,
 }
 
 /// `POST /keys/claim`: for each requested device the oldest one-time key of the
 /// algorithm, or else its fallback key, which is then marked used.
 pub async fn claim(services: &Services, request: ClaimRequest) -> Result<Value> {
-    let mut wanted = Vec::new();
+    let mut requested = Vec::new();
     let mut failures = Map::new();
     for (user, devices) in request.one_time_keys {
         let user_id = UserId::parse(&user).map_err(|e| {
@@ -424,7 +420,7 @@ pub async fn claim(services: &Services, request: ClaimRequest) -> Result<Value> 
             continue;
         }
         for (device, algorithm) in devices {
-            wanted.push((user.clone(), device, algorithm));
+            requested.push((user.clone(), device, algorithm));
         }
     }
     let claimed = services
@@ -433,7 +429,7 @@ pub async fn claim(services: &Services, request: ClaimRequest) -> Result<Value> 
         .write(move |txn| {
             Box::pin(async move {
                 let mut claimed = Vec::new();
-                for (user, device, algorithm) in wanted {
+                for (user, device, algorithm) in requested {
                     let key = match storage::e2ee::claim_one_time_key(
                         &mut txn.conn,
                         &user,

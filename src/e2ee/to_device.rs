@@ -96,7 +96,7 @@ pub async fn send(
     Ok(())
 }
 
-/// What `/sync` delivers to a device: the events and the to-device position
+/// Messages that `/sync` delivers to a device, with the to-device position
 /// for `next_batch` (lower than `upto` when more messages wait).
 pub struct Delivery {
     pub events: Vec<Value>,

@@ -44,7 +44,7 @@ pub struct DeviceKeysRow {
     pub key_json: String,
 }
 
-/// The uploaded keys of a user's devices.
+/// Loads the uploaded keys of a user's devices.
 pub async fn user_device_keys(
     pool: &AnyPool,
     user_id: &str,
@@ -505,7 +505,7 @@ pub struct ToDeviceRow {
     pub content: String,
 }
 
-/// The oldest `limit` messages for a device up to `upto`.
+/// Loads the oldest `limit` messages for a device up to `upto`.
 pub async fn to_device_pending(
     pool: &AnyPool,
     user_id: &str,
@@ -552,7 +552,7 @@ pub async fn delete_to_device_upto(
     Ok(done.rows_affected())
 }
 
-/// Whether a device has messages at or before `upto` (acknowledged ones not yet deleted).
+/// Checks whether a device has messages at or before `upto` (acknowledged ones not yet deleted).
 pub async fn has_to_device_upto(
     pool: &AnyPool,
     user_id: &str,

@@ -267,7 +267,7 @@ async fn backup_keys_at_every_level() {
         let (_, info) = alice.get("/_matrix/client/v3/room_keys/version").await;
         assert_eq!(info["count"], 5, "{backend:?}");
 
-        // Deletes at every level answer with the new count and etag.
+        // Deletes at every level return the new count and etag.
         let (status, body) = alice.delete(&session_path(room_a, "s5"), json!({})).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["count"], 4);

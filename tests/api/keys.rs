@@ -16,14 +16,14 @@ use crate::{
 
 const PASSWORD: &str = "correct horse";
 
-/// An ed25519 signing key as a client holds it.
+/// An ed25519 signing key as a client keeps it.
 pub struct SigningKey {
     pair: Ed25519KeyPair,
     pub public: String,
 }
 
 impl SigningKey {
-    /// A key named by `name` (a device id), or by its own public key when `None`
+    /// Generates a key named by `name` (a device id), or by its own public key when `None`
     /// (cross-signing keys are named so).
     pub fn new(name: Option<&str>) -> Self {
         let document = Ed25519KeyPair::generate();
@@ -65,7 +65,7 @@ pub fn device_keys(client: &Client, key: &SigningKey) -> Value {
     )
 }
 
-/// A signed curve25519 one-time (or fallback) key.
+/// Builds a signed curve25519 one-time (or fallback) key.
 pub fn signed_key(client: &Client, key: &SigningKey, fallback: bool) -> Value {
     let mut object = json!({ "key": random_curve25519() });
     if fallback {
@@ -88,12 +88,12 @@ pub async fn upload_device_keys(client: &Client) -> SigningKey {
 }
 
 async fn query(client: &Client, users: &[&str]) -> Value {
-    let wanted: serde_json::Map<String, Value> =
+    let requested: serde_json::Map<String, Value> =
         users.iter().map(|u| (u.to_string(), json!([]))).collect();
     let (status, body) = client
         .post(
             "/_matrix/client/v3/keys/query",
-            json!({ "device_keys": wanted }),
+            json!({ "device_keys": requested }),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "keys/query: {body}");
@@ -155,7 +155,7 @@ async fn keys_upload_query_and_claim_with_fallback() {
             "{backend:?}"
         );
 
-        // Bob sees alice's device keys as uploaded, with the device's display name.
+        // Bob gets alice's device keys as uploaded, with the device's display name.
         let found = query(&bob, &[&alice.user_id]).await;
         let device = &found["device_keys"][&alice.user_id][&alice.device_id];
         for field in ["user_id", "device_id", "algorithms", "keys", "signatures"] {
@@ -488,7 +488,7 @@ async fn device_lists_follow_keys_and_shared_rooms() {
     }
 }
 
-/// A cross-signing key of `usage` for `client`, signed by `master` unless it is the master key.
+/// Builds a cross-signing key of `usage` for `client`, signed by `master` unless it is the master key.
 pub fn cross_signing_key(
     client: &Client,
     usage: &str,
@@ -734,7 +734,7 @@ async fn signatures_upload_verifies_and_merges() {
                 .is_null(),
             "{backend:?}: carol does not see alice's signature of bob"
         );
-        // Bob's own master key was signed: bob's client is told.
+        // Bob's own master key got a new signature, so bob's sync lists him.
         let sync = bob
             .sync(&format!("since={}&timeout=0", encode(&since)))
             .await;
