@@ -742,3 +742,113 @@ async fn signatures_upload_verifies_and_merges() {
         server.stop().await;
     }
 }
+
+#[tokio::test]
+async fn encrypted_room_receipts_typing_counts() {
+    for backend in backends() {
+        let server = TestServer::start(&backend).await;
+        let alice = server.register("alice").await;
+        let bob = server.register("bob").await;
+        let room = alice
+            .create_room(json!({
+                "preset": "trusted_private_chat",
+                "is_direct": true,
+                "invite": [bob.user_id],
+                "initial_state": [{ "type": "m.room.encryption", "state_key": "", "content": { "algorithm": "m.megolm.v1.aes-sha2" } }],
+            }))
+            .await;
+        bob.join(&room).await;
+        let since = bob.sync("timeout=0").await["next_batch"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+
+        let encrypted = json!({
+            "algorithm": "m.megolm.v1.aes-sha2",
+            "sender_key": random_curve25519(),
+            "session_id": "session-1",
+            "device_id": alice.device_id,
+            "ciphertext": "AwgAEnAC1pXU7Qw",
+        });
+        let (status, body) = alice
+            .put(
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/send/m.room.encrypted/e1",
+                    encode(&room)
+                ),
+                encrypted.clone(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
+        let event_id = body["event_id"].as_str().unwrap().to_owned();
+        let (status, _) = alice
+            .put(
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/typing/{}",
+                    encode(&room),
+                    encode(&alice.user_id)
+                ),
+                json!({ "typing": true, "timeout": 30000 }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+
+        let sync = bob
+            .sync(&format!("since={}&timeout=0", encode(&since)))
+            .await;
+        let joined = &sync["rooms"]["join"][&room];
+        let events = joined["timeline"]["events"].as_array().unwrap();
+        let last = events.last().expect("the encrypted event");
+        assert_eq!(last["type"], "m.room.encrypted", "{backend:?}: {sync}");
+        assert_eq!(
+            last["content"], encrypted,
+            "{backend:?}: content passes through unchanged"
+        );
+        assert_eq!(
+            joined["unread_notifications"]["notification_count"], 1,
+            "{backend:?}: {joined}"
+        );
+        let ephemeral = joined["ephemeral"]["events"].as_array().unwrap();
+        assert!(
+            ephemeral
+                .iter()
+                .any(|e| e["type"] == "m.typing"
+                    && e["content"]["user_ids"] == json!([alice.user_id])),
+            "{backend:?}: typing in an encrypted room: {ephemeral:?}"
+        );
+        let after = sync["next_batch"].as_str().unwrap().to_owned();
+
+        let (status, _) = bob
+            .post(
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
+                    encode(&room),
+                    encode(&event_id)
+                ),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let sync = alice.sync("timeout=0").await;
+        let ephemeral = sync["rooms"]["join"][&room]["ephemeral"]["events"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let receipt = ephemeral
+            .iter()
+            .find(|e| e["type"] == "m.receipt")
+            .expect("a receipt");
+        assert!(
+            receipt["content"][&event_id]["m.read"][&bob.user_id]["ts"].is_i64(),
+            "{backend:?}: {receipt}"
+        );
+        let sync = bob
+            .sync(&format!("since={}&timeout=0", encode(&after)))
+            .await;
+        assert_eq!(
+            sync["rooms"]["join"][&room]["unread_notifications"]["notification_count"], 0,
+            "{backend:?}: read up to the encrypted event: {sync}"
+        );
+        server.stop().await;
+    }
+}
