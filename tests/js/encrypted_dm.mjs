@@ -4,7 +4,7 @@
 // 1. alice and bob, each on a fresh device, start an encrypted DM, exchange a
 //    message each way, and both read the other's message decrypted;
 // 2. alice sets up cross-signing, secret storage and key backup on her first
-//    device; a third device of hers unlocks them with the recovery key, is
+//    device. A third device of hers unlocks them with the recovery key, is
 //    cross-signed, restores the room keys from the backup and decrypts the
 //    history it never received keys for.
 //
@@ -113,13 +113,15 @@ async function startServer() {
 
 /**
  * fetch for the SDK. The SDK retries `GET /pushrules/` forever and never
- * finishes its first sync when the server lacks push rules; while Lattice
- * answers that endpoint with 404 M_UNRECOGNIZED, an empty rule set stands in.
+ * finishes its first sync when the server lacks push rules. So while Lattice
+ * answers that endpoint with 404 M_UNRECOGNIZED, the SDK gets an empty rule set.
  * Every other request, and push rules once the server serves them, go to the server.
  */
 async function sdkFetch(input, init) {
     const response = await fetch(input, init);
-    const url = input instanceof URL ? input.href : typeof input === "string" ? input : input.url;
+    let url = input;
+    if (input instanceof URL) url = input.href;
+    else if (typeof input !== "string") url = input.url;
     if (response.status === 404 && new URL(url).pathname.startsWith("/_matrix/client/v3/pushrules")) {
         const body = await response.clone().json().catch(() => ({}));
         if (body.errcode === "M_UNRECOGNIZED") {
@@ -138,7 +140,7 @@ async function api(baseUrl, method, path, body, token) {
     return json;
 }
 
-/** A logged-in client with Rust crypto, synced. `secretStorageKey` holds the recovery key once known. */
+/** A logged-in client with Rust crypto, synced. `secretStorageKey.current` is the recovery key once known. */
 async function startClient(baseUrl, session, secretStorageKey) {
     const client = sdk.createClient({
         baseUrl,
