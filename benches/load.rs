@@ -56,13 +56,8 @@ fn start_server() -> Server {
 /// Starts the server with extra `LATTICE_*` variables, such as policy settings.
 fn start_server_with(settings: &[(&str, &str)]) -> Server {
     let data = tempfile::tempdir().expect("temporary directory");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let binary =
-        std::env::var("LATTICE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_lattice").to_owned());
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let binary = std::env::var("LATTICE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_lattice").to_owned());
     let child = Command::new(binary)
         .arg("serve")
         // Plain Matrix unless a scenario selects the professional policy.
@@ -76,11 +71,7 @@ fn start_server_with(settings: &[(&str, &str)]) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .expect("start the lattice binary");
-    Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-        _data: data,
-    }
+    Server { child, base: format!("http://127.0.0.1:{port}"), _data: data }
 }
 
 /// `(current, peak)` resident memory of a process in MiB, from /proc.
@@ -123,19 +114,13 @@ impl User {
         User {
             http: http.clone(),
             base: base.to_owned(),
-            token: body["access_token"]
-                .as_str()
-                .expect("access token")
-                .to_owned(),
+            token: body["access_token"].as_str().expect("access token").to_owned(),
             user_id: body["user_id"].as_str().unwrap().to_owned(),
         }
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
+        let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -159,48 +144,23 @@ impl User {
 
     /// Sends a connection request as Element's "Start chat" does and returns the room id.
     async fn request_connection(&self, invitee: &str) -> String {
-        let body =
-            json!({ "invite": [invitee], "is_direct": true, "preset": "trusted_private_chat" });
-        let body = self
-            .call(
-                reqwest::Method::POST,
-                "/_matrix/client/v3/createRoom",
-                Some(body),
-            )
-            .await;
+        let body = json!({ "invite": [invitee], "is_direct": true, "preset": "trusted_private_chat" });
+        let body = self.call(reqwest::Method::POST, "/_matrix/client/v3/createRoom", Some(body)).await;
         body["room_id"].as_str().unwrap().to_owned()
     }
 
     async fn invite(&self, room: &str, user_id: &str) {
         let path = format!("/_matrix/client/v3/rooms/{}/invite", enc(room));
-        self.call(
-            reqwest::Method::POST,
-            &path,
-            Some(json!({ "user_id": user_id })),
-        )
-        .await;
+        self.call(reqwest::Method::POST, &path, Some(json!({ "user_id": user_id }))).await;
     }
 
     async fn join(&self, room: &str) {
-        self.call(
-            reqwest::Method::POST,
-            &format!("/_matrix/client/v3/join/{}", enc(room)),
-            Some(json!({})),
-        )
-        .await;
+        self.call(reqwest::Method::POST, &format!("/_matrix/client/v3/join/{}", enc(room)), Some(json!({}))).await;
     }
 
     async fn send(&self, room: &str, txn: &str, text: &str) {
-        let path = format!(
-            "/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
-            enc(room)
-        );
-        self.call(
-            reqwest::Method::PUT,
-            &path,
-            Some(json!({ "msgtype": "m.text", "body": text })),
-        )
-        .await;
+        let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", enc(room));
+        self.call(reqwest::Method::PUT, &path, Some(json!({ "msgtype": "m.text", "body": text }))).await;
     }
 
     async fn sync(&self, since: Option<&str>, timeout_ms: u64) -> Value {
@@ -227,12 +187,7 @@ fn ms(d: Duration) -> String {
 
 async fn wait_ready(http: &reqwest::Client, base: &str) {
     for _ in 0..600 {
-        if http
-            .get(format!("{base}/_matrix/client/versions"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
+        if http.get(format!("{base}/_matrix/client/versions")).send().await.is_ok_and(|r| r.status().is_success()) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -240,20 +195,10 @@ async fn wait_ready(http: &reqwest::Client, base: &str) {
     panic!("server did not start");
 }
 
-async fn register_many(
-    http: &reqwest::Client,
-    base: &str,
-    prefix: &str,
-    count: usize,
-) -> Vec<User> {
+async fn register_many(http: &reqwest::Client, base: &str, prefix: &str, count: usize) -> Vec<User> {
     let mut users = Vec::new();
     for chunk in (0..count).collect::<Vec<_>>().chunks(8) {
-        let batch = join_all(
-            chunk
-                .iter()
-                .map(|i| User::register(http, base, format!("{prefix}{i}"))),
-        )
-        .await;
+        let batch = join_all(chunk.iter().map(|i| User::register(http, base, format!("{prefix}{i}")))).await;
         users.extend(batch);
     }
     users
@@ -308,18 +253,9 @@ async fn bench_send(http: &reqwest::Client) {
         ms(percentile(&run.latencies, 0.5)),
         ms(percentile(&run.latencies, 0.99))
     );
-    println!(
-        "| memory: resident after start | {:.1} MiB |",
-        run.rss_start
-    );
-    println!(
-        "| memory: resident at the end of set-up (116 registrations, 10 rooms) | {:.1} MiB |",
-        run.rss_setup_peak
-    );
-    println!(
-        "| memory: resident peak during the send run | {:.1} MiB |",
-        run.rss_peak
-    );
+    println!("| memory: resident after start | {:.1} MiB |", run.rss_start);
+    println!("| memory: resident at the end of set-up (116 registrations, 10 rooms) | {:.1} MiB |", run.rss_setup_peak);
+    println!("| memory: resident peak during the send run | {:.1} MiB |", run.rss_peak);
 }
 
 /// Runs the send workload. With `as_connections`, each DM room is a connection
@@ -364,31 +300,20 @@ async fn run_send(http: &reqwest::Client, server: &Server, as_connections: bool)
     let (_, rss_setup_peak) = memory_mib(server.child.id());
     let per_sender = 500;
     let started = Instant::now();
-    let tasks = senders
-        .into_iter()
-        .enumerate()
-        .map(|(s, (user, room))| async move {
-            let mut latencies = Vec::with_capacity(per_sender);
-            for n in 0..per_sender {
-                let t = Instant::now();
-                user.send(&room, &format!("b{s}-{n}"), "benchmark message")
-                    .await;
-                latencies.push(t.elapsed());
-            }
-            latencies
-        });
+    let tasks = senders.into_iter().enumerate().map(|(s, (user, room))| async move {
+        let mut latencies = Vec::with_capacity(per_sender);
+        for n in 0..per_sender {
+            let t = Instant::now();
+            user.send(&room, &format!("b{s}-{n}"), "benchmark message").await;
+            latencies.push(t.elapsed());
+        }
+        latencies
+    });
     let mut latencies: Vec<Duration> = join_all(tasks).await.into_iter().flatten().collect();
     let elapsed = started.elapsed();
     latencies.sort();
     let (_, rss_peak) = memory_mib(server.child.id());
-    SendRun {
-        events: latencies.len(),
-        elapsed,
-        latencies,
-        rss_start,
-        rss_setup_peak,
-        rss_peak,
-    }
+    SendRun { events: latencies.len(), elapsed, latencies, rss_start, rss_setup_peak, rss_peak }
 }
 
 /// Times 40 invites of connections into one room of the inviter, one at a
@@ -436,11 +361,7 @@ async fn bench_policy(http: &reqwest::Client) {
             ms(percentile(&invites, 0.5)),
             ms(percentile(&invites, 0.99))
         );
-        figures.push((
-            send.throughput(),
-            percentile(&send.latencies, 0.5),
-            percentile(&invites, 0.5),
-        ));
+        figures.push((send.throughput(), percentile(&send.latencies, 0.5), percentile(&invites, 0.5)));
     }
     let (open, professional) = (figures[0], figures[1]);
     let overhead = |open: f64, professional: f64| (professional / open - 1.0) * 100.0;
@@ -485,11 +406,8 @@ async fn bench_degree_metrics(http: &reqwest::Client) {
     let mut batch_start = 0;
     while batch_start < CONNECTIONS && setup_started.elapsed() < SETUP_BUDGET {
         let batch_end = (batch_start + BATCH).min(CONNECTIONS);
-        let users = join_all(
-            (batch_start..batch_end)
-                .map(|i| User::register(http, &server.base, format!("leaf{i}"))),
-        )
-        .await;
+        let users =
+            join_all((batch_start..batch_end).map(|i| User::register(http, &server.base, format!("leaf{i}")))).await;
         join_all(users.iter().enumerate().map(|(offset, leaf)| {
             let hub = &hub;
             async move {
@@ -545,10 +463,7 @@ async fn bench_delivery(http: &reqwest::Client) {
     let (alice, bob) = (users[0].clone(), users[1].clone());
     let room = alice.create_room(&[bob.user_id.clone()]).await;
     bob.join(&room).await;
-    let mut since = bob.sync(None, 0).await["next_batch"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let mut since = bob.sync(None, 0).await["next_batch"].as_str().unwrap().to_owned();
     let mut samples = Vec::new();
     for n in 0..300 {
         let waiter = {
@@ -583,12 +498,7 @@ async fn bench_fanout(http: &reqwest::Client) {
     let members = Arc::new(members);
     let mut tokens: Vec<String> = Vec::new();
     for member in members.iter() {
-        tokens.push(
-            member.sync(None, 0).await["next_batch"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
+        tokens.push(member.sync(None, 0).await["next_batch"].as_str().unwrap().to_owned());
     }
     let mut samples = Vec::new();
     for n in 0..40 {
@@ -600,18 +510,13 @@ async fn bench_fanout(http: &reqwest::Client) {
                 let since = since.clone();
                 tokio::spawn(async move {
                     let body = member.sync(Some(&since), 10_000).await;
-                    (
-                        Instant::now(),
-                        body["next_batch"].as_str().unwrap().to_owned(),
-                    )
+                    (Instant::now(), body["next_batch"].as_str().unwrap().to_owned())
                 })
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(30)).await;
         let sent_at = Instant::now();
-        members[n % 50]
-            .send(&room, &format!("f{n}"), "to everyone")
-            .await;
+        members[n % 50].send(&room, &format!("f{n}"), "to everyone").await;
         tokens.clear();
         for waiter in waiters {
             let (arrived, next) = waiter.await.unwrap();
@@ -656,20 +561,11 @@ async fn bench_initial_sync(http: &reqwest::Client) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let wanted = |name: &str| args.is_empty() || args.iter().any(|a| a == name);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(128)
-            .build()
-            .unwrap();
+        let http = reqwest::Client::builder().pool_max_idle_per_host(128).build().unwrap();
         println!("| measurement | result |");
         println!("| --- | --- |");
         if wanted("send") {
@@ -719,28 +615,16 @@ async fn bench_media(http: &reqwest::Client) {
     let started = Instant::now();
     for n in 0..RUNS {
         let response = http
-            .post(format!(
-                "{}/_matrix/media/v3/upload?filename=f{n}.bin",
-                server.base
-            ))
+            .post(format!("{}/_matrix/media/v3/upload?filename=f{n}.bin", server.base))
             .bearer_auth(&user.token)
             .header("Content-Type", "application/octet-stream")
             .body(file.clone())
             .send()
             .await
             .expect("upload");
-        assert!(
-            response.status().is_success(),
-            "upload: {}",
-            response.status()
-        );
+        assert!(response.status().is_success(), "upload: {}", response.status());
         let body: Value = response.json().await.unwrap();
-        uris.push(
-            body["content_uri"]
-                .as_str()
-                .expect("content_uri")
-                .to_owned(),
-        );
+        uris.push(body["content_uri"].as_str().expect("content_uri").to_owned());
     }
     let upload = started.elapsed();
 
@@ -748,66 +632,38 @@ async fn bench_media(http: &reqwest::Client) {
     for uri in &uris {
         let path = uri.trim_start_matches("mxc://");
         let response = http
-            .get(format!(
-                "{}/_matrix/client/v1/media/download/{path}",
-                server.base
-            ))
+            .get(format!("{}/_matrix/client/v1/media/download/{path}", server.base))
             .bearer_auth(&user.token)
             .send()
             .await
             .expect("download");
-        assert!(
-            response.status().is_success(),
-            "download: {}",
-            response.status()
-        );
+        assert!(response.status().is_success(), "download: {}", response.status());
         let body = response.bytes().await.expect("download body");
         assert_eq!(body.len(), SIZE);
     }
     let download = started.elapsed();
     let (_, peak) = memory_mib(pid);
     let mib = (SIZE * RUNS) as f64 / (1024.0 * 1024.0);
-    println!(
-        "| media: {RUNS} uploads of 10 MiB, throughput | {:.0} MiB/s |",
-        mib / upload.as_secs_f64()
-    );
-    println!(
-        "| media: {RUNS} downloads of 10 MiB, throughput | {:.0} MiB/s |",
-        mib / download.as_secs_f64()
-    );
-    println!(
-        "| media: server memory before / peak during transfers | {before:.1} / {peak:.1} MiB |"
-    );
+    println!("| media: {RUNS} uploads of 10 MiB, throughput | {:.0} MiB/s |", mib / upload.as_secs_f64());
+    println!("| media: {RUNS} downloads of 10 MiB, throughput | {:.0} MiB/s |", mib / download.as_secs_f64());
+    println!("| media: server memory before / peak during transfers | {before:.1} / {peak:.1} MiB |");
 
     // A 12-megapixel photo-like JPEG: smooth gradients with some texture.
     let (width, height) = (4000u32, 3000u32);
     let photo = image::RgbImage::from_fn(width, height, |x, y| {
         let texture = ((x * 7 + y * 13) % 31) as u8;
-        image::Rgb([
-            (x * 255 / width) as u8 ^ texture,
-            (y * 255 / height) as u8,
-            128u8.wrapping_add(texture),
-        ])
+        image::Rgb([(x * 255 / width) as u8 ^ texture, (y * 255 / height) as u8, 128u8.wrapping_add(texture)])
     });
     let dir = tempfile::tempdir().expect("temporary directory");
     let path = dir.path().join("photo.jpg");
-    image::DynamicImage::ImageRgb8(photo)
-        .save_with_format(&path, image::ImageFormat::Jpeg)
-        .expect("write JPEG");
-    for method in [
-        lattice::media::thumbnail::Method::Scale,
-        lattice::media::thumbnail::Method::Crop,
-    ] {
+    image::DynamicImage::ImageRgb8(photo).save_with_format(&path, image::ImageFormat::Jpeg).expect("write JPEG");
+    for method in [lattice::media::thumbnail::Method::Scale, lattice::media::thumbnail::Method::Crop] {
         let mut samples = Vec::new();
         for _ in 0..5 {
             let started = Instant::now();
-            let thumbnail =
-                lattice::media::thumbnail::make(&path, 320, 240, method).expect("thumbnail");
+            let thumbnail = lattice::media::thumbnail::make(&path, 320, 240, method).expect("thumbnail");
             samples.push(started.elapsed());
-            assert!(matches!(
-                thumbnail,
-                lattice::media::thumbnail::Thumbnail::Encoded { .. }
-            ));
+            assert!(matches!(thumbnail, lattice::media::thumbnail::Thumbnail::Encoded { .. }));
         }
         samples.sort();
         println!(

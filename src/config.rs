@@ -3,7 +3,7 @@
 //! Nested keys use a double underscore in the variable name, so
 //! `LATTICE_LISTEN__CLIENT=0.0.0.0:8008` sets `listen.client`.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
 
 use figment::{
     Figment,
@@ -31,6 +31,7 @@ pub struct Config {
     pub directory: DirectoryConfig,
     pub policy: PolicyConfig,
     pub media: MediaConfig,
+    pub federation: FederationConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,6 +39,10 @@ pub struct Config {
 pub struct ListenConfig {
     /// Address of the plain-HTTP Client-Server listener.
     pub client: SocketAddr,
+    /// Address of the HTTPS Server-Server listener, usually port 8448. Unset:
+    /// no federation listener (the federation endpoints are still served on
+    /// the client listener, for a TLS proxy in front of it).
+    pub federation: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -125,6 +130,51 @@ pub struct MediaConfig {
     pub quota_info_uri: String,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FederationConfig {
+    /// PEM file with the federation listener's certificate chain.
+    pub tls_certificate: Option<PathBuf>,
+    /// PEM file with the federation listener's private key.
+    pub tls_private_key: Option<PathBuf>,
+    /// PEM file of certificate authorities that outbound federation requests
+    /// trust, besides the public web roots.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Accept any certificate on outbound federation requests. For tests only:
+    /// it lets anyone on the network path impersonate other servers.
+    pub insecure_skip_tls_verify_for_tests: bool,
+    /// Server name to `host:port` (or `ip:port`) to connect to, in place of
+    /// server discovery. Meant for tests and private deployments; TLS still
+    /// expects a certificate for the server name.
+    pub host_overrides: BTreeMap<String, String>,
+    /// Timeout of one outbound federation request, in seconds.
+    pub request_timeout_secs: u64,
+    /// Validity period that this server's key responses state for its signing
+    /// key, in milliseconds (`valid_until_ts` is now plus this).
+    pub key_validity_ms: u64,
+    /// Delay before the first retry of a failed transaction, in milliseconds;
+    /// it doubles with each further failure.
+    pub sender_retry_initial_ms: u64,
+    /// Longest delay between retries of a failing destination, in milliseconds.
+    pub sender_retry_max_ms: u64,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        Self {
+            tls_certificate: None,
+            tls_private_key: None,
+            tls_ca_file: None,
+            insecure_skip_tls_verify_for_tests: false,
+            host_overrides: BTreeMap::new(),
+            request_timeout_secs: 30,
+            key_validity_ms: 24 * 60 * 60 * 1000,
+            sender_retry_initial_ms: 5_000,
+            sender_retry_max_ms: 60 * 60 * 1000,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -141,67 +191,50 @@ impl Default for Config {
             directory: DirectoryConfig::default(),
             policy: PolicyConfig::default(),
             media: MediaConfig::default(),
+            federation: FederationConfig::default(),
         }
     }
 }
 
 impl Default for ListenConfig {
     fn default() -> Self {
-        Self {
-            client: SocketAddr::from(([127, 0, 0, 1], 8008)),
-        }
+        Self { client: SocketAddr::from(([127, 0, 0, 1], 8008)), federation: None }
     }
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self {
-            url: String::new(),
-            max_connections: 8,
-        }
+        Self { url: String::new(), max_connections: 8 }
     }
 }
 
 impl Default for RegistrationConfig {
     fn default() -> Self {
-        Self {
-            enabled: true,
-            tokens: Vec::new(),
-        }
+        Self { enabled: true, tokens: Vec::new() }
     }
 }
 
 impl Default for RoomsConfig {
     fn default() -> Self {
-        Self {
-            default_version: "12".into(),
-        }
+        Self { default_version: "12".into() }
     }
 }
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
-        Self {
-            enabled: true,
-            per_second: 10.0,
-            burst: 50,
-        }
+        Self { enabled: true, per_second: 10.0, burst: 50 }
     }
 }
 
 impl Default for RequestLimits {
     fn default() -> Self {
-        Self {
-            max_request_body: 1024 * 1024,
-        }
+        Self { max_request_body: 1024 * 1024 }
     }
 }
 
 impl Default for DirectoryConfig {
     fn default() -> Self {
-        Self {
-            search_all_users: false,
-        }
+        Self { search_all_users: false }
     }
 }
 
@@ -244,6 +277,7 @@ const CONFIG_KEYS: &[&str] = &[
     "directory",
     "policy",
     "media",
+    "federation",
 ];
 
 /// An invalid or unreadable configuration.
@@ -257,10 +291,7 @@ impl Config {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = path {
             if !path.exists() {
-                return Err(ConfigError(format!(
-                    "config file {} not found",
-                    path.display()
-                )));
+                return Err(ConfigError(format!("config file {} not found", path.display())));
             }
             figment = figment.merge(Toml::file(path));
         }
@@ -269,12 +300,7 @@ impl Config {
         figment = figment.merge(
             Env::prefixed("LATTICE_")
                 .filter(|key| {
-                    let section = key
-                        .as_str()
-                        .split("__")
-                        .next()
-                        .unwrap_or_default()
-                        .to_ascii_lowercase();
+                    let section = key.as_str().split("__").next().unwrap_or_default().to_ascii_lowercase();
                     CONFIG_KEYS.contains(&section.as_str())
                 })
                 .split("__"),
@@ -286,10 +312,7 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         if ruma::ServerName::parse(&self.server_name).is_err() {
-            return Err(ConfigError(format!(
-                "server_name {:?} is not a valid Matrix server name",
-                self.server_name
-            )));
+            return Err(ConfigError(format!("server_name {:?} is not a valid Matrix server name", self.server_name)));
         }
         if !matches!(self.policy.name.as_str(), "open" | "professional") {
             return Err(ConfigError(format!(
@@ -313,6 +336,34 @@ impl Config {
         }
         if self.media.max_upload_size == 0 {
             return Err(ConfigError("media.max_upload_size must be above 0".into()));
+        }
+        if self.listen.federation.is_some()
+            && (self.federation.tls_certificate.is_none() || self.federation.tls_private_key.is_none())
+        {
+            return Err(ConfigError(
+                "listen.federation needs federation.tls_certificate and federation.tls_private_key".into(),
+            ));
+        }
+        if self.federation.request_timeout_secs == 0 {
+            return Err(ConfigError("federation.request_timeout_secs must be above 0".into()));
+        }
+        if self.federation.key_validity_ms < 60_000 {
+            return Err(ConfigError("federation.key_validity_ms must be at least 60000 (one minute)".into()));
+        }
+        if self.federation.sender_retry_initial_ms == 0
+            || self.federation.sender_retry_max_ms < self.federation.sender_retry_initial_ms
+        {
+            return Err(ConfigError(
+                "federation.sender_retry_initial_ms must be above 0 and at most federation.sender_retry_max_ms".into(),
+            ));
+        }
+        for (name, target) in &self.federation.host_overrides {
+            if ruma::ServerName::parse(name).is_err() {
+                return Err(ConfigError(format!("federation.host_overrides: {name:?} is not a server name")));
+            }
+            if !target.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok()) {
+                return Err(ConfigError(format!("federation.host_overrides.{name:?}: {target:?} is not host:port")));
+            }
         }
         if self.rate_limits.enabled && self.rate_limits.per_second <= 0.0 {
             return Err(ConfigError("rate_limits.per_second must be above 0".into()));
@@ -351,6 +402,9 @@ data_dir = "./data"
 [listen]
 # Plain-HTTP Client-Server listener. Put a TLS proxy in front of it for public use.
 client = "127.0.0.1:8008"
+# HTTPS Server-Server listener (needs federation.tls_certificate and
+# federation.tls_private_key). Unset: none.
+# federation = "0.0.0.0:8448"
 
 [database]
 # sqlite://PATH or postgres://USER@HOST/DB. Empty: sqlite under data_dir.
@@ -412,6 +466,29 @@ freeze_legacy = false
 # Page that explains the quota, sent as info_uri with the quota error. Empty:
 # public_baseurl, or https://<server_name>/ when that is unset.
 quota_info_uri = ""
+
+[federation]
+# Certificate chain and private key (PEM) of the federation listener.
+# tls_certificate = "/etc/lattice/fullchain.pem"
+# tls_private_key = "/etc/lattice/privkey.pem"
+# Extra certificate authorities (PEM) trusted for outbound federation.
+# tls_ca_file = "/etc/lattice/federation-ca.pem"
+# For tests only: accept any certificate on outbound federation requests.
+insecure_skip_tls_verify_for_tests = false
+# Timeout of one outbound federation request, in seconds.
+request_timeout_secs = 30
+# Validity of this server's published signing key, in milliseconds.
+key_validity_ms = 86400000
+# Backoff of the transaction sender after a failed delivery: the first retry
+# waits sender_retry_initial_ms, each further failure doubles the delay, up to
+# sender_retry_max_ms.
+sender_retry_initial_ms = 5000
+sender_retry_max_ms = 3600000
+
+# Server name -> host:port, used instead of server discovery. For tests and
+# private deployments; certificates must still match the server name.
+[federation.host_overrides]
+# "other.example.org" = "10.0.0.5:8448"
 "#;
 
 #[cfg(test)]
@@ -420,39 +497,32 @@ mod tests {
 
     #[test]
     fn default_config_text_parses_to_defaults() {
-        let parsed: Config = Figment::from(Toml::string(DEFAULT_CONFIG_TOML))
-            .extract()
-            .unwrap();
+        let parsed: Config = Figment::from(Toml::string(DEFAULT_CONFIG_TOML)).extract().unwrap();
         let defaults = Config::default();
         assert_eq!(parsed.server_name, defaults.server_name);
         assert_eq!(parsed.listen.client, defaults.listen.client);
         assert_eq!(parsed.rooms.default_version, defaults.rooms.default_version);
-        assert_eq!(
-            parsed.limits.max_request_body,
-            defaults.limits.max_request_body
-        );
+        assert_eq!(parsed.limits.max_request_body, defaults.limits.max_request_body);
         assert_eq!(parsed.policy.name, defaults.policy.name);
-        assert_eq!(
-            parsed.policy.pending_message_limit,
-            defaults.policy.pending_message_limit
-        );
+        assert_eq!(parsed.policy.pending_message_limit, defaults.policy.pending_message_limit);
         assert_eq!(parsed.policy.max_group_size, defaults.policy.max_group_size);
-        assert_eq!(
-            parsed.policy.daily_message_limit,
-            defaults.policy.daily_message_limit
-        );
-        assert_eq!(
-            parsed.policy.weekly_connection_request_limit,
-            defaults.policy.weekly_connection_request_limit
-        );
-        assert_eq!(
-            parsed.policy.limit_appservice_users,
-            defaults.policy.limit_appservice_users
-        );
+        assert_eq!(parsed.policy.daily_message_limit, defaults.policy.daily_message_limit);
+        assert_eq!(parsed.policy.weekly_connection_request_limit, defaults.policy.weekly_connection_request_limit);
+        assert_eq!(parsed.policy.limit_appservice_users, defaults.policy.limit_appservice_users);
         assert_eq!(parsed.media.max_upload_size, defaults.media.max_upload_size);
         assert_eq!(parsed.media.per_user_quota, defaults.media.per_user_quota);
         assert_eq!(parsed.media.freeze_legacy, defaults.media.freeze_legacy);
         assert_eq!(parsed.media.quota_info_uri, defaults.media.quota_info_uri);
+        assert_eq!(parsed.listen.federation, defaults.listen.federation);
+        assert_eq!(
+            parsed.federation.insecure_skip_tls_verify_for_tests,
+            defaults.federation.insecure_skip_tls_verify_for_tests
+        );
+        assert_eq!(parsed.federation.request_timeout_secs, defaults.federation.request_timeout_secs);
+        assert_eq!(parsed.federation.key_validity_ms, defaults.federation.key_validity_ms);
+        assert_eq!(parsed.federation.sender_retry_initial_ms, defaults.federation.sender_retry_initial_ms);
+        assert_eq!(parsed.federation.sender_retry_max_ms, defaults.federation.sender_retry_max_ms);
+        assert!(parsed.federation.host_overrides.is_empty());
     }
 }
 

@@ -10,6 +10,7 @@ pub mod config;
 pub mod e2ee;
 pub mod ephemeral;
 pub mod error;
+pub mod federation;
 pub mod media;
 pub mod policy;
 pub mod rate_limit;
@@ -49,6 +50,9 @@ pub struct Services {
     pub rate_limiter: RateLimiter,
     pub uiaa: api::client::uiaa::Sessions,
     pub media: media::Media,
+    pub federation: federation::Federation,
+    /// Delivers queued PDUs and EDUs to other servers.
+    pub sender: federation::sender::Sender,
 }
 
 /// A failure to start the server.
@@ -62,11 +66,10 @@ pub enum StartError {
     Media(std::io::Error),
     #[error("signing key: {0}")]
     SigningKey(String),
+    #[error("federation: {0}")]
+    Federation(String),
     #[error("could not listen on {addr}: {source}")]
-    Listen {
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
 }
 
 /// A running homeserver: its services and background tasks.
@@ -100,17 +103,11 @@ impl Homeserver {
     }
 
     /// Like [`Homeserver::new`], with a room policy supplied by the embedding application.
-    pub async fn with_policy(
-        config: Config,
-        policy: Arc<dyn RoomPolicy>,
-    ) -> Result<Self, StartError> {
+    pub async fn with_policy(config: Config, policy: Arc<dyn RoomPolicy>) -> Result<Self, StartError> {
         Self::start(config, Some(policy)).await
     }
 
-    async fn start(
-        config: Config,
-        policy: Option<Arc<dyn RoomPolicy>>,
-    ) -> Result<Self, StartError> {
+    async fn start(config: Config, policy: Option<Arc<dyn RoomPolicy>>) -> Result<Self, StartError> {
         config.validate()?;
         let server_name = OwnedServerName::try_from(config.server_name.as_str())
             .map_err(|e| config::ConfigError::invalid(format!("server_name: {e}")))?;
@@ -125,32 +122,29 @@ impl Homeserver {
             None => Arc::new(OpenPolicy),
         };
         tracing::info!(server_name = %server_name, database = %redact_url(&url), policy = policy.name(), "database ready");
-        let key = Arc::new(
-            SigningKey::load_or_generate(&db)
-                .await
-                .map_err(StartError::SigningKey)?,
-        );
+        let key = Arc::new(SigningKey::load_or_generate(&db).await.map_err(StartError::SigningKey)?);
         let notifier = Arc::new(Notifier::default());
         let default_version = RoomVersionId::try_from(config.rooms.default_version.as_str())
             .map_err(|e| config::ConfigError::invalid(format!("rooms.default_version: {e}")))?;
-        let rooms = Rooms::new(
-            db.clone(),
-            server_name.clone(),
-            key.clone(),
-            notifier.clone(),
-            policy,
-            default_version,
-        );
+        let rooms = Rooms::new(db.clone(), server_name.clone(), key.clone(), notifier.clone(), policy, default_version);
+        let federation =
+            federation::Federation::new(db.clone(), server_name.clone(), key.clone(), config.federation.clone())
+                .map_err(StartError::Federation)?;
+        let (shutdown, _) = watch::channel(false);
+        let sender = federation::sender::Sender::new(db.clone(), federation.clone(), shutdown.subscribe());
         let media = media::Media::new(
             db.clone(),
             server_name.clone(),
             &config.data_dir,
             config.media.clone(),
             media::quota_info_uri(&config),
+            federation.clone(),
         )
         .map_err(StartError::Media)?;
         let services = Arc::new(Services {
             media,
+            federation,
+            sender,
             users: Users::new(db.clone(), server_name.clone()),
             rate_limiter: RateLimiter::new(&config.rate_limits),
             uiaa: api::client::uiaa::Sessions::default(),
@@ -162,7 +156,9 @@ impl Homeserver {
             rooms,
             notifier,
         });
-        let (shutdown, _) = watch::channel(false);
+        if let Err(err) = services.sender.resume().await {
+            tracing::warn!(error = %err, "could not resume the federation outbox");
+        }
         let server = Self { services, shutdown };
         server.spawn_background_tasks();
         Ok(server)
@@ -197,30 +193,49 @@ impl Homeserver {
         api::router(self.services.clone())
     }
 
-    pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle {
-            services: self.services.clone(),
-            shutdown: self.shutdown.clone(),
+    /// Builds the Server-Server API router alone, as the federation listener serves it.
+    pub fn federation_router(&self) -> axum::Router {
+        api::federation_router(self.services.clone())
+    }
+
+    /// Serves the Server-Server API over TLS on `listener`, with the
+    /// certificate and key of `federation.tls_certificate` and
+    /// `federation.tls_private_key`, until the server shuts down.
+    pub fn spawn_federation_listener(&self, listener: tokio::net::TcpListener) -> Result<(), StartError> {
+        let config = &self.services.config.federation;
+        let (Some(certificate), Some(key)) = (&config.tls_certificate, &config.tls_private_key) else {
+            return Err(StartError::Federation(
+                "the federation listener needs federation.tls_certificate and federation.tls_private_key".into(),
+            ));
+        };
+        let tls = federation::tls::server_config(certificate, key).map_err(StartError::Federation)?;
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, server_name = %self.services.server_name, "listening for federation (TLS)");
         }
+        let app = self.federation_router();
+        tokio::spawn(api::federation::listener::serve_tls(listener, Arc::new(tls), app, self.shutdown.subscribe()));
+        Ok(())
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle { services: self.services.clone(), shutdown: self.shutdown.clone() }
     }
 
     /// Serves the API on the configured client listener until `stop` resolves.
-    pub async fn serve(
-        self,
-        stop: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> Result<(), StartError> {
+    pub async fn serve(self, stop: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
         let addr = self.services.config.listen.client;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Listen { addr, source })?;
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
         tracing::info!(%addr, server_name = %self.services.server_name, "listening for clients");
+        if let Some(federation_addr) = self.services.config.listen.federation {
+            let federation_listener = tokio::net::TcpListener::bind(federation_addr)
+                .await
+                .map_err(|source| StartError::Listen { addr: federation_addr, source })?;
+            self.spawn_federation_listener(federation_listener)?;
+        }
         let handle = self.shutdown_handle();
-        let app = self
-            .router()
-            .into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await;
+        let app = self.router().into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let result = axum::serve(listener, app).with_graceful_shutdown(stop).await;
         handle.shutdown().await;
         result.map_err(|source| StartError::Listen { addr, source })
     }

@@ -34,22 +34,16 @@ impl SigningKey {
             }
             None => {
                 let document = Ed25519KeyPair::generate().to_vec();
-                let version: String = rand::thread_rng()
-                    .sample_iter(&Alphanumeric)
-                    .take(6)
-                    .map(char::from)
-                    .collect();
+                let version: String = rand::thread_rng().sample_iter(&Alphanumeric).take(6).map(char::from).collect();
                 let key_id = format!("ed25519:{version}");
                 let secret = STANDARD_NO_PAD.encode(&document);
-                sqlx::query(
-                    "INSERT INTO signing_keys (key_id, secret, created_ts) VALUES ($1, $2, $3)",
-                )
-                .bind(&key_id)
-                .bind(secret)
-                .bind(now_ms())
-                .execute(&db.pool)
-                .await
-                .map_err(|e| format!("could not store the signing key: {e}"))?;
+                sqlx::query("INSERT INTO signing_keys (key_id, secret, created_ts) VALUES ($1, $2, $3)")
+                    .bind(&key_id)
+                    .bind(secret)
+                    .bind(now_ms())
+                    .execute(&db.pool)
+                    .await
+                    .map_err(|e| format!("could not store the signing key: {e}"))?;
                 tracing::info!(key_id, "generated a new signing key");
                 (key_id, document)
             }
@@ -59,6 +53,43 @@ impl SigningKey {
         let pair = Ed25519KeyPair::from_der(&document, version)
             .map_err(|e| format!("stored signing key {key_id} is invalid: {e}"))?;
         Ok(Self { key_id, pair })
+    }
+
+    /// Marks the current key expired and stores a new one, which the server
+    /// uses from its next start. The old key stays published in
+    /// `old_verify_keys`, so that what it signed can still be verified.
+    /// Returns the new key id.
+    pub async fn rotate(db: &Db) -> Result<String, String> {
+        sqlx::query("UPDATE signing_keys SET expired_ts = $1 WHERE expired_ts IS NULL")
+            .bind(now_ms())
+            .execute(&db.pool)
+            .await
+            .map_err(|e| format!("could not expire the signing key: {e}"))?;
+        let key = Self::load_or_generate(db).await?;
+        Ok(key.key_id)
+    }
+
+    /// Reads the keys this server used before, for `old_verify_keys`, as
+    /// (key id, unpadded base64 public key, expired_ts).
+    pub async fn old_keys(db: &Db) -> Result<Vec<(String, String, i64)>, String> {
+        let rows = sqlx::query("SELECT key_id, secret, expired_ts FROM signing_keys WHERE expired_ts IS NOT NULL")
+            .fetch_all(&db.pool)
+            .await
+            .map_err(|e| format!("could not read old signing keys: {e}"))?;
+        let mut keys = Vec::with_capacity(rows.len());
+        for row in rows {
+            let key_id: String = row.get(0);
+            let secret: String = row.get(1);
+            let expired_ts: i64 = row.get(2);
+            let document = STANDARD_NO_PAD
+                .decode(secret)
+                .map_err(|e| format!("stored signing key {key_id} is not base64: {e}"))?;
+            let version = key_id.trim_start_matches("ed25519:").to_owned();
+            let pair = Ed25519KeyPair::from_der(&document, version)
+                .map_err(|e| format!("stored signing key {key_id} is invalid: {e}"))?;
+            keys.push((key_id, STANDARD_NO_PAD.encode(pair.public_key()), expired_ts));
+        }
+        Ok(keys)
     }
 
     /// The public key, unpadded base64 as the key APIs publish it.

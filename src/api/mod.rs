@@ -3,6 +3,7 @@
 
 pub mod client;
 mod extract;
+pub mod federation;
 mod media;
 mod well_known;
 
@@ -26,13 +27,7 @@ pub fn router(services: Arc<Services>) -> Router {
     let max_body = services.config.limits.max_request_body;
     let cors = CorsLayer::new()
         .allow_origin(Any)
-        .allow_methods([
-            Method::GET,
-            Method::POST,
-            Method::PUT,
-            Method::DELETE,
-            Method::OPTIONS,
-        ])
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
@@ -44,23 +39,43 @@ pub fn router(services: Arc<Services>) -> Router {
     Router::new()
         .merge(client::router())
         .merge(media::router())
+        .merge(federation::router())
         .merge(well_known::router())
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
         // The limit applies where `JsonBody` reads the body, so an oversized request
         // gets the spec's 413 `M_TOO_LARGE` JSON, not a bare 413 from a middleware.
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-                let path = request
-                    .extensions()
-                    .get::<axum::extract::MatchedPath>()
-                    .map(|p| p.as_str().to_owned())
-                    .unwrap_or_else(|| "unmatched".into());
-                tracing::info_span!("request", method = %request.method(), path)
-            }),
-        )
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+            let path = request
+                .extensions()
+                .get::<axum::extract::MatchedPath>()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_else(|| "unmatched".into());
+            tracing::info_span!("request", method = %request.method(), path)
+        }))
         .layer(cors)
+        .with_state(services)
+}
+
+/// Builds the Server-Server API router (with `/.well-known/matrix/server`) for
+/// the federation listener, without CORS but with the same body limit and request spans.
+pub fn federation_router(services: Arc<Services>) -> Router {
+    let max_body = services.config.limits.max_request_body;
+    Router::new()
+        .merge(federation::router())
+        .merge(well_known::router())
+        .fallback(unrecognized)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+            let path = request
+                .extensions()
+                .get::<axum::extract::MatchedPath>()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_else(|| "unmatched".into());
+            tracing::info_span!("federation_request", method = %request.method(), path)
+        }))
         .with_state(services)
 }
 

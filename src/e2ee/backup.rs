@@ -54,10 +54,7 @@ fn parse_version(version: &str) -> Result<i64> {
 
 fn wrong_version(current: Option<i64>) -> Error {
     let mut extra = Map::new();
-    extra.insert(
-        "current_version".into(),
-        json!(current.map(|v| v.to_string())),
-    );
+    extra.insert("current_version".into(), json!(current.map(|v| v.to_string())));
     Error::new(
         ErrorKind::Custom {
             errcode: "M_WRONG_ROOM_KEYS_VERSION".into(),
@@ -90,11 +87,7 @@ async fn version_json(services: &Services, user: &str, row: VersionRow) -> Resul
 }
 
 /// `POST /room_keys/version`: creates a version, which becomes the current one.
-pub async fn create_version(
-    services: &Services,
-    session: &Session,
-    request: VersionRequest,
-) -> Result<Value> {
+pub async fn create_version(services: &Services, session: &Session, request: VersionRequest) -> Result<Value> {
     let user = session.user_id.to_string();
     let auth_data = Value::Object(request.auth_data).to_string();
     let algorithm = request.algorithm;
@@ -103,13 +96,7 @@ pub async fn create_version(
         .writer
         .write(move |txn| {
             Box::pin(async move {
-                Ok(storage::key_backup::create_version(
-                    &mut txn.conn,
-                    &user,
-                    &algorithm,
-                    &auth_data,
-                )
-                .await?)
+                Ok(storage::key_backup::create_version(&mut txn.conn, &user, &algorithm, &auth_data).await?)
             })
         })
         .await?;
@@ -117,16 +104,10 @@ pub async fn create_version(
 }
 
 /// `GET /room_keys/version` and `GET /room_keys/version/{version}`.
-pub async fn get_version(
-    services: &Services,
-    session: &Session,
-    version: Option<&str>,
-) -> Result<Value> {
+pub async fn get_version(services: &Services, session: &Session, version: Option<&str>) -> Result<Value> {
     let user = session.user_id.as_str();
     let row = match version {
-        Some(version) => {
-            storage::key_backup::version(&services.db.pool, user, parse_version(version)?).await?
-        }
+        Some(version) => storage::key_backup::version(&services.db.pool, user, parse_version(version)?).await?,
         None => {
             let mut conn = services.db.pool.acquire().await?;
             storage::key_backup::latest_version(&mut conn, user).await?
@@ -171,8 +152,7 @@ pub async fn update_version(
         .writer
         .write(move |txn| {
             Box::pin(async move {
-                storage::key_backup::update_auth_data(&mut txn.conn, &user, number, &auth_data)
-                    .await?;
+                storage::key_backup::update_auth_data(&mut txn.conn, &user, number, &auth_data).await?;
                 Ok(())
             })
         })
@@ -187,15 +167,11 @@ pub async fn delete_version(services: &Services, session: &Session, version: &st
         .db
         .writer
         .write(move |txn| {
-            Box::pin(async move {
-                Ok(storage::key_backup::delete_version(&mut txn.conn, &user, number).await?)
-            })
+            Box::pin(async move { Ok(storage::key_backup::delete_version(&mut txn.conn, &user, number).await?) })
         })
         .await?;
     if !deleted {
-        return Err(Error::not_found(format!(
-            "backup version {version} does not exist"
-        )));
+        return Err(Error::not_found(format!("backup version {version} does not exist")));
     }
     Ok(())
 }
@@ -246,14 +222,9 @@ pub async fn put_keys(
                 check_current(&mut txn.conn, &user, number).await?;
                 let mut changed = false;
                 for row in &rows {
-                    let old = storage::key_backup::key_in_txn(
-                        &mut txn.conn,
-                        &user,
-                        number,
-                        &row.room_id,
-                        &row.session_id,
-                    )
-                    .await?;
+                    let old =
+                        storage::key_backup::key_in_txn(&mut txn.conn, &user, number, &row.room_id, &row.session_id)
+                            .await?;
                     if old.as_ref().is_none_or(|old| replaces(old, row)) {
                         storage::key_backup::put_key(&mut txn.conn, &user, number, row).await?;
                         changed = true;
@@ -305,73 +276,39 @@ impl Scope<'_> {
 }
 
 /// `GET /room_keys/keys[/{roomId}[/{sessionId}]]?version=`.
-pub async fn get_keys(
-    services: &Services,
-    session: &Session,
-    version: &str,
-    scope: Scope<'_>,
-) -> Result<Value> {
+pub async fn get_keys(services: &Services, session: &Session, version: &str, scope: Scope<'_>) -> Result<Value> {
     let number = parse_version(version)?;
     let user = session.user_id.as_str();
-    if storage::key_backup::version(&services.db.pool, user, number)
-        .await?
-        .is_none()
-    {
-        return Err(Error::not_found(format!(
-            "backup version {version} does not exist"
-        )));
+    if storage::key_backup::version(&services.db.pool, user, number).await?.is_none() {
+        return Err(Error::not_found(format!("backup version {version} does not exist")));
     }
-    let rows = storage::key_backup::keys(
-        &services.db.pool,
-        user,
-        number,
-        scope.room(),
-        scope.session(),
-    )
-    .await?;
+    let rows = storage::key_backup::keys(&services.db.pool, user, number, scope.room(), scope.session()).await?;
     match scope {
-        Scope::Session(room, session_id) => rows.first().map(key_json).ok_or_else(|| {
-            Error::not_found(format!("no key for session {session_id} in room {room}"))
-        }),
+        Scope::Session(room, session_id) => rows
+            .first()
+            .map(key_json)
+            .ok_or_else(|| Error::not_found(format!("no key for session {session_id} in room {room}"))),
         Scope::Room(_) => {
-            let sessions: Map<String, Value> = rows
-                .iter()
-                .map(|r| (r.session_id.clone(), key_json(r)))
-                .collect();
+            let sessions: Map<String, Value> = rows.iter().map(|r| (r.session_id.clone(), key_json(r))).collect();
             Ok(json!({ "sessions": sessions }))
         }
         Scope::All => {
             let mut rooms: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
             for row in &rows {
-                rooms
-                    .entry(row.room_id.clone())
-                    .or_default()
-                    .insert(row.session_id.clone(), key_json(row));
+                rooms.entry(row.room_id.clone()).or_default().insert(row.session_id.clone(), key_json(row));
             }
-            let rooms: Map<String, Value> = rooms
-                .into_iter()
-                .map(|(room, sessions)| (room, json!({ "sessions": sessions })))
-                .collect();
+            let rooms: Map<String, Value> =
+                rooms.into_iter().map(|(room, sessions)| (room, json!({ "sessions": sessions }))).collect();
             Ok(json!({ "rooms": rooms }))
         }
     }
 }
 
 /// `DELETE /room_keys/keys[/{roomId}[/{sessionId}]]?version=`.
-pub async fn delete_keys(
-    services: &Services,
-    session: &Session,
-    version: &str,
-    scope: Scope<'_>,
-) -> Result<Value> {
+pub async fn delete_keys(services: &Services, session: &Session, version: &str, scope: Scope<'_>) -> Result<Value> {
     let number = parse_version(version)?;
-    if storage::key_backup::version(&services.db.pool, session.user_id.as_str(), number)
-        .await?
-        .is_none()
-    {
-        return Err(Error::not_found(format!(
-            "backup version {version} does not exist"
-        )));
+    if storage::key_backup::version(&services.db.pool, session.user_id.as_str(), number).await?.is_none() {
+        return Err(Error::not_found(format!("backup version {version} does not exist")));
     }
     let user = session.user_id.to_string();
     let room = scope.room().map(str::to_owned);

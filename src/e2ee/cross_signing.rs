@@ -6,9 +6,7 @@ use std::collections::BTreeMap;
 use ruma::UserId;
 use serde_json::{Map, Value, json};
 
-use super::{
-    invalid_signature, mark_changed, signed_part, verify_signature, wake_device_list_watchers,
-};
+use super::{invalid_signature, mark_changed, signed_part, verify_signature, wake_device_list_watchers};
 use crate::{
     Services,
     error::{Error, Result},
@@ -32,21 +30,15 @@ fn parse_key(field: &str, usage: &str, user_id: &UserId, value: &Value) -> Resul
         return Err(Error::bad_json(format!("{field} must be an object")));
     };
     if object.get("user_id").and_then(Value::as_str) != Some(user_id.as_str()) {
-        return Err(Error::invalid_param(format!(
-            "{field}.user_id must be the logged-in user {user_id}"
-        )));
+        return Err(Error::invalid_param(format!("{field}.user_id must be the logged-in user {user_id}")));
     }
     let usages = object.get("usage").and_then(Value::as_array);
     if !usages.is_some_and(|u| u.iter().any(|x| x.as_str() == Some(usage))) {
-        return Err(Error::invalid_param(format!(
-            "{field}.usage must contain {usage:?}"
-        )));
+        return Err(Error::invalid_param(format!("{field}.usage must contain {usage:?}")));
     }
     let keys = object.get("keys").and_then(Value::as_object);
     let Some(keys) = keys.filter(|k| k.len() == 1) else {
-        return Err(Error::invalid_param(format!(
-            "{field}.keys must hold exactly one key"
-        )));
+        return Err(Error::invalid_param(format!("{field}.keys must hold exactly one key")));
     };
     let (name, key) = keys.iter().next().expect("one key");
     let public_key = match (name.strip_prefix("ed25519:"), key.as_str()) {
@@ -86,52 +78,27 @@ pub struct UploadRequest {
 /// `POST /keys/device_signing/upload`. User-interactive authentication is
 /// skipped when the user has no master key yet, or when every uploaded key is
 /// the one already stored (a retried upload).
-pub async fn upload_keys(
-    services: &Services,
-    session: &Session,
-    request: UploadRequest,
-) -> Result<()> {
+pub async fn upload_keys(services: &Services, session: &Session, request: UploadRequest) -> Result<()> {
     let user_id = &session.user_id;
     let mut uploaded: Vec<(&str, CrossSigningKey)> = Vec::new();
-    for (kind, value) in KINDS.iter().zip([
-        &request.master_key,
-        &request.self_signing_key,
-        &request.user_signing_key,
-    ]) {
+    for (kind, value) in KINDS.iter().zip([&request.master_key, &request.self_signing_key, &request.user_signing_key]) {
         if let Some(value) = value {
-            uploaded.push((
-                kind,
-                parse_key(&format!("{kind}_key"), kind, user_id, value)?,
-            ));
+            uploaded.push((kind, parse_key(&format!("{kind}_key"), kind, user_id, value)?));
         }
     }
     let existing: BTreeMap<String, (String, Value)> =
         storage::e2ee::cross_signing_keys(&services.db.pool, user_id.as_str())
             .await?
             .into_iter()
-            .map(|(kind, public, json)| {
-                (
-                    kind,
-                    (public, serde_json::from_str(&json).unwrap_or(Value::Null)),
-                )
-            })
+            .map(|(kind, public, json)| (kind, (public, serde_json::from_str(&json).unwrap_or(Value::Null))))
             .collect();
     let has_master = existing.contains_key("master");
     let unchanged = !uploaded.is_empty()
-        && uploaded.iter().all(|(kind, key)| {
-            existing
-                .get(*kind)
-                .is_some_and(|(_, json)| *json == key.json)
-        });
+        && uploaded.iter().all(|(kind, key)| existing.get(*kind).is_some_and(|(_, json)| *json == key.json));
     if has_master && !unchanged {
         services
             .uiaa
-            .check(
-                services,
-                request.auth.as_ref(),
-                &[vec![crate::api::client::uiaa::PASSWORD]],
-                Some(user_id),
-            )
+            .check(services, request.auth.as_ref(), &[vec![crate::api::client::uiaa::PASSWORD]], Some(user_id))
             .await?;
     }
     if unchanged {
@@ -147,30 +114,23 @@ pub async fn upload_keys(
             continue;
         }
         let Some(master) = &master else {
-            return Err(Error::invalid_param(format!(
-                "{kind}_key needs a master key, and none is uploaded or stored"
-            )));
+            return Err(Error::invalid_param(format!("{kind}_key needs a master key, and none is uploaded or stored")));
         };
         if !signed_by_master(user_id, key, master) {
-            return Err(invalid_signature(format!(
-                "{kind}_key is not signed by the master key ed25519:{master}"
-            )));
+            return Err(invalid_signature(format!("{kind}_key is not signed by the master key ed25519:{master}")));
         }
     }
 
     let user = user_id.to_string();
-    let rows: Vec<(String, String, String)> = uploaded
-        .into_iter()
-        .map(|(kind, key)| (kind.to_owned(), key.public_key, key.json.to_string()))
-        .collect();
+    let rows: Vec<(String, String, String)> =
+        uploaded.into_iter().map(|(kind, key)| (kind.to_owned(), key.public_key, key.json.to_string())).collect();
     services
         .db
         .writer
         .write(move |txn| {
             Box::pin(async move {
                 for (kind, public, json) in &rows {
-                    storage::e2ee::put_cross_signing_key(&mut txn.conn, &user, kind, public, json)
-                        .await?;
+                    storage::e2ee::put_cross_signing_key(&mut txn.conn, &user, kind, public, json).await?;
                 }
                 mark_changed(txn, &user).await?;
                 Ok(())
@@ -188,11 +148,7 @@ fn failure(errcode: &str, message: impl Into<String>) -> Value {
 type NewSignature = (String, String, String, String);
 
 /// Loads the stored key that a signature upload names, and whether it is a device.
-async fn stored_target(
-    services: &Services,
-    user: &str,
-    key_id: &str,
-) -> Result<Option<(Value, bool)>> {
+async fn stored_target(services: &Services, user: &str, key_id: &str) -> Result<Option<(Value, bool)>> {
     let pool = &services.db.pool;
     for row in storage::e2ee::user_device_keys(pool, user).await? {
         if row.device_id == key_id {
@@ -218,47 +174,25 @@ async fn check_signatures(
 ) -> Result<Result<Vec<NewSignature>, Value>> {
     let signer = session.user_id.as_str();
     let Some((stored, is_device)) = stored_target(services, user, key_id).await? else {
-        return Ok(Err(failure(
-            "M_NOT_FOUND",
-            format!("user {user} has no key {key_id}"),
-        )));
+        return Ok(Err(failure("M_NOT_FOUND", format!("user {user} has no key {key_id}"))));
     };
     if signed_part(&stored) != signed_part(object) {
-        return Ok(Err(failure(
-            "M_INVALID_PARAM",
-            "the signed object differs from the stored key",
-        )));
+        return Ok(Err(failure("M_INVALID_PARAM", "the signed object differs from the stored key")));
     }
-    let Some(signatures) = object
-        .get("signatures")
-        .and_then(|s| s.get(signer))
-        .and_then(Value::as_object)
-    else {
-        return Ok(Err(failure(
-            "M_INVALID_PARAM",
-            format!("the object carries no signature of {signer}"),
-        )));
+    let Some(signatures) = object.get("signatures").and_then(|s| s.get(signer)).and_then(Value::as_object) else {
+        return Ok(Err(failure("M_INVALID_PARAM", format!("the object carries no signature of {signer}"))));
     };
-    let already = stored
-        .get("signatures")
-        .and_then(|s| s.get(signer))
-        .and_then(Value::as_object);
+    let already = stored.get("signatures").and_then(|s| s.get(signer)).and_then(Value::as_object);
     let is_own = user == signer;
-    let is_master = !is_device
-        && stored
-            .get("usage")
-            .and_then(Value::as_array)
-            .is_some_and(|u| u.iter().any(|x| x == "master"));
+    let is_master =
+        !is_device && stored.get("usage").and_then(Value::as_array).is_some_and(|u| u.iter().any(|x| x == "master"));
     let mut accepted = Vec::new();
     for (signer_key_id, signature) in signatures {
         if already.and_then(|a| a.get(signer_key_id)) == Some(signature) {
             continue;
         }
         let Some(signature) = signature.as_str() else {
-            return Ok(Err(failure(
-                "M_INVALID_PARAM",
-                format!("signature {signer_key_id} is not a string"),
-            )));
+            return Ok(Err(failure("M_INVALID_PARAM", format!("signature {signer_key_id} is not a string"))));
         };
         let Some(name) = signer_key_id.strip_prefix("ed25519:") else {
             return Ok(Err(failure(
@@ -268,17 +202,11 @@ async fn check_signatures(
         };
         // Which of the caller's keys may make this signature.
         let public_key = if is_own && is_device {
-            own_keys
-                .get("self_signing")
-                .filter(|k| k.as_str() == name)
-                .cloned()
+            own_keys.get("self_signing").filter(|k| k.as_str() == name).cloned()
         } else if is_own && is_master {
             device_ed25519_key(services, signer, name).await?
         } else if !is_own && is_master {
-            own_keys
-                .get("user_signing")
-                .filter(|k| k.as_str() == name)
-                .cloned()
+            own_keys.get("user_signing").filter(|k| k.as_str() == name).cloned()
         } else {
             None
         };
@@ -289,33 +217,18 @@ async fn check_signatures(
             )));
         };
         if !verify_signature(object, &public_key, signature) {
-            return Ok(Err(failure(
-                "M_INVALID_SIGNATURE",
-                format!("signature {signer_key_id} does not verify"),
-            )));
+            return Ok(Err(failure("M_INVALID_SIGNATURE", format!("signature {signer_key_id} does not verify"))));
         }
-        accepted.push((
-            signer_key_id.clone(),
-            user.to_owned(),
-            key_id.to_owned(),
-            signature.to_owned(),
-        ));
+        accepted.push((signer_key_id.clone(), user.to_owned(), key_id.to_owned(), signature.to_owned()));
     }
     Ok(Ok(accepted))
 }
 
-async fn device_ed25519_key(
-    services: &Services,
-    user: &str,
-    device_id: &str,
-) -> Result<Option<String>> {
+async fn device_ed25519_key(services: &Services, user: &str, device_id: &str) -> Result<Option<String>> {
     for row in storage::e2ee::user_device_keys(&services.db.pool, user).await? {
         if row.device_id == device_id {
             let keys: Value = serde_json::from_str(&row.key_json).unwrap_or(Value::Null);
-            return Ok(keys
-                .pointer(&format!("/keys/ed25519:{device_id}"))
-                .and_then(Value::as_str)
-                .map(str::to_owned));
+            return Ok(keys.pointer(&format!("/keys/ed25519:{device_id}")).and_then(Value::as_str).map(str::to_owned));
         }
     }
     Ok(None)
@@ -346,10 +259,7 @@ pub async fn upload_signatures(
             match check_signatures(services, session, &own_keys, user, key_id, object).await? {
                 Ok(found) => accepted.extend(found),
                 Err(reason) => {
-                    failures
-                        .entry(user.clone())
-                        .or_default()
-                        .insert(key_id.clone(), reason);
+                    failures.entry(user.clone()).or_default().insert(key_id.clone(), reason);
                 }
             }
         }
@@ -357,10 +267,7 @@ pub async fn upload_signatures(
     if !accepted.is_empty() {
         let signer = session.user_id.to_string();
         let targets: Vec<String> = {
-            let mut t: Vec<String> = accepted
-                .iter()
-                .map(|(_, user, _, _)| user.clone())
-                .collect();
+            let mut t: Vec<String> = accepted.iter().map(|(_, user, _, _)| user.clone()).collect();
             t.dedup();
             t
         };
@@ -371,15 +278,8 @@ pub async fn upload_signatures(
             .write(move |txn| {
                 Box::pin(async move {
                     for (signer_key_id, user, key_id, signature) in &accepted {
-                        storage::e2ee::put_signature(
-                            &mut txn.conn,
-                            &signer,
-                            signer_key_id,
-                            user,
-                            key_id,
-                            signature,
-                        )
-                        .await?;
+                        storage::e2ee::put_signature(&mut txn.conn, &signer, signer_key_id, user, key_id, signature)
+                            .await?;
                     }
                     for user in &targets {
                         mark_changed(txn, user).await?;

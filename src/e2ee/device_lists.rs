@@ -27,10 +27,7 @@ impl DeviceListChanges {
 
 fn membership_of(pdu: &str) -> Option<String> {
     let value: Value = serde_json::from_str(pdu).ok()?;
-    value
-        .pointer("/content/membership")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
+    value.pointer("/content/membership").and_then(Value::as_str).map(str::to_owned)
 }
 
 /// Computes the changes between `from` and `to` as seen by `user_id`.
@@ -45,13 +42,7 @@ pub async fn changes_between(
     let mut left_candidates: BTreeSet<String> = BTreeSet::new();
     if from.device_lists < to.device_lists {
         changed.extend(
-            storage::e2ee::device_list_changes_visible_to(
-                pool,
-                user_id,
-                from.device_lists,
-                to.device_lists,
-            )
-            .await?,
+            storage::e2ee::device_list_changes_visible_to(pool, user_id, from.device_lists, to.device_lists).await?,
         );
     }
     if from.events < to.events {
@@ -81,17 +72,8 @@ pub async fn changes_between(
     if changed.is_empty() && left_candidates.is_empty() {
         return Ok(DeviceListChanges::default());
     }
-    let sharing: BTreeSet<String> = storage::e2ee::users_sharing_rooms(pool, user_id)
-        .await?
-        .into_iter()
-        .collect();
+    let sharing: BTreeSet<String> = storage::e2ee::users_sharing_rooms(pool, user_id).await?.into_iter().collect();
     changed.retain(|u| u == user_id || sharing.contains(u));
-    let left = left_candidates
-        .into_iter()
-        .filter(|u| u != user_id && !sharing.contains(u))
-        .collect();
-    Ok(DeviceListChanges {
-        changed: changed.into_iter().collect(),
-        left,
-    })
+    let left = left_candidates.into_iter().filter(|u| u != user_id && !sharing.contains(u)).collect();
+    Ok(DeviceListChanges { changed: changed.into_iter().collect(), left })
 }

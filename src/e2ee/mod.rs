@@ -62,13 +62,7 @@ pub fn verify_signature(object: &Value, public_key: &str, signature: &str) -> bo
     let (Some(key), Some(sig)) = (decode_base64(public_key), decode_base64(signature)) else {
         return false;
     };
-    ruma::signatures::verify_canonical_json_bytes(
-        &SigningKeyAlgorithm::Ed25519,
-        &key,
-        &sig,
-        signed.as_bytes(),
-    )
-    .is_ok()
+    ruma::signatures::verify_canonical_json_bytes(&SigningKeyAlgorithm::Ed25519, &key, &sig, signed.as_bytes()).is_ok()
 }
 
 /// Strips `signatures` and `unsigned` from a key object, leaving what a signature covers.
@@ -84,12 +78,8 @@ pub fn signed_part(object: &Value) -> Value {
 /// Splits `<algorithm>:<key_id>`.
 fn split_key_name<'a>(field: &str, name: &'a str) -> Result<(&'a str, &'a str)> {
     match name.split_once(':') {
-        Some((algorithm, key_id)) if !algorithm.is_empty() && !key_id.is_empty() => {
-            Ok((algorithm, key_id))
-        }
-        _ => Err(Error::bad_json(format!(
-            "{field}: key name {name:?} is not of the form <algorithm>:<key_id>"
-        ))),
+        Some((algorithm, key_id)) if !algorithm.is_empty() && !key_id.is_empty() => Ok((algorithm, key_id)),
+        _ => Err(Error::bad_json(format!("{field}: key name {name:?} is not of the form <algorithm>:<key_id>"))),
     }
 }
 
@@ -115,9 +105,7 @@ fn check_device_keys(session: &Session, keys: &Map<String, Value>) -> Result<()>
             )));
         }
         None => {
-            return Err(Error::bad_json(
-                "device_keys.user_id is missing or not a string",
-            ));
+            return Err(Error::bad_json("device_keys.user_id is missing or not a string"));
         }
     }
     match field("device_id").and_then(Value::as_str) {
@@ -129,17 +117,11 @@ fn check_device_keys(session: &Session, keys: &Map<String, Value>) -> Result<()>
             )));
         }
         None => {
-            return Err(Error::bad_json(
-                "device_keys.device_id is missing or not a string",
-            ));
+            return Err(Error::bad_json("device_keys.device_id is missing or not a string"));
         }
     }
-    if !field("algorithms")
-        .is_some_and(|a| a.as_array().is_some_and(|a| a.iter().all(Value::is_string)))
-    {
-        return Err(Error::bad_json(
-            "device_keys.algorithms must be an array of strings",
-        ));
+    if !field("algorithms").is_some_and(|a| a.as_array().is_some_and(|a| a.iter().all(Value::is_string))) {
+        return Err(Error::bad_json("device_keys.algorithms must be an array of strings"));
     }
     let Some(key_map) = field("keys").and_then(Value::as_object) else {
         return Err(Error::bad_json("device_keys.keys must be an object"));
@@ -147,9 +129,7 @@ fn check_device_keys(session: &Session, keys: &Map<String, Value>) -> Result<()>
     for (name, value) in key_map {
         split_key_name("device_keys.keys", name)?;
         if !value.is_string() {
-            return Err(Error::bad_json(format!(
-                "device_keys.keys.{name} must be a string"
-            )));
+            return Err(Error::bad_json(format!("device_keys.keys.{name} must be a string")));
         }
     }
     if !field("signatures").is_some_and(Value::is_object) {
@@ -169,13 +149,8 @@ pub async fn mark_changed(txn: &mut WriteTxn, user_id: &str) -> Result<()> {
 /// after a change of the user's devices or keys.
 pub async fn wake_device_list_watchers(services: &Services, user_id: &UserId) -> Result<()> {
     let users = storage::e2ee::users_sharing_rooms(&services.db.pool, user_id.as_str()).await?;
-    let users: Vec<ruma::OwnedUserId> = users
-        .into_iter()
-        .filter_map(|u| ruma::OwnedUserId::try_from(u).ok())
-        .collect();
-    services
-        .notifier
-        .wake(users.iter().map(|u| &**u).chain([user_id]));
+    let users: Vec<ruma::OwnedUserId> = users.into_iter().filter_map(|u| ruma::OwnedUserId::try_from(u).ok()).collect();
+    services.notifier.wake(users.iter().map(|u| &**u).chain([user_id]));
     Ok(())
 }
 
@@ -187,11 +162,7 @@ fn counts_json(counts: Vec<(String, i64)>) -> BTreeMap<String, i64> {
 
 /// `POST /keys/upload`: stores device keys, one-time keys and fallback keys of
 /// the caller's device, all or nothing, and returns the one-time key counts.
-pub async fn upload(
-    services: &Services,
-    session: &Session,
-    request: UploadRequest,
-) -> Result<Value> {
+pub async fn upload(services: &Services, session: &Session, request: UploadRequest) -> Result<Value> {
     if let Some(keys) = &request.device_keys {
         check_device_keys(session, keys)?;
     }
@@ -199,9 +170,7 @@ pub async fn upload(
     for (name, value) in &request.one_time_keys {
         let (algorithm, key_id) = split_key_name("one_time_keys", name)?;
         if !(value.is_string() || value.is_object()) {
-            return Err(Error::bad_json(format!(
-                "one_time_keys.{name} must be a string or an object"
-            )));
+            return Err(Error::bad_json(format!("one_time_keys.{name} must be a string or an object")));
         }
         one_time.push((algorithm.to_owned(), key_id.to_owned(), value.to_string()));
     }
@@ -209,14 +178,9 @@ pub async fn upload(
     for (name, value) in &request.fallback_keys {
         let (algorithm, key_id) = split_key_name("fallback_keys", name)?;
         if !(value.is_string() || value.is_object()) {
-            return Err(Error::bad_json(format!(
-                "fallback_keys.{name} must be a string or an object"
-            )));
+            return Err(Error::bad_json(format!("fallback_keys.{name} must be a string or an object")));
         }
-        if fallback
-            .insert(algorithm.to_owned(), (key_id.to_owned(), value.to_string()))
-            .is_some()
-        {
+        if fallback.insert(algorithm.to_owned(), (key_id.to_owned(), value.to_string())).is_some() {
             return Err(Error::invalid_param(format!(
                 "fallback_keys contains more than one key of algorithm {algorithm}: upload one per algorithm"
             )));
@@ -249,7 +213,8 @@ pub async fn upload(
                     if let Some(existing) =
                         storage::e2ee::one_time_key(&mut txn.conn, &user, &device, algorithm, key_id).await?
                     {
-                        let same = serde_json::from_str::<Value>(&existing).ok() == serde_json::from_str::<Value>(json).ok();
+                        let same =
+                            serde_json::from_str::<Value>(&existing).ok() == serde_json::from_str::<Value>(json).ok();
                         if !same {
                             return Err(Error::invalid_param(format!(
                                 "one-time key {algorithm}:{key_id} already exists with different content"
@@ -257,7 +222,8 @@ pub async fn upload(
                         }
                         continue;
                     }
-                    storage::e2ee::insert_one_time_key(&mut txn.conn, &user, &device, algorithm, key_id, json, seq).await?;
+                    storage::e2ee::insert_one_time_key(&mut txn.conn, &user, &device, algorithm, key_id, json, seq)
+                        .await?;
                 }
                 for (algorithm, (key_id, json)) in &fallback {
                     storage::e2ee::put_fallback_key(&mut txn.conn, &user, &device, algorithm, key_id, json).await?;
@@ -274,20 +240,10 @@ pub async fn upload(
 }
 
 /// One-time key counts and unused fallback key types of a device, for `/sync`.
-pub async fn sync_key_state(
-    services: &Services,
-    session: &Session,
-) -> Result<(BTreeMap<String, i64>, Vec<String>)> {
+pub async fn sync_key_state(services: &Services, session: &Session) -> Result<(BTreeMap<String, i64>, Vec<String>)> {
     let pool = &services.db.pool;
-    let counts =
-        storage::e2ee::one_time_key_counts(pool, session.user_id.as_str(), &session.device_id)
-            .await?;
-    let fallback = storage::e2ee::unused_fallback_key_types(
-        pool,
-        session.user_id.as_str(),
-        &session.device_id,
-    )
-    .await?;
+    let counts = storage::e2ee::one_time_key_counts(pool, session.user_id.as_str(), &session.device_id).await?;
+    let fallback = storage::e2ee::unused_fallback_key_types(pool, session.user_id.as_str(), &session.device_id).await?;
     Ok((counts_json(counts), fallback))
 }
 
@@ -333,9 +289,8 @@ pub async fn query(services: &Services, session: &Session, request: QueryRequest
     let mut user_signing_keys = Map::new();
     let mut failures = Map::new();
     for (user, requested) in &request.device_keys {
-        let user_id = UserId::parse(user).map_err(|e| {
-            Error::bad_json(format!("device_keys: {user:?} is not a valid user id: {e}"))
-        })?;
+        let user_id = UserId::parse(user)
+            .map_err(|e| Error::bad_json(format!("device_keys: {user:?} is not a valid user id: {e}")))?;
         if user_id.server_name() != services.server_name {
             failures.insert(
                 user_id.server_name().to_string(),
@@ -352,10 +307,7 @@ pub async fn query(services: &Services, session: &Session, request: QueryRequest
             let Ok(mut keys) = serde_json::from_str::<Value>(&row.key_json) else {
                 continue;
             };
-            let own: Vec<_> = signatures
-                .iter()
-                .filter(|s| s.target_key_id == row.device_id)
-                .collect();
+            let own: Vec<_> = signatures.iter().filter(|s| s.target_key_id == row.device_id).collect();
             merge_signatures(&mut keys, &own);
             if let Some(map) = keys.as_object_mut() {
                 let mut unsigned = Map::new();
@@ -367,16 +319,11 @@ pub async fn query(services: &Services, session: &Session, request: QueryRequest
             devices.insert(row.device_id, keys);
         }
         device_keys.insert(user.clone(), Value::Object(devices));
-        for (key_type, public_key, key_json) in
-            storage::e2ee::cross_signing_keys(pool, user).await?
-        {
+        for (key_type, public_key, key_json) in storage::e2ee::cross_signing_keys(pool, user).await? {
             let Ok(mut key) = serde_json::from_str::<Value>(&key_json) else {
                 continue;
             };
-            let on_key: Vec<_> = signatures
-                .iter()
-                .filter(|s| s.target_key_id == public_key)
-                .collect();
+            let on_key: Vec<_> = signatures.iter().filter(|s| s.target_key_id == public_key).collect();
             merge_signatures(&mut key, &on_key);
             match key_type.as_str() {
                 "master" => master_keys.insert(user.clone(), key),
@@ -407,11 +354,8 @@ pub async fn claim(services: &Services, request: ClaimRequest) -> Result<Value> 
     let mut requested = Vec::new();
     let mut failures = Map::new();
     for (user, devices) in request.one_time_keys {
-        let user_id = UserId::parse(&user).map_err(|e| {
-            Error::bad_json(format!(
-                "one_time_keys: {user:?} is not a valid user id: {e}"
-            ))
-        })?;
+        let user_id = UserId::parse(&user)
+            .map_err(|e| Error::bad_json(format!("one_time_keys: {user:?} is not a valid user id: {e}")))?;
         if user_id.server_name() != services.server_name {
             failures.insert(
                 user_id.server_name().to_string(),
@@ -430,24 +374,10 @@ pub async fn claim(services: &Services, request: ClaimRequest) -> Result<Value> 
             Box::pin(async move {
                 let mut claimed = Vec::new();
                 for (user, device, algorithm) in requested {
-                    let key = match storage::e2ee::claim_one_time_key(
-                        &mut txn.conn,
-                        &user,
-                        &device,
-                        &algorithm,
-                    )
-                    .await?
+                    let key = match storage::e2ee::claim_one_time_key(&mut txn.conn, &user, &device, &algorithm).await?
                     {
                         Some(key) => Some(key),
-                        None => {
-                            storage::e2ee::claim_fallback_key(
-                                &mut txn.conn,
-                                &user,
-                                &device,
-                                &algorithm,
-                            )
-                            .await?
-                        }
+                        None => storage::e2ee::claim_fallback_key(&mut txn.conn, &user, &device, &algorithm).await?,
                     };
                     if let Some((key_id, json)) = key {
                         claimed.push((user, device, format!("{algorithm}:{key_id}"), json));
@@ -460,22 +390,14 @@ pub async fn claim(services: &Services, request: ClaimRequest) -> Result<Value> 
     let mut keys: BTreeMap<String, BTreeMap<String, Map<String, Value>>> = BTreeMap::new();
     for (user, device, name, json) in claimed {
         let value = serde_json::from_str(&json).unwrap_or(Value::Null);
-        keys.entry(user)
-            .or_default()
-            .entry(device)
-            .or_default()
-            .insert(name, value);
+        keys.entry(user).or_default().entry(device).or_default().insert(name, value);
     }
     Ok(json!({ "one_time_keys": keys, "failures": failures }))
 }
 
 /// Removes the keys and pending messages of deleted devices and announces the
 /// change to everyone who tracks the user's devices.
-pub async fn devices_deleted(
-    services: &Services,
-    user_id: &UserId,
-    device_ids: &[String],
-) -> Result<()> {
+pub async fn devices_deleted(services: &Services, user_id: &UserId, device_ids: &[String]) -> Result<()> {
     if device_ids.is_empty() {
         return Ok(());
     }

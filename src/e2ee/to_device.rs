@@ -28,9 +28,8 @@ pub async fn send(
 ) -> Result<()> {
     let mut targets: Vec<(OwnedUserId, String, String)> = Vec::new();
     for (user, devices) in messages {
-        let user_id = UserId::parse(&user).map_err(|e| {
-            Error::bad_json(format!("messages: {user:?} is not a valid user id: {e}"))
-        })?;
+        let user_id = UserId::parse(&user)
+            .map_err(|e| Error::bad_json(format!("messages: {user:?} is not a valid user id: {e}")))?;
         if user_id.server_name() != services.server_name {
             // NOTE: messages to users on other servers need federation; they are dropped.
             tracing::debug!(%user_id, "dropping a to-device message for a remote user");
@@ -38,9 +37,7 @@ pub async fn send(
         }
         for (device, content) in devices {
             if !content.is_object() {
-                return Err(Error::bad_json(format!(
-                    "messages.{user}.{device} must be an object"
-                )));
+                return Err(Error::bad_json(format!("messages.{user}.{device} must be an object")));
             }
             targets.push((user_id.clone(), device, content.to_string()));
         }
@@ -55,14 +52,8 @@ pub async fn send(
         .writer
         .write(move |txn| {
             Box::pin(async move {
-                if !storage::e2ee::claim_to_device_txn(
-                    &mut txn.conn,
-                    &sender,
-                    &sender_device,
-                    &txn_id,
-                    now_ms(),
-                )
-                .await?
+                if !storage::e2ee::claim_to_device_txn(&mut txn.conn, &sender, &sender_device, &txn_id, now_ms())
+                    .await?
                 {
                     return Ok(Vec::new());
                 }
@@ -105,12 +96,7 @@ pub struct Delivery {
 
 /// Deletes what the client acknowledged with `since` and returns the messages
 /// waiting up to `upto`.
-pub async fn for_sync(
-    services: &Services,
-    session: &Session,
-    since: Option<i64>,
-    upto: i64,
-) -> Result<Delivery> {
+pub async fn for_sync(services: &Services, session: &Session, since: Option<i64>, upto: i64) -> Result<Delivery> {
     let pool = &services.db.pool;
     let user = session.user_id.to_string();
     let device = session.device_id.clone();
@@ -123,24 +109,14 @@ pub async fn for_sync(
             .writer
             .write(move |txn| {
                 Box::pin(async move {
-                    storage::e2ee::delete_to_device_upto(
-                        &mut txn.conn,
-                        &user,
-                        &device,
-                        acknowledged,
-                    )
-                    .await?;
+                    storage::e2ee::delete_to_device_upto(&mut txn.conn, &user, &device, acknowledged).await?;
                     Ok(())
                 })
             })
             .await?;
     }
     let rows = storage::e2ee::to_device_pending(pool, &user, &device, upto, MAX_PER_SYNC).await?;
-    let position = if rows.len() as i64 == MAX_PER_SYNC {
-        rows.last().map_or(upto, |r| r.stream_id)
-    } else {
-        upto
-    };
+    let position = if rows.len() as i64 == MAX_PER_SYNC { rows.last().map_or(upto, |r| r.stream_id) } else { upto };
     let events = rows
         .into_iter()
         .map(|row| {

@@ -19,6 +19,7 @@ use self::{
 use crate::{
     config::MediaConfig,
     error::{Error, ErrorKind, Result},
+    federation::Federation,
     storage::{self, Db, media::Content},
 };
 
@@ -56,6 +57,8 @@ struct Inner {
     content_lock: Mutex<()>,
     /// Woken after every upload to a reserved media id.
     uploaded: Notify,
+    /// Fetches media of other servers.
+    federation: Federation,
 }
 
 /// The metadata of an upload, from its request headers and query.
@@ -82,6 +85,7 @@ impl Media {
         data_dir: &std::path::Path,
         config: MediaConfig,
         quota_info_uri: String,
+        federation: Federation,
     ) -> std::io::Result<Self> {
         let store = FileStore::open(data_dir.join("media"))?;
         let inner = Inner {
@@ -92,10 +96,9 @@ impl Media {
             quota_info_uri,
             content_lock: Mutex::new(()),
             uploaded: Notify::new(),
+            federation,
         };
-        Ok(Self {
-            inner: Arc::new(inner),
-        })
+        Ok(Self { inner: Arc::new(inner) })
     }
 
     pub fn config(&self) -> &MediaConfig {
@@ -114,8 +117,7 @@ impl Media {
         E: std::fmt::Display,
     {
         let (content_type, filename) = check_info(&info)?;
-        self.check_quota(uploader, info.content_length.unwrap_or(0))
-            .await?;
+        self.check_quota(uploader, info.content_length.unwrap_or(0)).await?;
         let temp = self.receive(body, info.content_length).await?;
         self.check_quota(uploader, temp.size).await?;
 
@@ -148,32 +150,17 @@ impl Media {
     /// the time (ms since the epoch) until which the upload may come.
     pub async fn create(&self, uploader: &UserId) -> Result<(String, i64)> {
         let now = storage::now_ms();
-        let pending =
-            storage::media::count_pending(&self.inner.db.pool, uploader.as_str(), now).await?;
+        let pending = storage::media::count_pending(&self.inner.db.pool, uploader.as_str(), now).await?;
         if pending >= MAX_PENDING_UPLOADS {
             return Err(Error::new(
-                ErrorKind::LimitExceeded {
-                    retry_after_ms: 60_000,
-                },
-                format!(
-                    "you have {pending} media ids waiting for an upload; upload to them before creating more"
-                ),
+                ErrorKind::LimitExceeded { retry_after_ms: 60_000 },
+                format!("you have {pending} media ids waiting for an upload; upload to them before creating more"),
             ));
         }
         let media_id = crate::rooms::random_localpart(24);
         let expires = now + UNUSED_EXPIRY_MS;
-        storage::media::insert_reserved(
-            &self.inner.db.pool,
-            &media_id,
-            uploader.as_str(),
-            now,
-            expires,
-        )
-        .await?;
-        Ok((
-            format!("mxc://{}/{media_id}", self.inner.server_name),
-            expires,
-        ))
+        storage::media::insert_reserved(&self.inner.db.pool, &media_id, uploader.as_str(), now, expires).await?;
+        Ok((format!("mxc://{}/{media_id}", self.inner.server_name), expires))
     }
 
     /// Stores the content of a media id reserved by [`Media::create`].
@@ -193,15 +180,12 @@ impl Media {
         let (content_type, filename) = check_info(&info)?;
         let row = self.reservation(media_id).await?;
         if row.uploader != uploader.as_str() {
-            return Err(Error::forbidden(format!(
-                "mxc://{server_name}/{media_id} was created by another user"
-            )));
+            return Err(Error::forbidden(format!("mxc://{server_name}/{media_id} was created by another user")));
         }
         if row.sha256.is_some() {
             return Err(cannot_overwrite(server_name, media_id));
         }
-        self.check_quota(uploader, info.content_length.unwrap_or(0))
-            .await?;
+        self.check_quota(uploader, info.content_length.unwrap_or(0)).await?;
         let temp = self.receive(body, info.content_length).await?;
         self.check_quota(uploader, temp.size).await?;
 
@@ -215,13 +199,8 @@ impl Media {
         {
             let _guard = self.inner.content_lock.lock().await;
             self.commit(temp).await?;
-            let filled = storage::media::fill_reserved(
-                &self.inner.db.pool,
-                media_id,
-                &content,
-                storage::now_ms(),
-            )
-            .await?;
+            let filled =
+                storage::media::fill_reserved(&self.inner.db.pool, media_id, &content, storage::now_ms()).await?;
             if !filled {
                 // Another upload to the same id won the race; this content may now be unreferenced.
                 self.remove_unused(&sha256).await;
@@ -236,12 +215,17 @@ impl Media {
 
     /// Finds uploaded media. Media reserved but not uploaded yet is waited for
     /// up to `timeout` (the spec's `timeout_ms`), then 504 `M_NOT_YET_UPLOADED`.
+    /// Media of another server is fetched over federation on first request
+    /// and cached.
     pub async fn get(
         &self,
         server_name: &ServerName,
         media_id: &str,
         timeout: Option<Duration>,
     ) -> Result<StoredMedia> {
+        if server_name != self.inner.server_name {
+            return self.get_remote(server_name, media_id, timeout).await;
+        }
         self.check_local(server_name, media_id)?;
         let deadline = tokio::time::Instant::now() + timeout.unwrap_or(DEFAULT_WAIT).min(MAX_WAIT);
         loop {
@@ -253,25 +237,18 @@ impl Media {
             if let (Some(sha256), Some(size)) = (&row.sha256, row.size) {
                 return Ok(StoredMedia {
                     path: self.inner.store.path_of(sha256),
-                    content_type: row
-                        .content_type
-                        .unwrap_or_else(|| "application/octet-stream".into()),
+                    content_type: row.content_type.unwrap_or_else(|| "application/octet-stream".into()),
                     size: size as u64,
                     filename: row.filename,
                 });
             }
-            if row
-                .unused_expires_ts
-                .is_some_and(|expires| expires <= storage::now_ms())
-            {
+            if row.unused_expires_ts.is_some_and(|expires| expires <= storage::now_ms()) {
                 return Err(unknown(server_name, media_id));
             }
             if tokio::time::timeout_at(deadline, uploaded).await.is_err() {
                 return Err(Error::new(
                     ErrorKind::NotYetUploaded,
-                    format!(
-                        "mxc://{server_name}/{media_id} has not been uploaded yet; try again later"
-                    ),
+                    format!("mxc://{server_name}/{media_id} has not been uploaded yet; try again later"),
                 ));
             }
         }
@@ -288,6 +265,9 @@ impl Media {
         method: Method,
         timeout: Option<Duration>,
     ) -> Result<StoredMedia> {
+        if server_name != self.inner.server_name {
+            return self.remote_thumbnail(server_name, media_id, width, height, method, timeout).await;
+        }
         let original = self.get(server_name, media_id, timeout).await?;
         let content_type = essence(&original.content_type);
         if !thumbnail::is_supported(&content_type) {
@@ -297,21 +277,12 @@ impl Media {
             )
             .with_status(http::StatusCode::BAD_REQUEST));
         }
-        if let Some(row) = storage::media::get_thumbnail(
-            &self.inner.db.pool,
-            media_id,
-            width,
-            height,
-            method.as_str(),
-        )
-        .await?
+        if let Some(row) =
+            storage::media::get_thumbnail(&self.inner.db.pool, media_id, width, height, method.as_str()).await?
         {
             return Ok(self.thumbnail_file(&row));
         }
-        match self
-            .generate(media_id, &original.path, width, height, method)
-            .await?
-        {
+        match self.generate(media_id, &original.path, width, height, method).await? {
             Some(row) => Ok(self.thumbnail_file(&row)),
             None => Ok(original),
         }
@@ -332,28 +303,151 @@ impl Media {
         Ok(())
     }
 
-    /// Rejects remote server names (no federation yet) and malformed media ids.
+    /// Rejects remote server names (where only local media may be changed)
+    /// and malformed media ids.
     fn check_local(&self, server_name: &ServerName, media_id: &str) -> Result<()> {
-        if !is_valid_media_id(media_id) {
-            return Err(Error::invalid_param(format!(
-                "invalid media id {media_id:?}: only A-Z, a-z, 0-9, '_' and '-' are allowed"
-            )));
-        }
+        check_media_id(media_id)?;
         if server_name != self.inner.server_name {
             return Err(Error::not_found(format!(
-                "mxc://{server_name}/{media_id} is on another server, and this server does not fetch remote media yet"
+                "mxc://{server_name}/{media_id} is on another server; only local media can be changed here"
             )));
         }
         Ok(())
     }
 
+    /// Remote media from the cache, else fetched from its server over federation.
+    async fn get_remote(&self, origin: &ServerName, media_id: &str, timeout: Option<Duration>) -> Result<StoredMedia> {
+        check_media_id(media_id)?;
+        let pool = &self.inner.db.pool;
+        if let Some(row) = storage::media::get_remote(pool, origin.as_str(), media_id).await? {
+            return Ok(self.remote_file(row));
+        }
+        let wait = timeout.unwrap_or(DEFAULT_WAIT).min(MAX_WAIT).as_millis();
+        let path = format!("/_matrix/federation/v1/media/download/{media_id}?timeout_ms={wait}");
+        let legacy = format!("/_matrix/media/v3/download/{origin}/{media_id}?allow_remote=false&timeout_ms={wait}");
+        let (temp, row) = self.fetch_remote(origin, media_id, &path, &legacy).await?;
+        {
+            // The row is written under the lock, so no deletion removes the file in between.
+            let _guard = self.inner.content_lock.lock().await;
+            self.commit(temp).await?;
+            storage::media::insert_remote(pool, origin.as_str(), media_id, &row, storage::now_ms()).await?;
+        }
+        tracing::info!(%origin, media_id, size = row.size, "cached remote media");
+        let row = storage::media::get_remote(pool, origin.as_str(), media_id).await?.unwrap_or(row);
+        Ok(self.remote_file(row))
+    }
+
+    /// A thumbnail of remote media, as its server made it, cached by size and method.
+    async fn remote_thumbnail(
+        &self,
+        origin: &ServerName,
+        media_id: &str,
+        width: u32,
+        height: u32,
+        method: Method,
+        timeout: Option<Duration>,
+    ) -> Result<StoredMedia> {
+        check_media_id(media_id)?;
+        let pool = &self.inner.db.pool;
+        let (origin_str, method_str) = (origin.as_str(), method.as_str());
+        if let Some(row) =
+            storage::media::get_remote_thumbnail(pool, origin_str, media_id, width, height, method_str).await?
+        {
+            return Ok(self.remote_file(row));
+        }
+        let wait = timeout.unwrap_or(DEFAULT_WAIT).min(MAX_WAIT).as_millis();
+        let query = format!("width={width}&height={height}&method={method_str}&timeout_ms={wait}");
+        let path = format!("/_matrix/federation/v1/media/thumbnail/{media_id}?{query}");
+        let legacy = format!("/_matrix/media/v3/thumbnail/{origin}/{media_id}?{query}&allow_remote=false");
+        let (temp, row) = self.fetch_remote(origin, media_id, &path, &legacy).await?;
+        {
+            let _guard = self.inner.content_lock.lock().await;
+            self.commit(temp).await?;
+            storage::media::insert_remote_thumbnail(
+                pool,
+                origin_str,
+                media_id,
+                width,
+                height,
+                method_str,
+                &row,
+                storage::now_ms(),
+            )
+            .await?;
+        }
+        Ok(self.remote_file(row))
+    }
+
+    /// Downloads remote content into a temporary file; the caller moves it
+    /// into the store and records its row. `path` is the federation media
+    /// request; `legacy_path` the `/_matrix/media/v3` request for servers
+    /// that do not serve federation media.
+    async fn fetch_remote(
+        &self,
+        origin: &ServerName,
+        media_id: &str,
+        path: &str,
+        legacy_path: &str,
+    ) -> Result<(TempFile, storage::media::RemoteMediaRow)> {
+        let max = self.inner.config.max_upload_size;
+        let federation = &self.inner.federation;
+        let fetched = match federation.fetch_media(origin, path, max).await {
+            Err(err) if err.is_unrecognized() => {
+                tracing::debug!(%origin, "no federation media endpoint; trying /_matrix/media/v3");
+                federation.fetch_media_legacy(origin, legacy_path, max).await
+            }
+            other => other,
+        };
+        let content = fetched.map_err(|err| {
+            tracing::info!(%origin, media_id, error = %err, "could not fetch remote media");
+            if err.is_not_found() { unknown(origin, media_id) } else { Error::from(err) }
+        })?;
+        let size = content.bytes.len() as u64;
+        if size > max {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!("mxc://{origin}/{media_id} is larger than the maximum of {max} bytes this server stores"),
+            ));
+        }
+        let bytes = content.bytes;
+        let stream = futures::stream::once(async move { Ok::<_, std::convert::Infallible>(bytes) });
+        let temp = match self.inner.store.write_temp(stream, max).await {
+            Ok(temp) => temp,
+            Err(WriteError::Io(err)) => {
+                return Err(Error::internal("writing remote media to disk", err));
+            }
+            Err(other) => {
+                return Err(Error::internal("writing remote media to disk", format!("{other:?}")));
+            }
+        };
+        let content_type =
+            if http::HeaderValue::from_str(&content.content_type).is_ok() && content.content_type.contains('/') {
+                content.content_type
+            } else {
+                "application/octet-stream".into()
+            };
+        let row = storage::media::RemoteMediaRow {
+            content_type,
+            size: temp.size as i64,
+            filename: content.filename.filter(|name| !name.chars().any(char::is_control)),
+            sha256: temp.sha256.clone(),
+        };
+        Ok((temp, row))
+    }
+
+    fn remote_file(&self, row: storage::media::RemoteMediaRow) -> StoredMedia {
+        StoredMedia {
+            path: self.inner.store.path_of(&row.sha256),
+            content_type: row.content_type,
+            size: row.size as u64,
+            filename: row.filename,
+        }
+    }
+
     async fn reservation(&self, media_id: &str) -> Result<storage::media::MediaRow> {
         let row = storage::media::get(&self.inner.db.pool, media_id).await?;
         let expired = |row: &storage::media::MediaRow| {
-            row.sha256.is_none()
-                && row
-                    .unused_expires_ts
-                    .is_some_and(|expires| expires <= storage::now_ms())
+            row.sha256.is_none() && row.unused_expires_ts.is_some_and(|expires| expires <= storage::now_ms())
         };
         match row {
             Some(row) if !expired(&row) => Ok(row),
@@ -367,19 +461,13 @@ impl Media {
         if quota == 0 {
             return Ok(());
         }
-        let used = storage::media::uploaded_bytes(&self.inner.db.pool, uploader.as_str())
-            .await?
-            .max(0) as u64;
+        let used = storage::media::uploaded_bytes(&self.inner.db.pool, uploader.as_str()).await?.max(0) as u64;
         if used.saturating_add(size) <= quota {
             return Ok(());
         }
         Err(Error::new(
-            ErrorKind::UserLimitExceeded {
-                info_uri: self.inner.quota_info_uri.clone(),
-            },
-            format!(
-                "this upload of {size} bytes would exceed your media quota: {used} of {quota} bytes are in use"
-            ),
+            ErrorKind::UserLimitExceeded { info_uri: self.inner.quota_info_uri.clone() },
+            format!("this upload of {size} bytes would exceed your media quota: {used} of {quota} bytes are in use"),
         ))
     }
 
@@ -391,33 +479,24 @@ impl Media {
         E: std::fmt::Display,
     {
         let max = self.inner.config.max_upload_size;
-        let too_large = || {
-            Error::new(
-                ErrorKind::TooLarge,
-                format!("the upload is larger than the maximum of {max} bytes"),
-            )
-        };
+        let too_large =
+            || Error::new(ErrorKind::TooLarge, format!("the upload is larger than the maximum of {max} bytes"));
         if content_length.is_some_and(|length| length > max) {
             return Err(too_large());
         }
         match self.inner.store.write_temp(body, max).await {
             Ok(temp) => Ok(temp),
             Err(WriteError::TooLarge) => Err(too_large()),
-            Err(WriteError::Body(message)) => Err(Error::new(
-                ErrorKind::Unknown,
-                format!("could not read the upload: {message}"),
-            )
-            .with_status(http::StatusCode::BAD_REQUEST)),
+            Err(WriteError::Body(message)) => {
+                Err(Error::new(ErrorKind::Unknown, format!("could not read the upload: {message}"))
+                    .with_status(http::StatusCode::BAD_REQUEST))
+            }
             Err(WriteError::Io(err)) => Err(Error::internal("writing an upload to disk", err)),
         }
     }
 
     async fn commit(&self, temp: TempFile) -> Result<()> {
-        self.inner
-            .store
-            .commit(temp)
-            .await
-            .map_err(|e| Error::internal("moving an upload into the media store", e))
+        self.inner.store.commit(temp).await.map_err(|e| Error::internal("moving an upload into the media store", e))
     }
 
     /// Removes the file of `sha256` when no row refers to it any more. The
@@ -438,11 +517,7 @@ impl Media {
     }
 
     fn thumbnail_file(&self, row: &storage::media::ThumbnailRow) -> StoredMedia {
-        let extension = if row.content_type == "image/jpeg" {
-            "jpg"
-        } else {
-            "png"
-        };
+        let extension = if row.content_type == "image/jpeg" { "jpg" } else { "png" };
         StoredMedia {
             path: self.inner.store.path_of(&row.sha256),
             content_type: row.content_type.clone(),
@@ -462,22 +537,15 @@ impl Media {
         method: Method,
     ) -> Result<Option<storage::media::ThumbnailRow>> {
         let path = original.to_owned();
-        let made =
-            tokio::task::spawn_blocking(move || thumbnail::make(&path, width, height, method))
-                .await
-                .map_err(|e| Error::internal("making a thumbnail", e))?;
+        let made = tokio::task::spawn_blocking(move || thumbnail::make(&path, width, height, method))
+            .await
+            .map_err(|e| Error::internal("making a thumbnail", e))?;
         let (bytes, content_type) = match made {
             Ok(Thumbnail::Original) => return Ok(None),
-            Ok(Thumbnail::Encoded {
-                bytes,
-                content_type,
-            }) => (bytes, content_type),
+            Ok(Thumbnail::Encoded { bytes, content_type }) => (bytes, content_type),
             Err(err) => {
-                return Err(Error::new(
-                    ErrorKind::Unknown,
-                    format!("cannot make a thumbnail of {media_id}: {err}"),
-                )
-                .with_status(http::StatusCode::BAD_REQUEST));
+                return Err(Error::new(ErrorKind::Unknown, format!("cannot make a thumbnail of {media_id}: {err}"))
+                    .with_status(http::StatusCode::BAD_REQUEST));
             }
         };
         let temp = match self.inner.store.write_bytes(bytes).await {
@@ -486,10 +554,7 @@ impl Media {
                 return Err(Error::internal("writing a thumbnail to disk", err));
             }
             Err(other) => {
-                return Err(Error::internal(
-                    "writing a thumbnail to disk",
-                    format!("{other:?}"),
-                ));
+                return Err(Error::internal("writing a thumbnail to disk", format!("{other:?}")));
             }
         };
         let row = storage::media::ThumbnailRow {
@@ -502,23 +567,13 @@ impl Media {
         };
         let _guard = self.inner.content_lock.lock().await;
         self.commit(temp).await?;
-        if storage::media::insert_thumbnail(&self.inner.db.pool, media_id, &row, storage::now_ms())
-            .await?
-        {
+        if storage::media::insert_thumbnail(&self.inner.db.pool, media_id, &row, storage::now_ms()).await? {
             return Ok(Some(row));
         }
         // The media was deleted meanwhile, or a concurrent request stored this
         // thumbnail first and its row is served instead.
         self.remove_unused(&row.sha256).await;
-        match storage::media::get_thumbnail(
-            &self.inner.db.pool,
-            media_id,
-            width,
-            height,
-            method.as_str(),
-        )
-        .await?
-        {
+        match storage::media::get_thumbnail(&self.inner.db.pool, media_id, width, height, method.as_str()).await? {
             Some(stored) => Ok(Some(stored)),
             None => Err(unknown(&self.inner.server_name, media_id)),
         }
@@ -534,17 +589,11 @@ impl Media {
         let media_id = media_id.to_owned();
         tokio::spawn(async move {
             let server_name = media.inner.server_name.clone();
-            let Ok(original) = media
-                .get(&server_name, &media_id, Some(Duration::ZERO))
-                .await
-            else {
+            let Ok(original) = media.get(&server_name, &media_id, Some(Duration::ZERO)).await else {
                 return;
             };
             for (width, height, method) in thumbnail::PREGENERATED {
-                if let Err(err) = media
-                    .generate(&media_id, &original.path, width, height, method)
-                    .await
-                {
+                if let Err(err) = media.generate(&media_id, &original.path, width, height, method).await {
                     tracing::warn!(media_id, width, height, method = method.as_str(), error = %err, "could not pre-generate a thumbnail");
                     return;
                 }
@@ -559,16 +608,12 @@ fn check_info(info: &UploadInfo) -> Result<(String, Option<String>)> {
     let content_type = info.content_type.clone().filter(|t| !t.trim().is_empty());
     let content_type = content_type.unwrap_or_else(|| "application/octet-stream".into());
     if http::HeaderValue::from_str(&content_type).is_err() || !content_type.contains('/') {
-        return Err(Error::invalid_param(format!(
-            "invalid Content-Type {content_type:?}"
-        )));
+        return Err(Error::invalid_param(format!("invalid Content-Type {content_type:?}")));
     }
     let filename = info.filename.clone().filter(|name| !name.is_empty());
     if let Some(name) = &filename {
         if name.len() > MAX_FILENAME_BYTES {
-            return Err(Error::invalid_param(format!(
-                "filename is longer than {MAX_FILENAME_BYTES} bytes"
-            )));
+            return Err(Error::invalid_param(format!("filename is longer than {MAX_FILENAME_BYTES} bytes")));
         }
         if name.chars().any(char::is_control) {
             return Err(Error::invalid_param("filename contains control characters"));
@@ -579,21 +624,22 @@ fn check_info(info: &UploadInfo) -> Result<(String, Option<String>)> {
 
 /// The media type without parameters, in lower case (`Text/Plain; charset=x` → `text/plain`).
 pub fn essence(content_type: &str) -> String {
-    content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase()
+    content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase()
+}
+
+fn check_media_id(media_id: &str) -> Result<()> {
+    if is_valid_media_id(media_id) {
+        Ok(())
+    } else {
+        Err(Error::invalid_param(format!("invalid media id {media_id:?}: only A-Z, a-z, 0-9, '_' and '-' are allowed")))
+    }
 }
 
 /// Whether `media_id` uses only the characters the spec allows (`A-Za-z0-9_-`).
 pub fn is_valid_media_id(media_id: &str) -> bool {
     !media_id.is_empty()
         && media_id.len() <= 255
-        && media_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && media_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn unknown(server_name: &ServerName, media_id: &str) -> Error {
@@ -601,10 +647,7 @@ fn unknown(server_name: &ServerName, media_id: &str) -> Error {
 }
 
 fn cannot_overwrite(server_name: &ServerName, media_id: &str) -> Error {
-    Error::new(
-        ErrorKind::CannotOverwriteMedia,
-        format!("mxc://{server_name}/{media_id} already has content"),
-    )
+    Error::new(ErrorKind::CannotOverwriteMedia, format!("mxc://{server_name}/{media_id} already has content"))
 }
 
 /// The `info_uri` of quota errors: the configured one, else the public base URL,
@@ -613,8 +656,5 @@ pub fn quota_info_uri(config: &crate::Config) -> String {
     if !config.media.quota_info_uri.is_empty() {
         return config.media.quota_info_uri.clone();
     }
-    config
-        .public_baseurl
-        .clone()
-        .unwrap_or_else(|| format!("https://{}/", config.server_name))
+    config.public_baseurl.clone().unwrap_or_else(|| format!("https://{}/", config.server_name))
 }

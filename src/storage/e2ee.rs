@@ -45,10 +45,7 @@ pub struct DeviceKeysRow {
 }
 
 /// Loads the uploaded keys of a user's devices.
-pub async fn user_device_keys(
-    pool: &AnyPool,
-    user_id: &str,
-) -> Result<Vec<DeviceKeysRow>, sqlx::Error> {
+pub async fn user_device_keys(pool: &AnyPool, user_id: &str) -> Result<Vec<DeviceKeysRow>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT k.device_id, d.display_name, k.key_json FROM device_keys k \
          JOIN devices d ON d.user_id = k.user_id AND d.device_id = k.device_id WHERE k.user_id = $1",
@@ -56,22 +53,11 @@ pub async fn user_device_keys(
     .bind(user_id)
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .iter()
-        .map(|r| DeviceKeysRow {
-            device_id: r.get(0),
-            display_name: r.get(1),
-            key_json: r.get(2),
-        })
-        .collect())
+    Ok(rows.iter().map(|r| DeviceKeysRow { device_id: r.get(0), display_name: r.get(1), key_json: r.get(2) }).collect())
 }
 
 /// Removes every key of a device and its pending to-device messages.
-pub async fn delete_device(
-    conn: &mut AnyConnection,
-    user_id: &str,
-    device_id: &str,
-) -> Result<(), sqlx::Error> {
+pub async fn delete_device(conn: &mut AnyConnection, user_id: &str, device_id: &str) -> Result<(), sqlx::Error> {
     for sql in [
         "DELETE FROM device_keys WHERE user_id = $1 AND device_id = $2",
         "DELETE FROM one_time_keys WHERE user_id = $1 AND device_id = $2",
@@ -80,11 +66,7 @@ pub async fn delete_device(
         "DELETE FROM to_device_txns WHERE user_id = $1 AND device_id = $2",
         "DELETE FROM key_signatures WHERE target_user_id = $1 AND target_key_id = $2",
     ] {
-        sqlx::query(sql)
-            .bind(user_id)
-            .bind(device_id)
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query(sql).bind(user_id).bind(device_id).execute(&mut *conn).await?;
     }
     Ok(())
 }
@@ -110,16 +92,13 @@ pub async fn one_time_key(
     Ok(row.map(|r| r.get(0)))
 }
 
-pub async fn next_upload_seq(
-    conn: &mut AnyConnection,
-    user_id: &str,
-    device_id: &str,
-) -> Result<i64, sqlx::Error> {
-    let row = sqlx::query("SELECT COALESCE(MAX(upload_seq), 0) FROM one_time_keys WHERE user_id = $1 AND device_id = $2")
-        .bind(user_id)
-        .bind(device_id)
-        .fetch_one(&mut *conn)
-        .await?;
+pub async fn next_upload_seq(conn: &mut AnyConnection, user_id: &str, device_id: &str) -> Result<i64, sqlx::Error> {
+    let row =
+        sqlx::query("SELECT COALESCE(MAX(upload_seq), 0) FROM one_time_keys WHERE user_id = $1 AND device_id = $2")
+            .bind(user_id)
+            .bind(device_id)
+            .fetch_one(&mut *conn)
+            .await?;
     Ok(row.get::<i64, _>(0) + 1)
 }
 
@@ -239,12 +218,14 @@ pub async fn claim_fallback_key(
     device_id: &str,
     algorithm: &str,
 ) -> Result<Option<(String, String)>, sqlx::Error> {
-    let row = sqlx::query("SELECT key_id, key_json FROM fallback_keys WHERE user_id = $1 AND device_id = $2 AND algorithm = $3")
-        .bind(user_id)
-        .bind(device_id)
-        .bind(algorithm)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let row = sqlx::query(
+        "SELECT key_id, key_json FROM fallback_keys WHERE user_id = $1 AND device_id = $2 AND algorithm = $3",
+    )
+    .bind(user_id)
+    .bind(device_id)
+    .bind(algorithm)
+    .fetch_optional(&mut *conn)
+    .await?;
     let Some(row) = row else { return Ok(None) };
     sqlx::query("UPDATE fallback_keys SET used = 1 WHERE user_id = $1 AND device_id = $2 AND algorithm = $3")
         .bind(user_id)
@@ -274,20 +255,12 @@ pub async fn unused_fallback_key_types(
 // Cross-signing keys and signatures
 
 /// `(key_type, public_key, key_json)` of a user's cross-signing keys.
-pub async fn cross_signing_keys(
-    pool: &AnyPool,
-    user_id: &str,
-) -> Result<Vec<(String, String, String)>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT key_type, public_key, key_json FROM cross_signing_keys WHERE user_id = $1",
-    )
-    .bind(user_id)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect())
+pub async fn cross_signing_keys(pool: &AnyPool, user_id: &str) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+    let rows = sqlx::query("SELECT key_type, public_key, key_json FROM cross_signing_keys WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
 }
 
 pub async fn put_cross_signing_key(
@@ -420,17 +393,11 @@ pub async fn member_events_between(
     .bind(upto)
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect())
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
 }
 
 /// Users joined to or invited to the rooms the user has joined, the user included.
-pub async fn users_sharing_rooms(
-    pool: &AnyPool,
-    user_id: &str,
-) -> Result<Vec<String>, sqlx::Error> {
+pub async fn users_sharing_rooms(pool: &AnyPool, user_id: &str) -> Result<Vec<String>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT DISTINCT o.user_id FROM memberships m JOIN memberships o ON o.room_id = m.room_id \
          WHERE m.user_id = $1 AND m.membership = 'join' AND o.membership IN ('join', 'invite')",
@@ -462,14 +429,9 @@ pub async fn claim_to_device_txn(
     Ok(done.rows_affected() == 1)
 }
 
-pub async fn device_ids(
-    conn: &mut AnyConnection,
-    user_id: &str,
-) -> Result<Vec<String>, sqlx::Error> {
-    let rows = sqlx::query("SELECT device_id FROM devices WHERE user_id = $1")
-        .bind(user_id)
-        .fetch_all(&mut *conn)
-        .await?;
+pub async fn device_ids(conn: &mut AnyConnection, user_id: &str) -> Result<Vec<String>, sqlx::Error> {
+    let rows =
+        sqlx::query("SELECT device_id FROM devices WHERE user_id = $1").bind(user_id).fetch_all(&mut *conn).await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
@@ -525,12 +487,7 @@ pub async fn to_device_pending(
     .await?;
     Ok(rows
         .iter()
-        .map(|r| ToDeviceRow {
-            stream_id: r.get(0),
-            sender: r.get(1),
-            event_type: r.get(2),
-            content: r.get(3),
-        })
+        .map(|r| ToDeviceRow { stream_id: r.get(0), sender: r.get(1), event_type: r.get(2), content: r.get(3) })
         .collect())
 }
 
@@ -541,14 +498,12 @@ pub async fn delete_to_device_upto(
     device_id: &str,
     upto: i64,
 ) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "DELETE FROM to_device_messages WHERE user_id = $1 AND device_id = $2 AND stream_id <= $3",
-    )
-    .bind(user_id)
-    .bind(device_id)
-    .bind(upto)
-    .execute(&mut *conn)
-    .await?;
+    let done = sqlx::query("DELETE FROM to_device_messages WHERE user_id = $1 AND device_id = $2 AND stream_id <= $3")
+        .bind(user_id)
+        .bind(device_id)
+        .bind(upto)
+        .execute(&mut *conn)
+        .await?;
     Ok(done.rows_affected())
 }
 

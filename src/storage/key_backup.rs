@@ -10,19 +10,11 @@ pub struct VersionRow {
 }
 
 fn version_row(r: &sqlx::any::AnyRow) -> VersionRow {
-    VersionRow {
-        version: r.get(0),
-        algorithm: r.get(1),
-        auth_data: r.get(2),
-        etag: r.get(3),
-    }
+    VersionRow { version: r.get(0), algorithm: r.get(1), auth_data: r.get(2), etag: r.get(3) }
 }
 
 /// The newest version that is not deleted.
-pub async fn latest_version(
-    conn: &mut AnyConnection,
-    user_id: &str,
-) -> Result<Option<VersionRow>, sqlx::Error> {
+pub async fn latest_version(conn: &mut AnyConnection, user_id: &str) -> Result<Option<VersionRow>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT version, algorithm, auth_data, etag FROM backup_versions WHERE user_id = $1 AND deleted = 0 \
          ORDER BY version DESC LIMIT 1",
@@ -33,11 +25,7 @@ pub async fn latest_version(
     Ok(row.as_ref().map(version_row))
 }
 
-pub async fn version(
-    pool: &AnyPool,
-    user_id: &str,
-    version: i64,
-) -> Result<Option<VersionRow>, sqlx::Error> {
+pub async fn version(pool: &AnyPool, user_id: &str, version: i64) -> Result<Option<VersionRow>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT version, algorithm, auth_data, etag FROM backup_versions WHERE user_id = $1 AND version = $2 AND deleted = 0",
     )
@@ -55,11 +43,10 @@ pub async fn create_version(
     algorithm: &str,
     auth_data: &str,
 ) -> Result<i64, sqlx::Error> {
-    let row =
-        sqlx::query("SELECT COALESCE(MAX(version), 0) FROM backup_versions WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_one(&mut *conn)
-            .await?;
+    let row = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM backup_versions WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_one(&mut *conn)
+        .await?;
     let version = row.get::<i64, _>(0) + 1;
     sqlx::query("INSERT INTO backup_versions (user_id, version, algorithm, auth_data, etag, deleted) VALUES ($1, $2, $3, $4, 0, 0)")
         .bind(user_id)
@@ -77,26 +64,24 @@ pub async fn update_auth_data(
     version: i64,
     auth_data: &str,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("UPDATE backup_versions SET auth_data = $3 WHERE user_id = $1 AND version = $2 AND deleted = 0")
-        .bind(user_id)
-        .bind(version)
-        .bind(auth_data)
-        .execute(&mut *conn)
-        .await?;
+    let done =
+        sqlx::query("UPDATE backup_versions SET auth_data = $3 WHERE user_id = $1 AND version = $2 AND deleted = 0")
+            .bind(user_id)
+            .bind(version)
+            .bind(auth_data)
+            .execute(&mut *conn)
+            .await?;
     Ok(done.rows_affected() == 1)
 }
 
 /// Marks a version deleted and drops its keys.
-pub async fn delete_version(
-    conn: &mut AnyConnection,
-    user_id: &str,
-    version: i64,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("UPDATE backup_versions SET deleted = 1 WHERE user_id = $1 AND version = $2 AND deleted = 0")
-        .bind(user_id)
-        .bind(version)
-        .execute(&mut *conn)
-        .await?;
+pub async fn delete_version(conn: &mut AnyConnection, user_id: &str, version: i64) -> Result<bool, sqlx::Error> {
+    let done =
+        sqlx::query("UPDATE backup_versions SET deleted = 1 WHERE user_id = $1 AND version = $2 AND deleted = 0")
+            .bind(user_id)
+            .bind(version)
+            .execute(&mut *conn)
+            .await?;
     sqlx::query("DELETE FROM backup_keys WHERE user_id = $1 AND version = $2")
         .bind(user_id)
         .bind(version)
@@ -106,11 +91,7 @@ pub async fn delete_version(
 }
 
 /// Increments a version's etag and returns the new value.
-pub async fn bump_etag(
-    conn: &mut AnyConnection,
-    user_id: &str,
-    version: i64,
-) -> Result<i64, sqlx::Error> {
+pub async fn bump_etag(conn: &mut AnyConnection, user_id: &str, version: i64) -> Result<i64, sqlx::Error> {
     sqlx::query("UPDATE backup_versions SET etag = etag + 1 WHERE user_id = $1 AND version = $2")
         .bind(user_id)
         .bind(version)
@@ -124,11 +105,7 @@ pub async fn bump_etag(
     Ok(row.get(0))
 }
 
-pub async fn etag_in_txn(
-    conn: &mut AnyConnection,
-    user_id: &str,
-    version: i64,
-) -> Result<i64, sqlx::Error> {
+pub async fn etag_in_txn(conn: &mut AnyConnection, user_id: &str, version: i64) -> Result<i64, sqlx::Error> {
     let row = sqlx::query("SELECT etag FROM backup_versions WHERE user_id = $1 AND version = $2")
         .bind(user_id)
         .bind(version)
@@ -146,11 +123,7 @@ pub async fn count(pool: &AnyPool, user_id: &str, version: i64) -> Result<i64, s
     Ok(row.get(0))
 }
 
-pub async fn count_in_txn(
-    conn: &mut AnyConnection,
-    user_id: &str,
-    version: i64,
-) -> Result<i64, sqlx::Error> {
+pub async fn count_in_txn(conn: &mut AnyConnection, user_id: &str, version: i64) -> Result<i64, sqlx::Error> {
     let row = sqlx::query("SELECT COUNT(*) FROM backup_keys WHERE user_id = $1 AND version = $2")
         .bind(user_id)
         .bind(version)
@@ -194,12 +167,12 @@ pub async fn keys(
          FROM backup_keys WHERE user_id = $1 AND version = $2 \
          AND ($3 = '' OR room_id = $3) AND ($4 = '' OR session_id = $4) ORDER BY room_id, session_id",
     )
-        .bind(user_id)
-        .bind(version)
-        .bind(room_id.unwrap_or(""))
-        .bind(session_id.unwrap_or(""))
-        .fetch_all(pool)
-        .await?;
+    .bind(user_id)
+    .bind(version)
+    .bind(room_id.unwrap_or(""))
+    .bind(session_id.unwrap_or(""))
+    .fetch_all(pool)
+    .await?;
     Ok(rows.iter().map(key_row).collect())
 }
 
@@ -214,21 +187,16 @@ pub async fn key_in_txn(
         "SELECT room_id, session_id, first_message_index, forwarded_count, is_verified, session_data \
          FROM backup_keys WHERE user_id = $1 AND version = $2 AND room_id = $3 AND session_id = $4",
     )
-        .bind(user_id)
-        .bind(version)
-        .bind(room_id)
-        .bind(session_id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    .bind(user_id)
+    .bind(version)
+    .bind(room_id)
+    .bind(session_id)
+    .fetch_optional(&mut *conn)
+    .await?;
     Ok(row.as_ref().map(key_row))
 }
 
-pub async fn put_key(
-    conn: &mut AnyConnection,
-    user_id: &str,
-    version: i64,
-    key: &KeyRow,
-) -> Result<(), sqlx::Error> {
+pub async fn put_key(conn: &mut AnyConnection, user_id: &str, version: i64, key: &KeyRow) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO backup_keys (user_id, version, room_id, session_id, first_message_index, forwarded_count, \
          is_verified, session_data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \

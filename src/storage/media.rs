@@ -37,7 +37,8 @@ pub struct Content<'a> {
     pub sha256: &'a str,
 }
 
-const MEDIA_COLUMNS: &str = "media_id, uploader, content_type, size, filename, sha256, created_ts, uploaded_ts, unused_expires_ts";
+const MEDIA_COLUMNS: &str =
+    "media_id, uploader, content_type, size, filename, sha256, created_ts, uploaded_ts, unused_expires_ts";
 
 fn media_row(row: &AnyRow) -> MediaRow {
     MediaRow {
@@ -55,10 +56,7 @@ fn media_row(row: &AnyRow) -> MediaRow {
 
 pub async fn get(pool: &AnyPool, media_id: &str) -> Result<Option<MediaRow>, sqlx::Error> {
     let sql = format!("SELECT {MEDIA_COLUMNS} FROM media WHERE media_id = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(media_id)
-        .fetch_optional(pool)
-        .await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(media_id).fetch_optional(pool).await?;
     Ok(row.as_ref().map(media_row))
 }
 
@@ -130,13 +128,12 @@ pub async fn fill_reserved(
 
 /// Number of reserved media ids of `uploader` still waiting for content at `now`.
 pub async fn count_pending(pool: &AnyPool, uploader: &str, now: i64) -> Result<i64, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT COUNT(*) FROM media WHERE uploader = $1 AND sha256 IS NULL AND unused_expires_ts > $2",
-    )
-    .bind(uploader)
-    .bind(now)
-    .fetch_one(pool)
-    .await?;
+    let row =
+        sqlx::query("SELECT COUNT(*) FROM media WHERE uploader = $1 AND sha256 IS NULL AND unused_expires_ts > $2")
+            .bind(uploader)
+            .bind(now)
+            .fetch_one(pool)
+            .await?;
     Ok(row.get(0))
 }
 
@@ -209,10 +206,8 @@ pub async fn insert_thumbnail(
 /// referenced, or `None` when the media id did not exist.
 pub async fn delete(pool: &AnyPool, media_id: &str) -> Result<Option<Vec<String>>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let Some(row) = sqlx::query("SELECT sha256 FROM media WHERE media_id = $1")
-        .bind(media_id)
-        .fetch_optional(&mut *tx)
-        .await?
+    let Some(row) =
+        sqlx::query("SELECT sha256 FROM media WHERE media_id = $1").bind(media_id).fetch_optional(&mut *tx).await?
     else {
         return Ok(None);
     };
@@ -222,14 +217,8 @@ pub async fn delete(pool: &AnyPool, media_id: &str) -> Result<Option<Vec<String>
         .fetch_all(&mut *tx)
         .await?;
     hashes.extend(thumbnails.iter().map(|r| r.get::<String, _>(0)));
-    sqlx::query("DELETE FROM media_thumbnails WHERE media_id = $1")
-        .bind(media_id)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM media WHERE media_id = $1")
-        .bind(media_id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query("DELETE FROM media_thumbnails WHERE media_id = $1").bind(media_id).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM media WHERE media_id = $1").bind(media_id).execute(&mut *tx).await?;
     tx.commit().await?;
     hashes.sort();
     hashes.dedup();
@@ -239,10 +228,106 @@ pub async fn delete(pool: &AnyPool, media_id: &str) -> Result<Option<Vec<String>
 /// Whether any media id or thumbnail still refers to the content `sha256`.
 pub async fn content_in_use(pool: &AnyPool, sha256: &str) -> Result<bool, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT (SELECT COUNT(*) FROM media WHERE sha256 = $1) + (SELECT COUNT(*) FROM media_thumbnails WHERE sha256 = $1)",
+        "SELECT (SELECT COUNT(*) FROM media WHERE sha256 = $1) + (SELECT COUNT(*) FROM media_thumbnails WHERE sha256 = $1)
+         + (SELECT COUNT(*) FROM remote_media WHERE sha256 = $1) + (SELECT COUNT(*) FROM remote_media_thumbnails WHERE sha256 = $1)",
     )
     .bind(sha256)
     .fetch_one(pool)
     .await?;
     Ok(row.get::<i64, _>(0) > 0)
+}
+
+/// Media of another server cached here (`schema/*/0008_federation.sql`).
+#[derive(Debug, Clone)]
+pub struct RemoteMediaRow {
+    pub content_type: String,
+    pub size: i64,
+    pub filename: Option<String>,
+    pub sha256: String,
+}
+
+pub async fn get_remote(pool: &AnyPool, origin: &str, media_id: &str) -> Result<Option<RemoteMediaRow>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT content_type, size, filename, sha256 FROM remote_media WHERE origin = $1 AND media_id = $2",
+    )
+    .bind(origin)
+    .bind(media_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| RemoteMediaRow { content_type: r.get(0), size: r.get(1), filename: r.get(2), sha256: r.get(3) }))
+}
+
+/// Records fetched remote media; a row stored meanwhile by a concurrent fetch is kept.
+pub async fn insert_remote(
+    pool: &AnyPool,
+    origin: &str,
+    media_id: &str,
+    row: &RemoteMediaRow,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO remote_media (origin, media_id, content_type, size, filename, sha256, fetched_ts) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (origin, media_id) DO NOTHING",
+    )
+    .bind(origin)
+    .bind(media_id)
+    .bind(&row.content_type)
+    .bind(row.size)
+    .bind(&row.filename)
+    .bind(&row.sha256)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub async fn get_remote_thumbnail(
+    pool: &AnyPool,
+    origin: &str,
+    media_id: &str,
+    width: u32,
+    height: u32,
+    method: &str,
+) -> Result<Option<RemoteMediaRow>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT content_type, size, sha256 FROM remote_media_thumbnails \
+         WHERE origin = $1 AND media_id = $2 AND width = $3 AND height = $4 AND method = $5",
+    )
+    .bind(origin)
+    .bind(media_id)
+    .bind(i64::from(width))
+    .bind(i64::from(height))
+    .bind(method)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| RemoteMediaRow { content_type: r.get(0), size: r.get(1), filename: None, sha256: r.get(2) }))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn insert_remote_thumbnail(
+    pool: &AnyPool,
+    origin: &str,
+    media_id: &str,
+    width: u32,
+    height: u32,
+    method: &str,
+    row: &RemoteMediaRow,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO remote_media_thumbnails (origin, media_id, width, height, method, content_type, size, sha256, fetched_ts) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (origin, media_id, width, height, method) DO NOTHING",
+    )
+    .bind(origin)
+    .bind(media_id)
+    .bind(i64::from(width))
+    .bind(i64::from(height))
+    .bind(method)
+    .bind(&row.content_type)
+    .bind(row.size)
+    .bind(&row.sha256)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(())
 }

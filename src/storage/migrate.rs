@@ -43,6 +43,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../schema/sqlite/0007_e2ee.sql"),
         postgres: include_str!("../../schema/postgres/0007_e2ee.sql"),
     },
+    Migration {
+        version: 8,
+        name: "federation",
+        sqlite: include_str!("../../schema/sqlite/0008_federation.sql"),
+        postgres: include_str!("../../schema/postgres/0008_federation.sql"),
+    },
 ];
 
 pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {
@@ -73,20 +79,14 @@ pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {
         };
         let mut tx = pool.begin().await?;
         sqlx::raw_sql(sql).execute(&mut *tx).await?;
-        sqlx::query(
-            "INSERT INTO schema_migrations (version, name, applied_ts) VALUES ($1, $2, $3)",
-        )
-        .bind(migration.version)
-        .bind(migration.name)
-        .bind(super::now_ms())
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("INSERT INTO schema_migrations (version, name, applied_ts) VALUES ($1, $2, $3)")
+            .bind(migration.version)
+            .bind(migration.name)
+            .bind(super::now_ms())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
-        tracing::info!(
-            version = migration.version,
-            name = migration.name,
-            "applied migration"
-        );
+        tracing::info!(version = migration.version, name = migration.name, "applied migration");
     }
     Ok(())
 }

@@ -36,11 +36,8 @@ impl SyncToken {
     pub fn parse(token: &str, param: &str) -> Result<Self> {
         let invalid = || Error::invalid_param(format!("{param} is not a valid token: {token:?}"));
         let rest = token.strip_prefix('s').ok_or_else(invalid)?;
-        let parts: Vec<i64> = rest
-            .split('_')
-            .map(|p| p.parse::<i64>())
-            .collect::<Result<_, _>>()
-            .map_err(|_| invalid())?;
+        let parts: Vec<i64> =
+            rest.split('_').map(|p| p.parse::<i64>()).collect::<Result<_, _>>().map_err(|_| invalid())?;
         match parts.as_slice() {
             [events, receipts, account_data, presence, typing] => Ok(Self {
                 events: *events,
@@ -51,15 +48,7 @@ impl SyncToken {
                 to_device: 0,
                 device_lists: 0,
             }),
-            [
-                events,
-                receipts,
-                account_data,
-                presence,
-                typing,
-                to_device,
-                device_lists,
-            ] => Ok(Self {
+            [events, receipts, account_data, presence, typing, to_device, device_lists] => Ok(Self {
                 events: *events,
                 receipts: *receipts,
                 account_data: *account_data,
@@ -77,9 +66,7 @@ impl SyncToken {
 /// Sync tokens are accepted too, as the spec allows `prev_batch` and `next_batch` there.
 pub fn parse_pagination(token: &str, param: &str) -> Result<i64> {
     if let Some(rest) = token.strip_prefix('t') {
-        return rest
-            .parse()
-            .map_err(|_| Error::invalid_param(format!("{param} is not a valid token: {token:?}")));
+        return rest.parse().map_err(|_| Error::invalid_param(format!("{param} is not a valid token: {token:?}")));
     }
     Ok(SyncToken::parse(token, param)?.events)
 }

@@ -4,8 +4,12 @@
 //! Every test runs on SQLite. When `LATTICE_TEST_POSTGRES_URL` names a
 //! PostgreSQL server (e.g. `postgres://postgres@127.0.0.1:5432`), [`backends`]
 //! adds PostgreSQL, with a new database for each server started.
+//!
+//! [`TestServer::start_federated`] starts several servers that federate with
+//! each other over TLS on 127.0.0.1, with certificates from a [`TestCa`] and
+//! `federation.host_overrides` in place of DNS.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 
 use lattice::{Config, Homeserver, ShutdownHandle};
 use reqwest::{Method, StatusCode};
@@ -32,20 +36,73 @@ pub struct TestServer {
     pub base: String,
     pub server_name: String,
     pub homeserver: Homeserver,
+    /// The TLS federation listener, for servers started by [`TestServer::start_federated`].
+    pub federation_addr: Option<SocketAddr>,
+    config: Config,
     shutdown: ShutdownHandle,
-    _data: tempfile::TempDir,
+    data: tempfile::TempDir,
+}
+
+/// A certificate authority for federation tests, and the certificates it issues.
+pub struct TestCa {
+    pub pem: String,
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    dir: tempfile::TempDir,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, "Lattice test CA");
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        let issuer = rcgen::CertifiedIssuer::self_signed(params, key).expect("self-signed CA");
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let pem = issuer.pem();
+        std::fs::write(dir.path().join("ca.pem"), &pem).expect("write the CA certificate");
+        Self { pem, issuer, dir }
+    }
+
+    /// Returns the PEM file of the CA certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// Issues a certificate for `name` (a DNS name or an IP address) and
+    /// returns the paths of the certificate chain and private key PEM files.
+    pub fn issue(&self, name: &str) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().expect("server key");
+        let params = rcgen::CertificateParams::new(vec![name.to_owned()]).expect("certificate parameters");
+        let certificate = params.signed_by(&key, &self.issuer).expect("sign a server certificate");
+        let file = name.replace([':', '.'], "_");
+        let certificate_path = self.dir.path().join(format!("{file}.crt"));
+        let key_path = self.dir.path().join(format!("{file}.key"));
+        std::fs::write(&certificate_path, format!("{}{}", certificate.pem(), self.pem)).expect("write certificate");
+        std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+        (certificate_path, key_path)
+    }
+
+    /// Builds an HTTPS client that trusts this CA and reaches each server by
+    /// its name on its federation listener, as another homeserver would.
+    pub fn client(&self, servers: &[&TestServer]) -> reqwest::Client {
+        let mut builder = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(self.pem.as_bytes()).expect("CA certificate"));
+        for server in servers {
+            let addr = server.federation_addr.expect("a server with a federation listener");
+            builder = builder.resolve(&server.server_name, addr);
+        }
+        builder.build().expect("HTTPS client")
+    }
 }
 
 /// Creates an empty PostgreSQL database and returns its URL.
 async fn fresh_postgres_database(admin_url: &str) -> String {
     use sqlx::Connection;
-    let name = format!(
-        "lattice_test_{}",
-        lattice::rooms::random_localpart(12).to_lowercase()
-    );
-    let mut conn = sqlx::PgConnection::connect(admin_url)
-        .await
-        .expect("connect to PostgreSQL");
+    let name = format!("lattice_test_{}", lattice::rooms::random_localpart(12).to_lowercase());
+    let mut conn = sqlx::PgConnection::connect(admin_url).await.expect("connect to PostgreSQL");
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut conn)
         .await
@@ -62,6 +119,16 @@ impl TestServer {
 
     /// Starts a server after `configure` adjusted its configuration.
     pub async fn start_with(backend: &Backend, configure: impl FnOnce(&mut Config)) -> Self {
+        Self::start_configured(backend, None, configure).await
+    }
+
+    /// Starts a server with a fresh data directory and database, and the
+    /// federation listener `federation` when given.
+    async fn start_configured(
+        backend: &Backend,
+        federation: Option<tokio::net::TcpListener>,
+        configure: impl FnOnce(&mut Config),
+    ) -> Self {
         let data = tempfile::tempdir().expect("temporary directory");
         let mut config = Config::default();
         config.data_dir = data.path().to_path_buf();
@@ -72,26 +139,92 @@ impl TestServer {
             config.database.url = fresh_postgres_database(admin_url).await;
         }
         configure(&mut config);
+        Self::launch(config, data, federation).await
+    }
+
+    async fn launch(config: Config, data: tempfile::TempDir, federation: Option<tokio::net::TcpListener>) -> Self {
         let server_name = config.server_name.clone();
-        let homeserver = Homeserver::new(config).await.expect("homeserver starts");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind an ephemeral port");
+        let homeserver = Homeserver::new(config.clone()).await.expect("homeserver starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind an ephemeral port");
         let addr: SocketAddr = listener.local_addr().expect("local address");
-        let app = homeserver
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>();
+        let app = homeserver.router().into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
+        let federation_addr = match federation {
+            Some(listener) => {
+                let addr = listener.local_addr().expect("federation address");
+                homeserver.spawn_federation_listener(listener).expect("federation listener starts");
+                Some(addr)
+            }
+            None => None,
+        };
         let shutdown = homeserver.shutdown_handle();
-        Self {
-            base: format!("http://{addr}"),
-            server_name,
-            homeserver,
-            shutdown,
-            _data: data,
+        Self { base: format!("http://{addr}"), server_name, homeserver, federation_addr, config, shutdown, data }
+    }
+
+    /// Starts one server per name, each with a TLS federation listener on
+    /// 127.0.0.1 and a certificate from `ca`, and with host overrides that
+    /// lead each server to the others. `configure` adjusts every config.
+    pub async fn start_federated(
+        backend: &Backend,
+        ca: &TestCa,
+        names: &[&str],
+        configure: impl Fn(&mut Config),
+    ) -> Vec<TestServer> {
+        let mut listeners = Vec::new();
+        let mut overrides = BTreeMap::new();
+        for name in names {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a federation port");
+            overrides.insert((*name).to_owned(), listener.local_addr().expect("address").to_string());
+            listeners.push(listener);
         }
+        let mut servers = Vec::new();
+        for (name, listener) in names.iter().zip(listeners) {
+            let (certificate, key) = ca.issue(name);
+            let overrides = overrides.clone();
+            let server = Self::start_configured(backend, Some(listener), |config| {
+                config.server_name = (*name).to_owned();
+                config.federation.tls_certificate = Some(certificate);
+                config.federation.tls_private_key = Some(key);
+                config.federation.tls_ca_file = Some(ca.ca_file());
+                config.federation.host_overrides = overrides;
+                config.federation.request_timeout_secs = 20;
+                configure(config);
+            })
+            .await;
+            servers.push(server);
+        }
+        servers
+    }
+
+    /// Starts a server named by its IP literal and port (`127.0.0.1:PORT`),
+    /// which other servers reach without host overrides, with a certificate
+    /// for the IP address from `ca`.
+    pub async fn start_ip_literal(backend: &Backend, ca: &TestCa) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a federation port");
+        let port = listener.local_addr().expect("address").port();
+        let (certificate, key) = ca.issue("127.0.0.1");
+        Self::start_configured(backend, Some(listener), |config| {
+            config.server_name = format!("127.0.0.1:{port}");
+            config.federation.tls_certificate = Some(certificate);
+            config.federation.tls_private_key = Some(key);
+            config.federation.tls_ca_file = Some(ca.ca_file());
+        })
+        .await
+    }
+
+    /// Stops the server and starts it again on the same data directory and
+    /// database, with a new client listener (and no federation listener).
+    pub async fn restart(self) -> Self {
+        self.shutdown.shutdown().await;
+        Self::launch(self.config, self.data, None).await
+    }
+
+    /// Returns the `https://name:port` base of the federation listener.
+    pub fn federation_base(&self) -> String {
+        let addr = self.federation_addr.expect("a server with a federation listener");
+        format!("https://{}:{}", self.server_name, addr.port())
     }
 
     pub fn client(&self) -> Client {
@@ -134,27 +267,13 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: &str, token: Option<String>) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .expect("HTTP client");
-        Self {
-            base: base.to_owned(),
-            token,
-            user_id: String::new(),
-            device_id: String::new(),
-            http,
-        }
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("HTTP client");
+        Self { base: base.to_owned(), token, user_id: String::new(), device_id: String::new(), http }
     }
 
     /// Sends a request with an optional JSON body; returns the status and the JSON body
     /// (`Null` when the body is not JSON).
-    pub async fn request(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
+    pub async fn request(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
@@ -165,33 +284,19 @@ impl Client {
         let response = request.send().await.expect("request reaches the server");
         let status = response.status();
         let bytes = response.bytes().await.expect("response body");
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
     }
 
     /// Sends raw bytes as the body, for malformed-input tests.
-    pub async fn request_raw(
-        &self,
-        method: Method,
-        path: &str,
-        body: Vec<u8>,
-    ) -> (StatusCode, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .body(body);
+    pub async fn request_raw(&self, method: Method, path: &str, body: Vec<u8>) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base)).body(body);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
         let response = request.send().await.expect("request reaches the server");
         let status = response.status();
         let bytes = response.bytes().await.expect("response body");
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
@@ -214,19 +319,11 @@ impl Client {
     pub async fn create_room(&self, body: Value) -> String {
         let (status, response) = self.post("/_matrix/client/v3/createRoom", body).await;
         assert_eq!(status, StatusCode::OK, "createRoom: {response}");
-        response["room_id"]
-            .as_str()
-            .expect("room_id in createRoom response")
-            .to_owned()
+        response["room_id"].as_str().expect("room_id in createRoom response").to_owned()
     }
 
     pub async fn join(&self, room_id: &str) {
-        let (status, response) = self
-            .post(
-                &format!("/_matrix/client/v3/join/{}", encode(room_id)),
-                json!({}),
-            )
-            .await;
+        let (status, response) = self.post(&format!("/_matrix/client/v3/join/{}", encode(room_id)), json!({})).await;
         assert_eq!(status, StatusCode::OK, "join {room_id}: {response}");
     }
 
@@ -235,10 +332,7 @@ impl Client {
         let txn = lattice::rooms::random_localpart(16);
         let (status, response) = self
             .put(
-                &format!(
-                    "/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
-                    encode(room_id)
-                ),
+                &format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", encode(room_id)),
                 json!({ "msgtype": "m.text", "body": body }),
             )
             .await;
@@ -262,26 +356,12 @@ pub fn encode(segment: &str) -> String {
 /// Asserts the spec's error JSON: status, `errcode`, and a non-empty `error`.
 #[track_caller]
 pub fn assert_error(response: &(StatusCode, Value), status: StatusCode, errcode: &str) {
-    assert_eq!(
-        response.0, status,
-        "unexpected status; body: {}",
-        response.1
-    );
-    assert_eq!(
-        response.1["errcode"], errcode,
-        "unexpected errcode; body: {}",
-        response.1
-    );
-    assert!(
-        response.1["error"].as_str().is_some_and(|e| !e.is_empty()),
-        "error message missing: {}",
-        response.1
-    );
+    assert_eq!(response.0, status, "unexpected status; body: {}", response.1);
+    assert_eq!(response.1["errcode"], errcode, "unexpected errcode; body: {}", response.1);
+    assert!(response.1["error"].as_str().is_some_and(|e| !e.is_empty()), "error message missing: {}", response.1);
 }
 
 /// The timeline events of a room in a sync response.
 pub fn timeline<'a>(sync: &'a Value, room_id: &str) -> &'a Vec<Value> {
-    sync["rooms"]["join"][room_id]["timeline"]["events"]
-        .as_array()
-        .expect("room timeline in sync")
+    sync["rooms"]["join"][room_id]["timeline"]["events"].as_array().expect("room timeline in sync")
 }

@@ -36,8 +36,7 @@ impl SigningKey {
 
     /// Adds this key's signature as `user_id` to `object`.
     pub fn sign(&self, user_id: &str, object: Value) -> Value {
-        let mut canonical: CanonicalJsonObject =
-            serde_json::from_value(object).expect("a JSON object");
+        let mut canonical: CanonicalJsonObject = serde_json::from_value(object).expect("a JSON object");
         ruma::signatures::sign_json(user_id, &self.pair, &mut canonical).expect("sign");
         serde_json::to_value(canonical).expect("serialize")
     }
@@ -77,35 +76,22 @@ pub fn signed_key(client: &Client, key: &SigningKey, fallback: bool) -> Value {
 /// Uploads fresh device keys for a client and returns its signing key.
 pub async fn upload_device_keys(client: &Client) -> SigningKey {
     let key = SigningKey::new(Some(&client.device_id));
-    let (status, body) = client
-        .post(
-            "/_matrix/client/v3/keys/upload",
-            json!({ "device_keys": device_keys(client, &key) }),
-        )
-        .await;
+    let (status, body) =
+        client.post("/_matrix/client/v3/keys/upload", json!({ "device_keys": device_keys(client, &key) })).await;
     assert_eq!(status, StatusCode::OK, "keys/upload: {body}");
     key
 }
 
 async fn query(client: &Client, users: &[&str]) -> Value {
-    let requested: serde_json::Map<String, Value> =
-        users.iter().map(|u| (u.to_string(), json!([]))).collect();
-    let (status, body) = client
-        .post(
-            "/_matrix/client/v3/keys/query",
-            json!({ "device_keys": requested }),
-        )
-        .await;
+    let requested: serde_json::Map<String, Value> = users.iter().map(|u| (u.to_string(), json!([]))).collect();
+    let (status, body) = client.post("/_matrix/client/v3/keys/query", json!({ "device_keys": requested })).await;
     assert_eq!(status, StatusCode::OK, "keys/query: {body}");
     body
 }
 
 async fn claim(client: &Client, user: &str, device: &str) -> Value {
     let (status, body) = client
-        .post(
-            "/_matrix/client/v3/keys/claim",
-            json!({ "one_time_keys": { user: { device: "signed_curve25519" } } }),
-        )
+        .post("/_matrix/client/v3/keys/claim", json!({ "one_time_keys": { user: { device: "signed_curve25519" } } }))
         .await;
     assert_eq!(status, StatusCode::OK, "keys/claim: {body}");
     body["one_time_keys"][user][device].clone()
@@ -119,14 +105,8 @@ async fn keys_upload_query_and_claim_with_fallback() {
         let bob = server.register("bob").await;
         let key = SigningKey::new(Some(&alice.device_id));
         let keys = device_keys(&alice, &key);
-        let one_time: serde_json::Map<String, Value> = (1..=3)
-            .map(|i| {
-                (
-                    format!("signed_curve25519:AAAAA{i}"),
-                    signed_key(&alice, &key, false),
-                )
-            })
-            .collect();
+        let one_time: serde_json::Map<String, Value> =
+            (1..=3).map(|i| (format!("signed_curve25519:AAAAA{i}"), signed_key(&alice, &key, false))).collect();
         let fallback = signed_key(&alice, &key, true);
         let (status, body) = alice
             .post(
@@ -139,49 +119,27 @@ async fn keys_upload_query_and_claim_with_fallback() {
             )
             .await;
         assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
-        assert_eq!(
-            body["one_time_key_counts"]["signed_curve25519"], 3,
-            "{backend:?}: {body}"
-        );
+        assert_eq!(body["one_time_key_counts"]["signed_curve25519"], 3, "{backend:?}: {body}");
 
         let sync = alice.sync("timeout=0").await;
-        assert_eq!(
-            sync["device_one_time_keys_count"]["signed_curve25519"], 3,
-            "{backend:?}"
-        );
-        assert_eq!(
-            sync["device_unused_fallback_key_types"],
-            json!(["signed_curve25519"]),
-            "{backend:?}"
-        );
+        assert_eq!(sync["device_one_time_keys_count"]["signed_curve25519"], 3, "{backend:?}");
+        assert_eq!(sync["device_unused_fallback_key_types"], json!(["signed_curve25519"]), "{backend:?}");
 
         // Bob gets alice's device keys as uploaded, with the device's display name.
         let found = query(&bob, &[&alice.user_id]).await;
         let device = &found["device_keys"][&alice.user_id][&alice.device_id];
         for field in ["user_id", "device_id", "algorithms", "keys", "signatures"] {
-            assert_eq!(
-                device[field], keys[field],
-                "{backend:?}: {field} of the queried keys"
-            );
+            assert_eq!(device[field], keys[field], "{backend:?}: {field} of the queried keys");
         }
-        assert!(
-            device["unsigned"].is_object(),
-            "{backend:?}: unsigned: {device}"
-        );
+        assert!(device["unsigned"].is_object(), "{backend:?}: unsigned: {device}");
         assert_eq!(found["failures"], json!({}), "{backend:?}");
 
         // Three one-time keys, each handed out once, then the fallback key, again and again.
         let mut claimed = Vec::new();
         for _ in 0..3 {
             let got = claim(&bob, &alice.user_id, &alice.device_id).await;
-            let (name, value) = got
-                .as_object()
-                .and_then(|m| m.iter().next())
-                .expect("a claimed key");
-            assert_eq!(
-                value, &one_time[name],
-                "{backend:?}: the claimed key is the uploaded one"
-            );
+            let (name, value) = got.as_object().and_then(|m| m.iter().next()).expect("a claimed key");
+            assert_eq!(value, &one_time[name], "{backend:?}: the claimed key is the uploaded one");
             claimed.push(name.clone());
         }
         claimed.sort();
@@ -189,22 +147,11 @@ async fn keys_upload_query_and_claim_with_fallback() {
         assert_eq!(claimed.len(), 3, "{backend:?}: no key handed out twice");
         for _ in 0..2 {
             let got = claim(&bob, &alice.user_id, &alice.device_id).await;
-            assert_eq!(
-                got,
-                json!({ "signed_curve25519:AAAAFB": fallback }),
-                "{backend:?}: the fallback key"
-            );
+            assert_eq!(got, json!({ "signed_curve25519:AAAAFB": fallback }), "{backend:?}: the fallback key");
         }
         let sync = alice.sync("timeout=0").await;
-        assert_eq!(
-            sync["device_one_time_keys_count"]["signed_curve25519"], 0,
-            "{backend:?}"
-        );
-        assert_eq!(
-            sync["device_unused_fallback_key_types"],
-            json!([]),
-            "{backend:?}: the fallback key is used"
-        );
+        assert_eq!(sync["device_one_time_keys_count"]["signed_curve25519"], 0, "{backend:?}");
+        assert_eq!(sync["device_unused_fallback_key_types"], json!([]), "{backend:?}: the fallback key is used");
 
         // A new fallback key is unused again.
         let (status, _) = alice
@@ -215,19 +162,11 @@ async fn keys_upload_query_and_claim_with_fallback() {
             .await;
         assert_eq!(status, StatusCode::OK);
         let sync = alice.sync("timeout=0").await;
-        assert_eq!(
-            sync["device_unused_fallback_key_types"],
-            json!(["signed_curve25519"]),
-            "{backend:?}"
-        );
+        assert_eq!(sync["device_unused_fallback_key_types"], json!(["signed_curve25519"]), "{backend:?}");
 
         // A device without keys gives nothing to claim.
         let laptop = login_client(&server, "alice", PASSWORD).await;
-        assert_eq!(
-            claim(&bob, &alice.user_id, &laptop.device_id).await,
-            Value::Null,
-            "{backend:?}"
-        );
+        assert_eq!(claim(&bob, &alice.user_id, &laptop.device_id).await, Value::Null, "{backend:?}");
         server.stop().await;
     }
 }
@@ -242,54 +181,27 @@ async fn keys_upload_rejects_bad_keys_without_partial_writes() {
 
         let mut foreign = device_keys(&alice, &key);
         foreign["user_id"] = json!(bob.user_id);
-        let response = alice
-            .post(
-                "/_matrix/client/v3/keys/upload",
-                json!({ "device_keys": foreign }),
-            )
-            .await;
+        let response = alice.post("/_matrix/client/v3/keys/upload", json!({ "device_keys": foreign })).await;
         assert_error(&response, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
-        assert!(
-            response.1["error"].as_str().unwrap().contains("user_id"),
-            "{}",
-            response.1
-        );
+        assert!(response.1["error"].as_str().unwrap().contains("user_id"), "{}", response.1);
 
         let mut other_device = device_keys(&alice, &key);
         other_device["device_id"] = json!("SOMEOTHER");
-        let response = alice
-            .post(
-                "/_matrix/client/v3/keys/upload",
-                json!({ "device_keys": other_device }),
-            )
-            .await;
+        let response = alice.post("/_matrix/client/v3/keys/upload", json!({ "device_keys": other_device })).await;
         assert_error(&response, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
-        assert!(
-            response.1["error"].as_str().unwrap().contains("device_id"),
-            "{}",
-            response.1
-        );
+        assert!(response.1["error"].as_str().unwrap().contains("device_id"), "{}", response.1);
 
         let first = signed_key(&alice, &key, false);
         let (status, body) = alice
-            .post(
-                "/_matrix/client/v3/keys/upload",
-                json!({ "one_time_keys": { "signed_curve25519:AAAAAA": first } }),
-            )
+            .post("/_matrix/client/v3/keys/upload", json!({ "one_time_keys": { "signed_curve25519:AAAAAA": first } }))
             .await;
         assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
         // The same key again is accepted and counted once.
         let (status, body) = alice
-            .post(
-                "/_matrix/client/v3/keys/upload",
-                json!({ "one_time_keys": { "signed_curve25519:AAAAAA": first } }),
-            )
+            .post("/_matrix/client/v3/keys/upload", json!({ "one_time_keys": { "signed_curve25519:AAAAAA": first } }))
             .await;
         assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
-        assert_eq!(
-            body["one_time_key_counts"]["signed_curve25519"], 1,
-            "{backend:?}"
-        );
+        assert_eq!(body["one_time_key_counts"]["signed_curve25519"], 1, "{backend:?}");
         // The same id with other content fails, and the other key of the request is not stored.
         let response = alice
             .post(
@@ -301,32 +213,15 @@ async fn keys_upload_rejects_bad_keys_without_partial_writes() {
             )
             .await;
         assert_error(&response, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
-        assert!(
-            response.1["error"].as_str().unwrap().contains("AAAAAA"),
-            "{}",
-            response.1
-        );
-        let (_, body) = alice
-            .post("/_matrix/client/v3/keys/upload", json!({}))
-            .await;
-        assert_eq!(
-            body["one_time_key_counts"]["signed_curve25519"], 1,
-            "{backend:?}: nothing half-written"
-        );
+        assert!(response.1["error"].as_str().unwrap().contains("AAAAAA"), "{}", response.1);
+        let (_, body) = alice.post("/_matrix/client/v3/keys/upload", json!({})).await;
+        assert_eq!(body["one_time_key_counts"]["signed_curve25519"], 1, "{backend:?}: nothing half-written");
 
-        let response = alice
-            .post(
-                "/_matrix/client/v3/keys/upload",
-                json!({ "one_time_keys": { "nocolon": "x" } }),
-            )
-            .await;
+        let response =
+            alice.post("/_matrix/client/v3/keys/upload", json!({ "one_time_keys": { "nocolon": "x" } })).await;
         assert_error(&response, StatusCode::BAD_REQUEST, "M_BAD_JSON");
-        let response = alice
-            .post(
-                "/_matrix/client/v3/keys/query",
-                json!({ "device_keys": { "not a user": [] } }),
-            )
-            .await;
+        let response =
+            alice.post("/_matrix/client/v3/keys/query", json!({ "device_keys": { "not a user": [] } })).await;
         assert_error(&response, StatusCode::BAD_REQUEST, "M_BAD_JSON");
         server.stop().await;
     }
@@ -355,94 +250,46 @@ async fn device_lists_follow_keys_and_shared_rooms() {
             }))
             .await;
         bob.join(&room).await;
-        let since = bob.sync("timeout=0").await["next_batch"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let since = bob.sync("timeout=0").await["next_batch"].as_str().unwrap().to_owned();
 
         // A waiting /sync of bob wakes when alice uploads device keys.
         let poll = {
             let bob = bob.clone();
             let since = since.clone();
-            tokio::spawn(async move {
-                bob.sync(&format!("since={}&timeout=30000", encode(&since)))
-                    .await
-            })
+            tokio::spawn(async move { bob.sync(&format!("since={}&timeout=30000", encode(&since))).await })
         };
         tokio::time::sleep(Duration::from_millis(200)).await;
         let started = std::time::Instant::now();
         upload_device_keys(&alice).await;
-        let sync = tokio::time::timeout(Duration::from_secs(10), poll)
-            .await
-            .expect("sync wakes")
-            .unwrap();
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "{backend:?}: woken at once"
-        );
-        assert_eq!(
-            changed(&sync),
-            vec![alice.user_id.clone()],
-            "{backend:?}: {sync}"
-        );
+        let sync = tokio::time::timeout(Duration::from_secs(10), poll).await.expect("sync wakes").unwrap();
+        assert!(started.elapsed() < Duration::from_secs(5), "{backend:?}: woken at once");
+        assert_eq!(changed(&sync), vec![alice.user_id.clone()], "{backend:?}: {sync}");
         let after_upload = sync["next_batch"].as_str().unwrap().to_owned();
 
         // /keys/changes gives the same between the two tokens.
         let (status, body) = bob
-            .get(&format!(
-                "/_matrix/client/v3/keys/changes?from={}&to={}",
-                encode(&since),
-                encode(&after_upload)
-            ))
+            .get(&format!("/_matrix/client/v3/keys/changes?from={}&to={}", encode(&since), encode(&after_upload)))
             .await;
         assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
-        assert_eq!(
-            body,
-            json!({ "changed": [alice.user_id], "left": [] }),
-            "{backend:?}"
-        );
+        assert_eq!(body, json!({ "changed": [alice.user_id], "left": [] }), "{backend:?}");
 
         // Carol's keys do not concern bob until she shares a room with him.
         upload_device_keys(&carol).await;
-        let sync = bob
-            .sync(&format!("since={}&timeout=0", encode(&after_upload)))
-            .await;
-        assert!(
-            !changed(&sync).contains(&carol.user_id),
-            "{backend:?}: {sync}"
-        );
+        let sync = bob.sync(&format!("since={}&timeout=0", encode(&after_upload))).await;
+        assert!(!changed(&sync).contains(&carol.user_id), "{backend:?}: {sync}");
         let (status, _) = alice
-            .post(
-                &format!("/_matrix/client/v3/rooms/{}/invite", encode(&room)),
-                json!({ "user_id": carol.user_id }),
-            )
+            .post(&format!("/_matrix/client/v3/rooms/{}/invite", encode(&room)), json!({ "user_id": carol.user_id }))
             .await;
         assert_eq!(status, StatusCode::OK);
         carol.join(&room).await;
-        let sync = bob
-            .sync(&format!("since={}&timeout=0", encode(&after_upload)))
-            .await;
-        assert!(
-            changed(&sync).contains(&carol.user_id),
-            "{backend:?}: carol joined: {sync}"
-        );
+        let sync = bob.sync(&format!("since={}&timeout=0", encode(&after_upload))).await;
+        assert!(changed(&sync).contains(&carol.user_id), "{backend:?}: carol joined: {sync}");
         let after_join = sync["next_batch"].as_str().unwrap().to_owned();
 
-        let (status, _) = carol
-            .post(
-                &format!("/_matrix/client/v3/rooms/{}/leave", encode(&room)),
-                json!({}),
-            )
-            .await;
+        let (status, _) = carol.post(&format!("/_matrix/client/v3/rooms/{}/leave", encode(&room)), json!({})).await;
         assert_eq!(status, StatusCode::OK);
-        let sync = bob
-            .sync(&format!("since={}&timeout=0", encode(&after_join)))
-            .await;
-        assert_eq!(
-            left(&sync),
-            vec![carol.user_id.clone()],
-            "{backend:?}: carol left: {sync}"
-        );
+        let sync = bob.sync(&format!("since={}&timeout=0", encode(&after_join))).await;
+        assert_eq!(left(&sync), vec![carol.user_id.clone()], "{backend:?}: carol left: {sync}");
         let after_leave = sync["next_batch"].as_str().unwrap().to_owned();
 
         // Deleting a device removes its keys and is announced.
@@ -468,33 +315,16 @@ async fn device_lists_follow_keys_and_shared_rooms() {
         }
         let found = query(&bob, &[&alice.user_id]).await;
         let devices = found["device_keys"][&alice.user_id].as_object().unwrap();
-        assert!(
-            devices.contains_key(&alice.device_id),
-            "{backend:?}: {found}"
-        );
-        assert!(
-            !devices.contains_key(&laptop.device_id),
-            "{backend:?}: deleted device's keys are gone"
-        );
-        let sync = bob
-            .sync(&format!("since={}&timeout=0", encode(&after_leave)))
-            .await;
-        assert_eq!(
-            changed(&sync),
-            vec![alice.user_id.clone()],
-            "{backend:?}: {sync}"
-        );
+        assert!(devices.contains_key(&alice.device_id), "{backend:?}: {found}");
+        assert!(!devices.contains_key(&laptop.device_id), "{backend:?}: deleted device's keys are gone");
+        let sync = bob.sync(&format!("since={}&timeout=0", encode(&after_leave))).await;
+        assert_eq!(changed(&sync), vec![alice.user_id.clone()], "{backend:?}: {sync}");
         server.stop().await;
     }
 }
 
 /// Builds a cross-signing key of `usage` for `client`, signed by `master` unless it is the master key.
-pub fn cross_signing_key(
-    client: &Client,
-    usage: &str,
-    key: &SigningKey,
-    master: Option<&SigningKey>,
-) -> Value {
+pub fn cross_signing_key(client: &Client, usage: &str, key: &SigningKey, master: Option<&SigningKey>) -> Value {
     let object = json!({
         "user_id": client.user_id,
         "usage": [usage],
@@ -548,8 +378,7 @@ async fn cross_signing_upload_visibility_and_auth() {
             keys.master.public
         );
         assert_eq!(
-            own["self_signing_keys"][&alice.user_id]["keys"]
-                [format!("ed25519:{}", keys.self_signing.public)],
+            own["self_signing_keys"][&alice.user_id]["keys"][format!("ed25519:{}", keys.self_signing.public)],
             keys.self_signing.public
         );
         assert_eq!(
@@ -558,19 +387,9 @@ async fn cross_signing_upload_visibility_and_auth() {
             "{backend:?}: alice sees her user-signing key"
         );
         let other = query(&bob, &[&alice.user_id]).await;
-        assert!(
-            other["master_keys"][&alice.user_id].is_object(),
-            "{backend:?}: {other}"
-        );
-        assert!(
-            other["self_signing_keys"][&alice.user_id].is_object(),
-            "{backend:?}: {other}"
-        );
-        assert_eq!(
-            other["user_signing_keys"],
-            json!({}),
-            "{backend:?}: bob does not see alice's user-signing key"
-        );
+        assert!(other["master_keys"][&alice.user_id].is_object(), "{backend:?}: {other}");
+        assert!(other["self_signing_keys"][&alice.user_id].is_object(), "{backend:?}: {other}");
+        assert_eq!(other["user_signing_keys"], json!({}), "{backend:?}: bob does not see alice's user-signing key");
 
         // The same keys again need no authentication (a retried upload).
         let (status, body) = alice
@@ -587,32 +406,18 @@ async fn cross_signing_upload_visibility_and_auth() {
             "master_key": cross_signing_key(&alice, "master", &new_master, None),
             "self_signing_key": cross_signing_key(&alice, "self_signing", &keys.self_signing, Some(&new_master)),
         });
-        let (status, challenge) = alice
-            .post(
-                "/_matrix/client/v3/keys/device_signing/upload",
-                request.clone(),
-            )
-            .await;
+        let (status, challenge) = alice.post("/_matrix/client/v3/keys/device_signing/upload", request.clone()).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{backend:?}: {challenge}");
-        assert!(
-            challenge["flows"].as_array().is_some_and(|f| !f.is_empty()),
-            "{challenge}"
-        );
+        assert!(challenge["flows"].as_array().is_some_and(|f| !f.is_empty()), "{challenge}");
         let unchanged = query(&bob, &[&alice.user_id]).await;
-        assert_eq!(
-            unchanged["master_keys"], other["master_keys"],
-            "{backend:?}: nothing replaced before auth"
-        );
+        assert_eq!(unchanged["master_keys"], other["master_keys"], "{backend:?}: nothing replaced before auth");
         let mut authed = request.clone();
         authed["auth"] = password_auth(&alice.user_id, PASSWORD, &challenge["session"]);
-        let (status, body) = alice
-            .post("/_matrix/client/v3/keys/device_signing/upload", authed)
-            .await;
+        let (status, body) = alice.post("/_matrix/client/v3/keys/device_signing/upload", authed).await;
         assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
         let replaced = query(&bob, &[&alice.user_id]).await;
         assert_eq!(
-            replaced["master_keys"][&alice.user_id]["keys"]
-                [format!("ed25519:{}", new_master.public)],
+            replaced["master_keys"][&alice.user_id]["keys"][format!("ed25519:{}", new_master.public)],
             new_master.public,
             "{backend:?}: {replaced}"
         );
@@ -623,14 +428,10 @@ async fn cross_signing_upload_visibility_and_auth() {
             "self_signing_key": cross_signing_key(&alice, "self_signing", &SigningKey::new(None), Some(&stranger)),
         });
         bad["auth"] = json!(null);
-        let (status, challenge) = alice
-            .post("/_matrix/client/v3/keys/device_signing/upload", bad.clone())
-            .await;
+        let (status, challenge) = alice.post("/_matrix/client/v3/keys/device_signing/upload", bad.clone()).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{challenge}");
         bad["auth"] = password_auth(&alice.user_id, PASSWORD, &challenge["session"]);
-        let response = alice
-            .post("/_matrix/client/v3/keys/device_signing/upload", bad)
-            .await;
+        let response = alice.post("/_matrix/client/v3/keys/device_signing/upload", bad).await;
         assert_error(&response, StatusCode::BAD_REQUEST, "M_INVALID_SIGNATURE");
 
         // A key of someone else is refused.
@@ -655,10 +456,7 @@ async fn signatures_upload_verifies_and_merges() {
         let device_key = upload_device_keys(&alice).await;
         let alice_cs = bootstrap_cross_signing(&alice).await;
         let bob_cs = bootstrap_cross_signing(&bob).await;
-        let since = bob.sync("timeout=0").await["next_batch"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let since = bob.sync("timeout=0").await["next_batch"].as_str().unwrap().to_owned();
         let room = alice.create_room(json!({ "invite": [bob.user_id] })).await;
         bob.join(&room).await;
 
@@ -671,9 +469,7 @@ async fn signatures_upload_verifies_and_merges() {
         let master_signed = device_key.sign(&alice.user_id, master);
         // Alice signs bob's master key with her user-signing key.
         let bobs = query(&alice, &[&bob.user_id]).await;
-        let bob_master_signed = alice_cs
-            .user_signing
-            .sign(&alice.user_id, bobs["master_keys"][&bob.user_id].clone());
+        let bob_master_signed = alice_cs.user_signing.sign(&alice.user_id, bobs["master_keys"][&bob.user_id].clone());
         // A forged signature: made by a key that is not alice's self-signing key, but named as it.
         let mut forged_device = own["device_keys"][&alice.user_id][&alice.device_id].clone();
         forged_device.as_object_mut().unwrap().remove("unsigned");
@@ -710,34 +506,26 @@ async fn signatures_upload_verifies_and_merges() {
         let seen = query(&bob, &[&alice.user_id, &bob.user_id]).await;
         let ssk_name = format!("ed25519:{}", alice_cs.self_signing.public);
         assert!(
-            seen["device_keys"][&alice.user_id][&alice.device_id]["signatures"][&alice.user_id]
-                [&ssk_name]
-                .is_string(),
+            seen["device_keys"][&alice.user_id][&alice.device_id]["signatures"][&alice.user_id][&ssk_name].is_string(),
             "{backend:?}: the device carries the self-signing signature: {seen}"
         );
         assert!(
-            seen["master_keys"][&alice.user_id]["signatures"][&alice.user_id]
-                [format!("ed25519:{}", alice.device_id)]
-            .is_string(),
+            seen["master_keys"][&alice.user_id]["signatures"][&alice.user_id][format!("ed25519:{}", alice.device_id)]
+                .is_string(),
             "{backend:?}: alice's master key carries her device's signature: {seen}"
         );
         let usk_name = format!("ed25519:{}", alice_cs.user_signing.public);
         assert!(
-            query(&alice, &[&bob.user_id]).await["master_keys"][&bob.user_id]["signatures"]
-                [&alice.user_id][&usk_name]
+            query(&alice, &[&bob.user_id]).await["master_keys"][&bob.user_id]["signatures"][&alice.user_id][&usk_name]
                 .is_string(),
             "{backend:?}: alice sees her signature of bob's master key"
         );
         assert!(
-            query(&carol, &[&bob.user_id]).await["master_keys"][&bob.user_id]["signatures"]
-                [&alice.user_id]
-                .is_null(),
+            query(&carol, &[&bob.user_id]).await["master_keys"][&bob.user_id]["signatures"][&alice.user_id].is_null(),
             "{backend:?}: carol does not see alice's signature of bob"
         );
         // Bob's own master key got a new signature, so bob's sync lists him.
-        let sync = bob
-            .sync(&format!("since={}&timeout=0", encode(&since)))
-            .await;
+        let sync = bob.sync(&format!("since={}&timeout=0", encode(&since))).await;
         assert!(changed(&sync).contains(&bob.user_id), "{backend:?}: {sync}");
         server.stop().await;
     }
@@ -758,10 +546,7 @@ async fn encrypted_room_receipts_typing_counts() {
             }))
             .await;
         bob.join(&room).await;
-        let since = bob.sync("timeout=0").await["next_batch"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let since = bob.sync("timeout=0").await["next_batch"].as_str().unwrap().to_owned();
 
         let encrypted = json!({
             "algorithm": "m.megolm.v1.aes-sha2",
@@ -771,80 +556,44 @@ async fn encrypted_room_receipts_typing_counts() {
             "ciphertext": "AwgAEnAC1pXU7Qw",
         });
         let (status, body) = alice
-            .put(
-                &format!(
-                    "/_matrix/client/v3/rooms/{}/send/m.room.encrypted/e1",
-                    encode(&room)
-                ),
-                encrypted.clone(),
-            )
+            .put(&format!("/_matrix/client/v3/rooms/{}/send/m.room.encrypted/e1", encode(&room)), encrypted.clone())
             .await;
         assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
         let event_id = body["event_id"].as_str().unwrap().to_owned();
         let (status, _) = alice
             .put(
-                &format!(
-                    "/_matrix/client/v3/rooms/{}/typing/{}",
-                    encode(&room),
-                    encode(&alice.user_id)
-                ),
+                &format!("/_matrix/client/v3/rooms/{}/typing/{}", encode(&room), encode(&alice.user_id)),
                 json!({ "typing": true, "timeout": 30000 }),
             )
             .await;
         assert_eq!(status, StatusCode::OK);
 
-        let sync = bob
-            .sync(&format!("since={}&timeout=0", encode(&since)))
-            .await;
+        let sync = bob.sync(&format!("since={}&timeout=0", encode(&since))).await;
         let joined = &sync["rooms"]["join"][&room];
         let events = joined["timeline"]["events"].as_array().unwrap();
         let last = events.last().expect("the encrypted event");
         assert_eq!(last["type"], "m.room.encrypted", "{backend:?}: {sync}");
-        assert_eq!(
-            last["content"], encrypted,
-            "{backend:?}: content passes through unchanged"
-        );
-        assert_eq!(
-            joined["unread_notifications"]["notification_count"], 1,
-            "{backend:?}: {joined}"
-        );
+        assert_eq!(last["content"], encrypted, "{backend:?}: content passes through unchanged");
+        assert_eq!(joined["unread_notifications"]["notification_count"], 1, "{backend:?}: {joined}");
         let ephemeral = joined["ephemeral"]["events"].as_array().unwrap();
         assert!(
-            ephemeral
-                .iter()
-                .any(|e| e["type"] == "m.typing"
-                    && e["content"]["user_ids"] == json!([alice.user_id])),
+            ephemeral.iter().any(|e| e["type"] == "m.typing" && e["content"]["user_ids"] == json!([alice.user_id])),
             "{backend:?}: typing in an encrypted room: {ephemeral:?}"
         );
         let after = sync["next_batch"].as_str().unwrap().to_owned();
 
         let (status, _) = bob
             .post(
-                &format!(
-                    "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
-                    encode(&room),
-                    encode(&event_id)
-                ),
+                &format!("/_matrix/client/v3/rooms/{}/receipt/m.read/{}", encode(&room), encode(&event_id)),
                 json!({}),
             )
             .await;
         assert_eq!(status, StatusCode::OK);
         let sync = alice.sync("timeout=0").await;
-        let ephemeral = sync["rooms"]["join"][&room]["ephemeral"]["events"]
-            .as_array()
-            .unwrap()
-            .clone();
-        let receipt = ephemeral
-            .iter()
-            .find(|e| e["type"] == "m.receipt")
-            .expect("a receipt");
-        assert!(
-            receipt["content"][&event_id]["m.read"][&bob.user_id]["ts"].is_i64(),
-            "{backend:?}: {receipt}"
-        );
-        let sync = bob
-            .sync(&format!("since={}&timeout=0", encode(&after)))
-            .await;
+        let ephemeral = sync["rooms"]["join"][&room]["ephemeral"]["events"].as_array().unwrap().clone();
+        let receipt = ephemeral.iter().find(|e| e["type"] == "m.receipt").expect("a receipt");
+        assert!(receipt["content"][&event_id]["m.read"][&bob.user_id]["ts"].is_i64(), "{backend:?}: {receipt}");
+        let sync = bob.sync(&format!("since={}&timeout=0", encode(&after))).await;
         assert_eq!(
             sync["rooms"]["join"][&room]["unread_notifications"]["notification_count"], 0,
             "{backend:?}: read up to the encrypted event: {sync}"

@@ -29,10 +29,7 @@ pub struct MetricsQuery {
 }
 
 /// GET .../connections
-pub async fn list(
-    State(services): State<Arc<Services>>,
-    Auth(session): Auth,
-) -> Result<Json<Value>> {
+pub async fn list(State(services): State<Arc<Services>>, Auth(session): Auth) -> Result<Json<Value>> {
     let connections = connections::list(&services.db, &session.user_id).await?;
     Ok(Json(json!({ "connections": connections })))
 }
@@ -49,10 +46,7 @@ pub async fn remove(
 }
 
 /// GET .../requests
-pub async fn pending(
-    State(services): State<Arc<Services>>,
-    Auth(session): Auth,
-) -> Result<Json<Value>> {
+pub async fn pending(State(services): State<Arc<Services>>, Auth(session): Auth) -> Result<Json<Value>> {
     let (incoming, outgoing) = connections::pending(&services.db, &session.user_id).await?;
     Ok(Json(json!({ "incoming": incoming, "outgoing": outgoing })))
 }
@@ -65,21 +59,9 @@ pub async fn send(
 ) -> Result<Json<Value>> {
     services.rate_limiter.check(session.user_id.as_str())?;
     let invitee = parse_user_id(&body.user_id, "user_id")?;
-    let room_id = connections::send_request(
-        &services.rooms,
-        &services.db,
-        &session.user_id,
-        &invitee,
-        body.note,
-    )
-    .await?;
-    mark_direct(
-        &services,
-        &session.user_id,
-        invitee.as_str(),
-        room_id.as_str(),
-    )
-    .await;
+    let room_id =
+        connections::send_request(&services.rooms, &services.db, &session.user_id, &invitee, body.note).await?;
+    mark_direct(&services, &session.user_id, invitee.as_str(), room_id.as_str()).await;
     Ok(Json(json!({ "room_id": room_id })))
 }
 
@@ -91,8 +73,7 @@ pub async fn accept(
 ) -> Result<Json<Value>> {
     services.rate_limiter.check(session.user_id.as_str())?;
     let room_id = parse_room_id(&room_id)?;
-    let requester =
-        connections::accept(&services.rooms, &services.db, &session.user_id, &room_id).await?;
+    let requester = connections::accept(&services.rooms, &services.db, &session.user_id, &room_id).await?;
     mark_direct(&services, &session.user_id, &requester, room_id.as_str()).await;
     Ok(Json(json!({ "room_id": room_id })))
 }
@@ -100,17 +81,15 @@ pub async fn accept(
 /// Adds `room_id` under `other` to the user's `m.direct` account data, as a client does for a new direct chat.
 /// The request has succeeded by now, so a failure here is logged and not returned.
 async fn mark_direct(services: &Services, user: &ruma::UserId, other: &str, room_id: &str) {
-    let stored =
-        match storage::account_data::get(&services.db.pool, user.as_str(), "", "m.direct").await {
-            Ok(stored) => stored,
-            Err(err) => {
-                tracing::warn!(%user, error = %err, "could not read m.direct");
-                return;
-            }
-        };
-    let mut direct: serde_json::Map<String, Value> = stored
-        .and_then(|content| serde_json::from_str(&content).ok())
-        .unwrap_or_default();
+    let stored = match storage::account_data::get(&services.db.pool, user.as_str(), "", "m.direct").await {
+        Ok(stored) => stored,
+        Err(err) => {
+            tracing::warn!(%user, error = %err, "could not read m.direct");
+            return;
+        }
+    };
+    let mut direct: serde_json::Map<String, Value> =
+        stored.and_then(|content| serde_json::from_str(&content).ok()).unwrap_or_default();
     let rooms = direct.entry(other.to_owned()).or_insert_with(|| json!([]));
     if !rooms.is_array() {
         *rooms = json!([]);
@@ -120,9 +99,7 @@ async fn mark_direct(services: &Services, user: &ruma::UserId, other: &str, room
         return;
     }
     list.push(json!(room_id));
-    if let Err(err) =
-        super::account_data::store(services, user, "", "m.direct", &Value::Object(direct)).await
-    {
+    if let Err(err) = super::account_data::store(services, user, "", "m.direct", &Value::Object(direct)).await {
         tracing::warn!(%user, error = %err, "could not update m.direct");
     }
 }
@@ -167,9 +144,7 @@ pub async fn metrics(
     Query(query): Query<MetricsQuery>,
 ) -> Result<Json<Value>> {
     let from = query.from.unwrap_or(0);
-    let to = query
-        .to
-        .unwrap_or_else(|| storage::now_ms().saturating_add(1));
+    let to = query.to.unwrap_or_else(|| storage::now_ms().saturating_add(1));
     let metrics = connections::metrics(&services.db, &session.user_id, from, to).await?;
     Ok(Json(json!(metrics)))
 }

@@ -20,9 +20,7 @@ pub struct VersionQuery {
 
 impl VersionQuery {
     fn required(&self) -> Result<&str> {
-        self.version
-            .as_deref()
-            .ok_or_else(|| Error::missing_param("the version query parameter is required"))
+        self.version.as_deref().ok_or_else(|| Error::missing_param("the version query parameter is required"))
     }
 }
 
@@ -32,16 +30,11 @@ pub async fn create_version(
     Auth(session): Auth,
     JsonBody(body): JsonBody<VersionRequest>,
 ) -> Result<Json<Value>> {
-    Ok(Json(
-        backup::create_version(&services, &session, body).await?,
-    ))
+    Ok(Json(backup::create_version(&services, &session, body).await?))
 }
 
 /// GET /_matrix/client/v3/room_keys/version
-pub async fn latest_version(
-    State(services): State<Arc<Services>>,
-    Auth(session): Auth,
-) -> Result<Json<Value>> {
+pub async fn latest_version(State(services): State<Arc<Services>>, Auth(session): Auth) -> Result<Json<Value>> {
     Ok(Json(backup::get_version(&services, &session, None).await?))
 }
 
@@ -51,9 +44,7 @@ pub async fn get_version(
     Auth(session): Auth,
     Path(version): Path<String>,
 ) -> Result<Json<Value>> {
-    Ok(Json(
-        backup::get_version(&services, &session, Some(&version)).await?,
-    ))
+    Ok(Json(backup::get_version(&services, &session, Some(&version)).await?))
 }
 
 /// PUT /_matrix/client/v3/room_keys/version/{version}
@@ -87,15 +78,9 @@ pub async fn put_all(
     let keys = body
         .rooms
         .into_iter()
-        .flat_map(|(room, keys)| {
-            keys.sessions
-                .into_iter()
-                .map(move |(session, data)| (room.clone(), session, data))
-        })
+        .flat_map(|(room, keys)| keys.sessions.into_iter().map(move |(session, data)| (room.clone(), session, data)))
         .collect();
-    Ok(Json(
-        backup::put_keys(&services, &session, query.required()?, keys).await?,
-    ))
+    Ok(Json(backup::put_keys(&services, &session, query.required()?, keys).await?))
 }
 
 /// PUT /_matrix/client/v3/room_keys/keys/{roomId}
@@ -106,14 +91,8 @@ pub async fn put_room(
     Query(query): Query<VersionQuery>,
     JsonBody(body): JsonBody<RoomKeys>,
 ) -> Result<Json<Value>> {
-    let keys = body
-        .sessions
-        .into_iter()
-        .map(|(session, data)| (room_id.clone(), session, data))
-        .collect();
-    Ok(Json(
-        backup::put_keys(&services, &session, query.required()?, keys).await?,
-    ))
+    let keys = body.sessions.into_iter().map(|(session, data)| (room_id.clone(), session, data)).collect();
+    Ok(Json(backup::put_keys(&services, &session, query.required()?, keys).await?))
 }
 
 /// PUT /_matrix/client/v3/room_keys/keys/{roomId}/{sessionId}
@@ -125,9 +104,7 @@ pub async fn put_session(
     JsonBody(body): JsonBody<KeyBackupData>,
 ) -> Result<Json<Value>> {
     let keys = vec![(room_id, session_id, body)];
-    Ok(Json(
-        backup::put_keys(&services, &session, query.required()?, keys).await?,
-    ))
+    Ok(Json(backup::put_keys(&services, &session, query.required()?, keys).await?))
 }
 
 /// GET /_matrix/client/v3/room_keys/keys
@@ -136,9 +113,7 @@ pub async fn get_all(
     Auth(session): Auth,
     Query(query): Query<VersionQuery>,
 ) -> Result<Json<Value>> {
-    Ok(Json(
-        backup::get_keys(&services, &session, query.required()?, Scope::All).await?,
-    ))
+    Ok(Json(backup::get_keys(&services, &session, query.required()?, Scope::All).await?))
 }
 
 /// GET /_matrix/client/v3/room_keys/keys/{roomId}
@@ -148,15 +123,7 @@ pub async fn get_room(
     Path(room_id): Path<String>,
     Query(query): Query<VersionQuery>,
 ) -> Result<Json<Value>> {
-    Ok(Json(
-        backup::get_keys(
-            &services,
-            &session,
-            query.required()?,
-            Scope::Room(&room_id),
-        )
-        .await?,
-    ))
+    Ok(Json(backup::get_keys(&services, &session, query.required()?, Scope::Room(&room_id)).await?))
 }
 
 /// GET /_matrix/client/v3/room_keys/keys/{roomId}/{sessionId}
@@ -167,9 +134,7 @@ pub async fn get_session(
     Query(query): Query<VersionQuery>,
 ) -> Result<Json<Value>> {
     let scope = Scope::Session(&room_id, &session_id);
-    Ok(Json(
-        backup::get_keys(&services, &session, query.required()?, scope).await?,
-    ))
+    Ok(Json(backup::get_keys(&services, &session, query.required()?, scope).await?))
 }
 
 /// DELETE /_matrix/client/v3/room_keys/keys
@@ -178,9 +143,7 @@ pub async fn delete_all(
     Auth(session): Auth,
     Query(query): Query<VersionQuery>,
 ) -> Result<Json<Value>> {
-    Ok(Json(
-        backup::delete_keys(&services, &session, query.required()?, Scope::All).await?,
-    ))
+    Ok(Json(backup::delete_keys(&services, &session, query.required()?, Scope::All).await?))
 }
 
 /// DELETE /_matrix/client/v3/room_keys/keys/{roomId}
@@ -190,15 +153,7 @@ pub async fn delete_room(
     Path(room_id): Path<String>,
     Query(query): Query<VersionQuery>,
 ) -> Result<Json<Value>> {
-    Ok(Json(
-        backup::delete_keys(
-            &services,
-            &session,
-            query.required()?,
-            Scope::Room(&room_id),
-        )
-        .await?,
-    ))
+    Ok(Json(backup::delete_keys(&services, &session, query.required()?, Scope::Room(&room_id)).await?))
 }
 
 /// DELETE /_matrix/client/v3/room_keys/keys/{roomId}/{sessionId}
@@ -209,7 +164,5 @@ pub async fn delete_session(
     Query(query): Query<VersionQuery>,
 ) -> Result<Json<Value>> {
     let scope = Scope::Session(&room_id, &session_id);
-    Ok(Json(
-        backup::delete_keys(&services, &session, query.required()?, scope).await?,
-    ))
+    Ok(Json(backup::delete_keys(&services, &session, query.required()?, scope).await?))
 }

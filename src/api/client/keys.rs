@@ -56,11 +56,8 @@ pub async fn changes(
 ) -> Result<Json<Value>> {
     let from = SyncToken::parse(&query.from, "from")?;
     let to = SyncToken::parse(&query.to, "to")?;
-    let found =
-        device_lists::changes_between(&services, session.user_id.as_str(), &from, &to).await?;
-    Ok(Json(
-        serde_json::json!({ "changed": found.changed, "left": found.left }),
-    ))
+    let found = device_lists::changes_between(&services, session.user_id.as_str(), &from, &to).await?;
+    Ok(Json(serde_json::json!({ "changed": found.changed, "left": found.left })))
 }
 
 /// POST /_matrix/client/v3/keys/device_signing/upload
@@ -79,7 +76,5 @@ pub async fn upload_signatures(
     Auth(session): Auth,
     JsonBody(body): JsonBody<BTreeMap<String, Map<String, Value>>>,
 ) -> Result<Json<Value>> {
-    Ok(Json(
-        cross_signing::upload_signatures(&services, &session, body).await?,
-    ))
+    Ok(Json(cross_signing::upload_signatures(&services, &session, body).await?))
 }
