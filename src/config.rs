@@ -31,6 +31,7 @@ pub struct Config {
     pub directory: DirectoryConfig,
     pub policy: PolicyConfig,
     pub media: MediaConfig,
+    pub appservice: AppServiceConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -125,6 +126,13 @@ pub struct MediaConfig {
     pub quota_info_uri: String,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppServiceConfig {
+    /// Paths of application service registration files (YAML), loaded at start.
+    pub registrations: Vec<PathBuf>,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -141,6 +149,7 @@ impl Default for Config {
             directory: DirectoryConfig::default(),
             policy: PolicyConfig::default(),
             media: MediaConfig::default(),
+            appservice: AppServiceConfig::default(),
         }
     }
 }
@@ -226,6 +235,7 @@ const CONFIG_KEYS: &[&str] = &[
     "directory",
     "policy",
     "media",
+    "appservice",
 ];
 
 /// An invalid or unreadable configuration.
@@ -383,6 +393,11 @@ freeze_legacy = false
 # Page that explains the quota, sent as info_uri with the quota error. Empty:
 # public_baseurl, or https://<server_name>/ when that is unset.
 quota_info_uri = ""
+
+[appservice]
+# Application service (bridge) registration files, in YAML as bridges
+# generate them. See docs/appservices.md.
+registrations = []
 "#;
 
 #[cfg(test)]
@@ -407,6 +422,7 @@ mod tests {
         assert_eq!(parsed.media.per_user_quota, defaults.media.per_user_quota);
         assert_eq!(parsed.media.freeze_legacy, defaults.media.freeze_legacy);
         assert_eq!(parsed.media.quota_info_uri, defaults.media.quota_info_uri);
+        assert_eq!(parsed.appservice.registrations, defaults.appservice.registrations);
     }
 }
 

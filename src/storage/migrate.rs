@@ -37,6 +37,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../schema/sqlite/0004_sender_index.sql"),
         postgres: include_str!("../../schema/postgres/0004_sender_index.sql"),
     },
+    Migration {
+        version: 5,
+        name: "appservice",
+        sqlite: include_str!("../../schema/sqlite/0005_appservice.sql"),
+        postgres: include_str!("../../schema/postgres/0005_appservice.sql"),
+    },
 ];
 
 pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {

@@ -2,6 +2,7 @@
 
 mod account;
 mod account_data;
+mod appservice;
 mod connections;
 mod devices;
 mod discovery;
@@ -100,6 +101,14 @@ pub fn router() -> Router<Arc<Services>> {
         .route(&r("/profile/{user_id}/avatar_url"), get(profile::get_avatar_url).put(profile::set_avatar_url))
         .route(&r("/presence/{user_id}/status"), get(presence::get).put(presence::set))
         .route(&r("/user_directory/search"), post(user_directory::search))
+        // Application services and third-party networks
+        .route("/_matrix/client/v1/appservice/{appservice_id}/ping", post(appservice::ping))
+        .route(&r("/thirdparty/protocols"), get(appservice::protocols))
+        .route(&r("/thirdparty/protocol/{protocol}"), get(appservice::protocol))
+        .route(&r("/thirdparty/location/{protocol}"), get(appservice::protocol_locations))
+        .route(&r("/thirdparty/user/{protocol}"), get(appservice::protocol_users))
+        .route(&r("/thirdparty/location"), get(appservice::locations_by_alias))
+        .route(&r("/thirdparty/user"), get(appservice::users_by_id))
         .merge(connections_router())
 }
 
