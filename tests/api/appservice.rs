@@ -837,3 +837,50 @@ async fn conflicting_registrations_stop_start() {
     let err = lattice::Homeserver::new(config).await.err().expect("start fails").to_string();
     assert!(err.contains("field id"), "{err}");
 }
+
+/// Sends `count` messages as `user_id` through the application service and returns the statuses.
+async fn ghost_sends(server: &TestServer, room_id: &str, user_id: &str, count: usize) -> Vec<(StatusCode, Value)> {
+    let bridge = appservice_client(server);
+    let mut responses = Vec::new();
+    for index in 0..count {
+        let path =
+            as_user(&format!("/_matrix/client/v3/rooms/{}/send/m.room.message/g{index}", encode(room_id)), user_id);
+        responses.push(bridge.put(&path, json!({ "msgtype": "m.text", "body": "bridged" })).await);
+    }
+    responses
+}
+
+#[tokio::test]
+async fn appservice_users_skip_daily_limit() {
+    for backend in backends() {
+        for limit_appservice_users in [false, true] {
+            let Setup { server, .. } = setup_with(&backend, move |config| {
+                config.policy.name = "professional".into();
+                config.policy.daily_message_limit = 2;
+                config.policy.limit_appservice_users = limit_appservice_users;
+            })
+            .await;
+            let ghost = register_ghost(&server, "_bridge_alice").await;
+            let human = server.register("bob").await;
+            let room_id = room_with_ghost(&server, &human, &ghost).await;
+
+            let responses = ghost_sends(&server, &room_id, &ghost, 3).await;
+            if limit_appservice_users {
+                assert_eq!(responses[1].0, StatusCode::OK, "{}", responses[1].1);
+                assert_error(&responses[2], StatusCode::FORBIDDEN, "DEV.LATTICE.LIMIT_EXCEEDED");
+            } else {
+                for (status, body) in &responses {
+                    assert_eq!(*status, StatusCode::OK, "exempt ghost send: {body}");
+                }
+            }
+
+            for index in 0..2 {
+                human.send_text(&room_id, &format!("typed {index}")).await;
+            }
+            let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/over", encode(&room_id));
+            let response = human.put(&path, json!({ "msgtype": "m.text", "body": "one too many" })).await;
+            assert_error(&response, StatusCode::FORBIDDEN, "DEV.LATTICE.LIMIT_EXCEEDED");
+            server.stop().await;
+        }
+    }
+}
