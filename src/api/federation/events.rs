@@ -191,14 +191,17 @@ async fn load_in_order(services: &Services, ids: &[String]) -> Result<Vec<Stored
 }
 
 /// The full auth chain of `events`: their auth events, recursively, without
-/// the events themselves unless they are reached as an auth event. Sorted by
-/// depth, then event id.
-async fn auth_chain(services: &Services, events: &[StoredEvent]) -> Result<Vec<StoredEvent>> {
+/// the events themselves unless they are reached as an auth event. The room's
+/// create event is always part of it, also in room versions whose events do
+/// not list it in `auth_events`. Sorted by depth, then event id.
+async fn auth_chain(services: &Services, room_id: &RoomId, events: &[StoredEvent]) -> Result<Vec<StoredEvent>> {
     let mut seen: HashSet<String> = HashSet::new();
     let mut chain = Vec::new();
+    let create = services.rooms.state(room_id).await?.create_event().map(|create| create.event_id.to_string());
     let mut frontier: Vec<String> = events
         .iter()
         .flat_map(|event| event.pdu.auth_events.iter().map(ToString::to_string))
+        .chain(create)
         .filter(|id| seen.insert(id.clone()))
         .collect();
     while !frontier.is_empty() {
@@ -227,7 +230,7 @@ async fn state_request(
     let view = room_view(services, &room_id, origin).await?;
     let event = visible_event(services, &view, &room_id, &event_id, origin).await?;
     let state = load_in_order(services, &state_before(services, &event).await?).await?;
-    let chain = auth_chain(services, &state).await?;
+    let chain = auth_chain(services, &room_id, &state).await?;
     Ok((state, chain))
 }
 
@@ -267,7 +270,7 @@ async fn event_auth(
     let event_id = parse_event_id(&event_id, "eventId")?;
     let view = room_view(&services, &room_id, &auth.origin).await?;
     let event = visible_event(&services, &view, &room_id, &event_id, &auth.origin).await?;
-    let chain = auth_chain(&services, std::slice::from_ref(&event)).await?;
+    let chain = auth_chain(&services, &room_id, std::slice::from_ref(&event)).await?;
     Ok(Json(json!({ "auth_chain": federation_pdus(&chain)? })))
 }
 
