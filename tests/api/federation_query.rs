@@ -275,6 +275,62 @@ async fn private_room_hidden_from_server_without_members() {
 }
 
 #[tokio::test]
+async fn server_with_an_invited_user_sees_history_from_the_invite() {
+    for backend in backends() {
+        let ca = TestCa::new();
+        let (a, b) = two_servers(&backend, &ca).await;
+        let alice = a.register("alice").await;
+        let room_id = alice
+            .create_room(json!({
+                "preset": "private_chat",
+                "initial_state": [{
+                    "type": "m.room.history_visibility", "state_key": "",
+                    "content": { "history_visibility": "invited" },
+                }],
+            }))
+            .await;
+        let before = alice.send_text(&room_id, "before").await;
+        // The invite is recorded on A directly: sending invites to other
+        // servers is not part of these endpoints.
+        let parsed_room = ruma::RoomId::parse(&room_id).expect("room id");
+        let alice_id = ruma::UserId::parse(&alice.user_id).expect("user id");
+        let bob_id = ruma::UserId::parse("@bob:b.lattice.test").expect("user id");
+        a.homeserver
+            .services()
+            .rooms
+            .change_membership(
+                &parsed_room,
+                &alice_id,
+                &bob_id,
+                lattice::rooms::membership::MembershipChange::Invite,
+                None,
+            )
+            .await
+            .expect("invite bob");
+        let after = alice.send_text(&room_id, "after").await;
+
+        let (status, body) = get(&b, &a, &format!("/_matrix/federation/v1/event/{}", encode(&after))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["pdus"][0]["content"]["body"], "after");
+        let hidden = get(&b, &a, &format!("/_matrix/federation/v1/event/{}", encode(&before))).await;
+        assert_error(&hidden, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+        let (status, ids) =
+            get(&b, &a, &format!("/_matrix/federation/v1/state_ids/{}?event_id={}", encode(&room_id), encode(&after)))
+                .await;
+        assert_eq!(status, StatusCode::OK, "{ids}");
+        assert_eq!(strings(&ids["pdu_ids"]), current_state_ids(&alice, &room_id).await);
+        let (status, backfill) =
+            get(&b, &a, &format!("/_matrix/federation/v1/backfill/{}?v={}&limit=10", encode(&room_id), encode(&after)))
+                .await;
+        assert_eq!(status, StatusCode::OK, "{backfill}");
+        assert_eq!(bodies(&backfill["pdus"]), ["after", "m.room.member"]);
+
+        a.stop().await;
+        b.stop().await;
+    }
+}
+
+#[tokio::test]
 async fn aliases_profiles_and_directory_across_servers() {
     for backend in backends() {
         let ca = TestCa::new();
