@@ -1,7 +1,7 @@
-//! The read-only federation endpoints between two Lattice servers over TLS:
-//! events, state, auth chains, backfill and missing events of a room on A as
-//! B reads them, the history visibility check on those, and alias, profile and
-//! public room directory queries made by a client of B about A.
+//! The read-only federation endpoints between two Lattice servers over TLS.
+//! B reads events, state, auth chains, backfill and missing events of rooms
+//! on A, within the history visibility rules. A client of B resolves aliases,
+//! profiles and the public room directory of A.
 
 use std::collections::BTreeSet;
 
@@ -37,7 +37,7 @@ async fn get(from: &TestServer, to: &TestServer, path: &str) -> (StatusCode, Val
     signed(from, to, Method::GET, path, None).await
 }
 
-/// The PDU of an event as A stored it.
+/// Reads the PDU of an event as `server` stored it.
 async fn stored_pdu(server: &TestServer, event_id: &str) -> Value {
     let event = storage::events::get(&server.homeserver.services().db.pool, event_id)
         .await
@@ -46,7 +46,7 @@ async fn stored_pdu(server: &TestServer, event_id: &str) -> Value {
     serde_json::from_str(&event.pdu.json).expect("stored PDU is JSON")
 }
 
-/// The ids of the room's current state events, as a client of A sees them.
+/// Lists the ids of the room's current state events through the client API.
 async fn current_state_ids(client: &Client, room_id: &str) -> BTreeSet<String> {
     let (status, state) = client.get(&format!("/_matrix/client/v3/rooms/{}/state", encode(room_id))).await;
     assert_eq!(status, StatusCode::OK, "{state}");
@@ -138,7 +138,7 @@ async fn room_history_read_over_federation() {
         assert_eq!(chain.len(), chain_ids.len());
         assert!(chain.contains(&stored_pdu(&a, &create_id).await));
 
-        // The state before the first message excludes nothing later: it is the same state.
+        // No state changed after the first message, so the state before it is the same.
         let (_, early) =
             get(&b, &a, &format!("/_matrix/federation/v1/state_ids/{room}?event_id={}", encode(&sent[0]))).await;
         assert_eq!(strings(&early["pdu_ids"]), expected);
@@ -148,7 +148,8 @@ async fn room_history_read_over_federation() {
         assert_eq!(status, StatusCode::OK, "{auth}");
         let types: BTreeSet<&str> =
             auth["auth_chain"].as_array().expect("auth_chain").iter().filter_map(|e| e["type"].as_str()).collect();
-        assert!(types.contains("m.room.create") && types.contains("m.room.power_levels"), "{types:?}");
+        assert!(types.contains("m.room.create"), "{types:?}");
+        assert!(types.contains("m.room.power_levels"), "{types:?}");
         assert!(types.contains("m.room.member"), "{types:?}");
         assert!(auth["auth_chain"].as_array().expect("chain").contains(&stored_pdu(&a, &create_id).await));
 
@@ -204,7 +205,7 @@ async fn room_history_read_over_federation() {
         .await;
         assert_error(&unknown_room, StatusCode::NOT_FOUND, "M_NOT_FOUND");
 
-        // Unsigned requests are refused.
+        // Unsigned requests are rejected.
         let response = ca
             .client(&[&a])
             .get(format!("{}/_matrix/federation/v1/event/{}", a.federation_base(), encode(last)))
@@ -275,7 +276,7 @@ async fn private_room_hidden_from_server_without_members() {
 }
 
 #[tokio::test]
-async fn server_with_an_invited_user_sees_history_from_the_invite() {
+async fn invited_user_server_sees_later_history() {
     for backend in backends() {
         let ca = TestCa::new();
         let (a, b) = two_servers(&backend, &ca).await;
@@ -381,6 +382,8 @@ async fn aliases_profiles_and_directory_across_servers() {
         assert_eq!(body["room_id"], room_id.as_str());
         let missing = get(&b, &a, "/_matrix/federation/v1/query/directory").await;
         assert_error(&missing, StatusCode::BAD_REQUEST, "M_MISSING_PARAM");
+        let other_type = get(&b, &a, "/_matrix/federation/v1/query/unknown_type?key=value").await;
+        assert_error(&other_type, StatusCode::NOT_FOUND, "M_UNRECOGNIZED");
 
         // Profiles.
         let (status, body) = bob.get(&format!("/_matrix/client/v3/profile/{}", encode(&alice.user_id))).await;

@@ -5,10 +5,10 @@
 //! `/backfill/{roomId}` and `POST /get_missing_events/{roomId}`.
 //!
 //! Events are served as stored: the signed PDU, without an `unsigned` object.
-//! A server sees an event when one of its users could see it under the room's
-//! history visibility, or when the room's history is `world_readable` (spec:
-//! "Authorization of the request"); other events are left out, and a request
-//! that names an event the server may not see gets 403 `M_FORBIDDEN`.
+//! A server may read an event when one of its users could read it under the
+//! room's history visibility, or when the room's history is `world_readable`
+//! (spec: "Authorization of the request"). Other events are left out, and a
+//! request that names an event the server may not read gets 403 `M_FORBIDDEN`.
 
 use std::{
     collections::{BinaryHeap, HashMap, HashSet},
@@ -34,10 +34,10 @@ use crate::{
     storage::{self, events::StoredEvent},
 };
 
-/// Most events returned by one backfill or get_missing_events request.
+/// Maximum number of events returned by one backfill or get_missing_events request.
 const MAX_EVENTS: usize = 100;
 
-/// Most events looked at while walking back through a room's history for one request.
+/// Maximum number of events visited while walking back through a room's history for one request.
 const MAX_WALK: usize = 2000;
 
 pub fn router() -> Router<Arc<Services>> {
@@ -50,8 +50,8 @@ pub fn router() -> Router<Arc<Services>> {
         .route("/_matrix/federation/v1/get_missing_events/{room_id}", post(get_missing_events))
 }
 
-/// What one server may see of a room: the visibility rules applied to each of
-/// its users that ever had a membership there, and to an outsider.
+/// The history visibility of a room for one server: the rules applied to each
+/// of its users that ever had a membership there, and to an outsider.
 struct ServerView {
     viewers: Vec<Visibility>,
 }
@@ -92,7 +92,7 @@ fn parse_event_id(event_id: &str, field: &str) -> Result<ruma::OwnedEventId> {
     EventId::parse(event_id).map_err(|e| Error::invalid_param(format!("{field} {event_id:?} is invalid: {e}")))
 }
 
-/// The PDU as signed, for another server: the stored JSON without `unsigned`.
+/// Converts a stored event to the PDU sent to other servers: the signed JSON without `unsigned`.
 fn federation_pdu(event: &StoredEvent) -> Result<Value> {
     let mut value: Value =
         serde_json::from_str(&event.pdu.json).map_err(|e| Error::internal("reading a stored PDU", e))?;
@@ -106,7 +106,7 @@ fn federation_pdus(events: &[StoredEvent]) -> Result<Vec<Value>> {
     events.iter().map(federation_pdu).collect()
 }
 
-/// A transaction as the event and backfill endpoints return it.
+/// Builds the transaction body that the event and backfill endpoints return.
 fn transaction(services: &Services, pdus: Vec<Value>) -> Json<Value> {
     Json(json!({
         "origin": services.server_name,
@@ -137,6 +137,7 @@ async fn visible_event(
         .filter(|event| event.pdu.room_id == room_id)
         .ok_or_else(|| Error::not_found(format!("event {event_id} not found in room {room_id}")))?;
     if !view.can_see(&event) {
+        tracing::info!(%origin, %event_id, %room_id, "rejected a federation read of an event the server may not see");
         return Err(Error::forbidden(format!("{origin} may not see event {event_id} in room {room_id}")));
     }
     Ok(event)
@@ -154,6 +155,7 @@ async fn event(
         .ok_or_else(|| Error::not_found(format!("event {event_id} not found")))?;
     let view = ServerView::load(&services, &event.pdu.room_id, &auth.origin).await?;
     if !view.can_see(&event) {
+        tracing::info!(origin = %auth.origin, %event_id, "rejected a federation read of an event the server may not see");
         return Err(Error::forbidden(format!("{} may not see event {event_id}", auth.origin)));
     }
     Ok(transaction(&services, vec![federation_pdu(&event)?]))
@@ -164,8 +166,8 @@ struct AtEventQuery {
     event_id: Option<String>,
 }
 
-/// The event ids of the room state before `event` (the state the event was
-/// checked against): the state after it, with its own state entry undone.
+/// Lists the event ids of the room state before `event`, which the event was
+/// checked against. This is the state after it, with its own state entry undone.
 async fn state_before(services: &Services, event: &StoredEvent) -> Result<Vec<String>> {
     let mut state = storage::state::load_group(&services.db.pool, event.state_group).await?;
     if let Some(state_key) = &event.pdu.state_key {
@@ -190,7 +192,7 @@ async fn load_in_order(services: &Services, ids: &[String]) -> Result<Vec<Stored
     Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
 }
 
-/// The full auth chain of `events`: their auth events, recursively, without
+/// Collects the full auth chain of `events`: their auth events, recursively, without
 /// the events themselves unless they are reached as an auth event. The room's
 /// create event is always part of it, also in room versions whose events do
 /// not list it in `auth_events`. Sorted by depth, then event id.
@@ -400,7 +402,7 @@ async fn get_missing_events(
     let min_depth = body.min_depth.unwrap_or(0);
     let stop: HashSet<String> = body.earliest_events.iter().cloned().collect();
     let latest_ids: HashSet<String> = body.latest_events.iter().cloned().collect();
-    // The latest events are the caller's own; what is missing comes before them.
+    // The caller already has the latest events, so the missing ones are those before them.
     let mut events = walk_back(&services, &room_id, latest, &stop, limit + latest_ids.len(), |event| {
         !latest_ids.contains(event.pdu.event_id.as_str()) && event.pdu.depth >= min_depth && view.can_see(event)
     })

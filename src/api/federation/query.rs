@@ -89,11 +89,11 @@ async fn query_profile(
         .filter(|user| !user.deactivated)
         .ok_or_else(|| Error::not_found(format!("profile of {user_id} not found")))?;
     let mut body = json!({});
-    let wanted = |name: &str| query.field.as_deref().is_none_or(|field| field == name);
-    if let Some(name) = user.displayname.filter(|_| wanted("displayname")) {
+    let requested = |name: &str| query.field.as_deref().is_none_or(|field| field == name);
+    if let Some(name) = user.displayname.filter(|_| requested("displayname")) {
         body["displayname"] = json!(name);
     }
-    if let Some(url) = user.avatar_url.filter(|_| wanted("avatar_url")) {
+    if let Some(url) = user.avatar_url.filter(|_| requested("avatar_url")) {
         body["avatar_url"] = json!(url);
     }
     Ok(Json(body))
@@ -122,8 +122,8 @@ struct PublicRoomsBody {
     third_party_instance_id: Option<String>,
 }
 
-/// Rooms of third-party networks: this server bridges none, so such a
-/// request lists nothing.
+/// Checks whether a request asks only for rooms of a third-party network.
+/// This server bridges none, so such a request lists nothing.
 fn third_party_only(include_all_networks: Option<bool>, instance: Option<&str>) -> bool {
     instance.is_some() && include_all_networks != Some(true)
 }
