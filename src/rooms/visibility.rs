@@ -33,9 +33,9 @@ impl Visibility {
         Ok(Self { memberships, visibilities })
     }
 
-    /// The visibility history for a viewer that never had a membership in the
-    /// room, such as a server none of whose users took part: only
-    /// `world_readable` history is visible to it.
+    /// Loads the visibility history for a viewer that never had a membership
+    /// in the room, such as a server none of whose users took part. Only
+    /// `world_readable` history is visible to such a viewer.
     pub async fn load_outsider(pool: &sqlx::AnyPool, room_id: &RoomId) -> Result<Self> {
         let visibilities = storage::events::state_history(pool, room_id.as_str(), "m.room.history_visibility", "")
             .await?

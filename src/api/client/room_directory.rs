@@ -182,8 +182,8 @@ async fn list_public_rooms(
     local_public_rooms(services, limit, since, term).await
 }
 
-/// This server's public room directory, as both the client and the federation
-/// `publicRooms` endpoints return it.
+/// Lists this server's public room directory for both the client and the
+/// federation `publicRooms` endpoints.
 pub async fn local_public_rooms(
     services: &Services,
     limit: Option<usize>,
