@@ -193,6 +193,16 @@ async fn room_history_read_over_federation() {
         )
         .await;
         assert_eq!(bodies(&limited["events"]), ["m2", "m3"]);
+        let empty = signed(
+            &b,
+            &a,
+            Method::POST,
+            &format!("/_matrix/federation/v1/get_missing_events/{room}"),
+            Some(json!({ "earliest_events": [], "latest_events": [] })),
+        )
+        .await;
+        assert_error(&empty, StatusCode::BAD_REQUEST, "M_BAD_JSON");
+        assert!(empty.1["error"].as_str().unwrap_or_default().contains("latest_events"), "{}", empty.1);
 
         // Unknown events and rooms.
         let unknown = get(&b, &a, &format!("/_matrix/federation/v1/event/{}", encode("$unknown"))).await;

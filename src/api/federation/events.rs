@@ -390,6 +390,9 @@ async fn get_missing_events(
     let room_id = parse_room_id(&room_id)?;
     let body: MissingEventsBody = serde_json::from_slice(&auth.body)
         .map_err(|e| Error::bad_json(format!("invalid get_missing_events body: {e}")))?;
+    if body.latest_events.is_empty() {
+        return Err(Error::bad_json("latest_events is empty: it must list at least one event id"));
+    }
     for id in body.earliest_events.iter().chain(&body.latest_events) {
         parse_event_id(id, "event id")?;
     }
