@@ -33,6 +33,18 @@ impl Visibility {
         Ok(Self { memberships, visibilities })
     }
 
+    /// Loads the visibility history for a viewer that never had a membership
+    /// in the room, such as a server none of whose users took part. Only
+    /// `world_readable` history is visible to such a viewer.
+    pub async fn load_outsider(pool: &sqlx::AnyPool, room_id: &RoomId) -> Result<Self> {
+        let visibilities = storage::events::state_history(pool, room_id.as_str(), "m.room.history_visibility", "")
+            .await?
+            .into_iter()
+            .map(|(stream, json)| (stream, field(&json, "history_visibility").unwrap_or_else(|| "shared".into())))
+            .collect();
+        Ok(Self { memberships: Vec::new(), visibilities })
+    }
+
     /// The user's membership just after the event at `stream` (their own member event included).
     fn membership_at(&self, stream: i64) -> Option<&str> {
         self.memberships.iter().rev().find(|(s, _)| *s <= stream).map(|(_, m)| m.as_str())

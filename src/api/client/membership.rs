@@ -76,9 +76,7 @@ pub async fn join_by_id_or_alias(
     let room_id = if target.starts_with('#') {
         let alias = RoomAliasId::parse(&target)
             .map_err(|e| Error::invalid_param(format!("room alias {target:?} is invalid: {e}")))?;
-        let room_id = crate::appservice::query::resolve_alias(&services, &alias)
-            .await?
-            .ok_or_else(|| Error::not_found(format!("room alias {alias} not found")))?;
+        let (room_id, _servers) = crate::api::federation::query::resolve_alias(&services, &alias).await?;
         parse_room_id(&room_id)?
     } else {
         parse_room_id(&target)?

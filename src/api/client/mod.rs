@@ -14,7 +14,7 @@ mod messages;
 mod presence;
 mod profile;
 mod receipts;
-mod room_directory;
+pub(crate) mod room_directory;
 mod rooms;
 mod send;
 mod state;

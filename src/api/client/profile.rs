@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::rooms::parse_user_id;
 use crate::{
     Services,
-    api::{Auth, JsonBody, Path},
+    api::{Auth, JsonBody, Path, federation},
     error::{Error, Result},
     storage,
 };
@@ -26,6 +26,9 @@ async fn load(services: &Services, user_id: &UserId) -> Result<storage::users::U
 /// GET /_matrix/client/v3/profile/{userId}
 pub async fn get(State(services): State<Arc<Services>>, Path(user_id): Path<String>) -> Result<Json<Value>> {
     let user_id = parse_user_id(&user_id, "userId")?;
+    if user_id.server_name() != services.server_name {
+        return Ok(Json(federation::query::remote_profile(&services, &user_id, None).await?));
+    }
     let user = load(&services, &user_id).await?;
     let mut body = json!({});
     if let Some(name) = user.displayname {
@@ -43,6 +46,13 @@ pub async fn get_displayname(
     Path(user_id): Path<String>,
 ) -> Result<Json<Value>> {
     let user_id = parse_user_id(&user_id, "userId")?;
+    if user_id.server_name() != services.server_name {
+        let profile = federation::query::remote_profile(&services, &user_id, Some("displayname")).await?;
+        return match profile.get("displayname") {
+            Some(value) => Ok(Json(json!({ "displayname": value }))),
+            None => Err(Error::not_found(format!("{user_id} has no display name"))),
+        };
+    }
     let user = load(&services, &user_id).await?;
     match user.displayname {
         Some(name) => Ok(Json(json!({ "displayname": name }))),
@@ -53,6 +63,13 @@ pub async fn get_displayname(
 /// GET /_matrix/client/v3/profile/{userId}/avatar_url
 pub async fn get_avatar_url(State(services): State<Arc<Services>>, Path(user_id): Path<String>) -> Result<Json<Value>> {
     let user_id = parse_user_id(&user_id, "userId")?;
+    if user_id.server_name() != services.server_name {
+        let profile = federation::query::remote_profile(&services, &user_id, Some("avatar_url")).await?;
+        return match profile.get("avatar_url") {
+            Some(value) => Ok(Json(json!({ "avatar_url": value }))),
+            None => Err(Error::not_found(format!("{user_id} has no avatar"))),
+        };
+    }
     let user = load(&services, &user_id).await?;
     match user.avatar_url {
         Some(url) => Ok(Json(json!({ "avatar_url": url }))),

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::rooms::{joined_room, parse_room_id};
 use crate::{
     Services,
-    api::{Auth, JsonBody, Path, Query},
+    api::{Auth, JsonBody, Path, Query, federation},
     appservice::query,
     error::{Error, ErrorKind, Result},
     rooms::power,
@@ -25,6 +25,10 @@ fn parse_alias(alias: &str) -> Result<ruma::OwnedRoomAliasId> {
 /// GET /_matrix/client/v3/directory/room/{roomAlias}
 pub async fn resolve_alias(State(services): State<Arc<Services>>, Path(alias): Path<String>) -> Result<Json<Value>> {
     let alias = parse_alias(&alias)?;
+    if alias.server_name() != services.server_name {
+        let (room_id, servers) = federation::query::remote_alias(&services, &alias).await?;
+        return Ok(Json(json!({ "room_id": room_id, "servers": servers })));
+    }
     let room_id = query::resolve_alias(&services, &alias)
         .await?
         .ok_or_else(|| Error::not_found(format!("room alias {alias} not found")))?;
@@ -177,8 +181,21 @@ async fn list_public_rooms(
     if let Some(server) = server
         && server != services.server_name.as_str()
     {
-        return Err(Error::not_found(format!("the room directory of {server} is not reachable from this server")));
+        let server = ruma::ServerName::parse(server)
+            .map_err(|e| Error::invalid_param(format!("server {server:?} is not a valid server name: {e}")))?;
+        return federation::query::remote_public_rooms(services, &server, limit, since, term).await;
     }
+    local_public_rooms(services, limit, since, term).await
+}
+
+/// Lists this server's public room directory for both the client and the
+/// federation `publicRooms` endpoints.
+pub async fn local_public_rooms(
+    services: &Services,
+    limit: Option<usize>,
+    since: Option<&str>,
+    term: Option<&str>,
+) -> Result<Json<Value>> {
     let offset: usize = match since {
         Some(token) => token
             .strip_prefix('p')

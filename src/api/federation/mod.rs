@@ -2,9 +2,11 @@
 //! the version, and federation media. Every endpoint except the key and
 //! version endpoints requires an `X-Matrix` signed request ([`FederationAuth`]).
 
+mod events;
 mod keys;
 pub mod listener;
 mod media;
+pub mod query;
 mod version;
 
 use std::sync::Arc;
@@ -26,7 +28,12 @@ use crate::{
 /// Builds the Server-Server API routes, served on the federation listener and
 /// on the client listener for deployments that terminate TLS in a proxy.
 pub fn router() -> Router<Arc<Services>> {
-    Router::new().merge(keys::router()).merge(version::router()).merge(media::router())
+    Router::new()
+        .merge(keys::router())
+        .merge(version::router())
+        .merge(media::router())
+        .merge(events::router())
+        .merge(query::router())
 }
 
 /// A request that another server signed: the verified origin, and the body
