@@ -147,49 +147,72 @@ impl Default for Config {
 
 impl Default for ListenConfig {
     fn default() -> Self {
-        Self { client: SocketAddr::from(([127, 0, 0, 1], 8008)) }
+        Self {
+            client: SocketAddr::from(([127, 0, 0, 1], 8008)),
+        }
     }
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: String::new(), max_connections: 8 }
+        Self {
+            url: String::new(),
+            max_connections: 8,
+        }
     }
 }
 
 impl Default for RegistrationConfig {
     fn default() -> Self {
-        Self { enabled: true, tokens: Vec::new() }
+        Self {
+            enabled: true,
+            tokens: Vec::new(),
+        }
     }
 }
 
 impl Default for RoomsConfig {
     fn default() -> Self {
-        Self { default_version: "12".into() }
+        Self {
+            default_version: "12".into(),
+        }
     }
 }
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
-        Self { enabled: true, per_second: 10.0, burst: 50 }
+        Self {
+            enabled: true,
+            per_second: 10.0,
+            burst: 50,
+        }
     }
 }
 
 impl Default for RequestLimits {
     fn default() -> Self {
-        Self { max_request_body: 1024 * 1024 }
+        Self {
+            max_request_body: 1024 * 1024,
+        }
     }
 }
 
 impl Default for DirectoryConfig {
     fn default() -> Self {
-        Self { search_all_users: false }
+        Self {
+            search_all_users: false,
+        }
     }
 }
 
 impl Default for MediaConfig {
     fn default() -> Self {
-        Self { max_upload_size: 50 * 1024 * 1024, per_user_quota: 0, freeze_legacy: false, quota_info_uri: String::new() }
+        Self {
+            max_upload_size: 50 * 1024 * 1024,
+            per_user_quota: 0,
+            freeze_legacy: false,
+            quota_info_uri: String::new(),
+        }
     }
 }
 
@@ -234,7 +257,10 @@ impl Config {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = path {
             if !path.exists() {
-                return Err(ConfigError(format!("config file {} not found", path.display())));
+                return Err(ConfigError(format!(
+                    "config file {} not found",
+                    path.display()
+                )));
             }
             figment = figment.merge(Toml::file(path));
         }
@@ -243,7 +269,12 @@ impl Config {
         figment = figment.merge(
             Env::prefixed("LATTICE_")
                 .filter(|key| {
-                    let section = key.as_str().split("__").next().unwrap_or_default().to_ascii_lowercase();
+                    let section = key
+                        .as_str()
+                        .split("__")
+                        .next()
+                        .unwrap_or_default()
+                        .to_ascii_lowercase();
                     CONFIG_KEYS.contains(&section.as_str())
                 })
                 .split("__"),
@@ -389,21 +420,35 @@ mod tests {
 
     #[test]
     fn default_config_text_parses_to_defaults() {
-        let parsed: Config = Figment::from(Toml::string(DEFAULT_CONFIG_TOML)).extract().unwrap();
+        let parsed: Config = Figment::from(Toml::string(DEFAULT_CONFIG_TOML))
+            .extract()
+            .unwrap();
         let defaults = Config::default();
         assert_eq!(parsed.server_name, defaults.server_name);
         assert_eq!(parsed.listen.client, defaults.listen.client);
         assert_eq!(parsed.rooms.default_version, defaults.rooms.default_version);
-        assert_eq!(parsed.limits.max_request_body, defaults.limits.max_request_body);
+        assert_eq!(
+            parsed.limits.max_request_body,
+            defaults.limits.max_request_body
+        );
         assert_eq!(parsed.policy.name, defaults.policy.name);
-        assert_eq!(parsed.policy.pending_message_limit, defaults.policy.pending_message_limit);
+        assert_eq!(
+            parsed.policy.pending_message_limit,
+            defaults.policy.pending_message_limit
+        );
         assert_eq!(parsed.policy.max_group_size, defaults.policy.max_group_size);
-        assert_eq!(parsed.policy.daily_message_limit, defaults.policy.daily_message_limit);
+        assert_eq!(
+            parsed.policy.daily_message_limit,
+            defaults.policy.daily_message_limit
+        );
         assert_eq!(
             parsed.policy.weekly_connection_request_limit,
             defaults.policy.weekly_connection_request_limit
         );
-        assert_eq!(parsed.policy.limit_appservice_users, defaults.policy.limit_appservice_users);
+        assert_eq!(
+            parsed.policy.limit_appservice_users,
+            defaults.policy.limit_appservice_users
+        );
         assert_eq!(parsed.media.max_upload_size, defaults.media.max_upload_size);
         assert_eq!(parsed.media.per_user_quota, defaults.media.per_user_quota);
         assert_eq!(parsed.media.freeze_legacy, defaults.media.freeze_legacy);

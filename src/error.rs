@@ -12,12 +12,16 @@ use serde_json::{Map, Value, json};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ErrorKind {
     Forbidden,
-    UnknownToken { soft_logout: bool },
+    UnknownToken {
+        soft_logout: bool,
+    },
     MissingToken,
     BadJson,
     NotJson,
     NotFound,
-    LimitExceeded { retry_after_ms: u64 },
+    LimitExceeded {
+        retry_after_ms: u64,
+    },
     Unrecognized,
     Unknown,
     Unauthorized,
@@ -43,12 +47,18 @@ pub enum ErrorKind {
     NotYetUploaded,
     /// 403: a limit of the user's account, such as the media quota; the spec
     /// requires an `info_uri` that explains the limit.
-    UserLimitExceeded { info_uri: String },
+    UserLimitExceeded {
+        info_uri: String,
+    },
     /// A user-interactive authentication step is needed: 401 with the flows in the body,
     /// and `errcode` only when a stage failed.
     UserInteractive,
     /// A namespaced error code that the spec does not define.
-    Custom { errcode: String, status: StatusCode, extra: Map<String, Value> },
+    Custom {
+        errcode: String,
+        status: StatusCode,
+        extra: Map<String, Value>,
+    },
 }
 
 impl ErrorKind {
@@ -98,9 +108,10 @@ impl ErrorKind {
             | Self::UserLimitExceeded { .. } => StatusCode::FORBIDDEN,
             Self::CannotOverwriteMedia => StatusCode::CONFLICT,
             Self::NotYetUploaded => StatusCode::GATEWAY_TIMEOUT,
-            Self::UnknownToken { .. } | Self::MissingToken | Self::Unauthorized | Self::UserInteractive => {
-                StatusCode::UNAUTHORIZED
-            }
+            Self::UnknownToken { .. }
+            | Self::MissingToken
+            | Self::Unauthorized
+            | Self::UserInteractive => StatusCode::UNAUTHORIZED,
             Self::NotFound | Self::Unrecognized => StatusCode::NOT_FOUND,
             Self::LimitExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -126,7 +137,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), status: None, body: None }
+        Self {
+            kind,
+            message: message.into(),
+            status: None,
+            body: None,
+        }
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
@@ -156,7 +172,10 @@ impl Error {
     /// An internal failure. The details go to the log; the client sees a generic message.
     pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
         tracing::error!(error = %err, context, "internal error");
-        Self::new(ErrorKind::Unknown, format!("Internal server error while {context}"))
+        Self::new(
+            ErrorKind::Unknown,
+            format!("Internal server error while {context}"),
+        )
     }
 
     pub fn with_status(mut self, status: StatusCode) -> Self {
@@ -216,7 +235,9 @@ impl IntoResponse for Error {
         if let ErrorKind::LimitExceeded { retry_after_ms } = self.kind {
             let seconds = retry_after_ms.div_ceil(1000).to_string();
             if let Ok(value) = seconds.parse() {
-                response.headers_mut().insert(http::header::RETRY_AFTER, value);
+                response
+                    .headers_mut()
+                    .insert(http::header::RETRY_AFTER, value);
             }
         }
         response

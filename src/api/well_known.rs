@@ -5,7 +5,10 @@ use std::sync::Arc;
 use axum::{Json, Router, extract::State, routing::get};
 use serde_json::{Value, json};
 
-use crate::{Services, error::{Error, Result}};
+use crate::{
+    Services,
+    error::{Error, Result},
+};
 
 pub fn router() -> Router<Arc<Services>> {
     Router::new()
@@ -15,9 +18,11 @@ pub fn router() -> Router<Arc<Services>> {
 
 /// GET /.well-known/matrix/client (spec: Client-Server API, server discovery).
 async fn client(State(services): State<Arc<Services>>) -> Json<Value> {
-    let base = services.config.public_baseurl.clone().unwrap_or_else(|| {
-        format!("http://{}", services.config.listen.client)
-    });
+    let base = services
+        .config
+        .public_baseurl
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", services.config.listen.client));
     Json(json!({ "m.homeserver": { "base_url": base } }))
 }
 
@@ -25,6 +30,8 @@ async fn client(State(services): State<Arc<Services>>) -> Json<Value> {
 async fn server(State(services): State<Arc<Services>>) -> Result<Json<Value>> {
     match &services.config.well_known_server {
         Some(server) => Ok(Json(json!({ "m.server": server }))),
-        None => Err(Error::not_found("this server does not publish a federation delegation")),
+        None => Err(Error::not_found(
+            "this server does not publish a federation delegation",
+        )),
     }
 }

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedEventId,
-    OwnedRoomId, OwnedUserId, RoomId, UserId, events::TimelineEventType,
+    CanonicalJsonObject, CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId,
+    OwnedUserId, RoomId, UserId, events::TimelineEventType,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -78,7 +78,9 @@ impl Pdu {
         };
         let has_room_id = fields.room_id.is_some();
         let membership = if fields.kind == TimelineEventType::RoomMember {
-            serde_json::from_str::<MembershipContent>(fields.content.get()).ok().and_then(|c| c.membership)
+            serde_json::from_str::<MembershipContent>(fields.content.get())
+                .ok()
+                .and_then(|c| c.membership)
         } else {
             None
         };

@@ -65,12 +65,16 @@ pub async fn client_events(
         }
         if let Some(by) = event.redacted_by.as_ref().and_then(|id| related.get(id)) {
             let because = by.pdu.to_client(true, Unsigned::default());
-            let raw = serde_json::to_string(&because).map_err(|e| Error::internal("serializing an event", e))?;
+            let raw = serde_json::to_string(&because)
+                .map_err(|e| Error::internal("serializing an event", e))?;
             unsigned.redacted_because = RawValue::from_string(raw).ok();
         }
         let client = pdu.to_client(with_room_id, unsigned);
-        let json = serde_json::to_string(&client).map_err(|e| Error::internal("serializing an event", e))?;
-        output.push(RawValue::from_string(json).map_err(|e| Error::internal("serializing an event", e))?);
+        let json = serde_json::to_string(&client)
+            .map_err(|e| Error::internal("serializing an event", e))?;
+        output.push(
+            RawValue::from_string(json).map_err(|e| Error::internal("serializing an event", e))?,
+        );
     }
     Ok(output)
 }

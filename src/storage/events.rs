@@ -20,8 +20,7 @@ pub struct StoredEvent {
     pub txn: Option<(String, String)>,
 }
 
-pub const EVENT_COLUMNS: &str =
-    "stream_ordering, event_id, room_id, pdu, state_group, redacted_by, replaces_state, txn_id, txn_device";
+pub const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, pdu, state_group, redacted_by, replaces_state, txn_id, txn_device";
 
 pub fn row_to_event(row: &AnyRow) -> Result<StoredEvent, sqlx::Error> {
     let event_id: String = row.try_get("event_id")?;
@@ -102,13 +101,22 @@ pub async fn insert(conn: &mut AnyConnection, event: NewEvent<'_>) -> Result<(),
 
 pub async fn get(pool: &AnyPool, event_id: &str) -> Result<Option<StoredEvent>, sqlx::Error> {
     let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(event_id).fetch_optional(pool).await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(event_id)
+        .fetch_optional(pool)
+        .await?;
     row.as_ref().map(row_to_event).transpose()
 }
 
-pub async fn get_in_txn(conn: &mut AnyConnection, event_id: &str) -> Result<Option<StoredEvent>, sqlx::Error> {
+pub async fn get_in_txn(
+    conn: &mut AnyConnection,
+    event_id: &str,
+) -> Result<Option<StoredEvent>, sqlx::Error> {
     let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(event_id).fetch_optional(&mut *conn).await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(event_id)
+        .fetch_optional(&mut *conn)
+        .await?;
     row.as_ref().map(row_to_event).transpose()
 }
 
@@ -213,7 +221,10 @@ pub async fn state_history(
     .bind(state_key)
     .fetch_all(pool)
     .await?;
-    Ok(rows.iter().map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1))).collect())
+    Ok(rows
+        .iter()
+        .map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1)))
+        .collect())
 }
 
 /// Finds the event sent by an earlier request with the same transaction key,
@@ -224,12 +235,14 @@ pub async fn txn_event(
     device_id: &str,
     txn_key: &str,
 ) -> Result<Option<String>, sqlx::Error> {
-    let row = sqlx::query("SELECT event_id FROM events WHERE sender = $1 AND txn_device = $2 AND txn_key = $3")
-        .bind(user_id)
-        .bind(device_id)
-        .bind(txn_key)
-        .fetch_optional(pool)
-        .await?;
+    let row = sqlx::query(
+        "SELECT event_id FROM events WHERE sender = $1 AND txn_device = $2 AND txn_key = $3",
+    )
+    .bind(user_id)
+    .bind(device_id)
+    .bind(txn_key)
+    .fetch_optional(pool)
+    .await?;
     Ok(row.map(|r| r.get(0)))
 }
 
@@ -251,32 +264,12 @@ pub async fn redact(
 
 /// The stream position of the newest event in a room.
 pub async fn latest_stream_in_room(pool: &AnyPool, room_id: &str) -> Result<i64, sqlx::Error> {
-    let row = sqlx::query("SELECT COALESCE(MAX(stream_ordering), 0) FROM events WHERE room_id = $1")
-        .bind(room_id)
-        .fetch_one(pool)
-        .await?;
+    let row =
+        sqlx::query("SELECT COALESCE(MAX(stream_ordering), 0) FROM events WHERE room_id = $1")
+            .bind(room_id)
+            .fetch_one(pool)
+            .await?;
     Ok(row.get(0))
-}
-
-/// Counts notifying messages from others after both the user's read receipt
-/// in the main timeline and their own newest event, and those among them that
-/// mention the user through `m.mentions`.
-pub async fn count_unread(pool: &AnyPool, room_id: &str, user_id: &str) -> Result<(i64, i64), sqlx::Error> {
-    let escaped = user_id.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-    let row = sqlx::query(
-        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN mentions LIKE $3 ESCAPE '\\' THEN 1 ELSE 0 END), 0) FROM events \
-         WHERE room_id = $1 AND sender <> $2 AND redacted_by IS NULL \
-         AND event_type IN ('m.room.message', 'm.room.encrypted', 'm.sticker') \
-         AND stream_ordering > COALESCE((SELECT MAX(event_stream) FROM receipts WHERE room_id = $1 AND user_id = $2 \
-             AND receipt_type IN ('m.read', 'm.read.private') AND thread_id IN ('', 'main')), 0) \
-         AND stream_ordering > COALESCE((SELECT MAX(stream_ordering) FROM events WHERE room_id = $1 AND sender = $2), 0)",
-    )
-    .bind(room_id)
-    .bind(user_id)
-    .bind(format!("% {escaped} %"))
-    .fetch_one(pool)
-    .await?;
-    Ok((row.get(0), row.get(1)))
 }
 
 /// The users an event mentions through `m.mentions.user_ids`, space-separated
@@ -319,39 +312,4 @@ pub async fn latest_in_rooms(
         events.extend(rows_to_events(query.fetch_all(pool).await?)?);
     }
     Ok(events)
-}
-
-/// [`count_unread`] for many rooms at once: `(room id, notifications, highlights)`.
-pub async fn count_unread_in_rooms(
-    pool: &AnyPool,
-    room_ids: &[String],
-    user_id: &str,
-) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
-    let escaped = user_id.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-    let mut counts = Vec::new();
-    for chunk in room_ids.chunks(ROOMS_PER_QUERY) {
-        let parts: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let room = format!("${}", i + 3);
-                format!(
-                    "SELECT {room} AS room_id, COUNT(*) AS notifications, \
-                     COALESCE(SUM(CASE WHEN mentions LIKE $2 ESCAPE '\\' THEN 1 ELSE 0 END), 0) AS highlights \
-                     FROM events WHERE room_id = {room} AND sender <> $1 AND redacted_by IS NULL \
-                     AND event_type IN ('m.room.message', 'm.room.encrypted', 'm.sticker') \
-                     AND stream_ordering > COALESCE((SELECT MAX(event_stream) FROM receipts WHERE room_id = {room} \
-                         AND user_id = $1 AND receipt_type IN ('m.read', 'm.read.private') AND thread_id IN ('', 'main')), 0) \
-                     AND stream_ordering > COALESCE((SELECT MAX(stream_ordering) FROM events WHERE room_id = {room} AND sender = $1), 0)"
-                )
-            })
-            .collect();
-        let sql = parts.join(" UNION ALL ");
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user_id).bind(format!("% {escaped} %"));
-        for room_id in chunk {
-            query = query.bind(room_id.as_str());
-        }
-        for row in query.fetch_all(pool).await? {
-            counts.push((row.get::<String, _>(0), row.get::<i64, _>(1), row.get::<i64, _>(2)));
-        }
-    }
-    Ok(counts)
 }

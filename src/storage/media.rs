@@ -37,8 +37,7 @@ pub struct Content<'a> {
     pub sha256: &'a str,
 }
 
-const MEDIA_COLUMNS: &str =
-    "media_id, uploader, content_type, size, filename, sha256, created_ts, uploaded_ts, unused_expires_ts";
+const MEDIA_COLUMNS: &str = "media_id, uploader, content_type, size, filename, sha256, created_ts, uploaded_ts, unused_expires_ts";
 
 fn media_row(row: &AnyRow) -> MediaRow {
     MediaRow {
@@ -56,7 +55,10 @@ fn media_row(row: &AnyRow) -> MediaRow {
 
 pub async fn get(pool: &AnyPool, media_id: &str) -> Result<Option<MediaRow>, sqlx::Error> {
     let sql = format!("SELECT {MEDIA_COLUMNS} FROM media WHERE media_id = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(media_id).fetch_optional(pool).await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(media_id)
+        .fetch_optional(pool)
+        .await?;
     Ok(row.as_ref().map(media_row))
 }
 
@@ -220,8 +222,14 @@ pub async fn delete(pool: &AnyPool, media_id: &str) -> Result<Option<Vec<String>
         .fetch_all(&mut *tx)
         .await?;
     hashes.extend(thumbnails.iter().map(|r| r.get::<String, _>(0)));
-    sqlx::query("DELETE FROM media_thumbnails WHERE media_id = $1").bind(media_id).execute(&mut *tx).await?;
-    sqlx::query("DELETE FROM media WHERE media_id = $1").bind(media_id).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM media_thumbnails WHERE media_id = $1")
+        .bind(media_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM media WHERE media_id = $1")
+        .bind(media_id)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     hashes.sort();
     hashes.dedup();

@@ -7,9 +7,11 @@ pub mod connections;
 pub mod events;
 pub mod media;
 pub mod migrate;
+pub mod push;
 pub mod receipts;
 pub mod rooms;
 pub mod state;
+pub mod threepid;
 pub mod users;
 pub mod writer;
 
@@ -42,7 +44,10 @@ pub enum OpenError {
     #[error("unsupported database URL {0:?}: expected sqlite:// or postgres://")]
     UnsupportedUrl(String),
     #[error("could not create the data directory {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("could not open the database: {0}")]
     Connect(#[from] sqlx::Error),
     #[error("could not migrate the database schema: {0}")]
@@ -63,7 +68,9 @@ impl Db {
 
         let url = match backend {
             Backend::Sqlite => {
-                let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+                let path = url
+                    .trim_start_matches("sqlite://")
+                    .trim_start_matches("sqlite:");
                 let path = path.split('?').next().unwrap_or(path);
                 if let Some(parent) = std::path::Path::new(path).parent()
                     && !parent.as_os_str().is_empty()
@@ -94,11 +101,19 @@ impl Db {
             .connect_with(options.clone())
             .await?;
 
-        migrate::run(&pool, backend).await.map_err(|e| OpenError::Migrate(e.to_string()))?;
-        connections::rebuild_if_requested(&pool).await.map_err(|e| OpenError::Migrate(e.to_string()))?;
+        migrate::run(&pool, backend)
+            .await
+            .map_err(|e| OpenError::Migrate(e.to_string()))?;
+        connections::rebuild_if_requested(&pool)
+            .await
+            .map_err(|e| OpenError::Migrate(e.to_string()))?;
 
         let writer = Writer::start(&options, backend).await?;
-        Ok(Self { pool, backend, writer })
+        Ok(Self {
+            pool,
+            backend,
+            writer,
+        })
     }
 
     /// Finishes the writes in flight and closes every connection.

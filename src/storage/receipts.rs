@@ -55,7 +55,12 @@ fn receipt_row(r: &sqlx::any::AnyRow) -> ReceiptRow {
 }
 
 /// Receipts in a room changed in `(since, upto]`.
-pub async fn room_since(pool: &AnyPool, room_id: &str, since: i64, upto: i64) -> Result<Vec<ReceiptRow>, sqlx::Error> {
+pub async fn room_since(
+    pool: &AnyPool,
+    room_id: &str,
+    since: i64,
+    upto: i64,
+) -> Result<Vec<ReceiptRow>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT room_id, user_id, receipt_type, thread_id, event_id, event_stream, ts FROM receipts \
          WHERE room_id = $1 AND stream_id > $2 AND stream_id <= $3",
@@ -69,7 +74,12 @@ pub async fn room_since(pool: &AnyPool, room_id: &str, since: i64, upto: i64) ->
 }
 
 /// Receipts changed in `(since, upto]` in every room the user has joined.
-pub async fn joined_rooms_since(pool: &AnyPool, user_id: &str, since: i64, upto: i64) -> Result<Vec<ReceiptRow>, sqlx::Error> {
+pub async fn joined_rooms_since(
+    pool: &AnyPool,
+    user_id: &str,
+    since: i64,
+    upto: i64,
+) -> Result<Vec<ReceiptRow>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT r.room_id, r.user_id, r.receipt_type, r.thread_id, r.event_id, r.event_stream, r.ts FROM receipts r \
          JOIN memberships m ON m.room_id = r.room_id \

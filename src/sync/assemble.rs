@@ -47,8 +47,8 @@ struct JoinedRoom {
     receipts: Option<Vec<storage::receipts::ReceiptRow>>,
     /// The room's newest events, read together with other rooms' (newest first).
     newest: Option<Vec<StoredEvent>>,
-    /// Unread counts, read together with other rooms'.
-    unread: Option<(i64, i64)>,
+    /// Unread counts per thread, read together with other rooms'.
+    unread: Option<Vec<ThreadCount>>,
 }
 
 pub struct Assembled {
@@ -103,22 +103,28 @@ pub async fn assemble(
     let user = session.user_id.as_str();
 
     let event_rooms: Option<HashSet<String>> = match since {
-        Some(s) if s.events < upto.events => {
-            Some(storage::events::rooms_with_events_between(pool, user, s.events, upto.events).await?.into_iter().collect())
-        }
+        Some(s) if s.events < upto.events => Some(
+            storage::events::rooms_with_events_between(pool, user, s.events, upto.events)
+                .await?
+                .into_iter()
+                .collect(),
+        ),
         Some(_) => Some(HashSet::new()),
         None => None,
     };
     let receipts_since = since.map_or(0, |s| s.receipts);
     let mut receipts: HashMap<String, Vec<storage::receipts::ReceiptRow>> = HashMap::new();
     if receipts_since < upto.receipts {
-        for row in storage::receipts::joined_rooms_since(pool, user, receipts_since, upto.receipts).await? {
+        for row in
+            storage::receipts::joined_rooms_since(pool, user, receipts_since, upto.receipts).await?
+        {
             receipts.entry(row.room_id.clone()).or_default().push(row);
         }
     }
     let account_data_since = since.map_or(0, |s| s.account_data);
     let account_data = if account_data_since < upto.account_data {
-        storage::account_data::changed_since(pool, user, account_data_since, upto.account_data).await?
+        storage::account_data::changed_since(pool, user, account_data_since, upto.account_data)
+            .await?
     } else {
         Vec::new()
     };
@@ -133,8 +139,25 @@ pub async fn assemble(
                 global_account_data.push(event);
             }
         } else {
-            room_account_data.entry(room_id.clone()).or_default().push(event);
+            room_account_data
+                .entry(room_id.clone())
+                .or_default()
+                .push(event);
         }
+    }
+
+    // Clients read their push rules from account data; a user who never changed
+    // them has no stored rules, so a fresh sync includes the server defaults.
+    let has_push_rules = account_data
+        .iter()
+        .any(|(room, kind, _)| room.is_empty() && kind == crate::push::PUSH_RULES_TYPE);
+    if since.is_none()
+        && !has_push_rules
+        && account_filter.allows_type(crate::push::PUSH_RULES_TYPE)
+    {
+        let content = services.push.account_data_content(&session.user_id).await?;
+        global_account_data
+            .push(json!({ "type": crate::push::PUSH_RULES_TYPE, "content": content }));
     }
 
     let mut join = std::collections::BTreeMap::new();
@@ -148,17 +171,26 @@ pub async fn assemble(
         if !room_filter.allows_room(&membership.room_id) {
             continue;
         }
-        let Ok(room_id) = OwnedRoomId::try_from(membership.room_id.clone()) else { continue };
+        let Ok(room_id) = OwnedRoomId::try_from(membership.room_id.clone()) else {
+            continue;
+        };
         let changed_membership = since.is_none_or(|s| membership.stream > s.events);
         match membership.membership.as_str() {
             "join" => {
                 let typing_since = since.map_or(-1, |s| s.typing);
                 let typing = services.typing.changed_since(&room_id, typing_since);
-                let has_events = event_rooms.as_ref().is_none_or(|rooms| rooms.contains(room_id.as_str()));
+                let has_events = event_rooms
+                    .as_ref()
+                    .is_none_or(|rooms| rooms.contains(room_id.as_str()));
                 let account = room_account_data.remove(room_id.as_str());
                 let room_receipts = receipts.remove(room_id.as_str());
-                if !(since.is_none() || full_state || changed_membership || has_events || typing.is_some()
-                    || room_receipts.is_some() || account.is_some())
+                if !(since.is_none()
+                    || full_state
+                    || changed_membership
+                    || has_events
+                    || typing.is_some()
+                    || room_receipts.is_some()
+                    || account.is_some())
                 {
                     continue;
                 }
@@ -176,8 +208,14 @@ pub async fn assemble(
             "invite" if changed_membership || full_state => {
                 invite.insert(room_id.to_string(), ctx.invited_room(&room_id).await?);
             }
-            "leave" | "ban" if (since.is_some() && changed_membership) || (since.is_none() && include_leave) => {
-                leave.insert(room_id.to_string(), ctx.left_room(&room_id, membership.stream).await?);
+            "leave" | "ban"
+                if (since.is_some() && changed_membership)
+                    || (since.is_none() && include_leave) =>
+            {
+                leave.insert(
+                    room_id.to_string(),
+                    ctx.left_room(&room_id, membership.stream).await?,
+                );
             }
             _ => {}
         }
@@ -194,21 +232,22 @@ pub async fn assemble(
         let limit = ctx.timeline_limit() as i64 + 1;
         let mut newest: HashMap<String, Vec<StoredEvent>> = HashMap::new();
         for event in storage::events::latest_in_rooms(pool, &fresh, upto.events, limit).await? {
-            newest.entry(event.pdu.room_id.to_string()).or_default().push(event);
+            newest
+                .entry(event.pdu.room_id.to_string())
+                .or_default()
+                .push(event);
         }
-        let all: Vec<String> = joined_rooms.iter().map(|(id, _)| id.to_string()).collect();
-        let mut unread: HashMap<String, (i64, i64)> = storage::events::count_unread_in_rooms(pool, &all, user)
-            .await?
-            .into_iter()
-            .map(|(room, n, h)| (room, (n, h)))
-            .collect();
+        let mut unread: HashMap<String, Vec<ThreadCount>> = HashMap::new();
+        for (room, thread, n, h) in storage::push::unread_counts(pool, user, None).await? {
+            unread.entry(room).or_default().push((thread, n, h));
+        }
         for (room_id, joined) in &mut joined_rooms {
             if fresh.iter().any(|f| f == room_id.as_str()) {
                 let mut events = newest.remove(room_id.as_str()).unwrap_or_default();
                 events.sort_by(|a, b| b.stream.cmp(&a.stream));
                 joined.newest = Some(events);
             }
-            joined.unread = unread.remove(room_id.as_str());
+            joined.unread = Some(unread.remove(room_id.as_str()).unwrap_or_default());
         }
     }
 
@@ -234,8 +273,15 @@ pub async fn assemble(
 
     let body = SyncResponse {
         next_batch: upto.to_string(),
-        rooms: response::Rooms { join, invite, leave, knock: Default::default() },
-        account_data: Events { events: global_account_data },
+        rooms: response::Rooms {
+            join,
+            invite,
+            leave,
+            knock: Default::default(),
+        },
+        account_data: Events {
+            events: global_account_data,
+        },
         presence: Events { events: presence },
         to_device: Events::default(),
         device_lists: Default::default(),
@@ -246,7 +292,10 @@ pub async fn assemble(
 
 impl Ctx<'_> {
     fn viewer(&self) -> Viewer<'_> {
-        Viewer { user_id: &self.session.user_id, device_id: &self.session.device_id }
+        Viewer {
+            user_id: &self.session.user_id,
+            device_id: &self.session.device_id,
+        }
     }
 
     /// The newest visible events of a room in `(from, to]` that pass the timeline
@@ -254,7 +303,13 @@ impl Ctx<'_> {
     ///
     /// Events from `visible_from` on need no history-visibility check: the user
     /// has been joined since then. Older events load the user's membership history.
-    async fn timeline(&self, room_id: &RoomId, from: i64, to: i64, visible_from: i64) -> Result<(Vec<StoredEvent>, bool)> {
+    async fn timeline(
+        &self,
+        room_id: &RoomId,
+        from: i64,
+        to: i64,
+        visible_from: i64,
+    ) -> Result<(Vec<StoredEvent>, bool)> {
         let limit = self.timeline_limit();
         let pool = &self.services.db.pool;
         let mut visibility: Option<Visibility> = None;
@@ -275,7 +330,8 @@ impl Ctx<'_> {
                     true
                 } else {
                     if visibility.is_none() {
-                        visibility = Some(Visibility::load(pool, room_id, &self.session.user_id).await?);
+                        visibility =
+                            Some(Visibility::load(pool, room_id, &self.session.user_id).await?);
                     }
                     visibility.as_ref().is_some_and(|v| v.can_see(event.stream))
                 };
@@ -298,14 +354,23 @@ impl Ctx<'_> {
     }
 
     fn timeline_limit(&self) -> usize {
-        self.timeline_filter.limit.unwrap_or(DEFAULT_TIMELINE_LIMIT).clamp(1, MAX_TIMELINE_LIMIT) as usize
+        self.timeline_filter
+            .limit
+            .unwrap_or(DEFAULT_TIMELINE_LIMIT)
+            .clamp(1, MAX_TIMELINE_LIMIT) as usize
     }
 
     /// The timeline from prefetched newest events, when every one of them is
     /// visible and passes the filter; otherwise the caller reads the database.
-    fn timeline_from_newest(&self, newest: Vec<StoredEvent>, visible_from: i64) -> Option<(Vec<StoredEvent>, bool)> {
+    fn timeline_from_newest(
+        &self,
+        newest: Vec<StoredEvent>,
+        visible_from: i64,
+    ) -> Option<(Vec<StoredEvent>, bool)> {
         let limit = self.timeline_limit();
-        let usable = newest.iter().all(|e| e.stream >= visible_from && self.timeline_filter.allows(&e.pdu));
+        let usable = newest
+            .iter()
+            .all(|e| e.stream >= visible_from && self.timeline_filter.allows(&e.pdu));
         if !usable {
             return None;
         }
@@ -316,9 +381,16 @@ impl Ctx<'_> {
     }
 
     /// The state map after the newest event at or before `stream` (empty before the room began).
-    async fn state_at(&self, room_id: &RoomId, stream: i64) -> Result<HashMap<(String, String), String>> {
+    async fn state_at(
+        &self,
+        room_id: &RoomId,
+        stream: i64,
+    ) -> Result<HashMap<(String, String), String>> {
         let pool = &self.services.db.pool;
-        match storage::events::room_range(pool, room_id, 0, stream, 1, true).await?.pop() {
+        match storage::events::room_range(pool, room_id, 0, stream, 1, true)
+            .await?
+            .pop()
+        {
             Some(event) => Ok(storage::state::load_group(pool, event.state_group).await?),
             None => Ok(HashMap::new()),
         }
@@ -328,7 +400,11 @@ impl Ctx<'_> {
     /// newest event: the in-memory current state with the timeline's own state
     /// changes taken back. `None` when the room has moved on past the timeline
     /// (or has events queued but not yet committed).
-    fn state_before_timeline(&self, room: &RoomState, timeline: &[StoredEvent]) -> Option<HashMap<(String, String), String>> {
+    fn state_before_timeline(
+        &self,
+        room: &RoomState,
+        timeline: &[StoredEvent],
+    ) -> Option<HashMap<(String, String), String>> {
         let newest = &timeline.last()?.pdu.event_id;
         if room.extremities.as_slice() != std::slice::from_ref(newest) {
             return None;
@@ -339,7 +415,9 @@ impl Ctx<'_> {
             .map(|((kind, key), pdu)| ((kind.to_string(), key.clone()), pdu.event_id.to_string()))
             .collect();
         for event in timeline.iter().rev() {
-            let Some(key) = &event.pdu.state_key else { continue };
+            let Some(key) = &event.pdu.state_key else {
+                continue;
+            };
             let entry = (event.pdu.kind.to_string(), key.clone());
             match &event.replaces_state {
                 Some(previous) => state.insert(entry, previous.clone()),
@@ -349,19 +427,30 @@ impl Ctx<'_> {
         Some(state)
     }
 
-    async fn joined_room(&self, room_id: &RoomId, joined: JoinedRoom) -> Result<response::JoinedRoom> {
+    async fn joined_room(
+        &self,
+        room_id: &RoomId,
+        joined: JoinedRoom,
+    ) -> Result<response::JoinedRoom> {
         let services = self.services;
         let pool = &services.db.pool;
         let room = services.rooms.state(room_id).await?;
         let fresh = self.since.is_none() || self.full_state || joined.changed_membership;
-        let from = if fresh { 0 } else { self.since.map_or(0, |s| s.events) };
+        let from = if fresh {
+            0
+        } else {
+            self.since.map_or(0, |s| s.events)
+        };
         let prefetched = match joined.newest {
             Some(newest) if fresh => self.timeline_from_newest(newest, joined.join_stream),
             _ => None,
         };
         let (timeline, limited) = match prefetched {
             Some(found) => found,
-            None => self.timeline(room_id, from, self.upto.events, joined.join_stream).await?,
+            None => {
+                self.timeline(room_id, from, self.upto.events, joined.join_stream)
+                    .await?
+            }
         };
         let timeline_start = timeline.first().map_or(self.upto.events, |e| e.stream - 1);
 
@@ -373,26 +462,40 @@ impl Ctx<'_> {
             }
         } else if limited {
             let at_start = self.state_at(room_id, timeline_start).await?;
-            let at_since = self.state_at(room_id, self.since.map_or(0, |s| s.events)).await?;
-            at_start.into_iter().filter(|(key, id)| at_since.get(key) != Some(id)).collect()
+            let at_since = self
+                .state_at(room_id, self.since.map_or(0, |s| s.events))
+                .await?;
+            at_start
+                .into_iter()
+                .filter(|(key, id)| at_since.get(key) != Some(id))
+                .collect()
         } else {
             HashMap::new()
         };
 
         if self.state_filter.lazy_load() {
-            let senders: HashSet<String> = timeline.iter().map(|e| e.pdu.sender.to_string()).collect();
+            let senders: HashSet<String> =
+                timeline.iter().map(|e| e.pdu.sender.to_string()).collect();
             let own = self.session.user_id.to_string();
-            state_ids.retain(|(kind, key), _| kind != "m.room.member" || senders.contains(key) || *key == own);
+            state_ids.retain(|(kind, key), _| {
+                kind != "m.room.member" || senders.contains(key) || *key == own
+            });
             if !fresh {
                 // Members who speak in this timeline but whose member event the client may lack.
                 for sender in &senders {
                     if let Some(member) = room.get(&StateEventType::RoomMember, sender) {
-                        state_ids.insert(("m.room.member".into(), sender.clone()), member.event_id.to_string());
+                        state_ids.insert(
+                            ("m.room.member".into(), sender.clone()),
+                            member.event_id.to_string(),
+                        );
                     }
                 }
             }
         }
-        let in_timeline: HashSet<String> = timeline.iter().map(|e| e.pdu.event_id.to_string()).collect();
+        let in_timeline: HashSet<String> = timeline
+            .iter()
+            .map(|e| e.pdu.event_id.to_string())
+            .collect();
         state_ids.retain(|_, id| !in_timeline.contains(id));
         let mut state_events = self.state_events(&room, state_ids).await?;
         state_events.retain(|e| self.state_filter.allows(&e.pdu));
@@ -427,37 +530,57 @@ impl Ctx<'_> {
             .take(5)
             .collect();
 
-        let (notification_count, highlight_count) = match joined.unread {
+        let counts = match joined.unread {
             Some(counts) => counts,
             None => unread_counts(services, room_id, &self.session.user_id).await?,
         };
+        let (unread_notifications, unread_thread_notifications) = split_counts(
+            counts,
+            self.timeline_filter
+                .unread_thread_notifications
+                .unwrap_or(false),
+        );
 
-        let prev_batch = timeline.first().map_or_else(|| self.upto.to_string(), |e| pagination_token(e.stream - 1));
+        let prev_batch = timeline
+            .first()
+            .map_or_else(|| self.upto.to_string(), |e| pagination_token(e.stream - 1));
         Ok(response::JoinedRoom {
             timeline: Timeline {
                 events: client_events(pool, &timeline, Some(self.viewer()), false).await?,
                 limited,
                 prev_batch,
             },
-            state: Events { events: client_events(pool, &state_events, Some(self.viewer()), false).await? },
+            state: Events {
+                events: client_events(pool, &state_events, Some(self.viewer()), false).await?,
+            },
             ephemeral: Events { events: ephemeral },
-            account_data: Events { events: joined.account.unwrap_or_default() },
+            account_data: Events {
+                events: joined.account.unwrap_or_default(),
+            },
             summary: response::Summary {
                 heroes,
                 joined_member_count: joined_count,
                 invited_member_count: invited_count,
             },
-            unread_notifications: response::UnreadNotifications { notification_count, highlight_count },
+            unread_notifications,
+            unread_thread_notifications,
         })
     }
 
     /// The events of a state map, from the room's in-memory state where they
     /// are current and from the database otherwise, oldest first.
-    async fn state_events(&self, room: &RoomState, ids: HashMap<(String, String), String>) -> Result<Vec<StoredEvent>> {
+    async fn state_events(
+        &self,
+        room: &RoomState,
+        ids: HashMap<(String, String), String>,
+    ) -> Result<Vec<StoredEvent>> {
         let mut events = Vec::with_capacity(ids.len());
         let mut missing = Vec::new();
         for ((kind, key), id) in ids {
-            match room.get(&StateEventType::from(kind.as_str()), &key).filter(|pdu| pdu.event_id.as_str() == id) {
+            match room
+                .get(&StateEventType::from(kind.as_str()), &key)
+                .filter(|pdu| pdu.event_id.as_str() == id)
+            {
                 Some(pdu) => events.push(StoredEvent {
                     pdu: pdu.clone(),
                     stream: 0,
@@ -505,7 +628,10 @@ impl Ctx<'_> {
         let pool = &self.services.db.pool;
         let from = self.since.map_or(0, |s| s.events);
         let (timeline, limited) = self.timeline(room_id, from, left_at, i64::MAX).await?;
-        let prev_batch = timeline.first().map_or_else(|| pagination_token(left_at), |e| pagination_token(e.stream - 1));
+        let prev_batch = timeline.first().map_or_else(
+            || pagination_token(left_at),
+            |e| pagination_token(e.stream - 1),
+        );
         Ok(response::LeftRoom {
             timeline: Timeline {
                 events: client_events(pool, &timeline, Some(self.viewer()), false).await?,
@@ -518,7 +644,9 @@ impl Ctx<'_> {
     }
 
     async fn presence(&self) -> Result<Vec<Value>> {
-        let Some(since) = self.since.map(|s| s.presence).or(Some(0)) else { return Ok(Vec::new()) };
+        let Some(since) = self.since.map(|s| s.presence).or(Some(0)) else {
+            return Ok(Vec::new());
+        };
         if since >= self.upto.presence {
             return Ok(Vec::new());
         }
@@ -526,7 +654,13 @@ impl Ctx<'_> {
         if !presence_filter.allows_type("m.presence") {
             return Ok(Vec::new());
         }
-        let rows = storage::users::presence_since(&self.services.db.pool, self.session.user_id.as_str(), since, self.upto.presence).await?;
+        let rows = storage::users::presence_since(
+            &self.services.db.pool,
+            self.session.user_id.as_str(),
+            since,
+            self.upto.presence,
+        )
+        .await?;
         let now = storage::now_ms();
         Ok(rows
             .into_iter()
@@ -545,10 +679,54 @@ impl Ctx<'_> {
     }
 }
 
-/// Messages from others after the user's read receipt, and those among them
-/// that mention the user.
-// NOTE: this approximates the default push rules (every message notifies,
-// `m.mentions` highlights) until push rule evaluation is in place.
-pub async fn unread_counts(services: &Services, room_id: &RoomId, user_id: &ruma::UserId) -> Result<(i64, i64)> {
-    Ok(storage::events::count_unread(&services.db.pool, room_id.as_str(), user_id.as_str()).await?)
+/// Unread notifications and highlights of one thread: `(thread id, notifications, highlights)`,
+/// where the thread id is `main` for the main timeline.
+pub type ThreadCount = (String, i64, i64);
+
+/// The user's unread counts in a room per thread, from the push actions stored
+/// for events after the user's read receipts.
+pub async fn unread_counts(
+    services: &Services,
+    room_id: &RoomId,
+    user_id: &ruma::UserId,
+) -> Result<Vec<ThreadCount>> {
+    let rows =
+        storage::push::unread_counts(&services.db.pool, user_id.as_str(), Some(room_id.as_str()))
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(_, thread, n, h)| (thread, n, h))
+        .collect())
+}
+
+/// The room's `unread_notifications` and `unread_thread_notifications`: one
+/// total unless the filter asks for counts per thread, in which case the room
+/// count covers the main timeline only.
+fn split_counts(
+    counts: Vec<ThreadCount>,
+    by_thread: bool,
+) -> (
+    response::UnreadNotifications,
+    std::collections::BTreeMap<String, response::UnreadNotifications>,
+) {
+    let mut room = response::UnreadNotifications {
+        notification_count: 0,
+        highlight_count: 0,
+    };
+    let mut threads = std::collections::BTreeMap::new();
+    for (thread, notifications, highlights) in counts {
+        if by_thread && thread != "main" {
+            threads.insert(
+                thread,
+                response::UnreadNotifications {
+                    notification_count: notifications,
+                    highlight_count: highlights,
+                },
+            );
+        } else {
+            room.notification_count += notifications;
+            room.highlight_count += highlights;
+        }
+    }
+    (room, threads)
 }

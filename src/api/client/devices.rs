@@ -24,9 +24,14 @@ fn device_json(device: &storage::users::DeviceRow) -> Value {
 }
 
 /// GET /_matrix/client/v3/devices
-pub async fn list(State(services): State<Arc<Services>>, Auth(session): Auth) -> Result<Json<Value>> {
+pub async fn list(
+    State(services): State<Arc<Services>>,
+    Auth(session): Auth,
+) -> Result<Json<Value>> {
     let devices = storage::users::devices(&services.db.pool, session.user_id.as_str()).await?;
-    Ok(Json(json!({ "devices": devices.iter().map(device_json).collect::<Vec<_>>() })))
+    Ok(Json(
+        json!({ "devices": devices.iter().map(device_json).collect::<Vec<_>>() }),
+    ))
 }
 
 /// GET /_matrix/client/v3/devices/{deviceId}
@@ -58,9 +63,13 @@ pub async fn update(
     if body.display_name.as_ref().is_some_and(|n| n.len() > 100) {
         return Err(Error::bad_json("display_name is longer than 100 bytes"));
     }
-    let updated =
-        storage::users::set_device_name(&services.db.pool, session.user_id.as_str(), &device_id, body.display_name.as_deref())
-            .await?;
+    let updated = storage::users::set_device_name(
+        &services.db.pool,
+        session.user_id.as_str(),
+        &device_id,
+        body.display_name.as_deref(),
+    )
+    .await?;
     if !updated {
         return Err(Error::not_found(format!("device {device_id} not found")));
     }
@@ -83,8 +92,19 @@ pub async fn delete(
     if !devices.iter().any(|d| d.device_id == device_id) {
         return Err(Error::not_found(format!("device {device_id} not found")));
     }
-    services.uiaa.check(&services, body.auth.as_ref(), &[vec![uiaa::PASSWORD]], Some(&session.user_id)).await?;
-    services.users.delete_devices(&session.user_id, &[device_id]).await?;
+    services
+        .uiaa
+        .check(
+            &services,
+            body.auth.as_ref(),
+            &[vec![uiaa::PASSWORD]],
+            Some(&session.user_id),
+        )
+        .await?;
+    services
+        .users
+        .delete_devices(&session.user_id, &[device_id])
+        .await?;
     Ok(Json(json!({})))
 }
 
@@ -100,7 +120,18 @@ pub async fn delete_many(
     Auth(session): Auth,
     JsonBody(body): JsonBody<DeleteManyBody>,
 ) -> Result<Json<Value>> {
-    services.uiaa.check(&services, body.auth.as_ref(), &[vec![uiaa::PASSWORD]], Some(&session.user_id)).await?;
-    services.users.delete_devices(&session.user_id, &body.devices).await?;
+    services
+        .uiaa
+        .check(
+            &services,
+            body.auth.as_ref(),
+            &[vec![uiaa::PASSWORD]],
+            Some(&session.user_id),
+        )
+        .await?;
+    services
+        .users
+        .delete_devices(&session.user_id, &body.devices)
+        .await?;
     Ok(Json(json!({})))
 }

@@ -35,7 +35,9 @@ pub async fn update(
     }
     let status_msg = match status_msg {
         Some(msg) => msg,
-        None => storage::users::get_presence(pool, user.as_str()).await?.and_then(|p| p.status_msg),
+        None => storage::users::get_presence(pool, user.as_str())
+            .await?
+            .and_then(|p| p.status_msg),
     };
     let user_owned = user.to_string();
     let state_owned = state.to_owned();
@@ -45,7 +47,15 @@ pub async fn update(
         .write(move |txn| {
             Box::pin(async move {
                 let stream = txn.next_position(Stream::Presence);
-                storage::users::set_presence(&mut txn.conn, &user_owned, &state_owned, status_msg.as_deref(), storage::now_ms(), stream).await?;
+                storage::users::set_presence(
+                    &mut txn.conn,
+                    &user_owned,
+                    &state_owned,
+                    status_msg.as_deref(),
+                    storage::now_ms(),
+                    stream,
+                )
+                .await?;
                 Ok(())
             })
         })
@@ -70,7 +80,9 @@ pub async fn get(
     if user_id != session.user_id {
         let shared = storage::rooms::users_sharing_rooms(pool, session.user_id.as_str()).await?;
         if !shared.iter().any(|u| u == user_id.as_str()) {
-            return Err(Error::forbidden(format!("you share no room with {user_id}, so their presence is hidden")));
+            return Err(Error::forbidden(format!(
+                "you share no room with {user_id}, so their presence is hidden"
+            )));
         }
     }
     if storage::users::get(pool, user_id.as_str()).await?.is_none() {
@@ -108,7 +120,10 @@ pub async fn set(
         return Err(Error::forbidden("you can only set your own presence"));
     }
     if !matches!(body.presence.as_str(), "online" | "offline" | "unavailable") {
-        return Err(Error::invalid_param(format!("presence {:?} is invalid: expected online, offline or unavailable", body.presence)));
+        return Err(Error::invalid_param(format!(
+            "presence {:?} is invalid: expected online, offline or unavailable",
+            body.presence
+        )));
     }
     // A PUT sets the whole status, so a missing or empty `status_msg` clears the old one.
     let status_msg = body.status_msg.filter(|m| !m.is_empty());

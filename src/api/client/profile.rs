@@ -24,7 +24,10 @@ async fn load(services: &Services, user_id: &UserId) -> Result<storage::users::U
 }
 
 /// GET /_matrix/client/v3/profile/{userId}
-pub async fn get(State(services): State<Arc<Services>>, Path(user_id): Path<String>) -> Result<Json<Value>> {
+pub async fn get(
+    State(services): State<Arc<Services>>,
+    Path(user_id): Path<String>,
+) -> Result<Json<Value>> {
     let user_id = parse_user_id(&user_id, "userId")?;
     let user = load(&services, &user_id).await?;
     let mut body = json!({});
@@ -38,7 +41,10 @@ pub async fn get(State(services): State<Arc<Services>>, Path(user_id): Path<Stri
 }
 
 /// GET /_matrix/client/v3/profile/{userId}/displayname
-pub async fn get_displayname(State(services): State<Arc<Services>>, Path(user_id): Path<String>) -> Result<Json<Value>> {
+pub async fn get_displayname(
+    State(services): State<Arc<Services>>,
+    Path(user_id): Path<String>,
+) -> Result<Json<Value>> {
     let user_id = parse_user_id(&user_id, "userId")?;
     let user = load(&services, &user_id).await?;
     match user.displayname {
@@ -48,7 +54,10 @@ pub async fn get_displayname(State(services): State<Arc<Services>>, Path(user_id
 }
 
 /// GET /_matrix/client/v3/profile/{userId}/avatar_url
-pub async fn get_avatar_url(State(services): State<Arc<Services>>, Path(user_id): Path<String>) -> Result<Json<Value>> {
+pub async fn get_avatar_url(
+    State(services): State<Arc<Services>>,
+    Path(user_id): Path<String>,
+) -> Result<Json<Value>> {
     let user_id = parse_user_id(&user_id, "userId")?;
     let user = load(&services, &user_id).await?;
     match user.avatar_url {
@@ -102,7 +111,9 @@ pub async fn set_avatar_url(
     if let Some(url) = &url
         && !url.starts_with("mxc://")
     {
-        return Err(Error::bad_json(format!("avatar_url {url:?} is not an mxc:// URI")));
+        return Err(Error::bad_json(format!(
+            "avatar_url {url:?} is not an mxc:// URI"
+        )));
     }
     storage::users::set_avatar_url(&services.db.pool, user_id.as_str(), url.as_deref()).await?;
     services.rooms.propagate_profile(&user_id).await?;

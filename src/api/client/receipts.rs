@@ -31,7 +31,8 @@ async fn store_receipt(
     event_id: &str,
     thread_id: Option<String>,
 ) -> Result<()> {
-    let event_id = EventId::parse(event_id).map_err(|e| Error::invalid_param(format!("event id {event_id:?} is invalid: {e}")))?;
+    let event_id = EventId::parse(event_id)
+        .map_err(|e| Error::invalid_param(format!("event id {event_id:?} is invalid: {e}")))?;
     let room = joined_room(services, room_id, &session.user_id).await?;
     let event = storage::events::get(&services.db.pool, event_id.as_str())
         .await?
@@ -79,11 +80,23 @@ async fn store_receipt(
     Ok(())
 }
 
-async fn set_fully_read(services: &Services, session: &Session, room_id: &RoomId, event_id: &str) -> Result<()> {
-    let event_id = EventId::parse(event_id).map_err(|e| Error::invalid_param(format!("event id {event_id:?} is invalid: {e}")))?;
+async fn set_fully_read(
+    services: &Services,
+    session: &Session,
+    room_id: &RoomId,
+    event_id: &str,
+) -> Result<()> {
+    let event_id = EventId::parse(event_id)
+        .map_err(|e| Error::invalid_param(format!("event id {event_id:?} is invalid: {e}")))?;
     joined_room(services, room_id, &session.user_id).await?;
-    super::account_data::store(services, &session.user_id, room_id.as_str(), "m.fully_read", &json!({ "event_id": event_id }))
-        .await
+    super::account_data::store(
+        services,
+        &session.user_id,
+        room_id.as_str(),
+        "m.fully_read",
+        &json!({ "event_id": event_id }),
+    )
+    .await
 }
 
 /// POST /_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId}
@@ -95,9 +108,23 @@ pub async fn receipt(
 ) -> Result<Json<Value>> {
     let room_id = parse_room_id(&room_id)?;
     match receipt_type.as_str() {
-        PUBLIC | PRIVATE => store_receipt(&services, &session, &room_id, &receipt_type, &event_id, body.thread_id).await?,
+        PUBLIC | PRIVATE => {
+            store_receipt(
+                &services,
+                &session,
+                &room_id,
+                &receipt_type,
+                &event_id,
+                body.thread_id,
+            )
+            .await?
+        }
         "m.fully_read" => set_fully_read(&services, &session, &room_id, &event_id).await?,
-        other => return Err(Error::invalid_param(format!("receipt type {other:?} is not supported"))),
+        other => {
+            return Err(Error::invalid_param(format!(
+                "receipt type {other:?} is not supported"
+            )));
+        }
     }
     Ok(Json(json!({})))
 }

@@ -18,16 +18,22 @@ use crate::{
 };
 
 fn parse_alias(alias: &str) -> Result<ruma::OwnedRoomAliasId> {
-    RoomAliasId::parse(alias).map_err(|e| Error::invalid_param(format!("room alias {alias:?} is invalid: {e}")))
+    RoomAliasId::parse(alias)
+        .map_err(|e| Error::invalid_param(format!("room alias {alias:?} is invalid: {e}")))
 }
 
 /// GET /_matrix/client/v3/directory/room/{roomAlias}
-pub async fn resolve_alias(State(services): State<Arc<Services>>, Path(alias): Path<String>) -> Result<Json<Value>> {
+pub async fn resolve_alias(
+    State(services): State<Arc<Services>>,
+    Path(alias): Path<String>,
+) -> Result<Json<Value>> {
     let alias = parse_alias(&alias)?;
     let (room_id, _) = storage::rooms::resolve_alias(&services.db.pool, alias.as_str())
         .await?
         .ok_or_else(|| Error::not_found(format!("room alias {alias} not found")))?;
-    Ok(Json(json!({ "room_id": room_id, "servers": [services.server_name] })))
+    Ok(Json(
+        json!({ "room_id": room_id, "servers": [services.server_name] }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -44,15 +50,30 @@ pub async fn put_alias(
 ) -> Result<Json<Value>> {
     let alias = parse_alias(&alias)?;
     if alias.server_name() != services.server_name {
-        return Err(Error::invalid_param(format!("room alias {alias} does not belong to this server")));
+        return Err(Error::invalid_param(format!(
+            "room alias {alias} does not belong to this server"
+        )));
     }
     let room_id = parse_room_id(&body.room_id)?;
     if !services.rooms.exists(&room_id).await? {
-        return Err(Error::not_found(format!("room {room_id} is not known to this server")));
+        return Err(Error::not_found(format!(
+            "room {room_id} is not known to this server"
+        )));
     }
-    let created = storage::rooms::insert_alias(&services.db.pool, alias.as_str(), room_id.as_str(), session.user_id.as_str(), storage::now_ms()).await?;
+    let created = storage::rooms::insert_alias(
+        &services.db.pool,
+        alias.as_str(),
+        room_id.as_str(),
+        session.user_id.as_str(),
+        storage::now_ms(),
+    )
+    .await?;
     if !created {
-        return Err(Error::new(ErrorKind::Unknown, format!("room alias {alias} already exists")).with_status(StatusCode::CONFLICT));
+        return Err(Error::new(
+            ErrorKind::Unknown,
+            format!("room alias {alias} already exists"),
+        )
+        .with_status(StatusCode::CONFLICT));
     }
     Ok(Json(json!({})))
 }
@@ -67,14 +88,18 @@ pub async fn delete_alias(
     let (room_id, creator) = storage::rooms::resolve_alias(&services.db.pool, alias.as_str())
         .await?
         .ok_or_else(|| Error::not_found(format!("room alias {alias} not found")))?;
-    let mut allowed = creator == session.user_id.as_str() || services.users.is_admin(&session.user_id).await?;
+    let mut allowed =
+        creator == session.user_id.as_str() || services.users.is_admin(&session.user_id).await?;
     if !allowed && let Ok(room_id) = parse_room_id(&room_id) {
         let room = services.rooms.state(&room_id).await?;
         allowed = room.is_joined(&session.user_id)
-            && power::user_level(&room, &session.user_id) >= power::event_level(&room, "m.room.canonical_alias", true);
+            && power::user_level(&room, &session.user_id)
+                >= power::event_level(&room, "m.room.canonical_alias", true);
     }
     if !allowed {
-        return Err(Error::forbidden(format!("you may not remove the room alias {alias}")));
+        return Err(Error::forbidden(format!(
+            "you may not remove the room alias {alias}"
+        )));
     }
     storage::rooms::delete_alias(&services.db.pool, alias.as_str()).await?;
     Ok(Json(json!({})))
@@ -93,12 +118,17 @@ pub async fn room_aliases(
 }
 
 /// GET /_matrix/client/v3/directory/list/room/{roomId}
-pub async fn get_visibility(State(services): State<Arc<Services>>, Path(room_id): Path<String>) -> Result<Json<Value>> {
+pub async fn get_visibility(
+    State(services): State<Arc<Services>>,
+    Path(room_id): Path<String>,
+) -> Result<Json<Value>> {
     let room_id = parse_room_id(&room_id)?;
     let room = storage::rooms::get(&services.db.pool, room_id.as_str())
         .await?
         .ok_or_else(|| Error::not_found(format!("room {room_id} not found")))?;
-    Ok(Json(json!({ "visibility": if room.is_public { "public" } else { "private" } })))
+    Ok(Json(
+        json!({ "visibility": if room.is_public { "public" } else { "private" } }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -117,14 +147,22 @@ pub async fn set_visibility(
     let public = match body.visibility.as_deref() {
         Some("public") => true,
         Some("private") | None => false,
-        Some(other) => return Err(Error::invalid_param(format!("visibility {other:?} is invalid: expected public or private"))),
+        Some(other) => {
+            return Err(Error::invalid_param(format!(
+                "visibility {other:?} is invalid: expected public or private"
+            )));
+        }
     };
     if !services.rooms.exists(&room_id).await? {
         return Err(Error::not_found(format!("room {room_id} not found")));
     }
     let room = joined_room(&services, &room_id, &session.user_id).await?;
-    if power::user_level(&room, &session.user_id) < power::event_level(&room, "m.room.canonical_alias", true) {
-        return Err(Error::forbidden("you need a higher power level to change the room's directory visibility"));
+    if power::user_level(&room, &session.user_id)
+        < power::event_level(&room, "m.room.canonical_alias", true)
+    {
+        return Err(Error::forbidden(
+            "you need a higher power level to change the room's directory visibility",
+        ));
     }
     storage::rooms::set_public(&services.db.pool, room_id.as_str(), public).await?;
     Ok(Json(json!({})))
@@ -151,28 +189,53 @@ pub struct PublicRoomsBody {
     filter: PublicRoomsFilter,
 }
 
-async fn list_public_rooms(services: &Services, limit: Option<usize>, since: Option<&str>, server: Option<&str>, term: Option<&str>) -> Result<Json<Value>> {
+async fn list_public_rooms(
+    services: &Services,
+    limit: Option<usize>,
+    since: Option<&str>,
+    server: Option<&str>,
+    term: Option<&str>,
+) -> Result<Json<Value>> {
     if let Some(server) = server
         && server != services.server_name.as_str()
     {
-        return Err(Error::not_found(format!("the room directory of {server} is not reachable from this server")));
+        return Err(Error::not_found(format!(
+            "the room directory of {server} is not reachable from this server"
+        )));
     }
     let offset: usize = match since {
-        Some(token) => token.strip_prefix('p').and_then(|n| n.parse().ok())
-            .ok_or_else(|| Error::invalid_param(format!("since is not a valid token: {token:?}")))?,
+        Some(token) => token
+            .strip_prefix('p')
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| {
+                Error::invalid_param(format!("since is not a valid token: {token:?}"))
+            })?,
         None => 0,
     };
     let term = term.map(str::to_lowercase);
     let mut chunk = Vec::new();
     for room_id in storage::rooms::public_rooms(&services.db.pool).await? {
-        let Ok(room_id) = parse_room_id(&room_id) else { continue };
+        let Ok(room_id) = parse_room_id(&room_id) else {
+            continue;
+        };
         let room = services.rooms.state(&room_id).await?;
-        let text = |kind: StateEventType, field: &str| room.content(&kind, "").get(field).and_then(Value::as_str).map(str::to_owned);
+        let text = |kind: StateEventType, field: &str| {
+            room.content(&kind, "")
+                .get(field)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
         let name = text(StateEventType::RoomName, "name");
         let topic = text(StateEventType::RoomTopic, "topic");
         let alias = text(StateEventType::RoomCanonicalAlias, "alias");
         if let Some(term) = &term {
-            let haystack = format!("{} {} {}", name.clone().unwrap_or_default(), topic.clone().unwrap_or_default(), alias.clone().unwrap_or_default()).to_lowercase();
+            let haystack = format!(
+                "{} {} {}",
+                name.clone().unwrap_or_default(),
+                topic.clone().unwrap_or_default(),
+                alias.clone().unwrap_or_default()
+            )
+            .to_lowercase();
             if !haystack.contains(term.as_str()) {
                 continue;
             }
@@ -184,7 +247,12 @@ async fn list_public_rooms(services: &Services, limit: Option<usize>, since: Opt
             "guest_can_join": text(StateEventType::RoomGuestAccess, "guest_access").as_deref() == Some("can_join"),
             "join_rule": text(StateEventType::RoomJoinRules, "join_rule").unwrap_or_else(|| "invite".into()),
         });
-        for (key, value) in [("name", name), ("topic", topic), ("canonical_alias", alias), ("avatar_url", text(StateEventType::RoomAvatar, "url"))] {
+        for (key, value) in [
+            ("name", name),
+            ("topic", topic),
+            ("canonical_alias", alias),
+            ("avatar_url", text(StateEventType::RoomAvatar, "url")),
+        ] {
             if let Some(value) = value {
                 entry[key] = json!(value);
             }
@@ -194,7 +262,11 @@ async fn list_public_rooms(services: &Services, limit: Option<usize>, since: Opt
         }
         chunk.push(entry);
     }
-    chunk.sort_by(|a, b| b["num_joined_members"].as_u64().cmp(&a["num_joined_members"].as_u64()));
+    chunk.sort_by(|a, b| {
+        b["num_joined_members"]
+            .as_u64()
+            .cmp(&a["num_joined_members"].as_u64())
+    });
     let total = chunk.len();
     let limit = limit.unwrap_or(usize::MAX).max(1);
     let page: Vec<Value> = chunk.into_iter().skip(offset).take(limit).collect();
@@ -209,8 +281,18 @@ async fn list_public_rooms(services: &Services, limit: Option<usize>, since: Opt
 }
 
 /// GET /_matrix/client/v3/publicRooms
-pub async fn public_rooms(State(services): State<Arc<Services>>, Query(query): Query<PublicRoomsQuery>) -> Result<Json<Value>> {
-    list_public_rooms(&services, query.limit, query.since.as_deref(), query.server.as_deref(), None).await
+pub async fn public_rooms(
+    State(services): State<Arc<Services>>,
+    Query(query): Query<PublicRoomsQuery>,
+) -> Result<Json<Value>> {
+    list_public_rooms(
+        &services,
+        query.limit,
+        query.since.as_deref(),
+        query.server.as_deref(),
+        None,
+    )
+    .await
 }
 
 /// POST /_matrix/client/v3/publicRooms
@@ -221,5 +303,12 @@ pub async fn search_public_rooms(
     JsonBody(body): JsonBody<PublicRoomsBody>,
 ) -> Result<Json<Value>> {
     let server = body.server.or(query.server);
-    list_public_rooms(&services, body.limit, body.since.as_deref(), server.as_deref(), body.filter.generic_search_term.as_deref()).await
+    list_public_rooms(
+        &services,
+        body.limit,
+        body.since.as_deref(),
+        server.as_deref(),
+        body.filter.generic_search_term.as_deref(),
+    )
+    .await
 }

@@ -35,15 +35,25 @@ pub async fn sync(
     Auth(session): Auth,
     Query(query): Query<SyncQuery>,
 ) -> Result<Json<SyncResponse>> {
-    let since = query.since.as_deref().map(|t| SyncToken::parse(t, "since")).transpose()?;
-    let filter = super::filter::resolve(&services, session.user_id.as_str(), query.filter.as_deref()).await?;
+    let since = query
+        .since
+        .as_deref()
+        .map(|t| SyncToken::parse(t, "since"))
+        .transpose()?;
+    let filter =
+        super::filter::resolve(&services, session.user_id.as_str(), query.filter.as_deref())
+            .await?;
     if let Some(presence) = &query.set_presence {
         match presence.as_str() {
             "online" | "unavailable" => {
                 super::presence::update(&services, &session.user_id, presence, None, true).await?;
             }
             "offline" => {}
-            other => return Err(Error::invalid_param(format!("set_presence {other:?} is invalid"))),
+            other => {
+                return Err(Error::invalid_param(format!(
+                    "set_presence {other:?} is invalid"
+                )));
+            }
         }
     }
     let timeout = Duration::from_millis(query.timeout.unwrap_or(0)).min(MAX_TIMEOUT);
@@ -59,7 +69,8 @@ pub async fn sync(
         let nothing_moved = since.is_some_and(|s| s == upto);
         let timed_out = tokio::time::Instant::now() >= deadline;
         if !nothing_moved || timed_out || query.full_state {
-            let assembled = assemble(&services, &session, since, upto, query.full_state, &filter).await?;
+            let assembled =
+                assemble(&services, &session, since, upto, query.full_state, &filter).await?;
             if since.is_none() || query.full_state || assembled.has_changes || timed_out {
                 return Ok(Json(assembled.body));
             }

@@ -1,0 +1,285 @@
+//! Push notifications: stored push actions, unread counts derived from them,
+//! and pushers.
+
+use sqlx::{AnyConnection, AnyPool, Row, any::AnyRow};
+
+/// The outcome of push rule evaluation for one event and one user.
+#[derive(Debug, Clone)]
+pub struct PushAction {
+    pub user_id: String,
+    pub event_id: String,
+    pub room_id: String,
+    /// `main` for the main timeline, otherwise the thread root's event id.
+    pub thread_id: String,
+    pub stream_ordering: i64,
+    pub ts: i64,
+    /// The actions as the JSON array that the matching push rule holds.
+    pub actions: String,
+    pub highlight: bool,
+}
+
+/// A condition on a push action row `a` that holds while the user has not
+/// read the event: no read receipt (unthreaded, or of the event's thread) is
+/// at or after it, and the user has sent nothing in the room since.
+const UNREAD: &str = "a.stream_ordering > COALESCE((SELECT MAX(r.event_stream) FROM receipts r \
+     WHERE r.room_id = a.room_id AND r.user_id = a.user_id AND r.receipt_type IN ('m.read', 'm.read.private') \
+     AND (r.thread_id = '' OR r.thread_id = a.thread_id)), 0) \
+     AND a.stream_ordering > COALESCE((SELECT MAX(e.stream_ordering) FROM events e \
+     WHERE e.room_id = a.room_id AND e.sender = a.user_id), 0)";
+
+pub async fn insert_actions(
+    conn: &mut AnyConnection,
+    actions: &[PushAction],
+) -> Result<(), sqlx::Error> {
+    for action in actions {
+        sqlx::query(
+            "INSERT INTO event_push_actions (user_id, event_id, room_id, thread_id, stream_ordering, ts, actions, highlight) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (user_id, event_id) DO NOTHING",
+        )
+        .bind(&action.user_id)
+        .bind(&action.event_id)
+        .bind(&action.room_id)
+        .bind(&action.thread_id)
+        .bind(action.stream_ordering)
+        .bind(action.ts)
+        .bind(&action.actions)
+        .bind(i64::from(action.highlight))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Unread notification and highlight counts of one user, per room and thread:
+/// `(room id, thread id, notifications, highlights)`, for joined rooms only.
+/// With `room_id` set, only that room.
+pub async fn unread_counts(
+    pool: &AnyPool,
+    user_id: &str,
+    room_id: Option<&str>,
+) -> Result<Vec<(String, String, i64, i64)>, sqlx::Error> {
+    let room_filter = if room_id.is_some() {
+        "AND a.room_id = $2"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT a.room_id, a.thread_id, COUNT(*), COALESCE(SUM(a.highlight), 0) FROM event_push_actions a \
+         JOIN memberships m ON m.room_id = a.room_id AND m.user_id = a.user_id AND m.membership = 'join' \
+         WHERE a.user_id = $1 {room_filter} AND {UNREAD} GROUP BY a.room_id, a.thread_id"
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user_id);
+    if let Some(room_id) = room_id {
+        query = query.bind(room_id);
+    }
+    let rows = query.fetch_all(pool).await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect())
+}
+
+/// A row of `GET /notifications`.
+pub struct NotificationRow {
+    pub action: PushAction,
+    pub read: bool,
+}
+
+fn action_from_row(row: &AnyRow) -> PushAction {
+    PushAction {
+        user_id: row.get("user_id"),
+        event_id: row.get("event_id"),
+        room_id: row.get("room_id"),
+        thread_id: row.get("thread_id"),
+        stream_ordering: row.get("stream_ordering"),
+        ts: row.get("ts"),
+        actions: row.get("actions"),
+        highlight: row.get::<i64, _>("highlight") != 0,
+    }
+}
+
+/// A user's notifications older than `before` (exclusive), newest first.
+pub async fn notifications(
+    pool: &AnyPool,
+    user_id: &str,
+    before: i64,
+    limit: i64,
+    only_highlight: bool,
+) -> Result<Vec<NotificationRow>, sqlx::Error> {
+    let highlight_filter = if only_highlight {
+        "AND a.highlight = 1"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT a.user_id, a.event_id, a.room_id, a.thread_id, a.stream_ordering, a.ts, a.actions, a.highlight, \
+         CASE WHEN {UNREAD} THEN 0 ELSE 1 END AS is_read FROM event_push_actions a \
+         WHERE a.user_id = $1 AND a.stream_ordering < $2 {highlight_filter} \
+         ORDER BY a.stream_ordering DESC LIMIT $3"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(user_id)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| NotificationRow {
+            action: action_from_row(r),
+            read: r.get::<i64, _>("is_read") != 0,
+        })
+        .collect())
+}
+
+/// Push actions in `(after, upto]` of users who have at least one pusher, oldest first.
+pub async fn actions_for_pushers(
+    pool: &AnyPool,
+    after: i64,
+    upto: i64,
+    limit: i64,
+) -> Result<Vec<PushAction>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT a.user_id, a.event_id, a.room_id, a.thread_id, a.stream_ordering, a.ts, a.actions, a.highlight \
+         FROM event_push_actions a WHERE a.stream_ordering > $1 AND a.stream_ordering <= $2 \
+         AND EXISTS (SELECT 1 FROM pushers p WHERE p.user_id = a.user_id) \
+         ORDER BY a.stream_ordering LIMIT $3",
+    )
+    .bind(after)
+    .bind(upto)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().map(action_from_row).collect())
+}
+
+/// Whether the user has read the event of a push action (see [`UNREAD`]).
+pub async fn is_read(pool: &AnyPool, user_id: &str, event_id: &str) -> Result<bool, sqlx::Error> {
+    let sql = format!(
+        "SELECT CASE WHEN {UNREAD} THEN 0 ELSE 1 END FROM event_push_actions a WHERE a.user_id = $1 AND a.event_id = $2"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(user_id)
+        .bind(event_id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.is_none_or(|r| r.get::<i64, _>(0) != 0))
+}
+
+/// A pusher as `/pushers` describes it.
+#[derive(Debug, Clone)]
+pub struct PusherRow {
+    pub user_id: String,
+    pub app_id: String,
+    pub pushkey: String,
+    pub kind: String,
+    pub app_display_name: String,
+    pub device_display_name: String,
+    pub profile_tag: Option<String>,
+    pub lang: String,
+    /// The pusher's `data` object as JSON.
+    pub data: String,
+    pub created_ts: i64,
+}
+
+const PUSHER_COLUMNS: &str = "user_id, app_id, pushkey, kind, app_display_name, device_display_name, profile_tag, lang, data, created_ts";
+
+fn pusher_from_row(r: &AnyRow) -> PusherRow {
+    PusherRow {
+        user_id: r.get(0),
+        app_id: r.get(1),
+        pushkey: r.get(2),
+        kind: r.get(3),
+        app_display_name: r.get(4),
+        device_display_name: r.get(5),
+        profile_tag: r.get(6),
+        lang: r.get(7),
+        data: r.get(8),
+        created_ts: r.get(9),
+    }
+}
+
+pub async fn pushers_of(pool: &AnyPool, user_id: &str) -> Result<Vec<PusherRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {PUSHER_COLUMNS} FROM pushers WHERE user_id = $1 ORDER BY created_ts, app_id, pushkey"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(user_id)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.iter().map(pusher_from_row).collect())
+}
+
+/// Stores a pusher, replacing the user's pusher with the same app id and
+/// pushkey. Unless `append` is set, the same app id and pushkey of other users
+/// are removed, as the spec asks.
+pub async fn set_pusher(
+    conn: &mut AnyConnection,
+    pusher: &PusherRow,
+    append: bool,
+) -> Result<(), sqlx::Error> {
+    if !append {
+        sqlx::query("DELETE FROM pushers WHERE app_id = $1 AND pushkey = $2 AND user_id <> $3")
+            .bind(&pusher.app_id)
+            .bind(&pusher.pushkey)
+            .bind(&pusher.user_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let sql = format!(
+        "INSERT INTO pushers ({PUSHER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         ON CONFLICT (app_id, pushkey, user_id) DO UPDATE SET kind = excluded.kind, \
+         app_display_name = excluded.app_display_name, device_display_name = excluded.device_display_name, \
+         profile_tag = excluded.profile_tag, lang = excluded.lang, data = excluded.data"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&pusher.user_id)
+        .bind(&pusher.app_id)
+        .bind(&pusher.pushkey)
+        .bind(&pusher.kind)
+        .bind(&pusher.app_display_name)
+        .bind(&pusher.device_display_name)
+        .bind(pusher.profile_tag.as_deref())
+        .bind(&pusher.lang)
+        .bind(&pusher.data)
+        .bind(pusher.created_ts)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Deletes one pusher; returns whether it existed.
+pub async fn delete_pusher(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    app_id: &str,
+    pushkey: &str,
+) -> Result<bool, sqlx::Error> {
+    let result =
+        sqlx::query("DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3")
+            .bind(user_id)
+            .bind(app_id)
+            .bind(pushkey)
+            .execute(&mut *conn)
+            .await?;
+    Ok(result.rows_affected() > 0)
+}
+
+/// The pusher of an email address, if its owner set one up.
+pub async fn pusher_by_key(
+    pool: &AnyPool,
+    user_id: &str,
+    kind: &str,
+    pushkey: &str,
+) -> Result<Option<PusherRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {PUSHER_COLUMNS} FROM pushers WHERE user_id = $1 AND kind = $2 AND pushkey = $3"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(user_id)
+        .bind(kind)
+        .bind(pushkey)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.as_ref().map(pusher_from_row))
+}
