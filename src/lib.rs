@@ -173,6 +173,7 @@ impl Homeserver {
     }
 
     fn spawn_background_tasks(&self) {
+        push::gateway::spawn(self.services.clone(), self.shutdown.subscribe());
         let services = self.services.clone();
         let mut stop = self.shutdown.subscribe();
         tokio::spawn(async move {

@@ -19,6 +19,7 @@ mod messages;
 mod presence;
 mod profile;
 mod push_rules;
+mod pushers;
 mod rooms;
 mod send;
 mod smoke;
