@@ -50,6 +50,7 @@ pub struct Services {
     pub uiaa: api::client::uiaa::Sessions,
     pub media: media::Media,
     pub push: Arc<push::Push>,
+    pub mailer: push::email::Mailer,
 }
 
 /// A failure to start the server.
@@ -152,6 +153,7 @@ impl Homeserver {
             media::quota_info_uri(&config),
         )
         .map_err(StartError::Media)?;
+        let mailer = push::email::Mailer::new(&config.email);
         let services = Arc::new(Services {
             media,
             users: Users::new(db.clone(), server_name.clone()),
@@ -165,6 +167,7 @@ impl Homeserver {
             rooms,
             notifier,
             push,
+            mailer,
         });
         let (shutdown, _) = watch::channel(false);
         let server = Self { services, shutdown };
@@ -174,6 +177,7 @@ impl Homeserver {
 
     fn spawn_background_tasks(&self) {
         push::gateway::spawn(self.services.clone(), self.shutdown.subscribe());
+        push::email::spawn_notifier(self.services.clone(), self.shutdown.subscribe());
         let services = self.services.clone();
         let mut stop = self.shutdown.subscribe();
         tokio::spawn(async move {

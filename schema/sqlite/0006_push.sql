@@ -31,9 +31,12 @@ CREATE TABLE pushers (
     lang TEXT NOT NULL,
     data TEXT NOT NULL,
     created_ts INTEGER NOT NULL,
+    -- Secret of the unsubscribe link in the emails of an email pusher.
+    unsubscribe_token TEXT,
     PRIMARY KEY (app_id, pushkey, user_id)
 );
 CREATE INDEX pushers_user ON pushers (user_id);
+CREATE UNIQUE INDEX pushers_unsubscribe ON pushers (unsubscribe_token);
 
 CREATE TABLE user_threepids (
     user_id TEXT NOT NULL,
@@ -58,10 +61,12 @@ CREATE TABLE threepid_validations (
 );
 CREATE INDEX threepid_validations_secret ON threepid_validations (client_secret, address);
 
--- The last notification email per user and room, for the per-conversation limit.
+-- The last notification email per user and room, for the per-conversation
+-- limit, and the newest event it covered.
 CREATE TABLE email_notifications_sent (
     user_id TEXT NOT NULL,
     room_id TEXT NOT NULL,
     sent_ts INTEGER NOT NULL,
+    last_stream INTEGER NOT NULL,
     PRIMARY KEY (user_id, room_id)
 );

@@ -6,6 +6,7 @@
 //! `event_push_actions`) commits in the same transaction as the event. The
 //! unread counts of `/sync` and `GET /notifications` read those rows.
 
+pub mod email;
 pub mod gateway;
 
 use std::{

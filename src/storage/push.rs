@@ -180,6 +180,8 @@ pub struct PusherRow {
     /// The pusher's `data` object as JSON.
     pub data: String,
     pub created_ts: i64,
+    /// Secret of the unsubscribe link of an email pusher.
+    pub unsubscribe_token: Option<String>,
 }
 
 const PUSHER_COLUMNS: &str = "user_id, app_id, pushkey, kind, app_display_name, device_display_name, profile_tag, lang, data, created_ts";
@@ -196,6 +198,7 @@ fn pusher_from_row(r: &AnyRow) -> PusherRow {
         lang: r.get(7),
         data: r.get(8),
         created_ts: r.get(9),
+        unsubscribe_token: r.get(10),
     }
 }
 
@@ -227,10 +230,11 @@ pub async fn set_pusher(
             .await?;
     }
     let sql = format!(
-        "INSERT INTO pushers ({PUSHER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+        "INSERT INTO pushers ({PUSHER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
          ON CONFLICT (app_id, pushkey, user_id) DO UPDATE SET kind = excluded.kind, \
          app_display_name = excluded.app_display_name, device_display_name = excluded.device_display_name, \
-         profile_tag = excluded.profile_tag, lang = excluded.lang, data = excluded.data"
+         profile_tag = excluded.profile_tag, lang = excluded.lang, data = excluded.data, \
+         unsubscribe_token = COALESCE(pushers.unsubscribe_token, excluded.unsubscribe_token)"
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(&pusher.user_id)
@@ -243,6 +247,7 @@ pub async fn set_pusher(
         .bind(&pusher.lang)
         .bind(&pusher.data)
         .bind(pusher.created_ts)
+        .bind(pusher.unsubscribe_token.as_deref())
         .execute(&mut *conn)
         .await?;
     Ok(())
@@ -282,4 +287,86 @@ pub async fn pusher_by_key(
         .fetch_optional(pool)
         .await?;
     Ok(row.as_ref().map(pusher_from_row))
+}
+
+/// Deletes the email pusher whose unsubscribe link carries `token`; returns
+/// its user and address.
+pub async fn delete_by_unsubscribe_token(
+    conn: &mut AnyConnection,
+    token: &str,
+) -> Result<Option<(String, String)>, sqlx::Error> {
+    let row = sqlx::query("SELECT user_id, pushkey FROM pushers WHERE unsubscribe_token = $1")
+        .bind(token)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    sqlx::query("DELETE FROM pushers WHERE unsubscribe_token = $1").bind(token).execute(&mut *conn).await?;
+    Ok(Some((row.get(0), row.get(1))))
+}
+
+/// An unread push action that waited long enough for a notification email.
+pub struct EmailCandidate {
+    pub pusher: PusherRow,
+    pub action: PushAction,
+}
+
+/// Unread push actions of users with email pushers that are older than
+/// `before_ts`, newer than the pusher, after the last email about their room,
+/// and in rooms whose last email is older than `period_start_ts`. Oldest first.
+pub async fn email_candidates(
+    pool: &AnyPool,
+    before_ts: i64,
+    period_start_ts: i64,
+    limit: i64,
+) -> Result<Vec<EmailCandidate>, sqlx::Error> {
+    let pusher_columns: Vec<String> = PUSHER_COLUMNS.split(", ").map(|c| format!("p.{}", c.trim())).collect();
+    let sql = format!(
+        "SELECT {}, a.event_id, a.room_id, a.thread_id, a.stream_ordering, a.ts, a.actions, a.highlight \
+         FROM event_push_actions a JOIN pushers p ON p.user_id = a.user_id AND p.kind = 'email' \
+         LEFT JOIN email_notifications_sent s ON s.user_id = a.user_id AND s.room_id = a.room_id \
+         JOIN memberships m ON m.room_id = a.room_id AND m.user_id = a.user_id AND m.membership = 'join' \
+         WHERE a.ts <= $1 AND a.ts >= p.created_ts \
+         AND a.stream_ordering > COALESCE(s.last_stream, 0) AND COALESCE(s.sent_ts, 0) <= $2 AND {UNREAD} \
+         ORDER BY a.stream_ordering LIMIT $3",
+        pusher_columns.join(", ")
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(before_ts).bind(period_start_ts).bind(limit).fetch_all(pool).await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let pusher = pusher_from_row(r);
+            let action = PushAction {
+                user_id: pusher.user_id.clone(),
+                event_id: r.get(11),
+                room_id: r.get(12),
+                thread_id: r.get(13),
+                stream_ordering: r.get(14),
+                ts: r.get(15),
+                actions: r.get(16),
+                highlight: r.get::<i64, _>(17) != 0,
+            };
+            EmailCandidate { pusher, action }
+        })
+        .collect())
+}
+
+/// Records a notification email about a room, covering events up to `last_stream`.
+pub async fn record_email_sent(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    room_id: &str,
+    sent_ts: i64,
+    last_stream: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO email_notifications_sent (user_id, room_id, sent_ts, last_stream) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (user_id, room_id) DO UPDATE SET sent_ts = excluded.sent_ts, last_stream = excluded.last_stream",
+    )
+    .bind(user_id)
+    .bind(room_id)
+    .bind(sent_ts)
+    .bind(last_stream)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }

@@ -18,6 +18,7 @@ mod rooms;
 mod send;
 mod state;
 mod sync;
+mod threepid;
 mod typing;
 pub mod uiaa;
 mod user_directory;
@@ -162,6 +163,13 @@ pub fn router() -> Router<Arc<Services>> {
         .route(&r("/pushers"), get(pushers::list))
         .route(&r("/pushers/set"), post(pushers::set))
         .route(&r("/notifications"), get(pushers::notifications))
+        // Email addresses, and the links that emails carry
+        .route(&r("/account/3pid"), get(threepid::list))
+        .route(&r("/account/3pid/email/requestToken"), post(threepid::request_token))
+        .route(&r("/account/3pid/add"), post(threepid::add))
+        .route(&r("/account/3pid/delete"), post(threepid::delete))
+        .route("/_lattice/email/validate", get(threepid::validate))
+        .route("/_lattice/email/unsubscribe", get(threepid::unsubscribe_page).post(threepid::unsubscribe))
         // Profiles, presence, user directory
         .route(&r("/profile/{user_id}"), get(profile::get))
         .route(

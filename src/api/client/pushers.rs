@@ -144,6 +144,7 @@ pub async fn set(
             )));
         }
     }
+    let kind_is_email = kind == "email";
     let row = PusherRow {
         user_id: user,
         app_id: body.app_id,
@@ -155,6 +156,7 @@ pub async fn set(
         lang: required(body.lang, "lang")?,
         data: Value::Object(data).to_string(),
         created_ts: storage::now_ms(),
+        unsubscribe_token: (kind_is_email).then(|| crate::rooms::random_localpart(32)),
     };
     let append = body.append;
     services
