@@ -237,6 +237,9 @@ impl Default for PolicyConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PushConfig {
+    /// Whether push rules are evaluated for new events. When false, unread
+    /// counts stay 0 and nothing is pushed or emailed.
+    pub enabled: bool,
     /// Seconds to wait for a push gateway's response before the attempt counts as failed.
     pub gateway_timeout_secs: u64,
     /// Attempts to deliver one notification before it is dropped.
@@ -251,6 +254,7 @@ pub struct PushConfig {
 impl Default for PushConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             gateway_timeout_secs: 10,
             max_attempts: 8,
             retry_initial_ms: 1_000,

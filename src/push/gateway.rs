@@ -159,7 +159,7 @@ async fn find_pusher(
         .find(|p| p.app_id == key.1 && p.pushkey == key.2 && p.kind == "http"))
 }
 
-/// What a notification shows of its event, read once for all pushers.
+/// The fields of an event that a notification shows, read once for all pushers.
 struct EventDetails {
     kind: String,
     sender: String,
@@ -206,7 +206,7 @@ impl EventDetails {
         })
     }
 
-    /// The request body for one pusher, in its `data.format`.
+    /// Builds the request body for one pusher, in its `data.format`.
     fn body(&self, pusher: &PusherRow, action: &PushAction) -> Value {
         let actions: Vec<Value> = serde_json::from_str(&action.actions).unwrap_or_default();
         let tweaks = tweaks(&actions);
@@ -257,7 +257,7 @@ impl EventDetails {
     }
 }
 
-/// The `set_tweak` actions as the `tweaks` object of a device. A highlight
+/// Collects the `set_tweak` actions into the `tweaks` object of a device. A highlight
 /// tweak without a value means `true`.
 fn tweaks(actions: &[Value]) -> Map<String, Value> {
     let mut tweaks = Map::new();

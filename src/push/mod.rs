@@ -39,6 +39,8 @@ const MAX_THREAD_HOPS: usize = 3;
 /// The push rule service.
 pub struct Push {
     db: Db,
+    /// `push.enabled`: whether [`Push::evaluate`] evaluates anything.
+    enabled: bool,
     /// Each user's rules as stored, or `None` for a user who never changed the
     /// server defaults. Filled on first use.
     rules: Mutex<HashMap<OwnedUserId, Option<Arc<Ruleset>>>>,
@@ -47,15 +49,16 @@ pub struct Push {
 }
 
 impl Push {
-    pub fn new(db: Db) -> Self {
+    pub fn new(db: Db, enabled: bool) -> Self {
         Self {
             db,
+            enabled,
             rules: Mutex::new(HashMap::new()),
             new_actions: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
-    /// The user's stored rules, or `None` when the user has the server defaults.
+    /// Returns the user's stored rules, or `None` when the user has the server defaults.
     async fn stored_rules(&self, user_id: &UserId) -> Result<Option<Arc<Ruleset>>> {
         if let Some(cached) = self
             .rules
@@ -79,7 +82,7 @@ impl Push {
         Ok(rules)
     }
 
-    /// The user's complete rule set: the stored one, or the server defaults.
+    /// Returns the user's complete rule set: the stored one, or the server defaults.
     pub async fn ruleset(&self, user_id: &UserId) -> Result<Ruleset> {
         Ok(match self.stored_rules(user_id).await? {
             Some(rules) => Ruleset::clone(&rules),
@@ -87,7 +90,7 @@ impl Push {
         })
     }
 
-    /// The `m.push_rules` account data content for a user.
+    /// Returns the `m.push_rules` account data content for a user.
     pub async fn account_data_content(&self, user_id: &UserId) -> Result<Value> {
         Ok(json!({ "global": self.ruleset(user_id).await? }))
     }
@@ -132,7 +135,11 @@ impl Push {
     /// `m.mentions.user_ids`, invites by `state_key`), so every default member
     /// whose id the event does not name gets the same outcome.
     pub async fn evaluate(&self, room: &RoomState, pdu: &Pdu) -> Result<Vec<PushAction>> {
-        let recipients = recipients(room, pdu);
+        let recipients = if self.enabled {
+            recipients(room, pdu)
+        } else {
+            Vec::new()
+        };
         if recipients.is_empty() {
             return Ok(Vec::new());
         }
@@ -192,7 +199,7 @@ impl Push {
         Ok(results)
     }
 
-    /// The thread of an event: `main`, or the root of the `m.thread` relation
+    /// Returns the thread of an event: `main`, or the root of the `m.thread` relation
     /// found by following at most [`MAX_THREAD_HOPS`] relations (a reaction to
     /// a message in a thread belongs to that thread).
     async fn thread_id(&self, pdu: &Pdu) -> String {
@@ -251,7 +258,7 @@ fn recipients(room: &RoomState, pdu: &Pdu) -> Vec<OwnedUserId> {
     users
 }
 
-/// Every user id that an event names where the default rules look for one:
+/// Returns every user id that an event names where the default rules look for one:
 /// `m.mentions.user_ids` and the `state_key`.
 fn named_users(pdu: &Pdu) -> Vec<String> {
     let content = pdu.content_value();
@@ -269,8 +276,8 @@ fn named_users(pdu: &Pdu) -> Vec<String> {
     named
 }
 
-/// The power levels that `sender_notification_permission` conditions (such
-/// as `@room` mentions) check.
+/// Builds the power levels that `sender_notification_permission` conditions
+/// (such as `@room` mentions) check.
 fn power_levels_ctx(room: &RoomState) -> PushConditionPowerLevelsCtx {
     let content = room.content(&StateEventType::RoomPowerLevels, "");
     let int = |value: &Value| match value {

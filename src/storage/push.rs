@@ -18,7 +18,7 @@ pub struct PushAction {
     pub highlight: bool,
 }
 
-/// A condition on a push action row `a` that holds while the user has not
+/// A condition on a push action row `a` that is true while the user has not
 /// read the event: no read receipt (unthreaded, or of the event's thread) is
 /// at or after it, and the user has sent nothing in the room since.
 const UNREAD: &str = "a.stream_ordering > COALESCE((SELECT MAX(r.event_stream) FROM receipts r \
@@ -98,7 +98,7 @@ fn action_from_row(row: &AnyRow) -> PushAction {
     }
 }
 
-/// A user's notifications older than `before` (exclusive), newest first.
+/// Returns a user's notifications older than `before` (exclusive), newest first.
 pub async fn notifications(
     pool: &AnyPool,
     user_id: &str,
@@ -153,7 +153,7 @@ pub async fn actions_for_pushers(
     Ok(rows.iter().map(action_from_row).collect())
 }
 
-/// Whether the user has read the event of a push action (see [`UNREAD`]).
+/// Returns whether the user has read the event of a push action (see [`UNREAD`]).
 pub async fn is_read(pool: &AnyPool, user_id: &str, event_id: &str) -> Result<bool, sqlx::Error> {
     let sql = format!(
         "SELECT CASE WHEN {UNREAD} THEN 0 ELSE 1 END FROM event_push_actions a WHERE a.user_id = $1 AND a.event_id = $2"
@@ -184,7 +184,8 @@ pub struct PusherRow {
     pub unsubscribe_token: Option<String>,
 }
 
-const PUSHER_COLUMNS: &str = "user_id, app_id, pushkey, kind, app_display_name, device_display_name, profile_tag, lang, data, created_ts";
+const PUSHER_COLUMNS: &str = "user_id, app_id, pushkey, kind, app_display_name, device_display_name, profile_tag, \
+     lang, data, created_ts, unsubscribe_token";
 
 fn pusher_from_row(r: &AnyRow) -> PusherRow {
     PusherRow {
@@ -215,7 +216,7 @@ pub async fn pushers_of(pool: &AnyPool, user_id: &str) -> Result<Vec<PusherRow>,
 
 /// Stores a pusher, replacing the user's pusher with the same app id and
 /// pushkey. Unless `append` is set, the same app id and pushkey of other users
-/// are removed, as the spec asks.
+/// are removed, as the spec requires.
 pub async fn set_pusher(
     conn: &mut AnyConnection,
     pusher: &PusherRow,
@@ -270,7 +271,7 @@ pub async fn delete_pusher(
     Ok(result.rows_affected() > 0)
 }
 
-/// The pusher of an email address, if its owner set one up.
+/// Returns the pusher of an email address, if its owner set one up.
 pub async fn pusher_by_key(
     pool: &AnyPool,
     user_id: &str,
@@ -300,7 +301,10 @@ pub async fn delete_by_unsubscribe_token(
         .fetch_optional(&mut *conn)
         .await?;
     let Some(row) = row else { return Ok(None) };
-    sqlx::query("DELETE FROM pushers WHERE unsubscribe_token = $1").bind(token).execute(&mut *conn).await?;
+    sqlx::query("DELETE FROM pushers WHERE unsubscribe_token = $1")
+        .bind(token)
+        .execute(&mut *conn)
+        .await?;
     Ok(Some((row.get(0), row.get(1))))
 }
 
@@ -319,7 +323,10 @@ pub async fn email_candidates(
     period_start_ts: i64,
     limit: i64,
 ) -> Result<Vec<EmailCandidate>, sqlx::Error> {
-    let pusher_columns: Vec<String> = PUSHER_COLUMNS.split(", ").map(|c| format!("p.{}", c.trim())).collect();
+    let pusher_columns: Vec<String> = PUSHER_COLUMNS
+        .split(", ")
+        .map(|c| format!("p.{}", c.trim()))
+        .collect();
     let sql = format!(
         "SELECT {}, a.event_id, a.room_id, a.thread_id, a.stream_ordering, a.ts, a.actions, a.highlight \
          FROM event_push_actions a JOIN pushers p ON p.user_id = a.user_id AND p.kind = 'email' \
@@ -330,7 +337,12 @@ pub async fn email_candidates(
          ORDER BY a.stream_ordering LIMIT $3",
         pusher_columns.join(", ")
     );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(before_ts).bind(period_start_ts).bind(limit).fetch_all(pool).await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(before_ts)
+        .bind(period_start_ts)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
     Ok(rows
         .iter()
         .map(|r| {

@@ -25,4 +25,5 @@ mod send;
 mod smoke;
 mod state;
 mod sync;
+mod threepid;
 mod user_directory;

@@ -59,6 +59,12 @@ def pytest_configure(config: pytest.Config) -> None:
         "lattice_policy(**settings): start the test's server with these [policy] settings "
         'in place of name = "open", e.g. lattice_policy(name="professional", max_group_size=3)',
     )
+    config.addinivalue_line(
+        "markers",
+        "lattice_email(**settings): start the test's server with an [email] section that sends to the "
+        "test's smtp_server fixture (an object with a port attribute), plus these settings, "
+        "e.g. lattice_email(notification_delay_secs=2)",
+    )
 
 
 def _toml_value(value: str | int | bool) -> str:
@@ -69,12 +75,18 @@ def _toml_value(value: str | int | bool) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _write_config(data_dir: Path, port: int, policy: dict[str, str | int]) -> Path:
+def _write_config(
+    data_dir: Path, port: int, policy: dict[str, str | int], email: dict[str, str | int] | None = None
+) -> Path:
     config_path = data_dir / "lattice.toml"
     policy_lines = "".join(f"{key} = {_toml_value(value)}\n" for key, value in policy.items())
+    email_section = ""
+    if email is not None:
+        email_section = "\n[email]\n" + "".join(f"{key} = {_toml_value(value)}\n" for key, value in email.items())
     config_path.write_text(
         f'server_name = "{SERVER_NAME}"\n'
         f'data_dir = "{data_dir}"\n'
+        f'public_baseurl = "http://127.0.0.1:{port}"\n'
         "\n"
         "[listen]\n"
         f'client = "127.0.0.1:{port}"\n'
@@ -87,6 +99,7 @@ def _write_config(data_dir: Path, port: int, policy: dict[str, str | int]) -> Pa
         "\n"
         "[rate_limits]\n"
         "enabled = false\n"
+        f"{email_section}"
     )
     return config_path
 
@@ -173,7 +186,13 @@ def homeserver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     port = _free_loopback_port()
     marker = request.node.get_closest_marker("lattice_policy")
     policy = dict(marker.kwargs) if marker is not None else DEFAULT_POLICY
-    config_path = _write_config(data_dir, port, policy)
+    email_marker = request.node.get_closest_marker("lattice_email")
+    email = None
+    if email_marker is not None:
+        smtp_server = request.getfixturevalue("smtp_server")
+        email = {"smtp_host": "127.0.0.1", "smtp_port": smtp_server.port, "smtp_security": "plain"}
+        email.update(email_marker.kwargs)
+    config_path = _write_config(data_dir, port, policy, email)
     log_path = tmp_path / "lattice.log"
     base_url = f"http://127.0.0.1:{port}"
 

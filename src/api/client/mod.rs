@@ -165,11 +165,17 @@ pub fn router() -> Router<Arc<Services>> {
         .route(&r("/notifications"), get(pushers::notifications))
         // Email addresses, and the links that emails carry
         .route(&r("/account/3pid"), get(threepid::list))
-        .route(&r("/account/3pid/email/requestToken"), post(threepid::request_token))
+        .route(
+            &r("/account/3pid/email/requestToken"),
+            post(threepid::request_token),
+        )
         .route(&r("/account/3pid/add"), post(threepid::add))
         .route(&r("/account/3pid/delete"), post(threepid::delete))
         .route("/_lattice/email/validate", get(threepid::validate))
-        .route("/_lattice/email/unsubscribe", get(threepid::unsubscribe_page).post(threepid::unsubscribe))
+        .route(
+            "/_lattice/email/unsubscribe",
+            get(threepid::unsubscribe_page).post(threepid::unsubscribe),
+        )
         // Profiles, presence, user directory
         .route(&r("/profile/{user_id}"), get(profile::get))
         .route(

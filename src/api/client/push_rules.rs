@@ -46,7 +46,7 @@ fn rule_not_found(kind: &str, rule_id: &str) -> Error {
     Error::not_found(format!("push rule {kind}/{rule_id} not found"))
 }
 
-/// The rule as JSON, or a 404 error.
+/// Returns the rule as JSON, or a 404 error.
 fn rule_json(rules: &Ruleset, kind: &str, rule_id: &str) -> Result<Value> {
     let rule = rules
         .get(parse_kind(kind)?, rule_id)
