@@ -64,7 +64,7 @@ pub async fn unread_counts(
         ""
     };
     let sql = format!(
-        "SELECT a.room_id, a.thread_id, COUNT(*), COALESCE(SUM(a.highlight), 0) FROM event_push_actions a \
+        "SELECT a.room_id, a.thread_id, COUNT(*), CAST(COALESCE(SUM(a.highlight), 0) AS BIGINT) FROM event_push_actions a \
          JOIN memberships m ON m.room_id = a.room_id AND m.user_id = a.user_id AND m.membership = 'join' \
          WHERE a.user_id = $1 {room_filter} AND {UNREAD} GROUP BY a.room_id, a.thread_id"
     );
