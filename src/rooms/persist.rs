@@ -156,6 +156,8 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
                 pdu.event_id.as_str(),
             )
             .await?;
+            // A redacted message no longer counts as unread or appears in `/notifications`.
+            storage::push::delete_actions_of_event(&mut txn.conn, target.as_str()).await?;
         }
     }
     // Local events form a single chain, so the newest event is the only extremity.

@@ -50,6 +50,17 @@ pub async fn insert_actions(
     Ok(())
 }
 
+pub async fn delete_actions_of_event(
+    conn: &mut AnyConnection,
+    event_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM event_push_actions WHERE event_id = $1")
+        .bind(event_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// Unread notification and highlight counts of one user, per room and thread:
 /// `(room id, thread id, notifications, highlights)`, for joined rooms only.
 /// With `room_id` set, only that room.

@@ -618,6 +618,32 @@ async fn sync_counts_cleared_by_receipts() {
             (0, 0),
             "{backend:?}: carol's own message"
         );
+
+        // A redacted message no longer counts.
+        let redacted = send(
+            &alice,
+            &room,
+            "m.room.message",
+            json!({ "msgtype": "m.text", "body": "oops" }),
+        )
+        .await;
+        assert_eq!(
+            counts(&carol.sync("").await, &room),
+            (1, 0),
+            "{backend:?}: before the redaction"
+        );
+        let (status, body) = alice
+            .put(
+                &room_path(&room, &format!("redact/{}/r1", encode(&redacted))),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
+        assert_eq!(
+            counts(&carol.sync("").await, &room),
+            (0, 0),
+            "{backend:?}: after the redaction"
+        );
         server.stop().await;
     }
 }
