@@ -20,7 +20,7 @@ async fn send(client: &Client, room_id: &str, kind: &str, content: Value) -> Str
     body["event_id"].as_str().expect("event_id").to_owned()
 }
 
-/// The notification for `event_id` in the user's `/notifications`, if any.
+/// Finds the notification for `event_id` in the user's `/notifications`.
 async fn notification_for(client: &Client, event_id: &str) -> Option<Value> {
     let (status, body) = client
         .get("/_matrix/client/v3/notifications?limit=100")

@@ -13,11 +13,11 @@ use serde_json::{Value, json};
 
 use crate::harness::{Client, TestServer, assert_error, backends, encode};
 
-/// A push gateway that records every request and answers as told.
+/// A push gateway that records every request and responds as configured.
 #[derive(Clone, Default)]
 struct Gateway {
     received: Arc<Mutex<Vec<Value>>>,
-    /// Requests still to answer with 500 before answering normally.
+    /// Number of requests to fail with 500 before responding normally.
     failures: Arc<Mutex<u32>>,
     /// Pushkeys to report as rejected.
     rejected: Arc<Mutex<Vec<String>>>,

@@ -1,4 +1,4 @@
-//! Email addresses (3PIDs): the endpoints' answers and errors, with email
+//! Email addresses (3PIDs): the endpoints' responses and errors, with email
 //! off and with an SMTP server that is down. The full flow with a working
 //! SMTP server is the matrix-nio scenario `tests/clients/test_email_notifications.py`.
 
@@ -11,7 +11,7 @@ use crate::harness::{TestServer, assert_error, backends};
 
 const REQUEST_TOKEN: &str = "/_matrix/client/v3/account/3pid/email/requestToken";
 
-/// A loopback port with nothing listening on it.
+/// Returns a loopback port with nothing listening on it.
 fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("address").port()
@@ -98,7 +98,7 @@ async fn smtp_down_does_not_block() {
             .await;
         assert_error(&response, StatusCode::BAD_REQUEST, "M_BAD_JSON");
 
-        // /account/3pid/add asks for the password, then checks the session.
+        // /account/3pid/add requires the password, then checks the session.
         let add = json!({ "client_secret": "secret-1", "sid": sid });
         let (status, challenge) = bob
             .post("/_matrix/client/v3/account/3pid/add", add.clone())

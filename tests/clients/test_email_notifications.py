@@ -2,10 +2,10 @@
 
 An aiosmtpd server on loopback receives every email that lattice sends. The
 tests verify an address through the link in its verification email, add it
-with /account/3pid/add, set up an email pusher, and check which notification
-emails arrive: after the configured delay, not at all when the message was
-read in time, at most one per conversation and period, with sanitized HTML
-and a working unsubscribe link. They talk HTTP directly because matrix-nio
+with /account/3pid/add and set up an email pusher. Then they check which
+notification emails arrive: one after the configured delay, none when the
+message was read in time, at most one per conversation and period. The
+emails must have sanitized HTML and a working unsubscribe link. They talk HTTP directly because matrix-nio
 has no 3PID or pusher API.
 """
 
@@ -160,7 +160,7 @@ def add_email(user: User, mailbox: Mailbox, address: str) -> None:
     assert status == 200, page
     assert "confirmed" in page
 
-    # /account/3pid/add asks for the password first.
+    # /account/3pid/add requires the password first.
     status, challenge = call(user.base, "POST", "/_matrix/client/v3/account/3pid/add", {"client_secret": secret, "sid": sid}, user.token)
     assert status == 401, challenge
     auth = {
@@ -251,11 +251,13 @@ def test_notification_email_after_delay(homeserver: str, smtp_server: Mailbox) -
     unsubscribe = link_in(text, "/_lattice/email/unsubscribe")
     assert notification["List-Unsubscribe"] == f"<{unsubscribe}>"
     status, page = fetch_page(unsubscribe)
-    assert status == 200 and "<form" in page, "the link opens a confirmation page first"
+    assert status == 200, page
+    assert "<form" in page, "the link opens a confirmation page first"
     assert bob.call("GET", "/_matrix/client/v3/pushers")["pushers"] != []
     token = urllib.parse.parse_qs(urllib.parse.urlparse(unsubscribe).query)["token"][0]
     status, page = fetch_page(unsubscribe.split("?")[0], {"token": token})
-    assert status == 200 and "Unsubscribed" in page, page
+    assert status == 200, page
+    assert "Unsubscribed" in page, page
     assert bob.call("GET", "/_matrix/client/v3/pushers")["pushers"] == []
 
 
