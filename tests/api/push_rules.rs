@@ -868,3 +868,68 @@ async fn notifications_pagination() {
         server.stop().await;
     }
 }
+
+#[tokio::test]
+async fn professional_limits_keep_notifications() {
+    for backend in backends() {
+        let server = TestServer::start_with(&backend, |config| {
+            config.policy.name = "professional".into();
+            config.policy.daily_message_limit = 1;
+            config.policy.weekly_connection_request_limit = 0;
+        })
+        .await;
+        let alice = server.register("alice").await;
+        let bob = server.register("bob").await;
+
+        // Alice's connection request to bob, accepted by bob.
+        let (status, body) = alice
+            .post(
+                "/_matrix/client/v3/createRoom",
+                json!({ "invite": [bob.user_id], "is_direct": true, "preset": "trusted_private_chat" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
+        let room = body["room_id"].as_str().unwrap().to_owned();
+        bob.join(&room).await;
+
+        // Bob uses up his daily limit; alice's messages still notify him.
+        send(
+            &bob,
+            &room,
+            "m.room.message",
+            json!({ "msgtype": "m.text", "body": "hi" }),
+        )
+        .await;
+        let txn = lattice::rooms::random_localpart(16);
+        let over = bob
+            .put(
+                &room_path(&room, &format!("send/m.room.message/{txn}")),
+                json!({ "msgtype": "m.text", "body": "again" }),
+            )
+            .await;
+        assert_eq!(
+            over.0,
+            StatusCode::FORBIDDEN,
+            "{backend:?}: bob is at his limit: {}",
+            over.1
+        );
+        let event_id = send(
+            &alice,
+            &room,
+            "m.room.message",
+            json!({ "msgtype": "m.text", "body": "hello bob" }),
+        )
+        .await;
+        assert_eq!(
+            outcome(&bob, &event_id).await,
+            Expect::NotifyWithSound,
+            "{backend:?}: bob is notified"
+        );
+        assert_eq!(
+            counts(&bob.sync("").await, &room),
+            (1, 0),
+            "{backend:?}: bob's unread count"
+        );
+        server.stop().await;
+    }
+}
