@@ -18,7 +18,6 @@ CREATE TABLE event_push_actions (
 );
 CREATE INDEX event_push_actions_room ON event_push_actions (user_id, room_id, stream_ordering);
 CREATE INDEX event_push_actions_user ON event_push_actions (user_id, stream_ordering);
-CREATE INDEX event_push_actions_stream ON event_push_actions (stream_ordering);
 CREATE INDEX event_push_actions_event ON event_push_actions (event_id);
 
 CREATE TABLE pushers (

@@ -27,25 +27,52 @@ const UNREAD: &str = "a.stream_ordering > COALESCE((SELECT MAX(r.event_stream) F
      AND a.stream_ordering > COALESCE((SELECT MAX(e.stream_ordering) FROM events e \
      WHERE e.room_id = a.room_id AND e.sender = a.user_id), 0)";
 
+/// Rows per `INSERT` statement: 8 parameters each stays far below the
+/// parameter limits of SQLite (32,766) and PostgreSQL (65,535).
+const ROWS_PER_INSERT: usize = 500;
+
+/// Inserts push actions with one statement per [`ROWS_PER_INSERT`] rows,
+/// because a statement per row made the single writer the bottleneck of
+/// sends in large rooms.
 pub async fn insert_actions(
     conn: &mut AnyConnection,
     actions: &[PushAction],
 ) -> Result<(), sqlx::Error> {
-    for action in actions {
-        sqlx::query(
+    for chunk in actions.chunks(ROWS_PER_INSERT) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let n = i * 8;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    n + 1,
+                    n + 2,
+                    n + 3,
+                    n + 4,
+                    n + 5,
+                    n + 6,
+                    n + 7,
+                    n + 8
+                )
+            })
+            .collect();
+        let sql = format!(
             "INSERT INTO event_push_actions (user_id, event_id, room_id, thread_id, stream_ordering, ts, actions, highlight) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (user_id, event_id) DO NOTHING",
-        )
-        .bind(&action.user_id)
-        .bind(&action.event_id)
-        .bind(&action.room_id)
-        .bind(&action.thread_id)
-        .bind(action.stream_ordering)
-        .bind(action.ts)
-        .bind(&action.actions)
-        .bind(i64::from(action.highlight))
-        .execute(&mut *conn)
-        .await?;
+             VALUES {} ON CONFLICT (user_id, event_id) DO NOTHING",
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for action in chunk {
+            query = query
+                .bind(&action.user_id)
+                .bind(&action.event_id)
+                .bind(&action.room_id)
+                .bind(&action.thread_id)
+                .bind(action.stream_ordering)
+                .bind(action.ts)
+                .bind(&action.actions)
+                .bind(i64::from(action.highlight));
+        }
+        query.execute(&mut *conn).await?;
     }
     Ok(())
 }
@@ -152,9 +179,8 @@ pub async fn actions_for_pushers(
 ) -> Result<Vec<PushAction>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT a.user_id, a.event_id, a.room_id, a.thread_id, a.stream_ordering, a.ts, a.actions, a.highlight \
-         FROM event_push_actions a WHERE a.stream_ordering > $1 AND a.stream_ordering <= $2 \
-         AND EXISTS (SELECT 1 FROM pushers p WHERE p.user_id = a.user_id) \
-         ORDER BY a.stream_ordering LIMIT $3",
+         FROM (SELECT DISTINCT user_id FROM pushers) p JOIN event_push_actions a ON a.user_id = p.user_id \
+         WHERE a.stream_ordering > $1 AND a.stream_ordering <= $2 ORDER BY a.stream_ordering LIMIT $3",
     )
     .bind(after)
     .bind(upto)
