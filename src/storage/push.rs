@@ -31,9 +31,7 @@ const UNREAD: &str = "a.stream_ordering > COALESCE((SELECT MAX(r.event_stream) F
 /// parameter limits of SQLite (32,766) and PostgreSQL (65,535).
 const ROWS_PER_INSERT: usize = 500;
 
-/// Inserts push actions with one statement per [`ROWS_PER_INSERT`] rows,
-/// because a statement per row made the single writer the bottleneck of
-/// sends in large rooms.
+/// Inserts push actions with one statement per [`ROWS_PER_INSERT`] rows.
 pub async fn insert_actions(
     conn: &mut AnyConnection,
     actions: &[PushAction],
