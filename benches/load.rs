@@ -56,13 +56,8 @@ fn start_server() -> Server {
 /// Starts the server with extra `LATTICE_*` variables, such as policy settings.
 fn start_server_with(settings: &[(&str, &str)]) -> Server {
     let data = tempfile::tempdir().expect("temporary directory");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let binary =
-        std::env::var("LATTICE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_lattice").to_owned());
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let binary = std::env::var("LATTICE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_lattice").to_owned());
     let child = Command::new(binary)
         .arg("serve")
         .envs(settings.iter().copied())
@@ -74,11 +69,7 @@ fn start_server_with(settings: &[(&str, &str)]) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .expect("start the lattice binary");
-    Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-        _data: data,
-    }
+    Server { child, base: format!("http://127.0.0.1:{port}"), _data: data }
 }
 
 /// `(current, peak)` resident memory of a process in MiB, from /proc.
@@ -121,19 +112,13 @@ impl User {
         User {
             http: http.clone(),
             base: base.to_owned(),
-            token: body["access_token"]
-                .as_str()
-                .expect("access token")
-                .to_owned(),
+            token: body["access_token"].as_str().expect("access token").to_owned(),
             user_id: body["user_id"].as_str().unwrap().to_owned(),
         }
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
+        let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -157,48 +142,23 @@ impl User {
 
     /// Sends a connection request as Element's "Start chat" does and returns the room id.
     async fn request_connection(&self, invitee: &str) -> String {
-        let body =
-            json!({ "invite": [invitee], "is_direct": true, "preset": "trusted_private_chat" });
-        let body = self
-            .call(
-                reqwest::Method::POST,
-                "/_matrix/client/v3/createRoom",
-                Some(body),
-            )
-            .await;
+        let body = json!({ "invite": [invitee], "is_direct": true, "preset": "trusted_private_chat" });
+        let body = self.call(reqwest::Method::POST, "/_matrix/client/v3/createRoom", Some(body)).await;
         body["room_id"].as_str().unwrap().to_owned()
     }
 
     async fn invite(&self, room: &str, user_id: &str) {
         let path = format!("/_matrix/client/v3/rooms/{}/invite", enc(room));
-        self.call(
-            reqwest::Method::POST,
-            &path,
-            Some(json!({ "user_id": user_id })),
-        )
-        .await;
+        self.call(reqwest::Method::POST, &path, Some(json!({ "user_id": user_id }))).await;
     }
 
     async fn join(&self, room: &str) {
-        self.call(
-            reqwest::Method::POST,
-            &format!("/_matrix/client/v3/join/{}", enc(room)),
-            Some(json!({})),
-        )
-        .await;
+        self.call(reqwest::Method::POST, &format!("/_matrix/client/v3/join/{}", enc(room)), Some(json!({}))).await;
     }
 
     async fn send(&self, room: &str, txn: &str, text: &str) {
-        let path = format!(
-            "/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
-            enc(room)
-        );
-        self.call(
-            reqwest::Method::PUT,
-            &path,
-            Some(json!({ "msgtype": "m.text", "body": text })),
-        )
-        .await;
+        let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", enc(room));
+        self.call(reqwest::Method::PUT, &path, Some(json!({ "msgtype": "m.text", "body": text }))).await;
     }
 
     async fn sync(&self, since: Option<&str>, timeout_ms: u64) -> Value {
@@ -225,12 +185,7 @@ fn ms(d: Duration) -> String {
 
 async fn wait_ready(http: &reqwest::Client, base: &str) {
     for _ in 0..600 {
-        if http
-            .get(format!("{base}/_matrix/client/versions"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
+        if http.get(format!("{base}/_matrix/client/versions")).send().await.is_ok_and(|r| r.status().is_success()) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -238,20 +193,10 @@ async fn wait_ready(http: &reqwest::Client, base: &str) {
     panic!("server did not start");
 }
 
-async fn register_many(
-    http: &reqwest::Client,
-    base: &str,
-    prefix: &str,
-    count: usize,
-) -> Vec<User> {
+async fn register_many(http: &reqwest::Client, base: &str, prefix: &str, count: usize) -> Vec<User> {
     let mut users = Vec::new();
     for chunk in (0..count).collect::<Vec<_>>().chunks(8) {
-        let batch = join_all(
-            chunk
-                .iter()
-                .map(|i| User::register(http, base, format!("{prefix}{i}"))),
-        )
-        .await;
+        let batch = join_all(chunk.iter().map(|i| User::register(http, base, format!("{prefix}{i}")))).await;
         users.extend(batch);
     }
     users
@@ -306,18 +251,9 @@ async fn bench_send(http: &reqwest::Client) {
         ms(percentile(&run.latencies, 0.5)),
         ms(percentile(&run.latencies, 0.99))
     );
-    println!(
-        "| memory: resident after start | {:.1} MiB |",
-        run.rss_start
-    );
-    println!(
-        "| memory: resident at the end of set-up (116 registrations, 10 rooms) | {:.1} MiB |",
-        run.rss_setup_peak
-    );
-    println!(
-        "| memory: resident peak during the send run | {:.1} MiB |",
-        run.rss_peak
-    );
+    println!("| memory: resident after start | {:.1} MiB |", run.rss_start);
+    println!("| memory: resident at the end of set-up (116 registrations, 10 rooms) | {:.1} MiB |", run.rss_setup_peak);
+    println!("| memory: resident peak during the send run | {:.1} MiB |", run.rss_peak);
 }
 
 /// Runs the send workload. With `as_connections`, each DM room is a connection
@@ -362,31 +298,20 @@ async fn run_send(http: &reqwest::Client, server: &Server, as_connections: bool)
     let (_, rss_setup_peak) = memory_mib(server.child.id());
     let per_sender = 500;
     let started = Instant::now();
-    let tasks = senders
-        .into_iter()
-        .enumerate()
-        .map(|(s, (user, room))| async move {
-            let mut latencies = Vec::with_capacity(per_sender);
-            for n in 0..per_sender {
-                let t = Instant::now();
-                user.send(&room, &format!("b{s}-{n}"), "benchmark message")
-                    .await;
-                latencies.push(t.elapsed());
-            }
-            latencies
-        });
+    let tasks = senders.into_iter().enumerate().map(|(s, (user, room))| async move {
+        let mut latencies = Vec::with_capacity(per_sender);
+        for n in 0..per_sender {
+            let t = Instant::now();
+            user.send(&room, &format!("b{s}-{n}"), "benchmark message").await;
+            latencies.push(t.elapsed());
+        }
+        latencies
+    });
     let mut latencies: Vec<Duration> = join_all(tasks).await.into_iter().flatten().collect();
     let elapsed = started.elapsed();
     latencies.sort();
     let (_, rss_peak) = memory_mib(server.child.id());
-    SendRun {
-        events: latencies.len(),
-        elapsed,
-        latencies,
-        rss_start,
-        rss_setup_peak,
-        rss_peak,
-    }
+    SendRun { events: latencies.len(), elapsed, latencies, rss_start, rss_setup_peak, rss_peak }
 }
 
 /// Times 40 invites of connections into one room of the inviter, one at a
@@ -434,11 +359,7 @@ async fn bench_policy(http: &reqwest::Client) {
             ms(percentile(&invites, 0.5)),
             ms(percentile(&invites, 0.99))
         );
-        figures.push((
-            send.throughput(),
-            percentile(&send.latencies, 0.5),
-            percentile(&invites, 0.5),
-        ));
+        figures.push((send.throughput(), percentile(&send.latencies, 0.5), percentile(&invites, 0.5)));
     }
     let (open, professional) = (figures[0], figures[1]);
     let overhead = |open: f64, professional: f64| (professional / open - 1.0) * 100.0;
@@ -453,10 +374,7 @@ async fn bench_policy(http: &reqwest::Client) {
 async fn bench_push(http: &reqwest::Client) {
     let mut figures = Vec::new();
     for (name, enabled) in [("off", "false"), ("on", "true")] {
-        let server = start_server_with(&[
-            ("LATTICE_POLICY__NAME", "open"),
-            ("LATTICE_PUSH__ENABLED", enabled),
-        ]);
+        let server = start_server_with(&[("LATTICE_POLICY__NAME", "open"), ("LATTICE_PUSH__ENABLED", enabled)]);
         let send = run_send(http, &server, false).await;
         println!(
             "| push evaluation {name}: send, 16 senders, {} events, throughput / p50 / p99 | {:.0} events/s / {} / {} |",
@@ -508,11 +426,8 @@ async fn bench_degree_metrics(http: &reqwest::Client) {
     let mut batch_start = 0;
     while batch_start < CONNECTIONS && setup_started.elapsed() < SETUP_BUDGET {
         let batch_end = (batch_start + BATCH).min(CONNECTIONS);
-        let users = join_all(
-            (batch_start..batch_end)
-                .map(|i| User::register(http, &server.base, format!("leaf{i}"))),
-        )
-        .await;
+        let users =
+            join_all((batch_start..batch_end).map(|i| User::register(http, &server.base, format!("leaf{i}")))).await;
         join_all(users.iter().enumerate().map(|(offset, leaf)| {
             let hub = &hub;
             async move {
@@ -568,10 +483,7 @@ async fn bench_delivery(http: &reqwest::Client) {
     let (alice, bob) = (users[0].clone(), users[1].clone());
     let room = alice.create_room(&[bob.user_id.clone()]).await;
     bob.join(&room).await;
-    let mut since = bob.sync(None, 0).await["next_batch"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let mut since = bob.sync(None, 0).await["next_batch"].as_str().unwrap().to_owned();
     let mut samples = Vec::new();
     for n in 0..300 {
         let waiter = {
@@ -606,12 +518,7 @@ async fn bench_fanout(http: &reqwest::Client) {
     let members = Arc::new(members);
     let mut tokens: Vec<String> = Vec::new();
     for member in members.iter() {
-        tokens.push(
-            member.sync(None, 0).await["next_batch"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
+        tokens.push(member.sync(None, 0).await["next_batch"].as_str().unwrap().to_owned());
     }
     let mut samples = Vec::new();
     for n in 0..40 {
@@ -623,18 +530,13 @@ async fn bench_fanout(http: &reqwest::Client) {
                 let since = since.clone();
                 tokio::spawn(async move {
                     let body = member.sync(Some(&since), 10_000).await;
-                    (
-                        Instant::now(),
-                        body["next_batch"].as_str().unwrap().to_owned(),
-                    )
+                    (Instant::now(), body["next_batch"].as_str().unwrap().to_owned())
                 })
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(30)).await;
         let sent_at = Instant::now();
-        members[n % 50]
-            .send(&room, &format!("f{n}"), "to everyone")
-            .await;
+        members[n % 50].send(&room, &format!("f{n}"), "to everyone").await;
         tokens.clear();
         for waiter in waiters {
             let (arrived, next) = waiter.await.unwrap();
@@ -679,20 +581,11 @@ async fn bench_initial_sync(http: &reqwest::Client) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let wanted = |name: &str| args.is_empty() || args.iter().any(|a| a == name);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(128)
-            .build()
-            .unwrap();
+        let http = reqwest::Client::builder().pool_max_idle_per_host(128).build().unwrap();
         println!("| measurement | result |");
         println!("| --- | --- |");
         if wanted("send") {

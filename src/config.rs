@@ -151,61 +151,43 @@ impl Default for Config {
 
 impl Default for ListenConfig {
     fn default() -> Self {
-        Self {
-            client: SocketAddr::from(([127, 0, 0, 1], 8008)),
-        }
+        Self { client: SocketAddr::from(([127, 0, 0, 1], 8008)) }
     }
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self {
-            url: String::new(),
-            max_connections: 8,
-        }
+        Self { url: String::new(), max_connections: 8 }
     }
 }
 
 impl Default for RegistrationConfig {
     fn default() -> Self {
-        Self {
-            enabled: true,
-            tokens: Vec::new(),
-        }
+        Self { enabled: true, tokens: Vec::new() }
     }
 }
 
 impl Default for RoomsConfig {
     fn default() -> Self {
-        Self {
-            default_version: "12".into(),
-        }
+        Self { default_version: "12".into() }
     }
 }
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
-        Self {
-            enabled: true,
-            per_second: 10.0,
-            burst: 50,
-        }
+        Self { enabled: true, per_second: 10.0, burst: 50 }
     }
 }
 
 impl Default for RequestLimits {
     fn default() -> Self {
-        Self {
-            max_request_body: 1024 * 1024,
-        }
+        Self { max_request_body: 1024 * 1024 }
     }
 }
 
 impl Default for DirectoryConfig {
     fn default() -> Self {
-        Self {
-            search_all_users: false,
-        }
+        Self { search_all_users: false }
     }
 }
 
@@ -343,10 +325,7 @@ impl Config {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = path {
             if !path.exists() {
-                return Err(ConfigError(format!(
-                    "config file {} not found",
-                    path.display()
-                )));
+                return Err(ConfigError(format!("config file {} not found", path.display())));
             }
             figment = figment.merge(Toml::file(path));
         }
@@ -355,12 +334,7 @@ impl Config {
         figment = figment.merge(
             Env::prefixed("LATTICE_")
                 .filter(|key| {
-                    let section = key
-                        .as_str()
-                        .split("__")
-                        .next()
-                        .unwrap_or_default()
-                        .to_ascii_lowercase();
+                    let section = key.as_str().split("__").next().unwrap_or_default().to_ascii_lowercase();
                     CONFIG_KEYS.contains(&section.as_str())
                 })
                 .split("__"),
@@ -372,23 +346,15 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         if ruma::ServerName::parse(&self.server_name).is_err() {
-            return Err(ConfigError(format!(
-                "server_name {:?} is not a valid Matrix server name",
-                self.server_name
-            )));
+            return Err(ConfigError(format!("server_name {:?} is not a valid Matrix server name", self.server_name)));
         }
-        if !matches!(
-            self.email.smtp_security.as_str(),
-            "starttls" | "tls" | "plain"
-        ) {
+        if !matches!(self.email.smtp_security.as_str(), "starttls" | "tls" | "plain") {
             return Err(ConfigError(format!(
                 "email.smtp_security {:?} is unknown; expected \"starttls\", \"tls\" or \"plain\"",
                 self.email.smtp_security
             )));
         }
-        if !self.email.smtp_host.is_empty()
-            && self.email.from.parse::<lettre::message::Mailbox>().is_err()
-        {
+        if !self.email.smtp_host.is_empty() && self.email.from.parse::<lettre::message::Mailbox>().is_err() {
             return Err(ConfigError(format!(
                 "email.from {:?} is not a valid mailbox; expected e.g. \"Lattice <noreply@example.org>\"",
                 self.email.from
@@ -523,35 +489,18 @@ mod tests {
 
     #[test]
     fn default_config_text_parses_to_defaults() {
-        let parsed: Config = Figment::from(Toml::string(DEFAULT_CONFIG_TOML))
-            .extract()
-            .unwrap();
+        let parsed: Config = Figment::from(Toml::string(DEFAULT_CONFIG_TOML)).extract().unwrap();
         let defaults = Config::default();
         assert_eq!(parsed.server_name, defaults.server_name);
         assert_eq!(parsed.listen.client, defaults.listen.client);
         assert_eq!(parsed.rooms.default_version, defaults.rooms.default_version);
-        assert_eq!(
-            parsed.limits.max_request_body,
-            defaults.limits.max_request_body
-        );
+        assert_eq!(parsed.limits.max_request_body, defaults.limits.max_request_body);
         assert_eq!(parsed.policy.name, defaults.policy.name);
-        assert_eq!(
-            parsed.policy.pending_message_limit,
-            defaults.policy.pending_message_limit
-        );
+        assert_eq!(parsed.policy.pending_message_limit, defaults.policy.pending_message_limit);
         assert_eq!(parsed.policy.max_group_size, defaults.policy.max_group_size);
-        assert_eq!(
-            parsed.policy.daily_message_limit,
-            defaults.policy.daily_message_limit
-        );
-        assert_eq!(
-            parsed.policy.weekly_connection_request_limit,
-            defaults.policy.weekly_connection_request_limit
-        );
-        assert_eq!(
-            parsed.policy.limit_appservice_users,
-            defaults.policy.limit_appservice_users
-        );
+        assert_eq!(parsed.policy.daily_message_limit, defaults.policy.daily_message_limit);
+        assert_eq!(parsed.policy.weekly_connection_request_limit, defaults.policy.weekly_connection_request_limit);
+        assert_eq!(parsed.policy.limit_appservice_users, defaults.policy.limit_appservice_users);
         assert_eq!(parsed.media.max_upload_size, defaults.media.max_upload_size);
         assert_eq!(parsed.media.per_user_quota, defaults.media.per_user_quota);
         assert_eq!(parsed.media.freeze_legacy, defaults.media.freeze_legacy);

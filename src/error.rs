@@ -108,10 +108,9 @@ impl ErrorKind {
             | Self::UserLimitExceeded { .. } => StatusCode::FORBIDDEN,
             Self::CannotOverwriteMedia => StatusCode::CONFLICT,
             Self::NotYetUploaded => StatusCode::GATEWAY_TIMEOUT,
-            Self::UnknownToken { .. }
-            | Self::MissingToken
-            | Self::Unauthorized
-            | Self::UserInteractive => StatusCode::UNAUTHORIZED,
+            Self::UnknownToken { .. } | Self::MissingToken | Self::Unauthorized | Self::UserInteractive => {
+                StatusCode::UNAUTHORIZED
+            }
             Self::NotFound | Self::Unrecognized => StatusCode::NOT_FOUND,
             Self::LimitExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -137,12 +136,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
-            status: None,
-            body: None,
-        }
+        Self { kind, message: message.into(), status: None, body: None }
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
@@ -172,10 +166,7 @@ impl Error {
     /// An internal failure. The details go to the log; the client sees a generic message.
     pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
         tracing::error!(error = %err, context, "internal error");
-        Self::new(
-            ErrorKind::Unknown,
-            format!("Internal server error while {context}"),
-        )
+        Self::new(ErrorKind::Unknown, format!("Internal server error while {context}"))
     }
 
     pub fn with_status(mut self, status: StatusCode) -> Self {
@@ -235,9 +226,7 @@ impl IntoResponse for Error {
         if let ErrorKind::LimitExceeded { retry_after_ms } = self.kind {
             let seconds = retry_after_ms.div_ceil(1000).to_string();
             if let Ok(value) = seconds.parse() {
-                response
-                    .headers_mut()
-                    .insert(http::header::RETRY_AFTER, value);
+                response.headers_mut().insert(http::header::RETRY_AFTER, value);
             }
         }
         response

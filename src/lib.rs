@@ -65,10 +65,7 @@ pub enum StartError {
     #[error("signing key: {0}")]
     SigningKey(String),
     #[error("could not listen on {addr}: {source}")]
-    Listen {
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
 }
 
 /// A running homeserver: its services and background tasks.
@@ -102,17 +99,11 @@ impl Homeserver {
     }
 
     /// Like [`Homeserver::new`], with a room policy supplied by the embedding application.
-    pub async fn with_policy(
-        config: Config,
-        policy: Arc<dyn RoomPolicy>,
-    ) -> Result<Self, StartError> {
+    pub async fn with_policy(config: Config, policy: Arc<dyn RoomPolicy>) -> Result<Self, StartError> {
         Self::start(config, Some(policy)).await
     }
 
-    async fn start(
-        config: Config,
-        policy: Option<Arc<dyn RoomPolicy>>,
-    ) -> Result<Self, StartError> {
+    async fn start(config: Config, policy: Option<Arc<dyn RoomPolicy>>) -> Result<Self, StartError> {
         config.validate()?;
         let server_name = OwnedServerName::try_from(config.server_name.as_str())
             .map_err(|e| config::ConfigError::invalid(format!("server_name: {e}")))?;
@@ -127,11 +118,7 @@ impl Homeserver {
             None => Arc::new(OpenPolicy),
         };
         tracing::info!(server_name = %server_name, database = %redact_url(&url), policy = policy.name(), "database ready");
-        let key = Arc::new(
-            SigningKey::load_or_generate(&db)
-                .await
-                .map_err(StartError::SigningKey)?,
-        );
+        let key = Arc::new(SigningKey::load_or_generate(&db).await.map_err(StartError::SigningKey)?);
         let notifier = Arc::new(Notifier::default());
         let default_version = RoomVersionId::try_from(config.rooms.default_version.as_str())
             .map_err(|e| config::ConfigError::invalid(format!("rooms.default_version: {e}")))?;
@@ -207,29 +194,18 @@ impl Homeserver {
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle {
-            services: self.services.clone(),
-            shutdown: self.shutdown.clone(),
-        }
+        ShutdownHandle { services: self.services.clone(), shutdown: self.shutdown.clone() }
     }
 
     /// Serves the API on the configured client listener until `stop` resolves.
-    pub async fn serve(
-        self,
-        stop: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> Result<(), StartError> {
+    pub async fn serve(self, stop: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
         let addr = self.services.config.listen.client;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Listen { addr, source })?;
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
         tracing::info!(%addr, server_name = %self.services.server_name, "listening for clients");
         let handle = self.shutdown_handle();
-        let app = self
-            .router()
-            .into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await;
+        let app = self.router().into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let result = axum::serve(listener, app).with_graceful_shutdown(stop).await;
         handle.shutdown().await;
         result.map_err(|source| StartError::Listen { addr, source })
     }

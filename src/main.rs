@@ -60,16 +60,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,ruma_state_res=warn,sqlx=warn")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ruma_state_res=warn,sqlx=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: could not start the async runtime: {err}");
@@ -82,12 +78,9 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Serve { config } => runtime.block_on(serve(config)),
-        Command::CreateUser {
-            config,
-            username,
-            password,
-            admin,
-        } => runtime.block_on(create_user(config, username, password, admin)),
+        Command::CreateUser { config, username, password, admin } => {
+            runtime.block_on(create_user(config, username, password, admin))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -101,10 +94,7 @@ fn main() -> ExitCode {
 async fn serve(config_path: Option<PathBuf>) -> Result<(), String> {
     let config = Config::load(config_path.as_deref()).map_err(|e| e.to_string())?;
     let server = Homeserver::new(config).await.map_err(|e| e.to_string())?;
-    server
-        .serve(shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())
+    server.serve(shutdown_signal()).await.map_err(|e| e.to_string())
 }
 
 async fn create_user(
@@ -116,19 +106,9 @@ async fn create_user(
     let config = Config::load(config_path.as_deref()).map_err(|e| e.to_string())?;
     let server = Homeserver::new(config).await.map_err(|e| e.to_string())?;
     let users = &server.services().users;
-    let localpart = username
-        .trim_start_matches('@')
-        .split(':')
-        .next()
-        .unwrap_or_default()
-        .to_lowercase();
-    let user_id = users
-        .validate_new_localpart(&localpart)
-        .map_err(|e| e.message)?;
-    users
-        .create(&user_id, Some(&password), admin)
-        .await
-        .map_err(|e| e.message)?;
+    let localpart = username.trim_start_matches('@').split(':').next().unwrap_or_default().to_lowercase();
+    let user_id = users.validate_new_localpart(&localpart).map_err(|e| e.message)?;
+    users.create(&user_id, Some(&password), admin).await.map_err(|e| e.message)?;
     server.shutdown_handle().shutdown().await;
     println!("created {user_id}{}", if admin { " (admin)" } else { "" });
     Ok(())

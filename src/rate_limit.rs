@@ -36,18 +36,14 @@ impl RateLimiter {
             buckets.retain(|_, (_, at)| now.duration_since(*at).as_secs() < 600);
         }
         let (tokens, last) = buckets.entry(key.to_owned()).or_insert((self.burst, now));
-        *tokens =
-            (*tokens + now.duration_since(*last).as_secs_f64() * self.per_second).min(self.burst);
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.per_second).min(self.burst);
         *last = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
             Ok(())
         } else {
             let retry_after_ms = ((1.0 - *tokens) / self.per_second * 1000.0).ceil() as u64;
-            Err(Error::new(
-                ErrorKind::LimitExceeded { retry_after_ms },
-                "too many requests; retry later",
-            ))
+            Err(Error::new(ErrorKind::LimitExceeded { retry_after_ms }, "too many requests; retry later"))
         }
     }
 }

@@ -34,22 +34,16 @@ impl SigningKey {
             }
             None => {
                 let document = Ed25519KeyPair::generate().to_vec();
-                let version: String = rand::thread_rng()
-                    .sample_iter(&Alphanumeric)
-                    .take(6)
-                    .map(char::from)
-                    .collect();
+                let version: String = rand::thread_rng().sample_iter(&Alphanumeric).take(6).map(char::from).collect();
                 let key_id = format!("ed25519:{version}");
                 let secret = STANDARD_NO_PAD.encode(&document);
-                sqlx::query(
-                    "INSERT INTO signing_keys (key_id, secret, created_ts) VALUES ($1, $2, $3)",
-                )
-                .bind(&key_id)
-                .bind(secret)
-                .bind(now_ms())
-                .execute(&db.pool)
-                .await
-                .map_err(|e| format!("could not store the signing key: {e}"))?;
+                sqlx::query("INSERT INTO signing_keys (key_id, secret, created_ts) VALUES ($1, $2, $3)")
+                    .bind(&key_id)
+                    .bind(secret)
+                    .bind(now_ms())
+                    .execute(&db.pool)
+                    .await
+                    .map_err(|e| format!("could not store the signing key: {e}"))?;
                 tracing::info!(key_id, "generated a new signing key");
                 (key_id, document)
             }

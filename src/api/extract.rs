@@ -35,12 +35,8 @@ pub fn access_token(parts: &Parts) -> Option<String> {
 impl FromRequestParts<Arc<Services>> for Auth {
     type Rejection = Error;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        services: &Arc<Services>,
-    ) -> Result<Self, Error> {
-        let token = access_token(parts)
-            .ok_or_else(|| Error::new(ErrorKind::MissingToken, "missing access token"))?;
+    async fn from_request_parts(parts: &mut Parts, services: &Arc<Services>) -> Result<Self, Error> {
+        let token = access_token(parts).ok_or_else(|| Error::new(ErrorKind::MissingToken, "missing access token"))?;
         Ok(Self(services.users.authenticate(&token).await?))
     }
 }
@@ -53,46 +49,28 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = Error;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Error> {
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                    Error::new(ErrorKind::TooLarge, "request body is too large")
-                } else {
-                    Error::new(
-                        ErrorKind::NotJson,
-                        format!("could not read the request body: {rejection}"),
-                    )
-                }
-            })?;
-        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else {
-            &bytes
-        };
-        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
-            Error::new(
-                ErrorKind::NotJson,
-                format!("request body is not valid JSON: {e}"),
-            )
+        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                Error::new(ErrorKind::TooLarge, "request body is too large")
+            } else {
+                Error::new(ErrorKind::NotJson, format!("could not read the request body: {rejection}"))
+            }
         })?;
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+        let value: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| Error::new(ErrorKind::NotJson, format!("request body is not valid JSON: {e}")))?;
         if !value.is_object() {
-            return Err(Error::new(
-                ErrorKind::BadJson,
-                "request body must be a JSON object",
-            ));
+            return Err(Error::new(ErrorKind::BadJson, "request body must be a JSON object"));
         }
         // The path names the offending field, which serde_json's own message leaves out.
-        serde_path_to_error::deserialize(value)
-            .map(JsonBody)
-            .map_err(|e| {
-                let path = e.path().to_string();
-                if path == "." {
-                    Error::bad_json(format!("invalid request body: {}", e.inner()))
-                } else {
-                    Error::bad_json(format!("invalid request body: field {path}: {}", e.inner()))
-                }
-            })
+        serde_path_to_error::deserialize(value).map(JsonBody).map_err(|e| {
+            let path = e.path().to_string();
+            if path == "." {
+                Error::bad_json(format!("invalid request body: {}", e.inner()))
+            } else {
+                Error::bad_json(format!("invalid request body: field {path}: {}", e.inner()))
+            }
+        })
     }
 }
 
@@ -132,10 +110,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Error> {
-        let ip = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|info| info.0.ip());
+        let ip = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|info| info.0.ip());
         Ok(Self(ip))
     }
 }

@@ -31,41 +31,17 @@ pub fn router() -> Router<Arc<Services>> {
     const V1: &str = "/_matrix/client/v1/media";
     Router::new()
         .route(&format!("{LEGACY}/upload"), post(upload))
-        .route(
-            &format!("{LEGACY}/upload/{{server_name}}/{{media_id}}"),
-            put(upload_reserved),
-        )
+        .route(&format!("{LEGACY}/upload/{{server_name}}/{{media_id}}"), put(upload_reserved))
         .route("/_matrix/media/v1/create", post(create))
         .route(&format!("{V1}/config"), get(config))
-        .route(
-            &format!("{V1}/download/{{server_name}}/{{media_id}}"),
-            get(download),
-        )
-        .route(
-            &format!("{V1}/download/{{server_name}}/{{media_id}}/{{file_name}}"),
-            get(download_named),
-        )
-        .route(
-            &format!("{V1}/thumbnail/{{server_name}}/{{media_id}}"),
-            get(thumbnail),
-        )
+        .route(&format!("{V1}/download/{{server_name}}/{{media_id}}"), get(download))
+        .route(&format!("{V1}/download/{{server_name}}/{{media_id}}/{{file_name}}"), get(download_named))
+        .route(&format!("{V1}/thumbnail/{{server_name}}/{{media_id}}"), get(thumbnail))
         .route(&format!("{LEGACY}/config"), get(legacy_config))
-        .route(
-            &format!("{LEGACY}/download/{{server_name}}/{{media_id}}"),
-            get(legacy_download),
-        )
-        .route(
-            &format!("{LEGACY}/download/{{server_name}}/{{media_id}}/{{file_name}}"),
-            get(legacy_download_named),
-        )
-        .route(
-            &format!("{LEGACY}/thumbnail/{{server_name}}/{{media_id}}"),
-            get(legacy_thumbnail),
-        )
-        .route(
-            "/_lattice/admin/v1/media/{server_name}/{media_id}",
-            delete(admin_delete),
-        )
+        .route(&format!("{LEGACY}/download/{{server_name}}/{{media_id}}"), get(legacy_download))
+        .route(&format!("{LEGACY}/download/{{server_name}}/{{media_id}}/{{file_name}}"), get(legacy_download_named))
+        .route(&format!("{LEGACY}/thumbnail/{{server_name}}/{{media_id}}"), get(legacy_thumbnail))
+        .route("/_lattice/admin/v1/media/{server_name}/{media_id}", delete(admin_delete))
 }
 
 /// Content types served with `Content-Disposition: inline`: the spec's list of
@@ -138,28 +114,18 @@ pub struct ThumbnailQuery {
 
 fn upload_info(headers: &HeaderMap, filename: Option<String>) -> Result<UploadInfo> {
     let content_type = match headers.get(header::CONTENT_TYPE) {
-        Some(value) => Some(
-            value
-                .to_str()
-                .map_err(|_| Error::invalid_param("Content-Type is not valid ASCII"))?
-                .to_owned(),
-        ),
+        Some(value) => {
+            Some(value.to_str().map_err(|_| Error::invalid_param("Content-Type is not valid ASCII"))?.to_owned())
+        }
         None => None,
     };
-    let content_length = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse().ok());
-    Ok(UploadInfo {
-        content_type,
-        filename,
-        content_length,
-    })
+    let content_length =
+        headers.get(header::CONTENT_LENGTH).and_then(|value| value.to_str().ok()).and_then(|value| value.parse().ok());
+    Ok(UploadInfo { content_type, filename, content_length })
 }
 
 fn parse_server_name(value: &str) -> Result<OwnedServerName> {
-    ServerName::parse(value)
-        .map_err(|e| Error::invalid_param(format!("invalid server name {value:?}: {e}")))
+    ServerName::parse(value).map_err(|e| Error::invalid_param(format!("invalid server name {value:?}: {e}")))
 }
 
 /// POST /_matrix/media/v3/upload
@@ -171,22 +137,14 @@ pub async fn upload(
     body: Body,
 ) -> Result<Json<Value>> {
     let info = upload_info(&headers, query.filename)?;
-    let content_uri = services
-        .media
-        .upload(&session.user_id, info, body.into_data_stream())
-        .await?;
+    let content_uri = services.media.upload(&session.user_id, info, body.into_data_stream()).await?;
     Ok(Json(json!({ "content_uri": content_uri })))
 }
 
 /// POST /_matrix/media/v1/create
-pub async fn create(
-    State(services): State<Arc<Services>>,
-    Auth(session): Auth,
-) -> Result<Json<Value>> {
+pub async fn create(State(services): State<Arc<Services>>, Auth(session): Auth) -> Result<Json<Value>> {
     let (content_uri, expires) = services.media.create(&session.user_id).await?;
-    Ok(Json(
-        json!({ "content_uri": content_uri, "unused_expires_at": expires }),
-    ))
+    Ok(Json(json!({ "content_uri": content_uri, "unused_expires_at": expires })))
 }
 
 /// PUT /_matrix/media/v3/upload/{serverName}/{mediaId}
@@ -200,16 +158,7 @@ pub async fn upload_reserved(
 ) -> Result<Json<Value>> {
     let server_name = parse_server_name(&server_name)?;
     let info = upload_info(&headers, query.filename)?;
-    services
-        .media
-        .upload_reserved(
-            &session.user_id,
-            &server_name,
-            &media_id,
-            info,
-            body.into_data_stream(),
-        )
-        .await?;
+    services.media.upload_reserved(&session.user_id, &server_name, &media_id, info, body.into_data_stream()).await?;
     Ok(Json(json!({})))
 }
 
@@ -249,10 +198,7 @@ pub async fn thumbnail(
 }
 
 /// GET /_matrix/media/v3/config (deprecated; authenticated like the new one)
-pub async fn legacy_config(
-    State(services): State<Arc<Services>>,
-    auth: Auth,
-) -> Result<Json<Value>> {
+pub async fn legacy_config(State(services): State<Arc<Services>>, auth: Auth) -> Result<Json<Value>> {
     check_not_frozen(&services)?;
     Ok(config(State(services), auth).await)
 }
@@ -294,9 +240,7 @@ pub async fn admin_delete(
     Path((server_name, media_id)): Path<(String, String)>,
 ) -> Result<Json<Value>> {
     if !services.users.is_admin(&session.user_id).await? {
-        return Err(Error::forbidden(
-            "only server administrators can delete media",
-        ));
+        return Err(Error::forbidden("only server administrators can delete media"));
     }
     let server_name = parse_server_name(&server_name)?;
     services.media.delete(&server_name, &media_id).await?;
@@ -327,18 +271,12 @@ async fn serve_download(
     query: DownloadQuery,
 ) -> Result<Response> {
     let server_name = parse_server_name(server_name)?;
-    let mut media = services
-        .media
-        .get(&server_name, media_id, timeout(query.timeout_ms))
-        .await?;
+    let mut media = services.media.get(&server_name, media_id, timeout(query.timeout_ms)).await?;
     if file_name.is_some() {
         media.filename = file_name;
     }
-    let disposition = if INLINE_CONTENT_TYPES.contains(&essence(&media.content_type).as_str()) {
-        "inline"
-    } else {
-        "attachment"
-    };
+    let disposition =
+        if INLINE_CONTENT_TYPES.contains(&essence(&media.content_type).as_str()) { "inline" } else { "attachment" };
     file_response(media, disposition).await
 }
 
@@ -353,23 +291,11 @@ async fn serve_thumbnail(
     let height = dimension(query.height.as_deref(), "height")?;
     let method = match query.method.as_deref() {
         None => Method::Scale,
-        Some(value) => Method::parse(value).ok_or_else(|| {
-            Error::invalid_param(format!(
-                "invalid method {value:?}: expected \"scale\" or \"crop\""
-            ))
-        })?,
+        Some(value) => Method::parse(value)
+            .ok_or_else(|| Error::invalid_param(format!("invalid method {value:?}: expected \"scale\" or \"crop\"")))?,
     };
-    let media = services
-        .media
-        .thumbnail(
-            &server_name,
-            media_id,
-            width,
-            height,
-            method,
-            timeout(query.timeout_ms),
-        )
-        .await?;
+    let media =
+        services.media.thumbnail(&server_name, media_id, width, height, method, timeout(query.timeout_ms)).await?;
     // The spec requires `inline` for thumbnails; they are always images of the inline list.
     file_response(media, "inline").await
 }
@@ -378,8 +304,7 @@ async fn serve_thumbnail(
 const MAX_THUMBNAIL_DIMENSION: u32 = 8192;
 
 fn dimension(value: Option<&str>, name: &str) -> Result<u32> {
-    let value =
-        value.ok_or_else(|| Error::missing_param(format!("missing query parameter {name}")))?;
+    let value = value.ok_or_else(|| Error::missing_param(format!("missing query parameter {name}")))?;
     match value.parse::<u32>() {
         Ok(pixels) if (1..=MAX_THUMBNAIL_DIMENSION).contains(&pixels) => Ok(pixels),
         _ => Err(Error::invalid_param(format!(
@@ -394,9 +319,7 @@ async fn file_response(media: StoredMedia, disposition: &str) -> Result<Response
         Ok(file) => file,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             tracing::error!(path = %media.path.display(), "media file missing from the store");
-            return Err(Error::not_found(
-                "the content of this media is missing on the server",
-            ));
+            return Err(Error::not_found("the content of this media is missing on the server"));
         }
         Err(err) => return Err(Error::internal("opening a media file", err)),
     };
@@ -409,21 +332,11 @@ async fn file_response(media: StoredMedia, disposition: &str) -> Result<Response
         (header::CONTENT_LENGTH, HeaderValue::from(media.size)),
         (
             header::CONTENT_DISPOSITION,
-            HeaderValue::from_str(&disposition)
-                .map_err(|e| Error::internal("building Content-Disposition", e))?,
+            HeaderValue::from_str(&disposition).map_err(|e| Error::internal("building Content-Disposition", e))?,
         ),
-        (
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-        ),
-        (
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ),
-        (
-            header::HeaderName::from_static("cross-origin-resource-policy"),
-            HeaderValue::from_static("cross-origin"),
-        ),
+        (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY)),
+        (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+        (header::HeaderName::from_static("cross-origin-resource-policy"), HeaderValue::from_static("cross-origin")),
     ];
     Ok((StatusCode::OK, headers, body).into_response())
 }
@@ -434,16 +347,11 @@ pub fn content_disposition(disposition: &str, filename: Option<&str>) -> String 
     let Some(name) = filename.filter(|name| !name.is_empty()) else {
         return disposition.to_owned();
     };
-    let plain = name
-        .bytes()
-        .all(|b| (b.is_ascii_graphic() || b == b' ') && b != b'"' && b != b'\\');
+    let plain = name.bytes().all(|b| (b.is_ascii_graphic() || b == b' ') && b != b'"' && b != b'\\');
     if plain {
         format!("{disposition}; filename=\"{name}\"")
     } else {
-        format!(
-            "{disposition}; filename*=utf-8''{}",
-            utf8_percent_encode(name, ATTR_CHAR_ESCAPES)
-        )
+        format!("{disposition}; filename*=utf-8''{}", utf8_percent_encode(name, ATTR_CHAR_ESCAPES))
     }
 }
 
@@ -453,10 +361,7 @@ mod tests {
 
     #[test]
     fn disposition_quotes_ascii_names() {
-        assert_eq!(
-            content_disposition("inline", Some("cat.png")),
-            "inline; filename=\"cat.png\""
-        );
+        assert_eq!(content_disposition("inline", Some("cat.png")), "inline; filename=\"cat.png\"");
         assert_eq!(content_disposition("attachment", None), "attachment");
     }
 

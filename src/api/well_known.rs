@@ -11,18 +11,13 @@ use crate::{
 };
 
 pub fn router() -> Router<Arc<Services>> {
-    Router::new()
-        .route("/.well-known/matrix/client", get(client))
-        .route("/.well-known/matrix/server", get(server))
+    Router::new().route("/.well-known/matrix/client", get(client)).route("/.well-known/matrix/server", get(server))
 }
 
 /// GET /.well-known/matrix/client (spec: Client-Server API, server discovery).
 async fn client(State(services): State<Arc<Services>>) -> Json<Value> {
-    let base = services
-        .config
-        .public_baseurl
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", services.config.listen.client));
+    let base =
+        services.config.public_baseurl.clone().unwrap_or_else(|| format!("http://{}", services.config.listen.client));
     Json(json!({ "m.homeserver": { "base_url": base } }))
 }
 
@@ -30,8 +25,6 @@ async fn client(State(services): State<Arc<Services>>) -> Json<Value> {
 async fn server(State(services): State<Arc<Services>>) -> Result<Json<Value>> {
     match &services.config.well_known_server {
         Some(server) => Ok(Json(json!({ "m.server": server }))),
-        None => Err(Error::not_found(
-            "this server does not publish a federation delegation",
-        )),
+        None => Err(Error::not_found("this server does not publish a federation delegation")),
     }
 }

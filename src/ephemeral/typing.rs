@@ -39,10 +39,7 @@ impl Typing {
         let room = rooms.entry(room_id.to_owned()).or_default();
         let was_typing = room.users.contains_key(user_id);
         if typing {
-            room.users.insert(
-                user_id.to_owned(),
-                Instant::now() + timeout.min(MAX_TIMEOUT),
-            );
+            room.users.insert(user_id.to_owned(), Instant::now() + timeout.min(MAX_TIMEOUT));
         } else {
             room.users.remove(user_id);
         }
@@ -78,12 +75,8 @@ impl Typing {
             return None;
         }
         let now = Instant::now();
-        let mut users: Vec<OwnedUserId> = room
-            .users
-            .iter()
-            .filter(|(_, until)| **until > now)
-            .map(|(u, _)| u.clone())
-            .collect();
+        let mut users: Vec<OwnedUserId> =
+            room.users.iter().filter(|(_, until)| **until > now).map(|(u, _)| u.clone()).collect();
         users.sort();
         Some(users)
     }

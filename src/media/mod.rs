@@ -93,9 +93,7 @@ impl Media {
             content_lock: Mutex::new(()),
             uploaded: Notify::new(),
         };
-        Ok(Self {
-            inner: Arc::new(inner),
-        })
+        Ok(Self { inner: Arc::new(inner) })
     }
 
     pub fn config(&self) -> &MediaConfig {
@@ -114,8 +112,7 @@ impl Media {
         E: std::fmt::Display,
     {
         let (content_type, filename) = check_info(&info)?;
-        self.check_quota(uploader, info.content_length.unwrap_or(0))
-            .await?;
+        self.check_quota(uploader, info.content_length.unwrap_or(0)).await?;
         let temp = self.receive(body, info.content_length).await?;
         self.check_quota(uploader, temp.size).await?;
 
@@ -148,32 +145,17 @@ impl Media {
     /// the time (ms since the epoch) until which the upload may come.
     pub async fn create(&self, uploader: &UserId) -> Result<(String, i64)> {
         let now = storage::now_ms();
-        let pending =
-            storage::media::count_pending(&self.inner.db.pool, uploader.as_str(), now).await?;
+        let pending = storage::media::count_pending(&self.inner.db.pool, uploader.as_str(), now).await?;
         if pending >= MAX_PENDING_UPLOADS {
             return Err(Error::new(
-                ErrorKind::LimitExceeded {
-                    retry_after_ms: 60_000,
-                },
-                format!(
-                    "you have {pending} media ids waiting for an upload; upload to them before creating more"
-                ),
+                ErrorKind::LimitExceeded { retry_after_ms: 60_000 },
+                format!("you have {pending} media ids waiting for an upload; upload to them before creating more"),
             ));
         }
         let media_id = crate::rooms::random_localpart(24);
         let expires = now + UNUSED_EXPIRY_MS;
-        storage::media::insert_reserved(
-            &self.inner.db.pool,
-            &media_id,
-            uploader.as_str(),
-            now,
-            expires,
-        )
-        .await?;
-        Ok((
-            format!("mxc://{}/{media_id}", self.inner.server_name),
-            expires,
-        ))
+        storage::media::insert_reserved(&self.inner.db.pool, &media_id, uploader.as_str(), now, expires).await?;
+        Ok((format!("mxc://{}/{media_id}", self.inner.server_name), expires))
     }
 
     /// Stores the content of a media id reserved by [`Media::create`].
@@ -193,15 +175,12 @@ impl Media {
         let (content_type, filename) = check_info(&info)?;
         let row = self.reservation(media_id).await?;
         if row.uploader != uploader.as_str() {
-            return Err(Error::forbidden(format!(
-                "mxc://{server_name}/{media_id} was created by another user"
-            )));
+            return Err(Error::forbidden(format!("mxc://{server_name}/{media_id} was created by another user")));
         }
         if row.sha256.is_some() {
             return Err(cannot_overwrite(server_name, media_id));
         }
-        self.check_quota(uploader, info.content_length.unwrap_or(0))
-            .await?;
+        self.check_quota(uploader, info.content_length.unwrap_or(0)).await?;
         let temp = self.receive(body, info.content_length).await?;
         self.check_quota(uploader, temp.size).await?;
 
@@ -215,13 +194,8 @@ impl Media {
         {
             let _guard = self.inner.content_lock.lock().await;
             self.commit(temp).await?;
-            let filled = storage::media::fill_reserved(
-                &self.inner.db.pool,
-                media_id,
-                &content,
-                storage::now_ms(),
-            )
-            .await?;
+            let filled =
+                storage::media::fill_reserved(&self.inner.db.pool, media_id, &content, storage::now_ms()).await?;
             if !filled {
                 // Another upload to the same id won the race; this content may now be unreferenced.
                 self.remove_unused(&sha256).await;
@@ -253,25 +227,18 @@ impl Media {
             if let (Some(sha256), Some(size)) = (&row.sha256, row.size) {
                 return Ok(StoredMedia {
                     path: self.inner.store.path_of(sha256),
-                    content_type: row
-                        .content_type
-                        .unwrap_or_else(|| "application/octet-stream".into()),
+                    content_type: row.content_type.unwrap_or_else(|| "application/octet-stream".into()),
                     size: size as u64,
                     filename: row.filename,
                 });
             }
-            if row
-                .unused_expires_ts
-                .is_some_and(|expires| expires <= storage::now_ms())
-            {
+            if row.unused_expires_ts.is_some_and(|expires| expires <= storage::now_ms()) {
                 return Err(unknown(server_name, media_id));
             }
             if tokio::time::timeout_at(deadline, uploaded).await.is_err() {
                 return Err(Error::new(
                     ErrorKind::NotYetUploaded,
-                    format!(
-                        "mxc://{server_name}/{media_id} has not been uploaded yet; try again later"
-                    ),
+                    format!("mxc://{server_name}/{media_id} has not been uploaded yet; try again later"),
                 ));
             }
         }
@@ -297,21 +264,12 @@ impl Media {
             )
             .with_status(http::StatusCode::BAD_REQUEST));
         }
-        if let Some(row) = storage::media::get_thumbnail(
-            &self.inner.db.pool,
-            media_id,
-            width,
-            height,
-            method.as_str(),
-        )
-        .await?
+        if let Some(row) =
+            storage::media::get_thumbnail(&self.inner.db.pool, media_id, width, height, method.as_str()).await?
         {
             return Ok(self.thumbnail_file(&row));
         }
-        match self
-            .generate(media_id, &original.path, width, height, method)
-            .await?
-        {
+        match self.generate(media_id, &original.path, width, height, method).await? {
             Some(row) => Ok(self.thumbnail_file(&row)),
             None => Ok(original),
         }
@@ -350,10 +308,7 @@ impl Media {
     async fn reservation(&self, media_id: &str) -> Result<storage::media::MediaRow> {
         let row = storage::media::get(&self.inner.db.pool, media_id).await?;
         let expired = |row: &storage::media::MediaRow| {
-            row.sha256.is_none()
-                && row
-                    .unused_expires_ts
-                    .is_some_and(|expires| expires <= storage::now_ms())
+            row.sha256.is_none() && row.unused_expires_ts.is_some_and(|expires| expires <= storage::now_ms())
         };
         match row {
             Some(row) if !expired(&row) => Ok(row),
@@ -367,19 +322,13 @@ impl Media {
         if quota == 0 {
             return Ok(());
         }
-        let used = storage::media::uploaded_bytes(&self.inner.db.pool, uploader.as_str())
-            .await?
-            .max(0) as u64;
+        let used = storage::media::uploaded_bytes(&self.inner.db.pool, uploader.as_str()).await?.max(0) as u64;
         if used.saturating_add(size) <= quota {
             return Ok(());
         }
         Err(Error::new(
-            ErrorKind::UserLimitExceeded {
-                info_uri: self.inner.quota_info_uri.clone(),
-            },
-            format!(
-                "this upload of {size} bytes would exceed your media quota: {used} of {quota} bytes are in use"
-            ),
+            ErrorKind::UserLimitExceeded { info_uri: self.inner.quota_info_uri.clone() },
+            format!("this upload of {size} bytes would exceed your media quota: {used} of {quota} bytes are in use"),
         ))
     }
 
@@ -391,33 +340,24 @@ impl Media {
         E: std::fmt::Display,
     {
         let max = self.inner.config.max_upload_size;
-        let too_large = || {
-            Error::new(
-                ErrorKind::TooLarge,
-                format!("the upload is larger than the maximum of {max} bytes"),
-            )
-        };
+        let too_large =
+            || Error::new(ErrorKind::TooLarge, format!("the upload is larger than the maximum of {max} bytes"));
         if content_length.is_some_and(|length| length > max) {
             return Err(too_large());
         }
         match self.inner.store.write_temp(body, max).await {
             Ok(temp) => Ok(temp),
             Err(WriteError::TooLarge) => Err(too_large()),
-            Err(WriteError::Body(message)) => Err(Error::new(
-                ErrorKind::Unknown,
-                format!("could not read the upload: {message}"),
-            )
-            .with_status(http::StatusCode::BAD_REQUEST)),
+            Err(WriteError::Body(message)) => {
+                Err(Error::new(ErrorKind::Unknown, format!("could not read the upload: {message}"))
+                    .with_status(http::StatusCode::BAD_REQUEST))
+            }
             Err(WriteError::Io(err)) => Err(Error::internal("writing an upload to disk", err)),
         }
     }
 
     async fn commit(&self, temp: TempFile) -> Result<()> {
-        self.inner
-            .store
-            .commit(temp)
-            .await
-            .map_err(|e| Error::internal("moving an upload into the media store", e))
+        self.inner.store.commit(temp).await.map_err(|e| Error::internal("moving an upload into the media store", e))
     }
 
     /// Removes the file of `sha256` when no row refers to it any more. The
@@ -438,11 +378,7 @@ impl Media {
     }
 
     fn thumbnail_file(&self, row: &storage::media::ThumbnailRow) -> StoredMedia {
-        let extension = if row.content_type == "image/jpeg" {
-            "jpg"
-        } else {
-            "png"
-        };
+        let extension = if row.content_type == "image/jpeg" { "jpg" } else { "png" };
         StoredMedia {
             path: self.inner.store.path_of(&row.sha256),
             content_type: row.content_type.clone(),
@@ -462,22 +398,15 @@ impl Media {
         method: Method,
     ) -> Result<Option<storage::media::ThumbnailRow>> {
         let path = original.to_owned();
-        let made =
-            tokio::task::spawn_blocking(move || thumbnail::make(&path, width, height, method))
-                .await
-                .map_err(|e| Error::internal("making a thumbnail", e))?;
+        let made = tokio::task::spawn_blocking(move || thumbnail::make(&path, width, height, method))
+            .await
+            .map_err(|e| Error::internal("making a thumbnail", e))?;
         let (bytes, content_type) = match made {
             Ok(Thumbnail::Original) => return Ok(None),
-            Ok(Thumbnail::Encoded {
-                bytes,
-                content_type,
-            }) => (bytes, content_type),
+            Ok(Thumbnail::Encoded { bytes, content_type }) => (bytes, content_type),
             Err(err) => {
-                return Err(Error::new(
-                    ErrorKind::Unknown,
-                    format!("cannot make a thumbnail of {media_id}: {err}"),
-                )
-                .with_status(http::StatusCode::BAD_REQUEST));
+                return Err(Error::new(ErrorKind::Unknown, format!("cannot make a thumbnail of {media_id}: {err}"))
+                    .with_status(http::StatusCode::BAD_REQUEST));
             }
         };
         let temp = match self.inner.store.write_bytes(bytes).await {
@@ -486,10 +415,7 @@ impl Media {
                 return Err(Error::internal("writing a thumbnail to disk", err));
             }
             Err(other) => {
-                return Err(Error::internal(
-                    "writing a thumbnail to disk",
-                    format!("{other:?}"),
-                ));
+                return Err(Error::internal("writing a thumbnail to disk", format!("{other:?}")));
             }
         };
         let row = storage::media::ThumbnailRow {
@@ -502,23 +428,13 @@ impl Media {
         };
         let _guard = self.inner.content_lock.lock().await;
         self.commit(temp).await?;
-        if storage::media::insert_thumbnail(&self.inner.db.pool, media_id, &row, storage::now_ms())
-            .await?
-        {
+        if storage::media::insert_thumbnail(&self.inner.db.pool, media_id, &row, storage::now_ms()).await? {
             return Ok(Some(row));
         }
         // The media was deleted meanwhile, or a concurrent request stored this
         // thumbnail first and its row is served instead.
         self.remove_unused(&row.sha256).await;
-        match storage::media::get_thumbnail(
-            &self.inner.db.pool,
-            media_id,
-            width,
-            height,
-            method.as_str(),
-        )
-        .await?
-        {
+        match storage::media::get_thumbnail(&self.inner.db.pool, media_id, width, height, method.as_str()).await? {
             Some(stored) => Ok(Some(stored)),
             None => Err(unknown(&self.inner.server_name, media_id)),
         }
@@ -534,17 +450,11 @@ impl Media {
         let media_id = media_id.to_owned();
         tokio::spawn(async move {
             let server_name = media.inner.server_name.clone();
-            let Ok(original) = media
-                .get(&server_name, &media_id, Some(Duration::ZERO))
-                .await
-            else {
+            let Ok(original) = media.get(&server_name, &media_id, Some(Duration::ZERO)).await else {
                 return;
             };
             for (width, height, method) in thumbnail::PREGENERATED {
-                if let Err(err) = media
-                    .generate(&media_id, &original.path, width, height, method)
-                    .await
-                {
+                if let Err(err) = media.generate(&media_id, &original.path, width, height, method).await {
                     tracing::warn!(media_id, width, height, method = method.as_str(), error = %err, "could not pre-generate a thumbnail");
                     return;
                 }
@@ -559,16 +469,12 @@ fn check_info(info: &UploadInfo) -> Result<(String, Option<String>)> {
     let content_type = info.content_type.clone().filter(|t| !t.trim().is_empty());
     let content_type = content_type.unwrap_or_else(|| "application/octet-stream".into());
     if http::HeaderValue::from_str(&content_type).is_err() || !content_type.contains('/') {
-        return Err(Error::invalid_param(format!(
-            "invalid Content-Type {content_type:?}"
-        )));
+        return Err(Error::invalid_param(format!("invalid Content-Type {content_type:?}")));
     }
     let filename = info.filename.clone().filter(|name| !name.is_empty());
     if let Some(name) = &filename {
         if name.len() > MAX_FILENAME_BYTES {
-            return Err(Error::invalid_param(format!(
-                "filename is longer than {MAX_FILENAME_BYTES} bytes"
-            )));
+            return Err(Error::invalid_param(format!("filename is longer than {MAX_FILENAME_BYTES} bytes")));
         }
         if name.chars().any(char::is_control) {
             return Err(Error::invalid_param("filename contains control characters"));
@@ -579,21 +485,14 @@ fn check_info(info: &UploadInfo) -> Result<(String, Option<String>)> {
 
 /// The media type without parameters, in lower case (`Text/Plain; charset=x` → `text/plain`).
 pub fn essence(content_type: &str) -> String {
-    content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase()
+    content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase()
 }
 
 /// Whether `media_id` uses only the characters the spec allows (`A-Za-z0-9_-`).
 pub fn is_valid_media_id(media_id: &str) -> bool {
     !media_id.is_empty()
         && media_id.len() <= 255
-        && media_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && media_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn unknown(server_name: &ServerName, media_id: &str) -> Error {
@@ -601,10 +500,7 @@ fn unknown(server_name: &ServerName, media_id: &str) -> Error {
 }
 
 fn cannot_overwrite(server_name: &ServerName, media_id: &str) -> Error {
-    Error::new(
-        ErrorKind::CannotOverwriteMedia,
-        format!("mxc://{server_name}/{media_id} already has content"),
-    )
+    Error::new(ErrorKind::CannotOverwriteMedia, format!("mxc://{server_name}/{media_id} already has content"))
 }
 
 /// The `info_uri` of quota errors: the configured one, else the public base URL,
@@ -613,8 +509,5 @@ pub fn quota_info_uri(config: &crate::Config) -> String {
     if !config.media.quota_info_uri.is_empty() {
         return config.media.quota_info_uri.clone();
     }
-    config
-        .public_baseurl
-        .clone()
-        .unwrap_or_else(|| format!("https://{}/", config.server_name))
+    config.public_baseurl.clone().unwrap_or_else(|| format!("https://{}/", config.server_name))
 }

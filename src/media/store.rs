@@ -79,12 +79,7 @@ impl FileStore {
     {
         let name = format!("upload-{}", crate::rooms::random_localpart(24));
         let path = self.root.join("tmp").join(name);
-        let mut temp = TempFile {
-            path,
-            size: 0,
-            sha256: String::new(),
-            kept: false,
-        };
+        let mut temp = TempFile { path, size: 0, sha256: String::new(), kept: false };
         let mut file = tokio::fs::File::create(&temp.path).await?;
         let mut hasher = Sha256::new();
         let mut body = std::pin::pin!(body);
@@ -105,10 +100,7 @@ impl FileStore {
     /// Writes `bytes` (a generated thumbnail) into a temporary file.
     pub async fn write_bytes(&self, bytes: Vec<u8>) -> Result<TempFile, WriteError> {
         let size = bytes.len() as u64;
-        let stream =
-            futures::stream::once(
-                async move { Ok::<_, std::convert::Infallible>(Bytes::from(bytes)) },
-            );
+        let stream = futures::stream::once(async move { Ok::<_, std::convert::Infallible>(Bytes::from(bytes)) });
         self.write_temp(stream, size).await
     }
 

@@ -44,10 +44,7 @@ pub const PREGENERATED: [(u32, u32, Method); 5] = [
 
 /// Content types that this server can thumbnail.
 pub fn is_supported(content_type: &str) -> bool {
-    matches!(
-        content_type,
-        "image/png" | "image/jpeg" | "image/gif" | "image/webp"
-    )
+    matches!(content_type, "image/png" | "image/jpeg" | "image/gif" | "image/webp")
 }
 
 /// The outcome of thumbnailing one image.
@@ -55,10 +52,7 @@ pub enum Thumbnail {
     /// The original content fits the request already and is served as it is.
     Original,
     /// A newly encoded image.
-    Encoded {
-        bytes: Vec<u8>,
-        content_type: &'static str,
-    },
+    Encoded { bytes: Vec<u8>, content_type: &'static str },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,12 +69,7 @@ const MAX_DECODED_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Decodes the image at `path` and makes a thumbnail of at least `width`×`height`
 /// (unless the image is smaller). Blocking: run it on a blocking thread.
-pub fn make(
-    path: &Path,
-    width: u32,
-    height: u32,
-    method: Method,
-) -> Result<Thumbnail, ThumbnailError> {
+pub fn make(path: &Path, width: u32, height: u32, method: Method) -> Result<Thumbnail, ThumbnailError> {
     let mut reader = ImageReader::open(path)?.with_guessed_format()?;
     let mut limits = Limits::default();
     limits.max_alloc = Some(MAX_DECODED_BYTES);
@@ -118,11 +107,7 @@ pub fn make(
 fn crop_to_aspect(image: &DynamicImage, width: u32, height: u32) -> DynamicImage {
     let (w, h) = (u64::from(image.width()), u64::from(image.height()));
     let (width, height) = (u64::from(width), u64::from(height));
-    let (crop_w, crop_h) = if w * height > h * width {
-        (h * width / height, h)
-    } else {
-        (w, w * height / width)
-    };
+    let (crop_w, crop_h) = if w * height > h * width { (h * width / height, h) } else { (w, w * height / width) };
     let (crop_w, crop_h) = (crop_w.max(1) as u32, crop_h.max(1) as u32);
     let x = (image.width() - crop_w) / 2;
     let y = (image.height() - crop_h) / 2;
@@ -133,17 +118,10 @@ fn crop_to_aspect(image: &DynamicImage, width: u32, height: u32) -> DynamicImage
 fn encode(image: &DynamicImage, source: Option<ImageFormat>) -> Result<Thumbnail, ThumbnailError> {
     let mut bytes = Vec::new();
     if source == Some(ImageFormat::Jpeg) {
-        DynamicImage::ImageRgb8(image.to_rgb8())
-            .write_to(&mut Cursor::new(&mut bytes), ImageFormat::Jpeg)?;
-        Ok(Thumbnail::Encoded {
-            bytes,
-            content_type: "image/jpeg",
-        })
+        DynamicImage::ImageRgb8(image.to_rgb8()).write_to(&mut Cursor::new(&mut bytes), ImageFormat::Jpeg)?;
+        Ok(Thumbnail::Encoded { bytes, content_type: "image/jpeg" })
     } else {
         image.write_to(&mut Cursor::new(&mut bytes), ImageFormat::Png)?;
-        Ok(Thumbnail::Encoded {
-            bytes,
-            content_type: "image/png",
-        })
+        Ok(Thumbnail::Encoded { bytes, content_type: "image/png" })
     }
 }

@@ -75,53 +75,34 @@ pub struct Metrics {
 /// Lists the users connected to `user`, one entry per user with the oldest
 /// connection room when two users share several.
 pub async fn list(db: &Db, user: &UserId) -> Result<Vec<Connection>> {
-    let rooms = storage::connections::rooms_with_status(
-        &db.pool,
-        user.as_str(),
-        ConnectionStatus::Connected,
-    )
-    .await?;
+    let rooms = storage::connections::rooms_with_status(&db.pool, user.as_str(), ConnectionStatus::Connected).await?;
     let mut by_user: BTreeMap<String, Connection> = BTreeMap::new();
     for room in rooms {
         let other = other_side(&room, user).to_owned();
         let since = room.connected_ts.unwrap_or(room.requested_ts);
-        let entry = by_user.entry(other.clone()).or_insert(Connection {
-            user_id: other,
-            room_id: room.room_id.clone(),
-            since,
-        });
+        let entry =
+            by_user.entry(other.clone()).or_insert(Connection { user_id: other, room_id: room.room_id.clone(), since });
         if since < entry.since {
             entry.since = since;
             entry.room_id = room.room_id.clone();
         }
     }
     let mut connections: Vec<Connection> = by_user.into_values().collect();
-    connections.sort_by(|a, b| {
-        a.since
-            .cmp(&b.since)
-            .then_with(|| a.user_id.cmp(&b.user_id))
-    });
+    connections.sort_by(|a, b| a.since.cmp(&b.since).then_with(|| a.user_id.cmp(&b.user_id)));
     Ok(connections)
 }
 
 /// Returns the pending requests that `user` received and sent, oldest first.
 pub async fn pending(db: &Db, user: &UserId) -> Result<(Vec<PendingRequest>, Vec<PendingRequest>)> {
-    let rooms =
-        storage::connections::rooms_with_status(&db.pool, user.as_str(), ConnectionStatus::Pending)
-            .await?;
-    let (outgoing, incoming): (Vec<_>, Vec<_>) = rooms
-        .into_iter()
-        .partition(|room| room.requester == user.as_str());
+    let rooms = storage::connections::rooms_with_status(&db.pool, user.as_str(), ConnectionStatus::Pending).await?;
+    let (outgoing, incoming): (Vec<_>, Vec<_>) = rooms.into_iter().partition(|room| room.requester == user.as_str());
     let describe = |room: ConnectionRoom| PendingRequest {
         user_id: other_side(&room, user).to_owned(),
         room_id: room.room_id.clone(),
         note: room.note.clone(),
         requested_ts: room.requested_ts,
     };
-    Ok((
-        incoming.into_iter().map(describe).collect(),
-        outgoing.into_iter().map(describe).collect(),
-    ))
+    Ok((incoming.into_iter().map(describe).collect(), outgoing.into_iter().map(describe).collect()))
 }
 
 /// Creates a connection request: a direct room with `invitee` as its only
@@ -138,9 +119,7 @@ pub async fn send_request(
         check_note("note", note)?;
     }
     if requester == invitee {
-        return Err(Error::invalid_param(
-            "user_id is your own user id; you cannot connect with yourself",
-        ));
+        return Err(Error::invalid_param("user_id is your own user id; you cannot connect with yourself"));
     }
     let connected = storage::connections::rooms_between(
         &db.pool,
@@ -150,10 +129,7 @@ pub async fn send_request(
     )
     .await?;
     if let Some(room) = connected.first() {
-        return Err(Error::forbidden(format!(
-            "you are already connected with {invitee} in room {}",
-            room.room_id
-        )));
+        return Err(Error::forbidden(format!("you are already connected with {invitee} in room {}", room.room_id)));
     }
     let request = CreateRoom {
         invite: vec![invitee.to_owned()],
@@ -166,21 +142,10 @@ pub async fn send_request(
 }
 
 /// The pending request in `room_id`, or 404 when there is none that `user` may answer as `side`.
-async fn pending_request(
-    db: &Db,
-    room_id: &RoomId,
-    user: &UserId,
-    side: Side,
-) -> Result<ConnectionRoom> {
-    let not_found = || {
-        Error::not_found(format!(
-            "there is no pending connection request {} in room {room_id}",
-            side.describe()
-        ))
-    };
-    let request = storage::connections::get(&db.pool, room_id.as_str())
-        .await?
-        .ok_or_else(not_found)?;
+async fn pending_request(db: &Db, room_id: &RoomId, user: &UserId, side: Side) -> Result<ConnectionRoom> {
+    let not_found =
+        || Error::not_found(format!("there is no pending connection request {} in room {room_id}", side.describe()));
+    let request = storage::connections::get(&db.pool, room_id.as_str()).await?.ok_or_else(not_found)?;
     let is_party = match side {
         Side::Invitee => request.invitee == user.as_str(),
         Side::Requester => request.requester == user.as_str(),
@@ -216,18 +181,14 @@ impl Side {
 /// Accepts a request by joining its room.
 pub async fn accept(rooms: &Rooms, db: &Db, user: &UserId, room_id: &RoomId) -> Result<()> {
     pending_request(db, room_id, user, Side::Invitee).await?;
-    rooms
-        .change_membership(room_id, user, user, MembershipChange::Join, None)
-        .await?;
+    rooms.change_membership(room_id, user, user, MembershipChange::Join, None).await?;
     Ok(())
 }
 
 /// Declines a request by rejecting the invite.
 pub async fn decline(rooms: &Rooms, db: &Db, user: &UserId, room_id: &RoomId) -> Result<()> {
     pending_request(db, room_id, user, Side::Invitee).await?;
-    rooms
-        .change_membership(room_id, user, user, MembershipChange::Leave, None)
-        .await?;
+    rooms.change_membership(room_id, user, user, MembershipChange::Leave, None).await?;
     Ok(())
 }
 
@@ -236,9 +197,7 @@ pub async fn decline(rooms: &Rooms, db: &Db, user: &UserId, room_id: &RoomId) ->
 /// disappears from their invite list.
 pub async fn withdraw(rooms: &Rooms, db: &Db, user: &UserId, room_id: &RoomId) -> Result<()> {
     let request = pending_request(db, room_id, user, Side::Requester).await?;
-    rooms
-        .change_membership(room_id, user, user, MembershipChange::Leave, None)
-        .await?;
+    rooms.change_membership(room_id, user, user, MembershipChange::Leave, None).await?;
 
     // The `professional` policy retracts the invite on the leave already;
     // other policies do not, so the endpoint retracts it here for every policy.
@@ -253,24 +212,16 @@ pub async fn withdraw(rooms: &Rooms, db: &Db, user: &UserId, room_id: &RoomId) -
 
 /// Removes the connection with `other` by leaving every room that connects the two.
 pub async fn remove(rooms: &Rooms, db: &Db, user: &UserId, other: &UserId) -> Result<()> {
-    let connected = storage::connections::rooms_between(
-        &db.pool,
-        user.as_str(),
-        other.as_str(),
-        ConnectionStatus::Connected,
-    )
-    .await?;
+    let connected =
+        storage::connections::rooms_between(&db.pool, user.as_str(), other.as_str(), ConnectionStatus::Connected)
+            .await?;
     if connected.is_empty() {
-        return Err(Error::not_found(format!(
-            "{other} is not one of your connections"
-        )));
+        return Err(Error::not_found(format!("{other} is not one of your connections")));
     }
     for room in connected {
-        let room_id = RoomId::parse(room.room_id.as_str())
-            .map_err(|e| Error::internal("reading a connection room", e))?;
-        rooms
-            .change_membership(&room_id, user, user, MembershipChange::Leave, None)
-            .await?;
+        let room_id =
+            RoomId::parse(room.room_id.as_str()).map_err(|e| Error::internal("reading a connection room", e))?;
+        rooms.change_membership(&room_id, user, user, MembershipChange::Leave, None).await?;
     }
     Ok(())
 }
@@ -278,9 +229,7 @@ pub async fn remove(rooms: &Rooms, db: &Db, user: &UserId, other: &UserId) -> Re
 /// Computes the degree between `user` and `other` with their mutual connections.
 pub async fn degree(db: &Db, user: &UserId, other: &UserId) -> Result<Degree> {
     if user == other {
-        return Err(Error::invalid_param(
-            "user_id is your own user id; a degree needs two different users",
-        ));
+        return Err(Error::invalid_param("user_id is your own user id; a degree needs two different users"));
     }
     let mine = storage::connections::connected_users(&db.pool, user.as_str()).await?;
     let theirs = storage::connections::connected_users(&db.pool, other.as_str()).await?;
@@ -292,21 +241,13 @@ pub async fn degree(db: &Db, user: &UserId, other: &UserId) -> Result<Degree> {
     } else {
         3
     };
-    Ok(Degree {
-        user_id: other.to_string(),
-        degree,
-        mutual_connections: mutual.into_iter().collect(),
-    })
+    Ok(Degree { user_id: other.to_string(), degree, mutual_connections: mutual.into_iter().collect() })
 }
 
 /// Orders `users` for `searcher`: connections first, then users who share a
 /// connection with the searcher (2nd degree), then everyone else. The sort is
 /// stable, so each group keeps the order of `users`.
-pub async fn rank_by_degree(
-    db: &Db,
-    searcher: &UserId,
-    mut users: Vec<String>,
-) -> Result<Vec<String>> {
+pub async fn rank_by_degree(db: &Db, searcher: &UserId, mut users: Vec<String>) -> Result<Vec<String>> {
     let first = storage::connections::connected_users(&db.pool, searcher.as_str()).await?;
     let second = storage::connections::second_degree_users(&db.pool, searcher.as_str()).await?;
     users.sort_by_key(|user| {
@@ -324,20 +265,11 @@ pub async fn rank_by_degree(
 /// Computes the messaging metrics of `user` over `[from, to)`.
 pub async fn metrics(db: &Db, user: &UserId, from: i64, to: i64) -> Result<Metrics> {
     if from > to {
-        return Err(Error::invalid_param(format!(
-            "from ({from}) is after to ({to})"
-        )));
+        return Err(Error::invalid_param(format!("from ({from}) is after to ({to})")));
     }
-    let requests =
-        storage::connections::requests_sent_between(&db.pool, user.as_str(), from, to).await?;
+    let requests = storage::connections::requests_sent_between(&db.pool, user.as_str(), from, to).await?;
     let openings = storage::connections::conversation_openings(&db.pool, user.as_str()).await?;
-    Ok(compute_metrics(
-        user.as_str(),
-        &requests,
-        &openings,
-        from,
-        to,
-    ))
+    Ok(compute_metrics(user.as_str(), &requests, &openings, from, to))
 }
 
 /// Derives the metrics from the requests sent in the period and the first
@@ -350,32 +282,18 @@ fn compute_metrics(
     from: i64,
     to: i64,
 ) -> Metrics {
-    let count =
-        |status: ConnectionStatus| requests.iter().filter(|r| r.status == status).count() as u64;
+    let count = |status: ConnectionStatus| requests.iter().filter(|r| r.status == status).count() as u64;
     let requests_sent = requests.len() as u64;
     let requests_accepted = requests.iter().filter(|r| r.accepted_ts.is_some()).count() as u64;
 
-    let in_period: Vec<&ConversationOpening> = openings
-        .iter()
-        .filter(|o| o.first_ts >= from && o.first_ts < to)
-        .collect();
+    let in_period: Vec<&ConversationOpening> =
+        openings.iter().filter(|o| o.first_ts >= from && o.first_ts < to).collect();
     let conversations_started = in_period.iter().filter(|o| o.first_sender == user).count() as u64;
-    let received: Vec<&ConversationOpening> = in_period
-        .iter()
-        .copied()
-        .filter(|o| o.first_sender != user)
-        .collect();
-    let mut reply_delays: Vec<i64> = received
-        .iter()
-        .filter_map(|o| o.reply_ts.map(|reply| reply - o.first_ts))
-        .collect();
+    let received: Vec<&ConversationOpening> = in_period.iter().copied().filter(|o| o.first_sender != user).collect();
+    let mut reply_delays: Vec<i64> =
+        received.iter().filter_map(|o| o.reply_ts.map(|reply| reply - o.first_ts)).collect();
     reply_delays.sort_unstable();
-    let answered_within = |limit_ms: i64| {
-        reply_delays
-            .iter()
-            .filter(|delay| **delay <= limit_ms)
-            .count() as u64
-    };
+    let answered_within = |limit_ms: i64| reply_delays.iter().filter(|delay| **delay <= limit_ms).count() as u64;
 
     Metrics {
         from,
@@ -413,11 +331,7 @@ fn median(sorted: &[i64]) -> Option<i64> {
 }
 
 fn other_side<'a>(room: &'a ConnectionRoom, user: &UserId) -> &'a str {
-    if room.requester == user.as_str() {
-        &room.invitee
-    } else {
-        &room.requester
-    }
+    if room.requester == user.as_str() { &room.invitee } else { &room.requester }
 }
 
 #[cfg(test)]
@@ -427,11 +341,7 @@ mod tests {
     const ME: &str = "@me:example.org";
     const HOUR: i64 = 60 * 60 * 1000;
 
-    fn request(
-        status: ConnectionStatus,
-        requested_ts: i64,
-        accepted_ts: Option<i64>,
-    ) -> ConnectionRoom {
+    fn request(status: ConnectionStatus, requested_ts: i64, accepted_ts: Option<i64>) -> ConnectionRoom {
         ConnectionRoom {
             room_id: format!("!r{requested_ts}"),
             requester: ME.into(),
@@ -448,12 +358,7 @@ mod tests {
     }
 
     fn opening(sender: &str, first_ts: i64, reply_ts: Option<i64>) -> ConversationOpening {
-        ConversationOpening {
-            room_id: format!("!c{first_ts}"),
-            first_sender: sender.into(),
-            first_ts,
-            reply_ts,
-        }
+        ConversationOpening { room_id: format!("!c{first_ts}"), first_sender: sender.into(), first_ts, reply_ts }
     }
 
     #[test]

@@ -58,11 +58,7 @@ pub trait RoomPolicy: Send + Sync {
         Box::pin(async { Ok(()) })
     }
 
-    fn check_join<'a>(
-        &'a self,
-        _room: &'a RoomState,
-        _user: &'a UserId,
-    ) -> BoxFuture<'a, Result<()>> {
+    fn check_join<'a>(&'a self, _room: &'a RoomState, _user: &'a UserId) -> BoxFuture<'a, Result<()>> {
         Box::pin(async { Ok(()) })
     }
 

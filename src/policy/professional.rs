@@ -114,12 +114,8 @@ impl ProfessionalPolicy {
         if limit > 0 {
             let now = storage::now_ms();
             let week_start = start_of_utc_week(now);
-            let sent = storage::connections::count_requests_since(
-                &self.db.pool,
-                invite.sender.as_str(),
-                week_start,
-            )
-            .await?;
+            let sent =
+                storage::connections::count_requests_since(&self.db.pool, invite.sender.as_str(), week_start).await?;
             if sent >= i64::from(limit) {
                 return Err(limit_exceeded(
                     format!(
@@ -142,17 +138,13 @@ impl ProfessionalPolicy {
         }
         let now = storage::now_ms();
         let day_start = now - now.rem_euclid(DAY_MS);
-        let sent =
-            storage::connections::count_messages_since(&self.db.pool, sender.as_str(), day_start)
-                .await?;
+        let sent = storage::connections::count_messages_since(&self.db.pool, sender.as_str(), day_start).await?;
         // NOTE: sends to different rooms are not serialized with each other, so
         // concurrent sends by one user can pass this check together and exceed
         // the limit by the number of rooms written at once.
         if sent >= i64::from(limit) {
             return Err(limit_exceeded(
-                format!(
-                    "you have sent {sent} messages today, the limit is {limit}; the count resets at 00:00 UTC"
-                ),
+                format!("you have sent {sent} messages today, the limit is {limit}; the count resets at 00:00 UTC"),
                 limit,
                 day_start + DAY_MS - now,
             ));
@@ -173,14 +165,7 @@ fn limit_exceeded(message: String, limit: u32, retry_after_ms: i64) -> Error {
     let mut extra = Map::new();
     extra.insert("limit".into(), json!(limit));
     extra.insert("retry_after_ms".into(), json!(retry_after_ms.max(0)));
-    Error::new(
-        ErrorKind::Custom {
-            errcode: LIMIT_EXCEEDED.into(),
-            status: StatusCode::FORBIDDEN,
-            extra,
-        },
-        message,
-    )
+    Error::new(ErrorKind::Custom { errcode: LIMIT_EXCEEDED.into(), status: StatusCode::FORBIDDEN, extra }, message)
 }
 
 /// Joined plus invited members of a room.
@@ -191,10 +176,7 @@ fn group_size(room: &RoomState) -> usize {
 /// Whether `room` is a fresh room of `sender`: the sender is its only member
 /// and nobody else has ever had a membership in it.
 fn is_fresh_room_of(room: &RoomState, sender: &UserId) -> bool {
-    let mut members = room
-        .state
-        .iter()
-        .filter(|((kind, _), _)| *kind == StateEventType::RoomMember);
+    let mut members = room.state.iter().filter(|((kind, _), _)| *kind == StateEventType::RoomMember);
     let only_sender = members.all(|((_, key), _)| key == sender.as_str());
     only_sender && room.is_joined(sender)
 }
@@ -206,11 +188,7 @@ impl RoomPolicy for ProfessionalPolicy {
 
     fn check_create_room<'a>(&'a self, request: RoomCreation<'a>) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let invitees = request
-                .invites
-                .iter()
-                .filter(|user| **user != request.creator)
-                .count();
+            let invitees = request.invites.iter().filter(|user| **user != request.creator).count();
             let size = 1 + invitees;
             if size > self.config.max_group_size as usize {
                 return Err(self.group_size_error(size));
@@ -221,10 +199,7 @@ impl RoomPolicy for ProfessionalPolicy {
 
     fn check_invite<'a>(&'a self, invite: Invite<'a>) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let already_counted = matches!(
-                invite.room.membership(invite.invitee).as_deref(),
-                Some("join" | "invite")
-            );
+            let already_counted = matches!(invite.room.membership(invite.invitee).as_deref(), Some("join" | "invite"));
             let size = group_size(invite.room) + usize::from(!already_counted);
             if size > self.config.max_group_size as usize {
                 return Err(self.group_size_error(size));
@@ -256,20 +231,13 @@ impl RoomPolicy for ProfessionalPolicy {
             if is_direct || self.is_connected(sender, invitee).await? {
                 return Ok(());
             }
-            Err(Error::forbidden(format!(
-                "{sender} is not one of {invitee}'s connections"
-            )))
+            Err(Error::forbidden(format!("{sender} is not one of {invitee}'s connections")))
         })
     }
 
-    fn check_join<'a>(
-        &'a self,
-        room: &'a RoomState,
-        user: &'a UserId,
-    ) -> BoxFuture<'a, Result<()>> {
+    fn check_join<'a>(&'a self, room: &'a RoomState, user: &'a UserId) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            if let Some(request) =
-                storage::connections::get(&self.db.pool, room.room_id.as_str()).await?
+            if let Some(request) = storage::connections::get(&self.db.pool, room.room_id.as_str()).await?
                 && request.invitee == user.as_str()
                 && request.status == ConnectionStatus::Withdrawn
             {
@@ -278,8 +246,7 @@ impl RoomPolicy for ProfessionalPolicy {
                     request.requester
                 )));
             }
-            let already_counted =
-                matches!(room.membership(user).as_deref(), Some("join" | "invite"));
+            let already_counted = matches!(room.membership(user).as_deref(), Some("join" | "invite"));
             let size = group_size(room) + usize::from(!already_counted);
             if size > self.config.max_group_size as usize {
                 return Err(self.group_size_error(size));
@@ -298,18 +265,14 @@ impl RoomPolicy for ProfessionalPolicy {
             if !MESSAGE_EVENT_TYPES.contains(&event_type) {
                 return Ok(());
             }
-            if let Some(request) =
-                storage::connections::get(&self.db.pool, room.room_id.as_str()).await?
+            if let Some(request) = storage::connections::get(&self.db.pool, room.room_id.as_str()).await?
                 && request.status == ConnectionStatus::Pending
                 && request.requester == sender.as_str()
             {
                 let limit = self.config.pending_message_limit;
-                let sent = storage::connections::count_messages_in_room(
-                    &self.db.pool,
-                    room.room_id.as_str(),
-                    sender.as_str(),
-                )
-                .await?;
+                let sent =
+                    storage::connections::count_messages_in_room(&self.db.pool, room.room_id.as_str(), sender.as_str())
+                        .await?;
                 if sent >= i64::from(limit) {
                     return Err(Error::forbidden(format!(
                         "{} has not accepted your connection request yet; until they do, you can send \
@@ -331,8 +294,7 @@ impl RoomPolicy for ProfessionalPolicy {
             // The requester leaving a pending request withdraws it (the index
             // already says so), and a withdrawn request's invite must not stay
             // in the invitee's client as if it could still be accepted.
-            let Some(request) = storage::connections::get(&self.db.pool, room_id.as_str()).await?
-            else {
+            let Some(request) = storage::connections::get(&self.db.pool, room_id.as_str()).await? else {
                 return Ok(Vec::new());
             };
             let withdrawn_by_user = request.requester == user.as_str()
@@ -352,9 +314,7 @@ impl RoomPolicy for ProfessionalPolicy {
         searcher: &'a UserId,
         results: Vec<String>,
     ) -> BoxFuture<'a, Result<Vec<String>>> {
-        Box::pin(
-            async move { super::connections::rank_by_degree(&self.db, searcher, results).await },
-        )
+        Box::pin(async move { super::connections::rank_by_degree(&self.db, searcher, results).await })
     }
 }
 

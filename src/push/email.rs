@@ -87,11 +87,7 @@ impl Mailer {
     /// Builds the transport. A bad host name or `from` address turns email
     /// off, with an error in the log.
     pub fn new(config: &EmailConfig) -> Self {
-        let off = Self {
-            transport: None,
-            from: None,
-            max_attempts: 0,
-        };
+        let off = Self { transport: None, from: None, max_attempts: 0 };
         if config.smtp_host.is_empty() {
             return off;
         }
@@ -104,32 +100,22 @@ impl Mailer {
         };
         let builder = match config.smtp_security.as_str() {
             "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(&config.smtp_host),
-            "plain" => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
-                &config.smtp_host,
-            )),
+            "plain" => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.smtp_host)),
             _ => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.smtp_host),
         };
         let mut builder = match builder {
-            Ok(builder) => builder
-                .port(config.smtp_port)
-                .timeout(Some(Duration::from_secs(30))),
+            Ok(builder) => builder.port(config.smtp_port).timeout(Some(Duration::from_secs(30))),
             Err(err) => {
                 tracing::error!(error = %err, host = %config.smtp_host, "invalid SMTP settings; email is off");
                 return off;
             }
         };
         if let Some(user) = &config.smtp_username {
-            builder = builder.credentials(Credentials::new(
-                user.clone(),
-                config.smtp_password.clone().unwrap_or_default(),
-            ));
+            builder =
+                builder.credentials(Credentials::new(user.clone(), config.smtp_password.clone().unwrap_or_default()));
         }
         tracing::info!(host = %config.smtp_host, port = config.smtp_port, security = %config.smtp_security, "email enabled");
-        Self {
-            transport: Some(builder.build()),
-            from: Some(from),
-            max_attempts: config.max_attempts.max(1),
-        }
+        Self { transport: Some(builder.build()), from: Some(from), max_attempts: config.max_attempts.max(1) }
     }
 
     pub fn is_enabled(&self) -> bool {
@@ -159,16 +145,10 @@ impl Mailer {
                 return;
             }
         };
-        let mut builder = Message::builder()
-            .from(from)
-            .to(to_mailbox)
-            .subject(subject);
+        let mut builder = Message::builder().from(from).to(to_mailbox).subject(subject);
         if let Some(link) = unsubscribe {
             builder = builder
-                .raw_header(HeaderValue::new(
-                    HeaderName::new_from_ascii_str("List-Unsubscribe"),
-                    format!("<{link}>"),
-                ))
+                .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("List-Unsubscribe"), format!("<{link}>")))
                 .raw_header(HeaderValue::new(
                     HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
                     "List-Unsubscribe=One-Click".to_owned(),
@@ -235,16 +215,9 @@ pub fn escape(text: &str) -> String {
 /// allowed tags and attributes survive, scripts and styles lose their
 /// content, images are dropped, and links may only use http, https and mailto.
 pub fn sanitize_html(html: &str) -> String {
-    let mut attributes: std::collections::HashMap<&str, std::collections::HashSet<&str>> =
-        Default::default();
-    attributes.insert(
-        "font",
-        ["color", "data-mx-bg-color", "data-mx-color"].into(),
-    );
-    attributes.insert(
-        "span",
-        ["data-mx-bg-color", "data-mx-color", "data-mx-spoiler"].into(),
-    );
+    let mut attributes: std::collections::HashMap<&str, std::collections::HashSet<&str>> = Default::default();
+    attributes.insert("font", ["color", "data-mx-bg-color", "data-mx-color"].into());
+    attributes.insert("span", ["data-mx-bg-color", "data-mx-color", "data-mx-spoiler"].into());
     attributes.insert("a", ["href", "target"].into());
     attributes.insert("ol", ["start"].into());
     attributes.insert("code", ["class"].into());
@@ -282,32 +255,19 @@ async fn send_due_notifications(services: &Arc<Services>) -> crate::error::Resul
     let now = storage::now_ms();
     let before = now - (config.notification_delay_secs as i64) * 1000;
     let period_start = now - (config.notification_period_secs as i64) * 1000;
-    let candidates = storage::push::email_candidates(
-        &services.db.pool,
-        before,
-        period_start,
-        CANDIDATES_PER_LOOK,
-    )
-    .await?;
+    let candidates =
+        storage::push::email_candidates(&services.db.pool, before, period_start, CANDIDATES_PER_LOOK).await?;
     if candidates.is_empty() {
         return Ok(());
     }
-    let mut conversations: BTreeMap<(String, String, String), Vec<EmailCandidate>> =
-        BTreeMap::new();
+    let mut conversations: BTreeMap<(String, String, String), Vec<EmailCandidate>> = BTreeMap::new();
     for candidate in candidates {
-        let key = (
-            candidate.pusher.user_id.clone(),
-            candidate.pusher.pushkey.clone(),
-            candidate.action.room_id.clone(),
-        );
+        let key =
+            (candidate.pusher.user_id.clone(), candidate.pusher.pushkey.clone(), candidate.action.room_id.clone());
         conversations.entry(key).or_default().push(candidate);
     }
     for ((user_id, address, room_id), candidates) in conversations {
-        let last_stream = candidates
-            .iter()
-            .map(|c| c.action.stream_ordering)
-            .max()
-            .unwrap_or(0);
+        let last_stream = candidates.iter().map(|c| c.action.stream_ordering).max().unwrap_or(0);
         // The email is recorded before it is sent, so a failing SMTP server
         // leads to retries of this email, never to a second email.
         let (user, room) = (user_id.clone(), room_id.clone());
@@ -316,17 +276,12 @@ async fn send_due_notifications(services: &Arc<Services>) -> crate::error::Resul
             .writer
             .write(move |txn| {
                 Box::pin(async move {
-                    storage::push::record_email_sent(&mut txn.conn, &user, &room, now, last_stream)
-                        .await?;
+                    storage::push::record_email_sent(&mut txn.conn, &user, &room, now, last_stream).await?;
                     Ok(())
                 })
             })
             .await?;
-        let token = candidates[0]
-            .pusher
-            .unsubscribe_token
-            .clone()
-            .unwrap_or_default();
+        let token = candidates[0].pusher.unsubscribe_token.clone().unwrap_or_default();
         let email = compose(services, &room_id, &candidates, &token).await?;
         services.mailer.send_later(
             &address,
@@ -361,20 +316,15 @@ async fn compose(
     candidates: &[EmailCandidate],
     token: &str,
 ) -> crate::error::Result<Email> {
-    let room_id = RoomId::parse(room_id)
-        .map_err(|e| crate::error::Error::internal("composing an email", e))?;
+    let room_id = RoomId::parse(room_id).map_err(|e| crate::error::Error::internal("composing an email", e))?;
     let room = services.rooms.state(&room_id).await?;
     let display_name = |user: &str| {
         room.get(&StateEventType::RoomMember, user)
             .and_then(|m| m.content_str("displayname"))
             .unwrap_or_else(|| user.to_owned())
     };
-    let ids: Vec<String> = candidates
-        .iter()
-        .rev()
-        .take(MESSAGES_PER_EMAIL)
-        .map(|c| c.action.event_id.clone())
-        .collect();
+    let ids: Vec<String> =
+        candidates.iter().rev().take(MESSAGES_PER_EMAIL).map(|c| c.action.event_id.clone()).collect();
     let mut events = storage::events::get_many(&services.db.pool, &ids).await?;
     events.sort_by_key(|e| e.stream);
 
@@ -388,32 +338,20 @@ async fn compose(
             "m.room.member" => "(an invitation)".to_owned(),
             _ => "(a new event)".to_owned(),
         };
-        let html = match (
-            content["format"].as_str(),
-            content["formatted_body"].as_str(),
-        ) {
+        let html = match (content["format"].as_str(), content["formatted_body"].as_str()) {
             (Some("org.matrix.custom.html"), Some(formatted)) => sanitize_html(formatted),
             _ => escape(&text).replace('\n', "<br>"),
         };
-        quotes.push(Quote {
-            sender: display_name(event.pdu.sender.as_str()),
-            text,
-            html,
-        });
+        quotes.push(Quote { sender: display_name(event.pdu.sender.as_str()), text, html });
     }
 
     let room_name = room
         .get(&StateEventType::RoomName, "")
         .and_then(|e| e.content_str("name"))
         .filter(|n| !n.is_empty())
-        .or_else(|| {
-            room.get(&StateEventType::RoomCanonicalAlias, "")
-                .and_then(|e| e.content_str("alias"))
-        });
+        .or_else(|| room.get(&StateEventType::RoomCanonicalAlias, "").and_then(|e| e.content_str("alias")));
     let first_sender = quotes.first().map(|q| q.sender.clone()).unwrap_or_default();
-    let conversation = room_name
-        .clone()
-        .unwrap_or_else(|| format!("your conversation with {first_sender}"));
+    let conversation = room_name.clone().unwrap_or_else(|| format!("your conversation with {first_sender}"));
     let app = &services.config.email.app_name;
     let subject = match &room_name {
         Some(name) => format!("[{app}] New message from {first_sender} in {name}"),
@@ -423,10 +361,7 @@ async fn compose(
     let unsubscribe = format!("{base}/_lattice/email/unsubscribe?token={token}");
 
     let mut text = format!("You have unread messages in {conversation}:\n\n");
-    let mut html = format!(
-        "<p>You have unread messages in <b>{}</b>:</p>\n",
-        escape(&conversation)
-    );
+    let mut html = format!("<p>You have unread messages in <b>{}</b>:</p>\n", escape(&conversation));
     for quote in &quotes {
         text.push_str(&format!("{} wrote:\n{}\n\n", quote.sender, quote.text));
         html.push_str(&format!(
@@ -436,14 +371,6 @@ async fn compose(
         ));
     }
     text.push_str(&format!("To stop these emails, open {unsubscribe}\n"));
-    html.push_str(&format!(
-        "<p><a href=\"{}\">Unsubscribe</a> from these emails.</p>\n",
-        escape(&unsubscribe)
-    ));
-    Ok(Email {
-        subject,
-        text,
-        html,
-        unsubscribe,
-    })
+    html.push_str(&format!("<p><a href=\"{}\">Unsubscribe</a> from these emails.</p>\n", escape(&unsubscribe)));
+    Ok(Email { subject, text, html, unsubscribe })
 }

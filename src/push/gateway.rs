@@ -41,9 +41,7 @@ type PusherKey = (String, String, String);
 pub fn spawn(services: Arc<Services>, mut stop: watch::Receiver<bool>) {
     tokio::spawn(async move {
         let client = match reqwest::Client::builder()
-            .timeout(Duration::from_secs(
-                services.config.push.gateway_timeout_secs,
-            ))
+            .timeout(Duration::from_secs(services.config.push.gateway_timeout_secs))
             .build()
         {
             Ok(client) => client,
@@ -60,9 +58,7 @@ pub fn spawn(services: Arc<Services>, mut stop: watch::Receiver<bool>) {
         loop {
             let upto = services.db.writer.positions().current(Stream::Events);
             if upto > position {
-                match storage::push::actions_for_pushers(&services.db.pool, position, upto, BATCH)
-                    .await
-                {
+                match storage::push::actions_for_pushers(&services.db.pool, position, upto, BATCH).await {
                     Ok(actions) => {
                         let complete = (actions.len() as i64) < BATCH;
                         for action in &actions {
@@ -116,19 +112,13 @@ async fn dispatch(
         }
     };
     for pusher in pushers {
-        let key = (
-            pusher.user_id.clone(),
-            pusher.app_id.clone(),
-            pusher.pushkey.clone(),
-        );
+        let key = (pusher.user_id.clone(), pusher.app_id.clone(), pusher.pushkey.clone());
         let delivery = Delivery {
             user_id: action.user_id.clone(),
             event_id: action.event_id.clone(),
             body: details.body(&pusher, action),
         };
-        let queue = queues
-            .entry(key.clone())
-            .or_insert_with(|| start_worker(services.clone(), client.clone(), pusher));
+        let queue = queues.entry(key.clone()).or_insert_with(|| start_worker(services.clone(), client.clone(), pusher));
         match queue.try_send(delivery) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -149,14 +139,9 @@ async fn dispatch(
     }
 }
 
-async fn find_pusher(
-    services: &Services,
-    key: &PusherKey,
-) -> Result<Option<PusherRow>, sqlx::Error> {
+async fn find_pusher(services: &Services, key: &PusherKey) -> Result<Option<PusherRow>, sqlx::Error> {
     let pushers = storage::push::pushers_of(&services.db.pool, &key.0).await?;
-    Ok(pushers
-        .into_iter()
-        .find(|p| p.app_id == key.1 && p.pushkey == key.2 && p.kind == "http"))
+    Ok(pushers.into_iter().find(|p| p.app_id == key.1 && p.pushkey == key.2 && p.kind == "http"))
 }
 
 /// The fields of an event that a notification shows, read once for all pushers.
@@ -177,18 +162,12 @@ impl EventDetails {
             .await?
             .ok_or_else(|| crate::error::Error::not_found("event of a push action"))?;
         let pdu = &event.pdu;
-        let room_id = RoomId::parse(action.room_id.as_str())
-            .map_err(|e| crate::error::Error::internal("push", e))?;
+        let room_id = RoomId::parse(action.room_id.as_str()).map_err(|e| crate::error::Error::internal("push", e))?;
         let room = services.rooms.state(&room_id).await?;
-        let sender_display_name = room
-            .get(&StateEventType::RoomMember, pdu.sender.as_str())
-            .and_then(|m| m.content_str("displayname"));
-        let room_name = room
-            .get(&StateEventType::RoomName, "")
-            .and_then(|e| e.content_str("name"));
-        let room_alias = room
-            .get(&StateEventType::RoomCanonicalAlias, "")
-            .and_then(|e| e.content_str("alias"));
+        let sender_display_name =
+            room.get(&StateEventType::RoomMember, pdu.sender.as_str()).and_then(|m| m.content_str("displayname"));
+        let room_name = room.get(&StateEventType::RoomName, "").and_then(|e| e.content_str("name"));
+        let room_alias = room.get(&StateEventType::RoomCanonicalAlias, "").and_then(|e| e.content_str("alias"));
         let unread = storage::push::unread_counts(&services.db.pool, &action.user_id, None)
             .await?
             .iter()
@@ -210,12 +189,8 @@ impl EventDetails {
     fn body(&self, pusher: &PusherRow, action: &PushAction) -> Value {
         let actions: Vec<Value> = serde_json::from_str(&action.actions).unwrap_or_default();
         let tweaks = tweaks(&actions);
-        let prio = if tweaks.contains_key("sound") || tweaks.get("highlight") == Some(&json!(true))
-        {
-            "high"
-        } else {
-            "low"
-        };
+        let prio =
+            if tweaks.contains_key("sound") || tweaks.get("highlight") == Some(&json!(true)) { "high" } else { "low" };
         let mut data: Map<String, Value> = serde_json::from_str(&pusher.data).unwrap_or_default();
         data.remove("url");
         let event_id_only = data.get("format").and_then(Value::as_str) == Some("event_id_only");
@@ -234,9 +209,7 @@ impl EventDetails {
             "devices": [device],
         });
         if !event_id_only {
-            let full = notification
-                .as_object_mut()
-                .expect("notification is an object");
+            let full = notification.as_object_mut().expect("notification is an object");
             full.insert("type".into(), json!(self.kind));
             full.insert("sender".into(), json!(self.sender));
             full.insert("content".into(), self.content.clone());
@@ -265,14 +238,7 @@ fn tweaks(actions: &[Value]) -> Map<String, Value> {
         let Some(name) = action.get("set_tweak").and_then(Value::as_str) else {
             continue;
         };
-        let value = action
-            .get("value")
-            .cloned()
-            .unwrap_or(if name == "highlight" {
-                json!(true)
-            } else {
-                Value::Null
-            });
+        let value = action.get("value").cloned().unwrap_or(if name == "highlight" { json!(true) } else { Value::Null });
         tweaks.insert(name.to_owned(), value);
     }
     tweaks
@@ -280,11 +246,7 @@ fn tweaks(actions: &[Value]) -> Map<String, Value> {
 
 /// Starts the worker that delivers one pusher's notifications in order. It
 /// ends when the pusher is removed.
-fn start_worker(
-    services: Arc<Services>,
-    client: reqwest::Client,
-    pusher: PusherRow,
-) -> mpsc::Sender<Delivery> {
+fn start_worker(services: Arc<Services>, client: reqwest::Client, pusher: PusherRow) -> mpsc::Sender<Delivery> {
     let (sender, mut receiver) = mpsc::channel::<Delivery>(QUEUE_PER_PUSHER);
     let key: PusherKey = (pusher.user_id, pusher.app_id, pusher.pushkey);
     tokio::spawn(async move {
@@ -300,10 +262,7 @@ fn start_worker(
                 }
             };
             // A notification read before it could be pushed is skipped.
-            if storage::push::is_read(&services.db.pool, &delivery.user_id, &delivery.event_id)
-                .await
-                .unwrap_or(false)
-            {
+            if storage::push::is_read(&services.db.pool, &delivery.user_id, &delivery.event_id).await.unwrap_or(false) {
                 continue;
             }
             let url = serde_json::from_str::<Value>(&pusher.data)
@@ -340,18 +299,11 @@ async fn deliver(
         let failure = match client.post(url).json(&delivery.body).send().await {
             Ok(response) if response.status().is_success() => {
                 let body: Value = response.json().await.unwrap_or(Value::Null);
-                let rejected = body["rejected"]
-                    .as_array()
-                    .is_some_and(|keys| keys.iter().any(|k| k == &json!(pusher.pushkey)));
-                return if rejected {
-                    Outcome::Rejected
-                } else {
-                    Outcome::Delivered
-                };
+                let rejected =
+                    body["rejected"].as_array().is_some_and(|keys| keys.iter().any(|k| k == &json!(pusher.pushkey)));
+                return if rejected { Outcome::Rejected } else { Outcome::Delivered };
             }
-            Ok(response)
-                if response.status().is_client_error() && response.status().as_u16() != 429 =>
-            {
+            Ok(response) if response.status().is_client_error() && response.status().as_u16() != 429 => {
                 tracing::warn!(
                     status = response.status().as_u16(),
                     user_id = %delivery.user_id,
@@ -390,11 +342,7 @@ async fn deliver(
 }
 
 async fn remove_pusher(services: &Services, pusher: &PusherRow) {
-    let (user, app_id, pushkey) = (
-        pusher.user_id.clone(),
-        pusher.app_id.clone(),
-        pusher.pushkey.clone(),
-    );
+    let (user, app_id, pushkey) = (pusher.user_id.clone(), pusher.app_id.clone(), pusher.pushkey.clone());
     let result = services
         .db
         .writer

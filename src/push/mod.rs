@@ -50,35 +50,20 @@ pub struct Push {
 
 impl Push {
     pub fn new(db: Db, enabled: bool) -> Self {
-        Self {
-            db,
-            enabled,
-            rules: Mutex::new(HashMap::new()),
-            new_actions: Arc::new(tokio::sync::Notify::new()),
-        }
+        Self { db, enabled, rules: Mutex::new(HashMap::new()), new_actions: Arc::new(tokio::sync::Notify::new()) }
     }
 
     /// Returns the user's stored rules, or `None` when the user has the server defaults.
     async fn stored_rules(&self, user_id: &UserId) -> Result<Option<Arc<Ruleset>>> {
-        if let Some(cached) = self
-            .rules
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(user_id)
-        {
+        if let Some(cached) = self.rules.lock().unwrap_or_else(|e| e.into_inner()).get(user_id) {
             return Ok(cached.clone());
         }
-        let stored =
-            storage::account_data::get(&self.db.pool, user_id.as_str(), "", PUSH_RULES_TYPE)
-                .await?;
+        let stored = storage::account_data::get(&self.db.pool, user_id.as_str(), "", PUSH_RULES_TYPE).await?;
         let rules = match stored {
             Some(json) => Some(Arc::new(parse_push_rules(&json)?)),
             None => None,
         };
-        self.rules
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(user_id.to_owned(), rules.clone());
+        self.rules.lock().unwrap_or_else(|e| e.into_inner()).insert(user_id.to_owned(), rules.clone());
         Ok(rules)
     }
 
@@ -105,23 +90,12 @@ impl Push {
             .write(move |txn| {
                 Box::pin(async move {
                     let stream = txn.next_position(Stream::AccountData);
-                    storage::account_data::put(
-                        &mut txn.conn,
-                        &user,
-                        "",
-                        PUSH_RULES_TYPE,
-                        &content,
-                        stream,
-                    )
-                    .await?;
+                    storage::account_data::put(&mut txn.conn, &user, "", PUSH_RULES_TYPE, &content, stream).await?;
                     Ok(())
                 })
             })
             .await?;
-        self.rules
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(user_id.to_owned(), Some(Arc::new(rules)));
+        self.rules.lock().unwrap_or_else(|e| e.into_inner()).insert(user_id.to_owned(), Some(Arc::new(rules)));
         Ok(())
     }
 
@@ -135,19 +109,14 @@ impl Push {
     /// `m.mentions.user_ids`, invites by `state_key`), so every default member
     /// whose id the event does not name gets the same outcome.
     pub async fn evaluate(&self, room: &RoomState, pdu: &Pdu) -> Result<Vec<PushAction>> {
-        let recipients = if self.enabled {
-            recipients(room, pdu)
-        } else {
-            Vec::new()
-        };
+        let recipients = if self.enabled { recipients(room, pdu) } else { Vec::new() };
         if recipients.is_empty() {
             return Ok(Vec::new());
         }
-        let event: Raw<Value> = Raw::from_json_string(pdu.json.to_string())
-            .map_err(|e| Error::internal("evaluating push rules", e))?;
+        let event: Raw<Value> =
+            Raw::from_json_string(pdu.json.to_string()).map_err(|e| Error::internal("evaluating push rules", e))?;
         let named = named_users(pdu);
-        let member_count =
-            UInt::try_from(room.count_membership("join") as u64).unwrap_or(UInt::MAX);
+        let member_count = UInt::try_from(room.count_membership("join") as u64).unwrap_or(UInt::MAX);
         let power_levels = power_levels_ctx(room);
         let thread_id = self.thread_id(pdu).await;
 
@@ -161,13 +130,8 @@ impl Push {
                     .get(&StateEventType::RoomMember, user_id.as_str())
                     .and_then(|member| member.content_str("displayname"))
                     .unwrap_or_else(|| user_id.localpart().to_owned());
-                PushConditionRoomCtx::new(
-                    room.room_id.clone(),
-                    member_count,
-                    user_id.clone(),
-                    display_name,
-                )
-                .with_power_levels(power_levels.clone())
+                PushConditionRoomCtx::new(room.room_id.clone(), member_count, user_id.clone(), display_name)
+                    .with_power_levels(power_levels.clone())
             };
             let actions = match (&custom, is_named, &shared) {
                 (None, false, Some(actions)) => actions.clone(),
@@ -192,8 +156,7 @@ impl Push {
                 stream_ordering: 0,
                 ts: i64::from(pdu.origin_server_ts.get()),
                 highlight: actions.iter().any(Action::is_highlight),
-                actions: serde_json::to_string(&actions)
-                    .map_err(|e| Error::internal("storing push actions", e))?,
+                actions: serde_json::to_string(&actions).map_err(|e| Error::internal("storing push actions", e))?,
             });
         }
         Ok(results)
@@ -231,8 +194,7 @@ fn parse_push_rules(json: &str) -> Result<Ruleset> {
     struct Content {
         global: Ruleset,
     }
-    let content: Content =
-        serde_json::from_str(json).map_err(|e| Error::internal("reading push rules", e))?;
+    let content: Content = serde_json::from_str(json).map_err(|e| Error::internal("reading push rules", e))?;
     Ok(content.global)
 }
 
@@ -246,10 +208,7 @@ fn recipients(room: &RoomState, pdu: &Pdu) -> Vec<OwnedUserId> {
         .filter(|user| *user != pdu.sender && room.is_joined(user))
         .collect();
     if pdu.membership().as_deref() == Some("invite")
-        && let Some(target) = pdu
-            .state_key
-            .as_deref()
-            .and_then(|key| UserId::parse(key).ok())
+        && let Some(target) = pdu.state_key.as_deref().and_then(|key| UserId::parse(key).ok())
         && target.server_name() == server_name
         && !users.contains(&target)
     {
@@ -264,11 +223,7 @@ fn named_users(pdu: &Pdu) -> Vec<String> {
     let content = pdu.content_value();
     let mut named: Vec<String> = content["m.mentions"]["user_ids"]
         .as_array()
-        .map(|ids| {
-            ids.iter()
-                .filter_map(|id| id.as_str().map(str::to_owned))
-                .collect()
-        })
+        .map(|ids| ids.iter().filter_map(|id| id.as_str().map(str::to_owned)).collect())
         .unwrap_or_default();
     if let Some(key) = &pdu.state_key {
         named.push(key.clone());
@@ -308,12 +263,7 @@ fn power_levels_ctx(room: &RoomState) -> PushConditionPowerLevelsCtx {
     if let Some(create) = room.create_event()
         && let Some(extra) = create.content_value()["additional_creators"].as_array()
     {
-        creators.extend(
-            extra
-                .iter()
-                .filter_map(|v| v.as_str())
-                .filter_map(|s| UserId::parse(s).ok()),
-        );
+        creators.extend(extra.iter().filter_map(|v| v.as_str()).filter_map(|s| UserId::parse(s).ok()));
     }
     let rules = RoomPowerLevelsRules::new(&room.rules.authorization, creators);
     PushConditionPowerLevelsCtx::new(users, users_default, notifications, rules)

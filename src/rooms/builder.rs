@@ -5,8 +5,7 @@
 use std::sync::Arc;
 
 use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId,
-    ServerName, UserId,
+    CanonicalJsonObject, CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, ServerName, UserId,
     events::{StateEventType, TimelineEventType},
     signatures::hash_and_sign_event,
     state_res,
@@ -33,26 +32,12 @@ pub struct EventDraft {
 }
 
 impl EventDraft {
-    pub fn state(
-        kind: impl Into<TimelineEventType>,
-        state_key: impl Into<String>,
-        content: serde_json::Value,
-    ) -> Self {
-        Self {
-            kind: kind.into(),
-            state_key: Some(state_key.into()),
-            content,
-            redacts: None,
-        }
+    pub fn state(kind: impl Into<TimelineEventType>, state_key: impl Into<String>, content: serde_json::Value) -> Self {
+        Self { kind: kind.into(), state_key: Some(state_key.into()), content, redacts: None }
     }
 
     pub fn message(kind: impl Into<TimelineEventType>, content: serde_json::Value) -> Self {
-        Self {
-            kind: kind.into(),
-            state_key: None,
-            content,
-            redacts: None,
-        }
+        Self { kind: kind.into(), state_key: None, content, redacts: None }
     }
 }
 
@@ -64,10 +49,7 @@ pub enum StateChange {
     /// A new group of one entry on top of the previous group `prev`.
     Delta { group: i64, prev: i64 },
     /// A new group holding a full snapshot of the state after the event.
-    Snapshot {
-        group: i64,
-        entries: Vec<((String, String), String)>,
-    },
+    Snapshot { group: i64, entries: Vec<((String, String), String)> },
 }
 
 /// A signed, authorized event ready to persist.
@@ -86,9 +68,7 @@ pub struct BuiltEvent {
 }
 
 fn not_canonical(field: &str) -> Error {
-    Error::bad_json(format!(
-        "{field} is not valid canonical JSON: numbers must be integers within ±(2^53-1)"
-    ))
+    Error::bad_json(format!("{field} is not valid canonical JSON: numbers must be integers within ±(2^53-1)"))
 }
 
 /// Builds, signs and authorizes an event on top of `room`, and applies it to `room`.
@@ -103,8 +83,8 @@ pub fn build(
     let rules = room.rules.clone();
     let is_create = draft.kind == TimelineEventType::RoomCreate;
 
-    let content_raw: Box<RawValue> = to_raw_value(&draft.content)
-        .map_err(|e| Error::bad_json(format!("invalid content: {e}")))?;
+    let content_raw: Box<RawValue> =
+        to_raw_value(&draft.content).map_err(|e| Error::bad_json(format!("invalid content: {e}")))?;
     if !draft.content.is_object() {
         return Err(Error::bad_json("content must be a JSON object"));
     }
@@ -117,10 +97,8 @@ pub fn build(
         &rules.authorization,
     )
     .map_err(|e| Error::bad_json(format!("invalid event content: {e}")))?;
-    let mut auth_events: Vec<String> = auth_types
-        .iter()
-        .filter_map(|(kind, key)| room.get(kind, key).map(|pdu| pdu.event_id.to_string()))
-        .collect();
+    let mut auth_events: Vec<String> =
+        auth_types.iter().filter_map(|(kind, key)| room.get(kind, key).map(|pdu| pdu.event_id.to_string())).collect();
     auth_events.sort();
 
     let prev_events: Vec<String> = room.extremities.iter().map(|id| id.to_string()).collect();
@@ -129,102 +107,58 @@ pub fn build(
     let mut object = CanonicalJsonObject::new();
     object.insert(
         "auth_events".into(),
-        CanonicalJsonValue::Array(
-            auth_events
-                .into_iter()
-                .map(CanonicalJsonValue::String)
-                .collect(),
-        ),
+        CanonicalJsonValue::Array(auth_events.into_iter().map(CanonicalJsonValue::String).collect()),
     );
-    let content = CanonicalJsonValue::try_from(draft.content.clone())
-        .map_err(|_| not_canonical("content"))?;
+    let content = CanonicalJsonValue::try_from(draft.content.clone()).map_err(|_| not_canonical("content"))?;
     object.insert("content".into(), content);
-    object.insert(
-        "depth".into(),
-        CanonicalJsonValue::Integer(depth.try_into().map_err(|_| not_canonical("depth"))?),
-    );
+    object.insert("depth".into(), CanonicalJsonValue::Integer(depth.try_into().map_err(|_| not_canonical("depth"))?));
     let now = MilliSecondsSinceUnixEpoch::now();
-    object.insert(
-        "origin_server_ts".into(),
-        CanonicalJsonValue::Integer(now.get().into()),
-    );
+    object.insert("origin_server_ts".into(), CanonicalJsonValue::Integer(now.get().into()));
     object.insert(
         "prev_events".into(),
-        CanonicalJsonValue::Array(
-            prev_events
-                .into_iter()
-                .map(CanonicalJsonValue::String)
-                .collect(),
-        ),
+        CanonicalJsonValue::Array(prev_events.into_iter().map(CanonicalJsonValue::String).collect()),
     );
     if !(is_create && rules.authorization.room_create_event_id_as_room_id) {
-        object.insert(
-            "room_id".into(),
-            CanonicalJsonValue::String(room.room_id.to_string()),
-        );
+        object.insert("room_id".into(), CanonicalJsonValue::String(room.room_id.to_string()));
     }
-    object.insert(
-        "sender".into(),
-        CanonicalJsonValue::String(sender.to_string()),
-    );
-    object.insert(
-        "type".into(),
-        CanonicalJsonValue::String(draft.kind.to_string()),
-    );
+    object.insert("sender".into(), CanonicalJsonValue::String(sender.to_string()));
+    object.insert("type".into(), CanonicalJsonValue::String(draft.kind.to_string()));
     if let Some(state_key) = &draft.state_key {
-        object.insert(
-            "state_key".into(),
-            CanonicalJsonValue::String(state_key.clone()),
-        );
+        object.insert("state_key".into(), CanonicalJsonValue::String(state_key.clone()));
     }
     if let Some(redacts) = &draft.redacts
         && !rules.redaction.content_field_redacts
     {
-        object.insert(
-            "redacts".into(),
-            CanonicalJsonValue::String(redacts.to_string()),
-        );
+        object.insert("redacts".into(), CanonicalJsonValue::String(redacts.to_string()));
     }
 
-    hash_and_sign_event(
-        server_name.as_str(),
-        &key.pair,
-        &mut object,
-        &rules.redaction,
-    )
-    .map_err(|e| match e {
-        ruma::signatures::JsonError::PduTooLarge => Error::new(
-            crate::error::ErrorKind::TooLarge,
-            "event is larger than 65536 bytes",
-        ),
+    hash_and_sign_event(server_name.as_str(), &key.pair, &mut object, &rules.redaction).map_err(|e| match e {
+        ruma::signatures::JsonError::PduTooLarge => {
+            Error::new(crate::error::ErrorKind::TooLarge, "event is larger than 65536 bytes")
+        }
         other => Error::internal("signing an event", other),
     })?;
-    let hash = ruma::signatures::reference_hash(&object, &rules).map_err(|e| {
-        Error::new(
-            crate::error::ErrorKind::TooLarge,
-            format!("event rejected: {e}"),
-        )
-    })?;
-    let event_id = OwnedEventId::try_from(format!("${hash}"))
-        .map_err(|e| Error::internal("deriving an event id", e))?;
+    let hash = ruma::signatures::reference_hash(&object, &rules)
+        .map_err(|e| Error::new(crate::error::ErrorKind::TooLarge, format!("event rejected: {e}")))?;
+    let event_id =
+        OwnedEventId::try_from(format!("${hash}")).map_err(|e| Error::internal("deriving an event id", e))?;
 
     if is_create && rules.authorization.room_create_event_id_as_room_id {
-        room.room_id = OwnedRoomId::try_from(format!("!{hash}"))
-            .map_err(|e| Error::internal("deriving a room id", e))?;
+        room.room_id =
+            OwnedRoomId::try_from(format!("!{hash}")).map_err(|e| Error::internal("deriving a room id", e))?;
     }
 
-    let json =
-        serde_json::to_string(&object).map_err(|e| Error::internal("serializing an event", e))?;
-    let pdu = Pdu::from_json(event_id, &json, &room.room_id)
-        .map_err(|e| Error::internal("parsing a built event", e))?;
+    let json = serde_json::to_string(&object).map_err(|e| Error::internal("serializing an event", e))?;
+    let pdu =
+        Pdu::from_json(event_id, &json, &room.room_id).map_err(|e| Error::internal("parsing a built event", e))?;
 
     authorize(room, &pdu)?;
 
     let pdu = Arc::new(pdu);
-    let replaces_state = pdu.state_key.as_ref().and_then(|key| {
-        room.get(&StateEventType::from(pdu.kind.to_string()), key)
-            .map(|prev| prev.event_id.clone())
-    });
+    let replaces_state = pdu
+        .state_key
+        .as_ref()
+        .and_then(|key| room.get(&StateEventType::from(pdu.kind.to_string()), key).map(|prev| prev.event_id.clone()));
     let state_change = apply(room, &pdu, positions);
     Ok(BuiltEvent {
         pdu,

@@ -1,9 +1,7 @@
 //! `createRoom`: the spec's sequence of initial events, built on a fresh room
 //! state and committed together, so a rejected request leaves no room behind.
 
-use ruma::{
-    OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomVersionId, UserId, events::TimelineEventType,
-};
+use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomVersionId, UserId, events::TimelineEventType};
 use serde_json::{Map, Value, json};
 
 use super::{
@@ -39,15 +37,9 @@ pub struct CreateRoom {
 
 impl Rooms {
     pub async fn create_room(&self, creator: &UserId, request: CreateRoom) -> Result<OwnedRoomId> {
-        let version = request
-            .room_version
-            .clone()
-            .unwrap_or_else(|| self.default_version.clone());
+        let version = request.room_version.clone().unwrap_or_else(|| self.default_version.clone());
         let rules = version::rules(&version).ok_or_else(|| {
-            Error::new(
-                ErrorKind::UnsupportedRoomVersion,
-                format!("room version {version} is not supported"),
-            )
+            Error::new(ErrorKind::UnsupportedRoomVersion, format!("room version {version} is not supported"))
         })?;
         let preset = match request.preset.as_deref() {
             Some(p @ ("private_chat" | "trusted_private_chat" | "public_chat")) => p.to_owned(),
@@ -67,31 +59,18 @@ impl Rooms {
 
         let alias = match &request.alias_localpart {
             Some(localpart) => {
-                let alias =
-                    OwnedRoomAliasId::try_from(format!("#{localpart}:{}", self.server_name))
-                        .map_err(|e| {
-                            Error::new(
-                                ErrorKind::InvalidParam,
-                                format!("room_alias_name is invalid: {e}"),
-                            )
-                        })?;
-                if storage::rooms::resolve_alias(&self.db.pool, alias.as_str())
-                    .await?
-                    .is_some()
-                {
-                    return Err(Error::new(
-                        ErrorKind::RoomInUse,
-                        format!("room alias {alias} is already taken"),
-                    ));
+                let alias = OwnedRoomAliasId::try_from(format!("#{localpart}:{}", self.server_name))
+                    .map_err(|e| Error::new(ErrorKind::InvalidParam, format!("room_alias_name is invalid: {e}")))?;
+                if storage::rooms::resolve_alias(&self.db.pool, alias.as_str()).await?.is_some() {
+                    return Err(Error::new(ErrorKind::RoomInUse, format!("room alias {alias} is already taken")));
                 }
                 Some(alias)
             }
             None => None,
         };
 
-        let placeholder =
-            OwnedRoomId::try_from(format!("!{}:{}", random_localpart(18), self.server_name))
-                .map_err(|e| Error::internal("generating a room id", e))?;
+        let placeholder = OwnedRoomId::try_from(format!("!{}:{}", random_localpart(18), self.server_name))
+            .map_err(|e| Error::internal("generating a room id", e))?;
         let mut room = RoomState::new(placeholder, version.clone(), rules.clone());
         let mut events = Vec::new();
         let mut add = |room: &mut RoomState, draft: EventDraft| -> Result<()> {
@@ -118,11 +97,8 @@ impl Rooms {
         if privileged_creators && preset == "trusted_private_chat" {
             // Creators outrank every power level here, so invitees get the creator's
             // level by becoming additional creators.
-            let mut additional: Vec<Value> = create_content
-                .get("additional_creators")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
+            let mut additional: Vec<Value> =
+                create_content.get("additional_creators").and_then(Value::as_array).cloned().unwrap_or_default();
             for invitee in &request.invite {
                 let invitee = json!(invitee);
                 if !additional.contains(&invitee) {
@@ -131,14 +107,7 @@ impl Rooms {
             }
             create_content.insert("additional_creators".into(), Value::Array(additional));
         }
-        add(
-            &mut room,
-            EventDraft::state(
-                TimelineEventType::RoomCreate,
-                "",
-                Value::Object(create_content),
-            ),
-        )?;
+        add(&mut room, EventDraft::state(TimelineEventType::RoomCreate, "", Value::Object(create_content)))?;
 
         // 2. The creator joins.
         let mut join = json!({ "membership": "join" });
@@ -150,10 +119,7 @@ impl Rooms {
                 join["avatar_url"] = json!(url);
             }
         }
-        add(
-            &mut room,
-            EventDraft::state(TimelineEventType::RoomMember, creator.as_str(), join),
-        )?;
+        add(&mut room, EventDraft::state(TimelineEventType::RoomMember, creator.as_str(), join))?;
 
         // 3. Power levels, from the preset and then the client's override.
         let mut users = Map::new();
@@ -191,44 +157,19 @@ impl Rooms {
                 power_levels[key] = value.clone();
             }
         }
-        add(
-            &mut room,
-            EventDraft::state(TimelineEventType::RoomPowerLevels, "", power_levels),
-        )?;
+        add(&mut room, EventDraft::state(TimelineEventType::RoomPowerLevels, "", power_levels))?;
 
         // 4. The canonical alias.
         if let Some(alias) = &alias {
-            add(
-                &mut room,
-                EventDraft::state(
-                    TimelineEventType::RoomCanonicalAlias,
-                    "",
-                    json!({ "alias": alias }),
-                ),
-            )?;
+            add(&mut room, EventDraft::state(TimelineEventType::RoomCanonicalAlias, "", json!({ "alias": alias })))?;
         }
 
         // 5. The preset's join rules, history visibility and guest access.
-        let join_rule = if preset == "public_chat" {
-            "public"
-        } else {
-            "invite"
-        };
-        let in_initial_state = |kind: &str| {
-            request
-                .initial_state
-                .iter()
-                .any(|(k, state_key, _)| k == kind && state_key.is_empty())
-        };
+        let join_rule = if preset == "public_chat" { "public" } else { "invite" };
+        let in_initial_state =
+            |kind: &str| request.initial_state.iter().any(|(k, state_key, _)| k == kind && state_key.is_empty());
         if !in_initial_state("m.room.join_rules") {
-            add(
-                &mut room,
-                EventDraft::state(
-                    TimelineEventType::RoomJoinRules,
-                    "",
-                    json!({ "join_rule": join_rule }),
-                ),
-            )?;
+            add(&mut room, EventDraft::state(TimelineEventType::RoomJoinRules, "", json!({ "join_rule": join_rule })))?;
         }
         if !in_initial_state("m.room.history_visibility") {
             add(
@@ -243,25 +184,16 @@ impl Rooms {
         if preset != "public_chat" && !in_initial_state("m.room.guest_access") {
             add(
                 &mut room,
-                EventDraft::state(
-                    TimelineEventType::RoomGuestAccess,
-                    "",
-                    json!({ "guest_access": "can_join" }),
-                ),
+                EventDraft::state(TimelineEventType::RoomGuestAccess, "", json!({ "guest_access": "can_join" })),
             )?;
         }
 
         // 6. The client's initial state.
         for (kind, state_key, content) in &request.initial_state {
             if kind == "m.room.create" || kind == "m.room.member" || kind == "m.room.power_levels" {
-                return Err(Error::bad_json(format!(
-                    "initial_state may not contain {kind} events"
-                )));
+                return Err(Error::bad_json(format!("initial_state may not contain {kind} events")));
             }
-            add(
-                &mut room,
-                EventDraft::state(kind.as_str(), state_key.as_str(), content.clone()),
-            )?;
+            add(&mut room, EventDraft::state(kind.as_str(), state_key.as_str(), content.clone()))?;
         }
 
         // 7. Name and topic.
@@ -269,16 +201,10 @@ impl Rooms {
             if name.len() > 255 {
                 return Err(Error::bad_json("name is longer than 255 bytes"));
             }
-            add(
-                &mut room,
-                EventDraft::state(TimelineEventType::RoomName, "", json!({ "name": name })),
-            )?;
+            add(&mut room, EventDraft::state(TimelineEventType::RoomName, "", json!({ "name": name })))?;
         }
         if let Some(topic) = &request.topic {
-            add(
-                &mut room,
-                EventDraft::state(TimelineEventType::RoomTopic, "", json!({ "topic": topic })),
-            )?;
+            add(&mut room, EventDraft::state(TimelineEventType::RoomTopic, "", json!({ "topic": topic })))?;
         }
 
         // 8. Invites.
@@ -287,13 +213,8 @@ impl Rooms {
                 return Err(Error::bad_json("invite must not contain the creator"));
             }
             let reason = request.invite_reason.as_deref();
-            let invite = crate::policy::Invite {
-                room: &room,
-                sender: creator,
-                invitee,
-                is_direct: request.is_direct,
-                reason,
-            };
+            let invite =
+                crate::policy::Invite { room: &room, sender: creator, invitee, is_direct: request.is_direct, reason };
             self.policy.check_invite(invite).await?;
             let mut content = json!({ "membership": "invite" });
             if request.is_direct {
@@ -310,10 +231,7 @@ impl Rooms {
                     content["avatar_url"] = json!(url);
                 }
             }
-            add(
-                &mut room,
-                EventDraft::state(TimelineEventType::RoomMember, invitee.as_str(), content),
-            )?;
+            add(&mut room, EventDraft::state(TimelineEventType::RoomMember, invitee.as_str(), content))?;
         }
 
         let room_id = room.room_id.clone();
@@ -331,9 +249,5 @@ impl Rooms {
 
 pub fn random_localpart(length: usize) -> String {
     use rand::{Rng, distributions::Alphanumeric};
-    rand::thread_rng()
-        .sample_iter(&Alphanumeric)
-        .take(length)
-        .map(char::from)
-        .collect()
+    rand::thread_rng().sample_iter(&Alphanumeric).take(length).map(char::from).collect()
 }

@@ -37,16 +37,12 @@ impl Rooms {
     ) -> Result<OwnedEventId> {
         let room = self.state(room_id).await?;
         let current = room.membership(target);
-        let previous = room
-            .get(&StateEventType::RoomMember, target.as_str())
-            .map(|p| p.content_value());
+        let previous = room.get(&StateEventType::RoomMember, target.as_str()).map(|p| p.content_value());
 
         let membership = match change {
             MembershipChange::Join => {
                 if current.as_deref() == Some("ban") {
-                    return Err(Error::forbidden(format!(
-                        "{target} is banned from {room_id}"
-                    )));
+                    return Err(Error::forbidden(format!("{target} is banned from {room_id}")));
                 }
                 self.policy.check_join(&room, target).await?;
                 "join"
@@ -57,45 +53,31 @@ impl Rooms {
                         return Err(Error::forbidden(format!("{target} is already in the room")));
                     }
                     Some("ban") => {
-                        return Err(Error::forbidden(format!(
-                            "{target} is banned from the room"
-                        )));
+                        return Err(Error::forbidden(format!("{target} is banned from the room")));
                     }
                     _ => {}
                 }
                 let is_direct = false;
-                let invite = Invite {
-                    room: &room,
-                    sender,
-                    invitee: target,
-                    is_direct,
-                    reason: reason.as_deref(),
-                };
+                let invite = Invite { room: &room, sender, invitee: target, is_direct, reason: reason.as_deref() };
                 self.policy.check_invite(invite).await?;
                 "invite"
             }
             MembershipChange::Leave => {
                 if !matches!(current.as_deref(), Some("join" | "invite" | "knock")) {
-                    return Err(Error::forbidden(format!(
-                        "{target} is not in room {room_id}"
-                    )));
+                    return Err(Error::forbidden(format!("{target} is not in room {room_id}")));
                 }
                 "leave"
             }
             MembershipChange::Kick => {
                 if !matches!(current.as_deref(), Some("join" | "invite" | "knock")) {
-                    return Err(Error::forbidden(format!(
-                        "{target} is not in room {room_id}"
-                    )));
+                    return Err(Error::forbidden(format!("{target} is not in room {room_id}")));
                 }
                 "leave"
             }
             MembershipChange::Ban => "ban",
             MembershipChange::Unban => {
                 if current.as_deref() != Some("ban") {
-                    return Err(Error::forbidden(format!(
-                        "{target} is not banned from room {room_id}"
-                    )));
+                    return Err(Error::forbidden(format!("{target} is not banned from room {room_id}")));
                 }
                 "leave"
             }
@@ -106,8 +88,7 @@ impl Rooms {
             content["reason"] = json!(reason);
         }
         if membership == "join" || membership == "invite" {
-            self.fill_profile(&mut content, target, previous.as_ref())
-                .await?;
+            self.fill_profile(&mut content, target, previous.as_ref()).await?;
         }
         let draft = EventDraft::state(TimelineEventType::RoomMember, target.as_str(), content);
         let event_id = self.append(room_id, sender, draft, None).await?;
@@ -165,12 +146,7 @@ impl Rooms {
 
     /// Copies the user's display name and avatar into new member content; keeps
     /// `is_direct` of a pending invite when joining it.
-    async fn fill_profile(
-        &self,
-        content: &mut Value,
-        user: &UserId,
-        previous: Option<&Value>,
-    ) -> Result<()> {
+    async fn fill_profile(&self, content: &mut Value, user: &UserId, previous: Option<&Value>) -> Result<()> {
         if user.server_name() == self.server_name {
             if let Some(row) = storage::users::get(&self.db.pool, user.as_str()).await? {
                 if let Some(name) = row.displayname {

@@ -120,14 +120,11 @@ impl Rooms {
         let pool = &self.db.pool;
         let row = storage::rooms::get(pool, room_id.as_str())
             .await?
-            .ok_or_else(|| {
-                Error::not_found(format!("room {room_id} is not known to this server"))
-            })?;
+            .ok_or_else(|| Error::not_found(format!("room {room_id} is not known to this server")))?;
         let version = RoomVersionId::try_from(row.room_version.as_str())
             .map_err(|e| Error::internal("reading a room version", e))?;
-        let rules = version::rules(&version).ok_or_else(|| {
-            Error::internal("reading a room version", "unsupported version stored")
-        })?;
+        let rules = version::rules(&version)
+            .ok_or_else(|| Error::internal("reading a room version", "unsupported version stored"))?;
         let mut room = RoomState::new(room_id.to_owned(), version, rules);
 
         let current = storage::state::current(pool, room_id.as_str()).await?;
@@ -135,10 +132,7 @@ impl Rooms {
         for event in storage::events::get_many(pool, &ids).await? {
             let pdu = event.pdu;
             if let Some(key) = &pdu.state_key {
-                room.state.insert(
-                    (StateEventType::from(pdu.kind.to_string()), key.clone()),
-                    pdu.clone(),
-                );
+                room.state.insert((StateEventType::from(pdu.kind.to_string()), key.clone()), pdu.clone());
             }
         }
         room.extremities = storage::state::extremities(pool, room_id.as_str())
@@ -146,10 +140,7 @@ impl Rooms {
             .into_iter()
             .filter_map(|id| OwnedEventId::try_from(id).ok())
             .collect();
-        if let Some(latest) = storage::events::room_range(pool, room_id, 0, i64::MAX, 1, true)
-            .await?
-            .pop()
-        {
+        if let Some(latest) = storage::events::room_range(pool, room_id, 0, i64::MAX, 1, true).await?.pop() {
             room.depth = latest.pdu.depth;
             room.state_group = latest.state_group;
             room.chain_length = storage::state::chain_length(pool, latest.state_group).await?;
@@ -176,22 +167,12 @@ impl Rooms {
 
     /// Whether the room exists on this server.
     pub async fn exists(&self, room_id: &RoomId) -> Result<bool> {
-        if self
-            .known
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(room_id)
-        {
+        if self.known.lock().unwrap_or_else(|e| e.into_inner()).contains(room_id) {
             return Ok(true);
         }
-        let exists = storage::rooms::get(&self.db.pool, room_id.as_str())
-            .await?
-            .is_some();
+        let exists = storage::rooms::get(&self.db.pool, room_id.as_str()).await?.is_some();
         if exists {
-            self.known
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(room_id.to_owned());
+            self.known.lock().unwrap_or_else(|e| e.into_inner()).insert(room_id.to_owned());
         }
         Ok(exists)
     }
@@ -208,29 +189,17 @@ impl Rooms {
         let slot = self.slot(room_id);
         let mut guard = slot.lock().await;
 
-        let txn_key = txn
-            .as_ref()
-            .map(|t| format!("{sender}/{}/{}", t.device_id, t.key()));
+        let txn_key = txn.as_ref().map(|t| format!("{sender}/{}/{}", t.device_id, t.key()));
         if let Some(key) = &txn_key
-            && let Some(in_flight) = self
-                .txns_in_flight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(key)
+            && let Some(in_flight) = self.txns_in_flight.lock().unwrap_or_else(|e| e.into_inner()).get(key)
         {
             return Ok(in_flight.clone());
         }
         if let Some(txn) = &txn
-            && let Some(existing) = storage::events::txn_event(
-                &self.db.pool,
-                sender.as_str(),
-                &txn.device_id,
-                &txn.key(),
-            )
-            .await?
+            && let Some(existing) =
+                storage::events::txn_event(&self.db.pool, sender.as_str(), &txn.device_id, &txn.key()).await?
         {
-            return OwnedEventId::try_from(existing)
-                .map_err(|e| Error::internal("reading a transaction", e));
+            return OwnedEventId::try_from(existing).map_err(|e| Error::internal("reading a transaction", e));
         }
 
         if guard.is_none() {
@@ -245,14 +214,8 @@ impl Rooms {
             None => None,
         };
 
-        let mut built = builder::build(
-            &mut next,
-            &self.server_name,
-            &self.key,
-            sender,
-            draft,
-            self.db.writer.positions(),
-        )?;
+        let mut built =
+            builder::build(&mut next, &self.server_name, &self.key, sender, draft, self.db.writer.positions())?;
         if let Some((target, redacted)) = redaction {
             if let Some(in_state) = next.find_event(&target).cloned() {
                 let redacted_pdu = Pdu::from_json(target.clone(), &redacted, room_id)
@@ -273,26 +236,15 @@ impl Rooms {
             new_room: None,
             events: vec![built],
             push_actions,
-            txn: txn.map(|t| TxnRecord {
-                key: t.key(),
-                device_id: t.device_id,
-                txn_id: t.txn_id,
-            }),
+            txn: txn.map(|t| TxnRecord { key: t.key(), device_id: t.device_id, txn_id: t.txn_id }),
         };
 
         // The room's next event may be built on this one as soon as it is queued:
         // the writer commits in queue order, and an event whose predecessor failed
         // to commit fails too. So the room lock is released before the commit.
-        let committed = self
-            .db
-            .writer
-            .submit(move |w| Box::pin(persist::persist(w, batch)))
-            .await?;
+        let committed = self.db.writer.submit(move |w| Box::pin(persist::persist(w, batch))).await?;
         if let Some(key) = &txn_key {
-            self.txns_in_flight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key.clone(), event_id.clone());
+            self.txns_in_flight.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), event_id.clone());
         }
         let audience = audience(&next, &self.server_name, wake_target);
         *guard = Some(Arc::new(next));
@@ -300,10 +252,7 @@ impl Rooms {
 
         let outcome = committed.await;
         if let Some(key) = &txn_key {
-            self.txns_in_flight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(key);
+            self.txns_in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
         }
         if let Err(err) = outcome {
             // The in-memory state contains an event that was not stored, so reload it.
@@ -318,16 +267,9 @@ impl Rooms {
     }
 
     /// Checks the policy for ordinary sends.
-    async fn check_before_append(
-        &self,
-        room: &RoomState,
-        sender: &UserId,
-        draft: &EventDraft,
-    ) -> Result<()> {
+    async fn check_before_append(&self, room: &RoomState, sender: &UserId, draft: &EventDraft) -> Result<()> {
         if draft.kind != TimelineEventType::RoomMember {
-            self.policy
-                .check_send(room, sender, &draft.kind.to_string())
-                .await?;
+            self.policy.check_send(room, sender, &draft.kind.to_string()).await?;
         }
         Ok(())
     }
@@ -340,44 +282,29 @@ impl Rooms {
         target: &ruma::EventId,
     ) -> Result<Option<(OwnedEventId, String)>> {
         let Some(stored) = storage::events::get(&self.db.pool, target.as_str()).await? else {
-            return Err(Error::not_found(format!(
-                "event {target} not found in this room"
-            )));
+            return Err(Error::not_found(format!("event {target} not found in this room")));
         };
         if stored.pdu.room_id != room.room_id {
-            return Err(Error::not_found(format!(
-                "event {target} not found in this room"
-            )));
+            return Err(Error::not_found(format!("event {target} not found in this room")));
         }
         let own_event = stored.pdu.sender == sender;
-        let may_redact_others =
-            power::user_level(room, sender) >= power::action_level(room, "redact", 50);
+        let may_redact_others = power::user_level(room, sender) >= power::action_level(room, "redact", 50);
         if !own_event && !may_redact_others {
-            return Err(Error::forbidden(
-                "you need a higher power level to redact other users' events",
-            ));
+            return Err(Error::forbidden("you need a higher power level to redact other users' events"));
         }
         if stored.redacted_by.is_some() {
             return Ok(None);
         }
-        let object = stored
-            .pdu
-            .canonical_object()
-            .ok_or_else(|| Error::internal("redacting", "stored PDU is not an object"))?;
+        let object =
+            stored.pdu.canonical_object().ok_or_else(|| Error::internal("redacting", "stored PDU is not an object"))?;
         let redacted = ruma::canonical_json::redact(object, &room.rules.redaction, None)
             .map_err(|e| Error::internal("redacting an event", e))?;
-        let json = serde_json::to_string(&redacted)
-            .map_err(|e| Error::internal("redacting an event", e))?;
+        let json = serde_json::to_string(&redacted).map_err(|e| Error::internal("redacting an event", e))?;
         Ok(Some((target.to_owned(), json)))
     }
 
     /// Persists a brand-new room with its initial events in one commit.
-    async fn persist_new_room(
-        &self,
-        room: RoomState,
-        events: Vec<BuiltEvent>,
-        new_room: NewRoom,
-    ) -> Result<()> {
+    async fn persist_new_room(&self, room: RoomState, events: Vec<BuiltEvent>, new_room: NewRoom) -> Result<()> {
         let room_id = room.room_id.clone();
         let slot = self.slot(&room_id);
         let mut guard = slot.lock().await;
@@ -386,25 +313,13 @@ impl Rooms {
             push_actions.push(self.push.evaluate(&room, &event.pdu).await?);
         }
         let notifies = push_actions.iter().any(|a| !a.is_empty());
-        let batch = Batch {
-            room_id: room_id.to_string(),
-            new_room: Some(new_room),
-            events,
-            push_actions,
-            txn: None,
-        };
-        self.db
-            .writer
-            .write(move |w| Box::pin(persist::persist(w, batch)))
-            .await?;
+        let batch = Batch { room_id: room_id.to_string(), new_room: Some(new_room), events, push_actions, txn: None };
+        self.db.writer.write(move |w| Box::pin(persist::persist(w, batch))).await?;
         if notifies {
             self.push.new_actions.notify_one();
         }
         let audience = audience(&room, &self.server_name, None);
-        self.known
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(room_id.clone());
+        self.known.lock().unwrap_or_else(|e| e.into_inner()).insert(room_id.clone());
         *guard = Some(Arc::new(room));
         drop(guard);
         self.notifier.wake(audience.iter().map(|u| &**u));
@@ -417,18 +332,10 @@ fn membership_target(event: &BuiltEvent) -> Option<OwnedUserId> {
     if event.pdu.kind != TimelineEventType::RoomMember {
         return None;
     }
-    event
-        .pdu
-        .state_key
-        .as_deref()
-        .and_then(|key| UserId::parse(key).ok())
+    event.pdu.state_key.as_deref().and_then(|key| UserId::parse(key).ok())
 }
 
-fn audience(
-    room: &RoomState,
-    server_name: &ruma::ServerName,
-    extra: Option<OwnedUserId>,
-) -> Vec<OwnedUserId> {
+fn audience(room: &RoomState, server_name: &ruma::ServerName, extra: Option<OwnedUserId>) -> Vec<OwnedUserId> {
     let mut users = room.local_members(server_name);
     if let Some(user) = extra
         && user.server_name() == server_name

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId,
-    OwnedUserId, RoomId, UserId, events::TimelineEventType,
+    CanonicalJsonObject, CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId,
+    RoomId, UserId, events::TimelineEventType,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -61,26 +61,18 @@ struct RedactsInContent {
 impl Pdu {
     /// Parses a stored or freshly signed PDU. `room_id` fills in the room of a
     /// room version 12 create event, whose PDU has no `room_id`.
-    pub fn from_json(
-        event_id: OwnedEventId,
-        json: &str,
-        room_id: &RoomId,
-    ) -> Result<Self, serde_json::Error> {
+    pub fn from_json(event_id: OwnedEventId, json: &str, room_id: &RoomId) -> Result<Self, serde_json::Error> {
         let fields: PduFields = serde_json::from_str(json)?;
         let redacts = match fields.redacts {
             Some(id) => Some(id),
             None if fields.kind == TimelineEventType::RoomRedaction => {
-                serde_json::from_str::<RedactsInContent>(fields.content.get())
-                    .ok()
-                    .and_then(|c| c.redacts)
+                serde_json::from_str::<RedactsInContent>(fields.content.get()).ok().and_then(|c| c.redacts)
             }
             None => None,
         };
         let has_room_id = fields.room_id.is_some();
         let membership = if fields.kind == TimelineEventType::RoomMember {
-            serde_json::from_str::<MembershipContent>(fields.content.get())
-                .ok()
-                .and_then(|c| c.membership)
+            serde_json::from_str::<MembershipContent>(fields.content.get()).ok().and_then(|c| c.membership)
         } else {
             None
         };

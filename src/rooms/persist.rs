@@ -39,24 +39,10 @@ pub struct TxnRecord {
 pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
     let now = storage::now_ms();
     if let Some(room) = &batch.new_room {
-        storage::rooms::insert(
-            &mut txn.conn,
-            &batch.room_id,
-            &room.version,
-            &room.creator,
-            room.is_public,
-            now,
-        )
-        .await?;
-        if let Some(alias) = &room.alias {
-            storage::rooms::insert_alias_in_txn(
-                &mut txn.conn,
-                alias,
-                &batch.room_id,
-                &room.creator,
-                now,
-            )
+        storage::rooms::insert(&mut txn.conn, &batch.room_id, &room.version, &room.creator, room.is_public, now)
             .await?;
+        if let Some(alias) = &room.alias {
+            storage::rooms::insert_alias_in_txn(&mut txn.conn, alias, &batch.room_id, &room.creator, now).await?;
         }
     }
 
@@ -66,10 +52,7 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
         match &event.state_change {
             StateChange::None => {}
             StateChange::Delta { group, prev } => {
-                let key = (
-                    pdu.kind.to_string(),
-                    pdu.state_key.clone().unwrap_or_default(),
-                );
+                let key = (pdu.kind.to_string(), pdu.state_key.clone().unwrap_or_default());
                 let entry = [(key, pdu.event_id.to_string())];
                 storage::state::insert_group(
                     &mut txn.conn,
@@ -82,24 +65,12 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
                 .await?;
             }
             StateChange::Snapshot { group, entries } => {
-                storage::state::insert_group(
-                    &mut txn.conn,
-                    *group,
-                    &batch.room_id,
-                    None,
-                    0,
-                    entries,
-                )
-                .await?;
+                storage::state::insert_group(&mut txn.conn, *group, &batch.room_id, None, 0, entries).await?;
             }
         }
 
         let stream = txn.next_position(Stream::Events);
-        let txn_ids = if index == last {
-            batch.txn.as_ref()
-        } else {
-            None
-        };
+        let txn_ids = if index == last { batch.txn.as_ref() } else { None };
         storage::events::insert(
             &mut txn.conn,
             storage::events::NewEvent {
@@ -114,26 +85,14 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
         .await?;
 
         if let Some(actions) = batch.push_actions.get(index).filter(|a| !a.is_empty()) {
-            let actions: Vec<PushAction> = actions
-                .iter()
-                .map(|a| PushAction {
-                    stream_ordering: stream,
-                    ..a.clone()
-                })
-                .collect();
+            let actions: Vec<PushAction> =
+                actions.iter().map(|a| PushAction { stream_ordering: stream, ..a.clone() }).collect();
             storage::push::insert_actions(&mut txn.conn, &actions).await?;
         }
 
         if let Some(state_key) = &pdu.state_key {
             let kind = pdu.kind.to_string();
-            storage::state::set_current(
-                &mut txn.conn,
-                &batch.room_id,
-                &kind,
-                state_key,
-                pdu.event_id.as_str(),
-            )
-            .await?;
+            storage::state::set_current(&mut txn.conn, &batch.room_id, &kind, state_key, pdu.event_id.as_str()).await?;
             if let Some(membership) = pdu.membership() {
                 storage::rooms::set_membership(
                     &mut txn.conn,
@@ -149,25 +108,14 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
         }
 
         if let Some((target, redacted_json)) = &event.redaction {
-            storage::events::redact(
-                &mut txn.conn,
-                target.as_str(),
-                redacted_json,
-                pdu.event_id.as_str(),
-            )
-            .await?;
+            storage::events::redact(&mut txn.conn, target.as_str(), redacted_json, pdu.event_id.as_str()).await?;
             // A redacted message no longer counts as unread or appears in `/notifications`.
             storage::push::delete_actions_of_event(&mut txn.conn, target.as_str()).await?;
         }
     }
     // Local events form a single chain, so the newest event is the only extremity.
     if let Some(last) = batch.events.last() {
-        storage::state::set_extremities(
-            &mut txn.conn,
-            &batch.room_id,
-            &[last.pdu.event_id.to_string()],
-        )
-        .await?;
+        storage::state::set_extremities(&mut txn.conn, &batch.room_id, &[last.pdu.event_id.to_string()]).await?;
     }
     Ok(())
 }

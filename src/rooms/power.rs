@@ -44,11 +44,7 @@ pub fn user_level(room: &RoomState, user_id: &UserId) -> i64 {
     if levels.is_null() {
         // Without power levels the creator has 100 and everyone else 0.
         let creator = room.create_event().map(|c| c.sender.clone());
-        return if creator.as_deref() == Some(user_id) {
-            100
-        } else {
-            0
-        };
+        return if creator.as_deref() == Some(user_id) { 100 } else { 0 };
     }
     int(levels.get("users").and_then(|u| u.get(user_id.as_str())))
         .or_else(|| int(levels.get("users_default")))
@@ -57,10 +53,7 @@ pub fn user_level(room: &RoomState, user_id: &UserId) -> i64 {
 
 /// The level named by a top-level key such as `redact`, `kick` or `ban`.
 pub fn action_level(room: &RoomState, action: &str, default: i64) -> i64 {
-    int(room
-        .content(&StateEventType::RoomPowerLevels, "")
-        .get(action))
-    .unwrap_or(default)
+    int(room.content(&StateEventType::RoomPowerLevels, "").get(action)).unwrap_or(default)
 }
 
 /// The level needed to send an event of this type.

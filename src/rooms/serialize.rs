@@ -38,21 +38,14 @@ pub async fn client_events(
     let related: HashMap<String, StoredEvent> = if related.is_empty() {
         HashMap::new()
     } else {
-        storage::events::get_many(pool, &related)
-            .await?
-            .into_iter()
-            .map(|e| (e.pdu.event_id.to_string(), e))
-            .collect()
+        storage::events::get_many(pool, &related).await?.into_iter().map(|e| (e.pdu.event_id.to_string(), e)).collect()
     };
 
     let now = now_ms();
     let mut output = Vec::with_capacity(events.len());
     for event in events {
         let pdu = &event.pdu;
-        let mut unsigned = Unsigned {
-            age: Some(now - i64::from(pdu.origin_server_ts.get())),
-            ..Unsigned::default()
-        };
+        let mut unsigned = Unsigned { age: Some(now - i64::from(pdu.origin_server_ts.get())), ..Unsigned::default() };
         if let (Some(viewer), Some((txn_id, device))) = (viewer, &event.txn)
             && pdu.sender == viewer.user_id
             && device == viewer.device_id
@@ -65,16 +58,12 @@ pub async fn client_events(
         }
         if let Some(by) = event.redacted_by.as_ref().and_then(|id| related.get(id)) {
             let because = by.pdu.to_client(true, Unsigned::default());
-            let raw = serde_json::to_string(&because)
-                .map_err(|e| Error::internal("serializing an event", e))?;
+            let raw = serde_json::to_string(&because).map_err(|e| Error::internal("serializing an event", e))?;
             unsigned.redacted_because = RawValue::from_string(raw).ok();
         }
         let client = pdu.to_client(with_room_id, unsigned);
-        let json = serde_json::to_string(&client)
-            .map_err(|e| Error::internal("serializing an event", e))?;
-        output.push(
-            RawValue::from_string(json).map_err(|e| Error::internal("serializing an event", e))?,
-        );
+        let json = serde_json::to_string(&client).map_err(|e| Error::internal("serializing an event", e))?;
+        output.push(RawValue::from_string(json).map_err(|e| Error::internal("serializing an event", e))?);
     }
     Ok(output)
 }

@@ -52,8 +52,7 @@ impl RoomState {
 
     /// The membership of a user (`join`, `invite`, `leave`, `ban`, `knock`), if any.
     pub fn membership(&self, user_id: &UserId) -> Option<String> {
-        self.get(&StateEventType::RoomMember, user_id.as_str())
-            .and_then(|pdu| pdu.membership())
+        self.get(&StateEventType::RoomMember, user_id.as_str()).and_then(|pdu| pdu.membership())
     }
 
     pub fn is_joined(&self, user_id: &UserId) -> bool {
@@ -68,8 +67,7 @@ impl RoomState {
             .filter_map(|((_, key), pdu)| {
                 let user_id = UserId::parse(key.as_str()).ok()?;
                 let membership = pdu.membership()?;
-                (user_id.server_name() == server_name
-                    && (membership == "join" || membership == "invite"))
+                (user_id.server_name() == server_name && (membership == "join" || membership == "invite"))
                     .then_some(user_id)
             })
             .collect()
@@ -80,8 +78,7 @@ impl RoomState {
         self.state
             .iter()
             .filter(|((kind, _), pdu)| {
-                *kind == StateEventType::RoomMember
-                    && pdu.membership().as_deref() == Some(membership)
+                *kind == StateEventType::RoomMember && pdu.membership().as_deref() == Some(membership)
             })
             .count()
     }
@@ -93,8 +90,6 @@ impl RoomState {
 
     /// The content of a state event as JSON, or `Null`.
     pub fn content(&self, kind: &StateEventType, state_key: &str) -> serde_json::Value {
-        self.get(kind, state_key)
-            .map(|pdu| pdu.content_value())
-            .unwrap_or(serde_json::Value::Null)
+        self.get(kind, state_key).map(|pdu| pdu.content_value()).unwrap_or(serde_json::Value::Null)
     }
 }

@@ -21,9 +21,5 @@ pub fn is_supported(version: &RoomVersionId) -> bool {
 
 /// The rules of a supported version.
 pub fn rules(version: &RoomVersionId) -> Option<RoomVersionRules> {
-    if is_supported(version) {
-        version.rules()
-    } else {
-        None
-    }
+    if is_supported(version) { version.rules() } else { None }
 }

@@ -20,61 +20,31 @@ fn field(json: &str, name: &str) -> Option<String> {
 
 impl Visibility {
     pub async fn load(pool: &sqlx::AnyPool, room_id: &RoomId, user_id: &UserId) -> Result<Self> {
-        let memberships = storage::events::state_history(
-            pool,
-            room_id.as_str(),
-            "m.room.member",
-            user_id.as_str(),
-        )
-        .await?
-        .into_iter()
-        .map(|(stream, json)| {
-            (
-                stream,
-                field(&json, "membership").unwrap_or_else(|| "leave".into()),
-            )
-        })
-        .collect();
-        let visibilities =
-            storage::events::state_history(pool, room_id.as_str(), "m.room.history_visibility", "")
-                .await?
-                .into_iter()
-                .map(|(stream, json)| {
-                    (
-                        stream,
-                        field(&json, "history_visibility").unwrap_or_else(|| "shared".into()),
-                    )
-                })
-                .collect();
-        Ok(Self {
-            memberships,
-            visibilities,
-        })
+        let memberships = storage::events::state_history(pool, room_id.as_str(), "m.room.member", user_id.as_str())
+            .await?
+            .into_iter()
+            .map(|(stream, json)| (stream, field(&json, "membership").unwrap_or_else(|| "leave".into())))
+            .collect();
+        let visibilities = storage::events::state_history(pool, room_id.as_str(), "m.room.history_visibility", "")
+            .await?
+            .into_iter()
+            .map(|(stream, json)| (stream, field(&json, "history_visibility").unwrap_or_else(|| "shared".into())))
+            .collect();
+        Ok(Self { memberships, visibilities })
     }
 
     /// The user's membership just after the event at `stream` (their own member event included).
     fn membership_at(&self, stream: i64) -> Option<&str> {
-        self.memberships
-            .iter()
-            .rev()
-            .find(|(s, _)| *s <= stream)
-            .map(|(_, m)| m.as_str())
+        self.memberships.iter().rev().find(|(s, _)| *s <= stream).map(|(_, m)| m.as_str())
     }
 
     /// The visibility setting in force when the event at `stream` was sent.
     fn visibility_at(&self, stream: i64) -> &str {
-        self.visibilities
-            .iter()
-            .rev()
-            .find(|(s, _)| *s < stream)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("shared")
+        self.visibilities.iter().rev().find(|(s, _)| *s < stream).map(|(_, v)| v.as_str()).unwrap_or("shared")
     }
 
     fn joined_after(&self, stream: i64) -> bool {
-        self.memberships
-            .iter()
-            .any(|(s, m)| *s > stream && m == "join")
+        self.memberships.iter().any(|(s, m)| *s > stream && m == "join")
     }
 
     /// Whether the user may see the event at `stream`. The user's own member
@@ -88,12 +58,7 @@ impl Visibility {
             return true;
         }
         if self.memberships.iter().any(|(s, _)| *s == stream) {
-            let before = self
-                .memberships
-                .iter()
-                .rev()
-                .find(|(s, _)| *s < stream)
-                .map(|(_, m)| m.as_str());
+            let before = self.memberships.iter().rev().find(|(s, _)| *s < stream).map(|(_, m)| m.as_str());
             if self.allows(visibility, before, stream) {
                 return true;
             }

@@ -24,20 +24,13 @@ pub async fn put(
     Ok(())
 }
 
-pub async fn get(
-    pool: &AnyPool,
-    user_id: &str,
-    room_id: &str,
-    data_type: &str,
-) -> Result<Option<String>, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND data_type = $3",
-    )
-    .bind(user_id)
-    .bind(room_id)
-    .bind(data_type)
-    .fetch_optional(pool)
-    .await?;
+pub async fn get(pool: &AnyPool, user_id: &str, room_id: &str, data_type: &str) -> Result<Option<String>, sqlx::Error> {
+    let row = sqlx::query("SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND data_type = $3")
+        .bind(user_id)
+        .bind(room_id)
+        .bind(data_type)
+        .fetch_optional(pool)
+        .await?;
     Ok(row.map(|r| r.get(0)))
 }
 
@@ -56,8 +49,5 @@ pub async fn changed_since(
     .bind(upto)
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect())
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
 }

@@ -166,11 +166,8 @@ fn derive_change(
         } else if row.invitee_membership != "invite" {
             // The invitee leaving on their own is a decline; the requester
             // kicking the invitee withdraws the request.
-            row.status = if event.sender == row.invitee {
-                ConnectionStatus::Declined
-            } else {
-                ConnectionStatus::Withdrawn
-            };
+            row.status =
+                if event.sender == row.invitee { ConnectionStatus::Declined } else { ConnectionStatus::Withdrawn };
             row.closed_ts = Some(ts);
         }
     }
@@ -198,30 +195,17 @@ fn connection_row(row: &AnyRow) -> ConnectionRoom {
     }
 }
 
-async fn get_in_txn(
-    conn: &mut AnyConnection,
-    room_id: &str,
-) -> Result<Option<ConnectionRoom>, sqlx::Error> {
+async fn get_in_txn(conn: &mut AnyConnection, room_id: &str) -> Result<Option<ConnectionRoom>, sqlx::Error> {
     let sql = format!("SELECT {COLUMNS} FROM connection_rooms WHERE room_id = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(room_id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(room_id).fetch_optional(&mut *conn).await?;
     Ok(row.as_ref().map(connection_row))
 }
 
-async fn write_change(
-    conn: &mut AnyConnection,
-    change: IndexChange,
-    room_id: &str,
-) -> Result<(), sqlx::Error> {
+async fn write_change(conn: &mut AnyConnection, change: IndexChange, room_id: &str) -> Result<(), sqlx::Error> {
     let row = match change {
         IndexChange::Nothing => return Ok(()),
         IndexChange::Delete => {
-            sqlx::query("DELETE FROM connection_rooms WHERE room_id = $1")
-                .bind(room_id)
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query("DELETE FROM connection_rooms WHERE room_id = $1").bind(room_id).execute(&mut *conn).await?;
             return Ok(());
         }
         IndexChange::Insert(row) | IndexChange::Update(row) => row,
@@ -258,10 +242,8 @@ pub async fn apply_member_event(
     room_id: &str,
     event: &MemberEvent<'_>,
 ) -> Result<(), sqlx::Error> {
-    let Some(creator_row) = sqlx::query("SELECT creator FROM rooms WHERE room_id = $1")
-        .bind(room_id)
-        .fetch_optional(&mut *conn)
-        .await?
+    let Some(creator_row) =
+        sqlx::query("SELECT creator FROM rooms WHERE room_id = $1").bind(room_id).fetch_optional(&mut *conn).await?
     else {
         return Ok(());
     };
@@ -285,17 +267,13 @@ pub async fn apply_member_event(
 /// Rebuilds `connection_rooms` from the stored member events when the schema
 /// migration asked for it, in one transaction. Runs at startup before the writer starts.
 pub async fn rebuild_if_requested(pool: &AnyPool) -> Result<(), sqlx::Error> {
-    let requested = sqlx::query("SELECT COUNT(*) FROM connection_index_rebuild")
-        .fetch_one(pool)
-        .await?
-        .get::<i64, _>(0);
+    let requested =
+        sqlx::query("SELECT COUNT(*) FROM connection_index_rebuild").fetch_one(pool).await?.get::<i64, _>(0);
     if requested == 0 {
         return Ok(());
     }
     let mut tx = pool.begin().await?;
-    sqlx::query("DELETE FROM connection_rooms")
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query("DELETE FROM connection_rooms").execute(&mut *tx).await?;
     let creators: HashMap<String, String> = sqlx::query("SELECT room_id, creator FROM rooms")
         .fetch_all(&mut *tx)
         .await?
@@ -319,8 +297,7 @@ pub async fn rebuild_if_requested(pool: &AnyPool) -> Result<(), sqlx::Error> {
         };
         let sender: String = event.get(1);
         let target: String = event.get(2);
-        let pdu: serde_json::Value =
-            serde_json::from_str(event.get::<&str, _>(4)).unwrap_or_default();
+        let pdu: serde_json::Value = serde_json::from_str(event.get::<&str, _>(4)).unwrap_or_default();
         let content = &pdu["content"];
         let Some(membership) = content["membership"].as_str() else {
             continue;
@@ -334,17 +311,9 @@ pub async fn rebuild_if_requested(pool: &AnyPool) -> Result<(), sqlx::Error> {
             origin_server_ts: event.get(3),
         };
         let members = seen.entry(room_id.clone()).or_default();
-        let others_seen = members
-            .iter()
-            .any(|user| user != creator && *user != target);
+        let others_seen = members.iter().any(|user| user != creator && *user != target);
         members.insert(target.clone());
-        match derive_change(
-            rows.get(&room_id),
-            &room_id,
-            creator,
-            &member_event,
-            others_seen,
-        ) {
+        match derive_change(rows.get(&room_id), &room_id, creator, &member_event, others_seen) {
             IndexChange::Nothing => {}
             IndexChange::Insert(row) | IndexChange::Update(row) => {
                 rows.insert(room_id.clone(), row);
@@ -359,23 +328,15 @@ pub async fn rebuild_if_requested(pool: &AnyPool) -> Result<(), sqlx::Error> {
         let room_id = row.room_id.clone();
         write_change(&mut tx, IndexChange::Insert(row), &room_id).await?;
     }
-    sqlx::query("DELETE FROM connection_index_rebuild")
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query("DELETE FROM connection_index_rebuild").execute(&mut *tx).await?;
     tx.commit().await?;
-    tracing::info!(
-        rooms = touched.len(),
-        "rebuilt the connections index from member events"
-    );
+    tracing::info!(rooms = touched.len(), "rebuilt the connections index from member events");
     Ok(())
 }
 
 pub async fn get(pool: &AnyPool, room_id: &str) -> Result<Option<ConnectionRoom>, sqlx::Error> {
     let sql = format!("SELECT {COLUMNS} FROM connection_rooms WHERE room_id = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(room_id)
-        .fetch_optional(pool)
-        .await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(room_id).fetch_optional(pool).await?;
     Ok(row.as_ref().map(connection_row))
 }
 
@@ -389,11 +350,7 @@ pub async fn rooms_with_status(
         "SELECT {COLUMNS} FROM connection_rooms WHERE (requester = $1 OR invitee = $1) AND status = $2 \
          ORDER BY requested_ts, room_id"
     );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(user_id)
-        .bind(status.as_str())
-        .fetch_all(pool)
-        .await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user_id).bind(status.as_str()).fetch_all(pool).await?;
     Ok(rows.iter().map(connection_row).collect())
 }
 
@@ -408,20 +365,13 @@ pub async fn rooms_between(
         "SELECT {COLUMNS} FROM connection_rooms WHERE status = $3 AND \
          ((requester = $1 AND invitee = $2) OR (requester = $2 AND invitee = $1)) ORDER BY requested_ts, room_id"
     );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(user_a)
-        .bind(user_b)
-        .bind(status.as_str())
-        .fetch_all(pool)
-        .await?;
+    let rows =
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user_a).bind(user_b).bind(status.as_str()).fetch_all(pool).await?;
     Ok(rows.iter().map(connection_row).collect())
 }
 
 /// The users connected to `user_id`.
-pub async fn connected_users(
-    pool: &AnyPool,
-    user_id: &str,
-) -> Result<HashSet<String>, sqlx::Error> {
+pub async fn connected_users(pool: &AnyPool, user_id: &str) -> Result<HashSet<String>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT invitee FROM connection_rooms WHERE requester = $1 AND status = 'connected' \
          UNION SELECT requester FROM connection_rooms WHERE invitee = $1 AND status = 'connected'",
@@ -434,10 +384,7 @@ pub async fn connected_users(
 
 /// The users connected to a connection of `user_id`, without `user_id`
 /// itself. It includes users who are also 1st-degree connections.
-pub async fn second_degree_users(
-    pool: &AnyPool,
-    user_id: &str,
-) -> Result<HashSet<String>, sqlx::Error> {
+pub async fn second_degree_users(pool: &AnyPool, user_id: &str) -> Result<HashSet<String>, sqlx::Error> {
     let rows = sqlx::query(
         "WITH pairs (user_a, user_b) AS ( \
            SELECT requester, invitee FROM connection_rooms WHERE status = 'connected' \
@@ -462,37 +409,22 @@ pub async fn requests_sent_between(
         "SELECT {COLUMNS} FROM connection_rooms WHERE requester = $1 AND requested_ts >= $2 AND requested_ts < $3 \
          ORDER BY requested_ts, room_id"
     );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(requester)
-        .bind(from)
-        .bind(to)
-        .fetch_all(pool)
-        .await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(requester).bind(from).bind(to).fetch_all(pool).await?;
     Ok(rows.iter().map(connection_row).collect())
 }
 
 /// Requests that `requester` sent since `since`, in any status.
-pub async fn count_requests_since(
-    pool: &AnyPool,
-    requester: &str,
-    since: i64,
-) -> Result<i64, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT COUNT(*) FROM connection_rooms WHERE requester = $1 AND requested_ts >= $2",
-    )
-    .bind(requester)
-    .bind(since)
-    .fetch_one(pool)
-    .await?;
+pub async fn count_requests_since(pool: &AnyPool, requester: &str, since: i64) -> Result<i64, sqlx::Error> {
+    let row = sqlx::query("SELECT COUNT(*) FROM connection_rooms WHERE requester = $1 AND requested_ts >= $2")
+        .bind(requester)
+        .bind(since)
+        .fetch_one(pool)
+        .await?;
     Ok(row.get(0))
 }
 
 /// Messages (see [`MESSAGE_EVENT_TYPES`]) that `sender` sent since `since`, in every room.
-pub async fn count_messages_since(
-    pool: &AnyPool,
-    sender: &str,
-    since: i64,
-) -> Result<i64, sqlx::Error> {
+pub async fn count_messages_since(pool: &AnyPool, sender: &str, since: i64) -> Result<i64, sqlx::Error> {
     let row = sqlx::query(
         "SELECT COUNT(*) FROM events WHERE sender = $1 AND origin_server_ts >= $2 \
          AND event_type IN ('m.room.message', 'm.room.encrypted', 'm.sticker')",
@@ -505,11 +437,7 @@ pub async fn count_messages_since(
 }
 
 /// Messages (see [`MESSAGE_EVENT_TYPES`]) that `sender` sent in one room.
-pub async fn count_messages_in_room(
-    pool: &AnyPool,
-    room_id: &str,
-    sender: &str,
-) -> Result<i64, sqlx::Error> {
+pub async fn count_messages_in_room(pool: &AnyPool, room_id: &str, sender: &str) -> Result<i64, sqlx::Error> {
     let row = sqlx::query(
         "SELECT COUNT(*) FROM events WHERE room_id = $1 AND sender = $2 \
          AND event_type IN ('m.room.message', 'm.room.encrypted', 'm.sticker')",
@@ -533,10 +461,7 @@ pub struct ConversationOpening {
 
 /// Lists the first message of every room that `user_id` has a membership in,
 /// with the user's first message after it.
-pub async fn conversation_openings(
-    pool: &AnyPool,
-    user_id: &str,
-) -> Result<Vec<ConversationOpening>, sqlx::Error> {
+pub async fn conversation_openings(pool: &AnyPool, user_id: &str) -> Result<Vec<ConversationOpening>, sqlx::Error> {
     // The reply lookup compares `sender || ''`, so neither SQLite nor PostgreSQL
     // picks an index on the sender, which would scan all of the user's events
     // once per room. The room's own events after its first message are few.
@@ -575,28 +500,12 @@ mod tests {
     const BOB: &str = "@bob:example.org";
     const CAROL: &str = "@carol:example.org";
 
-    fn event<'a>(
-        sender: &'a str,
-        target: &'a str,
-        membership: &'a str,
-        ts: i64,
-    ) -> MemberEvent<'a> {
-        MemberEvent {
-            sender,
-            target,
-            membership,
-            is_direct: false,
-            reason: None,
-            origin_server_ts: ts,
-        }
+    fn event<'a>(sender: &'a str, target: &'a str, membership: &'a str, ts: i64) -> MemberEvent<'a> {
+        MemberEvent { sender, target, membership, is_direct: false, reason: None, origin_server_ts: ts }
     }
 
     fn request() -> ConnectionRoom {
-        let invite = MemberEvent {
-            is_direct: true,
-            reason: Some("hello"),
-            ..event(ALICE, BOB, "invite", 10)
-        };
+        let invite = MemberEvent { is_direct: true, reason: Some("hello"), ..event(ALICE, BOB, "invite", 10) };
         match derive_change(None, "!r", ALICE, &invite, false) {
             IndexChange::Insert(row) => row,
             other => panic!("expected a new pending row, got {other:?}"),
@@ -621,22 +530,13 @@ mod tests {
     #[test]
     fn invite_without_is_direct_is_ignored() {
         let invite = event(ALICE, BOB, "invite", 10);
-        assert_eq!(
-            derive_change(None, "!r", ALICE, &invite, false),
-            IndexChange::Nothing
-        );
+        assert_eq!(derive_change(None, "!r", ALICE, &invite, false), IndexChange::Nothing);
     }
 
     #[test]
     fn direct_invite_after_others_is_ignored() {
-        let invite = MemberEvent {
-            is_direct: true,
-            ..event(ALICE, BOB, "invite", 10)
-        };
-        assert_eq!(
-            derive_change(None, "!r", ALICE, &invite, true),
-            IndexChange::Nothing
-        );
+        let invite = MemberEvent { is_direct: true, ..event(ALICE, BOB, "invite", 10) };
+        assert_eq!(derive_change(None, "!r", ALICE, &invite, true), IndexChange::Nothing);
     }
 
     #[test]
@@ -675,19 +575,13 @@ mod tests {
     #[test]
     fn third_user_before_accept_drops_room() {
         let third = event(ALICE, CAROL, "invite", 20);
-        assert_eq!(
-            derive_change(Some(&request()), "!r", ALICE, &third, false),
-            IndexChange::Delete
-        );
+        assert_eq!(derive_change(Some(&request()), "!r", ALICE, &third, false), IndexChange::Delete);
     }
 
     #[test]
     fn third_user_after_accept_keeps_connection() {
         let joined = updated(&request(), event(BOB, BOB, "join", 20));
         let third = event(ALICE, CAROL, "invite", 30);
-        assert_eq!(
-            derive_change(Some(&joined), "!r", ALICE, &third, false),
-            IndexChange::Nothing
-        );
+        assert_eq!(derive_change(Some(&joined), "!r", ALICE, &third, false), IndexChange::Nothing);
     }
 }

@@ -20,7 +20,8 @@ pub struct StoredEvent {
     pub txn: Option<(String, String)>,
 }
 
-pub const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, pdu, state_group, redacted_by, replaces_state, txn_id, txn_device";
+pub const EVENT_COLUMNS: &str =
+    "stream_ordering, event_id, room_id, pdu, state_group, redacted_by, replaces_state, txn_id, txn_device";
 
 pub fn row_to_event(row: &AnyRow) -> Result<StoredEvent, sqlx::Error> {
     let event_id: String = row.try_get("event_id")?;
@@ -101,22 +102,13 @@ pub async fn insert(conn: &mut AnyConnection, event: NewEvent<'_>) -> Result<(),
 
 pub async fn get(pool: &AnyPool, event_id: &str) -> Result<Option<StoredEvent>, sqlx::Error> {
     let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(event_id)
-        .fetch_optional(pool)
-        .await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(event_id).fetch_optional(pool).await?;
     row.as_ref().map(row_to_event).transpose()
 }
 
-pub async fn get_in_txn(
-    conn: &mut AnyConnection,
-    event_id: &str,
-) -> Result<Option<StoredEvent>, sqlx::Error> {
+pub async fn get_in_txn(conn: &mut AnyConnection, event_id: &str) -> Result<Option<StoredEvent>, sqlx::Error> {
     let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(event_id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(event_id).fetch_optional(&mut *conn).await?;
     row.as_ref().map(row_to_event).transpose()
 }
 
@@ -170,10 +162,7 @@ pub async fn get_many(pool: &AnyPool, ids: &[String]) -> Result<Vec<StoredEvent>
     let mut events = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(200) {
         let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ({})",
-            placeholders.join(", ")
-        );
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN ({})", placeholders.join(", "));
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for id in chunk {
             query = query.bind(id.as_str());
@@ -221,10 +210,7 @@ pub async fn state_history(
     .bind(state_key)
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .iter()
-        .map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1)))
-        .collect())
+    Ok(rows.iter().map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1))).collect())
 }
 
 /// Finds the event sent by an earlier request with the same transaction key,
@@ -235,14 +221,12 @@ pub async fn txn_event(
     device_id: &str,
     txn_key: &str,
 ) -> Result<Option<String>, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT event_id FROM events WHERE sender = $1 AND txn_device = $2 AND txn_key = $3",
-    )
-    .bind(user_id)
-    .bind(device_id)
-    .bind(txn_key)
-    .fetch_optional(pool)
-    .await?;
+    let row = sqlx::query("SELECT event_id FROM events WHERE sender = $1 AND txn_device = $2 AND txn_key = $3")
+        .bind(user_id)
+        .bind(device_id)
+        .bind(txn_key)
+        .fetch_optional(pool)
+        .await?;
     Ok(row.map(|r| r.get(0)))
 }
 
@@ -264,11 +248,10 @@ pub async fn redact(
 
 /// The stream position of the newest event in a room.
 pub async fn latest_stream_in_room(pool: &AnyPool, room_id: &str) -> Result<i64, sqlx::Error> {
-    let row =
-        sqlx::query("SELECT COALESCE(MAX(stream_ordering), 0) FROM events WHERE room_id = $1")
-            .bind(room_id)
-            .fetch_one(pool)
-            .await?;
+    let row = sqlx::query("SELECT COALESCE(MAX(stream_ordering), 0) FROM events WHERE room_id = $1")
+        .bind(room_id)
+        .fetch_one(pool)
+        .await?;
     Ok(row.get(0))
 }
 

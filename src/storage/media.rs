@@ -37,7 +37,8 @@ pub struct Content<'a> {
     pub sha256: &'a str,
 }
 
-const MEDIA_COLUMNS: &str = "media_id, uploader, content_type, size, filename, sha256, created_ts, uploaded_ts, unused_expires_ts";
+const MEDIA_COLUMNS: &str =
+    "media_id, uploader, content_type, size, filename, sha256, created_ts, uploaded_ts, unused_expires_ts";
 
 fn media_row(row: &AnyRow) -> MediaRow {
     MediaRow {
@@ -55,10 +56,7 @@ fn media_row(row: &AnyRow) -> MediaRow {
 
 pub async fn get(pool: &AnyPool, media_id: &str) -> Result<Option<MediaRow>, sqlx::Error> {
     let sql = format!("SELECT {MEDIA_COLUMNS} FROM media WHERE media_id = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(media_id)
-        .fetch_optional(pool)
-        .await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(media_id).fetch_optional(pool).await?;
     Ok(row.as_ref().map(media_row))
 }
 
@@ -130,13 +128,12 @@ pub async fn fill_reserved(
 
 /// Number of reserved media ids of `uploader` still waiting for content at `now`.
 pub async fn count_pending(pool: &AnyPool, uploader: &str, now: i64) -> Result<i64, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT COUNT(*) FROM media WHERE uploader = $1 AND sha256 IS NULL AND unused_expires_ts > $2",
-    )
-    .bind(uploader)
-    .bind(now)
-    .fetch_one(pool)
-    .await?;
+    let row =
+        sqlx::query("SELECT COUNT(*) FROM media WHERE uploader = $1 AND sha256 IS NULL AND unused_expires_ts > $2")
+            .bind(uploader)
+            .bind(now)
+            .fetch_one(pool)
+            .await?;
     Ok(row.get(0))
 }
 
@@ -209,10 +206,8 @@ pub async fn insert_thumbnail(
 /// referenced, or `None` when the media id did not exist.
 pub async fn delete(pool: &AnyPool, media_id: &str) -> Result<Option<Vec<String>>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let Some(row) = sqlx::query("SELECT sha256 FROM media WHERE media_id = $1")
-        .bind(media_id)
-        .fetch_optional(&mut *tx)
-        .await?
+    let Some(row) =
+        sqlx::query("SELECT sha256 FROM media WHERE media_id = $1").bind(media_id).fetch_optional(&mut *tx).await?
     else {
         return Ok(None);
     };
@@ -222,14 +217,8 @@ pub async fn delete(pool: &AnyPool, media_id: &str) -> Result<Option<Vec<String>
         .fetch_all(&mut *tx)
         .await?;
     hashes.extend(thumbnails.iter().map(|r| r.get::<String, _>(0)));
-    sqlx::query("DELETE FROM media_thumbnails WHERE media_id = $1")
-        .bind(media_id)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM media WHERE media_id = $1")
-        .bind(media_id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query("DELETE FROM media_thumbnails WHERE media_id = $1").bind(media_id).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM media WHERE media_id = $1").bind(media_id).execute(&mut *tx).await?;
     tx.commit().await?;
     hashes.sort();
     hashes.dedup();

@@ -44,10 +44,7 @@ pub enum OpenError {
     #[error("unsupported database URL {0:?}: expected sqlite:// or postgres://")]
     UnsupportedUrl(String),
     #[error("could not create the data directory {path}: {source}")]
-    DataDir {
-        path: String,
-        source: std::io::Error,
-    },
+    DataDir { path: String, source: std::io::Error },
     #[error("could not open the database: {0}")]
     Connect(#[from] sqlx::Error),
     #[error("could not migrate the database schema: {0}")]
@@ -68,17 +65,13 @@ impl Db {
 
         let url = match backend {
             Backend::Sqlite => {
-                let path = url
-                    .trim_start_matches("sqlite://")
-                    .trim_start_matches("sqlite:");
+                let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
                 let path = path.split('?').next().unwrap_or(path);
                 if let Some(parent) = std::path::Path::new(path).parent()
                     && !parent.as_os_str().is_empty()
                 {
-                    std::fs::create_dir_all(parent).map_err(|source| OpenError::DataDir {
-                        path: parent.display().to_string(),
-                        source,
-                    })?;
+                    std::fs::create_dir_all(parent)
+                        .map_err(|source| OpenError::DataDir { path: parent.display().to_string(), source })?;
                 }
                 format!("sqlite://{path}?mode=rwc")
             }
@@ -101,19 +94,11 @@ impl Db {
             .connect_with(options.clone())
             .await?;
 
-        migrate::run(&pool, backend)
-            .await
-            .map_err(|e| OpenError::Migrate(e.to_string()))?;
-        connections::rebuild_if_requested(&pool)
-            .await
-            .map_err(|e| OpenError::Migrate(e.to_string()))?;
+        migrate::run(&pool, backend).await.map_err(|e| OpenError::Migrate(e.to_string()))?;
+        connections::rebuild_if_requested(&pool).await.map_err(|e| OpenError::Migrate(e.to_string()))?;
 
         let writer = Writer::start(&options, backend).await?;
-        Ok(Self {
-            pool,
-            backend,
-            writer,
-        })
+        Ok(Self { pool, backend, writer })
     }
 
     /// Finishes the writes in flight and closes every connection.
@@ -134,8 +119,5 @@ pub(crate) fn sqlite_pragmas() -> &'static str {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

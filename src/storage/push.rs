@@ -32,10 +32,7 @@ const UNREAD: &str = "a.stream_ordering > COALESCE((SELECT MAX(r.event_stream) F
 const ROWS_PER_INSERT: usize = 500;
 
 /// Inserts push actions with one statement per [`ROWS_PER_INSERT`] rows.
-pub async fn insert_actions(
-    conn: &mut AnyConnection,
-    actions: &[PushAction],
-) -> Result<(), sqlx::Error> {
+pub async fn insert_actions(conn: &mut AnyConnection, actions: &[PushAction]) -> Result<(), sqlx::Error> {
     for chunk in actions.chunks(ROWS_PER_INSERT) {
         let rows: Vec<String> = (0..chunk.len())
             .map(|i| {
@@ -75,14 +72,8 @@ pub async fn insert_actions(
     Ok(())
 }
 
-pub async fn delete_actions_of_event(
-    conn: &mut AnyConnection,
-    event_id: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM event_push_actions WHERE event_id = $1")
-        .bind(event_id)
-        .execute(&mut *conn)
-        .await?;
+pub async fn delete_actions_of_event(conn: &mut AnyConnection, event_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM event_push_actions WHERE event_id = $1").bind(event_id).execute(&mut *conn).await?;
     Ok(())
 }
 
@@ -94,11 +85,7 @@ pub async fn unread_counts(
     user_id: &str,
     room_id: Option<&str>,
 ) -> Result<Vec<(String, String, i64, i64)>, sqlx::Error> {
-    let room_filter = if room_id.is_some() {
-        "AND a.room_id = $2"
-    } else {
-        ""
-    };
+    let room_filter = if room_id.is_some() { "AND a.room_id = $2" } else { "" };
     let sql = format!(
         "SELECT a.room_id, a.thread_id, COUNT(*), CAST(COALESCE(SUM(a.highlight), 0) AS BIGINT) FROM event_push_actions a \
          JOIN memberships m ON m.room_id = a.room_id AND m.user_id = a.user_id AND m.membership = 'join' \
@@ -109,10 +96,7 @@ pub async fn unread_counts(
         query = query.bind(room_id);
     }
     let rows = query.fetch_all(pool).await?;
-    Ok(rows
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-        .collect())
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
 }
 
 /// A row of `GET /notifications`.
@@ -142,29 +126,17 @@ pub async fn notifications(
     limit: i64,
     only_highlight: bool,
 ) -> Result<Vec<NotificationRow>, sqlx::Error> {
-    let highlight_filter = if only_highlight {
-        "AND a.highlight = 1"
-    } else {
-        ""
-    };
+    let highlight_filter = if only_highlight { "AND a.highlight = 1" } else { "" };
     let sql = format!(
         "SELECT a.user_id, a.event_id, a.room_id, a.thread_id, a.stream_ordering, a.ts, a.actions, a.highlight, \
          CASE WHEN {UNREAD} THEN 0 ELSE 1 END AS is_read FROM event_push_actions a \
          WHERE a.user_id = $1 AND a.stream_ordering < $2 {highlight_filter} \
          ORDER BY a.stream_ordering DESC LIMIT $3"
     );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(user_id)
-        .bind(before)
-        .bind(limit)
-        .fetch_all(pool)
-        .await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user_id).bind(before).bind(limit).fetch_all(pool).await?;
     Ok(rows
         .iter()
-        .map(|r| NotificationRow {
-            action: action_from_row(r),
-            read: r.get::<i64, _>("is_read") != 0,
-        })
+        .map(|r| NotificationRow { action: action_from_row(r), read: r.get::<i64, _>("is_read") != 0 })
         .collect())
 }
 
@@ -193,11 +165,7 @@ pub async fn is_read(pool: &AnyPool, user_id: &str, event_id: &str) -> Result<bo
     let sql = format!(
         "SELECT CASE WHEN {UNREAD} THEN 0 ELSE 1 END FROM event_push_actions a WHERE a.user_id = $1 AND a.event_id = $2"
     );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(user_id)
-        .bind(event_id)
-        .fetch_optional(pool)
-        .await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user_id).bind(event_id).fetch_optional(pool).await?;
     Ok(row.is_none_or(|r| r.get::<i64, _>(0) != 0))
 }
 
@@ -239,24 +207,15 @@ fn pusher_from_row(r: &AnyRow) -> PusherRow {
 }
 
 pub async fn pushers_of(pool: &AnyPool, user_id: &str) -> Result<Vec<PusherRow>, sqlx::Error> {
-    let sql = format!(
-        "SELECT {PUSHER_COLUMNS} FROM pushers WHERE user_id = $1 ORDER BY created_ts, app_id, pushkey"
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(user_id)
-        .fetch_all(pool)
-        .await?;
+    let sql = format!("SELECT {PUSHER_COLUMNS} FROM pushers WHERE user_id = $1 ORDER BY created_ts, app_id, pushkey");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user_id).fetch_all(pool).await?;
     Ok(rows.iter().map(pusher_from_row).collect())
 }
 
 /// Stores a pusher, replacing the user's pusher with the same app id and
 /// pushkey. Unless `append` is set, the same app id and pushkey of other users
 /// are removed, as the spec requires.
-pub async fn set_pusher(
-    conn: &mut AnyConnection,
-    pusher: &PusherRow,
-    append: bool,
-) -> Result<(), sqlx::Error> {
+pub async fn set_pusher(conn: &mut AnyConnection, pusher: &PusherRow, append: bool) -> Result<(), sqlx::Error> {
     if !append {
         sqlx::query("DELETE FROM pushers WHERE app_id = $1 AND pushkey = $2 AND user_id <> $3")
             .bind(&pusher.app_id)
@@ -296,13 +255,12 @@ pub async fn delete_pusher(
     app_id: &str,
     pushkey: &str,
 ) -> Result<bool, sqlx::Error> {
-    let result =
-        sqlx::query("DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3")
-            .bind(user_id)
-            .bind(app_id)
-            .bind(pushkey)
-            .execute(&mut *conn)
-            .await?;
+    let result = sqlx::query("DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3")
+        .bind(user_id)
+        .bind(app_id)
+        .bind(pushkey)
+        .execute(&mut *conn)
+        .await?;
     Ok(result.rows_affected() > 0)
 }
 
@@ -313,15 +271,8 @@ pub async fn pusher_by_key(
     kind: &str,
     pushkey: &str,
 ) -> Result<Option<PusherRow>, sqlx::Error> {
-    let sql = format!(
-        "SELECT {PUSHER_COLUMNS} FROM pushers WHERE user_id = $1 AND kind = $2 AND pushkey = $3"
-    );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(user_id)
-        .bind(kind)
-        .bind(pushkey)
-        .fetch_optional(pool)
-        .await?;
+    let sql = format!("SELECT {PUSHER_COLUMNS} FROM pushers WHERE user_id = $1 AND kind = $2 AND pushkey = $3");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user_id).bind(kind).bind(pushkey).fetch_optional(pool).await?;
     Ok(row.as_ref().map(pusher_from_row))
 }
 
@@ -336,10 +287,7 @@ pub async fn delete_by_unsubscribe_token(
         .fetch_optional(&mut *conn)
         .await?;
     let Some(row) = row else { return Ok(None) };
-    sqlx::query("DELETE FROM pushers WHERE unsubscribe_token = $1")
-        .bind(token)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query("DELETE FROM pushers WHERE unsubscribe_token = $1").bind(token).execute(&mut *conn).await?;
     Ok(Some((row.get(0), row.get(1))))
 }
 
@@ -358,10 +306,7 @@ pub async fn email_candidates(
     period_start_ts: i64,
     limit: i64,
 ) -> Result<Vec<EmailCandidate>, sqlx::Error> {
-    let pusher_columns: Vec<String> = PUSHER_COLUMNS
-        .split(", ")
-        .map(|c| format!("p.{}", c.trim()))
-        .collect();
+    let pusher_columns: Vec<String> = PUSHER_COLUMNS.split(", ").map(|c| format!("p.{}", c.trim())).collect();
     let sql = format!(
         "SELECT {}, a.event_id, a.room_id, a.thread_id, a.stream_ordering, a.ts, a.actions, a.highlight \
          FROM event_push_actions a JOIN pushers p ON p.user_id = a.user_id AND p.kind = 'email' \
@@ -372,12 +317,8 @@ pub async fn email_candidates(
          ORDER BY a.stream_ordering LIMIT $3",
         pusher_columns.join(", ")
     );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(before_ts)
-        .bind(period_start_ts)
-        .bind(limit)
-        .fetch_all(pool)
-        .await?;
+    let rows =
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(before_ts).bind(period_start_ts).bind(limit).fetch_all(pool).await?;
     Ok(rows
         .iter()
         .map(|r| {

@@ -55,12 +55,7 @@ fn receipt_row(r: &sqlx::any::AnyRow) -> ReceiptRow {
 }
 
 /// Receipts in a room changed in `(since, upto]`.
-pub async fn room_since(
-    pool: &AnyPool,
-    room_id: &str,
-    since: i64,
-    upto: i64,
-) -> Result<Vec<ReceiptRow>, sqlx::Error> {
+pub async fn room_since(pool: &AnyPool, room_id: &str, since: i64, upto: i64) -> Result<Vec<ReceiptRow>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT room_id, user_id, receipt_type, thread_id, event_id, event_stream, ts FROM receipts \
          WHERE room_id = $1 AND stream_id > $2 AND stream_id <= $3",

@@ -31,12 +31,10 @@ pub async fn insert(
 }
 
 pub async fn get(pool: &AnyPool, room_id: &str) -> Result<Option<RoomRow>, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT room_id, room_version, creator, is_public FROM rooms WHERE room_id = $1",
-    )
-    .bind(room_id)
-    .fetch_optional(pool)
-    .await?;
+    let row = sqlx::query("SELECT room_id, room_version, creator, is_public FROM rooms WHERE room_id = $1")
+        .bind(room_id)
+        .fetch_optional(pool)
+        .await?;
     Ok(row.map(|r| RoomRow {
         room_id: r.get(0),
         room_version: r.get(1),
@@ -55,9 +53,8 @@ pub async fn set_public(pool: &AnyPool, room_id: &str, is_public: bool) -> Resul
 }
 
 pub async fn public_rooms(pool: &AnyPool) -> Result<Vec<String>, sqlx::Error> {
-    let rows = sqlx::query("SELECT room_id FROM rooms WHERE is_public = 1 ORDER BY created_ts ASC")
-        .fetch_all(pool)
-        .await?;
+    let rows =
+        sqlx::query("SELECT room_id FROM rooms WHERE is_public = 1 ORDER BY created_ts ASC").fetch_all(pool).await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
@@ -94,20 +91,11 @@ pub struct MembershipRow {
 }
 
 fn membership_row(r: &sqlx::any::AnyRow) -> MembershipRow {
-    MembershipRow {
-        room_id: r.get(0),
-        user_id: r.get(1),
-        membership: r.get(2),
-        event_id: r.get(3),
-        stream: r.get(4),
-    }
+    MembershipRow { room_id: r.get(0), user_id: r.get(1), membership: r.get(2), event_id: r.get(3), stream: r.get(4) }
 }
 
 /// The rooms a user is in, invited to, or has left/been banned from (not forgotten).
-pub async fn user_memberships(
-    pool: &AnyPool,
-    user_id: &str,
-) -> Result<Vec<MembershipRow>, sqlx::Error> {
+pub async fn user_memberships(pool: &AnyPool, user_id: &str) -> Result<Vec<MembershipRow>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT room_id, user_id, membership, event_id, stream_ordering FROM memberships \
          WHERE user_id = $1 AND forgotten = 0",
@@ -118,11 +106,7 @@ pub async fn user_memberships(
     Ok(rows.iter().map(membership_row).collect())
 }
 
-pub async fn membership(
-    pool: &AnyPool,
-    room_id: &str,
-    user_id: &str,
-) -> Result<Option<MembershipRow>, sqlx::Error> {
+pub async fn membership(pool: &AnyPool, room_id: &str, user_id: &str) -> Result<Option<MembershipRow>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT room_id, user_id, membership, event_id, stream_ordering FROM memberships \
          WHERE room_id = $1 AND user_id = $2",
@@ -135,47 +119,33 @@ pub async fn membership(
 }
 
 pub async fn joined_rooms(pool: &AnyPool, user_id: &str) -> Result<Vec<String>, sqlx::Error> {
-    let rows =
-        sqlx::query("SELECT room_id FROM memberships WHERE user_id = $1 AND membership = 'join'")
-            .bind(user_id)
-            .fetch_all(pool)
-            .await?;
+    let rows = sqlx::query("SELECT room_id FROM memberships WHERE user_id = $1 AND membership = 'join'")
+        .bind(user_id)
+        .fetch_all(pool)
+        .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-pub async fn room_members(
-    pool: &AnyPool,
-    room_id: &str,
-    membership: &str,
-) -> Result<Vec<String>, sqlx::Error> {
-    let rows =
-        sqlx::query("SELECT user_id FROM memberships WHERE room_id = $1 AND membership = $2")
-            .bind(room_id)
-            .bind(membership)
-            .fetch_all(pool)
-            .await?;
+pub async fn room_members(pool: &AnyPool, room_id: &str, membership: &str) -> Result<Vec<String>, sqlx::Error> {
+    let rows = sqlx::query("SELECT user_id FROM memberships WHERE room_id = $1 AND membership = $2")
+        .bind(room_id)
+        .bind(membership)
+        .fetch_all(pool)
+        .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-pub async fn count_members(
-    pool: &AnyPool,
-    room_id: &str,
-    membership: &str,
-) -> Result<i64, sqlx::Error> {
-    let row =
-        sqlx::query("SELECT COUNT(*) FROM memberships WHERE room_id = $1 AND membership = $2")
-            .bind(room_id)
-            .bind(membership)
-            .fetch_one(pool)
-            .await?;
+pub async fn count_members(pool: &AnyPool, room_id: &str, membership: &str) -> Result<i64, sqlx::Error> {
+    let row = sqlx::query("SELECT COUNT(*) FROM memberships WHERE room_id = $1 AND membership = $2")
+        .bind(room_id)
+        .bind(membership)
+        .fetch_one(pool)
+        .await?;
     Ok(row.get(0))
 }
 
 /// Users who share a joined room with `user_id` (including the user).
-pub async fn users_sharing_rooms(
-    pool: &AnyPool,
-    user_id: &str,
-) -> Result<Vec<String>, sqlx::Error> {
+pub async fn users_sharing_rooms(pool: &AnyPool, user_id: &str) -> Result<Vec<String>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT DISTINCT o.user_id FROM memberships m JOIN memberships o ON o.room_id = m.room_id \
          WHERE m.user_id = $1 AND m.membership = 'join' AND o.membership = 'join'",
@@ -222,23 +192,18 @@ pub async fn insert_alias_in_txn(
     creator: &str,
     created_ts: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO room_aliases (alias, room_id, creator, created_ts) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(alias)
-    .bind(room_id)
-    .bind(creator)
-    .bind(created_ts)
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query("INSERT INTO room_aliases (alias, room_id, creator, created_ts) VALUES ($1, $2, $3, $4)")
+        .bind(alias)
+        .bind(room_id)
+        .bind(creator)
+        .bind(created_ts)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
 /// `(room_id, creator)` of an alias.
-pub async fn resolve_alias(
-    pool: &AnyPool,
-    alias: &str,
-) -> Result<Option<(String, String)>, sqlx::Error> {
+pub async fn resolve_alias(pool: &AnyPool, alias: &str) -> Result<Option<(String, String)>, sqlx::Error> {
     let row = sqlx::query("SELECT room_id, creator FROM room_aliases WHERE alias = $1")
         .bind(alias)
         .fetch_optional(pool)
@@ -247,10 +212,7 @@ pub async fn resolve_alias(
 }
 
 pub async fn delete_alias(pool: &AnyPool, alias: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM room_aliases WHERE alias = $1")
-        .bind(alias)
-        .execute(pool)
-        .await?;
+    sqlx::query("DELETE FROM room_aliases WHERE alias = $1").bind(alias).execute(pool).await?;
     Ok(())
 }
 

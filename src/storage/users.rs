@@ -66,40 +66,18 @@ pub async fn deactivate(pool: &AnyPool, user_id: &str) -> Result<(), sqlx::Error
         .bind(user_id)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("DELETE FROM access_tokens WHERE user_id = $1")
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM devices WHERE user_id = $1")
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query("DELETE FROM access_tokens WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM devices WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
     tx.commit().await
 }
 
-pub async fn set_displayname(
-    pool: &AnyPool,
-    user_id: &str,
-    name: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE users SET displayname = $1 WHERE user_id = $2")
-        .bind(name)
-        .bind(user_id)
-        .execute(pool)
-        .await?;
+pub async fn set_displayname(pool: &AnyPool, user_id: &str, name: Option<&str>) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET displayname = $1 WHERE user_id = $2").bind(name).bind(user_id).execute(pool).await?;
     Ok(())
 }
 
-pub async fn set_avatar_url(
-    pool: &AnyPool,
-    user_id: &str,
-    url: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE users SET avatar_url = $1 WHERE user_id = $2")
-        .bind(url)
-        .bind(user_id)
-        .execute(pool)
-        .await?;
+pub async fn set_avatar_url(pool: &AnyPool, user_id: &str, url: Option<&str>) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET avatar_url = $1 WHERE user_id = $2").bind(url).bind(user_id).execute(pool).await?;
     Ok(())
 }
 
@@ -109,10 +87,7 @@ pub async fn search(
     term: &str,
     limit: i64,
 ) -> Result<Vec<(String, Option<String>, Option<String>)>, sqlx::Error> {
-    let pattern = format!(
-        "%{}%",
-        term.to_lowercase().replace('%', "").replace('_', "")
-    );
+    let pattern = format!("%{}%", term.to_lowercase().replace('%', "").replace('_', ""));
     let rows = sqlx::query(
         "SELECT user_id, displayname, avatar_url FROM users WHERE deactivated = 0 AND \
          (LOWER(user_id) LIKE $1 OR LOWER(COALESCE(displayname, '')) LIKE $1) ORDER BY user_id LIMIT $2",
@@ -121,10 +96,7 @@ pub async fn search(
     .bind(limit)
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect())
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
 }
 
 pub struct DeviceRow {
@@ -171,10 +143,7 @@ pub async fn insert_device_with_token(
     tx.commit().await
 }
 
-pub async fn token_owner(
-    pool: &AnyPool,
-    token_hash: &str,
-) -> Result<Option<(String, String)>, sqlx::Error> {
+pub async fn token_owner(pool: &AnyPool, token_hash: &str) -> Result<Option<(String, String)>, sqlx::Error> {
     let row = sqlx::query("SELECT user_id, device_id FROM access_tokens WHERE token_hash = $1")
         .bind(token_hash)
         .fetch_optional(pool)
@@ -206,13 +175,12 @@ pub async fn set_device_name(
     device_id: &str,
     name: Option<&str>,
 ) -> Result<bool, sqlx::Error> {
-    let result =
-        sqlx::query("UPDATE devices SET display_name = $1 WHERE user_id = $2 AND device_id = $3")
-            .bind(name)
-            .bind(user_id)
-            .bind(device_id)
-            .execute(pool)
-            .await?;
+    let result = sqlx::query("UPDATE devices SET display_name = $1 WHERE user_id = $2 AND device_id = $3")
+        .bind(name)
+        .bind(user_id)
+        .bind(device_id)
+        .execute(pool)
+        .await?;
     Ok(result.rows_affected() == 1)
 }
 
@@ -234,21 +202,15 @@ pub async fn touch_device(
 }
 
 /// Deletes devices with their access tokens. Returns the hashes of the removed tokens.
-pub async fn delete_devices(
-    pool: &AnyPool,
-    user_id: &str,
-    device_ids: &[String],
-) -> Result<Vec<String>, sqlx::Error> {
+pub async fn delete_devices(pool: &AnyPool, user_id: &str, device_ids: &[String]) -> Result<Vec<String>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let mut hashes = Vec::new();
     for device_id in device_ids {
-        let rows = sqlx::query(
-            "SELECT token_hash FROM access_tokens WHERE user_id = $1 AND device_id = $2",
-        )
-        .bind(user_id)
-        .bind(device_id)
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows = sqlx::query("SELECT token_hash FROM access_tokens WHERE user_id = $1 AND device_id = $2")
+            .bind(user_id)
+            .bind(device_id)
+            .fetch_all(&mut *tx)
+            .await?;
         hashes.extend(rows.iter().map(|r| r.get::<String, _>(0)));
         sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2")
             .bind(user_id)
@@ -265,10 +227,7 @@ pub async fn delete_devices(
     Ok(hashes)
 }
 
-pub async fn all_token_hashes(
-    pool: &AnyPool,
-    user_id: &str,
-) -> Result<Vec<(String, String)>, sqlx::Error> {
+pub async fn all_token_hashes(pool: &AnyPool, user_id: &str) -> Result<Vec<(String, String)>, sqlx::Error> {
     let rows = sqlx::query("SELECT token_hash, device_id FROM access_tokens WHERE user_id = $1")
         .bind(user_id)
         .fetch_all(pool)
@@ -276,18 +235,13 @@ pub async fn all_token_hashes(
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
-pub async fn insert_filter(
-    pool: &AnyPool,
-    user_id: &str,
-    definition: &str,
-) -> Result<i64, sqlx::Error> {
+pub async fn insert_filter(pool: &AnyPool, user_id: &str, definition: &str) -> Result<i64, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let next: i64 =
-        sqlx::query("SELECT COALESCE(MAX(filter_id), -1) + 1 FROM filters WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_one(&mut *tx)
-            .await?
-            .get(0);
+    let next: i64 = sqlx::query("SELECT COALESCE(MAX(filter_id), -1) + 1 FROM filters WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_one(&mut *tx)
+        .await?
+        .get(0);
     sqlx::query("INSERT INTO filters (user_id, filter_id, definition) VALUES ($1, $2, $3)")
         .bind(user_id)
         .bind(next)
@@ -298,11 +252,7 @@ pub async fn insert_filter(
     Ok(next)
 }
 
-pub async fn get_filter(
-    pool: &AnyPool,
-    user_id: &str,
-    filter_id: i64,
-) -> Result<Option<String>, sqlx::Error> {
+pub async fn get_filter(pool: &AnyPool, user_id: &str, filter_id: i64) -> Result<Option<String>, sqlx::Error> {
     let row = sqlx::query("SELECT definition FROM filters WHERE user_id = $1 AND filter_id = $2")
         .bind(user_id)
         .bind(filter_id)
@@ -352,14 +302,12 @@ pub async fn set_presence(
     Ok(())
 }
 
-pub async fn get_presence(
-    pool: &AnyPool,
-    user_id: &str,
-) -> Result<Option<PresenceRow>, sqlx::Error> {
-    let row = sqlx::query("SELECT user_id, state, status_msg, last_active_ts, stream_id FROM presence WHERE user_id = $1")
-        .bind(user_id)
-        .fetch_optional(pool)
-        .await?;
+pub async fn get_presence(pool: &AnyPool, user_id: &str) -> Result<Option<PresenceRow>, sqlx::Error> {
+    let row =
+        sqlx::query("SELECT user_id, state, status_msg, last_active_ts, stream_id FROM presence WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(pool)
+            .await?;
     Ok(row.as_ref().map(presence_row))
 }
 

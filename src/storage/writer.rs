@@ -99,46 +99,25 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub(super) async fn start(
-        options: &AnyConnectOptions,
-        backend: Backend,
-    ) -> Result<Self, sqlx::Error> {
+    pub(super) async fn start(options: &AnyConnectOptions, backend: Backend) -> Result<Self, sqlx::Error> {
         let mut conn = AnyConnection::connect_with(options).await?;
         if backend == Backend::Sqlite {
             conn.execute(super::sqlite_pragmas()).await?;
         }
         let positions = Arc::new(StreamPositions::default());
         for (stream, sql) in [
-            (
-                Stream::Events,
-                "SELECT COALESCE(MAX(stream_ordering), 0) FROM events",
-            ),
-            (
-                Stream::Receipts,
-                "SELECT COALESCE(MAX(stream_id), 0) FROM receipts",
-            ),
-            (
-                Stream::AccountData,
-                "SELECT COALESCE(MAX(stream_id), 0) FROM account_data",
-            ),
-            (
-                Stream::Presence,
-                "SELECT COALESCE(MAX(stream_id), 0) FROM presence",
-            ),
-            (
-                Stream::StateGroups,
-                "SELECT COALESCE(MAX(id), 0) FROM state_groups",
-            ),
+            (Stream::Events, "SELECT COALESCE(MAX(stream_ordering), 0) FROM events"),
+            (Stream::Receipts, "SELECT COALESCE(MAX(stream_id), 0) FROM receipts"),
+            (Stream::AccountData, "SELECT COALESCE(MAX(stream_id), 0) FROM account_data"),
+            (Stream::Presence, "SELECT COALESCE(MAX(stream_id), 0) FROM presence"),
+            (Stream::StateGroups, "SELECT COALESCE(MAX(id), 0) FROM state_groups"),
         ] {
             let value: i64 = sqlx::query(sql).fetch_one(&mut conn).await?.get(0);
             positions.init(stream, value);
         }
 
         let (sender, receiver) = mpsc::channel(4096);
-        let txn = WriteTxn {
-            conn,
-            positions: positions.clone(),
-        };
+        let txn = WriteTxn { conn, positions: positions.clone() };
         tokio::spawn(run(txn, receiver, backend));
         Ok(Self { sender, positions })
     }
@@ -180,11 +159,11 @@ impl Writer {
             .send(Command::Run(job))
             .await
             .map_err(|_| Error::internal("writing to the database", "the writer has stopped"))?;
-        Ok(async move {
-            done_rx.await.map_err(|_| {
-                Error::internal("writing to the database", "the writer dropped a job")
-            })?
-        })
+        Ok(
+            async move {
+                done_rx.await.map_err(|_| Error::internal("writing to the database", "the writer dropped a job"))?
+            },
+        )
     }
 
     /// Commits what is queued and stops the writer.
@@ -229,12 +208,7 @@ async fn run(mut txn: WriteTxn, mut receiver: mpsc::Receiver<Command>, backend: 
     }
 }
 
-async fn commit_batch(
-    txn: &mut WriteTxn,
-    jobs: Vec<Job>,
-    begin: &'static str,
-    release_savepoints: bool,
-) {
+async fn commit_batch(txn: &mut WriteTxn, jobs: Vec<Job>, begin: &'static str, release_savepoints: bool) {
     let mut finishers = Vec::with_capacity(jobs.len());
     if let Err(err) = txn.conn.execute(begin).await {
         tracing::error!(error = %err, "could not begin a write transaction");

@@ -104,10 +104,7 @@ pub async fn assemble(
 
     let event_rooms: Option<HashSet<String>> = match since {
         Some(s) if s.events < upto.events => Some(
-            storage::events::rooms_with_events_between(pool, user, s.events, upto.events)
-                .await?
-                .into_iter()
-                .collect(),
+            storage::events::rooms_with_events_between(pool, user, s.events, upto.events).await?.into_iter().collect(),
         ),
         Some(_) => Some(HashSet::new()),
         None => None,
@@ -115,16 +112,13 @@ pub async fn assemble(
     let receipts_since = since.map_or(0, |s| s.receipts);
     let mut receipts: HashMap<String, Vec<storage::receipts::ReceiptRow>> = HashMap::new();
     if receipts_since < upto.receipts {
-        for row in
-            storage::receipts::joined_rooms_since(pool, user, receipts_since, upto.receipts).await?
-        {
+        for row in storage::receipts::joined_rooms_since(pool, user, receipts_since, upto.receipts).await? {
             receipts.entry(row.room_id.clone()).or_default().push(row);
         }
     }
     let account_data_since = since.map_or(0, |s| s.account_data);
     let account_data = if account_data_since < upto.account_data {
-        storage::account_data::changed_since(pool, user, account_data_since, upto.account_data)
-            .await?
+        storage::account_data::changed_since(pool, user, account_data_since, upto.account_data).await?
     } else {
         Vec::new()
     };
@@ -139,25 +133,17 @@ pub async fn assemble(
                 global_account_data.push(event);
             }
         } else {
-            room_account_data
-                .entry(room_id.clone())
-                .or_default()
-                .push(event);
+            room_account_data.entry(room_id.clone()).or_default().push(event);
         }
     }
 
     // Clients read their push rules from account data; a user who never changed
     // them has no stored rules, so a fresh sync includes the server defaults.
-    let has_push_rules = account_data
-        .iter()
-        .any(|(room, kind, _)| room.is_empty() && kind == crate::push::PUSH_RULES_TYPE);
-    if since.is_none()
-        && !has_push_rules
-        && account_filter.allows_type(crate::push::PUSH_RULES_TYPE)
-    {
+    let has_push_rules =
+        account_data.iter().any(|(room, kind, _)| room.is_empty() && kind == crate::push::PUSH_RULES_TYPE);
+    if since.is_none() && !has_push_rules && account_filter.allows_type(crate::push::PUSH_RULES_TYPE) {
         let content = services.push.account_data_content(&session.user_id).await?;
-        global_account_data
-            .push(json!({ "type": crate::push::PUSH_RULES_TYPE, "content": content }));
+        global_account_data.push(json!({ "type": crate::push::PUSH_RULES_TYPE, "content": content }));
     }
 
     let mut join = std::collections::BTreeMap::new();
@@ -179,9 +165,7 @@ pub async fn assemble(
             "join" => {
                 let typing_since = since.map_or(-1, |s| s.typing);
                 let typing = services.typing.changed_since(&room_id, typing_since);
-                let has_events = event_rooms
-                    .as_ref()
-                    .is_none_or(|rooms| rooms.contains(room_id.as_str()));
+                let has_events = event_rooms.as_ref().is_none_or(|rooms| rooms.contains(room_id.as_str()));
                 let account = room_account_data.remove(room_id.as_str());
                 let room_receipts = receipts.remove(room_id.as_str());
                 if !(since.is_none()
@@ -208,14 +192,8 @@ pub async fn assemble(
             "invite" if changed_membership || full_state => {
                 invite.insert(room_id.to_string(), ctx.invited_room(&room_id).await?);
             }
-            "leave" | "ban"
-                if (since.is_some() && changed_membership)
-                    || (since.is_none() && include_leave) =>
-            {
-                leave.insert(
-                    room_id.to_string(),
-                    ctx.left_room(&room_id, membership.stream).await?,
-                );
+            "leave" | "ban" if (since.is_some() && changed_membership) || (since.is_none() && include_leave) => {
+                leave.insert(room_id.to_string(), ctx.left_room(&room_id, membership.stream).await?);
             }
             _ => {}
         }
@@ -232,10 +210,7 @@ pub async fn assemble(
         let limit = ctx.timeline_limit() as i64 + 1;
         let mut newest: HashMap<String, Vec<StoredEvent>> = HashMap::new();
         for event in storage::events::latest_in_rooms(pool, &fresh, upto.events, limit).await? {
-            newest
-                .entry(event.pdu.room_id.to_string())
-                .or_default()
-                .push(event);
+            newest.entry(event.pdu.room_id.to_string()).or_default().push(event);
         }
         let mut unread: HashMap<String, Vec<ThreadCount>> = HashMap::new();
         for (room, thread, n, h) in storage::push::unread_counts(pool, user, None).await? {
@@ -273,15 +248,8 @@ pub async fn assemble(
 
     let body = SyncResponse {
         next_batch: upto.to_string(),
-        rooms: response::Rooms {
-            join,
-            invite,
-            leave,
-            knock: Default::default(),
-        },
-        account_data: Events {
-            events: global_account_data,
-        },
+        rooms: response::Rooms { join, invite, leave, knock: Default::default() },
+        account_data: Events { events: global_account_data },
         presence: Events { events: presence },
         to_device: Events::default(),
         device_lists: Default::default(),
@@ -292,10 +260,7 @@ pub async fn assemble(
 
 impl Ctx<'_> {
     fn viewer(&self) -> Viewer<'_> {
-        Viewer {
-            user_id: &self.session.user_id,
-            device_id: &self.session.device_id,
-        }
+        Viewer { user_id: &self.session.user_id, device_id: &self.session.device_id }
     }
 
     /// The newest visible events of a room in `(from, to]` that pass the timeline
@@ -330,8 +295,7 @@ impl Ctx<'_> {
                     true
                 } else {
                     if visibility.is_none() {
-                        visibility =
-                            Some(Visibility::load(pool, room_id, &self.session.user_id).await?);
+                        visibility = Some(Visibility::load(pool, room_id, &self.session.user_id).await?);
                     }
                     visibility.as_ref().is_some_and(|v| v.can_see(event.stream))
                 };
@@ -354,23 +318,14 @@ impl Ctx<'_> {
     }
 
     fn timeline_limit(&self) -> usize {
-        self.timeline_filter
-            .limit
-            .unwrap_or(DEFAULT_TIMELINE_LIMIT)
-            .clamp(1, MAX_TIMELINE_LIMIT) as usize
+        self.timeline_filter.limit.unwrap_or(DEFAULT_TIMELINE_LIMIT).clamp(1, MAX_TIMELINE_LIMIT) as usize
     }
 
     /// The timeline from prefetched newest events, when every one of them is
     /// visible and passes the filter; otherwise the caller reads the database.
-    fn timeline_from_newest(
-        &self,
-        newest: Vec<StoredEvent>,
-        visible_from: i64,
-    ) -> Option<(Vec<StoredEvent>, bool)> {
+    fn timeline_from_newest(&self, newest: Vec<StoredEvent>, visible_from: i64) -> Option<(Vec<StoredEvent>, bool)> {
         let limit = self.timeline_limit();
-        let usable = newest
-            .iter()
-            .all(|e| e.stream >= visible_from && self.timeline_filter.allows(&e.pdu));
+        let usable = newest.iter().all(|e| e.stream >= visible_from && self.timeline_filter.allows(&e.pdu));
         if !usable {
             return None;
         }
@@ -381,16 +336,9 @@ impl Ctx<'_> {
     }
 
     /// The state map after the newest event at or before `stream` (empty before the room began).
-    async fn state_at(
-        &self,
-        room_id: &RoomId,
-        stream: i64,
-    ) -> Result<HashMap<(String, String), String>> {
+    async fn state_at(&self, room_id: &RoomId, stream: i64) -> Result<HashMap<(String, String), String>> {
         let pool = &self.services.db.pool;
-        match storage::events::room_range(pool, room_id, 0, stream, 1, true)
-            .await?
-            .pop()
-        {
+        match storage::events::room_range(pool, room_id, 0, stream, 1, true).await?.pop() {
             Some(event) => Ok(storage::state::load_group(pool, event.state_group).await?),
             None => Ok(HashMap::new()),
         }
@@ -427,30 +375,19 @@ impl Ctx<'_> {
         Some(state)
     }
 
-    async fn joined_room(
-        &self,
-        room_id: &RoomId,
-        joined: JoinedRoom,
-    ) -> Result<response::JoinedRoom> {
+    async fn joined_room(&self, room_id: &RoomId, joined: JoinedRoom) -> Result<response::JoinedRoom> {
         let services = self.services;
         let pool = &services.db.pool;
         let room = services.rooms.state(room_id).await?;
         let fresh = self.since.is_none() || self.full_state || joined.changed_membership;
-        let from = if fresh {
-            0
-        } else {
-            self.since.map_or(0, |s| s.events)
-        };
+        let from = if fresh { 0 } else { self.since.map_or(0, |s| s.events) };
         let prefetched = match joined.newest {
             Some(newest) if fresh => self.timeline_from_newest(newest, joined.join_stream),
             _ => None,
         };
         let (timeline, limited) = match prefetched {
             Some(found) => found,
-            None => {
-                self.timeline(room_id, from, self.upto.events, joined.join_stream)
-                    .await?
-            }
+            None => self.timeline(room_id, from, self.upto.events, joined.join_stream).await?,
         };
         let timeline_start = timeline.first().map_or(self.upto.events, |e| e.stream - 1);
 
@@ -462,40 +399,26 @@ impl Ctx<'_> {
             }
         } else if limited {
             let at_start = self.state_at(room_id, timeline_start).await?;
-            let at_since = self
-                .state_at(room_id, self.since.map_or(0, |s| s.events))
-                .await?;
-            at_start
-                .into_iter()
-                .filter(|(key, id)| at_since.get(key) != Some(id))
-                .collect()
+            let at_since = self.state_at(room_id, self.since.map_or(0, |s| s.events)).await?;
+            at_start.into_iter().filter(|(key, id)| at_since.get(key) != Some(id)).collect()
         } else {
             HashMap::new()
         };
 
         if self.state_filter.lazy_load() {
-            let senders: HashSet<String> =
-                timeline.iter().map(|e| e.pdu.sender.to_string()).collect();
+            let senders: HashSet<String> = timeline.iter().map(|e| e.pdu.sender.to_string()).collect();
             let own = self.session.user_id.to_string();
-            state_ids.retain(|(kind, key), _| {
-                kind != "m.room.member" || senders.contains(key) || *key == own
-            });
+            state_ids.retain(|(kind, key), _| kind != "m.room.member" || senders.contains(key) || *key == own);
             if !fresh {
                 // Members who speak in this timeline but whose member event the client may lack.
                 for sender in &senders {
                     if let Some(member) = room.get(&StateEventType::RoomMember, sender) {
-                        state_ids.insert(
-                            ("m.room.member".into(), sender.clone()),
-                            member.event_id.to_string(),
-                        );
+                        state_ids.insert(("m.room.member".into(), sender.clone()), member.event_id.to_string());
                     }
                 }
             }
         }
-        let in_timeline: HashSet<String> = timeline
-            .iter()
-            .map(|e| e.pdu.event_id.to_string())
-            .collect();
+        let in_timeline: HashSet<String> = timeline.iter().map(|e| e.pdu.event_id.to_string()).collect();
         state_ids.retain(|_, id| !in_timeline.contains(id));
         let mut state_events = self.state_events(&room, state_ids).await?;
         state_events.retain(|e| self.state_filter.allows(&e.pdu));
@@ -534,29 +457,19 @@ impl Ctx<'_> {
             Some(counts) => counts,
             None => unread_counts(services, room_id, &self.session.user_id).await?,
         };
-        let (unread_notifications, unread_thread_notifications) = split_counts(
-            counts,
-            self.timeline_filter
-                .unread_thread_notifications
-                .unwrap_or(false),
-        );
+        let (unread_notifications, unread_thread_notifications) =
+            split_counts(counts, self.timeline_filter.unread_thread_notifications.unwrap_or(false));
 
-        let prev_batch = timeline
-            .first()
-            .map_or_else(|| self.upto.to_string(), |e| pagination_token(e.stream - 1));
+        let prev_batch = timeline.first().map_or_else(|| self.upto.to_string(), |e| pagination_token(e.stream - 1));
         Ok(response::JoinedRoom {
             timeline: Timeline {
                 events: client_events(pool, &timeline, Some(self.viewer()), false).await?,
                 limited,
                 prev_batch,
             },
-            state: Events {
-                events: client_events(pool, &state_events, Some(self.viewer()), false).await?,
-            },
+            state: Events { events: client_events(pool, &state_events, Some(self.viewer()), false).await? },
             ephemeral: Events { events: ephemeral },
-            account_data: Events {
-                events: joined.account.unwrap_or_default(),
-            },
+            account_data: Events { events: joined.account.unwrap_or_default() },
             summary: response::Summary {
                 heroes,
                 joined_member_count: joined_count,
@@ -569,18 +482,11 @@ impl Ctx<'_> {
 
     /// The events of a state map, from the room's in-memory state where they
     /// are current and from the database otherwise, oldest first.
-    async fn state_events(
-        &self,
-        room: &RoomState,
-        ids: HashMap<(String, String), String>,
-    ) -> Result<Vec<StoredEvent>> {
+    async fn state_events(&self, room: &RoomState, ids: HashMap<(String, String), String>) -> Result<Vec<StoredEvent>> {
         let mut events = Vec::with_capacity(ids.len());
         let mut missing = Vec::new();
         for ((kind, key), id) in ids {
-            match room
-                .get(&StateEventType::from(kind.as_str()), &key)
-                .filter(|pdu| pdu.event_id.as_str() == id)
-            {
+            match room.get(&StateEventType::from(kind.as_str()), &key).filter(|pdu| pdu.event_id.as_str() == id) {
                 Some(pdu) => events.push(StoredEvent {
                     pdu: pdu.clone(),
                     stream: 0,
@@ -628,10 +534,7 @@ impl Ctx<'_> {
         let pool = &self.services.db.pool;
         let from = self.since.map_or(0, |s| s.events);
         let (timeline, limited) = self.timeline(room_id, from, left_at, i64::MAX).await?;
-        let prev_batch = timeline.first().map_or_else(
-            || pagination_token(left_at),
-            |e| pagination_token(e.stream - 1),
-        );
+        let prev_batch = timeline.first().map_or_else(|| pagination_token(left_at), |e| pagination_token(e.stream - 1));
         Ok(response::LeftRoom {
             timeline: Timeline {
                 events: client_events(pool, &timeline, Some(self.viewer()), false).await?,
@@ -685,18 +588,9 @@ pub type ThreadCount = (String, i64, i64);
 
 /// The user's unread counts in a room per thread, from the push actions stored
 /// for events after the user's read receipts.
-pub async fn unread_counts(
-    services: &Services,
-    room_id: &RoomId,
-    user_id: &ruma::UserId,
-) -> Result<Vec<ThreadCount>> {
-    let rows =
-        storage::push::unread_counts(&services.db.pool, user_id.as_str(), Some(room_id.as_str()))
-            .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(_, thread, n, h)| (thread, n, h))
-        .collect())
+pub async fn unread_counts(services: &Services, room_id: &RoomId, user_id: &ruma::UserId) -> Result<Vec<ThreadCount>> {
+    let rows = storage::push::unread_counts(&services.db.pool, user_id.as_str(), Some(room_id.as_str())).await?;
+    Ok(rows.into_iter().map(|(_, thread, n, h)| (thread, n, h)).collect())
 }
 
 /// The room's `unread_notifications` and `unread_thread_notifications`: one
@@ -705,23 +599,14 @@ pub async fn unread_counts(
 fn split_counts(
     counts: Vec<ThreadCount>,
     by_thread: bool,
-) -> (
-    response::UnreadNotifications,
-    std::collections::BTreeMap<String, response::UnreadNotifications>,
-) {
-    let mut room = response::UnreadNotifications {
-        notification_count: 0,
-        highlight_count: 0,
-    };
+) -> (response::UnreadNotifications, std::collections::BTreeMap<String, response::UnreadNotifications>) {
+    let mut room = response::UnreadNotifications { notification_count: 0, highlight_count: 0 };
     let mut threads = std::collections::BTreeMap::new();
     for (thread, notifications, highlights) in counts {
         if by_thread && thread != "main" {
             threads.insert(
                 thread,
-                response::UnreadNotifications {
-                    notification_count: notifications,
-                    highlight_count: highlights,
-                },
+                response::UnreadNotifications { notification_count: notifications, highlight_count: highlights },
             );
         } else {
             room.notification_count += notifications;

@@ -98,25 +98,14 @@ pub fn matches_pattern(pattern: &str, value: &str) -> bool {
                 return false;
             }
             let tail = &value[prefix.len()..];
-            (0..=tail.len())
-                .filter(|i| tail.is_char_boundary(*i))
-                .any(|i| matches_pattern(rest, &tail[i..]))
+            (0..=tail.len()).filter(|i| tail.is_char_boundary(*i)).any(|i| matches_pattern(rest, &tail[i..]))
         }
     }
 }
 
-fn allowed(
-    list: &Option<Vec<String>>,
-    not_list: &Option<Vec<String>>,
-    value: &str,
-    pattern: bool,
-) -> bool {
+fn allowed(list: &Option<Vec<String>>, not_list: &Option<Vec<String>>, value: &str, pattern: bool) -> bool {
     let matches = |p: &String| {
-        if pattern {
-            matches_pattern(p, value)
-        } else {
-            p == value
-        }
+        if pattern { matches_pattern(p, value) } else { p == value }
     };
     if not_list.as_ref().is_some_and(|l| l.iter().any(matches)) {
         return false;
@@ -130,10 +119,7 @@ impl RoomEventFilter {
             && allowed(&self.senders, &self.not_senders, pdu.sender.as_str(), false)
             && allowed(&self.rooms, &self.not_rooms, pdu.room_id.as_str(), false)
             && self.contains_url.is_none_or(|want| {
-                let has = pdu
-                    .content_value()
-                    .get("url")
-                    .is_some_and(|u| u.is_string());
+                let has = pdu.content_value().get("url").is_some_and(|u| u.is_string());
                 has == want
             })
     }

@@ -14,11 +14,7 @@ pub struct SyncToken {
 
 impl std::fmt::Display for SyncToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "s{}_{}_{}_{}_{}",
-            self.events, self.receipts, self.account_data, self.presence, self.typing
-        )
+        write!(f, "s{}_{}_{}_{}_{}", self.events, self.receipts, self.account_data, self.presence, self.typing)
     }
 }
 
@@ -26,11 +22,8 @@ impl SyncToken {
     pub fn parse(token: &str, param: &str) -> Result<Self> {
         let invalid = || Error::invalid_param(format!("{param} is not a valid token: {token:?}"));
         let rest = token.strip_prefix('s').ok_or_else(invalid)?;
-        let parts: Vec<i64> = rest
-            .split('_')
-            .map(|p| p.parse::<i64>())
-            .collect::<Result<_, _>>()
-            .map_err(|_| invalid())?;
+        let parts: Vec<i64> =
+            rest.split('_').map(|p| p.parse::<i64>()).collect::<Result<_, _>>().map_err(|_| invalid())?;
         match parts.as_slice() {
             [events, receipts, account_data, presence, typing] => Ok(Self {
                 events: *events,
@@ -48,9 +41,7 @@ impl SyncToken {
 /// Sync tokens are accepted too, as the spec allows `prev_batch` and `next_batch` there.
 pub fn parse_pagination(token: &str, param: &str) -> Result<i64> {
     if let Some(rest) = token.strip_prefix('t') {
-        return rest
-            .parse()
-            .map_err(|_| Error::invalid_param(format!("{param} is not a valid token: {token:?}")));
+        return rest.parse().map_err(|_| Error::invalid_param(format!("{param} is not a valid token: {token:?}")));
     }
     Ok(SyncToken::parse(token, param)?.events)
 }

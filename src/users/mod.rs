@@ -42,27 +42,18 @@ pub fn hash_token(token: &str) -> String {
 }
 
 fn random_string(length: usize) -> String {
-    rand::thread_rng()
-        .sample_iter(&Alphanumeric)
-        .take(length)
-        .map(char::from)
-        .collect()
+    rand::thread_rng().sample_iter(&Alphanumeric).take(length).map(char::from).collect()
 }
 
 impl Users {
     pub fn new(db: Db, server_name: OwnedServerName) -> Self {
-        Self {
-            db,
-            server_name,
-            sessions: Mutex::new(HashMap::new()),
-        }
+        Self { db, server_name, sessions: Mutex::new(HashMap::new()) }
     }
 
     /// Parses a user id or a bare localpart into a user id of this server.
     pub fn parse_local_user(&self, input: &str) -> Result<OwnedUserId> {
         let user_id = if input.starts_with('@') {
-            UserId::parse(input)
-                .map_err(|e| Error::invalid_param(format!("user id {input:?} is invalid: {e}")))?
+            UserId::parse(input).map_err(|e| Error::invalid_param(format!("user id {input:?} is invalid: {e}")))?
         } else {
             UserId::parse_with_server_name(input.to_lowercase(), &self.server_name)
                 .map_err(|e| Error::invalid_param(format!("user id {input:?} is invalid: {e}")))?
@@ -74,44 +65,27 @@ impl Users {
     /// accepted for new users, only `a-z 0-9 . _ = - /` and `+`.
     pub fn validate_new_localpart(&self, localpart: &str) -> Result<OwnedUserId> {
         let valid = !localpart.is_empty()
-            && localpart
-                .chars()
-                .all(|c| matches!(c, 'a'..='z' | '0'..='9' | '.' | '_' | '=' | '-' | '/' | '+'));
+            && localpart.chars().all(|c| matches!(c, 'a'..='z' | '0'..='9' | '.' | '_' | '=' | '-' | '/' | '+'));
         if !valid {
             return Err(Error::new(
                 ErrorKind::InvalidUsername,
                 format!("username {localpart:?} is invalid: use only a-z, 0-9 and . _ = - / +"),
             ));
         }
-        let user_id =
-            UserId::parse_with_server_name(localpart, &self.server_name).map_err(|e| {
-                Error::new(
-                    ErrorKind::InvalidUsername,
-                    format!("username {localpart:?} is invalid: {e}"),
-                )
-            })?;
+        let user_id = UserId::parse_with_server_name(localpart, &self.server_name)
+            .map_err(|e| Error::new(ErrorKind::InvalidUsername, format!("username {localpart:?} is invalid: {e}")))?;
         if user_id.as_str().len() > 255 {
-            return Err(Error::new(
-                ErrorKind::InvalidUsername,
-                "user id is longer than 255 bytes",
-            ));
+            return Err(Error::new(ErrorKind::InvalidUsername, "user id is longer than 255 bytes"));
         }
         Ok(user_id)
     }
 
     pub async fn is_available(&self, user_id: &UserId) -> Result<bool> {
-        Ok(storage::users::get(&self.db.pool, user_id.as_str())
-            .await?
-            .is_none())
+        Ok(storage::users::get(&self.db.pool, user_id.as_str()).await?.is_none())
     }
 
     /// Creates an account. `password` of `None` makes an account without password login.
-    pub async fn create(
-        &self,
-        user_id: &UserId,
-        password: Option<&str>,
-        is_admin: bool,
-    ) -> Result<()> {
+    pub async fn create(&self, user_id: &UserId, password: Option<&str>, is_admin: bool) -> Result<()> {
         let hash = match password {
             Some(password) => Some(password::hash(password).await?),
             None => None,
@@ -126,10 +100,7 @@ impl Users {
         )
         .await?;
         if !created {
-            return Err(Error::new(
-                ErrorKind::UserInUse,
-                format!("user id {user_id} is already taken"),
-            ));
+            return Err(Error::new(ErrorKind::UserInUse, format!("user id {user_id} is already taken")));
         }
         tracing::info!(%user_id, is_admin, "created user");
         Ok(())
@@ -159,11 +130,7 @@ impl Users {
             now_ms(),
         )
         .await?;
-        Ok(Login {
-            user_id: user_id.to_owned(),
-            device_id,
-            access_token,
-        })
+        Ok(Login { user_id: user_id.to_owned(), device_id, access_token })
     }
 
     /// Checks a user's password. Errors never tell whether the user exists.
@@ -173,47 +140,26 @@ impl Users {
             return Err(forbidden());
         };
         if user.deactivated {
-            return Err(Error::new(
-                ErrorKind::UserDeactivated,
-                "this account has been deactivated",
-            ));
+            return Err(Error::new(ErrorKind::UserDeactivated, "this account has been deactivated"));
         }
         let Some(hash) = user.password_hash else {
             return Err(forbidden());
         };
-        if password::verify(password, &hash).await? {
-            Ok(())
-        } else {
-            Err(forbidden())
-        }
+        if password::verify(password, &hash).await? { Ok(()) } else { Err(forbidden()) }
     }
 
     /// Resolves an access token to its session.
     pub async fn authenticate(&self, token: &str) -> Result<Session> {
         let token_hash = hash_token(token);
-        if let Some(session) = self
-            .sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&token_hash)
-        {
+        if let Some(session) = self.sessions.lock().unwrap_or_else(|e| e.into_inner()).get(&token_hash) {
             return Ok(session.clone());
         }
-        let Some((user_id, device_id)) =
-            storage::users::token_owner(&self.db.pool, &token_hash).await?
-        else {
-            return Err(Error::new(
-                ErrorKind::UnknownToken { soft_logout: false },
-                "unknown or expired access token",
-            ));
+        let Some((user_id, device_id)) = storage::users::token_owner(&self.db.pool, &token_hash).await? else {
+            return Err(Error::new(ErrorKind::UnknownToken { soft_logout: false }, "unknown or expired access token"));
         };
-        let user_id =
-            OwnedUserId::try_from(user_id).map_err(|e| Error::internal("reading a session", e))?;
+        let user_id = OwnedUserId::try_from(user_id).map_err(|e| Error::internal("reading a session", e))?;
         let session = Session { user_id, device_id };
-        self.sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(token_hash, session.clone());
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(token_hash, session.clone());
         Ok(session)
     }
 
@@ -225,10 +171,7 @@ impl Users {
     }
 
     fn forget_user_sessions(&self, user_id: &UserId) {
-        self.sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, s| s.user_id != user_id);
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, s| s.user_id != user_id);
     }
 
     /// Removes devices and their tokens.
@@ -265,8 +208,6 @@ impl Users {
     }
 
     pub async fn is_admin(&self, user_id: &UserId) -> Result<bool> {
-        Ok(storage::users::get(&self.db.pool, user_id.as_str())
-            .await?
-            .is_some_and(|u| u.is_admin))
+        Ok(storage::users::get(&self.db.pool, user_id.as_str()).await?.is_some_and(|u| u.is_admin))
     }
 }

@@ -18,16 +18,12 @@ static HASHING: Semaphore = Semaphore::const_new(2);
 /// that OWASP's password storage guidance lists; it needs a third of the memory
 /// of the argon2 crate's default (19 MiB, 2 passes).
 fn hasher() -> Result<Argon2<'static>> {
-    let params =
-        Params::new(7 * 1024, 5, 1, None).map_err(|e| Error::internal("configuring argon2", e))?;
+    let params = Params::new(7 * 1024, 5, 1, None).map_err(|e| Error::internal("configuring argon2", e))?;
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
 pub async fn hash(password: &str) -> Result<String> {
-    let _permit = HASHING
-        .acquire()
-        .await
-        .map_err(|e| Error::internal("hashing a password", e))?;
+    let _permit = HASHING.acquire().await.map_err(|e| Error::internal("hashing a password", e))?;
     let password = password.to_owned();
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut OsRng);
@@ -41,19 +37,13 @@ pub async fn hash(password: &str) -> Result<String> {
 }
 
 pub async fn verify(password: &str, hash: &str) -> Result<bool> {
-    let _permit = HASHING
-        .acquire()
-        .await
-        .map_err(|e| Error::internal("verifying a password", e))?;
+    let _permit = HASHING.acquire().await.map_err(|e| Error::internal("verifying a password", e))?;
     let password = password.to_owned();
     let hash = hash.to_owned();
     tokio::task::spawn_blocking(move || {
-        let parsed =
-            PasswordHash::new(&hash).map_err(|e| Error::internal("reading a password hash", e))?;
+        let parsed = PasswordHash::new(&hash).map_err(|e| Error::internal("reading a password hash", e))?;
         // The hash string carries its own parameters, so older hashes still verify.
-        Ok(Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok())
+        Ok(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
     })
     .await
     .map_err(|e| Error::internal("verifying a password", e))?

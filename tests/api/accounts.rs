@@ -27,10 +27,7 @@ pub async fn login(server: &TestServer, user: &str, password: &str) -> (StatusCo
 pub async fn login_client(server: &TestServer, user: &str, password: &str) -> Client {
     let (status, body) = login(server, user, password).await;
     assert_eq!(status, StatusCode::OK, "login as {user}: {body}");
-    let mut client = Client::new(
-        &server.base,
-        body["access_token"].as_str().map(str::to_owned),
-    );
+    let mut client = Client::new(&server.base, body["access_token"].as_str().map(str::to_owned));
     client.user_id = body["user_id"].as_str().unwrap_or_default().to_owned();
     client.device_id = body["device_id"].as_str().unwrap_or_default().to_owned();
     client
@@ -48,19 +45,12 @@ pub fn password_auth(user_id: &str, password: &str, session: &Value) -> Value {
 
 /// Returns whether a user-interactive auth response offers a flow of exactly `stages`.
 pub fn offers_flow(body: &Value, stages: &[&str]) -> bool {
-    body["flows"]
-        .as_array()
-        .is_some_and(|flows| flows.iter().any(|flow| flow["stages"] == json!(stages)))
+    body["flows"].as_array().is_some_and(|flows| flows.iter().any(|flow| flow["stages"] == json!(stages)))
 }
 
 async fn is_available(server: &TestServer, localpart: &str) -> bool {
-    let (status, body) = server
-        .client()
-        .get(&format!(
-            "/_matrix/client/v3/register/available?username={}",
-            encode(localpart)
-        ))
-        .await;
+    let (status, body) =
+        server.client().get(&format!("/_matrix/client/v3/register/available?username={}", encode(localpart))).await;
     status == StatusCode::OK && body["available"] == true
 }
 
@@ -75,72 +65,29 @@ async fn register_dummy_flow() {
         let anonymous = server.client();
         let request = json!({ "username": "alice", "password": PASSWORD });
 
-        let (status, challenge) = anonymous
-            .post("/_matrix/client/v3/register", request.clone())
-            .await;
-        assert_eq!(
-            status,
-            StatusCode::UNAUTHORIZED,
-            "{backend:?}: first call is a challenge: {challenge}"
-        );
-        assert!(
-            offers_flow(&challenge, &["m.login.dummy"]),
-            "{backend:?}: dummy flow offered: {challenge}"
-        );
+        let (status, challenge) = anonymous.post("/_matrix/client/v3/register", request.clone()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{backend:?}: first call is a challenge: {challenge}");
+        assert!(offers_flow(&challenge, &["m.login.dummy"]), "{backend:?}: dummy flow offered: {challenge}");
         let session = challenge["session"].clone();
-        assert!(
-            session.as_str().is_some_and(|s| !s.is_empty()),
-            "{backend:?}: session id: {challenge}"
-        );
-        assert!(
-            challenge["params"].is_object(),
-            "{backend:?}: params is an object: {challenge}"
-        );
-        assert!(
-            is_available(&server, "alice").await,
-            "{backend:?}: the challenge created no user"
-        );
+        assert!(session.as_str().is_some_and(|s| !s.is_empty()), "{backend:?}: session id: {challenge}");
+        assert!(challenge["params"].is_object(), "{backend:?}: params is an object: {challenge}");
+        assert!(is_available(&server, "alice").await, "{backend:?}: the challenge created no user");
 
         let mut request = request;
         request["auth"] = json!({ "type": "m.login.dummy", "session": session });
         let (status, body) = anonymous.post("/_matrix/client/v3/register", request).await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "{backend:?}: registration completes: {body}"
-        );
-        assert_eq!(
-            body["user_id"],
-            server.user_id("alice"),
-            "{backend:?}: user_id"
-        );
-        assert_eq!(
-            body["home_server"], server.server_name,
-            "{backend:?}: home_server"
-        );
-        let token = body["access_token"]
-            .as_str()
-            .expect("access_token")
-            .to_owned();
+        assert_eq!(status, StatusCode::OK, "{backend:?}: registration completes: {body}");
+        assert_eq!(body["user_id"], server.user_id("alice"), "{backend:?}: user_id");
+        assert_eq!(body["home_server"], server.server_name, "{backend:?}: home_server");
+        let token = body["access_token"].as_str().expect("access_token").to_owned();
         let device_id = body["device_id"].as_str().expect("device_id").to_owned();
 
         let client = Client::new(&server.base, Some(token));
         let (status, me) = whoami(&client).await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "{backend:?}: the new token works: {me}"
-        );
-        assert_eq!(
-            me["user_id"],
-            server.user_id("alice"),
-            "{backend:?}: whoami user_id"
-        );
+        assert_eq!(status, StatusCode::OK, "{backend:?}: the new token works: {me}");
+        assert_eq!(me["user_id"], server.user_id("alice"), "{backend:?}: whoami user_id");
         assert_eq!(me["device_id"], device_id, "{backend:?}: whoami device_id");
-        assert!(
-            !is_available(&server, "alice").await,
-            "{backend:?}: alice is taken now"
-        );
+        assert!(!is_available(&server, "alice").await, "{backend:?}: alice is taken now");
         server.stop().await;
     }
 }
@@ -163,20 +110,11 @@ async fn register_with_device_and_inhibit_login() {
             )
             .await;
         assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
-        assert_eq!(
-            body["device_id"], "PHONE",
-            "{backend:?}: the requested device id is used"
-        );
-        let alice = Client::new(
-            &server.base,
-            body["access_token"].as_str().map(str::to_owned),
-        );
+        assert_eq!(body["device_id"], "PHONE", "{backend:?}: the requested device id is used");
+        let alice = Client::new(&server.base, body["access_token"].as_str().map(str::to_owned));
         let (status, device) = alice.get("/_matrix/client/v3/devices/PHONE").await;
         assert_eq!(status, StatusCode::OK, "{backend:?}: {device}");
-        assert_eq!(
-            device["display_name"], "Alice's phone",
-            "{backend:?}: initial display name stored"
-        );
+        assert_eq!(device["display_name"], "Alice's phone", "{backend:?}: initial display name stored");
 
         let (status, body) = anonymous
             .post(
@@ -190,25 +128,11 @@ async fn register_with_device_and_inhibit_login() {
             )
             .await;
         assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
-        assert_eq!(
-            body["user_id"],
-            server.user_id("bob"),
-            "{backend:?}: user_id with inhibit_login"
-        );
-        assert!(
-            body.get("access_token").is_none(),
-            "{backend:?}: no access_token with inhibit_login: {body}"
-        );
-        assert!(
-            body.get("device_id").is_none(),
-            "{backend:?}: no device_id with inhibit_login: {body}"
-        );
+        assert_eq!(body["user_id"], server.user_id("bob"), "{backend:?}: user_id with inhibit_login");
+        assert!(body.get("access_token").is_none(), "{backend:?}: no access_token with inhibit_login: {body}");
+        assert!(body.get("device_id").is_none(), "{backend:?}: no device_id with inhibit_login: {body}");
         let (status, body) = login(&server, "bob", PASSWORD).await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "{backend:?}: bob can log in: {body}"
-        );
+        assert_eq!(status, StatusCode::OK, "{backend:?}: bob can log in: {body}");
         server.stop().await;
     }
 }
@@ -223,42 +147,25 @@ async fn register_with_registration_token() {
         let anonymous = server.client();
         let request = json!({ "username": "alice", "password": PASSWORD });
 
-        let (status, challenge) = anonymous
-            .post("/_matrix/client/v3/register", request.clone())
-            .await;
+        let (status, challenge) = anonymous.post("/_matrix/client/v3/register", request.clone()).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{backend:?}: {challenge}");
         assert!(
             offers_flow(&challenge, &["m.login.registration_token"]),
             "{backend:?}: token flow offered: {challenge}"
         );
-        assert!(
-            !offers_flow(&challenge, &["m.login.dummy"]),
-            "{backend:?}: no dummy flow: {challenge}"
-        );
+        assert!(!offers_flow(&challenge, &["m.login.dummy"]), "{backend:?}: no dummy flow: {challenge}");
         let session = challenge["session"].clone();
 
         let mut dummy = request.clone();
         dummy["auth"] = json!({ "type": "m.login.dummy", "session": session });
         let (status, body) = anonymous.post("/_matrix/client/v3/register", dummy).await;
-        assert_eq!(
-            status,
-            StatusCode::UNAUTHORIZED,
-            "{backend:?}: dummy stage is not enough: {body}"
-        );
-        assert!(
-            is_available(&server, "alice").await,
-            "{backend:?}: the dummy stage created no user"
-        );
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{backend:?}: dummy stage is not enough: {body}");
+        assert!(is_available(&server, "alice").await, "{backend:?}: the dummy stage created no user");
 
         let mut wrong = request.clone();
-        wrong["auth"] =
-            json!({ "type": "m.login.registration_token", "token": "guess", "session": session });
+        wrong["auth"] = json!({ "type": "m.login.registration_token", "token": "guess", "session": session });
         let (status, body) = anonymous.post("/_matrix/client/v3/register", wrong).await;
-        assert_eq!(
-            status,
-            StatusCode::UNAUTHORIZED,
-            "{backend:?}: wrong token rejected: {body}"
-        );
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{backend:?}: wrong token rejected: {body}");
         assert!(
             body["errcode"].as_str().is_some_and(|e| !e.is_empty()),
             "{backend:?}: errcode names the failure: {body}"
@@ -267,28 +174,14 @@ async fn register_with_registration_token() {
             offers_flow(&body, &["m.login.registration_token"]),
             "{backend:?}: token flow still offered after a wrong token: {body}"
         );
-        assert!(
-            is_available(&server, "alice").await,
-            "{backend:?}: the wrong token created no user"
-        );
+        assert!(is_available(&server, "alice").await, "{backend:?}: the wrong token created no user");
 
         let mut right = request;
         right["auth"] = json!({ "type": "m.login.registration_token", "token": "open-sesame", "session": session });
         let (status, body) = anonymous.post("/_matrix/client/v3/register", right).await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "{backend:?}: right token accepted: {body}"
-        );
-        assert_eq!(
-            body["user_id"],
-            server.user_id("alice"),
-            "{backend:?}: user_id"
-        );
-        assert!(
-            body["access_token"].is_string(),
-            "{backend:?}: access_token: {body}"
-        );
+        assert_eq!(status, StatusCode::OK, "{backend:?}: right token accepted: {body}");
+        assert_eq!(body["user_id"], server.user_id("alice"), "{backend:?}: user_id");
+        assert!(body["access_token"].is_string(), "{backend:?}: access_token: {body}");
         server.stop().await;
     }
 }
@@ -308,10 +201,7 @@ async fn register_disabled() {
             )
             .await;
         assert_error(&response, StatusCode::FORBIDDEN, "M_FORBIDDEN");
-        assert!(
-            is_available(&server, "alice").await,
-            "{backend:?}: no user was created"
-        );
+        assert!(is_available(&server, "alice").await, "{backend:?}: no user was created");
         server.stop().await;
     }
 }
@@ -322,49 +212,20 @@ async fn register_invalid_usernames() {
         let server = TestServer::start(&backend).await;
         let anonymous = server.client();
         let too_long = "a".repeat(256);
-        for name in [
-            "has space",
-            "colon:inside",
-            "émile",
-            "#hash",
-            "@at",
-            "",
-            too_long.as_str(),
-        ] {
+        for name in ["has space", "colon:inside", "émile", "#hash", "@at", "", too_long.as_str()] {
             let response = anonymous
                 .post(
                     "/_matrix/client/v3/register",
                     json!({ "username": name, "password": PASSWORD, "auth": { "type": "m.login.dummy" } }),
                 )
                 .await;
-            assert_eq!(
-                response.0,
-                StatusCode::BAD_REQUEST,
-                "{backend:?}: register {name:?}: {}",
-                response.1
-            );
-            assert_eq!(
-                response.1["errcode"], "M_INVALID_USERNAME",
-                "{backend:?}: register {name:?}: {}",
-                response.1
-            );
+            assert_eq!(response.0, StatusCode::BAD_REQUEST, "{backend:?}: register {name:?}: {}", response.1);
+            assert_eq!(response.1["errcode"], "M_INVALID_USERNAME", "{backend:?}: register {name:?}: {}", response.1);
 
-            let path = format!(
-                "/_matrix/client/v3/register/available?username={}",
-                encode(name)
-            );
+            let path = format!("/_matrix/client/v3/register/available?username={}", encode(name));
             let response = anonymous.get(&path).await;
-            assert_eq!(
-                response.0,
-                StatusCode::BAD_REQUEST,
-                "{backend:?}: available {name:?}: {}",
-                response.1
-            );
-            assert_eq!(
-                response.1["errcode"], "M_INVALID_USERNAME",
-                "{backend:?}: available {name:?}: {}",
-                response.1
-            );
+            assert_eq!(response.0, StatusCode::BAD_REQUEST, "{backend:?}: available {name:?}: {}", response.1);
+            assert_eq!(response.1["errcode"], "M_INVALID_USERNAME", "{backend:?}: available {name:?}: {}", response.1);
         }
         server.stop().await;
     }
@@ -386,23 +247,15 @@ async fn register_taken_username() {
                 .await;
             assert_error(&response, StatusCode::BAD_REQUEST, "M_USER_IN_USE");
         }
-        let response = anonymous
-            .get("/_matrix/client/v3/register/available?username=alice")
-            .await;
+        let response = anonymous.get("/_matrix/client/v3/register/available?username=alice").await;
         assert_error(&response, StatusCode::BAD_REQUEST, "M_USER_IN_USE");
 
-        let (status, body) = anonymous
-            .get("/_matrix/client/v3/register/available?username=bob")
-            .await;
+        let (status, body) = anonymous.get("/_matrix/client/v3/register/available?username=bob").await;
         assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
         assert_eq!(body["available"], true, "{backend:?}: bob is available");
 
         let (status, body) = login(&server, "alice", PASSWORD).await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "{backend:?}: the original password still works: {body}"
-        );
+        assert_eq!(status, StatusCode::OK, "{backend:?}: the original password still works: {body}");
         server.stop().await;
     }
 }
@@ -418,23 +271,13 @@ async fn register_guest_rejected() {
                 json!({ "username": "visitor", "auth": { "type": "m.login.dummy" } }),
             )
             .await;
-        assert_eq!(
-            status,
-            StatusCode::FORBIDDEN,
-            "{backend:?}: guest registration is rejected: {body}"
-        );
+        assert_eq!(status, StatusCode::FORBIDDEN, "{backend:?}: guest registration is rejected: {body}");
         assert!(
             body["errcode"] == "M_FORBIDDEN" || body["errcode"] == "M_GUEST_ACCESS_FORBIDDEN",
             "{backend:?}: errcode: {body}"
         );
-        assert!(
-            body.get("access_token").is_none(),
-            "{backend:?}: no token for a guest: {body}"
-        );
-        assert!(
-            is_available(&server, "visitor").await,
-            "{backend:?}: no guest user was created"
-        );
+        assert!(body.get("access_token").is_none(), "{backend:?}: no token for a guest: {body}");
+        assert!(is_available(&server, "visitor").await, "{backend:?}: no guest user was created");
         server.stop().await;
     }
 }
@@ -448,43 +291,17 @@ async fn login_by_localpart_and_user_id() {
 
         for user in ["alice", alice_id.as_str()] {
             let (status, body) = login(&server, user, PASSWORD).await;
-            assert_eq!(
-                status,
-                StatusCode::OK,
-                "{backend:?}: login as {user}: {body}"
-            );
-            assert_eq!(
-                body["user_id"], alice_id,
-                "{backend:?}: login as {user}: user_id"
-            );
-            assert_eq!(
-                body["home_server"], server.server_name,
-                "{backend:?}: login as {user}: home_server"
-            );
+            assert_eq!(status, StatusCode::OK, "{backend:?}: login as {user}: {body}");
+            assert_eq!(body["user_id"], alice_id, "{backend:?}: login as {user}: user_id");
+            assert_eq!(body["home_server"], server.server_name, "{backend:?}: login as {user}: home_server");
             let device_id = body["device_id"].as_str().expect("device_id");
-            assert_ne!(
-                device_id, registered.device_id,
-                "{backend:?}: each login is a new device"
-            );
+            assert_ne!(device_id, registered.device_id, "{backend:?}: each login is a new device");
 
-            let client = Client::new(
-                &server.base,
-                body["access_token"].as_str().map(str::to_owned),
-            );
+            let client = Client::new(&server.base, body["access_token"].as_str().map(str::to_owned));
             let (status, me) = whoami(&client).await;
-            assert_eq!(
-                status,
-                StatusCode::OK,
-                "{backend:?}: login token works: {me}"
-            );
-            assert_eq!(
-                me["user_id"], alice_id,
-                "{backend:?}: whoami after login as {user}"
-            );
-            assert_eq!(
-                me["device_id"], device_id,
-                "{backend:?}: whoami device after login as {user}"
-            );
+            assert_eq!(status, StatusCode::OK, "{backend:?}: login token works: {me}");
+            assert_eq!(me["user_id"], alice_id, "{backend:?}: whoami after login as {user}");
+            assert_eq!(me["device_id"], device_id, "{backend:?}: whoami device after login as {user}");
         }
 
         // The deprecated top-level `user` field.
@@ -495,15 +312,8 @@ async fn login_by_localpart_and_user_id() {
                 json!({ "type": "m.login.password", "user": "alice", "password": PASSWORD }),
             )
             .await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "{backend:?}: login with the user field: {body}"
-        );
-        assert_eq!(
-            body["user_id"], alice_id,
-            "{backend:?}: user field resolves to alice"
-        );
+        assert_eq!(status, StatusCode::OK, "{backend:?}: login with the user field: {body}");
+        assert_eq!(body["user_id"], alice_id, "{backend:?}: user field resolves to alice");
         server.stop().await;
     }
 }
@@ -516,18 +326,11 @@ async fn login_wrong_password_and_unknown_user() {
 
         let wrong_password = login(&server, "alice", "battery staple").await;
         assert_error(&wrong_password, StatusCode::FORBIDDEN, "M_FORBIDDEN");
-        assert!(
-            wrong_password.1.get("access_token").is_none(),
-            "{backend:?}: no token: {}",
-            wrong_password.1
-        );
+        assert!(wrong_password.1.get("access_token").is_none(), "{backend:?}: no token: {}", wrong_password.1);
 
         let unknown_user = login(&server, "nobody", PASSWORD).await;
         assert_error(&unknown_user, StatusCode::FORBIDDEN, "M_FORBIDDEN");
-        assert_eq!(
-            wrong_password.1, unknown_user.1,
-            "{backend:?}: an unknown user and a wrong password look the same"
-        );
+        assert_eq!(wrong_password.1, unknown_user.1, "{backend:?}: an unknown user and a wrong password look the same");
 
         let other_server = login(&server, "@alice:elsewhere.example", PASSWORD).await;
         assert_error(&other_server, StatusCode::FORBIDDEN, "M_FORBIDDEN");
@@ -540,26 +343,11 @@ async fn login_unsupported_type() {
     for backend in backends() {
         let server = TestServer::start(&backend).await;
         server.register("alice").await;
-        let (status, body) = server
-            .client()
-            .post(
-                "/_matrix/client/v3/login",
-                json!({ "type": "m.login.token", "token": "abc" }),
-            )
-            .await;
-        assert_eq!(
-            status,
-            StatusCode::BAD_REQUEST,
-            "{backend:?}: unsupported login type: {body}"
-        );
-        assert!(
-            body["errcode"].is_string(),
-            "{backend:?}: errcode present: {body}"
-        );
-        assert!(
-            body.get("access_token").is_none(),
-            "{backend:?}: no token: {body}"
-        );
+        let (status, body) =
+            server.client().post("/_matrix/client/v3/login", json!({ "type": "m.login.token", "token": "abc" })).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{backend:?}: unsupported login type: {body}");
+        assert!(body["errcode"].is_string(), "{backend:?}: errcode present: {body}");
+        assert!(body.get("access_token").is_none(), "{backend:?}: no token: {body}");
         server.stop().await;
     }
 }
@@ -571,10 +359,7 @@ async fn login_flows_offer_password() {
         let (status, body) = server.client().get("/_matrix/client/v3/login").await;
         assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
         let flows = body["flows"].as_array().expect("flows is an array");
-        assert!(
-            flows.iter().any(|f| f["type"] == "m.login.password"),
-            "{backend:?}: password flow: {body}"
-        );
+        assert!(flows.iter().any(|f| f["type"] == "m.login.password"), "{backend:?}: password flow: {body}");
         server.stop().await;
     }
 }
@@ -602,11 +387,7 @@ async fn logout_invalidates_token() {
 
         let (status, body) = alice.post("/_matrix/client/v3/logout", json!({})).await;
         assert_eq!(status, StatusCode::OK, "{backend:?}: logout: {body}");
-        assert_eq!(
-            body,
-            json!({}),
-            "{backend:?}: logout returns an empty object"
-        );
+        assert_eq!(body, json!({}), "{backend:?}: logout returns an empty object");
 
         let response = whoami(&alice).await;
         assert_error(&response, StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN");
@@ -614,11 +395,7 @@ async fn logout_invalidates_token() {
         assert_error(&response, StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN");
 
         let (status, body) = whoami(&laptop).await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "{backend:?}: the other device stays logged in: {body}"
-        );
+        assert_eq!(status, StatusCode::OK, "{backend:?}: the other device stays logged in: {body}");
         let (status, body) = laptop.get("/_matrix/client/v3/devices").await;
         assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
         let devices = body["devices"].as_array().expect("devices");
@@ -639,20 +416,14 @@ async fn logout_all_devices() {
         let phone = login_client(&server, "alice", PASSWORD).await;
         let bob = server.register("bob").await;
 
-        let (status, body) = laptop
-            .post("/_matrix/client/v3/logout/all", json!({}))
-            .await;
+        let (status, body) = laptop.post("/_matrix/client/v3/logout/all", json!({})).await;
         assert_eq!(status, StatusCode::OK, "{backend:?}: logout/all: {body}");
         for client in [&alice, &laptop, &phone] {
             let response = whoami(client).await;
             assert_error(&response, StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN");
         }
         let (status, body) = whoami(&bob).await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "{backend:?}: other users stay logged in: {body}"
-        );
+        assert_eq!(status, StatusCode::OK, "{backend:?}: other users stay logged in: {body}");
 
         let again = login_client(&server, "alice", PASSWORD).await;
         let (status, body) = again.get("/_matrix/client/v3/devices").await;
@@ -674,67 +445,38 @@ async fn password_change_with_uia() {
         let phone = login_client(&server, "alice", PASSWORD).await;
         let path = "/_matrix/client/v3/account/password";
 
-        let (status, challenge) = alice
-            .post(path, json!({ "new_password": "new secret" }))
-            .await;
-        assert_eq!(
-            status,
-            StatusCode::UNAUTHORIZED,
-            "{backend:?}: challenge: {challenge}"
-        );
-        assert!(
-            offers_flow(&challenge, &["m.login.password"]),
-            "{backend:?}: password flow: {challenge}"
-        );
+        let (status, challenge) = alice.post(path, json!({ "new_password": "new secret" })).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{backend:?}: challenge: {challenge}");
+        assert!(offers_flow(&challenge, &["m.login.password"]), "{backend:?}: password flow: {challenge}");
         let session = challenge["session"].clone();
 
         let (status, body) = alice
-            .post(path, json!({ "new_password": "new secret", "auth": password_auth(&alice.user_id, "wrong", &session) }))
+            .post(
+                path,
+                json!({ "new_password": "new secret", "auth": password_auth(&alice.user_id, "wrong", &session) }),
+            )
             .await;
-        assert_eq!(
-            status,
-            StatusCode::UNAUTHORIZED,
-            "{backend:?}: wrong password: {body}"
-        );
-        assert_eq!(
-            body["errcode"], "M_FORBIDDEN",
-            "{backend:?}: failed stage errcode: {body}"
-        );
-        assert!(
-            offers_flow(&body, &["m.login.password"]),
-            "{backend:?}: flow still offered: {body}"
-        );
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{backend:?}: wrong password: {body}");
+        assert_eq!(body["errcode"], "M_FORBIDDEN", "{backend:?}: failed stage errcode: {body}");
+        assert!(offers_flow(&body, &["m.login.password"]), "{backend:?}: flow still offered: {body}");
         let (status, body) = login(&server, "alice", PASSWORD).await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "{backend:?}: the rejected change kept the old password: {body}"
-        );
+        assert_eq!(status, StatusCode::OK, "{backend:?}: the rejected change kept the old password: {body}");
 
         let (status, body) = alice
-            .post(path, json!({ "new_password": "new secret", "auth": password_auth(&alice.user_id, PASSWORD, &session) }))
+            .post(
+                path,
+                json!({ "new_password": "new secret", "auth": password_auth(&alice.user_id, PASSWORD, &session) }),
+            )
             .await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "{backend:?}: password changed: {body}"
-        );
+        assert_eq!(status, StatusCode::OK, "{backend:?}: password changed: {body}");
 
         let response = login(&server, "alice", PASSWORD).await;
         assert_error(&response, StatusCode::FORBIDDEN, "M_FORBIDDEN");
         let (status, body) = login(&server, "alice", "new secret").await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "{backend:?}: the new password works: {body}"
-        );
+        assert_eq!(status, StatusCode::OK, "{backend:?}: the new password works: {body}");
 
         let (status, body) = whoami(&alice).await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "{backend:?}: the changing device stays logged in: {body}"
-        );
+        assert_eq!(status, StatusCode::OK, "{backend:?}: the changing device stays logged in: {body}");
         let response = whoami(&phone).await;
         assert_error(&response, StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN");
         server.stop().await;
@@ -749,9 +491,7 @@ async fn password_change_keeps_devices() {
         let phone = login_client(&server, "alice", PASSWORD).await;
         let path = "/_matrix/client/v3/account/password";
 
-        let (_, challenge) = alice
-            .post(path, json!({ "new_password": "new secret" }))
-            .await;
+        let (_, challenge) = alice.post(path, json!({ "new_password": "new secret" })).await;
         let (status, body) = alice
             .post(
                 path,
@@ -762,23 +502,11 @@ async fn password_change_keeps_devices() {
                 }),
             )
             .await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "{backend:?}: password changed: {body}"
-        );
+        assert_eq!(status, StatusCode::OK, "{backend:?}: password changed: {body}");
         let (status, body) = whoami(&phone).await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "{backend:?}: logout_devices=false keeps other devices: {body}"
-        );
+        assert_eq!(status, StatusCode::OK, "{backend:?}: logout_devices=false keeps other devices: {body}");
         let (status, body) = login(&server, "alice", "new secret").await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "{backend:?}: the new password works: {body}"
-        );
+        assert_eq!(status, StatusCode::OK, "{backend:?}: the new password works: {body}");
         server.stop().await;
     }
 }
@@ -791,28 +519,13 @@ async fn password_uia_rejects_other_user() {
         server.register("bob").await;
         let path = "/_matrix/client/v3/account/password";
 
-        let (_, challenge) = alice
-            .post(path, json!({ "new_password": "new secret" }))
-            .await;
+        let (_, challenge) = alice.post(path, json!({ "new_password": "new secret" })).await;
         let auth = password_auth(&server.user_id("bob"), PASSWORD, &challenge["session"]);
-        let (status, body) = alice
-            .post(path, json!({ "new_password": "new secret", "auth": auth }))
-            .await;
-        assert_eq!(
-            status,
-            StatusCode::UNAUTHORIZED,
-            "{backend:?}: bob's password cannot authorize alice: {body}"
-        );
-        assert_eq!(
-            body["errcode"], "M_FORBIDDEN",
-            "{backend:?}: errcode: {body}"
-        );
+        let (status, body) = alice.post(path, json!({ "new_password": "new secret", "auth": auth })).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{backend:?}: bob's password cannot authorize alice: {body}");
+        assert_eq!(body["errcode"], "M_FORBIDDEN", "{backend:?}: errcode: {body}");
         let (status, body) = login(&server, "alice", PASSWORD).await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "{backend:?}: alice's password is unchanged: {body}"
-        );
+        assert_eq!(status, StatusCode::OK, "{backend:?}: alice's password is unchanged: {body}");
         server.stop().await;
     }
 }
@@ -828,50 +541,21 @@ async fn deactivate_with_uia() {
         let path = "/_matrix/client/v3/account/deactivate";
 
         let (status, challenge) = alice.post(path, json!({})).await;
-        assert_eq!(
-            status,
-            StatusCode::UNAUTHORIZED,
-            "{backend:?}: challenge: {challenge}"
-        );
-        assert!(
-            offers_flow(&challenge, &["m.login.password"]),
-            "{backend:?}: password flow: {challenge}"
-        );
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{backend:?}: challenge: {challenge}");
+        assert!(offers_flow(&challenge, &["m.login.password"]), "{backend:?}: password flow: {challenge}");
         let session = challenge["session"].clone();
 
-        let (status, body) = alice
-            .post(
-                path,
-                json!({ "auth": password_auth(&alice.user_id, "wrong", &session) }),
-            )
-            .await;
-        assert_eq!(
-            status,
-            StatusCode::UNAUTHORIZED,
-            "{backend:?}: wrong password: {body}"
-        );
-        assert_eq!(
-            body["errcode"], "M_FORBIDDEN",
-            "{backend:?}: errcode: {body}"
-        );
+        let (status, body) =
+            alice.post(path, json!({ "auth": password_auth(&alice.user_id, "wrong", &session) })).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{backend:?}: wrong password: {body}");
+        assert_eq!(body["errcode"], "M_FORBIDDEN", "{backend:?}: errcode: {body}");
         let (status, body) = whoami(&alice).await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "{backend:?}: a failed attempt leaves the account active: {body}"
-        );
+        assert_eq!(status, StatusCode::OK, "{backend:?}: a failed attempt leaves the account active: {body}");
 
-        let (status, body) = alice
-            .post(
-                path,
-                json!({ "auth": password_auth(&alice.user_id, PASSWORD, &session) }),
-            )
-            .await;
+        let (status, body) =
+            alice.post(path, json!({ "auth": password_auth(&alice.user_id, PASSWORD, &session) })).await;
         assert_eq!(status, StatusCode::OK, "{backend:?}: deactivated: {body}");
-        assert!(
-            body["id_server_unbind_result"].is_string(),
-            "{backend:?}: id_server_unbind_result: {body}"
-        );
+        assert!(body["id_server_unbind_result"].is_string(), "{backend:?}: id_server_unbind_result: {body}");
 
         let response = whoami(&alice).await;
         assert_error(&response, StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN");
@@ -879,25 +563,12 @@ async fn deactivate_with_uia() {
         let response = login(&server, "alice", PASSWORD).await;
         assert_error(&response, StatusCode::FORBIDDEN, "M_USER_DEACTIVATED");
 
-        let response = server
-            .client()
-            .get("/_matrix/client/v3/register/available?username=alice")
-            .await;
+        let response = server.client().get("/_matrix/client/v3/register/available?username=alice").await;
         assert_error(&response, StatusCode::BAD_REQUEST, "M_USER_IN_USE");
-        let response = bob
-            .get(&format!(
-                "/_matrix/client/v3/profile/{}",
-                encode(&alice.user_id)
-            ))
-            .await;
+        let response = bob.get(&format!("/_matrix/client/v3/profile/{}", encode(&alice.user_id))).await;
         assert_error(&response, StatusCode::NOT_FOUND, "M_NOT_FOUND");
 
-        let (status, members) = bob
-            .get(&format!(
-                "/_matrix/client/v3/rooms/{}/joined_members",
-                encode(&room)
-            ))
-            .await;
+        let (status, members) = bob.get(&format!("/_matrix/client/v3/rooms/{}/joined_members", encode(&room))).await;
         assert_eq!(status, StatusCode::OK, "{backend:?}: {members}");
         assert!(
             members["joined"].get(alice.user_id.as_str()).is_none(),

@@ -46,12 +46,8 @@ async fn connect(from: &Client, to: &Client) -> String {
 async fn joined_rooms(client: &Client) -> Vec<String> {
     let (status, body) = client.get("/_matrix/client/v3/joined_rooms").await;
     assert_eq!(status, StatusCode::OK, "joined_rooms: {body}");
-    let mut rooms: Vec<String> = body["joined_rooms"]
-        .as_array()
-        .expect("joined_rooms")
-        .iter()
-        .map(|r| r.as_str().unwrap().to_owned())
-        .collect();
+    let mut rooms: Vec<String> =
+        body["joined_rooms"].as_array().expect("joined_rooms").iter().map(|r| r.as_str().unwrap().to_owned()).collect();
     rooms.sort();
     rooms
 }
@@ -60,22 +56,14 @@ async fn send_message(client: &Client, room_id: &str, text: &str) -> (StatusCode
     let txn = lattice::rooms::random_localpart(16);
     client
         .put(
-            &format!(
-                "/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
-                encode(room_id)
-            ),
+            &format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", encode(room_id)),
             json!({ "msgtype": "m.text", "body": text }),
         )
         .await
 }
 
 async fn invite(client: &Client, room_id: &str, user_id: &str) -> (StatusCode, Value) {
-    client
-        .post(
-            &format!("/_matrix/client/v3/rooms/{}/invite", encode(room_id)),
-            json!({ "user_id": user_id }),
-        )
-        .await
+    client.post(&format!("/_matrix/client/v3/rooms/{}/invite", encode(room_id)), json!({ "user_id": user_id })).await
 }
 
 async fn pending(client: &Client) -> Value {
@@ -97,12 +85,8 @@ async fn connection_ids(client: &Client) -> Vec<String> {
 
 /// Counts the `m.room.message` events of `sender` visible to `viewer` in a room.
 async fn count_messages(viewer: &Client, room_id: &str, sender: &str) -> usize {
-    let (status, body) = viewer
-        .get(&format!(
-            "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=100",
-            encode(room_id)
-        ))
-        .await;
+    let (status, body) =
+        viewer.get(&format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=100", encode(room_id))).await;
     assert_eq!(status, StatusCode::OK, "messages: {body}");
     body["chunk"]
         .as_array()
@@ -124,25 +108,16 @@ async fn request_limits_messages_until_accepted() {
         let room = body["room_id"].as_str().unwrap().to_owned();
 
         let incoming = pending(&bob).await;
-        assert_eq!(
-            incoming["incoming"][0]["user_id"], alice.user_id,
-            "{backend:?}"
-        );
+        assert_eq!(incoming["incoming"][0]["user_id"], alice.user_id, "{backend:?}");
         assert_eq!(incoming["incoming"][0]["room_id"], room);
         let outgoing = pending(&alice).await;
         assert_eq!(outgoing["outgoing"][0]["user_id"], bob.user_id);
         assert_eq!(outgoing["incoming"], json!([]));
 
-        alice
-            .send_text(&room, "hello, we met at the conference")
-            .await;
+        alice.send_text(&room, "hello, we met at the conference").await;
         let second = send_message(&alice, &room, "are you there?").await;
         assert_error(&second, StatusCode::FORBIDDEN, "M_FORBIDDEN");
-        assert!(
-            second.1["error"].as_str().unwrap().contains("not accepted"),
-            "{}",
-            second.1
-        );
+        assert!(second.1["error"].as_str().unwrap().contains("not accepted"), "{}", second.1);
         assert_eq!(count_messages(&alice, &room, &alice.user_id).await, 1);
 
         bob.join(&room).await;
@@ -172,42 +147,19 @@ async fn invite_needs_connection() {
         let group = alice.create_room(json!({ "name": "project" })).await;
         let rejected = invite(&alice, &group, &bob.user_id).await;
         assert_error(&rejected, StatusCode::FORBIDDEN, "M_FORBIDDEN");
-        assert!(
-            rejected.1["error"]
-                .as_str()
-                .unwrap()
-                .contains("not one of your connections"),
-            "{}",
-            rejected.1
-        );
+        assert!(rejected.1["error"].as_str().unwrap().contains("not one of your connections"), "{}", rejected.1);
 
         let before = joined_rooms(&alice).await;
-        let group_create = alice
-            .post(
-                "/_matrix/client/v3/createRoom",
-                json!({ "invite": [bob.user_id, carol.user_id] }),
-            )
-            .await;
+        let group_create =
+            alice.post("/_matrix/client/v3/createRoom", json!({ "invite": [bob.user_id, carol.user_id] })).await;
         assert_error(&group_create, StatusCode::FORBIDDEN, "M_FORBIDDEN");
-        assert_eq!(
-            joined_rooms(&alice).await,
-            before,
-            "{backend:?}: a rejected createRoom left a room"
-        );
+        assert_eq!(joined_rooms(&alice).await, before, "{backend:?}: a rejected createRoom left a room");
         let sync = bob.sync("").await;
         let invites = sync["rooms"]["invite"].as_object();
-        assert!(
-            invites.is_none_or(|rooms| rooms.is_empty()),
-            "bob got an invite: {sync}"
-        );
+        assert!(invites.is_none_or(|rooms| rooms.is_empty()), "bob got an invite: {sync}");
 
         // A direct room without is_direct is not a connection request.
-        let not_direct = alice
-            .post(
-                "/_matrix/client/v3/createRoom",
-                json!({ "invite": [bob.user_id] }),
-            )
-            .await;
+        let not_direct = alice.post("/_matrix/client/v3/createRoom", json!({ "invite": [bob.user_id] })).await;
         assert_error(&not_direct, StatusCode::FORBIDDEN, "M_FORBIDDEN");
 
         connect(&alice, &bob).await;
@@ -232,46 +184,20 @@ async fn group_size_is_limited() {
 
         let before = joined_rooms(&alice).await;
         let too_many = alice
-            .post(
-                "/_matrix/client/v3/createRoom",
-                json!({ "invite": [bob.user_id, carol.user_id, dave.user_id] }),
-            )
+            .post("/_matrix/client/v3/createRoom", json!({ "invite": [bob.user_id, carol.user_id, dave.user_id] }))
             .await;
         assert_error(&too_many, StatusCode::FORBIDDEN, "M_FORBIDDEN");
-        assert!(
-            too_many.1["error"].as_str().unwrap().contains("at most 3"),
-            "{}",
-            too_many.1
-        );
-        assert_eq!(
-            joined_rooms(&alice).await,
-            before,
-            "{backend:?}: a rejected createRoom left a room"
-        );
+        assert!(too_many.1["error"].as_str().unwrap().contains("at most 3"), "{}", too_many.1);
+        assert_eq!(joined_rooms(&alice).await, before, "{backend:?}: a rejected createRoom left a room");
 
-        let group = alice
-            .create_room(json!({ "preset": "public_chat", "invite": [bob.user_id, carol.user_id] }))
-            .await;
+        let group = alice.create_room(json!({ "preset": "public_chat", "invite": [bob.user_id, carol.user_id] })).await;
         let over = invite(&alice, &group, &dave.user_id).await;
         assert_error(&over, StatusCode::FORBIDDEN, "M_FORBIDDEN");
-        assert!(
-            over.1["error"].as_str().unwrap().contains("at most 3"),
-            "{}",
-            over.1
-        );
+        assert!(over.1["error"].as_str().unwrap().contains("at most 3"), "{}", over.1);
 
-        let join = eve
-            .post(
-                &format!("/_matrix/client/v3/join/{}", encode(&group)),
-                json!({}),
-            )
-            .await;
+        let join = eve.post(&format!("/_matrix/client/v3/join/{}", encode(&group)), json!({})).await;
         assert_error(&join, StatusCode::FORBIDDEN, "M_FORBIDDEN");
-        assert!(
-            join.1["error"].as_str().unwrap().contains("at most 3"),
-            "{}",
-            join.1
-        );
+        assert!(join.1["error"].as_str().unwrap().contains("at most 3"), "{}", join.1);
         assert!(!joined_rooms(&eve).await.contains(&group));
 
         // An invited member joining does not grow the group.
@@ -288,28 +214,16 @@ async fn note_longer_than_300_rejected() {
         let bob = server.register("bob").await;
 
         let before = joined_rooms(&alice).await;
-        let long = alice
-            .post(
-                &format!("{PREFIX}/requests"),
-                json!({ "user_id": bob.user_id, "note": "a".repeat(301) }),
-            )
-            .await;
+        let long =
+            alice.post(&format!("{PREFIX}/requests"), json!({ "user_id": bob.user_id, "note": "a".repeat(301) })).await;
         assert_error(&long, StatusCode::BAD_REQUEST, "M_BAD_JSON");
-        assert!(
-            long.1["error"].as_str().unwrap().starts_with("note "),
-            "{}",
-            long.1
-        );
+        assert!(long.1["error"].as_str().unwrap().starts_with("note "), "{}", long.1);
         assert_eq!(joined_rooms(&alice).await, before, "{backend:?}");
         assert_eq!(pending(&bob).await["incoming"], json!([]));
 
         let note = "é".repeat(300);
-        let (status, body) = alice
-            .post(
-                &format!("{PREFIX}/requests"),
-                json!({ "user_id": bob.user_id, "note": note }),
-            )
-            .await;
+        let (status, body) =
+            alice.post(&format!("{PREFIX}/requests"), json!({ "user_id": bob.user_id, "note": note })).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(pending(&bob).await["incoming"][0]["note"], note);
         server.stop().await;
@@ -330,32 +244,15 @@ async fn one_pending_request_per_pair() {
 
         let again = create_dm(&alice, &bob).await;
         assert_error(&again, StatusCode::FORBIDDEN, "M_FORBIDDEN");
-        assert!(
-            again.1["error"]
-                .as_str()
-                .unwrap()
-                .contains("pending connection request"),
-            "{}",
-            again.1
-        );
+        assert!(again.1["error"].as_str().unwrap().contains("pending connection request"), "{}", again.1);
 
         let reverse = create_dm(&bob, &alice).await;
         assert_error(&reverse, StatusCode::FORBIDDEN, "M_FORBIDDEN");
-        assert!(
-            reverse.1["error"]
-                .as_str()
-                .unwrap()
-                .contains("accept it instead"),
-            "{}",
-            reverse.1
-        );
+        assert!(reverse.1["error"].as_str().unwrap().contains("accept it instead"), "{}", reverse.1);
 
         assert_eq!(joined_rooms(&alice).await, alice_rooms, "{backend:?}");
         assert_eq!(joined_rooms(&bob).await, bob_rooms);
-        assert_eq!(
-            pending(&alice).await["outgoing"].as_array().unwrap().len(),
-            1
-        );
+        assert_eq!(pending(&alice).await["outgoing"].as_array().unwrap().len(), 1);
         server.stop().await;
     }
 }
@@ -370,66 +267,31 @@ async fn left_requester_withdraws_request() {
         let (_, body) = create_dm(&alice, &bob).await;
         let room = body["room_id"].as_str().unwrap().to_owned();
         let before = bob.sync("").await;
-        assert!(
-            before["rooms"]["invite"][&room].is_object(),
-            "{backend:?}: invite not listed: {before}"
-        );
+        assert!(before["rooms"]["invite"][&room].is_object(), "{backend:?}: invite not listed: {before}");
         let since = before["next_batch"].as_str().unwrap().to_owned();
-        let (status, body) = alice
-            .post(
-                &format!("/_matrix/client/v3/rooms/{}/leave", encode(&room)),
-                json!({}),
-            )
-            .await;
+        let (status, body) = alice.post(&format!("/_matrix/client/v3/rooms/{}/leave", encode(&room)), json!({})).await;
         assert_eq!(status, StatusCode::OK, "{body}");
 
         // The invite is retracted: bob's next sync moves the room from invite to leave.
         let after = bob.sync(&format!("since={since}&timeout=0")).await;
-        assert_eq!(
-            after["rooms"]["invite"][&room],
-            Value::Null,
-            "{backend:?}: invite still listed: {after}"
-        );
-        assert!(
-            after["rooms"]["leave"][&room].is_object(),
-            "{backend:?}: room not under leave: {after}"
-        );
-        let leave_events = after["rooms"]["leave"][&room]["timeline"]["events"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+        assert_eq!(after["rooms"]["invite"][&room], Value::Null, "{backend:?}: invite still listed: {after}");
+        assert!(after["rooms"]["leave"][&room].is_object(), "{backend:?}: room not under leave: {after}");
+        let leave_events = after["rooms"]["leave"][&room]["timeline"]["events"].as_array().cloned().unwrap_or_default();
         let own_leave = leave_events
             .iter()
             .find(|e| e["type"] == "m.room.member" && e["state_key"] == bob.user_id)
-            .unwrap_or_else(|| {
-                panic!("{backend:?}: bob's leave event missing from the leave timeline: {after}")
-            });
+            .unwrap_or_else(|| panic!("{backend:?}: bob's leave event missing from the leave timeline: {after}"));
         assert_eq!(own_leave["content"]["membership"], "leave", "{backend:?}");
         assert!(
-            own_leave["content"]["reason"]
-                .as_str()
-                .is_some_and(|r| r.contains("withdrew")),
+            own_leave["content"]["reason"].as_str().is_some_and(|r| r.contains("withdrew")),
             "{backend:?}: the leave event carries no withdrawal reason: {own_leave}"
         );
         let initial = bob.sync("").await;
-        assert_eq!(
-            initial["rooms"]["invite"][&room],
-            Value::Null,
-            "{backend:?}: invite in initial sync: {initial}"
-        );
+        assert_eq!(initial["rooms"]["invite"][&room], Value::Null, "{backend:?}: invite in initial sync: {initial}");
 
-        let join = bob
-            .post(
-                &format!("/_matrix/client/v3/join/{}", encode(&room)),
-                json!({}),
-            )
-            .await;
+        let join = bob.post(&format!("/_matrix/client/v3/join/{}", encode(&room)), json!({})).await;
         assert_error(&join, StatusCode::FORBIDDEN, "M_FORBIDDEN");
-        assert!(
-            join.1["error"].as_str().unwrap().contains("withdrew"),
-            "{}",
-            join.1
-        );
+        assert!(join.1["error"].as_str().unwrap().contains("withdrew"), "{}", join.1);
         assert!(!joined_rooms(&bob).await.contains(&room), "{backend:?}");
         assert_eq!(pending(&bob).await["incoming"], json!([]));
         assert!(connection_ids(&bob).await.is_empty());
@@ -450,136 +312,62 @@ async fn request_endpoints_round_trip() {
         let carol = server.register("carol").await;
 
         // Send and accept.
-        let (status, sent) = alice
-            .post(
-                &format!("{PREFIX}/requests"),
-                json!({ "user_id": bob.user_id, "note": "hello bob" }),
-            )
-            .await;
+        let (status, sent) =
+            alice.post(&format!("{PREFIX}/requests"), json!({ "user_id": bob.user_id, "note": "hello bob" })).await;
         assert_eq!(status, StatusCode::OK, "{sent}");
         let room = sent["room_id"].as_str().unwrap().to_owned();
         let incoming = pending(&bob).await;
         assert_eq!(incoming["incoming"][0]["note"], "hello bob", "{backend:?}");
-        assert_eq!(
-            incoming["incoming"][0]["requested_ts"]
-                .as_i64()
-                .map(|ts| ts > 0),
-            Some(true)
-        );
+        assert_eq!(incoming["incoming"][0]["requested_ts"].as_i64().map(|ts| ts > 0), Some(true));
 
-        let not_mine = alice
-            .post(
-                &format!("{PREFIX}/requests/{}/accept", encode(&room)),
-                json!({}),
-            )
-            .await;
+        let not_mine = alice.post(&format!("{PREFIX}/requests/{}/accept", encode(&room)), json!({})).await;
         assert_error(&not_mine, StatusCode::NOT_FOUND, "M_NOT_FOUND");
-        let (status, body) = bob
-            .post(
-                &format!("{PREFIX}/requests/{}/accept", encode(&room)),
-                json!({}),
-            )
-            .await;
+        let (status, body) = bob.post(&format!("{PREFIX}/requests/{}/accept", encode(&room)), json!({})).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["room_id"], room);
         assert_eq!(connection_ids(&alice).await, vec![bob.user_id.clone()]);
 
-        let again = alice
-            .post(
-                &format!("{PREFIX}/requests"),
-                json!({ "user_id": bob.user_id }),
-            )
-            .await;
+        let again = alice.post(&format!("{PREFIX}/requests"), json!({ "user_id": bob.user_id })).await;
         assert_error(&again, StatusCode::FORBIDDEN, "M_FORBIDDEN");
 
         // Remove: both sides lose the connection, the room's history stays.
         let (status, body) = bob
-            .request(
-                reqwest::Method::DELETE,
-                &format!("{PREFIX}/connections/{}", encode(&alice.user_id)),
-                None,
-            )
+            .request(reqwest::Method::DELETE, &format!("{PREFIX}/connections/{}", encode(&alice.user_id)), None)
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert!(connection_ids(&alice).await.is_empty());
         assert!(connection_ids(&bob).await.is_empty());
         assert!(joined_rooms(&alice).await.contains(&room));
         let removed_again = bob
-            .request(
-                reqwest::Method::DELETE,
-                &format!("{PREFIX}/connections/{}", encode(&alice.user_id)),
-                None,
-            )
+            .request(reqwest::Method::DELETE, &format!("{PREFIX}/connections/{}", encode(&alice.user_id)), None)
             .await;
         assert_error(&removed_again, StatusCode::NOT_FOUND, "M_NOT_FOUND");
 
         // Decline.
-        let (_, sent) = carol
-            .post(
-                &format!("{PREFIX}/requests"),
-                json!({ "user_id": alice.user_id }),
-            )
-            .await;
+        let (_, sent) = carol.post(&format!("{PREFIX}/requests"), json!({ "user_id": alice.user_id })).await;
         let declined_room = sent["room_id"].as_str().unwrap().to_owned();
-        let (status, body) = alice
-            .post(
-                &format!("{PREFIX}/requests/{}/decline", encode(&declined_room)),
-                json!({}),
-            )
-            .await;
+        let (status, body) =
+            alice.post(&format!("{PREFIX}/requests/{}/decline", encode(&declined_room)), json!({})).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(pending(&carol).await["outgoing"], json!([]));
-        let late = alice
-            .post(
-                &format!("{PREFIX}/requests/{}/accept", encode(&declined_room)),
-                json!({}),
-            )
-            .await;
+        let late = alice.post(&format!("{PREFIX}/requests/{}/accept", encode(&declined_room)), json!({})).await;
         assert_error(&late, StatusCode::NOT_FOUND, "M_NOT_FOUND");
 
         // Withdraw: the invite disappears for the invitee and cannot be accepted.
-        let (_, sent) = alice
-            .post(
-                &format!("{PREFIX}/requests"),
-                json!({ "user_id": carol.user_id }),
-            )
-            .await;
+        let (_, sent) = alice.post(&format!("{PREFIX}/requests"), json!({ "user_id": carol.user_id })).await;
         let withdrawn_room = sent["room_id"].as_str().unwrap().to_owned();
-        let (status, body) = alice
-            .post(
-                &format!("{PREFIX}/requests/{}/withdraw", encode(&withdrawn_room)),
-                json!({}),
-            )
-            .await;
+        let (status, body) =
+            alice.post(&format!("{PREFIX}/requests/{}/withdraw", encode(&withdrawn_room)), json!({})).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(pending(&carol).await["incoming"], json!([]));
         let sync = carol.sync("").await;
-        assert_eq!(
-            sync["rooms"]["invite"][&withdrawn_room],
-            Value::Null,
-            "invite still listed: {sync}"
-        );
-        let accept = carol
-            .post(
-                &format!("{PREFIX}/requests/{}/accept", encode(&withdrawn_room)),
-                json!({}),
-            )
-            .await;
+        assert_eq!(sync["rooms"]["invite"][&withdrawn_room], Value::Null, "invite still listed: {sync}");
+        let accept = carol.post(&format!("{PREFIX}/requests/{}/accept", encode(&withdrawn_room)), json!({})).await;
         assert_error(&accept, StatusCode::FORBIDDEN, "M_FORBIDDEN");
 
-        let own = alice
-            .post(
-                &format!("{PREFIX}/requests"),
-                json!({ "user_id": alice.user_id }),
-            )
-            .await;
+        let own = alice.post(&format!("{PREFIX}/requests"), json!({ "user_id": alice.user_id })).await;
         assert_error(&own, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
-        let bad_user = alice
-            .post(
-                &format!("{PREFIX}/requests"),
-                json!({ "user_id": "not a user" }),
-            )
-            .await;
+        let bad_user = alice.post(&format!("{PREFIX}/requests"), json!({ "user_id": "not a user" })).await;
         assert_error(&bad_user, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
         let anonymous = server.client().get(&format!("{PREFIX}/connections")).await;
         assert_error(&anonymous, StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN");
@@ -601,9 +389,7 @@ async fn degree_counts_mutual_connections() {
         let degree = |user: String| {
             let alice = alice.clone();
             async move {
-                let (status, body) = alice
-                    .get(&format!("{PREFIX}/degree/{}", encode(&user)))
-                    .await;
+                let (status, body) = alice.get(&format!("{PREFIX}/degree/{}", encode(&user))).await;
                 assert_eq!(status, StatusCode::OK, "{body}");
                 body
             }
@@ -617,9 +403,7 @@ async fn degree_counts_mutual_connections() {
         assert_eq!(third["degree"], 3, "{third}");
         assert_eq!(third["mutual_connections"], json!([]));
 
-        let own = alice
-            .get(&format!("{PREFIX}/degree/{}", encode(&alice.user_id)))
-            .await;
+        let own = alice.get(&format!("{PREFIX}/degree/{}", encode(&alice.user_id))).await;
         assert_error(&own, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
         server.stop().await;
     }
@@ -631,14 +415,10 @@ async fn directory_lists_connections_first() {
         let server = start(&backend, |c| c.directory.search_all_users = true).await;
         let alice = server.register("alice").await;
         let mut members = Vec::new();
-        for localpart in [
-            "member-a", "member-b", "member-c", "member-d", "member-e", "member-f",
-        ] {
+        for localpart in ["member-a", "member-b", "member-c", "member-d", "member-e", "member-f"] {
             members.push(server.register(localpart).await);
         }
-        let [a, b, c, d, e, f] = &members[..] else {
-            unreachable!()
-        };
+        let [a, b, c, d, e, f] = &members[..] else { unreachable!() };
         // b and d are alice's connections; c and e are connections of theirs; a and f are strangers.
         connect(&alice, b).await;
         connect(d, &alice).await;
@@ -662,18 +442,10 @@ async fn directory_lists_connections_first() {
             }
         };
         let ids = |body: &Value| -> Vec<String> {
-            body["results"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| r["user_id"].as_str().unwrap().to_owned())
-                .collect()
+            body["results"].as_array().unwrap().iter().map(|r| r["user_id"].as_str().unwrap().to_owned()).collect()
         };
         let all = search(10).await;
-        let expected: Vec<String> = [b, d, c, e, a, f]
-            .iter()
-            .map(|u| u.user_id.clone())
-            .collect();
+        let expected: Vec<String> = [b, d, c, e, a, f].iter().map(|u| u.user_id.clone()).collect();
         assert_eq!(ids(&all), expected, "{backend:?}: {all}");
         assert_eq!(all["limited"], false);
 
@@ -733,17 +505,8 @@ async fn weekly_request_limit_applies() {
         assert_eq!(joined_rooms(&alice).await, before);
         assert_eq!(pending(&dave).await["incoming"], json!([]));
 
-        let over_endpoint = alice
-            .post(
-                &format!("{PREFIX}/requests"),
-                json!({ "user_id": dave.user_id }),
-            )
-            .await;
-        assert_error(
-            &over_endpoint,
-            StatusCode::FORBIDDEN,
-            "DEV.LATTICE.LIMIT_EXCEEDED",
-        );
+        let over_endpoint = alice.post(&format!("{PREFIX}/requests"), json!({ "user_id": dave.user_id })).await;
+        assert_error(&over_endpoint, StatusCode::FORBIDDEN, "DEV.LATTICE.LIMIT_EXCEEDED");
         server.stop().await;
     }
 }
@@ -760,83 +523,41 @@ async fn metrics_match_scripted_history() {
         let started = lattice::storage::now_ms();
 
         // Alice's requests: bob accepts, carol declines, dave does not reply.
-        let (_, sent) = alice
-            .post(
-                &format!("{PREFIX}/requests"),
-                json!({ "user_id": bob.user_id }),
-            )
-            .await;
+        let (_, sent) = alice.post(&format!("{PREFIX}/requests"), json!({ "user_id": bob.user_id })).await;
         let bob_room = sent["room_id"].as_str().unwrap().to_owned();
         alice.send_text(&bob_room, "hello bob").await;
         bob.join(&bob_room).await;
         bob.send_text(&bob_room, "hi alice").await;
 
-        let (_, sent) = alice
-            .post(
-                &format!("{PREFIX}/requests"),
-                json!({ "user_id": carol.user_id }),
-            )
-            .await;
+        let (_, sent) = alice.post(&format!("{PREFIX}/requests"), json!({ "user_id": carol.user_id })).await;
         let carol_room = sent["room_id"].as_str().unwrap().to_owned();
-        carol
-            .post(
-                &format!("{PREFIX}/requests/{}/decline", encode(&carol_room)),
-                json!({}),
-            )
-            .await;
-        let (status, body) = alice
-            .post(
-                &format!("{PREFIX}/requests"),
-                json!({ "user_id": dave.user_id }),
-            )
-            .await;
+        carol.post(&format!("{PREFIX}/requests/{}/decline", encode(&carol_room)), json!({})).await;
+        let (status, body) = alice.post(&format!("{PREFIX}/requests"), json!({ "user_id": dave.user_id })).await;
         assert_eq!(status, StatusCode::OK, "{body}");
 
         // Frank's request to alice, accepted and replied to by alice.
-        let (_, sent) = frank
-            .post(
-                &format!("{PREFIX}/requests"),
-                json!({ "user_id": alice.user_id }),
-            )
-            .await;
+        let (_, sent) = frank.post(&format!("{PREFIX}/requests"), json!({ "user_id": alice.user_id })).await;
         let frank_room = sent["room_id"].as_str().unwrap().to_owned();
         frank.send_text(&frank_room, "hello alice").await;
-        alice
-            .post(
-                &format!("{PREFIX}/requests/{}/accept", encode(&frank_room)),
-                json!({}),
-            )
-            .await;
+        alice.post(&format!("{PREFIX}/requests/{}/accept", encode(&frank_room)), json!({})).await;
         alice.send_text(&frank_room, "hello frank").await;
         let finished = lattice::storage::now_ms();
 
-        let (status, metrics) = alice
-            .get(&format!(
-                "{PREFIX}/metrics?from={started}&to={}",
-                finished + 1
-            ))
-            .await;
+        let (status, metrics) = alice.get(&format!("{PREFIX}/metrics?from={started}&to={}", finished + 1)).await;
         assert_eq!(status, StatusCode::OK, "{metrics}");
         assert_eq!(metrics["requests_sent"], 3, "{backend:?}: {metrics}");
         assert_eq!(metrics["requests_accepted"], 1);
         assert_eq!(metrics["requests_declined"], 1);
         assert_eq!(metrics["requests_pending"], 1);
         assert_eq!(metrics["requests_withdrawn"], 0);
-        let rate = metrics["acceptance_rate"]
-            .as_f64()
-            .expect("acceptance_rate");
+        let rate = metrics["acceptance_rate"].as_f64().expect("acceptance_rate");
         assert!((rate - 1.0 / 3.0).abs() < 1e-9, "acceptance_rate {rate}");
         assert_eq!(metrics["conversations_started"], 1);
         assert_eq!(metrics["conversations_received"], 1);
         assert_eq!(metrics["answered_within_24h"], 1.0);
         assert_eq!(metrics["answered_within_7d"], 1.0);
-        let median = metrics["median_first_reply_ms"]
-            .as_i64()
-            .expect("median_first_reply_ms");
-        assert!(
-            (0..=finished - started).contains(&median),
-            "median {median}"
-        );
+        let median = metrics["median_first_reply_ms"].as_i64().expect("median_first_reply_ms");
+        assert!((0..=finished - started).contains(&median), "median {median}");
 
         let (_, bob_metrics) = bob.get(&format!("{PREFIX}/metrics")).await;
         assert_eq!(bob_metrics["requests_sent"], 0, "{bob_metrics}");
@@ -845,12 +566,7 @@ async fn metrics_match_scripted_history() {
         assert_eq!(bob_metrics["answered_within_24h"], 1.0);
 
         let later = finished + DAY_MS;
-        let (_, empty) = alice
-            .get(&format!(
-                "{PREFIX}/metrics?from={later}&to={}",
-                later + DAY_MS
-            ))
-            .await;
+        let (_, empty) = alice.get(&format!("{PREFIX}/metrics?from={later}&to={}", later + DAY_MS)).await;
         assert_eq!(empty["requests_sent"], 0, "{empty}");
         assert_eq!(empty["conversations_received"], 0);
         assert_eq!(empty["median_first_reply_ms"], Value::Null);
@@ -901,9 +617,7 @@ async fn index_rebuilt_at_startup() {
 
         // Empty the index and ask for a rebuild, as after upgrading a database
         // that held rooms before the index existed.
-        let db = lattice::storage::Db::open(&database_url, 1)
-            .await
-            .expect("open the database");
+        let db = lattice::storage::Db::open(&database_url, 1).await.expect("open the database");
         sqlx::raw_sql("DELETE FROM connection_rooms; INSERT INTO connection_index_rebuild (requested_ts) VALUES (0)")
             .execute(&db.pool)
             .await
@@ -921,15 +635,9 @@ async fn index_rebuilt_at_startup() {
         carol.base = server.base.clone();
         let (status, list) = alice.get(&format!("{PREFIX}/connections")).await;
         assert_eq!(status, StatusCode::OK, "{list}");
-        assert_eq!(
-            list["connections"][0]["user_id"], bob.user_id,
-            "{backend:?}: {list}"
-        );
+        assert_eq!(list["connections"][0]["user_id"], bob.user_id, "{backend:?}: {list}");
         assert_eq!(list["connections"][0]["room_id"], room);
-        assert_eq!(
-            pending(&carol).await["incoming"][0]["user_id"],
-            alice.user_id
-        );
+        assert_eq!(pending(&carol).await["incoming"][0]["user_id"], alice.user_id);
         server.stop().await;
     }
 }

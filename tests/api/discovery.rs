@@ -13,18 +13,9 @@ async fn versions_lists_v1_16() {
         assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
 
         let versions = body["versions"].as_array().expect("versions is an array");
-        assert!(
-            versions.iter().any(|v| v == "v1.16"),
-            "{backend:?}: v1.16 missing from {body}"
-        );
-        assert!(
-            versions.iter().all(Value::is_string),
-            "{backend:?}: every version is a string: {body}"
-        );
-        assert!(
-            body["unstable_features"].is_object(),
-            "{backend:?}: unstable_features is an object: {body}"
-        );
+        assert!(versions.iter().any(|v| v == "v1.16"), "{backend:?}: v1.16 missing from {body}");
+        assert!(versions.iter().all(Value::is_string), "{backend:?}: every version is a string: {body}");
+        assert!(body["unstable_features"].is_object(), "{backend:?}: unstable_features is an object: {body}");
         server.stop().await;
     }
 }
@@ -52,13 +43,8 @@ async fn well_known_client_default_base_url() {
         let server = TestServer::start(&backend).await;
         let (status, body) = server.client().get("/.well-known/matrix/client").await;
         assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
-        let base_url = body["m.homeserver"]["base_url"]
-            .as_str()
-            .expect("base_url is a string");
-        assert!(
-            url::Url::parse(base_url).is_ok(),
-            "{backend:?}: base_url {base_url:?} is a URL"
-        );
+        let base_url = body["m.homeserver"]["base_url"].as_str().expect("base_url is a string");
+        assert!(url::Url::parse(base_url).is_ok(), "{backend:?}: base_url {base_url:?} is a URL");
         server.stop().await;
     }
 }
@@ -82,10 +68,7 @@ async fn well_known_server_when_configured() {
         .await;
         let (status, body) = server.client().get("/.well-known/matrix/server").await;
         assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
-        assert_eq!(
-            body["m.server"], "matrix.example.org:443",
-            "{backend:?}: m.server is the configured value"
-        );
+        assert_eq!(body["m.server"], "matrix.example.org:443", "{backend:?}: m.server is the configured value");
         server.stop().await;
     }
 }
@@ -100,24 +83,13 @@ async fn capabilities_room_versions_and_password() {
 
         let capabilities = &body["capabilities"];
         let versions = &capabilities["m.room_versions"];
-        assert_eq!(
-            versions["default"], "12",
-            "{backend:?}: default room version"
-        );
-        assert_eq!(
-            versions["available"]["12"], "stable",
-            "{backend:?}: room version 12 is stable: {body}"
-        );
+        assert_eq!(versions["default"], "12", "{backend:?}: default room version");
+        assert_eq!(versions["available"]["12"], "stable", "{backend:?}: room version 12 is stable: {body}");
         assert!(
-            versions["available"]
-                .as_object()
-                .is_some_and(|a| a.values().all(|s| s == "stable" || s == "unstable")),
+            versions["available"].as_object().is_some_and(|a| a.values().all(|s| s == "stable" || s == "unstable")),
             "{backend:?}: every available version is stable or unstable: {body}"
         );
-        assert_eq!(
-            capabilities["m.change_password"]["enabled"], true,
-            "{backend:?}: password change enabled"
-        );
+        assert_eq!(capabilities["m.change_password"]["enabled"], true, "{backend:?}: password change enabled");
         server.stop().await;
     }
 }

@@ -16,40 +16,17 @@ fn next_batch(sync: &Value) -> String {
 
 /// Finds the ephemeral event of `kind` in a room's sync section.
 fn ephemeral(sync: &Value, room_id: &str, kind: &str) -> Option<Value> {
-    sync["rooms"]["join"][room_id]["ephemeral"]["events"]
-        .as_array()?
-        .iter()
-        .find(|e| e["type"] == kind)
-        .cloned()
+    sync["rooms"]["join"][room_id]["ephemeral"]["events"].as_array()?.iter().find(|e| e["type"] == kind).cloned()
 }
 
-async fn set_typing(
-    client: &Client,
-    room_id: &str,
-    user_id: &str,
-    typing: bool,
-) -> (StatusCode, Value) {
+async fn set_typing(client: &Client, room_id: &str, user_id: &str, typing: bool) -> (StatusCode, Value) {
     client
-        .put(
-            &room_path(room_id, &format!("typing/{}", encode(user_id))),
-            json!({ "typing": typing, "timeout": 20000 }),
-        )
+        .put(&room_path(room_id, &format!("typing/{}", encode(user_id))), json!({ "typing": typing, "timeout": 20000 }))
         .await
 }
 
-async fn post_receipt(
-    client: &Client,
-    room_id: &str,
-    kind: &str,
-    event_id: &str,
-    body: Value,
-) -> (StatusCode, Value) {
-    client
-        .post(
-            &room_path(room_id, &format!("receipt/{kind}/{}", encode(event_id))),
-            body,
-        )
-        .await
+async fn post_receipt(client: &Client, room_id: &str, kind: &str, event_id: &str, body: Value) -> (StatusCode, Value) {
+    client.post(&room_path(room_id, &format!("receipt/{kind}/{}", encode(event_id))), body).await
 }
 
 #[tokio::test]
@@ -66,23 +43,13 @@ async fn typing_on_and_off() {
         assert_eq!(status, StatusCode::OK, "{backend:?}: start typing: {body}");
         let sync = bob.sync(&format!("since={}", encode(&since))).await;
         let typing = ephemeral(&sync, &room, "m.typing").expect("m.typing in bob's sync");
-        assert_eq!(
-            typing["content"]["user_ids"],
-            json!([alice.user_id]),
-            "{backend:?}: alice is typing"
-        );
+        assert_eq!(typing["content"]["user_ids"], json!([alice.user_id]), "{backend:?}: alice is typing");
 
         let (status, body) = set_typing(&alice, &room, &alice.user_id, false).await;
         assert_eq!(status, StatusCode::OK, "{backend:?}: stop typing: {body}");
-        let sync = bob
-            .sync(&format!("since={}", encode(&next_batch(&sync))))
-            .await;
+        let sync = bob.sync(&format!("since={}", encode(&next_batch(&sync)))).await;
         let typing = ephemeral(&sync, &room, "m.typing").expect("m.typing after stopping");
-        assert_eq!(
-            typing["content"]["user_ids"],
-            json!([]),
-            "{backend:?}: nobody is typing"
-        );
+        assert_eq!(typing["content"]["user_ids"], json!([]), "{backend:?}: nobody is typing");
 
         let other = set_typing(&bob, &room, &alice.user_id, true).await;
         assert_error(&other, StatusCode::FORBIDDEN, "M_FORBIDDEN");
@@ -106,25 +73,14 @@ async fn public_and_private_receipts() {
         let second = alice.send_text(&room, "second").await;
 
         let (status, body) = post_receipt(&bob, &room, "m.read", &first, json!({})).await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "{backend:?}: public receipt: {body}"
-        );
+        assert_eq!(status, StatusCode::OK, "{backend:?}: public receipt: {body}");
         let (status, body) = post_receipt(&bob, &room, "m.read.private", &second, json!({})).await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "{backend:?}: private receipt: {body}"
-        );
+        assert_eq!(status, StatusCode::OK, "{backend:?}: private receipt: {body}");
 
         let alice_sync = alice.sync("").await;
         let receipts = ephemeral(&alice_sync, &room, "m.receipt").expect("m.receipt for alice");
         let public = &receipts["content"][&first]["m.read"][&bob.user_id];
-        assert!(
-            public["ts"].is_u64(),
-            "{backend:?}: bob's public receipt reaches alice: {receipts}"
-        );
+        assert!(public["ts"].is_u64(), "{backend:?}: bob's public receipt reaches alice: {receipts}");
         assert!(
             receipts["content"].get(&second).is_none(),
             "{backend:?}: bob's private receipt stays hidden from alice: {receipts}"
@@ -142,12 +98,7 @@ async fn public_and_private_receipts() {
         );
 
         let unknown_type = post_receipt(&bob, &room, "m.seen", &first, json!({})).await;
-        assert_eq!(
-            unknown_type.0,
-            StatusCode::BAD_REQUEST,
-            "{backend:?}: unknown receipt type: {}",
-            unknown_type.1
-        );
+        assert_eq!(unknown_type.0, StatusCode::BAD_REQUEST, "{backend:?}: unknown receipt type: {}", unknown_type.1);
         server.stop().await;
     }
 }
@@ -166,19 +117,10 @@ async fn incremental_receipts() {
         let (status, body) = post_receipt(&bob, &room, "m.read", &event, json!({})).await;
         assert_eq!(status, StatusCode::OK, "{backend:?}: receipt: {body}");
         let sync = alice.sync(&format!("since={}", encode(&since))).await;
-        let receipts =
-            ephemeral(&sync, &room, "m.receipt").expect("new receipt in the incremental sync");
-        assert!(
-            receipts["content"][&event]["m.read"][&bob.user_id].is_object(),
-            "{backend:?}: {receipts}"
-        );
-        let timeline = sync["rooms"]["join"][&room]["timeline"]["events"]
-            .as_array()
-            .expect("timeline");
-        assert!(
-            timeline.is_empty(),
-            "{backend:?}: a receipt adds no timeline events"
-        );
+        let receipts = ephemeral(&sync, &room, "m.receipt").expect("new receipt in the incremental sync");
+        assert!(receipts["content"][&event]["m.read"][&bob.user_id].is_object(), "{backend:?}: {receipts}");
+        let timeline = sync["rooms"]["join"][&room]["timeline"]["events"].as_array().expect("timeline");
+        assert!(timeline.is_empty(), "{backend:?}: a receipt adds no timeline events");
         server.stop().await;
     }
 }
@@ -205,20 +147,10 @@ async fn threaded_receipts() {
         assert_eq!(status, StatusCode::OK, "{backend:?}: thread reply: {reply}");
         let reply = reply["event_id"].as_str().expect("event_id").to_owned();
 
-        let (status, body) =
-            post_receipt(&bob, &room, "m.read", &reply, json!({ "thread_id": root })).await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "{backend:?}: threaded receipt: {body}"
-        );
-        let (status, body) =
-            post_receipt(&bob, &room, "m.read", &root, json!({ "thread_id": "main" })).await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "{backend:?}: main timeline receipt: {body}"
-        );
+        let (status, body) = post_receipt(&bob, &room, "m.read", &reply, json!({ "thread_id": root })).await;
+        assert_eq!(status, StatusCode::OK, "{backend:?}: threaded receipt: {body}");
+        let (status, body) = post_receipt(&bob, &room, "m.read", &root, json!({ "thread_id": "main" })).await;
+        assert_eq!(status, StatusCode::OK, "{backend:?}: main timeline receipt: {body}");
 
         let sync = alice.sync("").await;
         let receipts = ephemeral(&sync, &room, "m.receipt").expect("m.receipt");
@@ -248,26 +180,15 @@ async fn read_markers() {
         let older = alice.send_text(&room, "older").await;
         let newer = alice.send_text(&room, "newer").await;
 
-        let (status, body) = bob
-            .post(
-                &room_path(&room, "read_markers"),
-                json!({ "m.fully_read": older, "m.read": newer }),
-            )
-            .await;
+        let (status, body) =
+            bob.post(&room_path(&room, "read_markers"), json!({ "m.fully_read": older, "m.read": newer })).await;
         assert_eq!(status, StatusCode::OK, "{backend:?}: read_markers: {body}");
 
         let bob_sync = bob.sync("").await;
-        let account_data = bob_sync["rooms"]["join"][&room]["account_data"]["events"]
-            .as_array()
-            .expect("room account data");
-        let fully_read = account_data
-            .iter()
-            .find(|e| e["type"] == "m.fully_read")
-            .expect("m.fully_read account data");
-        assert_eq!(
-            fully_read["content"]["event_id"], older,
-            "{backend:?}: fully read marker"
-        );
+        let account_data =
+            bob_sync["rooms"]["join"][&room]["account_data"]["events"].as_array().expect("room account data");
+        let fully_read = account_data.iter().find(|e| e["type"] == "m.fully_read").expect("m.fully_read account data");
+        assert_eq!(fully_read["content"]["event_id"], older, "{backend:?}: fully read marker");
 
         let (status, stored) = bob
             .get(&format!(
@@ -276,30 +197,17 @@ async fn read_markers() {
                 encode(&room)
             ))
             .await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "{backend:?}: account data endpoint: {stored}"
-        );
-        assert_eq!(
-            stored["event_id"], older,
-            "{backend:?}: fully read marker through account data"
-        );
+        assert_eq!(status, StatusCode::OK, "{backend:?}: account data endpoint: {stored}");
+        assert_eq!(stored["event_id"], older, "{backend:?}: fully read marker through account data");
 
         let alice_sync = alice.sync("").await;
-        let receipts =
-            ephemeral(&alice_sync, &room, "m.receipt").expect("m.receipt from read_markers");
+        let receipts = ephemeral(&alice_sync, &room, "m.receipt").expect("m.receipt from read_markers");
         assert!(
             receipts["content"][&newer]["m.read"][&bob.user_id].is_object(),
             "{backend:?}: m.read receipt: {receipts}"
         );
-        let alice_data = alice_sync["rooms"]["join"][&room]["account_data"]["events"]
-            .as_array()
-            .expect("account data");
-        assert!(
-            alice_data.iter().all(|e| e["type"] != "m.fully_read"),
-            "{backend:?}: bob's marker is his alone"
-        );
+        let alice_data = alice_sync["rooms"]["join"][&room]["account_data"]["events"].as_array().expect("account data");
+        assert!(alice_data.iter().all(|e| e["type"] != "m.fully_read"), "{backend:?}: bob's marker is his alone");
         server.stop().await;
     }
 }

@@ -39,13 +39,8 @@ pub struct TestServer {
 /// Creates an empty PostgreSQL database and returns its URL.
 async fn fresh_postgres_database(admin_url: &str) -> String {
     use sqlx::Connection;
-    let name = format!(
-        "lattice_test_{}",
-        lattice::rooms::random_localpart(12).to_lowercase()
-    );
-    let mut conn = sqlx::PgConnection::connect(admin_url)
-        .await
-        .expect("connect to PostgreSQL");
+    let name = format!("lattice_test_{}", lattice::rooms::random_localpart(12).to_lowercase());
+    let mut conn = sqlx::PgConnection::connect(admin_url).await.expect("connect to PostgreSQL");
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut conn)
         .await
@@ -72,24 +67,14 @@ impl TestServer {
         configure(&mut config);
         let server_name = config.server_name.clone();
         let homeserver = Homeserver::new(config).await.expect("homeserver starts");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind an ephemeral port");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind an ephemeral port");
         let addr: SocketAddr = listener.local_addr().expect("local address");
-        let app = homeserver
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>();
+        let app = homeserver.router().into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
         let shutdown = homeserver.shutdown_handle();
-        Self {
-            base: format!("http://{addr}"),
-            server_name,
-            homeserver,
-            shutdown,
-            _data: data,
-        }
+        Self { base: format!("http://{addr}"), server_name, homeserver, shutdown, _data: data }
     }
 
     pub fn client(&self) -> Client {
@@ -132,27 +117,13 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: &str, token: Option<String>) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .expect("HTTP client");
-        Self {
-            base: base.to_owned(),
-            token,
-            user_id: String::new(),
-            device_id: String::new(),
-            http,
-        }
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("HTTP client");
+        Self { base: base.to_owned(), token, user_id: String::new(), device_id: String::new(), http }
     }
 
     /// Sends a request with an optional JSON body; returns the status and the JSON body
     /// (`Null` when the body is not JSON).
-    pub async fn request(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
+    pub async fn request(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
@@ -163,33 +134,19 @@ impl Client {
         let response = request.send().await.expect("request reaches the server");
         let status = response.status();
         let bytes = response.bytes().await.expect("response body");
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
     }
 
     /// Sends raw bytes as the body, for malformed-input tests.
-    pub async fn request_raw(
-        &self,
-        method: Method,
-        path: &str,
-        body: Vec<u8>,
-    ) -> (StatusCode, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .body(body);
+    pub async fn request_raw(&self, method: Method, path: &str, body: Vec<u8>) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base)).body(body);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
         let response = request.send().await.expect("request reaches the server");
         let status = response.status();
         let bytes = response.bytes().await.expect("response body");
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
@@ -212,19 +169,11 @@ impl Client {
     pub async fn create_room(&self, body: Value) -> String {
         let (status, response) = self.post("/_matrix/client/v3/createRoom", body).await;
         assert_eq!(status, StatusCode::OK, "createRoom: {response}");
-        response["room_id"]
-            .as_str()
-            .expect("room_id in createRoom response")
-            .to_owned()
+        response["room_id"].as_str().expect("room_id in createRoom response").to_owned()
     }
 
     pub async fn join(&self, room_id: &str) {
-        let (status, response) = self
-            .post(
-                &format!("/_matrix/client/v3/join/{}", encode(room_id)),
-                json!({}),
-            )
-            .await;
+        let (status, response) = self.post(&format!("/_matrix/client/v3/join/{}", encode(room_id)), json!({})).await;
         assert_eq!(status, StatusCode::OK, "join {room_id}: {response}");
     }
 
@@ -233,10 +182,7 @@ impl Client {
         let txn = lattice::rooms::random_localpart(16);
         let (status, response) = self
             .put(
-                &format!(
-                    "/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
-                    encode(room_id)
-                ),
+                &format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", encode(room_id)),
                 json!({ "msgtype": "m.text", "body": body }),
             )
             .await;
@@ -260,26 +206,12 @@ pub fn encode(segment: &str) -> String {
 /// Asserts the spec's error JSON: status, `errcode`, and a non-empty `error`.
 #[track_caller]
 pub fn assert_error(response: &(StatusCode, Value), status: StatusCode, errcode: &str) {
-    assert_eq!(
-        response.0, status,
-        "unexpected status; body: {}",
-        response.1
-    );
-    assert_eq!(
-        response.1["errcode"], errcode,
-        "unexpected errcode; body: {}",
-        response.1
-    );
-    assert!(
-        response.1["error"].as_str().is_some_and(|e| !e.is_empty()),
-        "error message missing: {}",
-        response.1
-    );
+    assert_eq!(response.0, status, "unexpected status; body: {}", response.1);
+    assert_eq!(response.1["errcode"], errcode, "unexpected errcode; body: {}", response.1);
+    assert!(response.1["error"].as_str().is_some_and(|e| !e.is_empty()), "error message missing: {}", response.1);
 }
 
 /// The timeline events of a room in a sync response.
 pub fn timeline<'a>(sync: &'a Value, room_id: &str) -> &'a Vec<Value> {
-    sync["rooms"]["join"][room_id]["timeline"]["events"]
-        .as_array()
-        .expect("room timeline in sync")
+    sync["rooms"]["join"][room_id]["timeline"]["events"].as_array().expect("room timeline in sync")
 }

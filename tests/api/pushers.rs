@@ -23,10 +23,7 @@ struct Gateway {
     rejected: Arc<Mutex<Vec<String>>>,
 }
 
-async fn notify(
-    State(gateway): State<Gateway>,
-    Json(body): Json<Value>,
-) -> (AxumStatus, Json<Value>) {
+async fn notify(State(gateway): State<Gateway>, Json(body): Json<Value>) -> (AxumStatus, Json<Value>) {
     gateway.received.lock().unwrap().push(body);
     {
         let mut failures = gateway.failures.lock().unwrap();
@@ -42,12 +39,8 @@ async fn notify(
 impl Gateway {
     /// Starts the gateway and returns its notify URL.
     async fn start(&self) -> String {
-        let app = Router::new()
-            .route("/_matrix/push/v1/notify", post(notify))
-            .with_state(self.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the gateway");
+        let app = Router::new().route("/_matrix/push/v1/notify", post(notify)).with_state(self.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the gateway");
         let addr = listener.local_addr().expect("gateway address");
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -95,10 +88,7 @@ async fn start_server(backend: &crate::harness::Backend) -> TestServer {
 
 async fn send_text(client: &Client, room_id: &str, content: Value) -> String {
     let txn = lattice::rooms::random_localpart(16);
-    let path = format!(
-        "/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
-        encode(room_id)
-    );
+    let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", encode(room_id));
     let (status, body) = client.put(&path, content).await;
     assert_eq!(status, StatusCode::OK, "send: {body}");
     body["event_id"].as_str().unwrap().to_owned()
@@ -112,11 +102,8 @@ async fn pusher_set_list_delete() {
         let bob = server.register("bob").await;
         let url = "http://127.0.0.1:9/_matrix/push/v1/notify";
 
-        let (status, body) = set_pusher(
-            &bob,
-            http_pusher("key-1", json!({ "url": url, "format": "event_id_only" })),
-        )
-        .await;
+        let (status, body) =
+            set_pusher(&bob, http_pusher("key-1", json!({ "url": url, "format": "event_id_only" }))).await;
         assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
         let (status, list) = bob.get("/_matrix/client/v3/pushers").await;
         assert_eq!(status, StatusCode::OK, "{backend:?}: {list}");
@@ -140,60 +127,34 @@ async fn pusher_set_list_delete() {
         let (status, body) = set_pusher(&bob, changed).await;
         assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
         let (_, list) = bob.get("/_matrix/client/v3/pushers").await;
-        assert_eq!(
-            list["pushers"].as_array().unwrap().len(),
-            1,
-            "{backend:?}: {list}"
-        );
-        assert_eq!(
-            list["pushers"][0]["device_display_name"], "Tablet",
-            "{backend:?}"
-        );
+        assert_eq!(list["pushers"].as_array().unwrap().len(), 1, "{backend:?}: {list}");
+        assert_eq!(list["pushers"][0]["device_display_name"], "Tablet", "{backend:?}");
 
         // Another user taking the same pushkey removes bob's unless appending.
         let (status, body) = set_pusher(&alice, http_pusher("key-1", json!({ "url": url }))).await;
         assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
         let (_, list) = bob.get("/_matrix/client/v3/pushers").await;
-        assert_eq!(
-            list,
-            json!({ "pushers": [] }),
-            "{backend:?}: bob's pusher moved to alice"
-        );
+        assert_eq!(list, json!({ "pushers": [] }), "{backend:?}: bob's pusher moved to alice");
         let mut appended = http_pusher("key-1", json!({ "url": url }));
         appended["append"] = json!(true);
         let (status, body) = set_pusher(&bob, appended).await;
         assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
         let (_, list) = alice.get("/_matrix/client/v3/pushers").await;
-        assert_eq!(
-            list["pushers"].as_array().unwrap().len(),
-            1,
-            "{backend:?}: alice keeps hers: {list}"
-        );
+        assert_eq!(list["pushers"].as_array().unwrap().len(), 1, "{backend:?}: alice keeps hers: {list}");
 
         // kind null deletes.
-        let (status, body) = set_pusher(
-            &bob,
-            json!({ "kind": null, "app_id": "org.example.app", "pushkey": "key-1" }),
-        )
-        .await;
+        let (status, body) =
+            set_pusher(&bob, json!({ "kind": null, "app_id": "org.example.app", "pushkey": "key-1" })).await;
         assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
         let (_, list) = bob.get("/_matrix/client/v3/pushers").await;
         assert_eq!(list, json!({ "pushers": [] }), "{backend:?}");
 
         // Bad input.
-        let response = set_pusher(
-            &bob,
-            http_pusher("k", json!({ "url": "http://127.0.0.1:9/other" })),
-        )
-        .await;
+        let response = set_pusher(&bob, http_pusher("k", json!({ "url": "http://127.0.0.1:9/other" }))).await;
         assert_error(&response, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
         let response = set_pusher(&bob, http_pusher("k", json!({}))).await;
         assert_error(&response, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
-        let response = set_pusher(
-            &bob,
-            http_pusher("k", json!({ "url": url, "format": "full" })),
-        )
-        .await;
+        let response = set_pusher(&bob, http_pusher("k", json!({ "url": url, "format": "full" }))).await;
         assert_error(&response, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
         let mut no_lang = http_pusher("k", json!({ "url": url }));
         no_lang.as_object_mut().unwrap().remove("lang");
@@ -221,40 +182,23 @@ async fn gateway_gets_full_payload() {
         let bob = server.register("bob").await;
         let (status, body) = alice
             .put(
-                &format!(
-                    "/_matrix/client/v3/profile/{}/displayname",
-                    encode(&alice.user_id)
-                ),
+                &format!("/_matrix/client/v3/profile/{}/displayname", encode(&alice.user_id)),
                 json!({ "displayname": "Alice" }),
             )
             .await;
         assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
-        let room = alice
-            .create_room(json!({ "preset": "public_chat", "name": "Lunch plans" }))
-            .await;
+        let room = alice.create_room(json!({ "preset": "public_chat", "name": "Lunch plans" })).await;
         bob.join(&room).await;
 
-        let (status, body) = set_pusher(
-            &bob,
-            http_pusher("bob-phone", json!({ "url": url, "custom": "kept" })),
-        )
-        .await;
+        let (status, body) = set_pusher(&bob, http_pusher("bob-phone", json!({ "url": url, "custom": "kept" }))).await;
         assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
         let (_, list) = bob.get("/_matrix/client/v3/pushers").await;
-        assert_eq!(
-            list["pushers"].as_array().unwrap().len(),
-            1,
-            "{backend:?}: {list}"
-        );
+        assert_eq!(list["pushers"].as_array().unwrap().len(), 1, "{backend:?}: {list}");
 
         let content = json!({ "msgtype": "m.text", "body": "noon?" });
         let event_id = send_text(&alice, &room, content.clone()).await;
         let received = gateway.wait_for(1).await;
-        assert_eq!(
-            received.len(),
-            1,
-            "{backend:?}: one notification: {received:?}"
-        );
+        assert_eq!(received.len(), 1, "{backend:?}: one notification: {received:?}");
         let mut body = received[0].clone();
         let pushkey_ts = body["notification"]["devices"][0]["pushkey_ts"].take();
         assert!(
@@ -286,17 +230,9 @@ async fn gateway_gets_full_payload() {
 
         // Alice's own message to bob's room is not pushed to alice (she has no
         // pusher), and bob's second unread message raises the count.
-        send_text(
-            &alice,
-            &room,
-            json!({ "msgtype": "m.text", "body": "or one?" }),
-        )
-        .await;
+        send_text(&alice, &room, json!({ "msgtype": "m.text", "body": "or one?" })).await;
         let received = gateway.wait_for(2).await;
-        assert_eq!(
-            received[1]["notification"]["counts"]["unread"], 2,
-            "{backend:?}: {received:?}"
-        );
+        assert_eq!(received[1]["notification"]["counts"]["unread"], 2, "{backend:?}: {received:?}");
         server.stop().await;
     }
 }
@@ -313,14 +249,8 @@ async fn gateway_gets_event_id_only() {
         let room = alice.create_room(json!({ "preset": "public_chat" })).await;
         bob.join(&room).await;
         carol.join(&room).await;
-        let (status, body) = set_pusher(
-            &bob,
-            http_pusher(
-                "bob-phone",
-                json!({ "url": url, "format": "event_id_only" }),
-            ),
-        )
-        .await;
+        let (status, body) =
+            set_pusher(&bob, http_pusher("bob-phone", json!({ "url": url, "format": "event_id_only" }))).await;
         assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
 
         let mention = json!({ "msgtype": "m.text", "body": "bob?", "m.mentions": { "user_ids": [bob.user_id] } });
@@ -348,20 +278,11 @@ async fn gateway_gets_event_id_only() {
         );
 
         // A plain group message notifies without sound or highlight: low priority.
-        send_text(
-            &alice,
-            &room,
-            json!({ "msgtype": "m.text", "body": "anyone" }),
-        )
-        .await;
+        send_text(&alice, &room, json!({ "msgtype": "m.text", "body": "anyone" })).await;
         let received = gateway.wait_for(2).await;
         assert_eq!(received.len(), 2, "{backend:?}: {received:?}");
         assert_eq!(received[1]["notification"]["prio"], "low", "{backend:?}");
-        assert_eq!(
-            received[1]["notification"]["devices"][0]["tweaks"],
-            json!({}),
-            "{backend:?}"
-        );
+        assert_eq!(received[1]["notification"]["devices"][0]["tweaks"], json!({}), "{backend:?}");
         server.stop().await;
     }
 }
@@ -377,34 +298,17 @@ async fn gateway_retries_then_delivers() {
         let bob = server.register("bob").await;
         let room = alice.create_room(json!({ "preset": "public_chat" })).await;
         bob.join(&room).await;
-        let (status, body) =
-            set_pusher(&bob, http_pusher("bob-phone", json!({ "url": url }))).await;
+        let (status, body) = set_pusher(&bob, http_pusher("bob-phone", json!({ "url": url }))).await;
         assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
 
-        let event_id = send_text(
-            &alice,
-            &room,
-            json!({ "msgtype": "m.text", "body": "hello" }),
-        )
-        .await;
+        let event_id = send_text(&alice, &room, json!({ "msgtype": "m.text", "body": "hello" })).await;
         let received = gateway.wait_for(3).await;
-        assert_eq!(
-            received.len(),
-            3,
-            "{backend:?}: two failures and one success: {received:?}"
-        );
+        assert_eq!(received.len(), 3, "{backend:?}: two failures and one success: {received:?}");
         for request in &received {
-            assert_eq!(
-                request["notification"]["event_id"], event_id,
-                "{backend:?}: the same notification each time"
-            );
+            assert_eq!(request["notification"]["event_id"], event_id, "{backend:?}: the same notification each time");
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(
-            gateway.received.lock().unwrap().len(),
-            3,
-            "{backend:?}: no retry after success"
-        );
+        assert_eq!(gateway.received.lock().unwrap().len(), 3, "{backend:?}: no retry after success");
         server.stop().await;
     }
 }
@@ -420,16 +324,10 @@ async fn rejected_pushkey_removes_pusher() {
         let bob = server.register("bob").await;
         let room = alice.create_room(json!({ "preset": "public_chat" })).await;
         bob.join(&room).await;
-        let (status, body) =
-            set_pusher(&bob, http_pusher("stale-key", json!({ "url": url }))).await;
+        let (status, body) = set_pusher(&bob, http_pusher("stale-key", json!({ "url": url }))).await;
         assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
 
-        send_text(
-            &alice,
-            &room,
-            json!({ "msgtype": "m.text", "body": "hello" }),
-        )
-        .await;
+        send_text(&alice, &room, json!({ "msgtype": "m.text", "body": "hello" })).await;
         let received = gateway.wait_for(1).await;
         assert_eq!(received.len(), 1, "{backend:?}: {received:?}");
         let mut pushers = json!(null);
@@ -440,24 +338,11 @@ async fn rejected_pushkey_removes_pusher() {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert_eq!(
-            pushers,
-            json!({ "pushers": [] }),
-            "{backend:?}: the rejected pusher is gone"
-        );
+        assert_eq!(pushers, json!({ "pushers": [] }), "{backend:?}: the rejected pusher is gone");
 
-        send_text(
-            &alice,
-            &room,
-            json!({ "msgtype": "m.text", "body": "again" }),
-        )
-        .await;
+        send_text(&alice, &room, json!({ "msgtype": "m.text", "body": "again" })).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(
-            gateway.received.lock().unwrap().len(),
-            1,
-            "{backend:?}: nothing pushed to a removed pusher"
-        );
+        assert_eq!(gateway.received.lock().unwrap().len(), 1, "{backend:?}: nothing pushed to a removed pusher");
         server.stop().await;
     }
 }

@@ -19,10 +19,7 @@ async fn dm_message_reaches_sync() {
 
         let sync = bob.sync("").await;
         let events = timeline(&sync, &room);
-        let message = events
-            .iter()
-            .find(|e| e["event_id"] == event_id)
-            .expect("message in bob's timeline");
+        let message = events.iter().find(|e| e["event_id"] == event_id).expect("message in bob's timeline");
         assert_eq!(message["content"]["body"], "hello bob", "{backend:?}");
         assert_eq!(message["sender"], alice.user_id);
 

@@ -24,17 +24,11 @@ async fn email_off_denies_addresses() {
         let bob = server.register("bob").await;
 
         let response = bob
-            .post(
-                REQUEST_TOKEN,
-                json!({ "client_secret": "abc", "email": "bob@example.org", "send_attempt": 1 }),
-            )
+            .post(REQUEST_TOKEN, json!({ "client_secret": "abc", "email": "bob@example.org", "send_attempt": 1 }))
             .await;
         assert_error(&response, StatusCode::FORBIDDEN, "M_THREEPID_DENIED");
         let (_, capabilities) = bob.get("/_matrix/client/v3/capabilities").await;
-        assert_eq!(
-            capabilities["capabilities"]["m.3pid_changes"]["enabled"], false,
-            "{backend:?}"
-        );
+        assert_eq!(capabilities["capabilities"]["m.3pid_changes"]["enabled"], false, "{backend:?}");
         let (status, list) = bob.get("/_matrix/client/v3/account/3pid").await;
         assert_eq!(status, StatusCode::OK, "{backend:?}: {list}");
         assert_eq!(list, json!({ "threepids": [] }), "{backend:?}");
@@ -54,61 +48,34 @@ async fn smtp_down_does_not_block() {
         .await;
         let bob = server.register("bob").await;
         let (_, capabilities) = bob.get("/_matrix/client/v3/capabilities").await;
-        assert_eq!(
-            capabilities["capabilities"]["m.3pid_changes"]["enabled"], true,
-            "{backend:?}"
-        );
+        assert_eq!(capabilities["capabilities"]["m.3pid_changes"]["enabled"], true, "{backend:?}");
 
         // The verification email fails in the background; the request does not wait for it.
         let started = Instant::now();
-        let body =
-            json!({ "client_secret": "secret-1", "email": "Bob@Example.ORG", "send_attempt": 1 });
+        let body = json!({ "client_secret": "secret-1", "email": "Bob@Example.ORG", "send_attempt": 1 });
         let (status, first) = bob.post(REQUEST_TOKEN, body.clone()).await;
         assert_eq!(status, StatusCode::OK, "{backend:?}: {first}");
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "{backend:?}: requestToken returned at once"
-        );
+        assert!(started.elapsed() < Duration::from_secs(5), "{backend:?}: requestToken returned at once");
         let sid = first["sid"].as_str().expect("sid").to_owned();
         let (_, again) = bob.post(REQUEST_TOKEN, body).await;
-        assert_eq!(
-            again["sid"], sid,
-            "{backend:?}: the same attempt returns the same session"
-        );
+        assert_eq!(again["sid"], sid, "{backend:?}: the same attempt returns the same session");
 
         let response = bob
-            .post(
-                REQUEST_TOKEN,
-                json!({ "client_secret": "bad secret!", "email": "a@b.org", "send_attempt": 1 }),
-            )
+            .post(REQUEST_TOKEN, json!({ "client_secret": "bad secret!", "email": "a@b.org", "send_attempt": 1 }))
             .await;
         assert_error(&response, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
         let response = bob
-            .post(
-                REQUEST_TOKEN,
-                json!({ "client_secret": "ok", "email": "not an address", "send_attempt": 1 }),
-            )
+            .post(REQUEST_TOKEN, json!({ "client_secret": "ok", "email": "not an address", "send_attempt": 1 }))
             .await;
         assert_error(&response, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
-        let response = bob
-            .post(
-                REQUEST_TOKEN,
-                json!({ "client_secret": "ok", "email": "a@b.org" }),
-            )
-            .await;
+        let response = bob.post(REQUEST_TOKEN, json!({ "client_secret": "ok", "email": "a@b.org" })).await;
         assert_error(&response, StatusCode::BAD_REQUEST, "M_BAD_JSON");
 
         // /account/3pid/add requires the password, then checks the session.
         let add = json!({ "client_secret": "secret-1", "sid": sid });
-        let (status, challenge) = bob
-            .post("/_matrix/client/v3/account/3pid/add", add.clone())
-            .await;
+        let (status, challenge) = bob.post("/_matrix/client/v3/account/3pid/add", add.clone()).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{backend:?}: {challenge}");
-        assert_eq!(
-            challenge["flows"],
-            json!([{ "stages": ["m.login.password"] }]),
-            "{backend:?}"
-        );
+        assert_eq!(challenge["flows"], json!([{ "stages": ["m.login.password"] }]), "{backend:?}");
         let mut with_auth = add.clone();
         with_auth["auth"] = json!({
             "type": "m.login.password",
@@ -116,33 +83,22 @@ async fn smtp_down_does_not_block() {
             "password": "correct horse",
             "session": challenge["session"],
         });
-        let response = bob
-            .post("/_matrix/client/v3/account/3pid/add", with_auth)
-            .await;
+        let response = bob.post("/_matrix/client/v3/account/3pid/add", with_auth).await;
         assert_error(&response, StatusCode::BAD_REQUEST, "M_THREEPID_AUTH_FAILED");
 
         // A verification link with a wrong token is rejected.
         let (status, _) = server
             .client()
-            .get(&format!(
-                "/_lattice/email/validate?sid={sid}&client_secret=secret-1&token=wrong"
-            ))
+            .get(&format!("/_lattice/email/validate?sid={sid}&client_secret=secret-1&token=wrong"))
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{backend:?}");
 
         let response = bob
-            .post(
-                "/_matrix/client/v3/account/3pid/delete",
-                json!({ "medium": "email", "address": "bob@example.org" }),
-            )
+            .post("/_matrix/client/v3/account/3pid/delete", json!({ "medium": "email", "address": "bob@example.org" }))
             .await;
         assert_error(&response, StatusCode::NOT_FOUND, "M_NOT_FOUND");
-        let response = bob
-            .post(
-                "/_matrix/client/v3/account/3pid/delete",
-                json!({ "medium": "fax", "address": "1" }),
-            )
-            .await;
+        let response =
+            bob.post("/_matrix/client/v3/account/3pid/delete", json!({ "medium": "fax", "address": "1" })).await;
         assert_error(&response, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
 
         // Sending messages goes on while SMTP is down.

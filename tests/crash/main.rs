@@ -15,11 +15,7 @@ use std::{
 use serde_json::{Value, json};
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 struct Server {
@@ -42,19 +38,13 @@ fn start(data_dir: &std::path::Path, port: u16, database_url: Option<&str>) -> S
         command.env("LATTICE_DATABASE__URL", url);
     }
     let child = command.spawn().expect("start the lattice binary");
-    Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    }
+    Server { child, base: format!("http://127.0.0.1:{port}") }
 }
 
 async fn wait_ready(http: &reqwest::Client, base: &str, data_dir: &std::path::Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if let Ok(response) = http
-            .get(format!("{base}/_matrix/client/versions"))
-            .send()
-            .await
+        if let Ok(response) = http.get(format!("{base}/_matrix/client/versions")).send().await
             && response.status().is_success()
         {
             return;
@@ -71,11 +61,7 @@ async fn post(http: &reqwest::Client, url: String, token: Option<&str>, body: Va
         request = request.bearer_auth(token);
     }
     let response = request.send().await.expect("request");
-    assert!(
-        response.status().is_success(),
-        "status {}",
-        response.status()
-    );
+    assert!(response.status().is_success(), "status {}", response.status());
     response.json().await.expect("JSON body")
 }
 
@@ -83,14 +69,8 @@ async fn post(http: &reqwest::Client, url: String, token: Option<&str>, body: Va
 async fn fresh_postgres(admin_url: &str) -> String {
     use sqlx::Connection;
     let name = format!("lattice_crash_{}", std::process::id());
-    let mut conn = sqlx::PgConnection::connect(admin_url)
-        .await
-        .expect("connect to PostgreSQL");
-    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name}"
-    )))
-    .execute(&mut conn)
-    .await;
+    let mut conn = sqlx::PgConnection::connect(admin_url).await.expect("connect to PostgreSQL");
+    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}"))).execute(&mut conn).await;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut conn)
         .await
@@ -116,13 +96,8 @@ async fn acknowledged_sends_survive(database_url: Option<String>) {
     )
     .await;
     let token = login["access_token"].as_str().unwrap().to_owned();
-    let room = post(
-        &http,
-        format!("{base}/_matrix/client/v3/createRoom"),
-        Some(&token),
-        json!({ "name": "crash" }),
-    )
-    .await;
+    let room =
+        post(&http, format!("{base}/_matrix/client/v3/createRoom"), Some(&token), json!({ "name": "crash" })).await;
     let room_id = room["room_id"].as_str().unwrap().to_owned();
 
     // 16 senders send until 400 sends are acknowledged; then the server is killed at once.
@@ -139,10 +114,7 @@ async fn acknowledged_sends_survive(database_url: Option<String>) {
             for n in 0..1000 {
                 let url = format!(
                     "{base}/_matrix/client/v3/rooms/{}/send/m.room.message/s{sender}-{n}",
-                    percent_encoding::utf8_percent_encode(
-                        &room_id,
-                        percent_encoding::NON_ALPHANUMERIC
-                    )
+                    percent_encoding::utf8_percent_encode(&room_id, percent_encoding::NON_ALPHANUMERIC)
                 );
                 let Ok(response) = http
                     .put(url)
@@ -166,10 +138,7 @@ async fn acknowledged_sends_survive(database_url: Option<String>) {
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     while acknowledged.lock().unwrap().len() < target {
-        assert!(
-            Instant::now() < deadline,
-            "sends were not acknowledged in time"
-        );
+        assert!(Instant::now() < deadline, "sends were not acknowledged in time");
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     server.child.kill().expect("SIGKILL the server");
@@ -178,11 +147,7 @@ async fn acknowledged_sends_survive(database_url: Option<String>) {
     for sender in senders {
         let _ = sender.await;
     }
-    assert!(
-        acknowledged.len() >= target,
-        "burst acknowledged {} sends",
-        acknowledged.len()
-    );
+    assert!(acknowledged.len() >= target, "burst acknowledged {} sends", acknowledged.len());
 
     // Restart on the same database; the old access token still works.
     let mut server = start(data.path(), port, database_url.as_deref());
@@ -197,15 +162,7 @@ async fn acknowledged_sends_survive(database_url: Option<String>) {
         if let Some(from) = &from {
             url.push_str(&format!("&from={from}"));
         }
-        let page: Value = http
-            .get(url)
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = http.get(url).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
         for event in page["chunk"].as_array().expect("chunk") {
             seen.insert(event["event_id"].as_str().unwrap().to_owned());
         }
@@ -214,10 +171,7 @@ async fn acknowledged_sends_survive(database_url: Option<String>) {
             None => break,
         }
     }
-    let missing: Vec<&String> = acknowledged
-        .iter()
-        .filter(|id| !seen.contains(*id))
-        .collect();
+    let missing: Vec<&String> = acknowledged.iter().filter(|id| !seen.contains(*id)).collect();
     server.child.kill().ok();
     server.child.wait().ok();
     assert!(

@@ -47,25 +47,17 @@ pub async fn register(
     JsonBody(body): JsonBody<RegisterBody>,
 ) -> Result<Json<Value>> {
     if query.kind.as_deref() == Some("guest") {
-        return Err(Error::new(
-            ErrorKind::GuestAccessForbidden,
-            "guest accounts are not supported by this server",
-        ));
+        return Err(Error::new(ErrorKind::GuestAccessForbidden, "guest accounts are not supported by this server"));
     }
     if let Some(kind) = query.kind.as_deref()
         && kind != "user"
     {
-        return Err(Error::invalid_param(format!(
-            "kind {kind:?} is invalid: expected \"user\" or \"guest\""
-        )));
+        return Err(Error::invalid_param(format!("kind {kind:?} is invalid: expected \"user\" or \"guest\"")));
     }
     if !services.config.registration.enabled {
         return Err(Error::forbidden("registration is disabled on this server"));
     }
-    services.rate_limiter.check(&format!(
-        "register:{}",
-        ip.map(|i| i.to_string()).unwrap_or_default()
-    ))?;
+    services.rate_limiter.check(&format!("register:{}", ip.map(|i| i.to_string()).unwrap_or_default()))?;
 
     let localpart = match &body.username {
         Some(name) => name.to_lowercase(),
@@ -73,10 +65,7 @@ pub async fn register(
     };
     let user_id = services.users.validate_new_localpart(&localpart)?;
     if !services.users.is_available(&user_id).await? {
-        return Err(Error::new(
-            ErrorKind::UserInUse,
-            format!("user id {user_id} is already taken"),
-        ));
+        return Err(Error::new(ErrorKind::UserInUse, format!("user id {user_id} is already taken")));
     }
     if let Some(password) = &body.password
         && password.len() > 512
@@ -84,27 +73,13 @@ pub async fn register(
         return Err(Error::bad_json("password is longer than 512 bytes"));
     }
 
-    services
-        .uiaa
-        .check(
-            &services,
-            body.auth.as_ref(),
-            &registration_flows(&services),
-            None,
-        )
-        .await?;
+    services.uiaa.check(&services, body.auth.as_ref(), &registration_flows(&services), None).await?;
 
-    services
-        .users
-        .create(&user_id, body.password.as_deref(), false)
-        .await?;
+    services.users.create(&user_id, body.password.as_deref(), false).await?;
     if body.inhibit_login {
         return Ok(Json(json!({ "user_id": user_id })));
     }
-    let login = services
-        .users
-        .login(&user_id, body.device_id, body.initial_device_display_name)
-        .await?;
+    let login = services.users.login(&user_id, body.device_id, body.initial_device_display_name).await?;
     Ok(Json(json!({
         "user_id": login.user_id,
         "access_token": login.access_token,
@@ -123,14 +98,9 @@ pub async fn available(
     State(services): State<Arc<Services>>,
     Query(query): Query<AvailableQuery>,
 ) -> Result<Json<Value>> {
-    let user_id = services
-        .users
-        .validate_new_localpart(&query.username.to_lowercase())?;
+    let user_id = services.users.validate_new_localpart(&query.username.to_lowercase())?;
     if !services.users.is_available(&user_id).await? {
-        return Err(Error::new(
-            ErrorKind::UserInUse,
-            format!("user id {user_id} is already taken"),
-        ));
+        return Err(Error::new(ErrorKind::UserInUse, format!("user id {user_id} is already taken")));
     }
     Ok(Json(json!({ "available": true })))
 }
@@ -158,29 +128,17 @@ pub async fn login(
     JsonBody(body): JsonBody<LoginBody>,
 ) -> Result<Json<Value>> {
     if body.kind != "m.login.password" {
-        return Err(Error::new(
-            ErrorKind::Unknown,
-            format!("login type {} is not supported", body.kind),
-        )
-        .with_status(axum::http::StatusCode::BAD_REQUEST));
+        return Err(Error::new(ErrorKind::Unknown, format!("login type {} is not supported", body.kind))
+            .with_status(axum::http::StatusCode::BAD_REQUEST));
     }
-    services.rate_limiter.check(&format!(
-        "login:{}",
-        ip.map(|i| i.to_string()).unwrap_or_default()
-    ))?;
+    services.rate_limiter.check(&format!("login:{}", ip.map(|i| i.to_string()).unwrap_or_default()))?;
 
     let user = match &body.identifier {
         Some(identifier) => {
-            let kind = identifier
-                .get("type")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+            let kind = identifier.get("type").and_then(Value::as_str).unwrap_or_default();
             if kind != "m.id.user" {
-                return Err(Error::new(
-                    ErrorKind::Unknown,
-                    format!("identifier type {kind:?} is not supported"),
-                )
-                .with_status(axum::http::StatusCode::BAD_REQUEST));
+                return Err(Error::new(ErrorKind::Unknown, format!("identifier type {kind:?} is not supported"))
+                    .with_status(axum::http::StatusCode::BAD_REQUEST));
             }
             identifier
                 .get("user")
@@ -188,27 +146,16 @@ pub async fn login(
                 .map(str::to_owned)
                 .ok_or_else(|| Error::bad_json("identifier.user is missing"))?
         }
-        None => body
-            .user
-            .clone()
-            .ok_or_else(|| Error::bad_json("identifier is missing"))?,
+        None => body.user.clone().ok_or_else(|| Error::bad_json("identifier is missing"))?,
     };
-    let password = body
-        .password
-        .as_deref()
-        .ok_or_else(|| Error::bad_json("password is missing"))?;
-    let user_id = services
-        .users
-        .parse_local_user(&user)
-        .map_err(|_| Error::forbidden("invalid username or password"))?;
+    let password = body.password.as_deref().ok_or_else(|| Error::bad_json("password is missing"))?;
+    let user_id =
+        services.users.parse_local_user(&user).map_err(|_| Error::forbidden("invalid username or password"))?;
     if user_id.server_name() != services.server_name {
         return Err(Error::forbidden("invalid username or password"));
     }
     services.users.check_password(&user_id, password).await?;
-    let login = services
-        .users
-        .login(&user_id, body.device_id, body.initial_device_display_name)
-        .await?;
+    let login = services.users.login(&user_id, body.device_id, body.initial_device_display_name).await?;
     tracing::info!(user_id = %login.user_id, device_id = %login.device_id, "logged in");
     Ok(Json(json!({
         "user_id": login.user_id,
@@ -224,26 +171,14 @@ pub async fn whoami(Auth(session): Auth) -> Json<Value> {
 }
 
 /// POST /_matrix/client/v3/logout
-pub async fn logout(
-    State(services): State<Arc<Services>>,
-    Auth(session): Auth,
-) -> Result<Json<Value>> {
-    services
-        .users
-        .delete_devices(&session.user_id, std::slice::from_ref(&session.device_id))
-        .await?;
+pub async fn logout(State(services): State<Arc<Services>>, Auth(session): Auth) -> Result<Json<Value>> {
+    services.users.delete_devices(&session.user_id, std::slice::from_ref(&session.device_id)).await?;
     Ok(Json(json!({})))
 }
 
 /// POST /_matrix/client/v3/logout/all
-pub async fn logout_all(
-    State(services): State<Arc<Services>>,
-    Auth(session): Auth,
-) -> Result<Json<Value>> {
-    services
-        .users
-        .delete_all_devices(&session.user_id, None)
-        .await?;
+pub async fn logout_all(State(services): State<Arc<Services>>, Auth(session): Auth) -> Result<Json<Value>> {
+    services.users.delete_all_devices(&session.user_id, None).await?;
     Ok(Json(json!({})))
 }
 
@@ -266,28 +201,12 @@ pub async fn change_password(
     JsonBody(body): JsonBody<PasswordBody>,
 ) -> Result<Json<Value>> {
     if body.new_password.is_empty() || body.new_password.len() > 512 {
-        return Err(Error::bad_json(
-            "new_password must be between 1 and 512 bytes",
-        ));
+        return Err(Error::bad_json("new_password must be between 1 and 512 bytes"));
     }
-    services
-        .uiaa
-        .check(
-            &services,
-            body.auth.as_ref(),
-            &[vec![uiaa::PASSWORD]],
-            Some(&session.user_id),
-        )
-        .await?;
-    services
-        .users
-        .change_password(&session.user_id, &body.new_password)
-        .await?;
+    services.uiaa.check(&services, body.auth.as_ref(), &[vec![uiaa::PASSWORD]], Some(&session.user_id)).await?;
+    services.users.change_password(&session.user_id, &body.new_password).await?;
     if body.logout_devices {
-        services
-            .users
-            .delete_all_devices(&session.user_id, Some(&session.device_id))
-            .await?;
+        services.users.delete_all_devices(&session.user_id, Some(&session.device_id)).await?;
     }
     Ok(Json(json!({})))
 }
@@ -303,23 +222,10 @@ pub async fn deactivate(
     Auth(session): Auth,
     JsonBody(body): JsonBody<DeactivateBody>,
 ) -> Result<Json<Value>> {
-    services
-        .uiaa
-        .check(
-            &services,
-            body.auth.as_ref(),
-            &[vec![uiaa::PASSWORD]],
-            Some(&session.user_id),
-        )
-        .await?;
+    services.uiaa.check(&services, body.auth.as_ref(), &[vec![uiaa::PASSWORD]], Some(&session.user_id)).await?;
     // Leave every room first, so that other members see the account go.
-    let rooms =
-        crate::storage::rooms::user_memberships(&services.db.pool, session.user_id.as_str())
-            .await?;
-    for membership in rooms
-        .iter()
-        .filter(|m| m.membership == "join" || m.membership == "invite")
-    {
+    let rooms = crate::storage::rooms::user_memberships(&services.db.pool, session.user_id.as_str()).await?;
+    for membership in rooms.iter().filter(|m| m.membership == "join" || m.membership == "invite") {
         let Ok(room_id) = ruma::OwnedRoomId::try_from(membership.room_id.clone()) else {
             continue;
         };

@@ -16,36 +16,25 @@ use crate::{
 
 fn check_own(session: &Session, user_id: &str) -> Result<()> {
     if session.user_id.as_str() != user_id {
-        return Err(Error::forbidden(
-            "you can only access your own account data",
-        ));
+        return Err(Error::forbidden("you can only access your own account data"));
     }
     Ok(())
 }
 
 fn check_settable(kind: &str) -> Result<()> {
     if kind == "m.fully_read" || kind == "m.push_rules" {
-        return Err(Error::bad_json(format!(
-            "account data of type {kind} is managed by the server"
-        ))
-        .with_status(StatusCode::METHOD_NOT_ALLOWED));
+        return Err(Error::bad_json(format!("account data of type {kind} is managed by the server"))
+            .with_status(StatusCode::METHOD_NOT_ALLOWED));
     }
     Ok(())
 }
 
 fn parse_room(room_id: &str) -> Result<OwnedRoomId> {
-    RoomId::parse(room_id)
-        .map_err(|e| Error::invalid_param(format!("room id {room_id:?} is invalid: {e}")))
+    RoomId::parse(room_id).map_err(|e| Error::invalid_param(format!("room id {room_id:?} is invalid: {e}")))
 }
 
 /// Stores account data and wakes the user's `/sync`.
-pub async fn store(
-    services: &Services,
-    user: &ruma::UserId,
-    room_id: &str,
-    kind: &str,
-    content: &Value,
-) -> Result<()> {
+pub async fn store(services: &Services, user: &ruma::UserId, room_id: &str, kind: &str, content: &Value) -> Result<()> {
     let user_owned = user.to_string();
     let room = room_id.to_owned();
     let kind = kind.to_owned();
@@ -56,15 +45,7 @@ pub async fn store(
         .write(move |txn| {
             Box::pin(async move {
                 let stream = txn.next_position(Stream::AccountData);
-                storage::account_data::put(
-                    &mut txn.conn,
-                    &user_owned,
-                    &room,
-                    &kind,
-                    &content,
-                    stream,
-                )
-                .await?;
+                storage::account_data::put(&mut txn.conn, &user_owned, &room, &kind, &content, stream).await?;
                 Ok(())
             })
         })
@@ -82,14 +63,7 @@ pub async fn put_global(
 ) -> Result<Json<Value>> {
     check_own(&session, &user_id)?;
     check_settable(&kind)?;
-    store(
-        &services,
-        &session.user_id,
-        "",
-        &kind,
-        &Value::Object(content),
-    )
-    .await?;
+    store(&services, &session.user_id, "", &kind, &Value::Object(content)).await?;
     Ok(Json(json!({})))
 }
 
@@ -103,9 +77,7 @@ pub async fn get_global(
     let content = storage::account_data::get(&services.db.pool, &user_id, "", &kind)
         .await?
         .ok_or_else(|| Error::not_found(format!("no account data of type {kind}")))?;
-    Ok(Json(
-        serde_json::from_str(&content).map_err(|e| Error::internal("reading account data", e))?,
-    ))
+    Ok(Json(serde_json::from_str(&content).map_err(|e| Error::internal("reading account data", e))?))
 }
 
 /// PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}
@@ -118,14 +90,7 @@ pub async fn put_room(
     check_own(&session, &user_id)?;
     let room_id = parse_room(&room_id)?;
     check_settable(&kind)?;
-    store(
-        &services,
-        &session.user_id,
-        room_id.as_str(),
-        &kind,
-        &Value::Object(content),
-    )
-    .await?;
+    store(&services, &session.user_id, room_id.as_str(), &kind, &Value::Object(content)).await?;
     Ok(Json(json!({})))
 }
 
@@ -139,10 +104,6 @@ pub async fn get_room(
     let room_id = parse_room(&room_id)?;
     let content = storage::account_data::get(&services.db.pool, &user_id, room_id.as_str(), &kind)
         .await?
-        .ok_or_else(|| {
-            Error::not_found(format!("no account data of type {kind} in room {room_id}"))
-        })?;
-    Ok(Json(
-        serde_json::from_str(&content).map_err(|e| Error::internal("reading account data", e))?,
-    ))
+        .ok_or_else(|| Error::not_found(format!("no account data of type {kind} in room {room_id}")))?;
+    Ok(Json(serde_json::from_str(&content).map_err(|e| Error::internal("reading account data", e))?))
 }

@@ -29,10 +29,7 @@ pub struct MetricsQuery {
 }
 
 /// GET .../connections
-pub async fn list(
-    State(services): State<Arc<Services>>,
-    Auth(session): Auth,
-) -> Result<Json<Value>> {
+pub async fn list(State(services): State<Arc<Services>>, Auth(session): Auth) -> Result<Json<Value>> {
     let connections = connections::list(&services.db, &session.user_id).await?;
     Ok(Json(json!({ "connections": connections })))
 }
@@ -49,10 +46,7 @@ pub async fn remove(
 }
 
 /// GET .../requests
-pub async fn pending(
-    State(services): State<Arc<Services>>,
-    Auth(session): Auth,
-) -> Result<Json<Value>> {
+pub async fn pending(State(services): State<Arc<Services>>, Auth(session): Auth) -> Result<Json<Value>> {
     let (incoming, outgoing) = connections::pending(&services.db, &session.user_id).await?;
     Ok(Json(json!({ "incoming": incoming, "outgoing": outgoing })))
 }
@@ -65,14 +59,8 @@ pub async fn send(
 ) -> Result<Json<Value>> {
     services.rate_limiter.check(session.user_id.as_str())?;
     let invitee = parse_user_id(&body.user_id, "user_id")?;
-    let room_id = connections::send_request(
-        &services.rooms,
-        &services.db,
-        &session.user_id,
-        &invitee,
-        body.note,
-    )
-    .await?;
+    let room_id =
+        connections::send_request(&services.rooms, &services.db, &session.user_id, &invitee, body.note).await?;
     Ok(Json(json!({ "room_id": room_id })))
 }
 
@@ -128,9 +116,7 @@ pub async fn metrics(
     Query(query): Query<MetricsQuery>,
 ) -> Result<Json<Value>> {
     let from = query.from.unwrap_or(0);
-    let to = query
-        .to
-        .unwrap_or_else(|| storage::now_ms().saturating_add(1));
+    let to = query.to.unwrap_or_else(|| storage::now_ms().saturating_add(1));
     let metrics = connections::metrics(&services.db, &session.user_id, from, to).await?;
     Ok(Json(json!(metrics)))
 }

@@ -24,14 +24,9 @@ fn device_json(device: &storage::users::DeviceRow) -> Value {
 }
 
 /// GET /_matrix/client/v3/devices
-pub async fn list(
-    State(services): State<Arc<Services>>,
-    Auth(session): Auth,
-) -> Result<Json<Value>> {
+pub async fn list(State(services): State<Arc<Services>>, Auth(session): Auth) -> Result<Json<Value>> {
     let devices = storage::users::devices(&services.db.pool, session.user_id.as_str()).await?;
-    Ok(Json(
-        json!({ "devices": devices.iter().map(device_json).collect::<Vec<_>>() }),
-    ))
+    Ok(Json(json!({ "devices": devices.iter().map(device_json).collect::<Vec<_>>() })))
 }
 
 /// GET /_matrix/client/v3/devices/{deviceId}
@@ -92,19 +87,8 @@ pub async fn delete(
     if !devices.iter().any(|d| d.device_id == device_id) {
         return Err(Error::not_found(format!("device {device_id} not found")));
     }
-    services
-        .uiaa
-        .check(
-            &services,
-            body.auth.as_ref(),
-            &[vec![uiaa::PASSWORD]],
-            Some(&session.user_id),
-        )
-        .await?;
-    services
-        .users
-        .delete_devices(&session.user_id, &[device_id])
-        .await?;
+    services.uiaa.check(&services, body.auth.as_ref(), &[vec![uiaa::PASSWORD]], Some(&session.user_id)).await?;
+    services.users.delete_devices(&session.user_id, &[device_id]).await?;
     Ok(Json(json!({})))
 }
 
@@ -120,18 +104,7 @@ pub async fn delete_many(
     Auth(session): Auth,
     JsonBody(body): JsonBody<DeleteManyBody>,
 ) -> Result<Json<Value>> {
-    services
-        .uiaa
-        .check(
-            &services,
-            body.auth.as_ref(),
-            &[vec![uiaa::PASSWORD]],
-            Some(&session.user_id),
-        )
-        .await?;
-    services
-        .users
-        .delete_devices(&session.user_id, &body.devices)
-        .await?;
+    services.uiaa.check(&services, body.auth.as_ref(), &[vec![uiaa::PASSWORD]], Some(&session.user_id)).await?;
+    services.users.delete_devices(&session.user_id, &body.devices).await?;
     Ok(Json(json!({})))
 }

@@ -19,14 +19,8 @@ pub async fn versions() -> Json<Value> {
 }
 
 /// GET /_matrix/client/v3/capabilities (spec: Client-Server API, "Capabilities negotiation").
-pub async fn capabilities(
-    State(services): State<Arc<Services>>,
-    Auth(_session): Auth,
-) -> Json<Value> {
-    let available: Map<String, Value> = version::SUPPORTED
-        .iter()
-        .map(|v| (v.to_string(), json!("stable")))
-        .collect();
+pub async fn capabilities(State(services): State<Arc<Services>>, Auth(_session): Auth) -> Json<Value> {
+    let available: Map<String, Value> = version::SUPPORTED.iter().map(|v| (v.to_string(), json!("stable"))).collect();
     Json(json!({
         "capabilities": {
             "m.change_password": { "enabled": true },

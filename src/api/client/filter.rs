@@ -28,8 +28,7 @@ pub async fn create(
     JsonBody(filter): JsonBody<Filter>,
 ) -> Result<Json<Value>> {
     check_own(&session, &user_id)?;
-    let definition =
-        serde_json::to_string(&filter).map_err(|e| Error::internal("storing a filter", e))?;
+    let definition = serde_json::to_string(&filter).map_err(|e| Error::internal("storing a filter", e))?;
     let id = storage::users::insert_filter(&services.db.pool, &user_id, &definition).await?;
     Ok(Json(json!({ "filter_id": id.to_string() })))
 }
@@ -43,11 +42,8 @@ pub async fn get(
     check_own(&session, &user_id)?;
     let not_found = || Error::not_found(format!("filter {filter_id} not found"));
     let id: i64 = filter_id.parse().map_err(|_| not_found())?;
-    let definition = storage::users::get_filter(&services.db.pool, &user_id, id)
-        .await?
-        .ok_or_else(not_found)?;
-    let value: Value =
-        serde_json::from_str(&definition).map_err(|e| Error::internal("reading a filter", e))?;
+    let definition = storage::users::get_filter(&services.db.pool, &user_id, id).await?.ok_or_else(not_found)?;
+    let value: Value = serde_json::from_str(&definition).map_err(|e| Error::internal("reading a filter", e))?;
     Ok(Json(value))
 }
 
@@ -57,13 +53,10 @@ pub async fn resolve(services: &Services, user_id: &str, param: Option<&str>) ->
         return Ok(Filter::default());
     };
     if param.trim_start().starts_with('{') {
-        return serde_json::from_str(param)
-            .map_err(|e| Error::bad_json(format!("filter is invalid: {e}")));
+        return serde_json::from_str(param).map_err(|e| Error::bad_json(format!("filter is invalid: {e}")));
     }
     let not_found = || Error::not_found(format!("filter {param} not found"));
     let id: i64 = param.parse().map_err(|_| not_found())?;
-    let definition = storage::users::get_filter(&services.db.pool, user_id, id)
-        .await?
-        .ok_or_else(not_found)?;
+    let definition = storage::users::get_filter(&services.db.pool, user_id, id).await?.ok_or_else(not_found)?;
     serde_json::from_str(&definition).map_err(|e| Error::internal("reading a filter", e))
 }

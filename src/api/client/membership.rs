@@ -30,10 +30,7 @@ pub struct TargetBody {
 }
 
 /// GET /_matrix/client/v3/joined_rooms
-pub async fn joined_rooms(
-    State(services): State<Arc<Services>>,
-    Auth(session): Auth,
-) -> Result<Json<Value>> {
+pub async fn joined_rooms(State(services): State<Arc<Services>>, Auth(session): Auth) -> Result<Json<Value>> {
     let rooms = storage::rooms::joined_rooms(&services.db.pool, session.user_id.as_str()).await?;
     Ok(Json(json!({ "joined_rooms": rooms })))
 }
@@ -46,21 +43,13 @@ async fn join_room(
 ) -> Result<Json<Value>> {
     services.rate_limiter.check(session.user_id.as_str())?;
     if !services.rooms.exists(room_id).await? {
-        return Err(Error::not_found(format!(
-            "room {room_id} is not known to this server"
-        )));
+        return Err(Error::not_found(format!("room {room_id} is not known to this server")));
     }
     let room = services.rooms.state(room_id).await?;
     if !room.is_joined(&session.user_id) {
         services
             .rooms
-            .change_membership(
-                room_id,
-                &session.user_id,
-                &session.user_id,
-                MembershipChange::Join,
-                reason,
-            )
+            .change_membership(room_id, &session.user_id, &session.user_id, MembershipChange::Join, reason)
             .await?;
     }
     Ok(Json(json!({ "room_id": room_id })))
@@ -109,9 +98,7 @@ pub async fn invite(
     let target = parse_user_id(&body.user_id, "user_id")?;
     joined_room(&services, &room_id, &session.user_id).await?;
     if target.server_name() == services.server_name
-        && storage::users::get(&services.db.pool, target.as_str())
-            .await?
-            .is_none()
+        && storage::users::get(&services.db.pool, target.as_str()).await?.is_none()
     {
         return Err(Error::not_found(format!("user {target} does not exist")));
     }
@@ -122,13 +109,7 @@ pub async fn invite(
     }
     services
         .rooms
-        .change_membership(
-            &room_id,
-            &session.user_id,
-            &target,
-            MembershipChange::Invite,
-            body.reason,
-        )
+        .change_membership(&room_id, &session.user_id, &target, MembershipChange::Invite, body.reason)
         .await?;
     Ok(Json(json!({})))
 }
@@ -142,30 +123,20 @@ pub async fn leave(
 ) -> Result<Json<Value>> {
     let room_id = parse_room_id(&room_id)?;
     if !services.rooms.exists(&room_id).await? {
-        return Err(Error::not_found(format!(
-            "room {room_id} is not known to this server"
-        )));
+        return Err(Error::not_found(format!("room {room_id} is not known to this server")));
     }
     let room = services.rooms.state(&room_id).await?;
     match room.membership(&session.user_id).as_deref() {
         Some("join" | "invite" | "knock") => {
             services
                 .rooms
-                .change_membership(
-                    &room_id,
-                    &session.user_id,
-                    &session.user_id,
-                    MembershipChange::Leave,
-                    body.reason,
-                )
+                .change_membership(&room_id, &session.user_id, &session.user_id, MembershipChange::Leave, body.reason)
                 .await?;
         }
         // Leaving a room one already left succeeds without a new event.
         Some("leave") => {}
         _ => {
-            return Err(Error::forbidden(format!(
-                "you are not a member of room {room_id}"
-            )));
+            return Err(Error::forbidden(format!("you are not a member of room {room_id}")));
         }
     }
     Ok(Json(json!({})))
@@ -178,29 +149,15 @@ pub async fn forget(
     Path(room_id): Path<String>,
 ) -> Result<Json<Value>> {
     let room_id = parse_room_id(&room_id)?;
-    let membership = storage::rooms::membership(
-        &services.db.pool,
-        room_id.as_str(),
-        session.user_id.as_str(),
-    )
-    .await?;
+    let membership = storage::rooms::membership(&services.db.pool, room_id.as_str(), session.user_id.as_str()).await?;
     match membership.as_ref().map(|m| m.membership.as_str()) {
         Some("leave" | "ban") => {
-            storage::rooms::forget(
-                &services.db.pool,
-                room_id.as_str(),
-                session.user_id.as_str(),
-            )
-            .await?;
+            storage::rooms::forget(&services.db.pool, room_id.as_str(), session.user_id.as_str()).await?;
             Ok(Json(json!({})))
         }
-        Some(_) => Err(Error::bad_json(format!(
-            "you must leave room {room_id} before forgetting it"
-        ))
-        .with_status(axum::http::StatusCode::BAD_REQUEST)),
-        None => Err(Error::not_found(format!(
-            "you have no membership in room {room_id}"
-        ))),
+        Some(_) => Err(Error::bad_json(format!("you must leave room {room_id} before forgetting it"))
+            .with_status(axum::http::StatusCode::BAD_REQUEST)),
+        None => Err(Error::not_found(format!("you have no membership in room {room_id}"))),
     }
 }
 
@@ -214,10 +171,7 @@ async fn moderate(
     let room_id = parse_room_id(room_id)?;
     let target = parse_user_id(&body.user_id, "user_id")?;
     joined_room(services, &room_id, &session.user_id).await?;
-    services
-        .rooms
-        .change_membership(&room_id, &session.user_id, &target, change, body.reason)
-        .await?;
+    services.rooms.change_membership(&room_id, &session.user_id, &target, change, body.reason).await?;
     Ok(Json(json!({})))
 }
 
@@ -267,17 +221,9 @@ pub async fn members(
 ) -> Result<Json<Value>> {
     let room_id = parse_room_id(&room_id)?;
     let pool = &services.db.pool;
-    for value in [&query.membership, &query.not_membership]
-        .into_iter()
-        .flatten()
-    {
-        if !matches!(
-            value.as_str(),
-            "join" | "invite" | "knock" | "leave" | "ban"
-        ) {
-            return Err(Error::invalid_param(format!(
-                "membership {value:?} is invalid"
-            )));
+    for value in [&query.membership, &query.not_membership].into_iter().flatten() {
+        if !matches!(value.as_str(), "join" | "invite" | "knock" | "leave" | "ban") {
+            return Err(Error::invalid_param(format!("membership {value:?} is invalid")));
         }
     }
     // Members who left see the member list as it was when they left.
@@ -285,39 +231,24 @@ pub async fn members(
         .await?
         .filter(|m| m.membership == "join" || m.membership == "leave" || m.membership == "ban")
         .ok_or_else(|| Error::forbidden(format!("you are not a member of room {room_id}")))?;
-    let mut upto = if own.membership == "join" {
-        i64::MAX
-    } else {
-        own.stream
-    };
+    let mut upto = if own.membership == "join" { i64::MAX } else { own.stream };
     if let Some(at) = &query.at {
         upto = upto.min(crate::sync::token::parse_pagination(at, "at")?);
     }
-    let state = match storage::events::room_range(pool, &room_id, 0, upto, 1, true)
-        .await?
-        .pop()
-    {
+    let state = match storage::events::room_range(pool, &room_id, 0, upto, 1, true).await?.pop() {
         Some(event) => storage::state::load_group(pool, event.state_group).await?,
         None => Default::default(),
     };
-    let ids: Vec<String> = state
-        .into_iter()
-        .filter(|((kind, _), _)| kind == "m.room.member")
-        .map(|(_, id)| id)
-        .collect();
+    let ids: Vec<String> =
+        state.into_iter().filter(|((kind, _), _)| kind == "m.room.member").map(|(_, id)| id).collect();
     let mut events = storage::events::get_many(pool, &ids).await?;
     events.retain(|e| {
         let membership = e.pdu.membership().unwrap_or_default();
         query.membership.as_ref().is_none_or(|m| *m == membership)
-            && query
-                .not_membership
-                .as_ref()
-                .is_none_or(|m| *m != membership)
+            && query.not_membership.as_ref().is_none_or(|m| *m != membership)
     });
     events.sort_by(|a, b| a.pdu.state_key.cmp(&b.pdu.state_key));
-    Ok(Json(
-        json!({ "chunk": client_events(pool, &events, None, true).await? }),
-    ))
+    Ok(Json(json!({ "chunk": client_events(pool, &events, None, true).await? })))
 }
 
 /// GET /_matrix/client/v3/rooms/{roomId}/joined_members

@@ -29,11 +29,7 @@ use crate::{
 const MAX_LIMIT: i64 = 1000;
 
 /// The visibility rules for a user who has, or had, a membership in the room.
-async fn visibility_for(
-    services: &Services,
-    room_id: &RoomId,
-    user: &UserId,
-) -> Result<Visibility> {
+async fn visibility_for(services: &Services, room_id: &RoomId, user: &UserId) -> Result<Visibility> {
     let pool = &services.db.pool;
     let membership = storage::rooms::membership(pool, room_id.as_str(), user.as_str()).await?;
     let world_readable = services.rooms.exists(room_id).await?
@@ -46,18 +42,13 @@ async fn visibility_for(
             .and_then(Value::as_str)
             == Some("world_readable");
     if membership.is_none() && !world_readable {
-        return Err(Error::forbidden(format!(
-            "you are not a member of room {room_id}"
-        )));
+        return Err(Error::forbidden(format!("you are not a member of room {room_id}")));
     }
     Visibility::load(pool, room_id, user).await
 }
 
 fn viewer(session: &Session) -> Viewer<'_> {
-    Viewer {
-        user_id: &session.user_id,
-        device_id: &session.device_id,
-    }
+    Viewer { user_id: &session.user_id, device_id: &session.device_id }
 }
 
 /// GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}
@@ -71,14 +62,11 @@ pub async fn event(
         .map_err(|e| Error::invalid_param(format!("event id {event_id:?} is invalid: {e}")))?;
     let visibility = visibility_for(&services, &room_id, &session.user_id).await?;
     let not_found = || Error::not_found(format!("event {event_id} not found"));
-    let event = storage::events::get(&services.db.pool, event_id.as_str())
-        .await?
-        .ok_or_else(not_found)?;
+    let event = storage::events::get(&services.db.pool, event_id.as_str()).await?.ok_or_else(not_found)?;
     if event.pdu.room_id != room_id || !visibility.can_see(event.stream) {
         return Err(not_found());
     }
-    let mut events =
-        client_events(&services.db.pool, &[event], Some(viewer(&session)), true).await?;
+    let mut events = client_events(&services.db.pool, &[event], Some(viewer(&session)), true).await?;
     Ok(Json(json!(events.pop())))
 }
 
@@ -120,11 +108,7 @@ async fn paginate(
             return Ok((picked, None));
         }
         for event in rows {
-            position = if backwards {
-                event.stream - 1
-            } else {
-                event.stream
-            };
+            position = if backwards { event.stream - 1 } else { event.stream };
             if visibility.can_see(event.stream) && filter.allows(&event.pdu) {
                 picked.push(event);
                 if picked.len() == limit {
@@ -147,9 +131,7 @@ pub async fn messages(
         "b" => true,
         "f" => false,
         other => {
-            return Err(Error::invalid_param(format!(
-                "dir {other:?} is invalid: expected \"b\" or \"f\""
-            )));
+            return Err(Error::invalid_param(format!("dir {other:?} is invalid: expected \"b\" or \"f\"")));
         }
     };
     let limit = query.limit.unwrap_or(10);
@@ -174,31 +156,15 @@ pub async fn messages(
         Some(left) if backwards => from.min(left),
         _ => from,
     };
-    let to = query
-        .to
-        .as_deref()
-        .map(|t| parse_pagination(t, "to"))
-        .transpose()?;
+    let to = query.to.as_deref().map(|t| parse_pagination(t, "to")).transpose()?;
     let upper = match visibility.left_at() {
         Some(left) if !backwards => Some(to.map_or(left, |t| t.min(left))),
         _ => to,
     };
     if limit == 0 {
-        return Ok(Json(
-            json!({ "chunk": [], "start": pagination_token(from) }),
-        ));
+        return Ok(Json(json!({ "chunk": [], "start": pagination_token(from) })));
     }
-    let (events, end) = paginate(
-        &services,
-        &room_id,
-        &visibility,
-        &filter,
-        from,
-        upper,
-        backwards,
-        limit,
-    )
-    .await?;
+    let (events, end) = paginate(&services, &room_id, &visibility, &filter, from, upper, backwards, limit).await?;
 
     let mut state = Vec::new();
     if filter.lazy_load() {
@@ -208,10 +174,7 @@ pub async fn messages(
         senders.dedup();
         let ids: Vec<String> = senders
             .iter()
-            .filter_map(|s| {
-                room.get(&ruma::events::StateEventType::RoomMember, s)
-                    .map(|p| p.event_id.to_string())
-            })
+            .filter_map(|s| room.get(&ruma::events::StateEventType::RoomMember, s).map(|p| p.event_id.to_string()))
             .collect();
         state = storage::events::get_many(&services.db.pool, &ids).await?;
     }
@@ -258,55 +221,29 @@ pub async fn context(
     let visibility = visibility_for(&services, &room_id, &session.user_id).await?;
     let pool = &services.db.pool;
     let not_found = || Error::not_found(format!("event {event_id} not found"));
-    let event = storage::events::get(pool, event_id.as_str())
-        .await?
-        .ok_or_else(not_found)?;
+    let event = storage::events::get(pool, event_id.as_str()).await?.ok_or_else(not_found)?;
     if event.pdu.room_id != room_id || !visibility.can_see(event.stream) {
         return Err(not_found());
     }
     let before_count = limit / 2;
     let after_count = limit - before_count;
     let (before, start) = if before_count > 0 {
-        paginate(
-            &services,
-            &room_id,
-            &visibility,
-            &filter,
-            event.stream - 1,
-            None,
-            true,
-            before_count,
-        )
-        .await?
+        paginate(&services, &room_id, &visibility, &filter, event.stream - 1, None, true, before_count).await?
     } else {
         (Vec::new(), Some(event.stream - 1))
     };
     let upper = visibility.left_at();
     let (after, end) = if after_count > 0 {
-        paginate(
-            &services,
-            &room_id,
-            &visibility,
-            &filter,
-            event.stream,
-            upper,
-            false,
-            after_count,
-        )
-        .await?
+        paginate(&services, &room_id, &visibility, &filter, event.stream, upper, false, after_count).await?
     } else {
         (Vec::new(), Some(event.stream))
     };
     let last_stream = after.last().map_or(event.stream, |e| e.stream);
-    let state = match storage::events::room_range(pool, &room_id, 0, last_stream, 1, true)
-        .await?
-        .pop()
-    {
+    let state = match storage::events::room_range(pool, &room_id, 0, last_stream, 1, true).await?.pop() {
         Some(latest) => storage::state::load_group(pool, latest.state_group).await?,
         None => Default::default(),
     };
-    let mut state_events =
-        storage::events::get_many(pool, &state.into_values().collect::<Vec<_>>()).await?;
+    let mut state_events = storage::events::get_many(pool, &state.into_values().collect::<Vec<_>>()).await?;
     state_events.sort_by_key(|e| e.stream);
 
     let viewer = Some(viewer(&session));

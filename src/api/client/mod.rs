@@ -49,18 +49,10 @@ pub fn router() -> Router<Arc<Services>> {
         .route(&r("/account/password"), post(account::change_password))
         .route(&r("/account/deactivate"), post(account::deactivate))
         .route(&r("/devices"), get(devices::list))
-        .route(
-            &r("/devices/{device_id}"),
-            get(devices::get)
-                .put(devices::update)
-                .delete(devices::delete),
-        )
+        .route(&r("/devices/{device_id}"), get(devices::get).put(devices::update).delete(devices::delete))
         .route(&r("/delete_devices"), post(devices::delete_many))
         // Account data and filters
-        .route(
-            &r("/user/{user_id}/account_data/{kind}"),
-            get(account_data::get_global).put(account_data::put_global),
-        )
+        .route(&r("/user/{user_id}/account_data/{kind}"), get(account_data::get_global).put(account_data::put_global))
         .route(
             &r("/user/{user_id}/rooms/{room_id}/account_data/{kind}"),
             get(account_data::get_room).put(account_data::put_room),
@@ -70,10 +62,7 @@ pub fn router() -> Router<Arc<Services>> {
         // Rooms
         .route(&r("/createRoom"), post(rooms::create))
         .route(&r("/joined_rooms"), get(membership::joined_rooms))
-        .route(
-            &r("/join/{room_id_or_alias}"),
-            post(membership::join_by_id_or_alias),
-        )
+        .route(&r("/join/{room_id_or_alias}"), post(membership::join_by_id_or_alias))
         .route(&r("/rooms/{room_id}/join"), post(membership::join))
         .route(&r("/rooms/{room_id}/invite"), post(membership::invite))
         .route(&r("/rooms/{room_id}/leave"), post(membership::leave))
@@ -82,65 +71,30 @@ pub fn router() -> Router<Arc<Services>> {
         .route(&r("/rooms/{room_id}/ban"), post(membership::ban))
         .route(&r("/rooms/{room_id}/unban"), post(membership::unban))
         .route(&r("/rooms/{room_id}/members"), get(membership::members))
-        .route(
-            &r("/rooms/{room_id}/joined_members"),
-            get(membership::joined_members),
-        )
+        .route(&r("/rooms/{room_id}/joined_members"), get(membership::joined_members))
         .route(&r("/rooms/{room_id}/state"), get(state::all))
-        .route(
-            &r("/rooms/{room_id}/state/{kind}"),
-            get(state::get_empty_key).put(state::put_empty_key),
-        )
-        .route(
-            &r("/rooms/{room_id}/state/{kind}/"),
-            get(state::get_empty_key).put(state::put_empty_key),
-        )
-        .route(
-            &r("/rooms/{room_id}/state/{kind}/{state_key}"),
-            get(state::get).put(state::put),
-        )
+        .route(&r("/rooms/{room_id}/state/{kind}"), get(state::get_empty_key).put(state::put_empty_key))
+        .route(&r("/rooms/{room_id}/state/{kind}/"), get(state::get_empty_key).put(state::put_empty_key))
+        .route(&r("/rooms/{room_id}/state/{kind}/{state_key}"), get(state::get).put(state::put))
         .route(&r("/rooms/{room_id}/send/{kind}/{txn_id}"), put(send::send))
-        .route(
-            &r("/rooms/{room_id}/redact/{event_id}/{txn_id}"),
-            put(send::redact),
-        )
-        .route(
-            &r("/rooms/{room_id}/event/{event_id}"),
-            get(messages::event),
-        )
+        .route(&r("/rooms/{room_id}/redact/{event_id}/{txn_id}"), put(send::redact))
+        .route(&r("/rooms/{room_id}/event/{event_id}"), get(messages::event))
         .route(&r("/rooms/{room_id}/messages"), get(messages::messages))
-        .route(
-            &r("/rooms/{room_id}/context/{event_id}"),
-            get(messages::context),
-        )
+        .route(&r("/rooms/{room_id}/context/{event_id}"), get(messages::context))
         .route(&r("/rooms/{room_id}/typing/{user_id}"), put(typing::set))
-        .route(
-            &r("/rooms/{room_id}/receipt/{receipt_type}/{event_id}"),
-            post(receipts::receipt),
-        )
-        .route(
-            &r("/rooms/{room_id}/read_markers"),
-            post(receipts::read_markers),
-        )
-        .route(
-            &r("/rooms/{room_id}/aliases"),
-            get(room_directory::room_aliases),
-        )
+        .route(&r("/rooms/{room_id}/receipt/{receipt_type}/{event_id}"), post(receipts::receipt))
+        .route(&r("/rooms/{room_id}/read_markers"), post(receipts::read_markers))
+        .route(&r("/rooms/{room_id}/aliases"), get(room_directory::room_aliases))
         // Room directory
         .route(
             &r("/directory/room/{alias}"),
-            get(room_directory::resolve_alias)
-                .put(room_directory::put_alias)
-                .delete(room_directory::delete_alias),
+            get(room_directory::resolve_alias).put(room_directory::put_alias).delete(room_directory::delete_alias),
         )
         .route(
             &r("/directory/list/room/{room_id}"),
             get(room_directory::get_visibility).put(room_directory::set_visibility),
         )
-        .route(
-            &r("/publicRooms"),
-            get(room_directory::public_rooms).post(room_directory::search_public_rooms),
-        )
+        .route(&r("/publicRooms"), get(room_directory::public_rooms).post(room_directory::search_public_rooms))
         // Sync
         .route(&r("/sync"), get(sync::sync))
         // Push notifications
@@ -148,9 +102,7 @@ pub fn router() -> Router<Arc<Services>> {
         .route(&r("/pushrules/global/"), get(push_rules::get_global))
         .route(
             &r("/pushrules/{scope}/{kind}/{rule_id}"),
-            get(push_rules::get_rule)
-                .put(push_rules::put_rule)
-                .delete(push_rules::delete_rule),
+            get(push_rules::get_rule).put(push_rules::put_rule).delete(push_rules::delete_rule),
         )
         .route(
             &r("/pushrules/{scope}/{kind}/{rule_id}/enabled"),
@@ -165,31 +117,16 @@ pub fn router() -> Router<Arc<Services>> {
         .route(&r("/notifications"), get(pushers::notifications))
         // Email addresses, and the links that emails carry
         .route(&r("/account/3pid"), get(threepid::list))
-        .route(
-            &r("/account/3pid/email/requestToken"),
-            post(threepid::request_token),
-        )
+        .route(&r("/account/3pid/email/requestToken"), post(threepid::request_token))
         .route(&r("/account/3pid/add"), post(threepid::add))
         .route(&r("/account/3pid/delete"), post(threepid::delete))
         .route("/_lattice/email/validate", get(threepid::validate))
-        .route(
-            "/_lattice/email/unsubscribe",
-            get(threepid::unsubscribe_page).post(threepid::unsubscribe),
-        )
+        .route("/_lattice/email/unsubscribe", get(threepid::unsubscribe_page).post(threepid::unsubscribe))
         // Profiles, presence, user directory
         .route(&r("/profile/{user_id}"), get(profile::get))
-        .route(
-            &r("/profile/{user_id}/displayname"),
-            get(profile::get_displayname).put(profile::set_displayname),
-        )
-        .route(
-            &r("/profile/{user_id}/avatar_url"),
-            get(profile::get_avatar_url).put(profile::set_avatar_url),
-        )
-        .route(
-            &r("/presence/{user_id}/status"),
-            get(presence::get).put(presence::set),
-        )
+        .route(&r("/profile/{user_id}/displayname"), get(profile::get_displayname).put(profile::set_displayname))
+        .route(&r("/profile/{user_id}/avatar_url"), get(profile::get_avatar_url).put(profile::set_avatar_url))
+        .route(&r("/presence/{user_id}/status"), get(presence::get).put(presence::set))
         .route(&r("/user_directory/search"), post(user_directory::search))
         .merge(connections_router())
 }
@@ -201,19 +138,10 @@ fn connections_router() -> Router<Arc<Services>> {
     Router::new()
         .route(&c("/connections"), get(connections::list))
         .route(&c("/connections/{user_id}"), delete(connections::remove))
-        .route(
-            &c("/requests"),
-            get(connections::pending).post(connections::send),
-        )
+        .route(&c("/requests"), get(connections::pending).post(connections::send))
         .route(&c("/requests/{room_id}/accept"), post(connections::accept))
-        .route(
-            &c("/requests/{room_id}/decline"),
-            post(connections::decline),
-        )
-        .route(
-            &c("/requests/{room_id}/withdraw"),
-            post(connections::withdraw),
-        )
+        .route(&c("/requests/{room_id}/decline"), post(connections::decline))
+        .route(&c("/requests/{room_id}/withdraw"), post(connections::withdraw))
         .route(&c("/degree/{user_id}"), get(connections::degree))
         .route(&c("/metrics"), get(connections::metrics))
 }

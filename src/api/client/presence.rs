@@ -35,9 +35,7 @@ pub async fn update(
     }
     let status_msg = match status_msg {
         Some(msg) => msg,
-        None => storage::users::get_presence(pool, user.as_str())
-            .await?
-            .and_then(|p| p.status_msg),
+        None => storage::users::get_presence(pool, user.as_str()).await?.and_then(|p| p.status_msg),
     };
     let user_owned = user.to_string();
     let state_owned = state.to_owned();
@@ -80,9 +78,7 @@ pub async fn get(
     if user_id != session.user_id {
         let shared = storage::rooms::users_sharing_rooms(pool, session.user_id.as_str()).await?;
         if !shared.iter().any(|u| u == user_id.as_str()) {
-            return Err(Error::forbidden(format!(
-                "you share no room with {user_id}, so their presence is hidden"
-            )));
+            return Err(Error::forbidden(format!("you share no room with {user_id}, so their presence is hidden")));
         }
     }
     if storage::users::get(pool, user_id.as_str()).await?.is_none() {

@@ -24,10 +24,7 @@ async fn load(services: &Services, user_id: &UserId) -> Result<storage::users::U
 }
 
 /// GET /_matrix/client/v3/profile/{userId}
-pub async fn get(
-    State(services): State<Arc<Services>>,
-    Path(user_id): Path<String>,
-) -> Result<Json<Value>> {
+pub async fn get(State(services): State<Arc<Services>>, Path(user_id): Path<String>) -> Result<Json<Value>> {
     let user_id = parse_user_id(&user_id, "userId")?;
     let user = load(&services, &user_id).await?;
     let mut body = json!({});
@@ -54,10 +51,7 @@ pub async fn get_displayname(
 }
 
 /// GET /_matrix/client/v3/profile/{userId}/avatar_url
-pub async fn get_avatar_url(
-    State(services): State<Arc<Services>>,
-    Path(user_id): Path<String>,
-) -> Result<Json<Value>> {
+pub async fn get_avatar_url(State(services): State<Arc<Services>>, Path(user_id): Path<String>) -> Result<Json<Value>> {
     let user_id = parse_user_id(&user_id, "userId")?;
     let user = load(&services, &user_id).await?;
     match user.avatar_url {
@@ -111,9 +105,7 @@ pub async fn set_avatar_url(
     if let Some(url) = &url
         && !url.starts_with("mxc://")
     {
-        return Err(Error::bad_json(format!(
-            "avatar_url {url:?} is not an mxc:// URI"
-        )));
+        return Err(Error::bad_json(format!("avatar_url {url:?} is not an mxc:// URI")));
     }
     storage::users::set_avatar_url(&services.db.pool, user_id.as_str(), url.as_deref()).await?;
     services.rooms.propagate_profile(&user_id).await?;

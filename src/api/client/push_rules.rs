@@ -6,8 +6,8 @@ use axum::{Json, extract::State};
 use ruma::{
     OwnedRoomId, OwnedUserId,
     push::{
-        Action, AnyPushRuleRef, InsertPushRuleError, NewConditionalPushRule, NewPatternedPushRule,
-        NewPushRule, NewSimplePushRule, PushCondition, RemovePushRuleError, RuleKind, Ruleset,
+        Action, AnyPushRuleRef, InsertPushRuleError, NewConditionalPushRule, NewPatternedPushRule, NewPushRule,
+        NewSimplePushRule, PushCondition, RemovePushRuleError, RuleKind, Ruleset,
     },
 };
 use serde::Deserialize;
@@ -22,9 +22,7 @@ use crate::{
 
 fn check_scope(scope: &str) -> Result<()> {
     if scope != "global" {
-        return Err(Error::invalid_param(format!(
-            "push rule scope {scope:?} is not supported: use \"global\""
-        )));
+        return Err(Error::invalid_param(format!("push rule scope {scope:?} is not supported: use \"global\"")));
     }
     Ok(())
 }
@@ -48,13 +46,9 @@ fn rule_not_found(kind: &str, rule_id: &str) -> Error {
 
 /// Returns the rule as JSON, or a 404 error.
 fn rule_json(rules: &Ruleset, kind: &str, rule_id: &str) -> Result<Value> {
-    let rule = rules
-        .get(parse_kind(kind)?, rule_id)
-        .ok_or_else(|| rule_not_found(kind, rule_id))?;
+    let rule = rules.get(parse_kind(kind)?, rule_id).ok_or_else(|| rule_not_found(kind, rule_id))?;
     let value = match rule {
-        AnyPushRuleRef::Override(rule) | AnyPushRuleRef::Underride(rule) => {
-            serde_json::to_value(rule)
-        }
+        AnyPushRuleRef::Override(rule) | AnyPushRuleRef::Underride(rule) => serde_json::to_value(rule),
         AnyPushRuleRef::Content(rule) => serde_json::to_value(rule),
         AnyPushRuleRef::Room(rule) => serde_json::to_value(rule),
         AnyPushRuleRef::Sender(rule) => serde_json::to_value(rule),
@@ -64,24 +58,14 @@ fn rule_json(rules: &Ruleset, kind: &str, rule_id: &str) -> Result<Value> {
 }
 
 /// GET /_matrix/client/v3/pushrules/
-pub async fn get_all(
-    State(services): State<Arc<Services>>,
-    Auth(session): Auth,
-) -> Result<Json<Value>> {
-    Ok(Json(
-        services.push.account_data_content(&session.user_id).await?,
-    ))
+pub async fn get_all(State(services): State<Arc<Services>>, Auth(session): Auth) -> Result<Json<Value>> {
+    Ok(Json(services.push.account_data_content(&session.user_id).await?))
 }
 
 /// GET /_matrix/client/v3/pushrules/global/
-pub async fn get_global(
-    State(services): State<Arc<Services>>,
-    Auth(session): Auth,
-) -> Result<Json<Value>> {
+pub async fn get_global(State(services): State<Arc<Services>>, Auth(session): Auth) -> Result<Json<Value>> {
     let rules = services.push.ruleset(&session.user_id).await?;
-    Ok(Json(serde_json::to_value(rules).map_err(|e| {
-        Error::internal("serializing push rules", e)
-    })?))
+    Ok(Json(serde_json::to_value(rules).map_err(|e| Error::internal("serializing push rules", e))?))
 }
 
 /// GET /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}
@@ -131,9 +115,9 @@ pub async fn put_rule(
         InsertPushRuleError::UnknownRuleId => {
             Error::not_found("the push rule named by the before or after parameter was not found")
         }
-        InsertPushRuleError::ServerDefaultRuleId => {
-            Error::invalid_param(format!("rule id {rule_id:?} is invalid: ids starting with '.' are reserved for server-default rules"))
-        }
+        InsertPushRuleError::ServerDefaultRuleId => Error::invalid_param(format!(
+            "rule id {rule_id:?} is invalid: ids starting with '.' are reserved for server-default rules"
+        )),
         InsertPushRuleError::InvalidRuleId => {
             Error::invalid_param(format!("rule id {rule_id:?} is invalid: it must not contain '/' or '\\'"))
         }
@@ -145,33 +129,16 @@ pub async fn put_rule(
 
 /// Builds the rule a PUT describes, checking the fields its kind needs.
 fn new_rule(kind: RuleKind, rule_id: &str, body: PutRuleBody) -> Result<NewPushRule> {
-    let PutRuleBody {
-        actions,
-        conditions,
-        pattern,
-    } = body;
+    let PutRuleBody { actions, conditions, pattern } = body;
     Ok(match kind {
         RuleKind::Override | RuleKind::Underride => {
-            let rule = NewConditionalPushRule::new(
-                rule_id.to_owned(),
-                conditions.unwrap_or_default(),
-                actions,
-            );
-            if kind == RuleKind::Override {
-                NewPushRule::Override(rule)
-            } else {
-                NewPushRule::Underride(rule)
-            }
+            let rule = NewConditionalPushRule::new(rule_id.to_owned(), conditions.unwrap_or_default(), actions);
+            if kind == RuleKind::Override { NewPushRule::Override(rule) } else { NewPushRule::Underride(rule) }
         }
         RuleKind::Content => {
-            let pattern = pattern.ok_or_else(|| {
-                Error::bad_json("pattern: missing field, required for content rules")
-            })?;
-            NewPushRule::Content(NewPatternedPushRule::new(
-                rule_id.to_owned(),
-                pattern,
-                actions,
-            ))
+            let pattern =
+                pattern.ok_or_else(|| Error::bad_json("pattern: missing field, required for content rules"))?;
+            NewPushRule::Content(NewPatternedPushRule::new(rule_id.to_owned(), pattern, actions))
         }
         RuleKind::Room => {
             let room_id = OwnedRoomId::try_from(rule_id).map_err(|e| {
@@ -207,14 +174,12 @@ pub async fn delete_rule(
 ) -> Result<Json<Value>> {
     check_scope(&scope)?;
     let mut rules = services.push.ruleset(&session.user_id).await?;
-    rules
-        .remove(parse_kind(&kind)?, &rule_id)
-        .map_err(|e| match e {
-            RemovePushRuleError::ServerDefault => Error::invalid_param(format!(
-                "push rule {kind}/{rule_id} is a server-default rule and cannot be deleted"
-            )),
-            _ => rule_not_found(&kind, &rule_id),
-        })?;
+    rules.remove(parse_kind(&kind)?, &rule_id).map_err(|e| match e {
+        RemovePushRuleError::ServerDefault => {
+            Error::invalid_param(format!("push rule {kind}/{rule_id} is a server-default rule and cannot be deleted"))
+        }
+        _ => rule_not_found(&kind, &rule_id),
+    })?;
     save(&services, &session, rules).await?;
     Ok(Json(json!({})))
 }
@@ -227,9 +192,7 @@ pub async fn get_enabled(
 ) -> Result<Json<Value>> {
     check_scope(&scope)?;
     let rules = services.push.ruleset(&session.user_id).await?;
-    let rule = rules
-        .get(parse_kind(&kind)?, &rule_id)
-        .ok_or_else(|| rule_not_found(&kind, &rule_id))?;
+    let rule = rules.get(parse_kind(&kind)?, &rule_id).ok_or_else(|| rule_not_found(&kind, &rule_id))?;
     Ok(Json(json!({ "enabled": rule.enabled() })))
 }
 
@@ -247,9 +210,7 @@ pub async fn put_enabled(
 ) -> Result<Json<Value>> {
     check_scope(&scope)?;
     let mut rules = services.push.ruleset(&session.user_id).await?;
-    rules
-        .set_enabled(parse_kind(&kind)?, &rule_id, body.enabled)
-        .map_err(|_| rule_not_found(&kind, &rule_id))?;
+    rules.set_enabled(parse_kind(&kind)?, &rule_id, body.enabled).map_err(|_| rule_not_found(&kind, &rule_id))?;
     save(&services, &session, rules).await?;
     Ok(Json(json!({})))
 }
@@ -262,9 +223,7 @@ pub async fn get_actions(
 ) -> Result<Json<Value>> {
     check_scope(&scope)?;
     let rules = services.push.ruleset(&session.user_id).await?;
-    let rule = rules
-        .get(parse_kind(&kind)?, &rule_id)
-        .ok_or_else(|| rule_not_found(&kind, &rule_id))?;
+    let rule = rules.get(parse_kind(&kind)?, &rule_id).ok_or_else(|| rule_not_found(&kind, &rule_id))?;
     Ok(Json(json!({ "actions": rule.actions() })))
 }
 
@@ -282,9 +241,7 @@ pub async fn put_actions(
 ) -> Result<Json<Value>> {
     check_scope(&scope)?;
     let mut rules = services.push.ruleset(&session.user_id).await?;
-    rules
-        .set_actions(parse_kind(&kind)?, &rule_id, body.actions)
-        .map_err(|_| rule_not_found(&kind, &rule_id))?;
+    rules.set_actions(parse_kind(&kind)?, &rule_id, body.actions).map_err(|_| rule_not_found(&kind, &rule_id))?;
     save(&services, &session, rules).await?;
     Ok(Json(json!({})))
 }

@@ -38,14 +38,9 @@ fn pusher_json(row: &PusherRow) -> Value {
 }
 
 /// GET /_matrix/client/v3/pushers
-pub async fn list(
-    State(services): State<Arc<Services>>,
-    Auth(session): Auth,
-) -> Result<Json<Value>> {
+pub async fn list(State(services): State<Arc<Services>>, Auth(session): Auth) -> Result<Json<Value>> {
     let rows = storage::push::pushers_of(&services.db.pool, session.user_id.as_str()).await?;
-    Ok(Json(
-        json!({ "pushers": rows.iter().map(pusher_json).collect::<Vec<_>>() }),
-    ))
+    Ok(Json(json!({ "pushers": rows.iter().map(pusher_json).collect::<Vec<_>>() })))
 }
 
 #[derive(Deserialize)]
@@ -64,11 +59,7 @@ pub struct SetPusherBody {
 }
 
 fn required(value: Option<String>, field: &str) -> Result<String> {
-    value.ok_or_else(|| {
-        Error::bad_json(format!(
-            "{field}: missing field, required unless kind is null"
-        ))
-    })
+    value.ok_or_else(|| Error::bad_json(format!("{field}: missing field, required unless kind is null")))
 }
 
 /// POST /_matrix/client/v3/pushers/set
@@ -78,14 +69,10 @@ pub async fn set(
     JsonBody(body): JsonBody<SetPusherBody>,
 ) -> Result<Json<Value>> {
     if body.app_id.is_empty() || body.app_id.len() > MAX_APP_ID_LEN {
-        return Err(Error::bad_json(format!(
-            "app_id: must be 1 to {MAX_APP_ID_LEN} characters long"
-        )));
+        return Err(Error::bad_json(format!("app_id: must be 1 to {MAX_APP_ID_LEN} characters long")));
     }
     if body.pushkey.is_empty() || body.pushkey.len() > MAX_PUSHKEY_LEN {
-        return Err(Error::bad_json(format!(
-            "pushkey: must be 1 to {MAX_PUSHKEY_LEN} bytes long"
-        )));
+        return Err(Error::bad_json(format!("pushkey: must be 1 to {MAX_PUSHKEY_LEN} bytes long")));
     }
     let user = session.user_id.to_string();
     let Some(kind) = body.kind else {
@@ -103,20 +90,16 @@ pub async fn set(
         return Ok(Json(json!({})));
     };
 
-    let data = body
-        .data
-        .ok_or_else(|| Error::bad_json("data: missing field, required unless kind is null"))?;
+    let data = body.data.ok_or_else(|| Error::bad_json("data: missing field, required unless kind is null"))?;
     match kind.as_str() {
         "http" => {
-            let url = data.get("url").and_then(Value::as_str).ok_or_else(|| {
-                Error::invalid_param("data.url: missing, required for http pushers")
-            })?;
-            let parsed = url::Url::parse(url).map_err(|e| {
-                Error::invalid_param(format!("data.url {url:?} is not a valid URL: {e}"))
-            })?;
-            if !matches!(parsed.scheme(), "http" | "https")
-                || parsed.path() != "/_matrix/push/v1/notify"
-            {
+            let url = data
+                .get("url")
+                .and_then(Value::as_str)
+                .ok_or_else(|| Error::invalid_param("data.url: missing, required for http pushers"))?;
+            let parsed = url::Url::parse(url)
+                .map_err(|e| Error::invalid_param(format!("data.url {url:?} is not a valid URL: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.path() != "/_matrix/push/v1/notify" {
                 return Err(Error::invalid_param(format!(
                     "data.url {url:?} is invalid: it must be an http(s) URL whose path is /_matrix/push/v1/notify"
                 )));
@@ -191,15 +174,9 @@ pub async fn notifications(
 ) -> Result<Json<Value>> {
     let before = match query.from.as_deref() {
         None | Some("") => i64::MAX,
-        Some(token) => token
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| {
-                Error::invalid_param(format!(
-                    "from {token:?} is invalid: use a next_token of an earlier response"
-                ))
-            })?,
+        Some(token) => token.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+            Error::invalid_param(format!("from {token:?} is invalid: use a next_token of an earlier response"))
+        })?,
     };
     let limit = match query.limit.as_deref() {
         None => DEFAULT_NOTIFICATIONS,
@@ -207,11 +184,7 @@ pub async fn notifications(
             .parse::<i64>()
             .ok()
             .filter(|n| *n >= 1)
-            .ok_or_else(|| {
-                Error::invalid_param(format!(
-                    "limit {text:?} is invalid: expected a positive integer"
-                ))
-            })?
+            .ok_or_else(|| Error::invalid_param(format!("limit {text:?} is invalid: expected a positive integer")))?
             .min(MAX_NOTIFICATIONS),
     };
     let only_highlight = match query.only.as_deref() {
@@ -232,11 +205,7 @@ pub async fn notifications(
 
     let ids: Vec<String> = rows.iter().map(|r| r.action.event_id.clone()).collect();
     let stored: HashMap<String, storage::events::StoredEvent> =
-        storage::events::get_many(pool, &ids)
-            .await?
-            .into_iter()
-            .map(|e| (e.pdu.event_id.to_string(), e))
-            .collect();
+        storage::events::get_many(pool, &ids).await?.into_iter().map(|e| (e.pdu.event_id.to_string(), e)).collect();
     let pushers = storage::push::pushers_of(pool, user).await?;
     let profile_tag = pushers.iter().find_map(|p| p.profile_tag.clone());
 
@@ -249,8 +218,7 @@ pub async fn notifications(
         let Some(event_json) = client.pop() else {
             continue;
         };
-        let actions: Value =
-            serde_json::from_str(&row.action.actions).unwrap_or_else(|_| json!([]));
+        let actions: Value = serde_json::from_str(&row.action.actions).unwrap_or_else(|_| json!([]));
         let mut notification = json!({
             "actions": actions,
             "event": event_json,

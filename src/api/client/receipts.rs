@@ -31,8 +31,8 @@ async fn store_receipt(
     event_id: &str,
     thread_id: Option<String>,
 ) -> Result<()> {
-    let event_id = EventId::parse(event_id)
-        .map_err(|e| Error::invalid_param(format!("event id {event_id:?} is invalid: {e}")))?;
+    let event_id =
+        EventId::parse(event_id).map_err(|e| Error::invalid_param(format!("event id {event_id:?} is invalid: {e}")))?;
     let room = joined_room(services, room_id, &session.user_id).await?;
     let event = storage::events::get(&services.db.pool, event_id.as_str())
         .await?
@@ -80,14 +80,9 @@ async fn store_receipt(
     Ok(())
 }
 
-async fn set_fully_read(
-    services: &Services,
-    session: &Session,
-    room_id: &RoomId,
-    event_id: &str,
-) -> Result<()> {
-    let event_id = EventId::parse(event_id)
-        .map_err(|e| Error::invalid_param(format!("event id {event_id:?} is invalid: {e}")))?;
+async fn set_fully_read(services: &Services, session: &Session, room_id: &RoomId, event_id: &str) -> Result<()> {
+    let event_id =
+        EventId::parse(event_id).map_err(|e| Error::invalid_param(format!("event id {event_id:?} is invalid: {e}")))?;
     joined_room(services, room_id, &session.user_id).await?;
     super::account_data::store(
         services,
@@ -109,21 +104,11 @@ pub async fn receipt(
     let room_id = parse_room_id(&room_id)?;
     match receipt_type.as_str() {
         PUBLIC | PRIVATE => {
-            store_receipt(
-                &services,
-                &session,
-                &room_id,
-                &receipt_type,
-                &event_id,
-                body.thread_id,
-            )
-            .await?
+            store_receipt(&services, &session, &room_id, &receipt_type, &event_id, body.thread_id).await?
         }
         "m.fully_read" => set_fully_read(&services, &session, &room_id, &event_id).await?,
         other => {
-            return Err(Error::invalid_param(format!(
-                "receipt type {other:?} is not supported"
-            )));
+            return Err(Error::invalid_param(format!("receipt type {other:?} is not supported")));
         }
     }
     Ok(Json(json!({})))

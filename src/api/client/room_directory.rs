@@ -18,22 +18,16 @@ use crate::{
 };
 
 fn parse_alias(alias: &str) -> Result<ruma::OwnedRoomAliasId> {
-    RoomAliasId::parse(alias)
-        .map_err(|e| Error::invalid_param(format!("room alias {alias:?} is invalid: {e}")))
+    RoomAliasId::parse(alias).map_err(|e| Error::invalid_param(format!("room alias {alias:?} is invalid: {e}")))
 }
 
 /// GET /_matrix/client/v3/directory/room/{roomAlias}
-pub async fn resolve_alias(
-    State(services): State<Arc<Services>>,
-    Path(alias): Path<String>,
-) -> Result<Json<Value>> {
+pub async fn resolve_alias(State(services): State<Arc<Services>>, Path(alias): Path<String>) -> Result<Json<Value>> {
     let alias = parse_alias(&alias)?;
     let (room_id, _) = storage::rooms::resolve_alias(&services.db.pool, alias.as_str())
         .await?
         .ok_or_else(|| Error::not_found(format!("room alias {alias} not found")))?;
-    Ok(Json(
-        json!({ "room_id": room_id, "servers": [services.server_name] }),
-    ))
+    Ok(Json(json!({ "room_id": room_id, "servers": [services.server_name] })))
 }
 
 #[derive(Deserialize)]
@@ -50,15 +44,11 @@ pub async fn put_alias(
 ) -> Result<Json<Value>> {
     let alias = parse_alias(&alias)?;
     if alias.server_name() != services.server_name {
-        return Err(Error::invalid_param(format!(
-            "room alias {alias} does not belong to this server"
-        )));
+        return Err(Error::invalid_param(format!("room alias {alias} does not belong to this server")));
     }
     let room_id = parse_room_id(&body.room_id)?;
     if !services.rooms.exists(&room_id).await? {
-        return Err(Error::not_found(format!(
-            "room {room_id} is not known to this server"
-        )));
+        return Err(Error::not_found(format!("room {room_id} is not known to this server")));
     }
     let created = storage::rooms::insert_alias(
         &services.db.pool,
@@ -69,11 +59,8 @@ pub async fn put_alias(
     )
     .await?;
     if !created {
-        return Err(Error::new(
-            ErrorKind::Unknown,
-            format!("room alias {alias} already exists"),
-        )
-        .with_status(StatusCode::CONFLICT));
+        return Err(Error::new(ErrorKind::Unknown, format!("room alias {alias} already exists"))
+            .with_status(StatusCode::CONFLICT));
     }
     Ok(Json(json!({})))
 }
@@ -88,18 +75,14 @@ pub async fn delete_alias(
     let (room_id, creator) = storage::rooms::resolve_alias(&services.db.pool, alias.as_str())
         .await?
         .ok_or_else(|| Error::not_found(format!("room alias {alias} not found")))?;
-    let mut allowed =
-        creator == session.user_id.as_str() || services.users.is_admin(&session.user_id).await?;
+    let mut allowed = creator == session.user_id.as_str() || services.users.is_admin(&session.user_id).await?;
     if !allowed && let Ok(room_id) = parse_room_id(&room_id) {
         let room = services.rooms.state(&room_id).await?;
         allowed = room.is_joined(&session.user_id)
-            && power::user_level(&room, &session.user_id)
-                >= power::event_level(&room, "m.room.canonical_alias", true);
+            && power::user_level(&room, &session.user_id) >= power::event_level(&room, "m.room.canonical_alias", true);
     }
     if !allowed {
-        return Err(Error::forbidden(format!(
-            "you may not remove the room alias {alias}"
-        )));
+        return Err(Error::forbidden(format!("you may not remove the room alias {alias}")));
     }
     storage::rooms::delete_alias(&services.db.pool, alias.as_str()).await?;
     Ok(Json(json!({})))
@@ -118,17 +101,12 @@ pub async fn room_aliases(
 }
 
 /// GET /_matrix/client/v3/directory/list/room/{roomId}
-pub async fn get_visibility(
-    State(services): State<Arc<Services>>,
-    Path(room_id): Path<String>,
-) -> Result<Json<Value>> {
+pub async fn get_visibility(State(services): State<Arc<Services>>, Path(room_id): Path<String>) -> Result<Json<Value>> {
     let room_id = parse_room_id(&room_id)?;
     let room = storage::rooms::get(&services.db.pool, room_id.as_str())
         .await?
         .ok_or_else(|| Error::not_found(format!("room {room_id} not found")))?;
-    Ok(Json(
-        json!({ "visibility": if room.is_public { "public" } else { "private" } }),
-    ))
+    Ok(Json(json!({ "visibility": if room.is_public { "public" } else { "private" } })))
 }
 
 #[derive(Deserialize)]
@@ -148,21 +126,15 @@ pub async fn set_visibility(
         Some("public") => true,
         Some("private") | None => false,
         Some(other) => {
-            return Err(Error::invalid_param(format!(
-                "visibility {other:?} is invalid: expected public or private"
-            )));
+            return Err(Error::invalid_param(format!("visibility {other:?} is invalid: expected public or private")));
         }
     };
     if !services.rooms.exists(&room_id).await? {
         return Err(Error::not_found(format!("room {room_id} not found")));
     }
     let room = joined_room(&services, &room_id, &session.user_id).await?;
-    if power::user_level(&room, &session.user_id)
-        < power::event_level(&room, "m.room.canonical_alias", true)
-    {
-        return Err(Error::forbidden(
-            "you need a higher power level to change the room's directory visibility",
-        ));
+    if power::user_level(&room, &session.user_id) < power::event_level(&room, "m.room.canonical_alias", true) {
+        return Err(Error::forbidden("you need a higher power level to change the room's directory visibility"));
     }
     storage::rooms::set_public(&services.db.pool, room_id.as_str(), public).await?;
     Ok(Json(json!({})))
@@ -199,17 +171,13 @@ async fn list_public_rooms(
     if let Some(server) = server
         && server != services.server_name.as_str()
     {
-        return Err(Error::not_found(format!(
-            "the room directory of {server} is not reachable from this server"
-        )));
+        return Err(Error::not_found(format!("the room directory of {server} is not reachable from this server")));
     }
     let offset: usize = match since {
         Some(token) => token
             .strip_prefix('p')
             .and_then(|n| n.parse().ok())
-            .ok_or_else(|| {
-                Error::invalid_param(format!("since is not a valid token: {token:?}"))
-            })?,
+            .ok_or_else(|| Error::invalid_param(format!("since is not a valid token: {token:?}")))?,
         None => 0,
     };
     let term = term.map(str::to_lowercase);
@@ -220,10 +188,7 @@ async fn list_public_rooms(
         };
         let room = services.rooms.state(&room_id).await?;
         let text = |kind: StateEventType, field: &str| {
-            room.content(&kind, "")
-                .get(field)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
+            room.content(&kind, "").get(field).and_then(Value::as_str).map(str::to_owned)
         };
         let name = text(StateEventType::RoomName, "name");
         let topic = text(StateEventType::RoomTopic, "topic");
@@ -262,11 +227,7 @@ async fn list_public_rooms(
         }
         chunk.push(entry);
     }
-    chunk.sort_by(|a, b| {
-        b["num_joined_members"]
-            .as_u64()
-            .cmp(&a["num_joined_members"].as_u64())
-    });
+    chunk.sort_by(|a, b| b["num_joined_members"].as_u64().cmp(&a["num_joined_members"].as_u64()));
     let total = chunk.len();
     let limit = limit.unwrap_or(usize::MAX).max(1);
     let page: Vec<Value> = chunk.into_iter().skip(offset).take(limit).collect();
@@ -285,14 +246,7 @@ pub async fn public_rooms(
     State(services): State<Arc<Services>>,
     Query(query): Query<PublicRoomsQuery>,
 ) -> Result<Json<Value>> {
-    list_public_rooms(
-        &services,
-        query.limit,
-        query.since.as_deref(),
-        query.server.as_deref(),
-        None,
-    )
-    .await
+    list_public_rooms(&services, query.limit, query.since.as_deref(), query.server.as_deref(), None).await
 }
 
 /// POST /_matrix/client/v3/publicRooms

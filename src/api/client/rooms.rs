@@ -16,23 +16,16 @@ use crate::{
 };
 
 pub fn parse_room_id(room_id: &str) -> Result<OwnedRoomId> {
-    RoomId::parse(room_id)
-        .map_err(|e| Error::invalid_param(format!("room id {room_id:?} is invalid: {e}")))
+    RoomId::parse(room_id).map_err(|e| Error::invalid_param(format!("room id {room_id:?} is invalid: {e}")))
 }
 
 pub fn parse_user_id(user_id: &str, field: &str) -> Result<OwnedUserId> {
-    UserId::parse(user_id).map_err(|e| {
-        Error::invalid_param(format!("{field} {user_id:?} is not a valid user id: {e}"))
-    })
+    UserId::parse(user_id).map_err(|e| Error::invalid_param(format!("{field} {user_id:?} is not a valid user id: {e}")))
 }
 
 /// The room's state, or 403 when the caller is not in the room. Unknown rooms
 /// answer the same as rooms the caller is not in, so their existence does not leak.
-pub async fn joined_room(
-    services: &Services,
-    room_id: &RoomId,
-    user: &UserId,
-) -> Result<Arc<RoomState>> {
+pub async fn joined_room(services: &Services, room_id: &RoomId, user: &UserId) -> Result<Arc<RoomState>> {
     let forbidden = || Error::forbidden(format!("you are not a member of room {room_id}"));
     if !services.rooms.exists(room_id).await? {
         return Err(forbidden());
@@ -85,24 +78,16 @@ pub async fn create(
         None | Some("private") => false,
         Some("public") => true,
         Some(other) => {
-            return Err(Error::bad_json(format!(
-                "visibility {other:?} is invalid: expected public or private"
-            )));
+            return Err(Error::bad_json(format!("visibility {other:?} is invalid: expected public or private")));
         }
     };
     if !body.invite_3pid.is_empty() {
-        return Err(Error::new(
-            ErrorKind::Unrecognized,
-            "invite_3pid is not supported by this server",
-        )
-        .with_status(axum::http::StatusCode::BAD_REQUEST));
+        return Err(Error::new(ErrorKind::Unrecognized, "invite_3pid is not supported by this server")
+            .with_status(axum::http::StatusCode::BAD_REQUEST));
     }
     let room_version = match body.room_version.as_deref() {
         Some(version) => Some(RoomVersionId::try_from(version).map_err(|_| {
-            Error::new(
-                ErrorKind::UnsupportedRoomVersion,
-                format!("room version {version:?} is not supported"),
-            )
+            Error::new(ErrorKind::UnsupportedRoomVersion, format!("room version {version:?} is not supported"))
         })?),
         None => None,
     };
@@ -126,9 +111,6 @@ pub async fn create(
         power_level_content_override: body.power_level_content_override,
         invite_reason: None,
     };
-    let room_id = services
-        .rooms
-        .create_room(&session.user_id, request)
-        .await?;
+    let room_id = services.rooms.create_room(&session.user_id, request).await?;
     Ok(Json(json!({ "room_id": room_id })))
 }

@@ -19,9 +19,7 @@ use crate::{
 
 fn check_txn_id(txn_id: &str) -> Result<()> {
     if txn_id.is_empty() || txn_id.len() > 255 {
-        return Err(Error::invalid_param(
-            "txnId must be between 1 and 255 bytes",
-        ));
+        return Err(Error::invalid_param("txnId must be between 1 and 255 bytes"));
     }
     Ok(())
 }
@@ -36,31 +34,17 @@ pub async fn send(
     let room_id = parse_room_id(&room_id)?;
     check_txn_id(&txn_id)?;
     if kind.is_empty() || kind.len() > 255 {
-        return Err(Error::invalid_param(
-            "eventType must be between 1 and 255 bytes",
-        ));
+        return Err(Error::invalid_param("eventType must be between 1 and 255 bytes"));
     }
     if kind == "m.room.redaction" {
-        return Err(Error::bad_json(
-            "use the /redact endpoint to send redactions",
-        ));
+        return Err(Error::bad_json("use the /redact endpoint to send redactions"));
     }
     services.rate_limiter.check(session.user_id.as_str())?;
     joined_room(&services, &room_id, &session.user_id).await?;
-    let draft = EventDraft::message(
-        TimelineEventType::from(kind.as_str()),
-        Value::Object(content),
-    );
+    let draft = EventDraft::message(TimelineEventType::from(kind.as_str()), Value::Object(content));
     let scope = format!("send/{room_id}/{kind}");
-    let txn = TxnContext {
-        device_id: session.device_id.clone(),
-        txn_id,
-        scope,
-    };
-    let event_id = services
-        .rooms
-        .append(&room_id, &session.user_id, draft, Some(txn))
-        .await?;
+    let txn = TxnContext { device_id: session.device_id.clone(), txn_id, scope };
+    let event_id = services.rooms.append(&room_id, &session.user_id, draft, Some(txn)).await?;
     Ok(Json(json!({ "event_id": event_id })))
 }
 
@@ -90,20 +74,8 @@ pub async fn redact(
         content["redacts"] = json!(target);
     }
     let scope = format!("redact/{room_id}/{target}");
-    let draft = EventDraft {
-        kind: TimelineEventType::RoomRedaction,
-        state_key: None,
-        content,
-        redacts: Some(target),
-    };
-    let txn = TxnContext {
-        device_id: session.device_id.clone(),
-        txn_id,
-        scope,
-    };
-    let event_id = services
-        .rooms
-        .append(&room_id, &session.user_id, draft, Some(txn))
-        .await?;
+    let draft = EventDraft { kind: TimelineEventType::RoomRedaction, state_key: None, content, redacts: Some(target) };
+    let txn = TxnContext { device_id: session.device_id.clone(), txn_id, scope };
+    let event_id = services.rooms.append(&room_id, &session.user_id, draft, Some(txn)).await?;
     Ok(Json(json!({ "event_id": event_id })))
 }

@@ -26,18 +26,13 @@ async fn readable_state(
 ) -> Result<HashMap<(String, String), String>> {
     let pool = &services.db.pool;
     let forbidden = || Error::forbidden(format!("you are not a member of room {room_id}"));
-    let membership = storage::rooms::membership(pool, room_id.as_str(), user.as_str())
-        .await?
-        .ok_or_else(forbidden)?;
+    let membership = storage::rooms::membership(pool, room_id.as_str(), user.as_str()).await?.ok_or_else(forbidden)?;
     match membership.membership.as_str() {
         "join" => Ok(storage::state::current(pool, room_id.as_str()).await?),
         "leave" | "ban" => {
-            let event = storage::events::get(pool, &membership.event_id)
-                .await?
-                .ok_or_else(forbidden)?;
+            let event = storage::events::get(pool, &membership.event_id).await?.ok_or_else(forbidden)?;
             // Someone who was only invited and then left never saw the room's state.
-            let visibility =
-                crate::rooms::visibility::Visibility::load(pool, room_id, user).await?;
+            let visibility = crate::rooms::visibility::Visibility::load(pool, room_id, user).await?;
             if !visibility.can_see(event.stream) {
                 return Err(forbidden());
             }
@@ -58,9 +53,7 @@ pub async fn all(
     let ids: Vec<String> = state.into_values().collect();
     let mut events: Vec<StoredEvent> = storage::events::get_many(&services.db.pool, &ids).await?;
     events.sort_by_key(|e| e.stream);
-    Ok(Json(json!(
-        client_events(&services.db.pool, &events, None, true).await?
-    )))
+    Ok(Json(json!(client_events(&services.db.pool, &events, None, true).await?)))
 }
 
 #[derive(Deserialize)]
@@ -78,20 +71,12 @@ async fn get_state_event(
 ) -> Result<Json<Value>> {
     let room_id = parse_room_id(room_id)?;
     let state = readable_state(services, &room_id, user).await?;
-    let not_found = || {
-        Error::not_found(format!(
-            "no {kind} state event with state key {state_key:?} in room {room_id}"
-        ))
-    };
-    let event_id = state
-        .get(&(kind.to_owned(), state_key.to_owned()))
-        .ok_or_else(not_found)?;
-    let event = storage::events::get(&services.db.pool, event_id)
-        .await?
-        .ok_or_else(not_found)?;
+    let not_found =
+        || Error::not_found(format!("no {kind} state event with state key {state_key:?} in room {room_id}"));
+    let event_id = state.get(&(kind.to_owned(), state_key.to_owned())).ok_or_else(not_found)?;
+    let event = storage::events::get(&services.db.pool, event_id).await?.ok_or_else(not_found)?;
     if format == Some("event") {
-        let mut events =
-            client_events(&services.db.pool, std::slice::from_ref(&event), None, true).await?;
+        let mut events = client_events(&services.db.pool, std::slice::from_ref(&event), None, true).await?;
         return Ok(Json(json!(events.pop())));
     }
     Ok(Json(event.pdu.content_value()))
@@ -104,15 +89,7 @@ pub async fn get(
     Path((room_id, kind, state_key)): Path<(String, String, String)>,
     Query(query): Query<FormatQuery>,
 ) -> Result<Json<Value>> {
-    get_state_event(
-        &services,
-        &session.user_id,
-        &room_id,
-        &kind,
-        &state_key,
-        query.format.as_deref(),
-    )
-    .await
+    get_state_event(&services, &session.user_id, &room_id, &kind, &state_key, query.format.as_deref()).await
 }
 
 /// GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}
@@ -122,15 +99,7 @@ pub async fn get_empty_key(
     Path((room_id, kind)): Path<(String, String)>,
     Query(query): Query<FormatQuery>,
 ) -> Result<Json<Value>> {
-    get_state_event(
-        &services,
-        &session.user_id,
-        &room_id,
-        &kind,
-        "",
-        query.format.as_deref(),
-    )
-    .await
+    get_state_event(&services, &session.user_id, &room_id, &kind, "", query.format.as_deref()).await
 }
 
 async fn put_state_event(
@@ -156,12 +125,8 @@ fn validate_state_content(kind: &str, content: &Value) -> Result<()> {
     let string_field = |field: &str| -> Result<()> {
         match content.get(field) {
             Some(Value::String(_)) => Ok(()),
-            Some(_) => Err(Error::bad_json(format!(
-                "{kind} content field {field} must be a string"
-            ))),
-            None => Err(Error::bad_json(format!(
-                "{kind} content is missing the field {field}"
-            ))),
+            Some(_) => Err(Error::bad_json(format!("{kind} content field {field} must be a string"))),
+            None => Err(Error::bad_json(format!("{kind} content is missing the field {field}"))),
         }
     };
     match kind {
@@ -174,9 +139,7 @@ fn validate_state_content(kind: &str, content: &Value) -> Result<()> {
             if matches!(value, "world_readable" | "shared" | "invited" | "joined") {
                 Ok(())
             } else {
-                Err(Error::bad_json(format!(
-                    "history_visibility {value:?} is invalid"
-                )))
+                Err(Error::bad_json(format!("history_visibility {value:?} is invalid")))
             }
         }
         "m.room.member" => string_field("membership"),
@@ -185,9 +148,7 @@ fn validate_state_content(kind: &str, content: &Value) -> Result<()> {
             Some(Value::String(alias)) => ruma::RoomAliasId::parse(alias)
                 .map(|_| ())
                 .map_err(|e| Error::bad_json(format!("alias {alias:?} is invalid: {e}"))),
-            Some(_) => Err(Error::bad_json(
-                "m.room.canonical_alias content field alias must be a string",
-            )),
+            Some(_) => Err(Error::bad_json("m.room.canonical_alias content field alias must be a string")),
         },
         _ => Ok(()),
     }
@@ -200,15 +161,7 @@ pub async fn put(
     Path((room_id, kind, state_key)): Path<(String, String, String)>,
     JsonBody(content): JsonBody<Map<String, Value>>,
 ) -> Result<Json<Value>> {
-    put_state_event(
-        &services,
-        &session.user_id,
-        &room_id,
-        &kind,
-        &state_key,
-        content,
-    )
-    .await
+    put_state_event(&services, &session.user_id, &room_id, &kind, &state_key, content).await
 }
 
 /// PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}

@@ -35,14 +35,8 @@ pub async fn sync(
     Auth(session): Auth,
     Query(query): Query<SyncQuery>,
 ) -> Result<Json<SyncResponse>> {
-    let since = query
-        .since
-        .as_deref()
-        .map(|t| SyncToken::parse(t, "since"))
-        .transpose()?;
-    let filter =
-        super::filter::resolve(&services, session.user_id.as_str(), query.filter.as_deref())
-            .await?;
+    let since = query.since.as_deref().map(|t| SyncToken::parse(t, "since")).transpose()?;
+    let filter = super::filter::resolve(&services, session.user_id.as_str(), query.filter.as_deref()).await?;
     if let Some(presence) = &query.set_presence {
         match presence.as_str() {
             "online" | "unavailable" => {
@@ -50,9 +44,7 @@ pub async fn sync(
             }
             "offline" => {}
             other => {
-                return Err(Error::invalid_param(format!(
-                    "set_presence {other:?} is invalid"
-                )));
+                return Err(Error::invalid_param(format!("set_presence {other:?} is invalid")));
             }
         }
     }
@@ -69,8 +61,7 @@ pub async fn sync(
         let nothing_moved = since.is_some_and(|s| s == upto);
         let timed_out = tokio::time::Instant::now() >= deadline;
         if !nothing_moved || timed_out || query.full_state {
-            let assembled =
-                assemble(&services, &session, since, upto, query.full_state, &filter).await?;
+            let assembled = assemble(&services, &session, since, upto, query.full_state, &filter).await?;
             if since.is_none() || query.full_state || assembled.has_changes || timed_out {
                 return Ok(Json(assembled.body));
             }

@@ -31,26 +31,15 @@ const MAX_CLIENT_SECRET_LEN: usize = 255;
 const MAX_EMAIL_LEN: usize = 254;
 
 fn custom_error(errcode: &str, status: StatusCode, message: impl Into<String>) -> Error {
-    Error::new(
-        ErrorKind::Custom {
-            errcode: errcode.to_owned(),
-            status,
-            extra: Map::new(),
-        },
-        message,
-    )
+    Error::new(ErrorKind::Custom { errcode: errcode.to_owned(), status, extra: Map::new() }, message)
 }
 
 fn check_client_secret(secret: &str) -> Result<()> {
     let valid = !secret.is_empty()
         && secret.len() <= MAX_CLIENT_SECRET_LEN
-        && secret
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '=' | '_' | '-'));
+        && secret.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '=' | '_' | '-'));
     if !valid {
-        return Err(Error::invalid_param(
-            "client_secret is invalid: use 1 to 255 characters from [0-9a-zA-Z.=_-]",
-        ));
+        return Err(Error::invalid_param("client_secret is invalid: use 1 to 255 characters from [0-9a-zA-Z.=_-]"));
     }
     Ok(())
 }
@@ -87,12 +76,10 @@ pub async fn request_token(
         tracing::debug!("ignoring id_server in requestToken");
     }
     if let Some(link) = &body.next_link {
-        let parsed = url::Url::parse(link)
-            .map_err(|e| Error::invalid_param(format!("next_link is not a valid URL: {e}")))?;
+        let parsed =
+            url::Url::parse(link).map_err(|e| Error::invalid_param(format!("next_link is not a valid URL: {e}")))?;
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(Error::invalid_param(
-                "next_link must be an http or https URL",
-            ));
+            return Err(Error::invalid_param("next_link must be an http or https URL"));
         }
     }
     if !services.mailer.is_enabled() {
@@ -102,34 +89,20 @@ pub async fn request_token(
             "this server does not send email, so email addresses cannot be added",
         ));
     }
-    if storage::threepid::owner(&services.db.pool, "email", &address)
-        .await?
-        .is_some()
-    {
-        return Err(Error::new(
-            ErrorKind::ThreepidInUse,
-            "this email address is already in use by an account",
-        ));
+    if storage::threepid::owner(&services.db.pool, "email", &address).await?.is_some() {
+        return Err(Error::new(ErrorKind::ThreepidInUse, "this email address is already in use by an account"));
     }
 
     // The same client secret, address and send attempt return the same session
     // without another email, as the spec requires.
-    let existing = storage::threepid::validation_for(
-        &services.db.pool,
-        &body.client_secret,
-        "email",
-        &address,
-    )
-    .await?;
+    let existing = storage::threepid::validation_for(&services.db.pool, &body.client_secret, "email", &address).await?;
     if let Some(session) = &existing
         && body.send_attempt <= session.send_attempt
     {
         return Ok(Json(json!({ "sid": session.sid })));
     }
     let session = Validation {
-        sid: existing
-            .map(|s| s.sid)
-            .unwrap_or_else(|| crate::rooms::random_localpart(24)),
+        sid: existing.map(|s| s.sid).unwrap_or_else(|| crate::rooms::random_localpart(24)),
         client_secret: body.client_secret,
         medium: "email".into(),
         address: address.clone(),
@@ -150,11 +123,8 @@ pub async fn request_token(
         })
         .await?;
 
-    let mut link = url::Url::parse(&format!(
-        "{}/_lattice/email/validate",
-        base_url(&services.config)
-    ))
-    .map_err(|e| Error::internal("building a verification link", e))?;
+    let mut link = url::Url::parse(&format!("{}/_lattice/email/validate", base_url(&services.config)))
+        .map_err(|e| Error::internal("building a verification link", e))?;
     link.query_pairs_mut()
         .append_pair("sid", &session.sid)
         .append_pair("client_secret", &session.client_secret)
@@ -203,20 +173,11 @@ fn page(status: StatusCode, title: &str, message: &str) -> Response {
 }
 
 /// GET /_lattice/email/validate: the link of a verification email.
-pub async fn validate(
-    State(services): State<Arc<Services>>,
-    Query(query): Query<ValidateQuery>,
-) -> Result<Response> {
+pub async fn validate(State(services): State<Arc<Services>>, Query(query): Query<ValidateQuery>) -> Result<Response> {
     let session = storage::threepid::validation(&services.db.pool, &query.sid).await?;
     let lifetime_ms = (services.config.email.token_lifetime_secs as i64) * 1000;
-    let Some(session) =
-        session.filter(|s| s.client_secret == query.client_secret && s.token == query.token)
-    else {
-        return Ok(page(
-            StatusCode::BAD_REQUEST,
-            "Invalid link",
-            "This verification link is not valid.",
-        ));
+    let Some(session) = session.filter(|s| s.client_secret == query.client_secret && s.token == query.token) else {
+        return Ok(page(StatusCode::BAD_REQUEST, "Invalid link", "This verification link is not valid."));
     };
     if session.validated_ts.is_none() && storage::now_ms() - session.created_ts > lifetime_ms {
         return Ok(page(
@@ -232,24 +193,16 @@ pub async fn validate(
             .writer
             .write(move |txn| {
                 Box::pin(async move {
-                    storage::threepid::mark_validated(&mut txn.conn, &sid, storage::now_ms())
-                        .await?;
+                    storage::threepid::mark_validated(&mut txn.conn, &sid, storage::now_ms()).await?;
                     Ok(())
                 })
             })
             .await?;
     }
-    if let Some(next) = query
-        .next_link
-        .as_deref()
-        .and_then(|l| url::Url::parse(l).ok())
+    if let Some(next) = query.next_link.as_deref().and_then(|l| url::Url::parse(l).ok())
         && matches!(next.scheme(), "http" | "https")
     {
-        return Ok((
-            StatusCode::FOUND,
-            [(axum::http::header::LOCATION, next.to_string())],
-        )
-            .into_response());
+        return Ok((StatusCode::FOUND, [(axum::http::header::LOCATION, next.to_string())]).into_response());
     }
     Ok(page(
         StatusCode::OK,
@@ -272,15 +225,7 @@ pub async fn add(
     JsonBody(body): JsonBody<AddBody>,
 ) -> Result<Json<Value>> {
     check_client_secret(&body.client_secret)?;
-    services
-        .uiaa
-        .check(
-            &services,
-            body.auth.as_ref(),
-            &[vec![uiaa::PASSWORD]],
-            Some(&session.user_id),
-        )
-        .await?;
+    services.uiaa.check(&services, body.auth.as_ref(), &[vec![uiaa::PASSWORD]], Some(&session.user_id)).await?;
     let validation = storage::threepid::validation(&services.db.pool, &body.sid)
         .await?
         .filter(|v| v.client_secret == body.client_secret);
@@ -298,14 +243,8 @@ pub async fn add(
             "the email address has not been verified yet: open the link in the email first",
         ));
     };
-    if storage::threepid::owner(&services.db.pool, &validation.medium, &validation.address)
-        .await?
-        .is_some()
-    {
-        return Err(Error::new(
-            ErrorKind::ThreepidInUse,
-            "this email address is already in use by an account",
-        ));
+    if storage::threepid::owner(&services.db.pool, &validation.medium, &validation.address).await?.is_some() {
+        return Err(Error::new(ErrorKind::ThreepidInUse, "this email address is already in use by an account"));
     }
     let user = session.user_id.to_string();
     services
@@ -331,10 +270,7 @@ pub async fn add(
 }
 
 /// GET /_matrix/client/v3/account/3pid
-pub async fn list(
-    State(services): State<Arc<Services>>,
-    Auth(session): Auth,
-) -> Result<Json<Value>> {
+pub async fn list(State(services): State<Arc<Services>>, Auth(session): Auth) -> Result<Json<Value>> {
     let rows = storage::threepid::of_user(&services.db.pool, session.user_id.as_str()).await?;
     let threepids: Vec<Value> = rows
         .into_iter()
@@ -363,25 +299,17 @@ pub async fn delete(
             body.medium
         )));
     }
-    let address = if body.medium == "email" {
-        normalize_email(&body.address)?
-    } else {
-        body.address
-    };
+    let address = if body.medium == "email" { normalize_email(&body.address)? } else { body.address };
     let (user, medium) = (session.user_id.to_string(), body.medium);
     let removed = services
         .db
         .writer
         .write(move |txn| {
-            Box::pin(async move {
-                Ok(storage::threepid::remove(&mut txn.conn, &user, &medium, &address).await?)
-            })
+            Box::pin(async move { Ok(storage::threepid::remove(&mut txn.conn, &user, &medium, &address).await?) })
         })
         .await?;
     if !removed {
-        return Err(Error::not_found(
-            "this address is not associated with your account",
-        ));
+        return Err(Error::not_found("this address is not associated with your account"));
     }
     Ok(Json(json!({ "id_server_unbind_result": "no-support" })))
 }
@@ -413,39 +341,21 @@ pub async fn unsubscribe(
 ) -> Result<Response> {
     let from_form = serde_urlencoded::from_str::<UnsubscribeQuery>(&form).ok();
     let from_query = query.and_then(|q| serde_urlencoded::from_str::<UnsubscribeQuery>(&q).ok());
-    let Some(token) = from_form
-        .or(from_query)
-        .map(|q| q.token)
-        .filter(|t| !t.is_empty())
-    else {
-        return Ok(page(
-            StatusCode::BAD_REQUEST,
-            "Invalid link",
-            "This unsubscribe link is not valid.",
-        ));
+    let Some(token) = from_form.or(from_query).map(|q| q.token).filter(|t| !t.is_empty()) else {
+        return Ok(page(StatusCode::BAD_REQUEST, "Invalid link", "This unsubscribe link is not valid."));
     };
     let removed = services
         .db
         .writer
         .write(move |txn| {
-            Box::pin(async move {
-                Ok(storage::push::delete_by_unsubscribe_token(&mut txn.conn, &token).await?)
-            })
+            Box::pin(async move { Ok(storage::push::delete_by_unsubscribe_token(&mut txn.conn, &token).await?) })
         })
         .await?;
     match removed {
         Some((user_id, _)) => {
             tracing::info!(user_id = %user_id, "email notifications unsubscribed");
-            Ok(page(
-                StatusCode::OK,
-                "Unsubscribed",
-                "You will no longer receive notification emails at this address.",
-            ))
+            Ok(page(StatusCode::OK, "Unsubscribed", "You will no longer receive notification emails at this address."))
         }
-        None => Ok(page(
-            StatusCode::OK,
-            "Already unsubscribed",
-            "This address receives no notification emails.",
-        )),
+        None => Ok(page(StatusCode::OK, "Already unsubscribed", "This address receives no notification emails.")),
     }
 }

@@ -33,10 +33,7 @@ pub async fn set(
     }
     let room = joined_room(&services, &room_id, &session.user_id).await?;
     let timeout = Duration::from_millis(body.timeout.unwrap_or(30_000));
-    if services
-        .typing
-        .set(&room_id, &user_id, body.typing, timeout)
-    {
+    if services.typing.set(&room_id, &user_id, body.typing, timeout) {
         let members = room.local_members(&services.server_name);
         services.notifier.wake(members.iter().map(|u| &**u));
     }

@@ -30,29 +30,12 @@ pub const PASSWORD: &str = "m.login.password";
 pub const REGISTRATION_TOKEN: &str = "m.login.registration_token";
 
 fn new_session_id() -> String {
-    rand::thread_rng()
-        .sample_iter(&Alphanumeric)
-        .take(24)
-        .map(char::from)
-        .collect()
+    rand::thread_rng().sample_iter(&Alphanumeric).take(24).map(char::from).collect()
 }
 
-fn challenge(
-    session: &str,
-    flows: &[Vec<&str>],
-    completed: &[String],
-    failure: Option<Error>,
-) -> Error {
+fn challenge(session: &str, flows: &[Vec<&str>], completed: &[String], failure: Option<Error>) -> Error {
     let mut body = Map::new();
-    body.insert(
-        "flows".into(),
-        json!(
-            flows
-                .iter()
-                .map(|stages| json!({ "stages": stages }))
-                .collect::<Vec<_>>()
-        ),
-    );
+    body.insert("flows".into(), json!(flows.iter().map(|stages| json!({ "stages": stages })).collect::<Vec<_>>()));
     body.insert("params".into(), json!({}));
     body.insert("session".into(), json!(session));
     if !completed.is_empty() {
@@ -84,11 +67,7 @@ impl Sessions {
             self.store(&session, Vec::new());
             return Err(challenge(&session, flows, &[], None));
         };
-        let session = auth
-            .get("session")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .unwrap_or_else(new_session_id);
+        let session = auth.get("session").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(new_session_id);
         let mut completed = self.completed(&session);
         let Some(stage) = auth.get("type").and_then(Value::as_str) else {
             self.store(&session, completed.clone());
@@ -99,38 +78,22 @@ impl Sessions {
                 &session,
                 flows,
                 &completed,
-                Some(Error::bad_json(format!(
-                    "authentication type {stage} is not offered here"
-                ))),
+                Some(Error::bad_json(format!("authentication type {stage} is not offered here"))),
             ));
         }
 
         let outcome = match stage {
             DUMMY => Ok(()),
             REGISTRATION_TOKEN => {
-                let token = auth
-                    .get("token")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                if services
-                    .config
-                    .registration
-                    .tokens
-                    .iter()
-                    .any(|t| t == token)
-                {
+                let token = auth.get("token").and_then(Value::as_str).unwrap_or_default();
+                if services.config.registration.tokens.iter().any(|t| t == token) {
                     Ok(())
                 } else {
-                    Err(Error::new(
-                        ErrorKind::Unauthorized,
-                        "registration token is invalid",
-                    ))
+                    Err(Error::new(ErrorKind::Unauthorized, "registration token is invalid"))
                 }
             }
             PASSWORD => self.check_password(services, auth, user).await,
-            other => Err(Error::bad_json(format!(
-                "authentication type {other} is not supported"
-            ))),
+            other => Err(Error::bad_json(format!("authentication type {other} is not supported"))),
         };
         if let Err(failure) = outcome {
             self.store(&session, completed.clone());
@@ -140,14 +103,9 @@ impl Sessions {
         if !completed.iter().any(|c| c == stage) {
             completed.push(stage.to_owned());
         }
-        let done = flows
-            .iter()
-            .any(|flow| flow.iter().all(|s| completed.iter().any(|c| c == s)));
+        let done = flows.iter().any(|flow| flow.iter().all(|s| completed.iter().any(|c| c == s)));
         if done {
-            self.sessions
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&session);
+            self.sessions.lock().unwrap_or_else(|e| e.into_inner()).remove(&session);
             Ok(())
         } else {
             self.store(&session, completed.clone());
@@ -155,42 +113,25 @@ impl Sessions {
         }
     }
 
-    async fn check_password(
-        &self,
-        services: &Services,
-        auth: &Value,
-        user: Option<&UserId>,
-    ) -> Result<()> {
+    async fn check_password(&self, services: &Services, auth: &Value, user: Option<&UserId>) -> Result<()> {
         let Some(user) = user else {
-            return Err(Error::forbidden(
-                "password authentication needs a logged-in user",
-            ));
+            return Err(Error::forbidden("password authentication needs a logged-in user"));
         };
-        let claimed = auth
-            .pointer("/identifier/user")
-            .or_else(|| auth.get("user"))
-            .and_then(Value::as_str);
+        let claimed = auth.pointer("/identifier/user").or_else(|| auth.get("user")).and_then(Value::as_str);
         if let Some(claimed) = claimed {
             let claimed = services.users.parse_local_user(claimed)?;
             if claimed != user {
-                return Err(Error::forbidden(
-                    "the identifier does not match the logged-in user",
-                ));
+                return Err(Error::forbidden("the identifier does not match the logged-in user"));
             }
         }
-        let password = auth
-            .get("password")
-            .and_then(Value::as_str)
-            .ok_or_else(|| Error::bad_json("auth.password is missing"))?;
+        let password =
+            auth.get("password").and_then(Value::as_str).ok_or_else(|| Error::bad_json("auth.password is missing"))?;
         services.users.check_password(user, password).await
     }
 
     fn completed(&self, session: &str) -> Vec<String> {
         let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        sessions
-            .get(session)
-            .map(|(c, _)| c.clone())
-            .unwrap_or_default()
+        sessions.get(session).map(|(c, _)| c.clone()).unwrap_or_default()
     }
 
     fn store(&self, session: &str, completed: Vec<String>) {

@@ -25,23 +25,14 @@ use crate::{
 // NOTE: this reads the join rule of every room on each search, which grows
 // with the number of rooms on the server.
 async fn public_rooms(pool: &sqlx::AnyPool) -> Result<HashSet<String>> {
-    let mut rooms: HashSet<String> = storage::rooms::public_rooms(pool)
-        .await?
-        .into_iter()
-        .collect();
+    let mut rooms: HashSet<String> = storage::rooms::public_rooms(pool).await?.into_iter().collect();
     let join_rules: Vec<String> = storage::state::current_of_type(pool, "m.room.join_rules", "")
         .await?
         .into_iter()
         .map(|(_, event_id)| event_id)
         .collect();
     for event in storage::events::get_many(pool, &join_rules).await? {
-        if event
-            .pdu
-            .content_value()
-            .get("join_rule")
-            .and_then(Value::as_str)
-            == Some("public")
-        {
+        if event.pdu.content_value().get("join_rule").and_then(Value::as_str) == Some("public") {
             rooms.insert(event.pdu.room_id.to_string());
         }
     }
@@ -67,10 +58,7 @@ pub async fn search(
         None
     } else {
         let mut visible: HashSet<String> =
-            storage::rooms::users_sharing_rooms(pool, session.user_id.as_str())
-                .await?
-                .into_iter()
-                .collect();
+            storage::rooms::users_sharing_rooms(pool, session.user_id.as_str()).await?.into_iter().collect();
         for room_id in public_rooms(pool).await? {
             visible.extend(storage::rooms::room_members(pool, &room_id, "join").await?);
         }
@@ -85,11 +73,7 @@ pub async fn search(
         profiles.insert(user_id.clone(), (displayname, avatar_url));
         found.push(user_id);
     }
-    let ranked = services
-        .rooms
-        .policy()
-        .rank_directory_results(&session.user_id, found)
-        .await?;
+    let ranked = services.rooms.policy().rank_directory_results(&session.user_id, found).await?;
     let limited = ranked.len() > limit;
     let results: Vec<Value> = ranked
         .into_iter()
