@@ -17,6 +17,9 @@
 //!   room, run once with the `open` policy and once with `professional`
 //!   (limits far above what the run reaches, every sender and invitee a
 //!   connection), with the overhead of `professional` in percent.
+//! - `push`: the `send` scenario with the `open` policy, run once with push
+//!   rule evaluation switched off (`push.enabled = false`) and once with it on
+//!   (every member with the default rules), with the overhead in percent.
 //! - `degree-metrics`: a user with 5,000 connections (each requested by the
 //!   other user with a first message, 1 in 10 answered); median and max of 20
 //!   runs of `GET .../degree/{user}` for a 2nd-degree user and of
@@ -379,6 +382,28 @@ async fn bench_policy(http: &reqwest::Client) {
     );
 }
 
+async fn bench_push(http: &reqwest::Client) {
+    let mut figures = Vec::new();
+    for (name, enabled) in [("off", "false"), ("on", "true")] {
+        let server = start_server_with(&[("LATTICE_POLICY__NAME", "open"), ("LATTICE_PUSH__ENABLED", enabled)]);
+        let send = run_send(http, &server, false).await;
+        println!(
+            "| push evaluation {name}: send, 16 senders, {} events, throughput / p50 / p99 | {:.0} events/s / {} / {} |",
+            send.events,
+            send.throughput(),
+            ms(percentile(&send.latencies, 0.5)),
+            ms(percentile(&send.latencies, 0.99))
+        );
+        figures.push((send.throughput(), percentile(&send.latencies, 0.5)));
+    }
+    let (off, on) = (figures[0], figures[1]);
+    println!(
+        "| push evaluation overhead: send throughput / send p50 | {:+.1} % / {:+.1} % |",
+        (on.0 / off.0 - 1.0) * 100.0,
+        (on.1.as_secs_f64() / off.1.as_secs_f64() - 1.0) * 100.0
+    );
+}
+
 const CONNECTIONS_PREFIX: &str = "/_matrix/client/unstable/dev.lattice.connections";
 
 /// Times `runs` sequential GETs of `path`. Returns the sorted latencies.
@@ -703,6 +728,9 @@ fn main() {
         }
         if wanted("policy") {
             bench_policy(&http).await;
+        }
+        if wanted("push") {
+            bench_push(&http).await;
         }
         if wanted("degree-metrics") {
             bench_degree_metrics(&http).await;

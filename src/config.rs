@@ -34,6 +34,8 @@ pub struct Config {
     pub federation: FederationConfig,
     pub web: WebConfig,
     pub appservice: AppServiceConfig,
+    pub push: PushConfig,
+    pub email: EmailConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -220,6 +222,8 @@ impl Default for Config {
             federation: FederationConfig::default(),
             web: WebConfig::default(),
             appservice: AppServiceConfig::default(),
+            push: PushConfig::default(),
+            email: EmailConfig::default(),
         }
     }
 }
@@ -290,6 +294,86 @@ impl Default for PolicyConfig {
     }
 }
 
+/// Delivery of notifications to push gateways.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushConfig {
+    /// Whether push rules are evaluated for new events. When false, unread
+    /// counts stay 0 and nothing is pushed or emailed.
+    pub enabled: bool,
+    /// Seconds to wait for a push gateway's response before the attempt counts as failed.
+    pub gateway_timeout_secs: u64,
+    /// Attempts to deliver one notification before it is dropped.
+    pub max_attempts: u32,
+    /// Delay before the first retry of a failed delivery, in milliseconds; each
+    /// further retry doubles it.
+    pub retry_initial_ms: u64,
+    /// Maximum delay between two retries, in milliseconds.
+    pub retry_max_ms: u64,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            gateway_timeout_secs: 10,
+            max_attempts: 8,
+            retry_initial_ms: 1_000,
+            retry_max_ms: 300_000,
+        }
+    }
+}
+
+/// Outgoing email: verification of email addresses and notification emails.
+/// Email is off while `smtp_host` is empty.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmailConfig {
+    /// Host name of the SMTP server; empty disables email.
+    pub smtp_host: String,
+    /// Port of the SMTP server (587 for STARTTLS, 465 for TLS, 25 for plain).
+    pub smtp_port: u16,
+    /// Connection security: `starttls` (upgrade a plain connection, required),
+    /// `tls` (TLS from the first byte) or `plain` (no encryption, for a
+    /// server on the same machine only).
+    pub smtp_security: String,
+    /// User name for SMTP authentication; no authentication when unset.
+    pub smtp_username: Option<String>,
+    /// Password for SMTP authentication.
+    pub smtp_password: Option<String>,
+    /// Sender of every email, e.g. `Lattice <noreply@example.org>`.
+    pub from: String,
+    /// Name of the service in email subjects and texts.
+    pub app_name: String,
+    /// Seconds a message must stay unread before a notification email is sent.
+    pub notification_delay_secs: u64,
+    /// Minimum seconds between two notification emails about the same room.
+    pub notification_period_secs: u64,
+    /// Seconds a verification link stays valid.
+    pub token_lifetime_secs: u64,
+    /// Attempts to send one email before it is dropped; the delay between
+    /// attempts starts at 5 seconds and doubles.
+    pub max_attempts: u32,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        Self {
+            smtp_host: String::new(),
+            smtp_port: 587,
+            smtp_security: "starttls".into(),
+            smtp_username: None,
+            smtp_password: None,
+            from: "Lattice <noreply@localhost>".into(),
+            app_name: "Lattice".into(),
+            notification_delay_secs: 600,
+            notification_period_secs: 3_600,
+            token_lifetime_secs: 86_400,
+            max_attempts: 5,
+        }
+    }
+}
+
 /// Top-level keys of [`Config`], the only ones read from the environment.
 const CONFIG_KEYS: &[&str] = &[
     "server_name",
@@ -308,6 +392,8 @@ const CONFIG_KEYS: &[&str] = &[
     "federation",
     "web",
     "appservice",
+    "push",
+    "email",
 ];
 
 /// An invalid or unreadable configuration.
@@ -343,6 +429,18 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if ruma::ServerName::parse(&self.server_name).is_err() {
             return Err(ConfigError(format!("server_name {:?} is not a valid Matrix server name", self.server_name)));
+        }
+        if !matches!(self.email.smtp_security.as_str(), "starttls" | "tls" | "plain") {
+            return Err(ConfigError(format!(
+                "email.smtp_security {:?} is unknown; expected \"starttls\", \"tls\" or \"plain\"",
+                self.email.smtp_security
+            )));
+        }
+        if !self.email.smtp_host.is_empty() && self.email.from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(ConfigError(format!(
+                "email.from {:?} is not a valid mailbox; expected e.g. \"Lattice <noreply@example.org>\"",
+                self.email.from
+            )));
         }
         if !matches!(self.policy.name.as_str(), "open" | "professional") {
             return Err(ConfigError(format!(

@@ -14,6 +14,7 @@ pub mod error;
 pub mod federation;
 pub mod media;
 pub mod policy;
+pub mod push;
 pub mod rate_limit;
 pub mod rooms;
 pub mod signing_key;
@@ -58,6 +59,8 @@ pub struct Services {
     /// The application services registered in `appservice.registrations`.
     pub appservices: Arc<AppServices>,
     pub appservice_client: AppServiceClient,
+    pub push: Arc<push::Push>,
+    pub mailer: push::email::Mailer,
 }
 
 impl Services {
@@ -149,7 +152,16 @@ impl Homeserver {
         let notifier = Arc::new(Notifier::default());
         let default_version = RoomVersionId::try_from(config.rooms.default_version.as_str())
             .map_err(|e| config::ConfigError::invalid(format!("rooms.default_version: {e}")))?;
-        let rooms = Rooms::new(db.clone(), server_name.clone(), key.clone(), notifier.clone(), policy, default_version);
+        let push = Arc::new(push::Push::new(db.clone(), config.push.enabled));
+        let rooms = Rooms::new(
+            db.clone(),
+            server_name.clone(),
+            key.clone(),
+            notifier.clone(),
+            policy,
+            push.clone(),
+            default_version,
+        );
         let federation =
             federation::Federation::new(db.clone(), server_name.clone(), key.clone(), config.federation.clone())
                 .map_err(StartError::Federation)?;
@@ -164,6 +176,7 @@ impl Homeserver {
             federation.clone(),
         )
         .map_err(StartError::Media)?;
+        let mailer = push::email::Mailer::new(&config.email);
         let services = Arc::new(Services {
             media,
             federation,
@@ -180,6 +193,8 @@ impl Homeserver {
             key,
             rooms,
             notifier,
+            push,
+            mailer,
         });
         if let Err(err) = services.sender.resume().await {
             tracing::warn!(error = %err, "could not resume the federation outbox");
@@ -192,6 +207,8 @@ impl Homeserver {
 
     fn spawn_background_tasks(&self) {
         appservice::sender::spawn(&self.services, &self.shutdown.subscribe());
+        push::gateway::spawn(self.services.clone(), self.shutdown.subscribe());
+        push::email::spawn_notifier(self.services.clone(), self.shutdown.subscribe());
         let services = self.services.clone();
         let mut stop = self.shutdown.subscribe();
         tokio::spawn(async move {

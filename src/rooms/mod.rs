@@ -34,6 +34,7 @@ use self::{
 use crate::{
     error::{Error, Result},
     policy::RoomPolicy,
+    push::Push,
     signing_key::SigningKey,
     storage::{self, Db},
     sync::notifier::Notifier,
@@ -48,6 +49,7 @@ pub struct Rooms {
     key: Arc<SigningKey>,
     notifier: Arc<Notifier>,
     policy: Arc<dyn RoomPolicy>,
+    push: Arc<Push>,
     default_version: RoomVersionId,
     slots: Mutex<HashMap<OwnedRoomId, RoomSlot>>,
     /// Rooms known to exist, so that the common check needs no query.
@@ -83,6 +85,7 @@ impl Rooms {
         key: Arc<SigningKey>,
         notifier: Arc<Notifier>,
         policy: Arc<dyn RoomPolicy>,
+        push: Arc<Push>,
         default_version: RoomVersionId,
     ) -> Self {
         Self {
@@ -91,6 +94,7 @@ impl Rooms {
             key,
             notifier,
             policy,
+            push,
             default_version,
             slots: Mutex::new(HashMap::new()),
             known: Mutex::new(std::collections::HashSet::new()),
@@ -225,10 +229,13 @@ impl Rooms {
 
         let event_id = built.pdu.event_id.clone();
         let wake_target = membership_target(&built);
+        let push_actions = vec![self.push.evaluate(&next, &built.pdu).await?];
+        let notifies = push_actions.iter().any(|a| !a.is_empty());
         let batch = Batch {
             room_id: room_id.to_string(),
             new_room: None,
             events: vec![built],
+            push_actions,
             txn: txn.map(|t| TxnRecord { key: t.key(), device_id: t.device_id, txn_id: t.txn_id }),
         };
 
@@ -253,6 +260,9 @@ impl Rooms {
             return Err(err);
         }
         self.notifier.wake(audience.iter().map(|u| &**u));
+        if notifies {
+            self.push.new_actions.notify_one();
+        }
         Ok(event_id)
     }
 
@@ -298,8 +308,16 @@ impl Rooms {
         let room_id = room.room_id.clone();
         let slot = self.slot(&room_id);
         let mut guard = slot.lock().await;
-        let batch = Batch { room_id: room_id.to_string(), new_room: Some(new_room), events, txn: None };
+        let mut push_actions = Vec::with_capacity(events.len());
+        for event in &events {
+            push_actions.push(self.push.evaluate(&room, &event.pdu).await?);
+        }
+        let notifies = push_actions.iter().any(|a| !a.is_empty());
+        let batch = Batch { room_id: room_id.to_string(), new_room: Some(new_room), events, push_actions, txn: None };
         self.db.writer.write(move |w| Box::pin(persist::persist(w, batch))).await?;
+        if notifies {
+            self.push.new_actions.notify_one();
+        }
         let audience = audience(&room, &self.server_name, None);
         self.known.lock().unwrap_or_else(|e| e.into_inner()).insert(room_id.clone());
         *guard = Some(Arc::new(room));

@@ -4,7 +4,7 @@
 use super::builder::{BuiltEvent, StateChange};
 use crate::{
     error::Result,
-    storage::{self, WriteTxn, writer::Stream},
+    storage::{self, WriteTxn, push::PushAction, writer::Stream},
 };
 
 /// A room row to create together with the room's first events.
@@ -19,6 +19,9 @@ pub struct Batch {
     pub room_id: String,
     pub new_room: Option<NewRoom>,
     pub events: Vec<BuiltEvent>,
+    /// The push actions of each event in `events` (same index), without their
+    /// stream positions, which are assigned here.
+    pub push_actions: Vec<Vec<PushAction>>,
     /// The request that sent the last event.
     pub txn: Option<TxnRecord>,
 }
@@ -81,6 +84,12 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
         )
         .await?;
 
+        if let Some(actions) = batch.push_actions.get(index).filter(|a| !a.is_empty()) {
+            let actions: Vec<PushAction> =
+                actions.iter().map(|a| PushAction { stream_ordering: stream, ..a.clone() }).collect();
+            storage::push::insert_actions(&mut txn.conn, &actions).await?;
+        }
+
         if let Some(state_key) = &pdu.state_key {
             let kind = pdu.kind.to_string();
             storage::state::set_current(&mut txn.conn, &batch.room_id, &kind, state_key, pdu.event_id.as_str()).await?;
@@ -100,6 +109,8 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
 
         if let Some((target, redacted_json)) = &event.redaction {
             storage::events::redact(&mut txn.conn, target.as_str(), redacted_json, pdu.event_id.as_str()).await?;
+            // A redacted message no longer counts as unread or appears in `/notifications`.
+            storage::push::delete_actions_of_event(&mut txn.conn, target.as_str()).await?;
         }
     }
     // Local events form a single chain, so the newest event is the only extremity.

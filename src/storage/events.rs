@@ -255,27 +255,6 @@ pub async fn latest_stream_in_room(pool: &AnyPool, room_id: &str) -> Result<i64,
     Ok(row.get(0))
 }
 
-/// Counts notifying messages from others after both the user's read receipt
-/// in the main timeline and their own newest event, and those among them that
-/// mention the user through `m.mentions`.
-pub async fn count_unread(pool: &AnyPool, room_id: &str, user_id: &str) -> Result<(i64, i64), sqlx::Error> {
-    let escaped = user_id.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-    let row = sqlx::query(
-        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN mentions LIKE $3 ESCAPE '\\' THEN 1 ELSE 0 END), 0) FROM events \
-         WHERE room_id = $1 AND sender <> $2 AND redacted_by IS NULL \
-         AND event_type IN ('m.room.message', 'm.room.encrypted', 'm.sticker') \
-         AND stream_ordering > COALESCE((SELECT MAX(event_stream) FROM receipts WHERE room_id = $1 AND user_id = $2 \
-             AND receipt_type IN ('m.read', 'm.read.private') AND thread_id IN ('', 'main')), 0) \
-         AND stream_ordering > COALESCE((SELECT MAX(stream_ordering) FROM events WHERE room_id = $1 AND sender = $2), 0)",
-    )
-    .bind(room_id)
-    .bind(user_id)
-    .bind(format!("% {escaped} %"))
-    .fetch_one(pool)
-    .await?;
-    Ok((row.get(0), row.get(1)))
-}
-
 /// The users an event mentions through `m.mentions.user_ids`, space-separated
 /// with a space at each end, so a `LIKE '% @user:server %'` finds one of them.
 fn mentions(pdu: &Pdu) -> Option<String> {
@@ -316,39 +295,4 @@ pub async fn latest_in_rooms(
         events.extend(rows_to_events(query.fetch_all(pool).await?)?);
     }
     Ok(events)
-}
-
-/// [`count_unread`] for many rooms at once: `(room id, notifications, highlights)`.
-pub async fn count_unread_in_rooms(
-    pool: &AnyPool,
-    room_ids: &[String],
-    user_id: &str,
-) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
-    let escaped = user_id.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-    let mut counts = Vec::new();
-    for chunk in room_ids.chunks(ROOMS_PER_QUERY) {
-        let parts: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let room = format!("${}", i + 3);
-                format!(
-                    "SELECT {room} AS room_id, COUNT(*) AS notifications, \
-                     COALESCE(SUM(CASE WHEN mentions LIKE $2 ESCAPE '\\' THEN 1 ELSE 0 END), 0) AS highlights \
-                     FROM events WHERE room_id = {room} AND sender <> $1 AND redacted_by IS NULL \
-                     AND event_type IN ('m.room.message', 'm.room.encrypted', 'm.sticker') \
-                     AND stream_ordering > COALESCE((SELECT MAX(event_stream) FROM receipts WHERE room_id = {room} \
-                         AND user_id = $1 AND receipt_type IN ('m.read', 'm.read.private') AND thread_id IN ('', 'main')), 0) \
-                     AND stream_ordering > COALESCE((SELECT MAX(stream_ordering) FROM events WHERE room_id = {room} AND sender = $1), 0)"
-                )
-            })
-            .collect();
-        let sql = parts.join(" UNION ALL ");
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user_id).bind(format!("% {escaped} %"));
-        for room_id in chunk {
-            query = query.bind(room_id.as_str());
-        }
-        for row in query.fetch_all(pool).await? {
-            counts.push((row.get::<String, _>(0), row.get::<i64, _>(1), row.get::<i64, _>(2)));
-        }
-    }
-    Ok(counts)
 }

@@ -44,6 +44,12 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../schema/postgres/0005_appservice.sql"),
     },
     Migration {
+        version: 6,
+        name: "push",
+        sqlite: include_str!("../../schema/sqlite/0006_push.sql"),
+        postgres: include_str!("../../schema/postgres/0006_push.sql"),
+    },
+    Migration {
         version: 7,
         name: "e2ee",
         sqlite: include_str!("../../schema/sqlite/0007_e2ee.sql"),

@@ -11,10 +11,12 @@ pub mod key_backup;
 pub mod media;
 pub mod migrate;
 pub mod outbox;
+pub mod push;
 pub mod receipts;
 pub mod rooms;
 pub mod server_keys;
 pub mod state;
+pub mod threepid;
 pub mod users;
 pub mod writer;
 

@@ -48,8 +48,8 @@ struct JoinedRoom {
     receipts: Option<Vec<storage::receipts::ReceiptRow>>,
     /// The room's newest events, read together with other rooms' (newest first).
     newest: Option<Vec<StoredEvent>>,
-    /// Unread counts, read together with other rooms'.
-    unread: Option<(i64, i64)>,
+    /// Unread counts per thread, read together with other rooms'.
+    unread: Option<Vec<ThreadCount>>,
 }
 
 pub struct Assembled {
@@ -140,6 +140,15 @@ pub async fn assemble(
         }
     }
 
+    // Clients read their push rules from account data; a user who never changed
+    // them has no stored rules, so a fresh sync includes the server defaults.
+    let has_push_rules =
+        account_data.iter().any(|(room, kind, _)| room.is_empty() && kind == crate::push::PUSH_RULES_TYPE);
+    if since.is_none() && !has_push_rules && account_filter.allows_type(crate::push::PUSH_RULES_TYPE) {
+        let content = services.push.account_data_content(&session.user_id).await?;
+        global_account_data.push(json!({ "type": crate::push::PUSH_RULES_TYPE, "content": content }));
+    }
+
     let mut join = std::collections::BTreeMap::new();
     let mut invite = std::collections::BTreeMap::new();
     let mut leave = std::collections::BTreeMap::new();
@@ -206,19 +215,17 @@ pub async fn assemble(
         for event in storage::events::latest_in_rooms(pool, &fresh, upto.events, limit).await? {
             newest.entry(event.pdu.room_id.to_string()).or_default().push(event);
         }
-        let all: Vec<String> = joined_rooms.iter().map(|(id, _)| id.to_string()).collect();
-        let mut unread: HashMap<String, (i64, i64)> = storage::events::count_unread_in_rooms(pool, &all, user)
-            .await?
-            .into_iter()
-            .map(|(room, n, h)| (room, (n, h)))
-            .collect();
+        let mut unread: HashMap<String, Vec<ThreadCount>> = HashMap::new();
+        for (room, thread, n, h) in storage::push::unread_counts(pool, user, None).await? {
+            unread.entry(room).or_default().push((thread, n, h));
+        }
         for (room_id, joined) in &mut joined_rooms {
             if fresh.iter().any(|f| f == room_id.as_str()) {
                 let mut events = newest.remove(room_id.as_str()).unwrap_or_default();
                 events.sort_by(|a, b| b.stream.cmp(&a.stream));
                 joined.newest = Some(events);
             }
-            joined.unread = unread.remove(room_id.as_str());
+            joined.unread = Some(unread.remove(room_id.as_str()).unwrap_or_default());
         }
     }
 
@@ -459,10 +466,12 @@ impl Ctx<'_> {
             .take(5)
             .collect();
 
-        let (notification_count, highlight_count) = match joined.unread {
+        let counts = match joined.unread {
             Some(counts) => counts,
             None => unread_counts(services, room_id, &self.session.user_id).await?,
         };
+        let (unread_notifications, unread_thread_notifications) =
+            split_counts(counts, self.timeline_filter.unread_thread_notifications.unwrap_or(false));
 
         let prev_batch = timeline.first().map_or_else(|| self.upto.to_string(), |e| pagination_token(e.stream - 1));
         Ok(response::JoinedRoom {
@@ -479,7 +488,8 @@ impl Ctx<'_> {
                 joined_member_count: joined_count,
                 invited_member_count: invited_count,
             },
-            unread_notifications: response::UnreadNotifications { notification_count, highlight_count },
+            unread_notifications,
+            unread_thread_notifications,
         })
     }
 
@@ -585,10 +595,36 @@ impl Ctx<'_> {
     }
 }
 
-/// Messages from others after the user's read receipt, and those among them
-/// that mention the user.
-// NOTE: this approximates the default push rules (every message notifies,
-// `m.mentions` highlights) until push rule evaluation is in place.
-pub async fn unread_counts(services: &Services, room_id: &RoomId, user_id: &ruma::UserId) -> Result<(i64, i64)> {
-    Ok(storage::events::count_unread(&services.db.pool, room_id.as_str(), user_id.as_str()).await?)
+/// Unread notifications and highlights of one thread: `(thread id, notifications, highlights)`,
+/// where the thread id is `main` for the main timeline.
+pub type ThreadCount = (String, i64, i64);
+
+/// The user's unread counts in a room per thread, from the push actions stored
+/// for events after the user's read receipts.
+pub async fn unread_counts(services: &Services, room_id: &RoomId, user_id: &ruma::UserId) -> Result<Vec<ThreadCount>> {
+    let rows = storage::push::unread_counts(&services.db.pool, user_id.as_str(), Some(room_id.as_str())).await?;
+    Ok(rows.into_iter().map(|(_, thread, n, h)| (thread, n, h)).collect())
+}
+
+/// The room's `unread_notifications` and `unread_thread_notifications`: one
+/// total unless the filter asks for counts per thread, in which case the room
+/// count covers the main timeline only.
+fn split_counts(
+    counts: Vec<ThreadCount>,
+    by_thread: bool,
+) -> (response::UnreadNotifications, std::collections::BTreeMap<String, response::UnreadNotifications>) {
+    let mut room = response::UnreadNotifications { notification_count: 0, highlight_count: 0 };
+    let mut threads = std::collections::BTreeMap::new();
+    for (thread, notifications, highlights) in counts {
+        if by_thread && thread != "main" {
+            threads.insert(
+                thread,
+                response::UnreadNotifications { notification_count: notifications, highlight_count: highlights },
+            );
+        } else {
+            room.notification_count += notifications;
+            room.highlight_count += highlights;
+        }
+    }
+    (room, threads)
 }

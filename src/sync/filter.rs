@@ -66,6 +66,9 @@ pub struct RoomFilter {
 pub struct RoomEventFilter {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<u64>,
+    /// Whether `/sync` splits unread counts by thread (`unread_thread_notifications`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unread_thread_notifications: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub types: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]

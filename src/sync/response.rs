@@ -74,6 +74,9 @@ pub struct JoinedRoom {
     pub account_data: Events<Value>,
     pub summary: Summary,
     pub unread_notifications: UnreadNotifications,
+    /// Counts per thread root, when the filter asks for them.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub unread_thread_notifications: std::collections::BTreeMap<String, UnreadNotifications>,
 }
 
 #[derive(Debug, Serialize)]

@@ -65,6 +65,12 @@ def pytest_configure(config: pytest.Config) -> None:
         "lattice_appservice: register an application service (bridge) with the test's server; "
         "the appservice_registration fixture returns its port, tokens and namespaces",
     )
+    config.addinivalue_line(
+        "markers",
+        "lattice_email(**settings): start the test's server with an [email] section that sends to the "
+        "test's smtp_server fixture (an object with a port attribute), plus these settings, "
+        "e.g. lattice_email(notification_delay_secs=2)",
+    )
 
 
 class AppServiceRegistration:
@@ -109,13 +115,18 @@ def _write_config(
     port: int,
     policy: dict[str, str | int],
     appservice: AppServiceRegistration | None = None,
+    email: dict[str, str | int] | None = None,
 ) -> Path:
     config_path = data_dir / "lattice.toml"
     policy_lines = "".join(f"{key} = {_toml_value(value)}\n" for key, value in policy.items())
     registrations = f"[{_toml_value(str(appservice.path))}]" if appservice is not None else "[]"
+    email_section = ""
+    if email is not None:
+        email_section = "\n[email]\n" + "".join(f"{key} = {_toml_value(value)}\n" for key, value in email.items())
     config_path.write_text(
         f'server_name = "{SERVER_NAME}"\n'
         f'data_dir = "{data_dir}"\n'
+        f'public_baseurl = "http://127.0.0.1:{port}"\n'
         "\n"
         "[listen]\n"
         f'client = "127.0.0.1:{port}"\n'
@@ -131,6 +142,7 @@ def _write_config(
         "\n"
         "[appservice]\n"
         f"registrations = {registrations}\n"
+        f"{email_section}"
     )
     return config_path
 
@@ -221,7 +233,13 @@ def homeserver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.node.get_closest_marker("lattice_appservice") is not None:
         appservice = AppServiceRegistration(data_dir)
         request.node.lattice_appservice = appservice
-    config_path = _write_config(data_dir, port, policy, appservice)
+    email_marker = request.node.get_closest_marker("lattice_email")
+    email = None
+    if email_marker is not None:
+        smtp_server = request.getfixturevalue("smtp_server")
+        email = {"smtp_host": "127.0.0.1", "smtp_port": smtp_server.port, "smtp_security": "plain"}
+        email.update(email_marker.kwargs)
+    config_path = _write_config(data_dir, port, policy, appservice, email)
     log_path = tmp_path / "lattice.log"
     base_url = f"http://127.0.0.1:{port}"
 

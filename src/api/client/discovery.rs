@@ -30,7 +30,7 @@ pub async fn capabilities(State(services): State<Arc<Services>>, Auth(_session):
             },
             "m.set_displayname": { "enabled": true },
             "m.set_avatar_url": { "enabled": true },
-            "m.3pid_changes": { "enabled": false },
+            "m.3pid_changes": { "enabled": services.mailer.is_enabled() },
             "m.get_login_token": { "enabled": false },
         }
     }))

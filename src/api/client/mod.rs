@@ -13,12 +13,15 @@ mod membership;
 mod messages;
 mod presence;
 mod profile;
+mod push_rules;
+mod pushers;
 mod receipts;
 pub(crate) mod room_directory;
 mod rooms;
 mod send;
 mod state;
 mod sync;
+mod threepid;
 mod to_device;
 mod typing;
 pub mod uiaa;
@@ -98,6 +101,31 @@ pub fn router() -> Router<Arc<Services>> {
         .route(&r("/publicRooms"), get(room_directory::public_rooms).post(room_directory::search_public_rooms))
         // Sync
         .route(&r("/sync"), get(sync::sync))
+        // Push notifications
+        .route(&r("/pushrules/"), get(push_rules::get_all))
+        .route(&r("/pushrules/global/"), get(push_rules::get_global))
+        .route(
+            &r("/pushrules/{scope}/{kind}/{rule_id}"),
+            get(push_rules::get_rule).put(push_rules::put_rule).delete(push_rules::delete_rule),
+        )
+        .route(
+            &r("/pushrules/{scope}/{kind}/{rule_id}/enabled"),
+            get(push_rules::get_enabled).put(push_rules::put_enabled),
+        )
+        .route(
+            &r("/pushrules/{scope}/{kind}/{rule_id}/actions"),
+            get(push_rules::get_actions).put(push_rules::put_actions),
+        )
+        .route(&r("/pushers"), get(pushers::list))
+        .route(&r("/pushers/set"), post(pushers::set))
+        .route(&r("/notifications"), get(pushers::notifications))
+        // Email addresses, and the links that emails carry
+        .route(&r("/account/3pid"), get(threepid::list))
+        .route(&r("/account/3pid/email/requestToken"), post(threepid::request_token))
+        .route(&r("/account/3pid/add"), post(threepid::add))
+        .route(&r("/account/3pid/delete"), post(threepid::delete))
+        .route("/_lattice/email/validate", get(threepid::validate))
+        .route("/_lattice/email/unsubscribe", get(threepid::unsubscribe_page).post(threepid::unsubscribe))
         // Profiles, presence, user directory
         .route(&r("/profile/{user_id}"), get(profile::get))
         .route(&r("/profile/{user_id}/displayname"), get(profile::get_displayname).put(profile::set_displayname))
