@@ -61,6 +61,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../schema/sqlite/0008_federation.sql"),
         postgres: include_str!("../../schema/postgres/0008_federation.sql"),
     },
+    Migration {
+        version: 9,
+        name: "push_actions_key",
+        sqlite: include_str!("../../schema/sqlite/0009_push_actions_key.sql"),
+        postgres: include_str!("../../schema/postgres/0009_push_actions_key.sql"),
+    },
 ];
 
 pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {

@@ -52,7 +52,7 @@ pub async fn insert_actions(conn: &mut AnyConnection, actions: &[PushAction]) ->
             .collect();
         let sql = format!(
             "INSERT INTO event_push_actions (user_id, event_id, room_id, thread_id, stream_ordering, ts, actions, highlight) \
-             VALUES {} ON CONFLICT (user_id, event_id) DO NOTHING",
+             VALUES {} ON CONFLICT (event_id, user_id) DO NOTHING",
             rows.join(", ")
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
