@@ -80,7 +80,9 @@ impl RoomState {
         let mut servers: Vec<ruma::OwnedServerName> = self
             .state
             .iter()
-            .filter(|((kind, _), pdu)| *kind == StateEventType::RoomMember && pdu.membership().as_deref() == Some("join"))
+            .filter(|((kind, _), pdu)| {
+                *kind == StateEventType::RoomMember && pdu.membership().as_deref() == Some("join")
+            })
             .filter_map(|((_, key), _)| UserId::parse(key.as_str()).ok().map(|u| u.server_name().to_owned()))
             .collect();
         servers.sort();

@@ -15,6 +15,7 @@ mod errors;
 mod federation_auth;
 mod federation_keys;
 mod federation_media;
+mod federation_rooms;
 mod federation_sender;
 mod filters;
 mod media;
