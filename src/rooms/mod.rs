@@ -7,6 +7,7 @@ mod create;
 pub mod membership;
 pub mod pdu;
 mod persist;
+pub mod remote;
 pub mod power;
 pub mod serialize;
 pub mod state;
@@ -274,6 +275,7 @@ impl Rooms {
             new_room: None,
             events: vec![built],
             txn: txn.map(|t| TxnRecord { key: t.key(), device_id: t.device_id, txn_id: t.txn_id }),
+            extremities: None,
         };
 
         // The room's next event may be built on this one as soon as it is queued:
@@ -344,7 +346,8 @@ impl Rooms {
         let room_id = room.room_id.clone();
         let slot = self.slot(&room_id);
         let mut guard = slot.lock().await;
-        let batch = Batch { room_id: room_id.to_string(), new_room: Some(new_room), events, txn: None };
+        let batch =
+            Batch { room_id: room_id.to_string(), new_room: Some(new_room), events, txn: None, extremities: None };
         self.db.writer.write(move |w| Box::pin(persist::persist(w, batch))).await?;
         let audience = audience(&room, &self.server_name, None);
         self.known.lock().unwrap_or_else(|e| e.into_inner()).insert(room_id.clone());

@@ -21,6 +21,9 @@ pub struct Batch {
     pub events: Vec<BuiltEvent>,
     /// The request that sent the last event.
     pub txn: Option<TxnRecord>,
+    /// The room's forward extremities after the batch; `None` for local
+    /// events, which form a single chain ending in the batch's last event.
+    pub extremities: Option<Vec<String>>,
 }
 
 /// A client request's transaction id, stored with the event it sent (whose
@@ -102,8 +105,10 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
             storage::events::redact(&mut txn.conn, target.as_str(), redacted_json, pdu.event_id.as_str()).await?;
         }
     }
-    // Local events form a single chain, so the newest event is the only extremity.
-    if let Some(last) = batch.events.last() {
+    if let Some(extremities) = &batch.extremities {
+        storage::state::set_extremities(&mut txn.conn, &batch.room_id, extremities).await?;
+    } else if let Some(last) = batch.events.last() {
+        // Local events form a single chain, so the newest event is the only extremity.
         storage::state::set_extremities(&mut txn.conn, &batch.room_id, &[last.pdu.event_id.to_string()]).await?;
     }
     Ok(())

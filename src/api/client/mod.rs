@@ -8,7 +8,7 @@ mod discovery;
 mod filter;
 mod membership;
 mod messages;
-mod presence;
+pub(crate) mod presence;
 mod profile;
 mod receipts;
 mod room_directory;
