@@ -100,14 +100,22 @@ impl Rooms {
         if auth_events.len() != pdu.auth_events.len() {
             return Err(Rejected("some of the PDU's auth_events are unknown to this server".into()));
         }
-        let auth_state: StateMap = auth_events
+        let mut auth_state: StateMap = auth_events
             .values()
             .filter_map(|e| e.state_key.clone().map(|key| ((StateEventType::from(e.kind.to_string()), key), e.clone())))
             .collect();
-        let fetch_event = |id: &EventId| auth_events.get(id).map(|p| &**p).or_else(|| current.find_event(id).map(|p| &**p));
+        // Where the room id stands for the create event, it is not listed but still applies.
+        if rules.authorization.room_create_event_id_as_room_id
+            && let Some(create) = current.create_event()
+        {
+            auth_state.entry((StateEventType::RoomCreate, String::new())).or_insert_with(|| create.clone());
+        }
+        let fetch_event =
+            |id: &EventId| auth_events.get(id).map(|p| &**p).or_else(|| current.find_event(id).map(|p| &**p));
         state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, fetch_event)
             .map_err(|reason| Rejected(format!("not allowed by its auth events: {reason}")))?;
-        check_against(&rules, &pdu, &auth_state).map_err(|r| Rejected(format!("not allowed by its auth events: {r}")))?;
+        check_against(&rules, &pdu, &auth_state)
+            .map_err(|r| Rejected(format!("not allowed by its auth events: {r}")))?;
 
         // Auth against the state before the event. Fetching unknown previous
         // events (`/get_missing_events`) is not built: such a PDU is rejected.

@@ -153,3 +153,172 @@ async fn events_typing_and_receipts_reach_the_other_servers_in_the_room() {
         a.stop().await;
     }
 }
+
+/// Builds a message PDU of `sender` on top of the room's current state on
+/// `resident`, signed by `origin` with its real signing key.
+async fn signed_message(
+    resident: &TestServer,
+    origin: &TestServer,
+    room: &RoomId,
+    sender: &UserId,
+    body: &str,
+) -> ruma::CanonicalJsonObject {
+    let state = resident.homeserver.services().rooms.state(room).await.expect("room state");
+    let mut auth: Vec<String> =
+        [("m.room.create", ""), ("m.room.power_levels", ""), ("m.room.member", sender.as_str())]
+            .iter()
+            .filter_map(|(kind, key)| state.get(&(*kind).into(), key).map(|pdu| pdu.event_id.to_string()))
+            .collect();
+    if state.rules.authorization.room_create_event_id_as_room_id {
+        // The room id stands for the create event, which is then not listed.
+        let create = state.create_event().unwrap().event_id.to_string();
+        auth.retain(|id| *id != create);
+    }
+    auth.sort();
+    let prev: Vec<String> = state.extremities.iter().map(|id| id.to_string()).collect();
+    let value = json!({
+        "auth_events": auth,
+        "content": { "msgtype": "m.text", "body": body },
+        "depth": state.depth + 1,
+        "origin_server_ts": 1_700_000_000_000_i64,
+        "prev_events": prev,
+        "room_id": room,
+        "sender": sender,
+        "type": "m.room.message",
+    });
+    let mut object: ruma::CanonicalJsonObject = serde_json::from_value(value).unwrap();
+    let key = &origin.homeserver.services().key;
+    ruma::signatures::hash_and_sign_event(&origin.server_name, &key.pair, &mut object, &state.rules.redaction)
+        .expect("sign");
+    object
+}
+
+fn event_id_of(object: &ruma::CanonicalJsonObject, rules: &ruma::room_version_rules::RoomVersionRules) -> String {
+    format!("${}", ruma::signatures::reference_hash(object, rules).unwrap())
+}
+
+/// Sends a transaction from `origin` to `destination` over federation, signed with X-Matrix.
+async fn send_transaction(
+    origin: &TestServer,
+    destination: &TestServer,
+    txn: &str,
+    pdus: Vec<Value>,
+    edus: Vec<Value>,
+) -> Value {
+    let body =
+        json!({ "origin": origin.server_name, "origin_server_ts": 1_700_000_000_000_i64, "pdus": pdus, "edus": edus });
+    let path = format!("/_matrix/federation/v1/send/{txn}");
+    let destination = ruma::ServerName::parse(&destination.server_name).unwrap();
+    origin
+        .homeserver
+        .services()
+        .federation
+        .send_json(&destination, http::Method::PUT, &path, Some(&body), true)
+        .await
+        .expect("transaction accepted")
+}
+
+#[tokio::test]
+async fn inbound_transactions_are_checked_and_reach_local_members() {
+    for backend in backends() {
+        let ca = TestCa::new();
+        let mut servers =
+            TestServer::start_federated(&backend, &ca, &["a.lattice.test", "b.lattice.test"], |_| {}).await;
+        let b = servers.pop().expect("server b");
+        let a = servers.pop().expect("server a");
+        let alice = a.register("alice").await;
+        let room_id = alice.create_room(json!({ "preset": "public_chat" })).await;
+        let room = RoomId::parse(&room_id).unwrap();
+        let bob = UserId::parse("@bob:b.lattice.test").unwrap();
+        let rooms = &a.homeserver.services().rooms;
+        rooms
+            .append(&room, &bob, EventDraft::state("m.room.member", bob.as_str(), json!({"membership": "join"})), None)
+            .await
+            .expect("remote member joins");
+        let rules = rooms.state(&room).await.unwrap().rules.clone();
+        let since = alice.sync("").await["next_batch"].as_str().unwrap().to_owned();
+
+        // A valid PDU signed by b.lattice.test, whose key a fetches from b.
+        let good = signed_message(&a, &b, &room, &bob, "hello from b").await;
+        let good_id = event_id_of(&good, &rules);
+        let response = send_transaction(&b, &a, "t1", vec![serde_json::to_value(&good).unwrap()], vec![]).await;
+        assert_eq!(response["pdus"][&good_id], json!({}), "{response}");
+
+        // The same transaction again: the PDU is a duplicate, still accepted, stored once.
+        let response = send_transaction(&b, &a, "t1", vec![serde_json::to_value(&good).unwrap()], vec![]).await;
+        assert_eq!(response["pdus"][&good_id], json!({}), "{response}");
+
+        // A signature that does not verify: rejected with a reason.
+        let mut forged = signed_message(&a, &b, &room, &bob, "forged").await;
+        let forged_id = event_id_of(&forged, &rules);
+        let signatures = forged.get_mut("signatures").unwrap();
+        let mut text = serde_json::to_value(&*signatures).unwrap();
+        let key_id = text["b.lattice.test"].as_object().unwrap().keys().next().unwrap().clone();
+        text["b.lattice.test"][&key_id] = json!("AAAA".repeat(21) + "AA");
+        *signatures = serde_json::from_value(text).unwrap();
+        // Content changed after signing: the signatures (over the redacted form)
+        // still verify, the content hash does not, so the event is kept redacted.
+        let mut tampered = signed_message(&a, &b, &room, &bob, "original words").await;
+        let mut content = ruma::CanonicalJsonObject::new();
+        content.insert("msgtype".into(), ruma::CanonicalJsonValue::String("m.text".into()));
+        content.insert("body".into(), ruma::CanonicalJsonValue::String("altered words".into()));
+        tampered.insert("content".into(), ruma::CanonicalJsonValue::Object(content));
+        let tampered_id = event_id_of(&tampered, &rules);
+        let response = send_transaction(
+            &b,
+            &a,
+            "t2",
+            vec![serde_json::to_value(&forged).unwrap(), serde_json::to_value(&tampered).unwrap()],
+            vec![],
+        )
+        .await;
+        let error = response["pdus"][&forged_id]["error"].as_str().expect("the forged PDU is rejected");
+        assert!(error.contains("signature"), "{error}");
+        assert_eq!(response["pdus"][&tampered_id], json!({}), "{response}");
+
+        // A PDU from a user who is not in the room fails the auth checks.
+        let carol = UserId::parse("@carol:b.lattice.test").unwrap();
+        let intruder = signed_message(&a, &b, &room, &carol, "let me in").await;
+        let intruder_id = event_id_of(&intruder, &rules);
+        let response = send_transaction(&b, &a, "t3", vec![serde_json::to_value(&intruder).unwrap()], vec![]).await;
+        let error = response["pdus"][&intruder_id]["error"].as_str().expect("the intruder's PDU is rejected");
+        assert!(error.contains("not allowed"), "{error}");
+
+        // Typing and a receipt of bob arrive as EDUs.
+        let edus = vec![
+            json!({ "edu_type": "m.typing", "content": { "room_id": room_id, "user_id": bob, "typing": true } }),
+            json!({ "edu_type": "m.receipt", "content": { &room_id: { "m.read": { bob.as_str(): {
+                "event_ids": [good_id], "data": { "ts": 1_700_000_000_000_i64 } } } } } }),
+        ];
+        let response = send_transaction(&b, &a, "t4", vec![], edus).await;
+        assert_eq!(response["pdus"], json!({}));
+
+        // Alice sees the accepted events in order, with their ids, and bob's typing and receipt.
+        let sync = alice.sync(&format!("since={since}")).await;
+        let events: Vec<&Value> = crate::harness::timeline(&sync, &room_id).iter().collect();
+        let ids: Vec<&str> = events.iter().map(|e| e["event_id"].as_str().unwrap()).collect();
+        assert_eq!(ids, vec![good_id.as_str(), tampered_id.as_str()], "{sync}");
+        assert_eq!(events[0]["content"]["body"], "hello from b");
+        assert_eq!(events[0]["sender"], bob.as_str());
+        assert_eq!(events[1]["content"], json!({}), "the tampered event is redacted");
+        let ephemeral = &sync["rooms"]["join"][&room_id]["ephemeral"]["events"];
+        let typing = ephemeral.as_array().unwrap().iter().find(|e| e["type"] == "m.typing").expect("typing");
+        assert_eq!(typing["content"]["user_ids"], json!([bob]));
+        let receipt = ephemeral.as_array().unwrap().iter().find(|e| e["type"] == "m.receipt").expect("receipt");
+        assert!(receipt["content"][&good_id]["m.read"][bob.as_str()]["ts"].is_i64(), "{receipt}");
+
+        // A transaction whose origin is not the signing server is refused.
+        let body = json!({ "origin": "c.lattice.test", "origin_server_ts": 0, "pdus": [], "edus": [] });
+        let destination = ruma::ServerName::parse(&a.server_name).unwrap();
+        let err = b
+            .homeserver
+            .services()
+            .federation
+            .send_json(&destination, http::Method::PUT, "/_matrix/federation/v1/send/t5", Some(&body), true)
+            .await
+            .expect_err("a foreign origin is refused");
+        assert!(err.to_string().contains("M_FORBIDDEN"), "{err}");
+        a.stop().await;
+        b.stop().await;
+    }
+}

@@ -44,8 +44,8 @@ async fn send(
     Path(_txn_id): Path<String>,
     auth: FederationAuth,
 ) -> Result<Json<Value>> {
-    let txn: Transaction = serde_json::from_slice(&auth.body)
-        .map_err(|e| Error::bad_json(format!("the transaction is invalid: {e}")))?;
+    let txn: Transaction =
+        serde_json::from_slice(&auth.body).map_err(|e| Error::bad_json(format!("the transaction is invalid: {e}")))?;
     if txn.origin != auth.origin.as_str() {
         return Err(Error::forbidden(format!(
             "the transaction's origin {} is not the server that signed the request, {}",
