@@ -216,3 +216,118 @@ fn check_against(
     let fetch_state = |kind: &StateEventType, key: &str| state.get(&(kind.clone(), key.to_owned())).map(|p| &**p);
     state_res::check_state_dependent_auth_rules(&rules.authorization, pdu, fetch_state).map_err(|e| e.to_string())
 }
+
+/// What a resident server answers to `send_join`.
+pub struct JoinAnswer {
+    /// The state before the join event.
+    pub state: Vec<Arc<Pdu>>,
+    /// The auth chain of that state and of the join event.
+    pub auth_chain: Vec<Arc<Pdu>>,
+}
+
+impl Rooms {
+    /// The `make_join` template for `user` (spec: Server-Server API,
+    /// "Joining Rooms"): an unsigned join event on top of the current state,
+    /// after checking the room policy and the authorization rules.
+    pub async fn make_join(&self, room_id: &RoomId, user: &ruma::UserId) -> Result<(String, serde_json::Value)> {
+        let room = self.state(room_id).await?;
+        self.policy.check_join(&room, user).await?;
+        let content = serde_json::json!({ "membership": "join" });
+        let raw = serde_json::value::to_raw_value(&content).map_err(|e| Error::internal("a join template", e))?;
+        let kind = ruma::events::TimelineEventType::RoomMember;
+        let auth_types =
+            state_res::auth_types_for_event(&kind, user, Some(user.as_str()), &raw, &room.rules.authorization)
+                .map_err(|e| Error::internal("a join template", e))?;
+        let mut auth_events: Vec<String> =
+            auth_types.iter().filter_map(|(kind, key)| room.get(kind, key).map(|p| p.event_id.to_string())).collect();
+        auth_events.sort();
+        let template = serde_json::json!({
+            "auth_events": auth_events,
+            "content": content,
+            "depth": room.depth + 1,
+            "origin_server_ts": storage::now_ms(),
+            "prev_events": room.extremities,
+            "room_id": room_id,
+            "sender": user,
+            "state_key": user,
+            "type": "m.room.member",
+        });
+        // The template must pass the rules, so the joining server learns now that it may not join.
+        let probe = Pdu::from_json(
+            OwnedEventId::try_from("$template").map_err(|e| Error::internal("a join template", e))?,
+            &template.to_string(),
+            room_id,
+        )
+        .map_err(|e| Error::internal("a join template", e))?;
+        check_against(&room.rules, &probe, &room.state)
+            .map_err(|reason| Error::forbidden(format!("{user} may not join {room_id}: {reason}")))?;
+        Ok((room.version.to_string(), template))
+    }
+
+    /// Takes a signed join event from `origin` as the resident server: the
+    /// checks on receipt, the room policy, persisting it, and sending it to
+    /// the other servers in the room. Returns the state before the join and
+    /// the auth chain.
+    pub async fn send_join(
+        &self,
+        origin: &ruma::ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+        object: CanonicalJsonObject,
+        keys: &PublicKeyMap,
+    ) -> Result<JoinAnswer> {
+        let field = |name: &str| object.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+        let sender = field("sender").and_then(|s| ruma::UserId::parse(s).ok());
+        let Some(sender) = sender.filter(|s| s.server_name() == origin) else {
+            return Err(Error::bad_json(format!("the join event's sender must be a user of {origin}")));
+        };
+        if field("type").as_deref() != Some("m.room.member") || field("state_key").as_deref() != Some(sender.as_str()) {
+            return Err(Error::bad_json("the event must be the sender's own m.room.member event"));
+        }
+        let membership = match object.get("content") {
+            Some(CanonicalJsonValue::Object(content)) => {
+                content.get("membership").and_then(|v| v.as_str()).map(str::to_owned)
+            }
+            _ => None,
+        };
+        if membership.as_deref() != Some("join") {
+            return Err(Error::bad_json("content.membership must be join"));
+        }
+        let before = self.state(room_id).await?;
+        self.policy.check_join(&before, &sender).await?;
+        let servers_before = before.servers();
+        let (id, _) =
+            self.receive_pdu(room_id, object, keys).await.map_err(|Rejected(reason)| Error::forbidden(reason))?;
+        if id != event_id {
+            return Err(Error::bad_json(format!("the event id is {id}, not {event_id}")));
+        }
+        let after = self.state(room_id).await?;
+        let Some(join) = after.find_event(&id).cloned() else {
+            return Err(Error::forbidden("the join event was soft-failed"));
+        };
+        let servers: Vec<_> = servers_before.into_iter().filter(|s| s != origin).collect();
+        let mut others = RoomState::clone(&after);
+        others.state.retain(|(kind, key), _| {
+            *kind != StateEventType::RoomMember
+                || ruma::UserId::parse(key.as_str()).map(|u| u.server_name() != origin).unwrap_or(true)
+        });
+        self.send_out(&servers, &others, std::slice::from_ref(&join)).await;
+
+        let state: Vec<Arc<Pdu>> = after.state.values().filter(|p| p.event_id != id).cloned().collect();
+        let mut chain: HashMap<OwnedEventId, Arc<Pdu>> = HashMap::new();
+        let mut pending: Vec<OwnedEventId> =
+            state.iter().chain(std::iter::once(&join)).flat_map(|p| p.auth_events.clone()).collect();
+        if after.rules.authorization.room_create_event_id_as_room_id
+            && let Some(create) = after.create_event()
+        {
+            pending.push(create.event_id.clone());
+        }
+        while !pending.is_empty() {
+            pending.retain(|id| !chain.contains_key(id));
+            let found = self.load_events(&pending).await?;
+            pending = found.values().flat_map(|p| p.auth_events.clone()).collect();
+            chain.extend(found);
+        }
+        Ok(JoinAnswer { state, auth_chain: chain.into_values().collect() })
+    }
+}

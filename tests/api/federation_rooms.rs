@@ -219,7 +219,7 @@ async fn send_transaction(
 }
 
 #[tokio::test]
-async fn inbound_transactions_are_checked_and_reach_local_members() {
+async fn remote_join_and_inbound_transactions_reach_local_members() {
     for backend in backends() {
         let ca = TestCa::new();
         let mut servers =
@@ -231,11 +231,53 @@ async fn inbound_transactions_are_checked_and_reach_local_members() {
         let room = RoomId::parse(&room_id).unwrap();
         let bob = UserId::parse("@bob:b.lattice.test").unwrap();
         let rooms = &a.homeserver.services().rooms;
-        rooms
-            .append(&room, &bob, EventDraft::state("m.room.member", bob.as_str(), json!({"membership": "join"})), None)
-            .await
-            .expect("remote member joins");
-        let rules = rooms.state(&room).await.unwrap().rules.clone();
+        let (rules, version) = {
+            let state = rooms.state(&room).await.unwrap();
+            (state.rules.clone(), state.version.to_string())
+        };
+        let a_name = ruma::ServerName::parse(&a.server_name).unwrap();
+        let federation = &b.homeserver.services().federation;
+
+        // make_join: without `ver` the room's version is not acceptable; a
+        // user of another server may not be joined by b; then the template.
+        let path = format!("/_matrix/federation/v1/make_join/{}/{}", encode(&room_id), encode(bob.as_str()));
+        let err = federation.send_json(&a_name, http::Method::GET, &path, None, true).await.expect_err("no ver");
+        assert!(err.to_string().contains("M_INCOMPATIBLE_ROOM_VERSION"), "{err}");
+        let path =
+            format!("/_matrix/federation/v1/make_join/{}/{}?ver={version}", encode(&room_id), encode(&alice.user_id));
+        let err = federation.send_json(&a_name, http::Method::GET, &path, None, true).await.expect_err("not b's user");
+        assert!(err.to_string().contains("M_FORBIDDEN"), "{err}");
+        let path = format!(
+            "/_matrix/federation/v1/make_join/{}/{}?ver=1&ver={version}",
+            encode(&room_id),
+            encode(bob.as_str())
+        );
+        let template = federation.send_json(&a_name, http::Method::GET, &path, None, true).await.expect("make_join");
+        assert_eq!(template["room_version"], version.as_str());
+        assert_eq!(template["event"]["type"], "m.room.member");
+        assert_eq!(template["event"]["state_key"], bob.as_str());
+        assert_eq!(template["event"]["content"]["membership"], "join");
+
+        // send_join: b signs the template; a answers with the room's state and auth chain.
+        let mut join: ruma::CanonicalJsonObject = serde_json::from_value(template["event"].clone()).unwrap();
+        let key = &b.homeserver.services().key;
+        ruma::signatures::hash_and_sign_event(&b.server_name, &key.pair, &mut join, &rules.redaction).expect("sign");
+        let join_id = event_id_of(&join, &rules);
+        let path = format!("/_matrix/federation/v2/send_join/{}/{}", encode(&room_id), encode(&join_id));
+        let body = serde_json::to_value(&join).unwrap();
+        let answer =
+            federation.send_json(&a_name, http::Method::PUT, &path, Some(&body), true).await.expect("send_join");
+        let state = answer["state"].as_array().expect("state");
+        let alice_member = state
+            .iter()
+            .find(|e| e["type"] == "m.room.member" && e["state_key"] == alice.user_id.as_str())
+            .expect("alice's membership in the state");
+        assert_eq!(alice_member["content"]["membership"], "join");
+        assert!(alice_member["signatures"]["a.lattice.test"].is_object());
+        assert!(state.iter().all(|e| e["state_key"] != bob.as_str()), "the state is the one before the join");
+        let chain = answer["auth_chain"].as_array().expect("auth_chain");
+        assert!(chain.iter().any(|e| e["type"] == "m.room.create"), "the auth chain reaches the create event");
+        assert!(rooms.state(&room).await.unwrap().is_joined(&bob), "bob is joined on a");
         let since = alice.sync("").await["next_batch"].as_str().unwrap().to_owned();
 
         // A valid PDU signed by b.lattice.test, whose key a fetches from b.

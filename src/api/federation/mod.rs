@@ -5,6 +5,7 @@
 mod keys;
 pub mod listener;
 mod media;
+mod membership;
 mod send;
 mod version;
 
@@ -27,7 +28,12 @@ use crate::{
 /// Builds the Server-Server API routes, served on the federation listener and
 /// on the client listener for deployments that terminate TLS in a proxy.
 pub fn router() -> Router<Arc<Services>> {
-    Router::new().merge(keys::router()).merge(version::router()).merge(media::router()).merge(send::router())
+    Router::new()
+        .merge(keys::router())
+        .merge(version::router())
+        .merge(media::router())
+        .merge(send::router())
+        .merge(membership::router())
 }
 
 /// A request that another server signed: the verified origin, and the body

@@ -113,7 +113,7 @@ async fn receive_one(services: &Services, pdu: Value) -> (Option<String>, std::r
 }
 
 /// The public keys of the servers that signed `object`, as far as they can be had.
-async fn signing_keys(services: &Services, object: &CanonicalJsonObject) -> PublicKeyMap {
+pub(super) async fn signing_keys(services: &Services, object: &CanonicalJsonObject) -> PublicKeyMap {
     let mut map = PublicKeyMap::new();
     let Some(CanonicalJsonValue::Object(signatures)) = object.get("signatures") else { return map };
     for (server, signed) in signatures {
