@@ -28,7 +28,7 @@ use crate::{
     storage,
 };
 
-/// What became of a received PDU that passed the checks.
+/// The outcome for a received PDU that passed the checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Received {
     /// Persisted and shown to local members.
