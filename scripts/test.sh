@@ -4,7 +4,8 @@
 #      PostgreSQL when LATTICE_TEST_POSTGRES_URL is set;
 #   2. the crash test (SIGKILL after acknowledged sends, then restart);
 #   3. the real-client scenarios with matrix-nio against a release build;
-#   4. the My Network page in headless Chromium (Playwright).
+#   4. the encrypted DM scenario with matrix-js-sdk and its Rust crypto;
+#   5. the My Network page in headless Chromium (Playwright).
 # Needs: a Rust toolchain, python3 with venv and pip, Node.js 20 with npm,
 # Debian's chromium, and network access to crates.io, PyPI and npm.
 set -euo pipefail
@@ -34,6 +35,9 @@ failed=()
 
 echo "== matrix-nio client scenarios"
 LATTICE_BIN="$target_dir/release/lattice" tests/clients/run.sh || failed+=("matrix-nio scenarios")
+
+echo "== matrix-js-sdk encrypted DM scenario"
+LATTICE_BIN="$target_dir/release/lattice" tests/js/run.sh || failed+=("matrix-js-sdk scenario")
 
 echo "== My Network page in Chromium (Playwright)"
 # Screenshots go to a scratch folder here; run tests/browser/run.sh directly to refresh docs/network-page/.

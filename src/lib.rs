@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod config;
+pub mod e2ee;
 pub mod ephemeral;
 pub mod error;
 pub mod federation;

@@ -4,7 +4,9 @@
 
 pub mod account_data;
 pub mod connections;
+pub mod e2ee;
 pub mod events;
+pub mod key_backup;
 pub mod media;
 pub mod migrate;
 pub mod outbox;

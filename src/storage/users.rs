@@ -234,20 +234,19 @@ pub async fn all_token_hashes(pool: &AnyPool, user_id: &str) -> Result<Vec<(Stri
 }
 
 pub async fn insert_filter(pool: &AnyPool, user_id: &str, definition: &str) -> Result<i64, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let next: i64 = sqlx::query("SELECT COALESCE(MAX(filter_id), -1) + 1 FROM filters WHERE user_id = $1")
-        .bind(user_id)
-        .fetch_one(&mut *tx)
-        .await?
-        .get(0);
-    sqlx::query("INSERT INTO filters (user_id, filter_id, definition) VALUES ($1, $2, $3)")
-        .bind(user_id)
-        .bind(next)
-        .bind(definition)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(next)
+    // One statement, so that SQLite takes the write lock at its start and waits
+    // for it: a read followed by a write in a deferred transaction fails at
+    // once with SQLITE_BUSY when another connection wrote in between.
+    let row = sqlx::query(
+        "INSERT INTO filters (user_id, filter_id, definition) \
+         SELECT $1, COALESCE(MAX(filter_id), -1) + 1, $2 FROM filters WHERE user_id = $1 \
+         RETURNING filter_id",
+    )
+    .bind(user_id)
+    .bind(definition)
+    .fetch_one(pool)
+    .await?;
+    Ok(row.get(0))
 }
 
 pub async fn get_filter(pool: &AnyPool, user_id: &str, filter_id: i64) -> Result<Option<String>, sqlx::Error> {

@@ -3,7 +3,8 @@
 //! commits them in one transaction, so that one fsync covers many writes. A job
 //! that fails rolls back to its savepoint and leaves the others untouched.
 //!
-//! Stream positions (event order, receipts, account data, presence) are handed
+//! Stream positions (event order, receipts, account data, presence, to-device
+//! messages, device lists) are handed
 //! out inside jobs, so their order is the commit order, and become visible to
 //! readers only once the transaction that wrote them has committed.
 
@@ -30,9 +31,11 @@ pub enum Stream {
     AccountData,
     Presence,
     StateGroups,
+    ToDevice,
+    DeviceLists,
 }
 
-const STREAM_COUNT: usize = 5;
+const STREAM_COUNT: usize = 7;
 
 /// Allocated and committed positions of every stream.
 #[derive(Debug, Default)]
@@ -111,6 +114,8 @@ impl Writer {
             (Stream::AccountData, "SELECT COALESCE(MAX(stream_id), 0) FROM account_data"),
             (Stream::Presence, "SELECT COALESCE(MAX(stream_id), 0) FROM presence"),
             (Stream::StateGroups, "SELECT COALESCE(MAX(id), 0) FROM state_groups"),
+            (Stream::ToDevice, "SELECT COALESCE(MAX(stream_id), 0) FROM to_device_messages"),
+            (Stream::DeviceLists, "SELECT COALESCE(MAX(stream_id), 0) FROM device_list_changes"),
         ] {
             let value: i64 = sqlx::query(sql).fetch_one(&mut conn).await?.get(0);
             positions.init(stream, value);

@@ -1,6 +1,7 @@
 //! Assembling one `/sync` response: the rooms a user joined, was invited to or
 //! left, with their timelines, state, ephemeral events and account data,
-//! followed by global account data and presence.
+//! followed by global account data, presence, to-device messages, device-list
+//! changes and the device's one-time key counts.
 
 use std::collections::{HashMap, HashSet};
 
@@ -15,7 +16,7 @@ use super::{
     token::{SyncToken, pagination_token},
 };
 use crate::{
-    Services,
+    Services, e2ee,
     ephemeral::receipts::receipt_content,
     error::Result,
     rooms::{
@@ -66,6 +67,8 @@ pub fn current_token(services: &Services) -> SyncToken {
         account_data: positions.current(Stream::AccountData),
         presence: positions.current(Stream::Presence),
         typing: services.typing.current_serial(),
+        to_device: positions.current(Stream::ToDevice),
+        device_lists: positions.current(Stream::DeviceLists),
     }
 }
 
@@ -233,20 +236,30 @@ pub async fn assemble(
     drop(sections);
 
     let presence = ctx.presence().await?;
+    let to_device = e2ee::to_device::for_sync(services, session, since.map(|s| s.to_device), upto.to_device).await?;
+    let device_lists = match since {
+        Some(since) => e2ee::device_lists::changes_between(services, user, &since, &upto).await?,
+        None => Default::default(),
+    };
+    let (one_time_key_counts, unused_fallback_key_types) = e2ee::sync_key_state(services, session).await?;
     let has_changes = !join.is_empty()
         || !invite.is_empty()
         || !leave.is_empty()
         || !global_account_data.is_empty()
-        || !presence.is_empty();
+        || !presence.is_empty()
+        || !to_device.events.is_empty()
+        || !device_lists.is_empty();
 
+    let next_batch = SyncToken { to_device: to_device.position, ..upto };
     let body = SyncResponse {
-        next_batch: upto.to_string(),
+        next_batch: next_batch.to_string(),
         rooms: response::Rooms { join, invite, leave, knock: Default::default() },
         account_data: Events { events: global_account_data },
         presence: Events { events: presence },
-        to_device: Events::default(),
-        device_lists: Default::default(),
-        device_one_time_keys_count: Default::default(),
+        to_device: Events { events: to_device.events },
+        device_lists: response::DeviceLists { changed: device_lists.changed, left: device_lists.left },
+        device_one_time_keys_count: one_time_key_counts,
+        device_unused_fallback_key_types: unused_fallback_key_types,
     };
     Ok(Assembled { body, has_changes })
 }

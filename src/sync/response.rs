@@ -14,7 +14,8 @@ pub struct SyncResponse {
     pub presence: Events<Value>,
     pub to_device: Events<Value>,
     pub device_lists: DeviceLists,
-    pub device_one_time_keys_count: BTreeMap<String, u64>,
+    pub device_one_time_keys_count: BTreeMap<String, i64>,
+    pub device_unused_fallback_key_types: Vec<String>,
 }
 
 #[derive(Debug, Default, Serialize)]

@@ -1,5 +1,7 @@
 //! Sync and pagination tokens. They are opaque to clients: `s` followed by the
-//! positions of the event, receipt, account data, presence and typing streams.
+//! positions of the event, receipt, account data, presence, typing, to-device
+//! and device-list streams. Tokens of the older five-part form are accepted,
+//! with the last two positions at zero.
 
 use crate::error::{Error, Result};
 
@@ -10,11 +12,23 @@ pub struct SyncToken {
     pub account_data: i64,
     pub presence: i64,
     pub typing: i64,
+    pub to_device: i64,
+    pub device_lists: i64,
 }
 
 impl std::fmt::Display for SyncToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "s{}_{}_{}_{}_{}", self.events, self.receipts, self.account_data, self.presence, self.typing)
+        write!(
+            f,
+            "s{}_{}_{}_{}_{}_{}_{}",
+            self.events,
+            self.receipts,
+            self.account_data,
+            self.presence,
+            self.typing,
+            self.to_device,
+            self.device_lists
+        )
     }
 }
 
@@ -31,6 +45,17 @@ impl SyncToken {
                 account_data: *account_data,
                 presence: *presence,
                 typing: *typing,
+                to_device: 0,
+                device_lists: 0,
+            }),
+            [events, receipts, account_data, presence, typing, to_device, device_lists] => Ok(Self {
+                events: *events,
+                receipts: *receipts,
+                account_data: *account_data,
+                presence: *presence,
+                typing: *typing,
+                to_device: *to_device,
+                device_lists: *device_lists,
             }),
             _ => Err(invalid()),
         }

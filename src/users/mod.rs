@@ -183,15 +183,16 @@ impl Users {
         Ok(())
     }
 
-    /// Removes every device of a user, optionally keeping one.
-    pub async fn delete_all_devices(&self, user_id: &UserId, keep: Option<&str>) -> Result<()> {
+    /// Removes every device of a user, optionally keeping one, and returns the removed ids.
+    pub async fn delete_all_devices(&self, user_id: &UserId, keep: Option<&str>) -> Result<Vec<String>> {
         let devices: Vec<String> = storage::users::devices(&self.db.pool, user_id.as_str())
             .await?
             .into_iter()
             .map(|d| d.device_id)
             .filter(|d| Some(d.as_str()) != keep)
             .collect();
-        self.delete_devices(user_id, &devices).await
+        self.delete_devices(user_id, &devices).await?;
+        Ok(devices)
     }
 
     pub async fn change_password(&self, user_id: &UserId, new_password: &str) -> Result<()> {

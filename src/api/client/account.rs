@@ -172,13 +172,16 @@ pub async fn whoami(Auth(session): Auth) -> Json<Value> {
 
 /// POST /_matrix/client/v3/logout
 pub async fn logout(State(services): State<Arc<Services>>, Auth(session): Auth) -> Result<Json<Value>> {
-    services.users.delete_devices(&session.user_id, std::slice::from_ref(&session.device_id)).await?;
+    let devices = std::slice::from_ref(&session.device_id);
+    services.users.delete_devices(&session.user_id, devices).await?;
+    crate::e2ee::devices_deleted(&services, &session.user_id, devices).await?;
     Ok(Json(json!({})))
 }
 
 /// POST /_matrix/client/v3/logout/all
 pub async fn logout_all(State(services): State<Arc<Services>>, Auth(session): Auth) -> Result<Json<Value>> {
-    services.users.delete_all_devices(&session.user_id, None).await?;
+    let devices = services.users.delete_all_devices(&session.user_id, None).await?;
+    crate::e2ee::devices_deleted(&services, &session.user_id, &devices).await?;
     Ok(Json(json!({})))
 }
 
@@ -206,7 +209,8 @@ pub async fn change_password(
     services.uiaa.check(&services, body.auth.as_ref(), &[vec![uiaa::PASSWORD]], Some(&session.user_id)).await?;
     services.users.change_password(&session.user_id, &body.new_password).await?;
     if body.logout_devices {
-        services.users.delete_all_devices(&session.user_id, Some(&session.device_id)).await?;
+        let devices = services.users.delete_all_devices(&session.user_id, Some(&session.device_id)).await?;
+        crate::e2ee::devices_deleted(&services, &session.user_id, &devices).await?;
     }
     Ok(Json(json!({})))
 }

@@ -88,7 +88,9 @@ pub async fn delete(
         return Err(Error::not_found(format!("device {device_id} not found")));
     }
     services.uiaa.check(&services, body.auth.as_ref(), &[vec![uiaa::PASSWORD]], Some(&session.user_id)).await?;
-    services.users.delete_devices(&session.user_id, &[device_id]).await?;
+    let devices = [device_id];
+    services.users.delete_devices(&session.user_id, &devices).await?;
+    crate::e2ee::devices_deleted(&services, &session.user_id, &devices).await?;
     Ok(Json(json!({})))
 }
 
@@ -106,5 +108,6 @@ pub async fn delete_many(
 ) -> Result<Json<Value>> {
     services.uiaa.check(&services, body.auth.as_ref(), &[vec![uiaa::PASSWORD]], Some(&session.user_id)).await?;
     services.users.delete_devices(&session.user_id, &body.devices).await?;
+    crate::e2ee::devices_deleted(&services, &session.user_id, &body.devices).await?;
     Ok(Json(json!({})))
 }

@@ -6,6 +6,8 @@ mod connections;
 mod devices;
 mod discovery;
 mod filter;
+mod key_backup;
+mod keys;
 mod membership;
 mod messages;
 pub(crate) mod presence;
@@ -16,6 +18,7 @@ mod rooms;
 mod send;
 mod state;
 mod sync;
+mod to_device;
 mod typing;
 pub mod uiaa;
 mod user_directory;
@@ -100,6 +103,28 @@ pub fn router() -> Router<Arc<Services>> {
         .route(&r("/profile/{user_id}/avatar_url"), get(profile::get_avatar_url).put(profile::set_avatar_url))
         .route(&r("/presence/{user_id}/status"), get(presence::get).put(presence::set))
         .route(&r("/user_directory/search"), post(user_directory::search))
+        // End-to-end encryption
+        .route(&r("/keys/upload"), post(keys::upload))
+        .route(&r("/keys/query"), post(keys::query))
+        .route(&r("/keys/claim"), post(keys::claim))
+        .route(&r("/keys/changes"), get(keys::changes))
+        .route(&r("/keys/device_signing/upload"), post(keys::upload_signing_keys))
+        .route(&r("/keys/signatures/upload"), post(keys::upload_signatures))
+        .route(&r("/sendToDevice/{event_type}/{txn_id}"), put(to_device::send))
+        .route(&r("/room_keys/version"), get(key_backup::latest_version).post(key_backup::create_version))
+        .route(
+            &r("/room_keys/version/{version}"),
+            get(key_backup::get_version).put(key_backup::update_version).delete(key_backup::delete_version),
+        )
+        .route(&r("/room_keys/keys"), get(key_backup::get_all).put(key_backup::put_all).delete(key_backup::delete_all))
+        .route(
+            &r("/room_keys/keys/{room_id}"),
+            get(key_backup::get_room).put(key_backup::put_room).delete(key_backup::delete_room),
+        )
+        .route(
+            &r("/room_keys/keys/{room_id}/{session_id}"),
+            get(key_backup::get_session).put(key_backup::put_session).delete(key_backup::delete_session),
+        )
         .merge(connections_router())
 }
 
