@@ -1,5 +1,6 @@
 //! The Server-Server API endpoints (spec: Server-Server API): server keys,
-//! the version, and federation media. Every endpoint except the key and
+//! the version, federation media, inbound transactions, and joins as the
+//! resident server. Every endpoint except the key and
 //! version endpoints requires an `X-Matrix` signed request ([`FederationAuth`]).
 
 mod keys;
