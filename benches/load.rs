@@ -25,6 +25,12 @@
 //! - `media`: 10 uploads and 10 downloads of a 10 MiB file, throughput and the
 //!   server's resident memory before and at peak; then the thumbnailing of a
 //!   12-megapixel JPEG to 320x240 (both methods), in this process, 5 runs each.
+//! - `appservice`: an application service interested in 1,000 rooms (its
+//!   non-exclusive user namespace covers their 16 senders); the senders send
+//!   8,000 messages across those rooms. Events per second that reach the
+//!   in-process application service, its lag after the last send, and the
+//!   send throughput with the application service up, down (connection
+//!   refused) and not registered.
 
 use std::{
     net::TcpListener,
@@ -560,6 +566,121 @@ async fn bench_initial_sync(http: &reqwest::Client) {
     );
 }
 
+/// Counts the `m.room.message` events of the transactions an in-process
+/// application service receives, and the time the last one arrived.
+#[derive(Default)]
+struct BridgeCounter {
+    messages: std::sync::atomic::AtomicUsize,
+    last: std::sync::Mutex<Option<Instant>>,
+}
+
+/// Starts an application service on a loopback port that acknowledges every transaction.
+async fn start_counting_bridge() -> (Arc<BridgeCounter>, String) {
+    let counter = Arc::new(BridgeCounter::default());
+    let state = counter.clone();
+    let app = axum::Router::new().route(
+        "/_matrix/app/v1/transactions/{txn_id}",
+        axum::routing::put(move |body: axum::body::Bytes| {
+            let counter = state.clone();
+            async move {
+                let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let messages = body["events"]
+                    .as_array()
+                    .map(|events| events.iter().filter(|e| e["type"] == "m.room.message").count())
+                    .unwrap_or(0);
+                counter.messages.fetch_add(messages, std::sync::atomic::Ordering::SeqCst);
+                *counter.last.lock().unwrap() = Some(Instant::now());
+                axum::Json(json!({}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (counter, url)
+}
+
+/// Writes a registration whose non-exclusive user namespace covers the users named `asb...`.
+fn write_registration(dir: &std::path::Path, url: &str) -> String {
+    let path = dir.join("bench-registration.yaml");
+    let yaml = format!(
+        "id: bench\nurl: \"{url}\"\nas_token: bench-as-token\nhs_token: bench-hs-token\n\
+         sender_localpart: _bench_bot\nrate_limited: false\n\
+         namespaces:\n  users:\n    - exclusive: false\n      regex: \"@asb.*\"\n"
+    );
+    std::fs::write(&path, yaml).unwrap();
+    format!("[\"{}\"]", path.display())
+}
+
+/// Creates 1,000 rooms among 16 senders and sends 500 messages per sender,
+/// round-robin over its rooms. Returns the send throughput and when the sends began.
+async fn run_appservice_sends(http: &reqwest::Client, server: &Server) -> (f64, Instant) {
+    wait_ready(http, &server.base).await;
+    let senders = register_many(http, &server.base, "asb", 16).await;
+    let rooms: Vec<Vec<String>> = join_all(senders.iter().enumerate().map(|(index, sender)| async move {
+        let count = 1000 / 16 + usize::from(index < 1000 % 16);
+        let mut rooms = Vec::with_capacity(count);
+        for _ in 0..count {
+            rooms.push(sender.create_room(&[]).await);
+        }
+        rooms
+    }))
+    .await;
+    assert_eq!(rooms.iter().map(Vec::len).sum::<usize>(), 1000);
+
+    let per_sender = 500;
+    let started = Instant::now();
+    join_all(senders.iter().zip(&rooms).enumerate().map(|(s, (sender, rooms))| async move {
+        for n in 0..per_sender {
+            sender.send(&rooms[n % rooms.len()], &format!("a{s}-{n}"), "bridged benchmark message").await;
+        }
+    }))
+    .await;
+    let throughput = (16 * per_sender) as f64 / started.elapsed().as_secs_f64();
+    (throughput, started)
+}
+
+async fn bench_appservice(http: &reqwest::Client) {
+    let files = tempfile::tempdir().unwrap();
+
+    let (counter, url) = start_counting_bridge().await;
+    let registrations = write_registration(files.path(), &url);
+    let server = start_server_with(&[("LATTICE_APPSERVICE__REGISTRATIONS", registrations.as_str())]);
+    let (send_up, started) = run_appservice_sends(http, &server).await;
+    let sends_done = Instant::now();
+    // Waits for the application service to catch up, for at most two minutes.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while counter.messages.load(std::sync::atomic::Ordering::SeqCst) < 8000 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let delivered = counter.messages.load(std::sync::atomic::Ordering::SeqCst);
+    let last = counter.last.lock().unwrap().unwrap_or(sends_done);
+    let delivery_rate = delivered as f64 / last.duration_since(started).as_secs_f64();
+    let lag = last.saturating_duration_since(sends_done);
+    drop(server);
+
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let down_dir = tempfile::tempdir().unwrap();
+    let registrations = write_registration(down_dir.path(), &format!("http://{closed}"));
+    let server = start_server_with(&[("LATTICE_APPSERVICE__REGISTRATIONS", registrations.as_str())]);
+    let (send_down, _) = run_appservice_sends(http, &server).await;
+    drop(server);
+
+    let server = start_server();
+    let (send_none, _) = run_appservice_sends(http, &server).await;
+    drop(server);
+
+    println!(
+        "| appservice: messages delivered to an application service in 1,000 rooms | {delivered} of 8,000, {delivery_rate:.0} events/s |"
+    );
+    println!("| appservice: delivery lag after the last send | {} |", ms(lag));
+    println!(
+        "| appservice: send throughput with the application service up / down / not registered | {send_up:.0} / {send_down:.0} / {send_none:.0} events/s |"
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let wanted = |name: &str| args.is_empty() || args.iter().any(|a| a == name);
@@ -588,6 +709,9 @@ fn main() {
         }
         if wanted("media") {
             bench_media(&http).await;
+        }
+        if wanted("appservice") {
+            bench_appservice(&http).await;
         }
     });
 }

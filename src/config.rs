@@ -33,6 +33,7 @@ pub struct Config {
     pub media: MediaConfig,
     pub federation: FederationConfig,
     pub web: WebConfig,
+    pub appservice: AppServiceConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -193,6 +194,13 @@ impl Default for WebConfig {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppServiceConfig {
+    /// Paths of application service registration files (YAML), loaded at start.
+    pub registrations: Vec<PathBuf>,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -211,6 +219,7 @@ impl Default for Config {
             media: MediaConfig::default(),
             federation: FederationConfig::default(),
             web: WebConfig::default(),
+            appservice: AppServiceConfig::default(),
         }
     }
 }
@@ -298,6 +307,7 @@ const CONFIG_KEYS: &[&str] = &[
     "media",
     "federation",
     "web",
+    "appservice",
 ];
 
 /// An invalid or unreadable configuration.
@@ -523,6 +533,10 @@ network_page = true
 # and ?via=<server_name>. For your own Element Web use
 # "https://element.example.org/#/room/".
 element_url = "https://matrix.to/#/"
+[appservice]
+# Application service (bridge) registration files, in YAML as bridges
+# generate them. See docs/appservices.md.
+registrations = []
 "#;
 
 #[cfg(test)]
@@ -559,6 +573,7 @@ mod tests {
         assert!(parsed.federation.host_overrides.is_empty());
         assert_eq!(parsed.web.network_page, defaults.web.network_page);
         assert_eq!(parsed.web.element_url, defaults.web.element_url);
+        assert_eq!(parsed.appservice.registrations, defaults.appservice.registrations);
     }
 }
 

@@ -6,6 +6,7 @@
 //! ([`Homeserver::router`]).
 
 pub mod api;
+pub mod appservice;
 pub mod config;
 pub mod e2ee;
 pub mod ephemeral;
@@ -27,6 +28,7 @@ use tokio::sync::watch;
 
 pub use crate::config::Config;
 use crate::{
+    appservice::{AppServices, client::AppServiceClient},
     ephemeral::typing::Typing,
     policy::{OpenPolicy, ProfessionalPolicy, RoomPolicy},
     rate_limit::RateLimiter,
@@ -53,6 +55,21 @@ pub struct Services {
     pub federation: federation::Federation,
     /// Delivers queued PDUs and EDUs to other servers.
     pub sender: federation::sender::Sender,
+    /// The application services registered in `appservice.registrations`.
+    pub appservices: Arc<AppServices>,
+    pub appservice_client: AppServiceClient,
+}
+
+impl Services {
+    /// Takes one request from a user's rate limit. Application service users
+    /// exempt from limits (senders, and namespace users of registrations with
+    /// `rate_limited: false`) are not counted.
+    pub fn check_user_rate_limit(&self, user_id: &ruma::UserId) -> error::Result<()> {
+        if self.appservices.is_exempt_from_limits(user_id) {
+            return Ok(());
+        }
+        self.rate_limiter.check(user_id.as_str())
+    }
 }
 
 /// A failure to start the server.
@@ -64,6 +81,10 @@ pub enum StartError {
     Database(#[from] storage::OpenError),
     #[error("could not open the media store: {0}")]
     Media(std::io::Error),
+    #[error(transparent)]
+    AppService(#[from] appservice::RegistrationError),
+    #[error("could not create the sender of application service {id}: {message}")]
+    AppServiceSender { id: String, message: String },
     #[error("signing key: {0}")]
     SigningKey(String),
     #[error("federation: {0}")]
@@ -111,14 +132,16 @@ impl Homeserver {
         config.validate()?;
         let server_name = OwnedServerName::try_from(config.server_name.as_str())
             .map_err(|e| config::ConfigError::invalid(format!("server_name: {e}")))?;
+        // Registrations are checked before the database opens, so a bad file stops the start at once.
+        let appservices = Arc::new(AppServices::load(&config.appservice.registrations, &server_name)?);
         let url = config.database_url();
         let db = Db::open(&url, config.database.max_connections).await?;
 
         let policy: Arc<dyn RoomPolicy> = match policy {
             Some(policy) => policy,
-            None if config.policy.name == "professional" => {
-                Arc::new(ProfessionalPolicy::new(db.clone(), config.policy.clone()))
-            }
+            None if config.policy.name == "professional" => Arc::new(
+                ProfessionalPolicy::new(db.clone(), config.policy.clone()).with_appservices(appservices.clone()),
+            ),
             None => Arc::new(OpenPolicy),
         };
         tracing::info!(server_name = %server_name, database = %redact_url(&url), policy = policy.name(), "database ready");
@@ -150,6 +173,8 @@ impl Homeserver {
             rate_limiter: RateLimiter::new(&config.rate_limits),
             uiaa: api::client::uiaa::Sessions::default(),
             typing: Typing::default(),
+            appservices,
+            appservice_client: AppServiceClient::new(),
             config,
             server_name,
             db,
@@ -160,12 +185,14 @@ impl Homeserver {
         if let Err(err) = services.sender.resume().await {
             tracing::warn!(error = %err, "could not resume the federation outbox");
         }
+        create_appservice_senders(&services).await?;
         let server = Self { services, shutdown };
         server.spawn_background_tasks();
         Ok(server)
     }
 
     fn spawn_background_tasks(&self) {
+        appservice::sender::spawn(&self.services, &self.shutdown.subscribe());
         let services = self.services.clone();
         let mut stop = self.shutdown.subscribe();
         tokio::spawn(async move {
@@ -240,6 +267,19 @@ impl Homeserver {
         handle.shutdown().await;
         result.map_err(|source| StartError::Listen { addr, source })
     }
+}
+
+/// Creates the `sender_localpart` user of each application service that lacks one.
+async fn create_appservice_senders(services: &Services) -> Result<(), StartError> {
+    for registration in services.appservices.iter() {
+        let failed =
+            |err: error::Error| StartError::AppServiceSender { id: registration.id.clone(), message: err.message };
+        if services.users.is_available(&registration.sender).await.map_err(failed)? {
+            services.users.create(&registration.sender, None, false).await.map_err(failed)?;
+        }
+        tracing::info!(appservice = %registration.id, sender = %registration.sender, "application service registered");
+    }
+    Ok(())
 }
 
 /// The database URL without a password, for logs.

@@ -21,7 +21,7 @@ use tower_http::{
     trace::TraceLayer,
 };
 
-pub use self::extract::{Auth, ClientIp, JsonBody, Path, Query};
+pub use self::extract::{Auth, ClientIp, JsonBody, OptionalToken, Path, Query, massaged_timestamp};
 use crate::{Services, error::Error};
 
 pub fn router(services: Arc<Services>) -> Router {

@@ -67,6 +67,24 @@ impl Typing {
         changed
     }
 
+    /// Every room whose typing list changed after serial `since`, with the users typing now.
+    pub fn changed_rooms_since(&self, since: i64) -> Vec<(OwnedRoomId, Vec<OwnedUserId>)> {
+        let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let mut changed: Vec<(OwnedRoomId, Vec<OwnedUserId>)> = rooms
+            .iter()
+            .filter(|(_, room)| room.changed > since)
+            .map(|(room_id, room)| {
+                let mut users: Vec<OwnedUserId> =
+                    room.users.iter().filter(|(_, until)| **until > now).map(|(u, _)| u.clone()).collect();
+                users.sort();
+                (room_id.clone(), users)
+            })
+            .collect();
+        changed.sort_by(|a, b| a.0.cmp(&b.0));
+        changed
+    }
+
     /// The users typing in a room, if its list changed after serial `since`.
     pub fn changed_since(&self, room_id: &RoomId, since: i64) -> Option<Vec<OwnedUserId>> {
         let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());

@@ -6,6 +6,8 @@
 //! and runs before the room service writes, so a rejected action leaves no
 //! room, membership, event or counter behind.
 
+use std::sync::Arc;
+
 use axum::http::StatusCode;
 use futures::future::BoxFuture;
 use ruma::{OwnedUserId, RoomId, UserId, events::StateEventType};
@@ -13,6 +15,7 @@ use serde_json::{Map, json};
 
 use super::{Invite, RoomCreation, RoomPolicy};
 use crate::{
+    appservice::AppServices,
     config::PolicyConfig,
     error::{Error, ErrorKind, Result},
     rooms::state::RoomState,
@@ -46,18 +49,30 @@ pub fn check_note(field: &str, note: &str) -> Result<()> {
 }
 
 /// The `professional` room policy.
-///
-/// NOTE: this server has no application service registrations yet, so every
-/// user is held to the daily and weekly limits and `limit_appservice_users`
-/// has no effect.
 pub struct ProfessionalPolicy {
     db: Db,
     config: PolicyConfig,
+    /// Application services whose users skip the daily and weekly limits
+    /// unless `limit_appservice_users` is set.
+    appservices: Option<Arc<AppServices>>,
 }
 
 impl ProfessionalPolicy {
     pub fn new(db: Db, config: PolicyConfig) -> Self {
-        Self { db, config }
+        Self { db, config, appservices: None }
+    }
+
+    /// Exempts the users of these application services from the daily and
+    /// weekly limits: senders, and namespace users of registrations with
+    /// `rate_limited: false`. `limit_appservice_users = true` turns this off.
+    pub fn with_appservices(mut self, appservices: Arc<AppServices>) -> Self {
+        self.appservices = Some(appservices);
+        self
+    }
+
+    fn is_exempt_from_limits(&self, user_id: &UserId) -> bool {
+        !self.config.limit_appservice_users
+            && self.appservices.as_ref().is_some_and(|appservices| appservices.is_exempt_from_limits(user_id))
     }
 
     fn group_size_error(&self, size: usize) -> Error {
@@ -111,7 +126,7 @@ impl ProfessionalPolicy {
         }
 
         let limit = self.config.weekly_connection_request_limit;
-        if limit > 0 {
+        if limit > 0 && !self.is_exempt_from_limits(invite.sender) {
             let now = storage::now_ms();
             let week_start = start_of_utc_week(now);
             let sent =
@@ -133,7 +148,7 @@ impl ProfessionalPolicy {
     /// Checks the daily message limit of `sender`.
     async fn check_daily_messages(&self, sender: &UserId) -> Result<()> {
         let limit = self.config.daily_message_limit;
-        if limit == 0 {
+        if limit == 0 || self.is_exempt_from_limits(sender) {
             return Ok(());
         }
         let now = storage::now_ms();

@@ -29,15 +29,18 @@ pub struct EventDraft {
     pub state_key: Option<String>,
     pub content: serde_json::Value,
     pub redacts: Option<OwnedEventId>,
+    /// `origin_server_ts` set by an application service (`ts` query parameter);
+    /// `None` means now. It does not change the event's place in the room.
+    pub timestamp: Option<MilliSecondsSinceUnixEpoch>,
 }
 
 impl EventDraft {
     pub fn state(kind: impl Into<TimelineEventType>, state_key: impl Into<String>, content: serde_json::Value) -> Self {
-        Self { kind: kind.into(), state_key: Some(state_key.into()), content, redacts: None }
+        Self { kind: kind.into(), state_key: Some(state_key.into()), content, redacts: None, timestamp: None }
     }
 
     pub fn message(kind: impl Into<TimelineEventType>, content: serde_json::Value) -> Self {
-        Self { kind: kind.into(), state_key: None, content, redacts: None }
+        Self { kind: kind.into(), state_key: None, content, redacts: None, timestamp: None }
     }
 }
 
@@ -112,7 +115,7 @@ pub fn build(
     let content = CanonicalJsonValue::try_from(draft.content.clone()).map_err(|_| not_canonical("content"))?;
     object.insert("content".into(), content);
     object.insert("depth".into(), CanonicalJsonValue::Integer(depth.try_into().map_err(|_| not_canonical("depth"))?));
-    let now = MilliSecondsSinceUnixEpoch::now();
+    let now = draft.timestamp.unwrap_or_else(MilliSecondsSinceUnixEpoch::now);
     object.insert("origin_server_ts".into(), CanonicalJsonValue::Integer(now.get().into()));
     object.insert(
         "prev_events".into(),

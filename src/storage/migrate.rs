@@ -38,6 +38,12 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../schema/postgres/0004_sender_index.sql"),
     },
     Migration {
+        version: 5,
+        name: "appservice",
+        sqlite: include_str!("../../schema/sqlite/0005_appservice.sql"),
+        postgres: include_str!("../../schema/postgres/0005_appservice.sql"),
+    },
+    Migration {
         version: 7,
         name: "e2ee",
         sqlite: include_str!("../../schema/sqlite/0007_e2ee.sql"),

@@ -3,6 +3,7 @@
 //! together (group commit) on one connection.
 
 pub mod account_data;
+pub mod appservice;
 pub mod connections;
 pub mod e2ee;
 pub mod events;

@@ -14,6 +14,8 @@ use tokio::sync::Notify;
 #[derive(Default)]
 pub struct Notifier {
     waiters: Mutex<HashMap<OwnedUserId, Weak<Notify>>>,
+    /// Woken on every change, for the consumers of the whole stream (application service senders).
+    changes: Notify,
 }
 
 impl Notifier {
@@ -32,7 +34,14 @@ impl Notifier {
         notify
     }
 
+    /// The wake-up handle of every change, with the same rule as [`Notifier::listen`]:
+    /// create and enable its `notified()` future before checking for new data.
+    pub fn changes(&self) -> &Notify {
+        &self.changes
+    }
+
     pub fn wake<'a>(&self, users: impl IntoIterator<Item = &'a UserId>) {
+        self.changes.notify_waiters();
         let waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
         for user in users {
             if let Some(notify) = waiters.get(user).and_then(Weak::upgrade) {

@@ -3,7 +3,10 @@
 
 pub mod password;
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use rand::{Rng, RngCore, distributions::Alphanumeric};
@@ -11,6 +14,7 @@ use ruma::{OwnedServerName, OwnedUserId, UserId};
 use sha2::{Digest, Sha256};
 
 use crate::{
+    appservice::Registration,
     error::{Error, ErrorKind, Result},
     storage::{self, Db, now_ms},
 };
@@ -19,7 +23,10 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct Session {
     pub user_id: OwnedUserId,
+    /// Empty when an application service acts without naming a device.
     pub device_id: String,
+    /// The application service whose `as_token` authenticated the request.
+    pub appservice: Option<Arc<Registration>>,
 }
 
 /// A fresh login: the token is shown to the client once and stored only as a hash.
@@ -158,7 +165,7 @@ impl Users {
             return Err(Error::new(ErrorKind::UnknownToken { soft_logout: false }, "unknown or expired access token"));
         };
         let user_id = OwnedUserId::try_from(user_id).map_err(|e| Error::internal("reading a session", e))?;
-        let session = Session { user_id, device_id };
+        let session = Session { user_id, device_id, appservice: None };
         self.sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(token_hash, session.clone());
         Ok(session)
     }

@@ -5,6 +5,7 @@ mod harness;
 
 mod account_data;
 mod accounts;
+mod appservice;
 mod connections;
 mod devices;
 mod directory;

@@ -8,6 +8,7 @@ file that is attached to the report of any test that fails.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -59,6 +60,40 @@ def pytest_configure(config: pytest.Config) -> None:
         "lattice_policy(**settings): start the test's server with these [policy] settings "
         'in place of name = "open", e.g. lattice_policy(name="professional", max_group_size=3)',
     )
+    config.addinivalue_line(
+        "markers",
+        "lattice_appservice: register an application service (bridge) with the test's server; "
+        "the appservice_registration fixture returns its port, tokens and namespaces",
+    )
+
+
+class AppServiceRegistration:
+    """An application service registration that the server loads at start."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.id = "test-bridge"
+        self.port = _free_loopback_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.as_token = secrets.token_hex(16)
+        self.hs_token = secrets.token_hex(16)
+        self.sender_localpart = "_bridge_bot"
+        self.user_prefix = "_bridge_"
+        self.path = data_dir / "bridge-registration.yaml"
+        self.path.write_text(
+            f'id: "{self.id}"\n'
+            f'url: "{self.url}"\n'
+            f'as_token: "{self.as_token}"\n'
+            f'hs_token: "{self.hs_token}"\n'
+            f'sender_localpart: "{self.sender_localpart}"\n'
+            "rate_limited: false\n"
+            "receive_ephemeral: true\n"
+            "namespaces:\n"
+            "  users:\n"
+            "    - exclusive: true\n"
+            f'      regex: "@{self.user_prefix}.*:{SERVER_NAME}"\n'
+            "  aliases: []\n"
+            "  rooms: []\n"
+        )
 
 
 def _toml_value(value: str | int | bool) -> str:
@@ -69,9 +104,15 @@ def _toml_value(value: str | int | bool) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _write_config(data_dir: Path, port: int, policy: dict[str, str | int]) -> Path:
+def _write_config(
+    data_dir: Path,
+    port: int,
+    policy: dict[str, str | int],
+    appservice: AppServiceRegistration | None = None,
+) -> Path:
     config_path = data_dir / "lattice.toml"
     policy_lines = "".join(f"{key} = {_toml_value(value)}\n" for key, value in policy.items())
+    registrations = f"[{_toml_value(str(appservice.path))}]" if appservice is not None else "[]"
     config_path.write_text(
         f'server_name = "{SERVER_NAME}"\n'
         f'data_dir = "{data_dir}"\n'
@@ -87,6 +128,9 @@ def _write_config(data_dir: Path, port: int, policy: dict[str, str | int]) -> Pa
         "\n"
         "[rate_limits]\n"
         "enabled = false\n"
+        "\n"
+        "[appservice]\n"
+        f"registrations = {registrations}\n"
     )
     return config_path
 
@@ -173,7 +217,11 @@ def homeserver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     port = _free_loopback_port()
     marker = request.node.get_closest_marker("lattice_policy")
     policy = dict(marker.kwargs) if marker is not None else DEFAULT_POLICY
-    config_path = _write_config(data_dir, port, policy)
+    appservice = None
+    if request.node.get_closest_marker("lattice_appservice") is not None:
+        appservice = AppServiceRegistration(data_dir)
+        request.node.lattice_appservice = appservice
+    config_path = _write_config(data_dir, port, policy, appservice)
     log_path = tmp_path / "lattice.log"
     base_url = f"http://127.0.0.1:{port}"
 
@@ -198,6 +246,15 @@ def homeserver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield base_url
     finally:
         _stop(process)
+
+
+@pytest.fixture
+def appservice_registration(request: pytest.FixtureRequest, homeserver: str) -> AppServiceRegistration:
+    """The application service registration of a test marked lattice_appservice."""
+    registration = getattr(request.node, "lattice_appservice", None)
+    if registration is None:
+        pytest.fail("appservice_registration needs the lattice_appservice marker on the test")
+    return registration
 
 
 @pytest.fixture

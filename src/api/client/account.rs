@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 use super::uiaa;
 use crate::{
     Services,
-    api::{Auth, ClientIp, JsonBody, Query},
+    api::{Auth, ClientIp, JsonBody, OptionalToken, Query},
+    appservice::Registration,
     error::{Error, ErrorKind, Result},
 };
 
@@ -20,8 +21,14 @@ pub struct RegisterQuery {
     kind: Option<String>,
 }
 
+/// The login and registration type of application services.
+const APPSERVICE_LOGIN: &str = "m.login.application_service";
+
 #[derive(Deserialize)]
 pub struct RegisterBody {
+    /// `m.login.application_service` when an application service registers a user.
+    #[serde(rename = "type")]
+    kind: Option<String>,
     auth: Option<Value>,
     username: Option<String>,
     password: Option<String>,
@@ -39,13 +46,52 @@ fn registration_flows(services: &Services) -> Vec<Vec<&'static str>> {
     }
 }
 
+/// Returns the application service whose `as_token` the request carries, for the
+/// `m.login.application_service` type of `/register` and `/login`.
+fn appservice_from_token(services: &Services, token: Option<&str>) -> Result<Arc<Registration>> {
+    let token = token.ok_or_else(|| {
+        Error::new(ErrorKind::MissingToken, "m.login.application_service needs the application service's as_token")
+    })?;
+    services.appservices.by_as_token(token).cloned().ok_or_else(|| {
+        Error::new(
+            ErrorKind::UnknownToken { soft_logout: false },
+            "the access token is not an application service's as_token",
+        )
+    })
+}
+
+/// Rejects a user id in another application service's exclusive namespace
+/// (`M_EXCLUSIVE`), or outside the namespaces of `appservice` when given.
+fn check_user_namespace(services: &Services, user_id: &ruma::UserId, appservice: Option<&Registration>) -> Result<()> {
+    match appservice {
+        Some(registration) if !registration.covers_user(user_id) => Err(Error::new(
+            ErrorKind::Exclusive,
+            format!("{user_id} is outside the user namespaces of application service {:?}", registration.id),
+        )),
+        Some(_) => Ok(()),
+        None => match services.appservices.exclusive_user_owner(user_id) {
+            Some(owner) => Err(Error::new(
+                ErrorKind::Exclusive,
+                format!("{user_id} is reserved by application service {:?}", owner.id),
+            )),
+            None => Ok(()),
+        },
+    }
+}
+
 /// POST /_matrix/client/v3/register
 pub async fn register(
     State(services): State<Arc<Services>>,
     ClientIp(ip): ClientIp,
+    OptionalToken(token): OptionalToken,
     Query(query): Query<RegisterQuery>,
     JsonBody(body): JsonBody<RegisterBody>,
 ) -> Result<Json<Value>> {
+    let auth_type = body.auth.as_ref().and_then(|auth| auth.get("type")).and_then(Value::as_str);
+    if body.kind.as_deref() == Some(APPSERVICE_LOGIN) || auth_type == Some(APPSERVICE_LOGIN) {
+        let registration = appservice_from_token(&services, token.as_deref())?;
+        return register_appservice_user(&services, &registration, body).await;
+    }
     if query.kind.as_deref() == Some("guest") {
         return Err(Error::new(ErrorKind::GuestAccessForbidden, "guest accounts are not supported by this server"));
     }
@@ -64,6 +110,7 @@ pub async fn register(
         None => crate::rooms::random_localpart(12).to_lowercase(),
     };
     let user_id = services.users.validate_new_localpart(&localpart)?;
+    check_user_namespace(&services, &user_id, None)?;
     if !services.users.is_available(&user_id).await? {
         return Err(Error::new(ErrorKind::UserInUse, format!("user id {user_id} is already taken")));
     }
@@ -88,6 +135,41 @@ pub async fn register(
     })))
 }
 
+/// Registers a user in an application service's namespace: no password, no
+/// user-interactive authentication, and no rate limit.
+async fn register_appservice_user(
+    services: &Services,
+    registration: &Registration,
+    body: RegisterBody,
+) -> Result<Json<Value>> {
+    let localpart = body.username.as_deref().ok_or_else(|| Error::bad_json("username is missing"))?;
+    // An application service may name the user by its full id, as some bridges do.
+    let user_id = if localpart.starts_with('@') {
+        services.users.parse_local_user(localpart)?
+    } else {
+        services.users.validate_new_localpart(&localpart.to_lowercase())?
+    };
+    if user_id.server_name() != services.server_name {
+        return Err(Error::invalid_param(format!("{user_id} does not belong to this server")));
+    }
+    check_user_namespace(services, &user_id, Some(registration))?;
+    if !services.users.is_available(&user_id).await? {
+        return Err(Error::new(ErrorKind::UserInUse, format!("user id {user_id} is already taken")));
+    }
+    services.users.create(&user_id, None, false).await?;
+    tracing::info!(appservice = %registration.id, %user_id, "application service registered a user");
+    if body.inhibit_login {
+        return Ok(Json(json!({ "user_id": user_id })));
+    }
+    let login = services.users.login(&user_id, body.device_id, body.initial_device_display_name).await?;
+    Ok(Json(json!({
+        "user_id": login.user_id,
+        "access_token": login.access_token,
+        "device_id": login.device_id,
+        "home_server": services.server_name,
+    })))
+}
+
 #[derive(Deserialize)]
 pub struct AvailableQuery {
     username: String,
@@ -99,6 +181,7 @@ pub async fn available(
     Query(query): Query<AvailableQuery>,
 ) -> Result<Json<Value>> {
     let user_id = services.users.validate_new_localpart(&query.username.to_lowercase())?;
+    check_user_namespace(&services, &user_id, None)?;
     if !services.users.is_available(&user_id).await? {
         return Err(Error::new(ErrorKind::UserInUse, format!("user id {user_id} is already taken")));
     }
@@ -107,7 +190,7 @@ pub async fn available(
 
 /// GET /_matrix/client/v3/login
 pub async fn login_flows() -> Json<Value> {
-    Json(json!({ "flows": [{ "type": "m.login.password" }] }))
+    Json(json!({ "flows": [{ "type": "m.login.password" }, { "type": APPSERVICE_LOGIN }] }))
 }
 
 #[derive(Deserialize)]
@@ -125,29 +208,20 @@ pub struct LoginBody {
 pub async fn login(
     State(services): State<Arc<Services>>,
     ClientIp(ip): ClientIp,
+    OptionalToken(token): OptionalToken,
     JsonBody(body): JsonBody<LoginBody>,
 ) -> Result<Json<Value>> {
+    if body.kind == APPSERVICE_LOGIN {
+        let registration = appservice_from_token(&services, token.as_deref())?;
+        return login_appservice_user(&services, &registration, body).await;
+    }
     if body.kind != "m.login.password" {
         return Err(Error::new(ErrorKind::Unknown, format!("login type {} is not supported", body.kind))
             .with_status(axum::http::StatusCode::BAD_REQUEST));
     }
     services.rate_limiter.check(&format!("login:{}", ip.map(|i| i.to_string()).unwrap_or_default()))?;
 
-    let user = match &body.identifier {
-        Some(identifier) => {
-            let kind = identifier.get("type").and_then(Value::as_str).unwrap_or_default();
-            if kind != "m.id.user" {
-                return Err(Error::new(ErrorKind::Unknown, format!("identifier type {kind:?} is not supported"))
-                    .with_status(axum::http::StatusCode::BAD_REQUEST));
-            }
-            identifier
-                .get("user")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .ok_or_else(|| Error::bad_json("identifier.user is missing"))?
-        }
-        None => body.user.clone().ok_or_else(|| Error::bad_json("identifier is missing"))?,
-    };
+    let user = login_user_field(&body)?;
     let password = body.password.as_deref().ok_or_else(|| Error::bad_json("password is missing"))?;
     let user_id =
         services.users.parse_local_user(&user).map_err(|_| Error::forbidden("invalid username or password"))?;
@@ -165,9 +239,55 @@ pub async fn login(
     })))
 }
 
+/// Logs in a user of an application service's namespace without a password.
+async fn login_appservice_user(
+    services: &Services,
+    registration: &Registration,
+    body: LoginBody,
+) -> Result<Json<Value>> {
+    let user = login_user_field(&body)?;
+    let user_id = services.users.parse_local_user(&user)?;
+    check_user_namespace(services, &user_id, Some(registration))?;
+    if services.users.is_available(&user_id).await? {
+        return Err(Error::forbidden(format!("{user_id} is not registered; register it first")));
+    }
+    let login = services.users.login(&user_id, body.device_id, body.initial_device_display_name).await?;
+    tracing::info!(appservice = %registration.id, user_id = %login.user_id, device_id = %login.device_id, "application service logged in a user");
+    Ok(Json(json!({
+        "user_id": login.user_id,
+        "access_token": login.access_token,
+        "device_id": login.device_id,
+        "home_server": services.server_name,
+    })))
+}
+
+/// Returns the user of a login request: `identifier.user` (`m.id.user`) or the deprecated `user`.
+fn login_user_field(body: &LoginBody) -> Result<String> {
+    match &body.identifier {
+        Some(identifier) => {
+            let kind = identifier.get("type").and_then(Value::as_str).unwrap_or_default();
+            if kind != "m.id.user" {
+                return Err(Error::new(ErrorKind::Unknown, format!("identifier type {kind:?} is not supported"))
+                    .with_status(axum::http::StatusCode::BAD_REQUEST));
+            }
+            identifier
+                .get("user")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| Error::bad_json("identifier.user is missing"))
+        }
+        None => body.user.clone().ok_or_else(|| Error::bad_json("identifier is missing")),
+    }
+}
+
 /// GET /_matrix/client/v3/account/whoami
 pub async fn whoami(Auth(session): Auth) -> Json<Value> {
-    Json(json!({ "user_id": session.user_id, "device_id": session.device_id, "is_guest": false }))
+    let mut body = json!({ "user_id": session.user_id, "is_guest": false });
+    // An application service acting without a device has none to report.
+    if !session.device_id.is_empty() {
+        body["device_id"] = json!(session.device_id);
+    }
+    Json(body)
 }
 
 /// POST /_matrix/client/v3/logout

@@ -57,7 +57,7 @@ pub async fn send(
     Auth(session): Auth,
     JsonBody(body): JsonBody<RequestBody>,
 ) -> Result<Json<Value>> {
-    services.rate_limiter.check(session.user_id.as_str())?;
+    services.check_user_rate_limit(&session.user_id)?;
     let invitee = parse_user_id(&body.user_id, "user_id")?;
     let room_id =
         connections::send_request(&services.rooms, &services.db, &session.user_id, &invitee, body.note).await?;
@@ -71,7 +71,7 @@ pub async fn accept(
     Auth(session): Auth,
     Path(room_id): Path<String>,
 ) -> Result<Json<Value>> {
-    services.rate_limiter.check(session.user_id.as_str())?;
+    services.check_user_rate_limit(&session.user_id)?;
     let room_id = parse_room_id(&room_id)?;
     let requester = connections::accept(&services.rooms, &services.db, &session.user_id, &room_id).await?;
     mark_direct(&services, &session.user_id, &requester, room_id.as_str()).await;

@@ -41,7 +41,7 @@ async fn join_room(
     room_id: &OwnedRoomId,
     reason: Option<String>,
 ) -> Result<Json<Value>> {
-    services.rate_limiter.check(session.user_id.as_str())?;
+    services.check_user_rate_limit(&session.user_id)?;
     if !services.rooms.exists(room_id).await? {
         return Err(Error::not_found(format!("room {room_id} is not known to this server")));
     }
@@ -76,7 +76,7 @@ pub async fn join_by_id_or_alias(
     let room_id = if target.starts_with('#') {
         let alias = RoomAliasId::parse(&target)
             .map_err(|e| Error::invalid_param(format!("room alias {target:?} is invalid: {e}")))?;
-        let (room_id, _) = storage::rooms::resolve_alias(&services.db.pool, alias.as_str())
+        let room_id = crate::appservice::query::resolve_alias(&services, &alias)
             .await?
             .ok_or_else(|| Error::not_found(format!("room alias {alias} not found")))?;
         parse_room_id(&room_id)?
@@ -93,7 +93,7 @@ pub async fn invite(
     Path(room_id): Path<String>,
     JsonBody(body): JsonBody<TargetBody>,
 ) -> Result<Json<Value>> {
-    services.rate_limiter.check(session.user_id.as_str())?;
+    services.check_user_rate_limit(&session.user_id)?;
     let room_id = parse_room_id(&room_id)?;
     let target = parse_user_id(&body.user_id, "user_id")?;
     joined_room(&services, &room_id, &session.user_id).await?;

@@ -2,6 +2,7 @@
 
 mod account;
 mod account_data;
+mod appservice;
 mod connections;
 mod devices;
 mod discovery;
@@ -125,6 +126,14 @@ pub fn router() -> Router<Arc<Services>> {
             &r("/room_keys/keys/{room_id}/{session_id}"),
             get(key_backup::get_session).put(key_backup::put_session).delete(key_backup::delete_session),
         )
+        // Application services and third-party networks
+        .route("/_matrix/client/v1/appservice/{appservice_id}/ping", post(appservice::ping))
+        .route(&r("/thirdparty/protocols"), get(appservice::protocols))
+        .route(&r("/thirdparty/protocol/{protocol}"), get(appservice::protocol))
+        .route(&r("/thirdparty/location/{protocol}"), get(appservice::protocol_locations))
+        .route(&r("/thirdparty/user/{protocol}"), get(appservice::protocol_users))
+        .route(&r("/thirdparty/location"), get(appservice::locations_by_alias))
+        .route(&r("/thirdparty/user"), get(appservice::users_by_id))
         .merge(connections_router())
 }
 

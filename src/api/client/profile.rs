@@ -17,7 +17,7 @@ use crate::{
 };
 
 async fn load(services: &Services, user_id: &UserId) -> Result<storage::users::UserRow> {
-    storage::users::get(&services.db.pool, user_id.as_str())
+    crate::appservice::query::find_user(services, user_id)
         .await?
         .filter(|u| !u.deactivated)
         .ok_or_else(|| Error::not_found(format!("profile of {user_id} not found")))

@@ -12,6 +12,7 @@ use super::rooms::{joined_room, parse_room_id};
 use crate::{
     Services,
     api::{Auth, JsonBody, Path, Query},
+    appservice::query,
     error::{Error, ErrorKind, Result},
     rooms::power,
     storage,
@@ -24,7 +25,7 @@ fn parse_alias(alias: &str) -> Result<ruma::OwnedRoomAliasId> {
 /// GET /_matrix/client/v3/directory/room/{roomAlias}
 pub async fn resolve_alias(State(services): State<Arc<Services>>, Path(alias): Path<String>) -> Result<Json<Value>> {
     let alias = parse_alias(&alias)?;
-    let (room_id, _) = storage::rooms::resolve_alias(&services.db.pool, alias.as_str())
+    let room_id = query::resolve_alias(&services, &alias)
         .await?
         .ok_or_else(|| Error::not_found(format!("room alias {alias} not found")))?;
     Ok(Json(json!({ "room_id": room_id, "servers": [services.server_name] })))
@@ -46,6 +47,7 @@ pub async fn put_alias(
     if alias.server_name() != services.server_name {
         return Err(Error::invalid_param(format!("room alias {alias} does not belong to this server")));
     }
+    query::check_alias_namespace(&services, alias.as_str(), session.appservice.as_deref())?;
     let room_id = parse_room_id(&body.room_id)?;
     if !services.rooms.exists(&room_id).await? {
         return Err(Error::not_found(format!("room {room_id} is not known to this server")));
@@ -75,7 +77,11 @@ pub async fn delete_alias(
     let (room_id, creator) = storage::rooms::resolve_alias(&services.db.pool, alias.as_str())
         .await?
         .ok_or_else(|| Error::not_found(format!("room alias {alias} not found")))?;
-    let mut allowed = creator == session.user_id.as_str() || services.users.is_admin(&session.user_id).await?;
+    query::check_alias_namespace(&services, alias.as_str(), session.appservice.as_deref())?;
+    // An application service has full control over the aliases of its namespace.
+    let mut allowed = creator == session.user_id.as_str()
+        || session.appservice.as_ref().is_some_and(|registration| registration.covers_alias(alias.as_str()))
+        || services.users.is_admin(&session.user_id).await?;
     if !allowed && let Ok(room_id) = parse_room_id(&room_id) {
         let room = services.rooms.state(&room_id).await?;
         allowed = room.is_joined(&session.user_id)

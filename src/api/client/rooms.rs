@@ -73,7 +73,7 @@ pub async fn create(
     Auth(session): Auth,
     JsonBody(body): JsonBody<CreateRoomBody>,
 ) -> Result<Json<Value>> {
-    services.rate_limiter.check(session.user_id.as_str())?;
+    services.check_user_rate_limit(&session.user_id)?;
     let visibility_public = match body.visibility.as_deref() {
         None | Some("private") => false,
         Some("public") => true,
@@ -91,6 +91,10 @@ pub async fn create(
         })?),
         None => None,
     };
+    if let Some(localpart) = &body.room_alias_name {
+        let alias = format!("#{localpart}:{}", services.server_name);
+        crate::appservice::query::check_alias_namespace(&services, &alias, session.appservice.as_deref())?;
+    }
     let mut invite = body.invite;
     invite.dedup();
     let request = CreateRoom {

@@ -4,7 +4,10 @@
 
 use std::sync::Arc;
 
-use axum::{Json, extract::State};
+use axum::{
+    Json,
+    extract::{RawQuery, State},
+};
 use ruma::{EventId, events::TimelineEventType};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -12,7 +15,7 @@ use serde_json::{Map, Value, json};
 use super::rooms::{joined_room, parse_room_id};
 use crate::{
     Services,
-    api::{Auth, JsonBody, Path},
+    api::{Auth, JsonBody, Path, massaged_timestamp},
     error::{Error, Result},
     rooms::{TxnContext, builder::EventDraft},
 };
@@ -29,6 +32,7 @@ pub async fn send(
     State(services): State<Arc<Services>>,
     Auth(session): Auth,
     Path((room_id, kind, txn_id)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
     JsonBody(content): JsonBody<Map<String, Value>>,
 ) -> Result<Json<Value>> {
     let room_id = parse_room_id(&room_id)?;
@@ -39,9 +43,10 @@ pub async fn send(
     if kind == "m.room.redaction" {
         return Err(Error::bad_json("use the /redact endpoint to send redactions"));
     }
-    services.rate_limiter.check(session.user_id.as_str())?;
+    services.check_user_rate_limit(&session.user_id)?;
     joined_room(&services, &room_id, &session.user_id).await?;
-    let draft = EventDraft::message(TimelineEventType::from(kind.as_str()), Value::Object(content));
+    let mut draft = EventDraft::message(TimelineEventType::from(kind.as_str()), Value::Object(content));
+    draft.timestamp = massaged_timestamp(&session, query.as_deref())?;
     let scope = format!("send/{room_id}/{kind}");
     let txn = TxnContext { device_id: session.device_id.clone(), txn_id, scope };
     let event_id = services.rooms.append(&room_id, &session.user_id, draft, Some(txn)).await?;
@@ -74,7 +79,13 @@ pub async fn redact(
         content["redacts"] = json!(target);
     }
     let scope = format!("redact/{room_id}/{target}");
-    let draft = EventDraft { kind: TimelineEventType::RoomRedaction, state_key: None, content, redacts: Some(target) };
+    let draft = EventDraft {
+        kind: TimelineEventType::RoomRedaction,
+        state_key: None,
+        content,
+        redacts: Some(target),
+        timestamp: None,
+    };
     let txn = TxnContext { device_id: session.device_id.clone(), txn_id, scope };
     let event_id = services.rooms.append(&room_id, &session.user_id, draft, Some(txn)).await?;
     Ok(Json(json!({ "event_id": event_id })))

@@ -3,15 +3,18 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use axum::{Json, extract::State};
-use ruma::{RoomId, UserId, events::TimelineEventType};
+use axum::{
+    Json,
+    extract::{RawQuery, State},
+};
+use ruma::{MilliSecondsSinceUnixEpoch, RoomId, UserId, events::TimelineEventType};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::rooms::parse_room_id;
 use crate::{
     Services,
-    api::{Auth, JsonBody, Path, Query},
+    api::{Auth, JsonBody, Path, Query, massaged_timestamp},
     error::{Error, Result},
     rooms::{builder::EventDraft, serialize::client_events},
     storage::{self, events::StoredEvent},
@@ -109,12 +112,14 @@ async fn put_state_event(
     kind: &str,
     state_key: &str,
     content: Map<String, Value>,
+    timestamp: Option<MilliSecondsSinceUnixEpoch>,
 ) -> Result<Json<Value>> {
     let room_id = parse_room_id(room_id)?;
     super::rooms::joined_room(services, &room_id, user).await?;
     let content = Value::Object(content);
     validate_state_content(kind, &content)?;
-    let draft = EventDraft::state(TimelineEventType::from(kind), state_key, content);
+    let mut draft = EventDraft::state(TimelineEventType::from(kind), state_key, content);
+    draft.timestamp = timestamp;
     let event_id = services.rooms.append(&room_id, user, draft, None).await?;
     Ok(Json(json!({ "event_id": event_id })))
 }
@@ -159,9 +164,11 @@ pub async fn put(
     State(services): State<Arc<Services>>,
     Auth(session): Auth,
     Path((room_id, kind, state_key)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
     JsonBody(content): JsonBody<Map<String, Value>>,
 ) -> Result<Json<Value>> {
-    put_state_event(&services, &session.user_id, &room_id, &kind, &state_key, content).await
+    let timestamp = massaged_timestamp(&session, query.as_deref())?;
+    put_state_event(&services, &session.user_id, &room_id, &kind, &state_key, content, timestamp).await
 }
 
 /// PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}
@@ -169,7 +176,9 @@ pub async fn put_empty_key(
     State(services): State<Arc<Services>>,
     Auth(session): Auth,
     Path((room_id, kind)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
     JsonBody(content): JsonBody<Map<String, Value>>,
 ) -> Result<Json<Value>> {
-    put_state_event(&services, &session.user_id, &room_id, &kind, "", content).await
+    let timestamp = massaged_timestamp(&session, query.as_deref())?;
+    put_state_event(&services, &session.user_id, &room_id, &kind, "", content, timestamp).await
 }
