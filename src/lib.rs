@@ -167,6 +167,7 @@ impl Homeserver {
                 .map_err(StartError::Federation)?;
         let (shutdown, _) = watch::channel(false);
         let sender = federation::sender::Sender::new(db.clone(), federation.clone(), shutdown.subscribe());
+        rooms.set_sender(sender.clone());
         let media = media::Media::new(
             db.clone(),
             server_name.clone(),

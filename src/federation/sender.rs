@@ -22,10 +22,9 @@ use crate::storage::{Db, now_ms, outbox};
 pub const MAX_PDUS: i64 = 50;
 pub const MAX_EDUS: i64 = 100;
 
-/// The sender service. Cloning is cheap.
-///
-/// NOTE: nothing queues room events or EDUs yet; that needs the list of
-/// servers in each room, which arrives with federated joins.
+/// The sender service. Cloning is cheap. The room service queues each new
+/// local event, and the typing and receipt endpoints their EDUs, for the
+/// other servers in the room.
 #[derive(Clone)]
 pub struct Sender {
     inner: Arc<Inner>,

@@ -188,7 +188,7 @@ fn authorize(room: &RoomState, pdu: &Pdu) -> Result<()> {
 /// Moves the room onto the new event and returns how its state groups change.
 /// A state event gets its state group id now, so that the room's next event
 /// can be built before this one has committed.
-fn apply(room: &mut RoomState, pdu: &Arc<Pdu>, positions: &StreamPositions) -> StateChange {
+pub(super) fn apply(room: &mut RoomState, pdu: &Arc<Pdu>, positions: &StreamPositions) -> StateChange {
     room.extremities = vec![pdu.event_id.clone()];
     room.depth = pdu.depth;
     let Some(state_key) = &pdu.state_key else {

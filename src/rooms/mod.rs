@@ -8,6 +8,7 @@ pub mod membership;
 pub mod pdu;
 mod persist;
 pub mod power;
+pub mod remote;
 pub mod serialize;
 pub mod state;
 pub mod version;
@@ -57,6 +58,9 @@ pub struct Rooms {
     /// Events queued but not yet committed, by `user/device/transaction key`,
     /// so that a retransmitted request gets the same event.
     txns_in_flight: Mutex<HashMap<String, OwnedEventId>>,
+    /// The federation sender, set once the services are built; new events go
+    /// out through it to the other servers in the room.
+    sender: std::sync::OnceLock<crate::federation::sender::Sender>,
 }
 
 /// The device and transaction id of a request that appends an event, for
@@ -99,6 +103,45 @@ impl Rooms {
             slots: Mutex::new(HashMap::new()),
             known: Mutex::new(std::collections::HashSet::new()),
             txns_in_flight: Mutex::new(HashMap::new()),
+            sender: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Connects the federation sender, through which new events reach the
+    /// other servers in their room.
+    pub fn set_sender(&self, sender: crate::federation::sender::Sender) {
+        let _ = self.sender.set(sender);
+    }
+
+    /// Queues committed events to every other server in the room. The
+    /// servers are those of the room after the events plus, for a member
+    /// event, the servers of the state before it, so that a leaving server
+    /// learns of its own departure.
+    async fn send_out(&self, before: &[ruma::OwnedServerName], after: &RoomState, pdus: &[Arc<Pdu>]) {
+        let Some(sender) = self.sender.get() else { return };
+        let mut servers = after.remote_servers(&self.server_name);
+        for server in before {
+            if *server != self.server_name && !servers.contains(server) {
+                servers.push(server.clone());
+            }
+        }
+        for pdu in pdus {
+            let Ok(json) = serde_json::from_str::<serde_json::Value>(&pdu.json) else { continue };
+            for server in &servers {
+                if let Err(err) = sender.queue_pdu(server, &json).await {
+                    tracing::warn!(error = %err, destination = %server, event_id = %pdu.event_id, "could not queue a PDU");
+                }
+            }
+        }
+    }
+
+    /// Queues an EDU to every other server in `room`.
+    pub async fn send_edu(&self, room: &RoomState, edu: &serde_json::Value) {
+        let Some(sender) = self.sender.get() else { return };
+        for server in room.remote_servers(&self.server_name) {
+            if let Err(err) = sender.queue_edu(&server, edu).await {
+                tracing::warn!(error = %err, destination = %server, "could not queue an EDU");
+            }
         }
     }
 
@@ -207,6 +250,7 @@ impl Rooms {
         }
         let current = guard.as_ref().expect("room state was just loaded");
         let mut next = RoomState::clone(current);
+        let servers_before = current.servers();
 
         self.check_before_append(&next, sender, &draft).await?;
         let redaction = match &draft.redacts {
@@ -228,6 +272,7 @@ impl Rooms {
         }
 
         let event_id = built.pdu.event_id.clone();
+        let outbound = built.pdu.clone();
         let wake_target = membership_target(&built);
         let push_actions = vec![self.push.evaluate(&next, &built.pdu).await?];
         let notifies = push_actions.iter().any(|a| !a.is_empty());
@@ -237,6 +282,7 @@ impl Rooms {
             events: vec![built],
             push_actions,
             txn: txn.map(|t| TxnRecord { key: t.key(), device_id: t.device_id, txn_id: t.txn_id }),
+            extremities: None,
         };
 
         // The room's next event may be built on this one as soon as it is queued:
@@ -247,7 +293,8 @@ impl Rooms {
             self.txns_in_flight.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), event_id.clone());
         }
         let audience = audience(&next, &self.server_name, wake_target);
-        *guard = Some(Arc::new(next));
+        let next = Arc::new(next);
+        *guard = Some(next.clone());
         drop(guard);
 
         let outcome = committed.await;
@@ -263,6 +310,7 @@ impl Rooms {
         if notifies {
             self.push.new_actions.notify_one();
         }
+        self.send_out(&servers_before, &next, &[outbound]).await;
         Ok(event_id)
     }
 
@@ -313,7 +361,14 @@ impl Rooms {
             push_actions.push(self.push.evaluate(&room, &event.pdu).await?);
         }
         let notifies = push_actions.iter().any(|a| !a.is_empty());
-        let batch = Batch { room_id: room_id.to_string(), new_room: Some(new_room), events, push_actions, txn: None };
+        let batch = Batch {
+            room_id: room_id.to_string(),
+            new_room: Some(new_room),
+            events,
+            push_actions,
+            txn: None,
+            extremities: None,
+        };
         self.db.writer.write(move |w| Box::pin(persist::persist(w, batch))).await?;
         if notifies {
             self.push.new_actions.notify_one();

@@ -24,6 +24,9 @@ pub struct Batch {
     pub push_actions: Vec<Vec<PushAction>>,
     /// The request that sent the last event.
     pub txn: Option<TxnRecord>,
+    /// The room's forward extremities after the batch; `None` for local
+    /// events, which form a single chain ending in the batch's last event.
+    pub extremities: Option<Vec<String>>,
 }
 
 /// A client request's transaction id, stored with the event it sent (whose
@@ -113,8 +116,10 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
             storage::push::delete_actions_of_event(&mut txn.conn, target.as_str()).await?;
         }
     }
-    // Local events form a single chain, so the newest event is the only extremity.
-    if let Some(last) = batch.events.last() {
+    if let Some(extremities) = &batch.extremities {
+        storage::state::set_extremities(&mut txn.conn, &batch.room_id, extremities).await?;
+    } else if let Some(last) = batch.events.last() {
+        // Local events form a single chain, so the newest event is the only extremity.
         storage::state::set_extremities(&mut txn.conn, &batch.room_id, &[last.pdu.event_id.to_string()]).await?;
     }
     Ok(())

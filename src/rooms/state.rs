@@ -73,6 +73,28 @@ impl RoomState {
             .collect()
     }
 
+    /// The servers in the room: those with at least one joined member, in a
+    /// stable order. This is the one place that derives it from membership
+    /// state; outbound PDUs and EDUs go to these servers (except this one).
+    pub fn servers(&self) -> Vec<ruma::OwnedServerName> {
+        let mut servers: Vec<ruma::OwnedServerName> = self
+            .state
+            .iter()
+            .filter(|((kind, _), pdu)| {
+                *kind == StateEventType::RoomMember && pdu.membership().as_deref() == Some("join")
+            })
+            .filter_map(|((_, key), _)| UserId::parse(key.as_str()).ok().map(|u| u.server_name().to_owned()))
+            .collect();
+        servers.sort();
+        servers.dedup();
+        servers
+    }
+
+    /// The servers other than `own` that receive the room's new events and EDUs.
+    pub fn remote_servers(&self, own: &ServerName) -> Vec<ruma::OwnedServerName> {
+        self.servers().into_iter().filter(|s| s != own).collect()
+    }
+
     /// Number of members with the given membership.
     pub fn count_membership(&self, membership: &str) -> usize {
         self.state

@@ -228,9 +228,9 @@ async fn register_ghost(server: &TestServer, localpart: &str) -> String {
     server.user_id(localpart)
 }
 
-/// Polls the bridge until `done` holds, for at most ten seconds.
+/// Polls the bridge until `done` holds, for at most 30 seconds, which leaves room for a loaded CI machine.
 async fn wait_until(bridge: &Bridge, what: &str, done: impl Fn(&[Recorded]) -> bool) -> Vec<Recorded> {
-    for _ in 0..200 {
+    for _ in 0..600 {
         let requests = bridge.requests();
         if done(&requests) {
             return requests;

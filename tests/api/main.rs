@@ -17,6 +17,7 @@ mod federation_auth;
 mod federation_keys;
 mod federation_media;
 mod federation_query;
+mod federation_rooms;
 mod federation_sender;
 mod filters;
 mod key_backup;

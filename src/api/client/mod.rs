@@ -11,7 +11,7 @@ mod key_backup;
 mod keys;
 mod membership;
 mod messages;
-mod presence;
+pub(crate) mod presence;
 mod profile;
 mod push_rules;
 mod pushers;

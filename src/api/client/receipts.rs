@@ -44,6 +44,7 @@ async fn store_receipt(
         Some(thread) => thread.to_owned(),
     };
 
+    let thread_for_edu = (!thread_id.is_empty()).then(|| thread_id.clone());
     let room_owned = room_id.to_string();
     let user = session.user_id.to_string();
     let receipt_type_owned = receipt_type.to_owned();
@@ -76,6 +77,22 @@ async fn store_receipt(
     } else {
         let members = room.local_members(&services.server_name);
         services.notifier.wake(members.iter().map(|u| &**u));
+        // Public receipts go to the other servers in the room; private ones stay here.
+        let mut data = serde_json::json!({"ts": storage::now_ms()});
+        if let Some(thread) = &thread_for_edu {
+            data["thread_id"] = serde_json::json!(thread);
+        }
+        let edu = serde_json::json!({
+            "edu_type": "m.receipt",
+            "content": {
+                room_id.as_str(): {
+                    receipt_type: {
+                        session.user_id.as_str(): {"event_ids": [event_id.as_str()], "data": data}
+                    }
+                }
+            },
+        });
+        services.rooms.send_edu(&room, &edu).await;
     }
     Ok(())
 }

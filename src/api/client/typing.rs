@@ -36,6 +36,11 @@ pub async fn set(
     if services.typing.set(&room_id, &user_id, body.typing, timeout) {
         let members = room.local_members(&services.server_name);
         services.notifier.wake(members.iter().map(|u| &**u));
+        let edu = json!({
+            "edu_type": "m.typing",
+            "content": {"room_id": room_id, "user_id": user_id, "typing": body.typing},
+        });
+        services.rooms.send_edu(&room, &edu).await;
     }
     Ok(Json(json!({})))
 }

@@ -1,12 +1,15 @@
 //! The Server-Server API endpoints (spec: Server-Server API): server keys,
-//! the version, and federation media. Every endpoint except the key and
+//! the version, federation media, inbound transactions, and joins as the
+//! resident server. Every endpoint except the key and
 //! version endpoints requires an `X-Matrix` signed request ([`FederationAuth`]).
 
 mod events;
 mod keys;
 pub mod listener;
 mod media;
+mod membership;
 pub mod query;
+mod send;
 mod version;
 
 use std::sync::Arc;
@@ -34,6 +37,8 @@ pub fn router() -> Router<Arc<Services>> {
         .merge(media::router())
         .merge(events::router())
         .merge(query::router())
+        .merge(send::router())
+        .merge(membership::router())
 }
 
 /// A request that another server signed: the verified origin, and the body

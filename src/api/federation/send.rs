@@ -1,0 +1,256 @@
+//! `PUT /_matrix/federation/v1/send/{txnId}` (spec: Server-Server API,
+//! "Transactions"): the PDUs of a transaction each get a result, and the EDUs
+//! `m.typing`, `m.receipt` and `m.presence` go into the local ephemeral stores.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    routing::put,
+};
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, OwnedRoomId, RoomId, ServerName, UserId,
+    serde::Base64,
+    signatures::{PublicKeyMap, PublicKeySet},
+};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::FederationAuth;
+use crate::{
+    Services,
+    error::{Error, Result},
+    rooms::remote::Rejected,
+    storage::{self, writer::Stream},
+};
+
+pub fn router() -> Router<Arc<Services>> {
+    Router::new().route("/_matrix/federation/v1/send/{txn_id}", put(send))
+}
+
+#[derive(Deserialize)]
+struct Transaction {
+    origin: String,
+    #[serde(default)]
+    pdus: Vec<Value>,
+    #[serde(default)]
+    edus: Vec<Value>,
+}
+
+/// PUT /_matrix/federation/v1/send/{txnId}
+async fn send(
+    State(services): State<Arc<Services>>,
+    Path(_txn_id): Path<String>,
+    auth: FederationAuth,
+) -> Result<Json<Value>> {
+    let txn: Transaction =
+        serde_json::from_slice(&auth.body).map_err(|e| Error::bad_json(format!("the transaction is invalid: {e}")))?;
+    if txn.origin != auth.origin.as_str() {
+        return Err(Error::forbidden(format!(
+            "the transaction's origin {} is not the server that signed the request, {}",
+            txn.origin, auth.origin
+        )));
+    }
+    if txn.pdus.len() > 50 || txn.edus.len() > 100 {
+        return Err(Error::bad_json("a transaction holds at most 50 PDUs and 100 EDUs"));
+    }
+
+    // A repeated transaction id gets the same results again: every PDU is
+    // then a duplicate, which is accepted without a second copy.
+    let mut results = Map::new();
+    for pdu in txn.pdus {
+        let (event_id, outcome) = receive_one(&services, pdu).await;
+        let result = match outcome {
+            Ok(()) => json!({}),
+            Err(reason) => json!({ "error": reason }),
+        };
+        if let Some(event_id) = event_id {
+            results.insert(event_id, result);
+        }
+    }
+    for edu in txn.edus {
+        if let Err(err) = receive_edu(&services, &auth.origin, &edu).await {
+            tracing::info!(origin = %auth.origin, error = %err.message, "ignoring an EDU");
+        }
+    }
+    Ok(Json(json!({ "pdus": results })))
+}
+
+/// Runs one PDU through the checks. Returns its event id, when it has one,
+/// and the error for its result.
+async fn receive_one(services: &Services, pdu: Value) -> (Option<String>, std::result::Result<(), String>) {
+    let object = match CanonicalJsonValue::try_from(pdu) {
+        Ok(CanonicalJsonValue::Object(object)) => object,
+        _ => return (None, Err("the PDU is not a canonical JSON object".into())),
+    };
+    let Some(room_id) = object.get("room_id").and_then(|v| v.as_str()).and_then(|id| RoomId::parse(id).ok()) else {
+        return (None, Err("the PDU has no valid room_id".into()));
+    };
+    let room = match services.rooms.exists(&room_id).await {
+        Ok(true) => room_id,
+        Ok(false) => return (None, Err(format!("room {room_id} is not known to this server"))),
+        Err(err) => return (None, Err(err.message)),
+    };
+    let event_id = match services.rooms.state(&room).await {
+        Ok(state) => match ruma::signatures::reference_hash(&object, &state.rules) {
+            Ok(hash) => format!("${hash}"),
+            Err(err) => return (None, Err(format!("the PDU cannot be hashed: {err}"))),
+        },
+        Err(err) => return (None, Err(err.message)),
+    };
+    let keys = signing_keys(services, &object).await;
+    match services.rooms.receive_pdu(&room, object, &keys).await {
+        Ok((id, outcome)) => {
+            tracing::debug!(event_id = %id, ?outcome, "received a PDU");
+            (Some(event_id), Ok(()))
+        }
+        Err(Rejected(reason)) => {
+            tracing::info!(%event_id, reason, "rejected a PDU");
+            (Some(event_id), Err(reason))
+        }
+    }
+}
+
+/// The public keys of the servers that signed `object`, as far as they can be had.
+pub(super) async fn signing_keys(services: &Services, object: &CanonicalJsonObject) -> PublicKeyMap {
+    let mut map = PublicKeyMap::new();
+    let Some(CanonicalJsonValue::Object(signatures)) = object.get("signatures") else { return map };
+    for (server, signed) in signatures {
+        let (Ok(server_name), CanonicalJsonValue::Object(key_ids)) = (ServerName::parse(server), signed) else {
+            continue;
+        };
+        let mut set = PublicKeySet::new();
+        for key_id in key_ids.keys() {
+            match services.federation.verify_key(&server_name, key_id).await {
+                Ok(key) => {
+                    set.insert(key_id.clone(), Base64::new(key));
+                }
+                Err(err) => tracing::info!(server, key_id, error = %err, "no key to check a PDU signature"),
+            }
+        }
+        map.insert(server.clone(), set);
+    }
+    map
+}
+
+/// Takes one EDU into the local stores. Only users of the origin server may
+/// be named in it, and only in rooms where they are joined.
+async fn receive_edu(services: &Services, origin: &ServerName, edu: &Value) -> Result<()> {
+    let content = &edu["content"];
+    match edu["edu_type"].as_str() {
+        Some("m.typing") => {
+            let (room_id, user_id) = (room_field(content)?, user_field(content, origin)?);
+            let room = joined(services, &room_id, &user_id).await?;
+            let typing = content["typing"].as_bool().unwrap_or(false);
+            if services.typing.set(&room_id, &user_id, typing, Duration::from_secs(30)) {
+                let members = room.local_members(&services.server_name);
+                services.notifier.wake(members.iter().map(|u| &**u));
+            }
+        }
+        Some("m.receipt") => {
+            let Some(rooms) = content.as_object() else { return Err(Error::bad_json("content is not an object")) };
+            for (room_id, by_type) in rooms {
+                let room_id = RoomId::parse(room_id).map_err(|e| Error::bad_json(format!("room id: {e}")))?;
+                let Some(read) = by_type.get("m.read").and_then(Value::as_object) else { continue };
+                for (user_id, receipt) in read {
+                    let user_id = UserId::parse(user_id).map_err(|e| Error::bad_json(format!("user id: {e}")))?;
+                    if user_id.server_name() != origin {
+                        continue;
+                    }
+                    let Ok(room) = joined(services, &room_id, &user_id).await else { continue };
+                    for event_id in receipt["event_ids"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+                        store_receipt(services, &room_id, &user_id, event_id, &receipt["data"]).await?;
+                    }
+                    let members = room.local_members(&services.server_name);
+                    services.notifier.wake(members.iter().map(|u| &**u));
+                }
+            }
+        }
+        Some("m.presence") => {
+            for update in content["push"].as_array().into_iter().flatten() {
+                let Ok(user_id) = user_field(update, origin) else { continue };
+                let Some(state @ ("online" | "offline" | "unavailable")) = update["presence"].as_str() else {
+                    continue;
+                };
+                let status = update["status_msg"].as_str().map(str::to_owned);
+                crate::api::client::presence::update(services, &user_id, state, Some(status), false).await?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn room_field(content: &Value) -> Result<OwnedRoomId> {
+    content["room_id"]
+        .as_str()
+        .and_then(|id| RoomId::parse(id).ok())
+        .ok_or_else(|| Error::bad_json("room_id is missing or invalid"))
+}
+
+fn user_field(content: &Value, origin: &ServerName) -> Result<ruma::OwnedUserId> {
+    let user_id = content["user_id"]
+        .as_str()
+        .and_then(|id| UserId::parse(id).ok())
+        .ok_or_else(|| Error::bad_json("user_id is missing or invalid"))?;
+    if user_id.server_name() != origin {
+        return Err(Error::forbidden(format!("{user_id} does not belong to {origin}")));
+    }
+    Ok(user_id)
+}
+
+async fn joined(
+    services: &Services,
+    room_id: &RoomId,
+    user_id: &UserId,
+) -> Result<Arc<crate::rooms::state::RoomState>> {
+    if !services.rooms.exists(room_id).await? {
+        return Err(Error::not_found(format!("room {room_id} is not known here")));
+    }
+    let room = services.rooms.state(room_id).await?;
+    if !room.is_joined(user_id) {
+        return Err(Error::forbidden(format!("{user_id} is not joined to {room_id}")));
+    }
+    Ok(room)
+}
+
+async fn store_receipt(
+    services: &Services,
+    room_id: &RoomId,
+    user_id: &UserId,
+    event_id: &str,
+    data: &Value,
+) -> Result<()> {
+    let Some(event) = storage::events::get(&services.db.pool, event_id).await?.filter(|e| e.pdu.room_id == room_id)
+    else {
+        return Ok(());
+    };
+    let thread_id = data["thread_id"].as_str().unwrap_or_default().to_owned();
+    let ts = data["ts"].as_i64().unwrap_or_else(storage::now_ms);
+    let (room, user, event_id, event_stream) =
+        (room_id.to_string(), user_id.to_string(), event_id.to_owned(), event.stream);
+    services
+        .db
+        .writer
+        .write(move |txn| {
+            Box::pin(async move {
+                let stream = txn.next_position(Stream::Receipts);
+                storage::receipts::put(
+                    &mut txn.conn,
+                    &room,
+                    &user,
+                    "m.read",
+                    &thread_id,
+                    &event_id,
+                    event_stream,
+                    ts,
+                    stream,
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .await?;
+    Ok(())
+}
