@@ -597,7 +597,7 @@ async fn bench_initial_sync(http: &reqwest::Client) {
 #[derive(Default)]
 struct BridgeCounter {
     messages: std::sync::atomic::AtomicUsize,
-    /// When set, the bridge answers 503, as an application service that is down.
+    /// Whether the bridge returns 503, as an application service that is down does.
     refusing: std::sync::atomic::AtomicBool,
     first: std::sync::Mutex<Option<Instant>>,
     last: std::sync::Mutex<Option<Instant>>,
@@ -705,9 +705,8 @@ async fn bench_appservice(http: &reqwest::Client) {
     let (send_none, _) = run_appservice_sends(http, &server).await;
     drop(server);
 
-    // Catch-up: the application service is down during the sends, then comes
-    // back and receives the backlog; the rate is measured from its first
-    // acknowledged transaction to its last, so it shows the delivery capacity.
+    // Catch-up: the application service is down during the sends, then comes back and receives the backlog.
+    // The rate runs from its first acknowledged transaction to its last, so it shows the delivery capacity.
     let (backlog, url) = start_counting_bridge().await;
     backlog.refusing.store(true, std::sync::atomic::Ordering::SeqCst);
     let backlog_dir = tempfile::tempdir().unwrap();

@@ -112,7 +112,9 @@ async def test_each_kind_of_attachment_downloads_intact(register_user):
     document = pdf_document()
     voice = ogg_voice_clip()
     video = webm_video()
-    assert document.startswith(b"%PDF-") and voice.startswith(b"OggS") and video.startswith(b"\x1a\x45\xdf\xa3")
+    assert document.startswith(b"%PDF-")
+    assert voice.startswith(b"OggS")
+    assert video.startswith(b"\x1a\x45\xdf\xa3")
 
     files = {
         "m.image": (image, "image/png", "whiteboard.png"),
