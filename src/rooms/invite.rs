@@ -15,7 +15,7 @@ use super::{Rooms, pdu::Pdu, state::RoomState, version};
 use crate::{
     error::{Error, ErrorKind, Result},
     federation::FederationError,
-    storage::{self, invites::RemoteInvite, writer::Stream},
+    storage::{self, connections::MemberEvent, invites::RemoteInvite, writer::Stream},
 };
 
 /// The state events that go with an invite so that the invitee's client can
@@ -40,11 +40,15 @@ pub fn stripped(pdu: &Pdu) -> Value {
     })
 }
 
+/// The stripped state events that describe `room`.
+pub fn room_summary(room: &RoomState) -> Vec<Value> {
+    STRIPPED_STATE.iter().filter_map(|kind| room.get(kind, "")).map(|pdu| stripped(pdu)).collect()
+}
+
 /// The stripped state of `room` for an invite sent by `inviter`: the events
 /// that describe the room and the inviter's own member event.
 pub fn invite_state(room: &RoomState, inviter: &UserId) -> Vec<Value> {
-    let mut events: Vec<Value> =
-        STRIPPED_STATE.iter().filter_map(|kind| room.get(kind, "")).map(|pdu| stripped(pdu)).collect();
+    let mut events = room_summary(room);
     if let Some(member) = room.get(&StateEventType::RoomMember, inviter.as_str()) {
         events.push(stripped(member));
     }
@@ -205,10 +209,15 @@ impl Rooms {
                 "type": "m.room.member",
                 "state_key": invitee,
                 "sender": sender,
-                "content": Value::from(CanonicalJsonValue::Object(content)),
+                "content": Value::from(CanonicalJsonValue::Object(content.clone())),
             });
             stripped_state.retain(|e| !(e["type"] == "m.room.member" && e["state_key"] == invitee.as_str()));
             stripped_state.push(own);
+            let reason = content.get("reason").and_then(|v| v.as_str()).map(str::to_owned);
+            let origin_server_ts = match object.get("origin_server_ts") {
+                Some(CanonicalJsonValue::Integer(ts)) => i64::from(*ts),
+                _ => storage::now_ms(),
+            };
             let row = RemoteInvite {
                 room_id: room_id.to_string(),
                 user_id: invitee.to_string(),
@@ -224,6 +233,8 @@ impl Rooms {
                     Box::pin(async move {
                         let stream = w.next_position(Stream::Events);
                         storage::invites::insert(&mut w.conn, &row, storage::now_ms()).await?;
+                        // An invite answers a knock, which then ends.
+                        storage::knocks::delete(&mut w.conn, &row.room_id, &row.user_id).await?;
                         storage::rooms::set_membership(
                             &mut w.conn,
                             &row.room_id,
@@ -233,6 +244,17 @@ impl Rooms {
                             stream,
                         )
                         .await?;
+                        // A direct invite is a connection request in the connections index.
+                        let event = MemberEvent {
+                            sender: &row.sender,
+                            target: &row.user_id,
+                            membership: "invite",
+                            is_direct,
+                            reason: reason.as_deref(),
+                            origin_server_ts,
+                        };
+                        storage::connections::apply_remote_member_event(&mut w.conn, &row.room_id, &row.sender, &event)
+                            .await?;
                         Ok(())
                     })
                 })
@@ -265,7 +287,7 @@ impl Rooms {
                 invite.event_id.clone()
             }
         };
-        let (room, who) = (room_id.to_string(), user.to_string());
+        let (room, who, inviter) = (room_id.to_string(), user.to_string(), invite.sender.clone());
         self.db
             .writer
             .write(move |w| {
@@ -273,6 +295,15 @@ impl Rooms {
                     let stream = w.next_position(Stream::Events);
                     storage::invites::delete(&mut w.conn, &room, &who).await?;
                     storage::rooms::set_membership(&mut w.conn, &room, &who, "leave", &leave_id, stream).await?;
+                    let event = MemberEvent {
+                        sender: &who,
+                        target: &who,
+                        membership: "leave",
+                        is_direct: false,
+                        reason: None,
+                        origin_server_ts: storage::now_ms(),
+                    };
+                    storage::connections::apply_remote_member_event(&mut w.conn, &room, &inviter, &event).await?;
                     Ok(())
                 })
             })

@@ -364,10 +364,16 @@ impl Rooms {
         if let Err(err) = self
             .db
             .writer
-            .write(move |w| Box::pin(async move { Ok(storage::invites::delete(&mut w.conn, &room, &who).await?) }))
+            .write(move |w| {
+                Box::pin(async move {
+                    storage::invites::delete(&mut w.conn, &room, &who).await?;
+                    storage::knocks::delete(&mut w.conn, &room, &who).await?;
+                    Ok(())
+                })
+            })
             .await
         {
-            tracing::warn!(%room_id, error = %err.message, "could not drop the invite of a joined room");
+            tracing::warn!(%room_id, error = %err.message, "could not drop the invite or knock of a joined room");
         }
         self.notifier.wake(members.iter().map(|u| &**u));
         Ok(())

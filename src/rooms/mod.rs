@@ -6,6 +6,7 @@ pub mod builder;
 mod create;
 pub mod invite;
 mod join;
+mod knock;
 pub mod membership;
 pub mod pdu;
 mod persist;
