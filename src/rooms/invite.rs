@@ -1,7 +1,7 @@
 //! Invites across servers (spec: Server-Server API, "Inviting to a room",
-//! `PUT /_matrix/federation/v2/invite/{roomId}/{eventId}`): a local user's
+//! `PUT /_matrix/federation/v2/invite/{roomId}/{eventId}`). A local user's
 //! invite of another server's user is countersigned by that server before it
-//! is stored; an invite of a local user from another server is checked,
+//! is stored. An invite of a local user from another server is checked,
 //! countersigned and kept until the user joins or rejects it.
 
 use http::Method;
@@ -30,7 +30,7 @@ const STRIPPED_STATE: &[StateEventType] = &[
     StateEventType::RoomTopic,
 ];
 
-/// An event in the stripped form: type, state key, sender and content.
+/// Returns the stripped form of an event: type, state key, sender and content.
 pub fn stripped(pdu: &Pdu) -> Value {
     json!({
         "type": pdu.kind.to_string(),
@@ -40,13 +40,13 @@ pub fn stripped(pdu: &Pdu) -> Value {
     })
 }
 
-/// The stripped state events that describe `room`.
+/// Returns the stripped state events that describe `room`.
 pub fn room_summary(room: &RoomState) -> Vec<Value> {
     STRIPPED_STATE.iter().filter_map(|kind| room.get(kind, "")).map(|pdu| stripped(pdu)).collect()
 }
 
-/// The stripped state of `room` for an invite sent by `inviter`: the events
-/// that describe the room and the inviter's own member event.
+/// Returns the stripped state of `room` for an invite sent by `inviter`: the
+/// events that describe the room and the inviter's own member event.
 pub fn invite_state(room: &RoomState, inviter: &UserId) -> Vec<Value> {
     let mut events = room_summary(room);
     if let Some(member) = room.get(&StateEventType::RoomMember, inviter.as_str()) {
@@ -60,8 +60,8 @@ pub(super) fn segment(value: &str) -> String {
     percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
-/// The error a client gets when another server could not be reached or
-/// refused a request about `what`; the message names the server.
+/// Converts the failure of a request to another server about `what` into the
+/// error a client gets. The message names the server.
 pub(super) fn remote_error(server: &ServerName, what: &str, err: FederationError) -> Error {
     match err {
         FederationError::Status { status, errcode, message, .. } if status.is_client_error() => {
@@ -71,7 +71,7 @@ pub(super) fn remote_error(server: &ServerName, what: &str, err: FederationError
                 "M_INCOMPATIBLE_ROOM_VERSION" => ErrorKind::IncompatibleRoomVersion,
                 _ => ErrorKind::Unknown,
             };
-            Error::new(kind, format!("{server} refused {what}: {errcode} {message}")).with_status(status)
+            Error::new(kind, format!("{server} rejected {what}: {errcode} {message}")).with_status(status)
         }
         other => Error::new(ErrorKind::Unknown, format!("could not reach {server} for {what}: {other}"))
             .with_status(http::StatusCode::BAD_GATEWAY),
@@ -110,7 +110,7 @@ impl Rooms {
             .await
             .map_err(|e| remote_error(server, "the invite", e))?;
         let bad = |reason: &str| {
-            Error::new(ErrorKind::Unknown, format!("{server} answered the invite wrongly: {reason}"))
+            Error::new(ErrorKind::Unknown, format!("{server} returned an invalid response to the invite: {reason}"))
                 .with_status(http::StatusCode::BAD_GATEWAY)
         };
         let signature = answer["event"]["signatures"][server.as_str()].clone();
@@ -131,9 +131,9 @@ impl Rooms {
         Pdu::from_json(pdu.event_id.clone(), &json, &room.room_id).map_err(|e| Error::internal("an invite", e))
     }
 
-    /// Takes an invite of a local user from `origin` (the inviting server):
-    /// checks it, asks the room policy, countersigns it, and keeps it for the
-    /// invitee's `/sync`. Returns the countersigned event.
+    /// Takes an invite of a local user from `origin` (the inviting server).
+    /// Checks it, consults the room policy, countersigns it and stores it for
+    /// the invitee's `/sync`. Returns the countersigned event.
     #[tracing::instrument(skip_all, fields(%origin, room_id = %invite.room_id, event_id = %invite.event_id))]
     pub async fn receive_invite(&self, origin: &ServerName, invite: InboundInvite) -> Result<CanonicalJsonObject> {
         let InboundInvite { room_id, event_id, room_version, event: mut object, invite_room_state } = invite;
@@ -233,7 +233,7 @@ impl Rooms {
                     Box::pin(async move {
                         let stream = w.next_position(Stream::Events);
                         storage::invites::insert(&mut w.conn, &row, storage::now_ms()).await?;
-                        // An invite answers a knock, which then ends.
+                        // An invite ends a pending knock.
                         storage::knocks::delete(&mut w.conn, &row.room_id, &row.user_id).await?;
                         storage::rooms::set_membership(
                             &mut w.conn,

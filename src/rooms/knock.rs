@@ -74,8 +74,8 @@ impl Rooms {
         Ok(done.event_id)
     }
 
-    /// The server that a knock of `user` on a room this server is not in
-    /// went through, when there is such a knock.
+    /// Returns the server that a knock of `user` on a room this server is not
+    /// in went through, when there is such a knock.
     pub async fn remote_knock_server(&self, room_id: &RoomId, user: &UserId) -> Result<Option<OwnedServerName>> {
         let Some(knock) = storage::knocks::get(&self.db.pool, room_id.as_str(), user.as_str()).await? else {
             return Ok(None);

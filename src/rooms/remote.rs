@@ -243,14 +243,14 @@ impl Rooms {
         self.make_membership(room_id, user, "join").await
     }
 
-    /// The `make_leave` template for `user` (spec: Server-Server API,
+    /// Builds the `make_leave` template for `user` (spec: Server-Server API,
     /// "Leaving Rooms (Rejecting Invites)").
     pub async fn make_leave(&self, room_id: &RoomId, user: &ruma::UserId) -> Result<(String, serde_json::Value)> {
         self.make_membership(room_id, user, "leave").await
     }
 
-    /// An unsigned `membership` event of `user` on top of the current state,
-    /// checked against the authorization rules.
+    /// Builds an unsigned `membership` event of `user` on top of the current
+    /// state and checks it against the authorization rules.
     async fn make_membership(
         &self,
         room_id: &RoomId,
@@ -323,7 +323,7 @@ impl Rooms {
         });
         self.send_out(&servers, &others, std::slice::from_ref(&join)).await;
 
-        // The state before the join holds the joining user's earlier member event, such as an invite.
+        // The state before the join contains the joining user's earlier member event, such as an invite.
         let mut state: Vec<Arc<Pdu>> = after.state.values().filter(|p| p.event_id != id).cloned().collect();
         if let Some(earlier) = before.get(&StateEventType::RoomMember, sender.as_str()) {
             state.push(earlier.clone());
@@ -359,7 +359,7 @@ impl Rooms {
         self.send_membership(origin, room_id, event_id, object, keys, "leave").await.map(|_| ())
     }
 
-    /// The `make_knock` template for `user` (spec: Server-Server API,
+    /// Builds the `make_knock` template for `user` (spec: Server-Server API,
     /// "Knocking upon a room"), in room versions that allow knocking.
     pub async fn make_knock(&self, room_id: &RoomId, user: &ruma::UserId) -> Result<(String, serde_json::Value)> {
         let room = self.state(room_id).await?;

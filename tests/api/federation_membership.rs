@@ -39,7 +39,7 @@ async fn sync_until(client: &Client, since: Option<&str>, what: &str, done: impl
     }
 }
 
-/// Whether a full `/sync` shows `body` as a message in the joined room.
+/// Returns whether a `/sync` response shows `body` as a message in the joined room.
 fn has_message(sync: &Value, room_id: &str, body: &str) -> bool {
     sync["rooms"]["join"][room_id]["timeline"]["events"]
         .as_array()
@@ -50,7 +50,7 @@ fn invite_state<'a>(sync: &'a Value, room_id: &str) -> Option<&'a Vec<Value>> {
     sync["rooms"]["invite"][room_id]["invite_state"]["events"].as_array()
 }
 
-/// The content of a user's member event in the room, read through `client`'s server.
+/// Reads the content of a user's member event in the room through `client`'s server.
 async fn member(client: &Client, room_id: &str, user_id: &str) -> Value {
     let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.member/{}", encode(room_id), encode(user_id));
     let (status, body) = client.get(&path).await;
@@ -63,7 +63,7 @@ async fn join_path(client: &Client, path: &str) -> (StatusCode, Value) {
 }
 
 #[tokio::test]
-async fn direct_invite_across_servers_is_accepted_and_messages_flow_both_ways() {
+async fn direct_invite_accepted_across_servers() {
     for backend in backends() {
         let ca = TestCa::new();
         let mut servers = TestServer::start_federated(&backend, &ca, &[A, B], |_| {}).await;
@@ -125,7 +125,7 @@ async fn direct_invite_across_servers_is_accepted_and_messages_flow_both_ways() 
 }
 
 #[tokio::test]
-async fn group_room_is_joined_from_two_servers_by_id_with_via_and_by_alias() {
+async fn group_room_joined_by_id_and_alias() {
     for backend in backends() {
         for version in ["10", "11", "12"] {
             let ca = TestCa::new();
@@ -158,7 +158,7 @@ async fn group_room_is_joined_from_two_servers_by_id_with_via_and_by_alias() {
             assert_eq!(status, StatusCode::OK, "room version {version}: {body}");
             assert_eq!(body["room_id"], room_id);
 
-            // Carol's server holds the room's state: the name, and all three members.
+            // Carol's server has the room's state: the name, and all three members.
             let sync = sync_until(&carol, None, "the room on c", |s| s["rooms"]["join"][&room_id].is_object()).await;
             let section = &sync["rooms"]["join"][&room_id];
             let all: Vec<&Value> = section["state"]["events"]
@@ -193,7 +193,7 @@ async fn group_room_is_joined_from_two_servers_by_id_with_via_and_by_alias() {
 }
 
 #[tokio::test]
-async fn invites_are_rejected_through_the_inviting_server_or_locally_when_it_is_down() {
+async fn invite_rejected_remotely_and_locally() {
     for backend in backends() {
         let ca = TestCa::new();
         let mut servers = TestServer::start_federated(&backend, &ca, &[A, B], |_| {}).await;
@@ -243,7 +243,7 @@ async fn invites_are_rejected_through_the_inviting_server_or_locally_when_it_is_
 }
 
 #[tokio::test]
-async fn leaves_kicks_and_bans_take_effect_across_servers() {
+async fn leave_kick_and_ban_across_servers() {
     for backend in backends() {
         let ca = TestCa::new();
         let mut servers = TestServer::start_federated(&backend, &ca, &[A, B], |_| {}).await;
@@ -305,7 +305,7 @@ async fn leaves_kicks_and_bans_take_effect_across_servers() {
 }
 
 #[tokio::test]
-async fn professional_policy_rejects_inbound_group_invites_of_non_connections() {
+async fn professional_policy_on_inbound_invites() {
     for backend in backends() {
         let ca = TestCa::new();
         let mut servers = TestServer::start_federated(&backend, &ca, &[A, B], |config| {
@@ -319,13 +319,14 @@ async fn professional_policy_rejects_inbound_group_invites_of_non_connections() 
         let alice = a.register("alice").await;
         let bob = b.register("bob").await;
 
-        // A group invite from a non-connection: b refuses, and a stores nothing.
+        // A group invite from a non-connection: b rejects it, and a stores nothing.
         let room_id = alice.create_room(json!({ "preset": "private_chat", "name": "Group" })).await;
         let path = format!("/_matrix/client/v3/rooms/{}/invite", encode(&room_id));
         let response = alice.post(&path, json!({ "user_id": bob.user_id })).await;
         assert_error(&response, StatusCode::FORBIDDEN, "M_FORBIDDEN");
         let message = response.1["error"].as_str().unwrap();
-        assert!(message.contains(B) && message.contains("connections"), "{message}");
+        assert!(message.contains(B), "the error names the server: {message}");
+        assert!(message.contains("connections"), "the error gives the reason: {message}");
         let path =
             format!("/_matrix/client/v3/rooms/{}/state/m.room.member/{}", encode(&room_id), encode(&bob.user_id));
         assert_error(&alice.get(&path).await, StatusCode::NOT_FOUND, "M_NOT_FOUND");
@@ -399,7 +400,7 @@ async fn signed_invite(server: &TestServer, room_id: &str, inviter: &str, invite
 }
 
 #[tokio::test]
-async fn bad_invites_are_refused_with_the_spec_errors() {
+async fn bad_invites_get_spec_errors() {
     for backend in backends() {
         let ca = TestCa::new();
         // down.lattice.test points at a closed port on 127.0.0.1.
@@ -427,22 +428,27 @@ async fn bad_invites_are_refused_with_the_spec_errors() {
         let (event, event_id, version) = signed_invite(&a, &room_id, &alice.user_id, "@zed:c.lattice.test").await;
         let err = send(&event_id, json!({ "room_version": version, "event": event }), "v2").await.unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("400") && text.contains("M_BAD_JSON") && text.contains("state_key"), "{text}");
+        assert!(text.contains("400"), "{text}");
+        assert!(text.contains("M_BAD_JSON"), "{text}");
+        assert!(text.contains("state_key"), "the error names the field: {text}");
 
         // A room version b does not support.
         let (event, event_id, _) = signed_invite(&a, &room_id, &alice.user_id, &bob_id).await;
         let body = json!({ "room_version": "9999", "event": event.clone() });
         let text = send(&event_id, body, "v2").await.unwrap_err().to_string();
-        assert!(text.contains("400") && text.contains("M_INCOMPATIBLE_ROOM_VERSION"), "{text}");
+        assert!(text.contains("400"), "{text}");
+        assert!(text.contains("M_INCOMPATIBLE_ROOM_VERSION"), "{text}");
 
         // An event id that is not the event's.
         let body = json!({ "room_version": version, "event": event.clone() });
         let text = send("$notthisone", body.clone(), "v2").await.unwrap_err().to_string();
-        assert!(text.contains("M_BAD_JSON") && text.contains("$notthisone"), "{text}");
+        assert!(text.contains("M_BAD_JSON"), "{text}");
+        assert!(text.contains("$notthisone"), "the error names the event id: {text}");
 
         // Version 1 of the endpoint is not served.
         let text = send(&event_id, body.clone(), "v1").await.unwrap_err().to_string();
-        assert!(text.contains("404") && text.contains("M_UNRECOGNIZED"), "{text}");
+        assert!(text.contains("404"), "{text}");
+        assert!(text.contains("M_UNRECOGNIZED"), "{text}");
 
         // The valid invite is countersigned by b.
         let answer = send(&event_id, body, "v2").await.expect("invite accepted");
@@ -476,7 +482,7 @@ async fn bad_invites_are_refused_with_the_spec_errors() {
 }
 
 #[tokio::test]
-async fn knocks_across_servers_are_answered_by_invites_or_withdrawn() {
+async fn knocks_across_servers() {
     for backend in backends() {
         let ca = TestCa::new();
         let mut servers = TestServer::start_federated(&backend, &ca, &[A, C], |_| {}).await;

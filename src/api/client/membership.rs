@@ -38,7 +38,7 @@ pub async fn joined_rooms(State(services): State<Arc<Services>>, Auth(session): 
     Ok(Json(json!({ "joined_rooms": rooms })))
 }
 
-/// The servers named by the `server_name` and `via` query parameters of a join.
+/// Parses the servers named by the `server_name` and `via` query parameters.
 fn join_servers(query: Option<&str>) -> Result<Vec<OwnedServerName>> {
     let mut servers = Vec::new();
     for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
