@@ -194,6 +194,20 @@ async fn keys_query_and_claim_remote() {
         let path = format!("/_matrix/federation/v1/user/devices/{}", encode(&alice.user_id));
         let err = federation.send_json(&b_name, http::Method::GET, &path, None, true).await.expect_err("not b's user");
         assert!(err.to_string().contains("M_INVALID_PARAM"), "{backend:?}: {err}");
+        let path = "/_matrix/federation/v1/user/keys/query";
+        let body = json!({ "device_keys": { alice.user_id.clone(): [] } });
+        let err =
+            federation.send_json(&b_name, http::Method::POST, path, Some(&body), true).await.expect_err("not b's");
+        assert!(err.to_string().contains("M_INVALID_PARAM"), "{backend:?}: {err}");
+        let body = json!({ "device_keys": { bob.user_id.clone(): "all" } });
+        let err =
+            federation.send_json(&b_name, http::Method::POST, path, Some(&body), true).await.expect_err("bad shape");
+        assert!(err.to_string().contains("M_BAD_JSON"), "{backend:?}: {err}");
+        assert!(err.to_string().contains("device_keys"), "{backend:?}: the message names the field: {err}");
+        let body = json!({ "device_keys": { bob.user_id.clone(): [] } });
+        let direct = federation.send_json(&b_name, http::Method::POST, path, Some(&body), true).await.expect("query");
+        assert_same_keys(&direct["device_keys"][&bob.user_id][&bob.device_id], &bob_keys);
+        assert!(direct.get("user_signing_keys").is_none(), "{backend:?}: {direct}");
 
         // Claims: the two one-time keys, each once, then the fallback key.
         let request =
