@@ -163,6 +163,14 @@ async fn stored_target(services: &Services, user: &str, key_id: &str) -> Result<
             return Ok(serde_json::from_str(&json).ok().map(|v| (v, false)));
         }
     }
+    // A user of another server: their master key, when their device list is cached.
+    for (key_type, json) in storage::e2ee_federation::remote_cross_signing_keys(pool, user).await? {
+        let Ok(key) = serde_json::from_str::<Value>(&json) else { continue };
+        let public = key["keys"].as_object().and_then(|keys| keys.values().next()).and_then(Value::as_str);
+        if key_type == "master" && public == Some(key_id) {
+            return Ok(Some((key, false)));
+        }
+    }
     Ok(None)
 }
 

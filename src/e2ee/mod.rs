@@ -250,7 +250,7 @@ pub async fn sync_key_state(services: &Services, session: &Session) -> Result<(B
 }
 
 /// Adds the signatures stored in `key_signatures` to a key object.
-fn merge_signatures(object: &mut Value, rows: &[&storage::e2ee::SignatureRow]) {
+pub(crate) fn merge_signatures(object: &mut Value, rows: &[&storage::e2ee::SignatureRow]) {
     if rows.is_empty() {
         return;
     }
@@ -396,7 +396,7 @@ pub async fn query(services: &Services, session: &Session, request: QueryRequest
         response.add(user, keys);
     }
     if !remote_users.is_empty() {
-        remote::query(services, remote_users, remote::timeout(request.timeout), &mut response).await;
+        remote::query(services, viewer, remote_users, remote::timeout(request.timeout), &mut response).await;
     }
     Ok(response.into_json())
 }

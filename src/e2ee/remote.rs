@@ -51,6 +51,7 @@ pub fn cross_signing_key_belongs(key: &Value, user_id: &str, usage: &str) -> boo
 /// Queries each server for its users' keys and adds the results to `response`.
 pub async fn query(
     services: &Services,
+    viewer: &str,
     users: std::collections::BTreeMap<OwnedServerName, Vec<(OwnedUserId, Vec<String>)>>,
     wait: Duration,
     response: &mut QueryResponse,
@@ -63,7 +64,10 @@ pub async fn query(
     for (server, answer) in answers {
         match answer {
             Ok(Ok(keys)) => {
-                for (user, keys) in keys {
+                for (user, mut keys) in keys {
+                    if let Err(err) = add_viewer_signatures(services, viewer, &user, &mut keys).await {
+                        tracing::warn!(%user, error = %err.message, "could not load signatures of a remote master key");
+                    }
                     response.add(&user, keys);
                 }
             }
@@ -77,6 +81,26 @@ pub async fn query(
             }
         }
     }
+}
+
+/// Adds the viewer's own signatures (made with their user-signing key) to a
+/// remote user's master key. Only the viewer sees them, and they stay on this
+/// server.
+async fn add_viewer_signatures(
+    services: &Services,
+    viewer: &str,
+    user: &str,
+    keys: &mut UserKeys,
+) -> crate::error::Result<()> {
+    let Some(master) = keys.master.as_mut() else { return Ok(()) };
+    let Some(public) = master["keys"].as_object().and_then(|k| k.values().next()).and_then(Value::as_str) else {
+        return Ok(());
+    };
+    let public = public.to_owned();
+    let rows = storage::e2ee::signatures_for(&services.db.pool, user, viewer).await?;
+    let on_master: Vec<_> = rows.iter().filter(|r| r.signer_user_id == viewer && r.target_key_id == public).collect();
+    super::merge_signatures(master, &on_master);
+    Ok(())
 }
 
 /// Loads the keys of one server's users. Tracked users come from the cache

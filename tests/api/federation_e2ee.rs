@@ -389,6 +389,34 @@ async fn device_list_updates_reach_sharing_servers() {
             "{backend:?}"
         );
 
+        // Alice verifies bob: her user-signing key signs his cached master
+        // key. Only she sees the signature.
+        let alice_cross = bootstrap_cross_signing(&alice).await;
+        let bob_master_signed =
+            alice_cross.user_signing.sign(&alice.user_id, found["master_keys"][&bob.user_id].clone());
+        let (status, body) = alice
+            .post(
+                "/_matrix/client/v3/keys/signatures/upload",
+                json!({ bob.user_id.clone(): { cross.master.public.clone(): bob_master_signed } }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
+        assert_eq!(body["failures"], json!({}), "{backend:?}: {body}");
+        let found = query(&alice, bob_query.clone()).await;
+        let usk_name = format!("ed25519:{}", alice_cross.user_signing.public);
+        let signature = &found["master_keys"][&bob.user_id]["signatures"][&alice.user_id][&usk_name];
+        assert!(signature.is_string(), "{backend:?}: alice's signature on bob's master key: {found}");
+        let carol = a.register("carol").await;
+        let seen_by_carol = query(&carol, bob_query.clone()).await;
+        assert!(
+            seen_by_carol["master_keys"][&bob.user_id]["signatures"].get(&alice.user_id).is_none(),
+            "{backend:?}: {seen_by_carol}"
+        );
+        let after_cross = alice.sync(&format!("since={}&timeout=0", encode(&after_cross))).await["next_batch"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+
         // Deleting the laptop removes it from alice's view.
         delete_device(&bob, &laptop.device_id).await;
         let sync = sync_until(&alice, &after_cross, "the deletion", |s| changed(s).contains(&bob.user_id)).await;
