@@ -283,8 +283,9 @@ pub async fn upload_signatures(
             t
         };
         let wake = targets.clone();
-        // A new signature on one of the caller's devices is an update of that
-        // device for other servers; one on their master key, of their signing keys.
+        // Other servers learn of a new signature on one of the caller's devices
+        // as an update of that device. A new signature on the caller's master
+        // key reaches them as an update of the signing keys.
         let own_devices: Vec<String> = {
             let devices = storage::users::devices(&services.db.pool, session.user_id.as_str()).await?;
             let mut signed: Vec<String> = accepted

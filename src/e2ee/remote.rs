@@ -7,7 +7,7 @@
 //! The device lists of remote users who share a room with a local user are
 //! cached: their servers announce every change with `m.device_list_update`
 //! (see [`super::device_updates`]), so the cache stays current and queries
-//! for those users are answered from it. The cache of such a user is filled
+//! for those users read it. The cache of such a user is filled
 //! on the first query with `GET /_matrix/federation/v1/user/devices/{userId}`.
 
 use std::time::Duration;
@@ -144,7 +144,7 @@ async fn query_server(
     Ok(found)
 }
 
-/// Reads one user's keys from another server's `/user/keys/query` answer,
+/// Reads one user's keys from another server's `/user/keys/query` response,
 /// keeping only keys that name the user (and the device) they are filed under.
 fn keys_from_answer(answer: &Value, user: &str) -> UserKeys {
     let mut keys = UserKeys::default();
@@ -208,6 +208,7 @@ pub async fn resync(services: &Services, user_id: &UserId) -> Result<(), String>
         .send_json(user_id.server_name(), Method::GET, &path, None, true)
         .await
         .map_err(|e| e.to_string())?;
+
     let user = user_id.to_string();
     if answer["user_id"] != user.as_str() {
         return Err(format!("the answer is about {} instead of {user}", answer["user_id"]));
@@ -222,6 +223,7 @@ pub async fn resync(services: &Services, user_id: &UserId) -> Result<(), String>
         let name = device["device_display_name"].as_str().map(str::to_owned);
         devices.push((device_id.to_owned(), name, device["keys"].to_string()));
     }
+
     let mut cross_signing = Vec::new();
     for (field, key_type) in [("master_key", "master"), ("self_signing_key", "self_signing")] {
         if cross_signing_key_belongs(&answer[field], &user, key_type) {
