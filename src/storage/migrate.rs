@@ -73,6 +73,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../schema/sqlite/0010_remote_invites.sql"),
         postgres: include_str!("../../schema/postgres/0010_remote_invites.sql"),
     },
+    Migration {
+        version: 12,
+        name: "e2ee_federation",
+        sqlite: include_str!("../../schema/sqlite/0012_e2ee_federation.sql"),
+        postgres: include_str!("../../schema/postgres/0012_e2ee_federation.sql"),
+    },
 ];
 
 pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {
