@@ -210,6 +210,7 @@ impl Homeserver {
         appservice::sender::spawn(&self.services, &self.shutdown.subscribe());
         push::gateway::spawn(self.services.clone(), self.shutdown.subscribe());
         push::email::spawn_notifier(self.services.clone(), self.shutdown.subscribe());
+        push::prune::spawn(self.services.clone(), self.shutdown.subscribe());
         let services = self.services.clone();
         let mut stop = self.shutdown.subscribe();
         tokio::spawn(async move {
