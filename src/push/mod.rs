@@ -112,10 +112,12 @@ impl Push {
     ///
     /// Members with the server's default rules share one evaluation: those
     /// rules differ between users only in the user's id (mentions in
-    /// `m.mentions.user_ids`, invites by `state_key`) and name (the legacy
-    /// display name and user name rules). So every joined default member
-    /// whom the event does not name gets the same outcome, and the shared
-    /// row stands for all of them.
+    /// `m.mentions.user_ids`, invites by `state_key`); the legacy display
+    /// name and user name rules are no longer among them. So every joined
+    /// default member whom the event does not name gets the same outcome,
+    /// and the shared row stands for all of them. A member with rules of
+    /// their own (a keyword, a display name rule, a muted room) is evaluated
+    /// alone and gets a row only where the outcome differs.
     pub async fn evaluate(&self, room: &RoomState, pdu: &Pdu) -> Result<PushOutcome> {
         if !self.enabled {
             return Ok(PushOutcome::default());
@@ -130,7 +132,6 @@ impl Push {
         let event: Raw<Value> =
             Raw::from_json_string(pdu.json.to_string()).map_err(|e| Error::internal("evaluating push rules", e))?;
         let named = named_users(pdu);
-        let body = pdu.content_value()["body"].as_str().map(str::to_lowercase).unwrap_or_default();
         let member_count = UInt::try_from(room.count_membership("join") as u64).unwrap_or(UInt::MAX);
         let power_levels = power_levels_ctx(room);
         let display_name = |user_id: &UserId| {
@@ -149,10 +150,7 @@ impl Push {
         for user_id in recipients {
             let custom = self.stored_rules(&user_id).await?;
             let covered = room.is_joined(&user_id);
-            let is_named = named.iter().any(|n| n == user_id.as_str())
-                || (!body.is_empty()
-                    && (body.contains(&display_name(&user_id).to_lowercase())
-                        || body.contains(&user_id.localpart().to_lowercase())));
+            let is_named = named.iter().any(|n| n == user_id.as_str());
             if covered && custom.is_none() && !is_named {
                 shared_members.push(user_id);
             } else {
