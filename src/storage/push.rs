@@ -577,3 +577,122 @@ pub async fn record_email_sent(
     .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use sqlx::any::AnyPoolOptions;
+
+    use super::*;
+    use crate::storage::{Backend, migrate};
+
+    const ROOM: &str = "!room:example.org";
+    const ALICE: &str = "@alice:example.org";
+    const BOB: &str = "@bob:example.org";
+    const CAROL: &str = "@carol:example.org";
+
+    /// Unread counts as the queries before migration 10 computed them: push
+    /// actions after the user's receipts and after the user's last event in the room.
+    async fn counts_before_migration(pool: &AnyPool, user: &str) -> Vec<(String, String, i64, i64)> {
+        let rows = sqlx::query(
+            "SELECT a.room_id, a.thread_id, COUNT(*), CAST(COALESCE(SUM(a.highlight), 0) AS BIGINT) \
+             FROM event_push_actions a WHERE a.user_id = $1 \
+             AND a.stream_ordering > COALESCE((SELECT MAX(r.event_stream) FROM receipts r \
+             WHERE r.room_id = a.room_id AND r.user_id = a.user_id AND r.receipt_type IN ('m.read', 'm.read.private') \
+             AND (r.thread_id = '' OR r.thread_id = a.thread_id)), 0) \
+             AND a.stream_ordering > COALESCE((SELECT MAX(e.stream_ordering) FROM events e \
+             WHERE e.room_id = a.room_id AND e.sender = a.user_id), 0) \
+             GROUP BY a.room_id, a.thread_id ORDER BY a.thread_id",
+        )
+        .bind(user)
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect()
+    }
+
+    async fn exec(pool: &AnyPool, sql: &str) {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(pool).await.unwrap();
+    }
+
+    /// Stored counts are the same before and after migration 10: a user whose
+    /// last message in the room is after some push actions (in a thread, too)
+    /// keeps them read, and receipts count as before.
+    #[tokio::test]
+    async fn migration_keeps_stored_counts() {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new().max_connections(1).connect("sqlite::memory:").await.unwrap();
+        migrate::run_upto(&pool, Backend::Sqlite, 9).await.unwrap();
+        for user in [ALICE, BOB, CAROL] {
+            exec(
+                &pool,
+                &format!(
+                    "INSERT INTO memberships (room_id, user_id, membership, event_id, stream_ordering) \
+                     VALUES ('{ROOM}', '{user}', 'join', '$join-{user}', 1)"
+                ),
+            )
+            .await;
+        }
+        // Alice sends 2..=7, 9 and 10 (5, 6 and 10 in the thread of 2); bob sends
+        // 8; carol read up to 3, and the thread up to 6.
+        let mut events = Vec::new();
+        for (stream, sender) in
+            [(2, ALICE), (3, ALICE), (4, ALICE), (5, ALICE), (6, ALICE), (7, ALICE), (8, BOB), (9, ALICE), (10, ALICE)]
+        {
+            events.push(format!("({stream}, '$e{stream}', '{ROOM}', '{sender}', 'm.room.message', 1, 0, '{{}}', 0)"));
+        }
+        exec(
+            &pool,
+            &format!(
+                "INSERT INTO events (stream_ordering, event_id, room_id, sender, event_type, depth, origin_server_ts, pdu, state_group) VALUES {}",
+                events.join(", ")
+            ),
+        )
+        .await;
+        for user in [BOB, CAROL] {
+            for stream in [2, 3, 4, 5, 6, 7, 9, 10] {
+                let thread = if [5, 6, 10].contains(&stream) { "$e2" } else { "main" };
+                let highlight = i64::from(stream == 3);
+                exec(
+                    &pool,
+                    &format!(
+                        "INSERT INTO event_push_actions (user_id, event_id, room_id, thread_id, stream_ordering, ts, actions, highlight) \
+                         VALUES ('{user}', '$e{stream}', '{ROOM}', '{thread}', {stream}, 0, '[\"notify\"]', {highlight})"
+                    ),
+                )
+                .await;
+            }
+        }
+        exec(
+            &pool,
+            &format!(
+                "INSERT INTO receipts (room_id, user_id, receipt_type, thread_id, event_id, event_stream, ts, stream_id) VALUES \
+                 ('{ROOM}', '{CAROL}', 'm.read', '', '$e3', 3, 0, 1), ('{ROOM}', '{CAROL}', 'm.read', '$e2', '$e6', 6, 0, 2)"
+            ),
+        )
+        .await;
+
+        let before_bob = counts_before_migration(&pool, BOB).await;
+        let before_carol = counts_before_migration(&pool, CAROL).await;
+        assert_eq!(
+            before_bob,
+            vec![(ROOM.to_owned(), "$e2".to_owned(), 1, 0), (ROOM.to_owned(), "main".to_owned(), 1, 0)]
+        );
+        assert_eq!(
+            before_carol,
+            vec![(ROOM.to_owned(), "$e2".to_owned(), 1, 0), (ROOM.to_owned(), "main".to_owned(), 3, 0)]
+        );
+
+        migrate::run(&pool, Backend::Sqlite).await.unwrap();
+        let sorted = |mut rows: Vec<(String, String, i64, i64)>| {
+            rows.sort();
+            rows
+        };
+        assert_eq!(sorted(unread_counts(&pool, BOB, None).await.unwrap()), before_bob, "bob after the migration");
+        assert_eq!(sorted(unread_counts(&pool, CAROL, None).await.unwrap()), before_carol, "carol after the migration");
+        let listed = notifications(&pool, CAROL, i64::MAX, 20, false).await.unwrap();
+        let read: Vec<(String, bool)> = listed.iter().map(|n| (n.action.event_id.clone(), n.read)).collect();
+        let expected: Vec<(String, bool)> =
+            [10, 9, 7, 6, 5, 4, 3, 2].iter().map(|s| (format!("$e{s}"), [6, 5, 3, 2].contains(s))).collect();
+        assert_eq!(read, expected, "carol's notifications after the migration");
+    }
+}
