@@ -16,7 +16,7 @@ use std::{
 };
 
 use ruma::{
-    Int, OwnedUserId, UInt, UserId,
+    Int, OwnedServerName, OwnedUserId, ServerName, UInt, UserId,
     events::StateEventType,
     power_levels::NotificationPowerLevels,
     push::{Action, PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset},
@@ -44,6 +44,8 @@ const MAX_THREAD_HOPS: usize = 3;
 /// The push rule service.
 pub struct Push {
     db: Db,
+    /// This server's name: only its users have push rules here.
+    server_name: OwnedServerName,
     /// `push.enabled`: whether [`Push::evaluate`] evaluates anything.
     enabled: bool,
     /// Each user's rules as stored, or `None` for a user who never changed the
@@ -54,8 +56,14 @@ pub struct Push {
 }
 
 impl Push {
-    pub fn new(db: Db, enabled: bool) -> Self {
-        Self { db, enabled, rules: Mutex::new(HashMap::new()), new_actions: Arc::new(tokio::sync::Notify::new()) }
+    pub fn new(db: Db, server_name: OwnedServerName, enabled: bool) -> Self {
+        Self {
+            db,
+            server_name,
+            enabled,
+            rules: Mutex::new(HashMap::new()),
+            new_actions: Arc::new(tokio::sync::Notify::new()),
+        }
     }
 
     /// Returns the user's stored rules, or `None` when the user has the server defaults.
@@ -123,9 +131,9 @@ impl Push {
             return Ok(PushOutcome::default());
         }
         let thread_id = self.thread_id(pdu).await;
-        let read_mark =
-            pdu.state_key.is_none().then(|| (pdu.sender.to_string(), room.room_id.to_string(), thread_id.clone()));
-        let recipients = recipients(room, pdu);
+        let read_mark = (pdu.state_key.is_none() && pdu.sender.server_name() == self.server_name)
+            .then(|| (pdu.sender.to_string(), room.room_id.to_string(), thread_id.clone()));
+        let recipients = recipients(room, pdu, &self.server_name);
         if recipients.is_empty() {
             return Ok(PushOutcome { read_mark, ..PushOutcome::default() });
         }
@@ -250,9 +258,9 @@ fn parse_push_rules(json: &str) -> Result<Ruleset> {
 }
 
 /// Local users whose rules apply to the event: the joined members other than
-/// the sender, and the local target of an invite.
-fn recipients(room: &RoomState, pdu: &Pdu) -> Vec<OwnedUserId> {
-    let server_name = pdu.sender.server_name();
+/// the sender, and the local target of an invite. For an event received over
+/// federation these are this server's members, not the sender's.
+fn recipients(room: &RoomState, pdu: &Pdu, server_name: &ServerName) -> Vec<OwnedUserId> {
     let mut users: Vec<OwnedUserId> = room
         .local_members(server_name)
         .into_iter()
