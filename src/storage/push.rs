@@ -66,15 +66,18 @@ const READ_TYPES: &str = "('m.read', 'm.read.private')";
 
 /// A condition that is true while `user` has not read the push action row
 /// `a`: no read receipt (unthreaded, or of the row's thread) is at or after
-/// it, and the user has sent no message after it in the same thread (or,
-/// for positions stored before threads counted here, in the room).
+/// it, the user has sent no message after it in the same thread (or, for
+/// positions stored before threads counted here, in the room), and it is not
+/// older than the user's join (an invite counts until the user joins).
 fn unread(user: &str) -> String {
     format!(
         "a.stream_ordering > COALESCE((SELECT MAX(r.event_stream) FROM receipts r \
          WHERE r.room_id = a.room_id AND r.user_id = {user} AND r.receipt_type IN {READ_TYPES} \
          AND (r.thread_id = '' OR r.thread_id = a.thread_id)), 0) \
          AND a.stream_ordering > COALESCE((SELECT MAX(k.stream_ordering) FROM push_read_marks k \
-         WHERE k.user_id = {user} AND k.room_id = a.room_id AND (k.thread_id = '' OR k.thread_id = a.thread_id)), 0)"
+         WHERE k.user_id = {user} AND k.room_id = a.room_id AND (k.thread_id = '' OR k.thread_id = a.thread_id)), 0) \
+         AND a.stream_ordering > COALESCE((SELECT j.joined_stream FROM memberships j \
+         WHERE j.room_id = a.room_id AND j.user_id = {user} AND j.membership = 'join'), 0)"
     )
 }
 
@@ -196,7 +199,7 @@ pub async fn unread_counts(
         "SELECT a.room_id, a.thread_id, COUNT(*), CAST(COALESCE(SUM(a.highlight), 0) AS BIGINT) FROM ( \
          SELECT x.room_id, x.thread_id, x.stream_ordering, x.highlight FROM event_push_actions x \
          JOIN memberships m ON m.room_id = x.room_id AND m.user_id = x.user_id AND m.membership = 'join' \
-         WHERE x.user_id = $1 AND x.notify = 1 {own_room} AND {own_after} \
+         WHERE x.user_id = $1 AND x.notify = 1 {own_room} AND x.stream_ordering > m.joined_stream AND {own_after} \
          UNION ALL \
          SELECT s.room_id, s.thread_id, s.stream_ordering, s.highlight FROM memberships m \
          JOIN event_push_shared s ON s.room_id = m.room_id AND s.stream_ordering > m.joined_stream AND {shared_after} \
