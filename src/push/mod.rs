@@ -123,7 +123,7 @@ impl Push {
     /// `m.mentions.user_ids`, invites by `state_key`); the legacy display
     /// name and user name rules are no longer among them. So every joined
     /// default member whom the event does not name gets the same outcome,
-    /// and the shared row stands for all of them. A member with rules of
+    /// and the shared row applies to all of them. A member with rules of
     /// their own (a keyword, a display name rule, a muted room) is evaluated
     /// alone and gets a row only where the outcome differs.
     pub async fn evaluate(&self, room: &RoomState, pdu: &Pdu) -> Result<PushOutcome> {

@@ -1,10 +1,10 @@
 //! Push notifications: stored push actions, unread counts derived from them,
 //! and pushers.
 //!
-//! The outcome of an event is stored in two tables. `event_push_shared` holds
+//! The outcome of an event is stored in two tables. `event_push_shared` contains
 //! one row per event with the outcome of the members on the default outcome:
 //! it applies to every local member joined before the event, except its
-//! sender. `event_push_actions` holds a row per user whose outcome differs
+//! sender. `event_push_actions` contains a row per user whose outcome differs
 //! (rules of their own, a mention, a muted room) and overrides the shared
 //! row of the same event for that user; `notify = 0` marks a user whom the
 //! event does not notify. Every reader here combines both tables.
@@ -55,7 +55,7 @@ pub struct PushOutcome {
 }
 
 impl PushOutcome {
-    /// Whether the event notifies anyone, so that the gateway sender is woken.
+    /// Returns whether the event notifies anyone, so that the gateway sender is woken.
     pub fn notifies(&self) -> bool {
         self.shared.is_some() || self.users.iter().any(|a| a.notify)
     }
@@ -64,7 +64,7 @@ impl PushOutcome {
 /// Receipt types that move the read position of notification counts.
 const READ_TYPES: &str = "('m.read', 'm.read.private')";
 
-/// A condition that is true while `user` has not read the push action row
+/// Builds a condition that is true while `user` has not read the push action row
 /// `a`: no read receipt (unthreaded, or of the row's thread) is at or after
 /// it, the user has sent no message after it in the same thread (or, for
 /// positions stored before threads counted here, in the room), and it is not
@@ -81,7 +81,7 @@ fn unread(user: &str) -> String {
     )
 }
 
-/// A condition that `{alias}.stream_ordering` lies after the position up to
+/// Builds a condition that `{alias}.stream_ordering` lies after the position up to
 /// which `user` read every thread of room `room`. It repeats part of
 /// [`unread`] so that index range scans start at the read position.
 fn after_read_room(alias: &str, user: &str, room: &str) -> String {
@@ -93,7 +93,7 @@ fn after_read_room(alias: &str, user: &str, room: &str) -> String {
     )
 }
 
-/// A condition that user `user` has no row of their own for the shared row `s`.
+/// Builds a condition that user `user` has no row of their own for the shared row `s`.
 fn no_override(user: &str) -> String {
     format!("NOT EXISTS (SELECT 1 FROM event_push_actions o WHERE o.event_id = s.event_id AND o.user_id = {user})")
 }
@@ -321,7 +321,7 @@ pub async fn rooms_with_actions(pool: &AnyPool) -> Result<Vec<String>, sqlx::Err
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-/// The position up to which each joined member of a room has read every
+/// Returns the position up to which each joined member of a room has read every
 /// thread: its unthreaded read receipt or message, whichever is later (0 for none).
 pub async fn room_read_positions(pool: &AnyPool, room_id: &str) -> Result<Vec<(String, i64)>, sqlx::Error> {
     let rows = sqlx::query(
