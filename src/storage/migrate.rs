@@ -69,9 +69,15 @@ const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 10,
+        name: "e2ee_federation",
+        sqlite: include_str!("../../schema/sqlite/0010_e2ee_federation.sql"),
+        postgres: include_str!("../../schema/postgres/0010_e2ee_federation.sql"),
+    },
+    Migration {
+        version: 11,
         name: "push_shared",
-        sqlite: include_str!("../../schema/sqlite/0010_push_shared.sql"),
-        postgres: include_str!("../../schema/postgres/0010_push_shared.sql"),
+        sqlite: include_str!("../../schema/sqlite/0011_push_shared.sql"),
+        postgres: include_str!("../../schema/postgres/0011_push_shared.sql"),
     },
 ];
 
