@@ -74,10 +74,10 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../schema/postgres/0012_e2ee_federation.sql"),
     },
     Migration {
-        version: 11,
+        version: 13,
         name: "push_shared",
-        sqlite: include_str!("../../schema/sqlite/0011_push_shared.sql"),
-        postgres: include_str!("../../schema/postgres/0011_push_shared.sql"),
+        sqlite: include_str!("../../schema/sqlite/0013_push_shared.sql"),
+        postgres: include_str!("../../schema/postgres/0013_push_shared.sql"),
     },
 ];
 

@@ -593,7 +593,7 @@ mod tests {
     const BOB: &str = "@bob:example.org";
     const CAROL: &str = "@carol:example.org";
 
-    /// Unread counts as the queries before migration 11 computed them: push
+    /// Unread counts as the queries before migration 13 computed them: push
     /// actions after the user's receipts and after the user's last event in the room.
     async fn counts_before_migration(pool: &AnyPool, user: &str) -> Vec<(String, String, i64, i64)> {
         let rows = sqlx::query(
@@ -617,14 +617,14 @@ mod tests {
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(pool).await.unwrap();
     }
 
-    /// Stored counts are the same before and after migration 11: a user whose
+    /// Stored counts are the same before and after migration 13: a user whose
     /// last message in the room is after some push actions (in a thread, too)
     /// keeps them read, and receipts count as before.
     #[tokio::test]
     async fn migration_keeps_stored_counts() {
         sqlx::any::install_default_drivers();
         let pool = AnyPoolOptions::new().max_connections(1).connect("sqlite::memory:").await.unwrap();
-        migrate::run_upto(&pool, Backend::Sqlite, 10).await.unwrap();
+        migrate::run_upto(&pool, Backend::Sqlite, 12).await.unwrap();
         for user in [ALICE, BOB, CAROL] {
             exec(
                 &pool,
