@@ -159,7 +159,7 @@ impl Rooms {
         };
         // Local members get notifications for received events just as for local ones.
         let push_actions = vec![self.push.evaluate(&next, &built.pdu).await.map_err(internal)?];
-        let notifies = push_actions.iter().any(|actions| !actions.is_empty());
+        let notifies = push_actions.iter().any(crate::storage::push::PushOutcome::notifies);
         let batch = Batch {
             room_id: room_id.to_string(),
             new_room: None,
