@@ -69,9 +69,15 @@ const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 10,
+        name: "e2ee_federation",
+        sqlite: include_str!("../../schema/sqlite/0010_e2ee_federation.sql"),
+        postgres: include_str!("../../schema/postgres/0010_e2ee_federation.sql"),
+    },
+    Migration {
+        version: 13,
         name: "conversations",
-        sqlite: include_str!("../../schema/sqlite/0010_conversations.sql"),
-        postgres: include_str!("../../schema/postgres/0010_conversations.sql"),
+        sqlite: include_str!("../../schema/sqlite/0013_conversations.sql"),
+        postgres: include_str!("../../schema/postgres/0013_conversations.sql"),
     },
 ];
 

@@ -744,7 +744,7 @@ async fn metrics_survive_restart_and_migration() {
         let db = lattice::storage::Db::open(&database_url, 1).await.expect("open the database");
         sqlx::raw_sql(
             "DROP TABLE conversation_starts; DROP TABLE conversation_senders; \
-             DELETE FROM schema_migrations WHERE version = 10",
+             DELETE FROM schema_migrations WHERE name = 'conversations'",
         )
         .execute(&db.pool)
         .await
