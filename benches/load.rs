@@ -413,7 +413,8 @@ async fn bench_policy(http: &reqwest::Client) {
     let mut figures: [Vec<(f64, Duration, Duration)>; 2] = [Vec::new(), Vec::new()];
     let overhead = |open: f64, professional: f64| (professional / open - 1.0) * 100.0;
     for round in 1..=rounds {
-        for (index, (name, settings)) in [("open", &[][..]), ("professional", PROFESSIONAL_GENEROUS)].iter().enumerate() {
+        for (index, (name, settings)) in [("open", &[][..]), ("professional", PROFESSIONAL_GENEROUS)].iter().enumerate()
+        {
             let server = start_server_with(settings);
             let send = run_send(http, &server, true).await;
             let invites = run_invites(http, &server).await;
