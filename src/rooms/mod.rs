@@ -9,6 +9,7 @@ pub mod pdu;
 mod persist;
 pub mod power;
 pub mod remote;
+mod resolve;
 pub mod serialize;
 pub mod state;
 pub mod version;
@@ -283,6 +284,7 @@ impl Rooms {
             push_actions,
             txn: txn.map(|t| TxnRecord { key: t.key(), device_id: t.device_id, txn_id: t.txn_id }),
             extremities: None,
+            resolved: None,
         };
 
         // The room's next event may be built on this one as soon as it is queued:
@@ -368,6 +370,7 @@ impl Rooms {
             push_actions,
             txn: None,
             extremities: None,
+            resolved: None,
         };
         self.db.writer.write(move |w| Box::pin(persist::persist(w, batch))).await?;
         if notifies {
