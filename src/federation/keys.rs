@@ -124,6 +124,29 @@ impl Federation {
             .ok_or_else(|| KeyError::UnknownKey { server_name: server_name.to_string(), key_id: key_id.to_owned() })
     }
 
+    /// The public keys of the servers that signed `object`, as far as they
+    /// can be had; signature checks then name what is missing.
+    pub async fn signing_keys(&self, object: &CanonicalJsonObject) -> ruma::signatures::PublicKeyMap {
+        let mut map = ruma::signatures::PublicKeyMap::new();
+        let Some(CanonicalJsonValue::Object(signatures)) = object.get("signatures") else { return map };
+        for (server, signed) in signatures {
+            let (Ok(server_name), CanonicalJsonValue::Object(key_ids)) = (ServerName::parse(server), signed) else {
+                continue;
+            };
+            let mut set = ruma::signatures::PublicKeySet::new();
+            for key_id in key_ids.keys() {
+                match self.verify_key(&server_name, key_id).await {
+                    Ok(key) => {
+                        set.insert(key_id.clone(), ruma::serde::Base64::new(key));
+                    }
+                    Err(err) => tracing::info!(server, key_id, error = %err, "no key to check a PDU signature"),
+                }
+            }
+            map.insert(server.clone(), set);
+        }
+        map
+    }
+
     async fn cached_key(&self, server_name: &ServerName, key_id: &str) -> Result<Option<Vec<u8>>, KeyError> {
         let now = now_ms();
         let key =

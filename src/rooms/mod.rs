@@ -4,6 +4,7 @@
 
 pub mod builder;
 mod create;
+mod fetch;
 pub mod membership;
 pub mod pdu;
 mod persist;
@@ -62,6 +63,8 @@ pub struct Rooms {
     /// The federation sender, set once the services are built; new events go
     /// out through it to the other servers in the room.
     sender: std::sync::OnceLock<crate::federation::sender::Sender>,
+    /// The federation client, through which unknown events are fetched.
+    federation: std::sync::OnceLock<crate::federation::Federation>,
 }
 
 /// The device and transaction id of a request that appends an event, for
@@ -105,6 +108,7 @@ impl Rooms {
             known: Mutex::new(std::collections::HashSet::new()),
             txns_in_flight: Mutex::new(HashMap::new()),
             sender: std::sync::OnceLock::new(),
+            federation: std::sync::OnceLock::new(),
         }
     }
 

@@ -90,18 +90,14 @@ impl Rooms {
         let pdu = Arc::new(pdu);
         let mut after = before_state.clone();
         let replaces_state = pdu.state_key.as_ref().and_then(|key| {
-            after.insert((StateEventType::from(pdu.kind.to_string()), key.clone()), pdu.clone()).map(|p| p.event_id.clone())
+            after
+                .insert((StateEventType::from(pdu.kind.to_string()), key.clone()), pdu.clone())
+                .map(|p| p.event_id.clone())
         });
         let (state_change, state_group, chain_length) = self.state_change(&pdu, &before, &after);
         let redaction = self.received_redaction(&current, &pdu, before_state).await.map_err(internal)?;
-        let mut built = BuiltEvent {
-            pdu: pdu.clone(),
-            state_change,
-            redaction: None,
-            chain_length,
-            state_group,
-            replaces_state,
-        };
+        let mut built =
+            BuiltEvent { pdu: pdu.clone(), state_change, redaction: None, chain_length, state_group, replaces_state };
 
         // Soft fail against the current state: stored outside the timeline,
         // never shown to clients nor built upon.
@@ -152,8 +148,10 @@ impl Rooms {
         next.extremities = extremities;
         if let Some((target, redacted)) = redaction {
             if let Some(in_state) = next.find_event(&target).cloned() {
-                let redacted_pdu = Pdu::from_json(target.clone(), &redacted, room_id).map_err(|e| internal(Error::internal("redacting", e)))?;
-                let key = (StateEventType::from(in_state.kind.to_string()), in_state.state_key.clone().unwrap_or_default());
+                let redacted_pdu = Pdu::from_json(target.clone(), &redacted, room_id)
+                    .map_err(|e| internal(Error::internal("redacting", e)))?;
+                let key =
+                    (StateEventType::from(in_state.kind.to_string()), in_state.state_key.clone().unwrap_or_default());
                 next.state.insert(key, Arc::new(redacted_pdu));
             }
             built.redaction = Some((target, redacted));
@@ -222,7 +220,8 @@ impl Rooms {
             Err(err) => return Err(Rejected(format!("signature check failed: {err}"))),
         };
         let json = serde_json::to_string(&object).map_err(|e| Rejected(format!("the PDU is malformed: {e}")))?;
-        let pdu = Pdu::from_json(event_id, &json, room_id).map_err(|e| Rejected(format!("the PDU is malformed: {e}")))?;
+        let pdu =
+            Pdu::from_json(event_id, &json, room_id).map_err(|e| Rejected(format!("the PDU is malformed: {e}")))?;
         if pdu.kind == ruma::events::TimelineEventType::RoomCreate {
             return Err(Rejected("a room's create event cannot arrive in a transaction".into()));
         }
@@ -252,7 +251,8 @@ impl Rooms {
             |id: &EventId| auth_events.get(id).map(|p| &**p).or_else(|| current.find_event(id).map(|p| &**p));
         state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, fetch_event)
             .map_err(|reason| Rejected(format!("not allowed by its auth events: {reason}")))?;
-        check_against(rules, &pdu, &auth_state).map_err(|r| Rejected(format!("not allowed by its auth events: {r}")))?;
+        check_against(rules, &pdu, &auth_state)
+            .map_err(|r| Rejected(format!("not allowed by its auth events: {r}")))?;
         Ok(pdu)
     }
 
@@ -357,8 +357,8 @@ pub(super) fn event_id_of(
     object: &CanonicalJsonObject,
     rules: &ruma::room_version_rules::RoomVersionRules,
 ) -> std::result::Result<OwnedEventId, Rejected> {
-    let hash = ruma::signatures::reference_hash(object, rules)
-        .map_err(|e| Rejected(format!("the PDU is malformed: {e}")))?;
+    let hash =
+        ruma::signatures::reference_hash(object, rules).map_err(|e| Rejected(format!("the PDU is malformed: {e}")))?;
     OwnedEventId::try_from(format!("${hash}")).map_err(|e| Rejected(format!("the PDU has no valid event id: {e}")))
 }
 
@@ -388,7 +388,9 @@ fn state_changes(old: &StateMap, new: &StateMap) -> Vec<((String, String), Optio
         .filter(|(key, pdu)| old.get(*key).is_none_or(|o| o.event_id != pdu.event_id))
         .map(|((kind, key), pdu)| ((kind.to_string(), key.clone()), Some(pdu.clone())))
         .collect();
-    changes.extend(old.keys().filter(|key| !new.contains_key(*key)).map(|(kind, key)| ((kind.to_string(), key.clone()), None)));
+    changes.extend(
+        old.keys().filter(|key| !new.contains_key(*key)).map(|(kind, key)| ((kind.to_string(), key.clone()), None)),
+    );
     changes
 }
 

@@ -59,7 +59,10 @@ impl Rooms {
         let mut state = StateMap::with_capacity(entries.len());
         for ((kind, key), id) in entries {
             let Some(event) = events.get(&id) else {
-                return Err(Error::internal("loading a state group", format!("event {id} of group {group} is missing")));
+                return Err(Error::internal(
+                    "loading a state group",
+                    format!("event {id} of group {group} is missing"),
+                ));
             };
             state.insert((StateEventType::from(kind), key), event.pdu.clone());
         }
@@ -111,10 +114,8 @@ impl Rooms {
                 .collect();
         }
 
-        let chains: Vec<EventIdSet<OwnedEventId>> = states
-            .iter()
-            .map(|state| auth_chain(&graph, state.values().flat_map(|p| p.auth_events.iter())))
-            .collect();
+        let chains: Vec<EventIdSet<OwnedEventId>> =
+            states.iter().map(|state| auth_chain(&graph, state.values().flat_map(|p| p.auth_events.iter()))).collect();
         let maps: Vec<state_res::StateMap<OwnedEventId>> = states
             .iter()
             .map(|state| state.iter().map(|(key, pdu)| (key.clone(), pdu.event_id.clone())).collect())

@@ -11,7 +11,8 @@ use sqlx::{AnyConnection, AnyPool, Row};
 use super::events::StoredEvent;
 use crate::rooms::pdu::Pdu;
 
-/// Stores an outlier; a second copy of the same event is ignored.
+/// Stores an outlier. A second copy of the same event only adds the state
+/// group when the first had none.
 pub async fn insert(
     conn: &mut AnyConnection,
     pdu: &Pdu,
@@ -20,7 +21,8 @@ pub async fn insert(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO outlier_events (event_id, room_id, pdu, state_group, soft_failed) VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (event_id) DO NOTHING",
+         ON CONFLICT (event_id) DO UPDATE SET state_group = excluded.state_group \
+         WHERE outlier_events.state_group = 0",
     )
     .bind(pdu.event_id.as_str())
     .bind(pdu.room_id.as_str())
