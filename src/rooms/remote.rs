@@ -73,14 +73,14 @@ impl Rooms {
 
         // Auth against the state before the event: the resolution of the
         // states after each of its previous events.
-        let prev = self.load_any(&ids(&pdu.prev_events)).await.map_err(internal)?;
-        if prev.len() != pdu.prev_events.len() {
-            return Err(Rejected("some of the PDU's prev_events are unknown to this server".into()));
-        }
         let extends_current = same_set(&pdu.prev_events, &current.extremities);
         let before = if extends_current {
             Before { state: None, group: Some((current.state_group, current.chain_length)) }
         } else {
+            let prev = self.load_any(&ids(&pdu.prev_events)).await.map_err(internal)?;
+            if prev.len() != pdu.prev_events.len() {
+                return Err(Rejected("some of the PDU's prev_events are unknown to this server".into()));
+            }
             self.state_before(&current, &prev).await?
         };
         let before_state = before.state.as_ref().unwrap_or(&current.state);
@@ -227,13 +227,18 @@ impl Rooms {
         }
 
         // Auth against the event's own auth events.
-        let auth_events: HashMap<OwnedEventId, Arc<Pdu>> = self
-            .load_any(&ids(&pdu.auth_events))
-            .await
-            .map_err(internal)?
-            .into_iter()
-            .map(|(id, e)| (id, e.pdu))
-            .collect();
+        // Usually every auth event is in the current state, which is in memory.
+        let in_state: Vec<Arc<Pdu>> = pdu.auth_events.iter().filter_map(|id| current.find_event(id).cloned()).collect();
+        let auth_events: HashMap<OwnedEventId, Arc<Pdu>> = if in_state.len() == pdu.auth_events.len() {
+            in_state.into_iter().map(|p| (p.event_id.clone(), p)).collect()
+        } else {
+            self.load_any(&ids(&pdu.auth_events))
+                .await
+                .map_err(internal)?
+                .into_iter()
+                .map(|(id, e)| (id, e.pdu))
+                .collect()
+        };
         if auth_events.len() != pdu.auth_events.len() {
             return Err(Rejected("some of the PDU's auth_events are unknown to this server".into()));
         }
