@@ -22,10 +22,7 @@ use axum::{
 };
 use base64::{Engine, engine::general_purpose::STANDARD_NO_PAD};
 use lattice::federation::auth::authorization_header;
-use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, RoomId, UserId,
-    signatures::{Ed25519KeyPair, KeyPair},
-};
+use ruma::{CanonicalJsonObject, CanonicalJsonValue, RoomId, UserId, signatures::Ed25519KeyPair};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -117,7 +114,7 @@ async fn start_sim(ca: &TestCa) -> (Arc<Sim>, std::net::SocketAddr) {
     let addr = listener.local_addr().expect("address");
     let (stop, stopped) = watch::channel(false);
     let sim = Arc::new(Sim {
-        key: Ed25519KeyPair::from_der(&Ed25519KeyPair::generate().unwrap(), "c1".into()).unwrap(),
+        key: Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), "c1".into()).unwrap(),
         known: Mutex::default(),
         serve_missing: AtomicBool::new(true),
         _stop: stop,
