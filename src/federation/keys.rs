@@ -109,23 +109,9 @@ impl Federation {
         Ok(())
     }
 
-    /// Returns the public key `key_id` of `server_name`, valid now: from the
-    /// cache, else fetched from the server.
-    pub async fn verify_key(&self, server_name: &ServerName, key_id: &str) -> Result<Vec<u8>, KeyError> {
-        if server_name == self.inner.server_name && key_id == self.inner.key.key_id {
-            return Ok(self.inner.key.pair.public_key().to_vec());
-        }
-        if let Some(key) = self.cached_key(server_name, key_id).await? {
-            return Ok(key);
-        }
-        self.fetch_keys(server_name).await?;
-        self.cached_key(server_name, key_id)
-            .await?
-            .ok_or_else(|| KeyError::UnknownKey { server_name: server_name.to_string(), key_id: key_id.to_owned() })
-    }
-
-    /// The public keys of the servers that signed `object`, as far as they
-    /// can be had; signature checks then name what is missing.
+    /// The public keys of the servers that signed `object` (a PDU), as far
+    /// as they can be had; a key that cannot be fetched is left out, so the
+    /// signature check then fails for its server.
     pub async fn signing_keys(&self, object: &CanonicalJsonObject) -> ruma::signatures::PublicKeyMap {
         let mut map = ruma::signatures::PublicKeyMap::new();
         let Some(CanonicalJsonValue::Object(signatures)) = object.get("signatures") else { return map };
@@ -145,6 +131,21 @@ impl Federation {
             map.insert(server.clone(), set);
         }
         map
+    }
+
+    /// Returns the public key `key_id` of `server_name`, valid now: from the
+    /// cache, else fetched from the server.
+    pub async fn verify_key(&self, server_name: &ServerName, key_id: &str) -> Result<Vec<u8>, KeyError> {
+        if server_name == self.inner.server_name && key_id == self.inner.key.key_id {
+            return Ok(self.inner.key.pair.public_key().to_vec());
+        }
+        if let Some(key) = self.cached_key(server_name, key_id).await? {
+            return Ok(key);
+        }
+        self.fetch_keys(server_name).await?;
+        self.cached_key(server_name, key_id)
+            .await?
+            .ok_or_else(|| KeyError::UnknownKey { server_name: server_name.to_string(), key_id: key_id.to_owned() })
     }
 
     async fn cached_key(&self, server_name: &ServerName, key_id: &str) -> Result<Option<Vec<u8>>, KeyError> {

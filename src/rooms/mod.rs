@@ -5,6 +5,8 @@
 pub mod builder;
 mod create;
 mod fetch;
+pub mod invite;
+mod join;
 pub mod membership;
 pub mod pdu;
 mod persist;
@@ -63,8 +65,6 @@ pub struct Rooms {
     /// The federation sender, set once the services are built; new events go
     /// out through it to the other servers in the room.
     sender: std::sync::OnceLock<crate::federation::sender::Sender>,
-    /// The federation client, through which unknown events are fetched.
-    federation: std::sync::OnceLock<crate::federation::Federation>,
 }
 
 /// The device and transaction id of a request that appends an event, for
@@ -108,7 +108,6 @@ impl Rooms {
             known: Mutex::new(std::collections::HashSet::new()),
             txns_in_flight: Mutex::new(HashMap::new()),
             sender: std::sync::OnceLock::new(),
-            federation: std::sync::OnceLock::new(),
         }
     }
 
@@ -148,6 +147,15 @@ impl Rooms {
                 tracing::warn!(error = %err, destination = %server, "could not queue an EDU");
             }
         }
+    }
+
+    /// The federation service, for the requests that membership changes
+    /// across servers make.
+    fn federation(&self) -> Result<&crate::federation::Federation> {
+        self.sender
+            .get()
+            .map(|sender| sender.federation())
+            .ok_or_else(|| Error::internal("reaching another server", "the federation sender is not set"))
     }
 
     pub fn server_name(&self) -> &ruma::ServerName {
@@ -234,6 +242,21 @@ impl Rooms {
         draft: EventDraft,
         txn: Option<TxnContext>,
     ) -> Result<OwnedEventId> {
+        self.append_countersigned(room_id, sender, draft, txn, None).await
+    }
+
+    /// Appends one event like [`Rooms::append`]; with `remote_invitee`, the
+    /// event is an invite of that user of another server, which that server
+    /// countersigns before the event is stored (the room lock is held
+    /// meanwhile, so that the invite stays on top of the room).
+    async fn append_countersigned(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        draft: EventDraft,
+        txn: Option<TxnContext>,
+        remote_invitee: Option<&UserId>,
+    ) -> Result<OwnedEventId> {
         let slot = self.slot(room_id);
         let mut guard = slot.lock().await;
 
@@ -275,6 +298,11 @@ impl Rooms {
             }
             built.redaction = Some((target, redacted));
         }
+        if let Some(invitee) = remote_invitee {
+            let countersigned = Arc::new(self.countersign_invite(current, &built.pdu, invitee).await?);
+            next.state.insert((StateEventType::RoomMember, invitee.to_string()), countersigned.clone());
+            built.pdu = countersigned;
+        }
 
         let event_id = built.pdu.event_id.clone();
         let outbound = built.pdu.clone();
@@ -289,6 +317,7 @@ impl Rooms {
             txn: txn.map(|t| TxnRecord { key: t.key(), device_id: t.device_id, txn_id: t.txn_id }),
             extremities: None,
             resolved: None,
+            require_prev: true,
         };
 
         // The room's next event may be built on this one as soon as it is queued:
@@ -375,6 +404,7 @@ impl Rooms {
             txn: None,
             extremities: None,
             resolved: None,
+            require_prev: true,
         };
         self.db.writer.write(move |w| Box::pin(persist::persist(w, batch))).await?;
         if notifies {

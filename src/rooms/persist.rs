@@ -32,6 +32,10 @@ pub struct Batch {
     /// The room's forward extremities after the batch; `None` for local
     /// events, which form a single chain ending in the batch's last event.
     pub extremities: Option<Vec<String>>,
+    /// Whether each event's first previous event must already be stored.
+    /// False for the state of a room that this server joins through
+    /// another server, whose earlier events it does not have.
+    pub require_prev: bool,
     /// For received events: how the room's current state changes, which
     /// state resolution decides, instead of each state event of the batch
     /// replacing its entry.
@@ -85,7 +89,7 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
                 state_group: event.state_group,
                 // A received event's predecessors may be outliers; the room
                 // lock is held until it commits, so nothing builds on it early.
-                require_prev: if remote { None } else { pdu.prev_events.first().map(|id| id.as_str()) },
+                require_prev: pdu.prev_events.first().map(|id| id.as_str()).filter(|_| batch.require_prev && !remote),
                 replaces_state: event.replaces_state.as_ref().map(|id| id.as_str()),
                 txn: txn_ids.map(|t| (t.txn_id.as_str(), t.device_id.as_str(), t.key.as_str())),
             },

@@ -69,9 +69,15 @@ const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 10,
+        name: "remote_invites",
+        sqlite: include_str!("../../schema/sqlite/0010_remote_invites.sql"),
+        postgres: include_str!("../../schema/postgres/0010_remote_invites.sql"),
+    },
+    Migration {
+        version: 11,
         name: "outliers",
-        sqlite: include_str!("../../schema/sqlite/0010_outliers.sql"),
-        postgres: include_str!("../../schema/postgres/0010_outliers.sql"),
+        sqlite: include_str!("../../schema/sqlite/0011_outliers.sql"),
+        postgres: include_str!("../../schema/postgres/0011_outliers.sql"),
     },
 ];
 
