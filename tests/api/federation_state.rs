@@ -5,7 +5,7 @@
 //! The other server, `c.lattice.test`, is simulated by the test: a TLS
 //! stand-in on 127.0.0.1 that publishes a signing key the test holds, signs
 //! the PDUs the test builds, and answers `/get_missing_events`,
-//! `/state_ids` and `/event` from the events the test gave it.
+//! `/state_ids` and `/event` with the events the test stored in it.
 
 use std::{
     collections::HashMap,
@@ -30,7 +30,7 @@ use crate::harness::{Client, TestCa, TestServer, backends, encode, timeline};
 
 const C: &str = "c.lattice.test";
 
-/// What the simulated server knows and how it answers.
+/// The events the simulated server has and serves.
 #[derive(Default)]
 struct Known {
     events: HashMap<String, Value>,
@@ -159,7 +159,7 @@ impl Setup {
     }
 
     /// Builds and signs a PDU of `c` on top of `prev`, with the auth events
-    /// that a's current state gives (`auth_from`), and lets the stand-in know it.
+    /// that a's current state gives, and stores it in the stand-in.
     async fn pdu(
         &self,
         kind: &str,
@@ -270,7 +270,7 @@ fn bodies(sync: &Value, room: &RoomId) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn unknown_prev_events_are_fetched_with_get_missing_events() {
+async fn missing_prev_events_fetched_from_origin() {
     for backend in backends() {
         let s = setup(&backend).await;
         let join = s.join_carol().await;
@@ -280,7 +280,7 @@ async fn unknown_prev_events_are_fetched_with_get_missing_events() {
         let (two, _) = s.message("two", std::slice::from_ref(&one), depth + 2).await;
         let (three, pdu) = s.message("three", std::slice::from_ref(&two), depth + 3).await;
 
-        // Only the newest arrives; a asks c for the two before it.
+        // Only the newest arrives, so a requests the two before it from c.
         let results = s.send("t1", vec![pdu]).await;
         assert_eq!(results[&three], json!({}), "{results}");
         let sync = s.alice.sync(&format!("since={since}")).await;
@@ -290,7 +290,7 @@ async fn unknown_prev_events_are_fetched_with_get_missing_events() {
 }
 
 #[tokio::test]
-async fn a_remaining_gap_is_filled_from_the_state_at_the_missing_event() {
+async fn gap_filled_from_state_at_missing_event() {
     for backend in backends() {
         let s = setup(&backend).await;
         s.sim.serve_missing.store(false, Ordering::SeqCst);
@@ -327,7 +327,7 @@ async fn a_remaining_gap_is_filled_from_the_state_at_the_missing_event() {
 }
 
 #[tokio::test]
-async fn a_redaction_from_another_server_redacts_the_event_for_local_clients() {
+async fn remote_redaction_redacts_for_local_clients() {
     for backend in backends() {
         let s = setup(&backend).await;
         let join = s.join_carol().await;
@@ -375,7 +375,7 @@ async fn a_redaction_from_another_server_redacts_the_event_for_local_clients() {
 }
 
 #[tokio::test]
-async fn an_event_that_fails_against_the_current_state_is_soft_failed() {
+async fn event_failing_current_state_soft_failed() {
     for backend in backends() {
         let s = setup(&backend).await;
         s.join_carol().await;
@@ -412,7 +412,7 @@ async fn an_event_that_fails_against_the_current_state_is_soft_failed() {
 }
 
 #[tokio::test]
-async fn concurrent_power_level_changes_resolve_with_state_resolution() {
+async fn power_level_fork_resolved() {
     for backend in backends() {
         let s = setup(&backend).await;
         s.join_carol().await;
@@ -436,7 +436,7 @@ async fn concurrent_power_level_changes_resolve_with_state_resolution() {
         assert_eq!(status, 200, "{body}");
         assert_eq!(s.send("t1", vec![pdu]).await[&carol_levels], json!({}));
 
-        // Both are forward extremities, and the resolved state holds carol's
+        // Both are forward extremities, and the resolved state contains carol's
         // event: alice's comes first in the resolution's power ordering
         // (greater power, or the same and an earlier timestamp), so carol's,
         // which is allowed on top of it, replaces it.
@@ -457,7 +457,7 @@ async fn concurrent_power_level_changes_resolve_with_state_resolution() {
     }
 }
 
-/// The state of a room as a client of one server reads it: `(type, state_key, event_id)`, sorted.
+/// Reads the state of a room as a client of one server sees it: `(type, state_key, event_id)`, sorted.
 async fn state_ids_of(client: &Client, room: &str) -> Vec<(String, String, String)> {
     let (status, state) = client.get(&format!("/_matrix/client/v3/rooms/{}/state", encode(room))).await;
     assert_eq!(status, 200, "{state}");
@@ -483,7 +483,7 @@ async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
 }
 
 #[tokio::test]
-async fn concurrent_power_level_changes_from_two_servers_resolve_to_the_same_state_on_both() {
+async fn power_level_fork_same_on_both_servers() {
     for backend in backends() {
         let ca = TestCa::new();
         let mut servers = TestServer::start_federated(&backend, &ca, &["a.lattice.test", "b.lattice.test"], |config| {
@@ -540,7 +540,7 @@ async fn concurrent_power_level_changes_from_two_servers_resolve_to_the_same_sta
 
         // When both were built on the same event (the usual case), the fork
         // was resolved: alice, the creator, outranks bob, so her change comes
-        // first in the power ordering and bob's, allowed on top of it, stands.
+        // first in the power ordering and bob's, allowed on top of it, wins.
         let a_pdu = has(&a, a_event).await.unwrap();
         let b_pdu = has(&a, b_event).await.unwrap();
         if a_pdu.pdu.prev_events == b_pdu.pdu.prev_events {
