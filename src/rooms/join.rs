@@ -356,6 +356,7 @@ impl Rooms {
             txn: None,
             extremities: Some(vec![join.event_id.to_string()]),
             require_prev: false,
+            resolved: None,
         };
         let outcome = self.db.writer.write(move |w| Box::pin(persist::persist(w, batch))).await;
         if let Err(err) = outcome {

@@ -4,6 +4,7 @@
 
 pub mod builder;
 mod create;
+mod fetch;
 pub mod invite;
 mod join;
 mod knock;
@@ -12,6 +13,7 @@ pub mod pdu;
 mod persist;
 pub mod power;
 pub mod remote;
+mod resolve;
 pub mod serialize;
 pub mod state;
 pub mod version;
@@ -315,6 +317,7 @@ impl Rooms {
             push_actions,
             txn: txn.map(|t| TxnRecord { key: t.key(), device_id: t.device_id, txn_id: t.txn_id }),
             extremities: None,
+            resolved: None,
             require_prev: true,
         };
 
@@ -401,6 +404,7 @@ impl Rooms {
             push_actions,
             txn: None,
             extremities: None,
+            resolved: None,
             require_prev: true,
         };
         self.db.writer.write(move |w| Box::pin(persist::persist(w, batch))).await?;

@@ -14,6 +14,7 @@ pub mod knocks;
 pub mod media;
 pub mod migrate;
 pub mod outbox;
+pub mod outliers;
 pub mod push;
 pub mod receipts;
 pub mod rooms;
