@@ -151,7 +151,7 @@ class LatticeServer:
         # LATTICE_* variables set the same keys as the config file, so the child gets none of them.
         env = {key: value for key, value in os.environ.items() if not key.startswith("LATTICE_")}
         env["NO_COLOR"] = "1"
-        env.setdefault("RUST_LOG", "info,lattice::federation=debug,lattice::api::federation=debug")
+        env.setdefault("RUST_LOG", "info,ruma_state_res=warn,lattice::federation=debug,lattice::api::federation=debug")
         with open(self.log_path, "ab") as log:
             log.write(f"\n===== start {time.strftime('%H:%M:%S')} =====\n".encode())
             log.flush()
