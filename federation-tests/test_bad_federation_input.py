@@ -125,11 +125,7 @@ def _assert_never_shown(room: Room, event_id: str, body: str) -> None:
     alice = room.alice
     for event in alice.messages(room.room_id):
         assert event.get("content", {}).get("body") != body, event
-    initial = MatrixClient(alice.base_url, alice.user_id, alice.access_token, alice.device_id)
-    try:
-        timeline = initial.sync()["rooms"]["join"][room.room_id]["timeline"]["events"]
-    finally:
-        initial.close()
+    timeline = alice.initial_sync()["rooms"]["join"][room.room_id]["timeline"]["events"]
     for event in timeline:
         assert event.get("content", {}).get("body") != body, event
     response = alice.request("GET", f"/_matrix/client/v3/rooms/{room.room_id}/event/{event_id}")

@@ -161,6 +161,10 @@ class MatrixClient:
         self.next_batch = response["next_batch"]
         return response
 
+    def initial_sync(self) -> dict[str, Any]:
+        """A `/sync` without a token, as a freshly started client makes; the client's own token is kept."""
+        return self.call("GET", "/_matrix/client/v3/sync", params={"timeout": 0})
+
     def sync_until(
         self,
         find: Callable[[dict[str, Any]], FoundT | None],
