@@ -44,7 +44,7 @@ pub enum Received {
 #[derive(Debug)]
 pub struct Rejected(pub String);
 
-type StateMap = HashMap<(StateEventType, String), Arc<Pdu>>;
+pub(super) type StateMap = HashMap<(StateEventType, String), Arc<Pdu>>;
 
 impl Rooms {
     /// Runs the checks on receipt of one PDU of `room_id` and persists it when
@@ -167,6 +167,7 @@ impl Rooms {
             push_actions,
             txn: None,
             extremities: Some(next.extremities.iter().map(|id| id.to_string()).collect()),
+            require_prev: true,
         };
         let outcome = self.db.writer.write(move |w| Box::pin(persist::persist(w, batch))).await;
         if let Err(err) = outcome {
@@ -215,7 +216,7 @@ impl Rooms {
     }
 }
 
-fn check_against(
+pub(super) fn check_against(
     rules: &ruma::room_version_rules::RoomVersionRules,
     pdu: &Pdu,
     state: &StateMap,
