@@ -3,8 +3,8 @@
 A scripted server on 127.0.0.5 (the test plays it: its own signing key, key
 endpoint over TLS, hand-made PDUs) joins alice's public room on server A as
 @mallory. It then sends transactions with one broken PDU each, followed by a
-valid message. The Lattice server must refuse each broken PDU as the
-Server-Server API's "Checks performed on receipt of a PDU" say, while the
+valid message. The Lattice server must reject each broken PDU as the
+Server-Server API's "Checks performed on receipt of a PDU" require, while the
 valid message that follows still arrives:
 
 - a bad signature: rejected;
@@ -59,7 +59,7 @@ def scripted(ca: TestCA) -> Iterator[ScriptedServer]:
 
 @dataclass
 class Room:
-    """alice's room on server A, as the scripted server knows it after mallory joined."""
+    """Alice's room on server A, with the event ids that the scripted server builds on after mallory joined."""
 
     room_id: str
     alice: MatrixClient
@@ -111,7 +111,7 @@ def _message(room: Room, scripted: ScriptedServer, body: str, **overrides: Any) 
 
 
 def _send_valid(room: Room, scripted: ScriptedServer, server: LatticeServer, body: str) -> str:
-    """Send a correct message from mallory, check that alice sees it, and make it the latest event."""
+    """Send a correct message from mallory, check that alice receives it, and make it the latest event."""
     event_id, event = pdu.finish(_message(room, scripted, body), scripted.server_name, scripted.key)
     results = scripted.send_transaction(server.server_name, [event])
     assert results.get(event_id) == {}, results
@@ -132,7 +132,8 @@ def _assert_never_shown(room: Room, event_id: str, body: str) -> None:
     if response.status_code == 200:
         assert "body" not in response.json().get("content", {}), response.json()
     else:
-        assert response.status_code == 404 and response.json()["errcode"] == "M_NOT_FOUND", response.text
+        assert response.status_code == 404, response.text
+        assert response.json()["errcode"] == "M_NOT_FOUND", response.text
 
 
 def test_valid_events_from_the_scripted_server_arrive(server_a: LatticeServer, scripted: ScriptedServer) -> None:
@@ -160,7 +161,7 @@ def test_wrong_content_hash_is_stored_redacted(server_a: LatticeServer, scripted
     event = _message(room, scripted, "the body that was hashed")
     event_id, event = pdu.finish(event, scripted.server_name, scripted.key)
     # The signature covers the redacted event, which has no body, so it still
-    # verifies; only the content hash tells that the body was changed.
+    # verifies; only the content hash shows that the body was changed.
     body = "a body changed after hashing"
     event["content"]["body"] = body
     assert pdu.event_id(event) == event_id
@@ -172,9 +173,7 @@ def test_wrong_content_hash_is_stored_redacted(server_a: LatticeServer, scripted
     _assert_never_shown(room, event_id, "the body that was hashed")
 
 
-def test_sender_of_another_server_is_rejected(
-    server_a: LatticeServer, scripted: ScriptedServer, tmp_path: Path, ca: TestCA
-) -> None:
+def test_sender_of_another_server_is_rejected(server_a: LatticeServer, scripted: ScriptedServer) -> None:
     room = _join_as_mallory(server_a, scripted)
     # alice is a real user of server A; only A could sign an event she sends.
     body = "pretending to be alice"
@@ -216,7 +215,7 @@ def test_event_that_fails_authorization_is_rejected(server_a: LatticeServer, scr
     assert all(e["event_id"] != event_id for e in room.alice.messages(room.room_id))
 
 
-def test_event_allowed_only_before_a_ban_is_soft_failed(server_a: LatticeServer, scripted: ScriptedServer) -> None:
+def test_pre_ban_branch_is_soft_failed(server_a: LatticeServer, scripted: ScriptedServer) -> None:
     room = _join_as_mallory(server_a, scripted)
     _send_valid(room, scripted, server_a, "before the ban")
     room.alice.ban(room.room_id, room.mallory, reason="spam")

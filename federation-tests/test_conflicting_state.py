@@ -2,7 +2,7 @@
 
 A fork is made deterministic by keeping the two writers apart: server B is
 stopped while alice (A) changes the room, then A is stopped while bob (B)
-changes it from the state he knows, and then both run again. Server C sees
+changes it from the state his server has, and then both run again. Server C sees
 both branches as they happen. The spec's state resolution (room version 12)
 then has to give every server the same answer, which each user reads from
 `/state`, `/members` and `/sync`.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.client import MatrixClient, ephemeral_events, joined_events
+from harness.client import MatrixClient, ephemeral_events
 from harness.lattice import LatticeServer
 
 pytestmark = pytest.mark.lattice_policy(name="professional")
@@ -18,7 +18,9 @@ pytestmark = pytest.mark.lattice_policy(name="professional")
 CONNECTIONS = "/_matrix/client/unstable/dev.lattice.connections"
 
 
-def _typing_users(client: MatrixClient, room_id: str):
+def _typing_users(room_id: str):
+    """Return a sync_until finder for the user ids of the room's latest `m.typing` event."""
+
     def find(response):
         for event in ephemeral_events(response, room_id):
             if event["type"] == "m.typing":
@@ -44,7 +46,7 @@ def _open_request(servers: list[LatticeServer]) -> tuple[MatrixClient, MatrixCli
 def test_bob_accepts_and_they_talk_both_ways(servers: list[LatticeServer]) -> None:
     alice, bob, room_id = _open_request(servers)
 
-    # Until bob answers, it is a pending request on both sides.
+    # Until bob accepts, it is a pending request on both sides.
     assert [(r["user_id"], r["room_id"]) for r in alice.call("GET", CONNECTIONS + "/requests")["outgoing"]] == [
         (bob.user_id, room_id)
     ]
@@ -86,12 +88,12 @@ def test_typing_and_read_receipts_cross_servers(servers: list[LatticeServer]) ->
     alice.wait_for_membership(room_id, bob.user_id, "join")
 
     alice.typing(room_id, True)
-    assert bob.sync_until(
-        lambda r: (users := _typing_users(bob, room_id)(r)) and alice.user_id in users and users,
-        "alice typing",
-    ) == [alice.user_id]
+    typing = bob.sync_until(_typing_users(room_id), "alice typing")
+    assert typing == [alice.user_id]
+
     alice.typing(room_id, False)
-    bob.sync_until(lambda r: (users := _typing_users(bob, room_id)(r)) == [] or None, "alice stop typing")
+    typing = bob.sync_until(_typing_users(room_id), "alice no longer typing")
+    assert typing == []
 
     event_id = alice.send_text(room_id, "Did you read this?")
     bob.wait_for_text(room_id, "Did you read this?")
@@ -109,7 +111,7 @@ def test_typing_and_read_receipts_cross_servers(servers: list[LatticeServer]) ->
     assert isinstance(receipt["ts"], int) and receipt["ts"] > 0
 
 
-def test_display_name_change_is_seen_on_the_other_server(servers: list[LatticeServer]) -> None:
+def test_display_name_change_crosses_servers(servers: list[LatticeServer]) -> None:
     alice, bob, room_id = _open_request(servers)
     bob.join(room_id, via=[servers[0].server_name])
     alice.wait_for_membership(room_id, bob.user_id, "join")

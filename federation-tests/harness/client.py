@@ -28,7 +28,7 @@ def _q(value: str) -> str:
 
 
 class MatrixError(AssertionError):
-    """A Client-Server call answered with an error status."""
+    """An error response (HTTP 4xx or 5xx) to a Client-Server call."""
 
     def __init__(self, response: httpx.Response) -> None:
         self.status = response.status_code
@@ -123,12 +123,12 @@ class MatrixClient:
         return self.call("GET", f"/_matrix/client/v3/rooms/{_q(room_id)}/joined_members")["joined"]
 
     def members(self, room_id: str) -> dict[str, str]:
-        """User id to membership, from `/members`."""
+        """Return the membership of each user in the room, from `/members`."""
         chunk = self.call("GET", f"/_matrix/client/v3/rooms/{_q(room_id)}/members")["chunk"]
         return {event["state_key"]: event["content"]["membership"] for event in chunk}
 
     def messages(self, room_id: str, limit: int = 100) -> list[dict[str, Any]]:
-        """The room's timeline, oldest first, read backwards from the end with `/messages`."""
+        """Return the room's timeline, oldest first, read backwards from the end with `/messages`."""
         params = {"dir": "b", "limit": limit}
         chunk = self.call("GET", f"/_matrix/client/v3/rooms/{_q(room_id)}/messages", params=params)["chunk"]
         return list(reversed(chunk))
@@ -151,7 +151,7 @@ class MatrixClient:
     # -- sync -----------------------------------------------------------------
 
     def sync(self, timeout_ms: int = 0, full_state: bool = False) -> dict[str, Any]:
-        """One incremental `/sync` from the last token this client saw."""
+        """Run one incremental `/sync` from the last token of this client, and keep the new token."""
         params: dict[str, Any] = {"timeout": timeout_ms}
         if self.next_batch is not None:
             params["since"] = self.next_batch
@@ -162,7 +162,7 @@ class MatrixClient:
         return response
 
     def initial_sync(self) -> dict[str, Any]:
-        """A `/sync` without a token, as a freshly started client makes; the client's own token is kept."""
+        """Run a `/sync` without a token, as a newly started client does. The client's own token stays."""
         return self.call("GET", "/_matrix/client/v3/sync", params={"timeout": 0})
 
     def sync_until(

@@ -60,7 +60,7 @@ def _b64_url(data: bytes) -> str:
 
 
 def redact(event: dict[str, Any]) -> dict[str, Any]:
-    """The redacted form of an event (room version 11 rules)."""
+    """Return the redacted form of an event (room version 11 rules)."""
     redacted = {key: copy.deepcopy(value) for key, value in event.items() if key in _KEPT_TOP_LEVEL}
     content = event.get("content", {})
     event_type = event.get("type")
@@ -77,13 +77,13 @@ def redact(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def content_hash(event: dict[str, Any]) -> str:
-    """SHA-256 of the event without `unsigned`, `signatures` and `hashes` ("Calculating the content hash")."""
+    """Compute the SHA-256 content hash over the event without `unsigned`, `signatures` and `hashes`."""
     stripped = {key: value for key, value in event.items() if key not in ("unsigned", "signatures", "hashes")}
     return _b64(hashlib.sha256(canonicaljson.encode_canonical_json(stripped)).digest())
 
 
 def event_id(event: dict[str, Any]) -> str:
-    """The reference hash of the event as an event id (room versions 4 and later)."""
+    """Compute the event id: the reference hash of the event (room versions 4 and later)."""
     redacted = redact(event)
     redacted.pop("signatures", None)
     redacted.pop("unsigned", None)

@@ -2,8 +2,8 @@
 
 It listens on its own loopback address over TLS (a certificate from the test
 CA), publishes a signing key at `/_matrix/key/v2/server`, accepts the
-transactions that Lattice servers send it, and answers everything else with
-404 `M_UNRECOGNIZED`. Outbound, it signs its requests with `X-Matrix` and
+transactions that Lattice servers send it, and responds to every other request
+with 404 `M_UNRECOGNIZED`. Outbound, it signs its requests with `X-Matrix` and
 sends PDUs that it builds with `harness.pdu`, correct or broken on purpose.
 """
 
