@@ -133,10 +133,8 @@ impl Rooms {
     #[tracing::instrument(skip_all, fields(%origin, room_id = %invite.room_id, event_id = %invite.event_id))]
     pub async fn receive_invite(&self, origin: &ServerName, invite: InboundInvite) -> Result<CanonicalJsonObject> {
         let InboundInvite { room_id, event_id, room_version, event: mut object, invite_room_state } = invite;
-        let version = RoomVersionId::try_from(room_version.as_str())
-            .ok()
-            .filter(version::is_supported)
-            .ok_or_else(|| {
+        let version =
+            RoomVersionId::try_from(room_version.as_str()).ok().filter(version::is_supported).ok_or_else(|| {
                 let mut error = Error::new(
                     ErrorKind::IncompatibleRoomVersion,
                     format!("room version {room_version:?} is not supported by this server"),

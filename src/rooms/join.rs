@@ -82,25 +82,27 @@ impl Rooms {
     ) -> Result<RemoteMembership> {
         let federation = self.federation()?;
         let what = format!("the {membership} of {user}");
-        let mut path =
-            format!("/_matrix/federation/v1/make_{membership}/{}/{}", segment(room_id.as_str()), segment(user.as_str()));
+        let mut path = format!(
+            "/_matrix/federation/v1/make_{membership}/{}/{}",
+            segment(room_id.as_str()),
+            segment(user.as_str())
+        );
         if membership != "leave" {
             let versions: Vec<String> = version::SUPPORTED.iter().map(|v| format!("ver={v}")).collect();
             path = format!("{path}?{}", versions.join("&"));
         }
-        let template =
-            federation.send_json(server, Method::GET, &path, None, true).await.map_err(|e| remote_error(server, &what, e))?;
+        let template = federation
+            .send_json(server, Method::GET, &path, None, true)
+            .await
+            .map_err(|e| remote_error(server, &what, e))?;
         let version_text = template["room_version"].as_str().unwrap_or("1");
-        let version = RoomVersionId::try_from(version_text)
-            .ok()
-            .filter(version::is_supported)
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::IncompatibleRoomVersion,
-                    format!("room {room_id} has version {version_text}, which this server does not support"),
-                )
-                .with_status(http::StatusCode::BAD_REQUEST)
-            })?;
+        let version = RoomVersionId::try_from(version_text).ok().filter(version::is_supported).ok_or_else(|| {
+            Error::new(
+                ErrorKind::IncompatibleRoomVersion,
+                format!("room {room_id} has version {version_text}, which this server does not support"),
+            )
+            .with_status(http::StatusCode::BAD_REQUEST)
+        })?;
         let rules = version::rules(&version).ok_or_else(|| Error::internal("a remote membership", "no rules"))?;
 
         let mut event = template["event"].clone();
@@ -167,7 +169,9 @@ impl Rooms {
         extra.remove("membership");
         let mut last_error = None;
         for server in servers.iter().filter(|s| **s != self.server_name) {
-            let outcome = match self.remote_membership(room_id, user, "join", std::slice::from_ref(server), extra.clone()).await
+            let outcome = match self
+                .remote_membership(room_id, user, "join", std::slice::from_ref(server), extra.clone())
+                .await
             {
                 Ok(done) => self.complete_join(room_id, user, done).await,
                 Err(err) => Err(err),
@@ -178,7 +182,9 @@ impl Rooms {
             }
         }
         Err(last_error.unwrap_or_else(|| {
-            Error::not_found(format!("room {room_id} is not known to this server and no server to join it through was given"))
+            Error::not_found(format!(
+                "room {room_id} is not known to this server and no server to join it through was given"
+            ))
         }))
     }
 
@@ -241,7 +247,8 @@ impl Rooms {
         let fetch_event = |id: &EventId| events.get(id).map(|p| &**p);
         state_res::check_state_independent_auth_rules(&rules.authorization, &*join, fetch_event)
             .map_err(|r| bad_answer(&server, format!("the join is not allowed: {r}")))?;
-        check_against(&rules, &join, &state).map_err(|r| bad_answer(&server, format!("the join is not allowed: {r}")))?;
+        check_against(&rules, &join, &state)
+            .map_err(|r| bad_answer(&server, format!("the join is not allowed: {r}")))?;
 
         self.store_joined_room(room_id, user, version, rules, state, join, &create).await?;
         tracing::info!(%room_id, %server, "joined a room through another server");
@@ -307,8 +314,12 @@ impl Rooms {
         let ids: Vec<String> = room.state.values().map(|p| p.event_id.to_string()).collect();
         let stored: std::collections::HashSet<OwnedEventId> =
             storage::events::get_many(&self.db.pool, &ids).await?.into_iter().map(|e| e.pdu.event_id.clone()).collect();
-        let mut new_state: Vec<Arc<Pdu>> =
-            room.state.values().filter(|p| p.event_id != join.event_id && !stored.contains(&p.event_id)).cloned().collect();
+        let mut new_state: Vec<Arc<Pdu>> = room
+            .state
+            .values()
+            .filter(|p| p.event_id != join.event_id && !stored.contains(&p.event_id))
+            .cloned()
+            .collect();
         new_state.sort_by(|a, b| a.depth.cmp(&b.depth).then_with(|| a.event_id.cmp(&b.event_id)));
         let entries = room
             .state
@@ -350,8 +361,11 @@ impl Rooms {
         *guard = Some(Arc::new(room));
         drop(guard);
         let (room, who) = (room_id.to_string(), user.to_string());
-        if let Err(err) =
-            self.db.writer.write(move |w| Box::pin(async move { Ok(storage::invites::delete(&mut w.conn, &room, &who).await?) })).await
+        if let Err(err) = self
+            .db
+            .writer
+            .write(move |w| Box::pin(async move { Ok(storage::invites::delete(&mut w.conn, &room, &who).await?) }))
+            .await
         {
             tracing::warn!(%room_id, error = %err.message, "could not drop the invite of a joined room");
         }
@@ -384,4 +398,24 @@ fn check_auth(
         check_against(rules, pdu, &auth_state).map_err(|r| format!("{} is not allowed: {r}", pdu.event_id))?;
     }
     Ok(())
+}
+
+impl Rooms {
+    /// Whether this server takes part in the room: it knows the room and one
+    /// of its users is joined.
+    pub async fn is_resident(&self, room_id: &RoomId) -> Result<bool> {
+        Ok(self.exists(room_id).await? && self.state(room_id).await?.servers().contains(&self.server_name))
+    }
+
+    /// The server of the user who invited `user` to a room this server is
+    /// not in, when there is such an invite.
+    pub async fn remote_inviter_server(&self, room_id: &RoomId, user: &UserId) -> Result<Option<OwnedServerName>> {
+        let Some(invite) = storage::invites::get(&self.db.pool, room_id.as_str(), user.as_str()).await? else {
+            return Ok(None);
+        };
+        if self.is_resident(room_id).await? {
+            return Ok(None);
+        }
+        Ok(UserId::parse(invite.sender.as_str()).ok().map(|sender| sender.server_name().to_owned()))
+    }
 }

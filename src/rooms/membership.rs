@@ -164,7 +164,12 @@ impl Rooms {
 
     /// Copies the user's display name and avatar into new member content; keeps
     /// `is_direct` of a pending invite when joining it.
-    pub(super) async fn fill_profile(&self, content: &mut Value, user: &UserId, previous: Option<&Value>) -> Result<()> {
+    pub(super) async fn fill_profile(
+        &self,
+        content: &mut Value,
+        user: &UserId,
+        previous: Option<&Value>,
+    ) -> Result<()> {
         if user.server_name() == self.server_name {
             if let Some(row) = storage::users::get(&self.db.pool, user.as_str()).await? {
                 if let Some(name) = row.displayname {

@@ -4,7 +4,7 @@
 
 pub mod builder;
 mod create;
-mod invite;
+pub mod invite;
 mod join;
 pub mod membership;
 pub mod pdu;

@@ -10,8 +10,7 @@ use axum::{
     routing::put,
 };
 use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, OwnedRoomId, RoomId, ServerName, UserId,
-    signatures::PublicKeyMap,
+    CanonicalJsonObject, CanonicalJsonValue, OwnedRoomId, RoomId, ServerName, UserId, signatures::PublicKeyMap,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
