@@ -9,7 +9,7 @@ leave and see nothing after it.
 
 from __future__ import annotations
 
-from harness.client import MatrixClient, joined_events
+from harness.client import MatrixClient
 from harness.lattice import LatticeServer, wait_for_servers_to_agree
 
 
@@ -67,15 +67,9 @@ def test_leave_and_kick_reach_every_server(servers: list[LatticeServer]) -> None
         assert leave["sender"] == carol.user_id
 
     alice.kick(room_id, bob.user_id, reason="Project finished")
-    kick = bob.sync_until(
-        lambda r: next(
-            (
-                e
-                for e in joined_events(r, room_id)
-                if e["type"] == "m.room.member" and e["state_key"] == bob.user_id and e["content"]["membership"] == "leave"
-            ),
-            None,
-        ),
+    kick = bob.wait_for_event(
+        room_id,
+        lambda e: e["type"] == "m.room.member" and e["state_key"] == bob.user_id and e["content"]["membership"] == "leave",
         "bob's own kick",
     )
     assert kick["sender"] == alice.user_id

@@ -50,6 +50,10 @@ class MatrixClient:
         self.device_id = device_id
         self.http = httpx.Client(base_url=base_url, timeout=REQUEST_TIMEOUT_S, trust_env=False)
         self.next_batch: str | None = None
+        # Every state and timeline event that sync() returned, per room, in
+        # order. Waits look here first, because one /sync response can carry
+        # several awaited events and each sync moves the token past them.
+        self.seen: dict[str, list[dict[str, Any]]] = {}
 
     def close(self) -> None:
         self.http.close()
@@ -159,6 +163,9 @@ class MatrixClient:
             params["full_state"] = "true"
         response = self.call("GET", "/_matrix/client/v3/sync", params=params)
         self.next_batch = response["next_batch"]
+        for section in ("join", "leave"):
+            for room_id in response.get("rooms", {}).get(section, {}):
+                self.seen.setdefault(room_id, []).extend(joined_events(response, room_id))
         return response
 
     def initial_sync(self) -> dict[str, Any]:
@@ -191,14 +198,18 @@ class MatrixClient:
         description: str,
         timeout_s: float = WAIT_S,
     ) -> dict[str, Any]:
-        """Sync until an event matching `match` arrives in the room's joined timeline or state."""
+        """Return the first event of the room that matches, from the events seen so far or from new syncs.
 
-        def find(response: dict[str, Any]) -> dict[str, Any] | None:
-            for event in joined_events(response, room_id):
-                if match(event):
-                    return event
-            return None
+        Events count once this client's /sync returned them in the room's
+        state or timeline (as a joined or left room).
+        """
 
+        def find(_response: dict[str, Any] | None = None) -> dict[str, Any] | None:
+            return next((event for event in self.seen.get(room_id, []) if match(event)), None)
+
+        found = find()
+        if found is not None:
+            return found
         return self.sync_until(find, description, timeout_s)
 
     def wait_for_invite(self, room_id: str, timeout_s: float = WAIT_S) -> dict[str, Any]:
