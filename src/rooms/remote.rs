@@ -323,7 +323,11 @@ impl Rooms {
         });
         self.send_out(&servers, &others, std::slice::from_ref(&join)).await;
 
-        let state: Vec<Arc<Pdu>> = after.state.values().filter(|p| p.event_id != id).cloned().collect();
+        // The state before the join holds the joining user's earlier member event, such as an invite.
+        let mut state: Vec<Arc<Pdu>> = after.state.values().filter(|p| p.event_id != id).cloned().collect();
+        if let Some(earlier) = before.get(&StateEventType::RoomMember, sender.as_str()) {
+            state.push(earlier.clone());
+        }
         let mut chain: HashMap<OwnedEventId, Arc<Pdu>> = HashMap::new();
         let mut pending: Vec<OwnedEventId> =
             state.iter().chain(std::iter::once(&join)).flat_map(|p| p.auth_events.clone()).collect();
