@@ -290,9 +290,14 @@ def wait_for_servers_to_agree(
 ) -> Any:
     """Wait until view(client, room_id) returns the same value for every client, and return it."""
     clients = list(clients)
+    last: list[Any] = []
 
     def agree() -> Any:
-        values = [view(client, room_id) for client in clients]
-        return values[0] if all(value == values[0] for value in values) else None
+        last[:] = [view(client, room_id) for client in clients]
+        return last[0] if all(value == last[0] for value in last) else None
 
-    return wait_until(agree, description, timeout_s)
+    try:
+        return wait_until(agree, description, timeout_s)
+    except AssertionError as error:
+        views = "\n".join(f"  {client.user_id}: {value}" for client, value in zip(clients, last))
+        raise AssertionError(f"{error}; the last views were:\n{views}") from None
