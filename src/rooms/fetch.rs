@@ -51,11 +51,6 @@ fn segment(value: &str) -> String {
 type Fetch<T> = std::result::Result<T, String>;
 
 impl Rooms {
-    /// Connects the federation client, through which missing events are fetched.
-    pub fn set_federation(&self, federation: Federation) {
-        let _ = self.federation.set(federation);
-    }
-
     /// Receives a PDU that `origin` sent, first fetching from it the previous
     /// and auth events that are unknown here, until `deadline`.
     pub async fn receive_from(
@@ -65,7 +60,7 @@ impl Rooms {
         object: CanonicalJsonObject,
         deadline: tokio::time::Instant,
     ) -> std::result::Result<(OwnedEventId, Received), Rejected> {
-        let Some(federation) = self.federation.get() else {
+        let Ok(federation) = self.federation() else {
             return self.receive_pdu(room_id, object, &Default::default()).await;
         };
         let keys = federation.signing_keys(&object).await;

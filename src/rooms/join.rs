@@ -20,8 +20,7 @@ use super::{
     invite::{remote_error, segment},
     pdu::Pdu,
     persist::{self, Batch, NewRoom},
-    remote::check_against,
-    resolve::StateMap,
+    remote::{StateMap, check_against},
     state::RoomState,
     version,
 };

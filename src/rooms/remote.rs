@@ -22,13 +22,14 @@ use super::{
     pdu::Pdu,
     persist::{self, Batch, ResolvedState},
     power,
-    resolve::StateMap,
     state::{MAX_STATE_CHAIN, RoomState},
 };
 use crate::{
     error::{Error, Result},
     storage::{self, events::StoredEvent, writer::Stream},
 };
+
+pub(super) use super::resolve::StateMap;
 
 /// The outcome for a received PDU that passed the checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,7 +170,7 @@ impl Rooms {
             push_actions,
             txn: None,
             extremities: Some(next.extremities.iter().map(|id| id.to_string()).collect()),
-            require_prev: true,
+            require_prev: false,
             resolved: Some(ResolvedState { snapshot, changes }),
         };
         let outcome = self.db.writer.write(move |w| Box::pin(persist::persist(w, batch))).await;
