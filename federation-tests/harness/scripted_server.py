@@ -1,4 +1,4 @@
-"""A homeserver played by the test itself, to send federation input that Lattice must refuse.
+"""A homeserver played by the test itself, to send federation input that Lattice must reject.
 
 It listens on its own loopback address over TLS (a certificate from the test
 CA), publishes a signing key at `/_matrix/key/v2/server`, accepts the
