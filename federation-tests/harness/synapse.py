@@ -58,6 +58,8 @@ BLOCKED_RANGES = [
 
 # Rate limits far above what a test sends, so no test sees 429.
 UNLIMITED = {"per_second": 10000, "burst_count": 10000}
+SECRET_KEYS = ["registration_shared_secret", "macaroon_secret_key", "form_secret"]
+
 RATE_LIMIT_KEYS = [
     "rc_message",
     "rc_registration",
@@ -105,6 +107,12 @@ class Synapse:
         self.federation_url = f"https://{address}:{FEDERATION_PORT}"
         self.log_file = self.workdir / "homeserver.log"
         self.config_file = self.workdir / "homeserver.yaml"
+        self.secrets = {key: secrets.token_hex(16) for key in SECRET_KEYS}
+        self._write_config()
+
+    def set_peers(self, peers: list[str]) -> None:
+        """Change the servers this one may federate with; applies from the next start."""
+        self.peers = list(peers)
         self._write_config()
 
     def _write_config(self) -> None:
@@ -153,9 +161,9 @@ class Synapse:
             "federation_domain_whitelist": sorted(set(self.peers + [self.server_name])),
             "enable_registration": True,
             "enable_registration_without_verification": True,
-            "registration_shared_secret": secrets.token_hex(16),
-            "macaroon_secret_key": secrets.token_hex(16),
-            "form_secret": secrets.token_hex(16),
+            **self.secrets,
+            # Answer every /sync afresh: a cached answer can hide an event for two minutes.
+            "caches": {"sync_response_cache_duration": 0},
             "presence": {"enabled": True},
             "allow_public_rooms_over_federation": True,
             "allow_public_rooms_without_auth": True,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from typing import Any
-
 from urllib.parse import quote
+
+import pytest
 
 from harness.client import MatrixClient, wait_until
 
@@ -53,3 +54,55 @@ def event_by_id(client: MatrixClient, room_id: str, event_id: str) -> dict[str, 
 def state_content(client: MatrixClient, room_id: str, event_type: str, state_key: str = "") -> dict[str, Any] | None:
     response = client.request("GET", f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/state/{event_type}/{quote(state_key, safe='')}")
     return response.json() if response.status_code == 200 else None
+
+
+def converse(first: MatrixClient, second: MatrixClient, room_id: str) -> None:
+    """Exchange rich text, a reply and an edit, and check that both users read the same timeline."""
+    html = "<p>Can we meet <strong>Tuesday</strong>?</p>"
+    question_id = first.send(room_id, "m.room.message", rich_text("Can we meet Tuesday?", html))
+    question = second.wait_for_text(room_id, "Can we meet Tuesday?")
+    assert question["event_id"] == question_id
+    assert question["sender"] == first.user_id
+    assert question["content"]["formatted_body"] == html
+
+    answer_id = second.send(room_id, "m.room.message", reply(question_id, "Tuesday works"))
+    answer = first.wait_for_text(room_id, "Tuesday works")
+    assert answer["sender"] == second.user_id
+    assert answer["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == question_id
+
+    edit_id = second.send(room_id, "m.room.message", edit(answer_id, "Tuesday at 10 works"))
+    edited = first.wait_for_event(room_id, lambda event: event.get("event_id") == edit_id, "the edit")
+    assert edited["content"]["m.new_content"]["body"] == "Tuesday at 10 works"
+    assert edited["content"]["m.relates_to"] == {"rel_type": "m.replace", "event_id": answer_id}
+
+    expected = ["Can we meet Tuesday?", "Tuesday works", "* Tuesday at 10 works"]
+    assert bodies(first, room_id)[-3:] == expected
+    assert bodies(second, room_id)[-3:] == expected
+
+
+def member_content(events: list[dict[str, Any]], user_id: str) -> dict[str, Any]:
+    """Content of `user_id`'s member event among state events."""
+    for event in events:
+        if event["type"] == "m.room.member" and event["state_key"] == user_id:
+            return event["content"]
+    raise AssertionError(f"no member event of {user_id} among {[event['type'] for event in events]}")
+
+
+# Features that Lattice lacks; scenarios that need them are marked with these
+# and must fail until the feature exists.
+NEEDS_REMOTE_JOIN = pytest.mark.xfail(
+    reason="Lattice cannot join a room that lives on another server yet (make_join and send_join as the joining server)",
+    strict=True,
+)
+NEEDS_INVITES = pytest.mark.xfail(
+    reason="Lattice neither sends nor receives invites over federation yet (/invite)",
+    strict=True,
+)
+NEEDS_MISSING_EVENTS = pytest.mark.xfail(
+    reason="Lattice rejects PDUs whose prev_events it lacks, because it does not fetch missing events yet",
+    strict=True,
+)
+NEEDS_STATE_RESOLUTION = pytest.mark.xfail(
+    reason="Lattice does not resolve state between forks of a room yet",
+    strict=True,
+)
