@@ -16,9 +16,9 @@ fetches every server's keys from that server and never contacts a notary.
 from __future__ import annotations
 
 import base64
-import os
 import secrets
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -211,7 +211,10 @@ class Synapse:
         }
 
     def start(self, timeout: float = 120.0) -> None:
-        """Start the process and wait until both listeners answer."""
+        """Start the process and wait until both listeners answer.
+
+        The first start creates the database, which takes Synapse a few seconds.
+        """
         assert self.process is None, "Synapse is already running"
         stdout = open(self.workdir / "stdout.log", "ab")
         self.process = subprocess.Popen(
@@ -219,7 +222,6 @@ class Synapse:
             cwd=self.workdir,
             stdout=stdout,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "SYNAPSE_ASYNC_IO_REACTOR": "0"},
         )
         stdout.close()
         deadline = time.monotonic() + timeout
@@ -240,9 +242,12 @@ class Synapse:
         self.start()
 
     def _answers(self) -> bool:
+        verify = ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else False
         try:
-            client = httpx.get(f"{self.client_url}/_matrix/client/versions", timeout=2)
-            keys = httpx.get(f"{self.federation_url}/_matrix/key/v2/server", timeout=2, verify=False)
+            client = httpx.get(f"{self.client_url}/_matrix/client/versions", timeout=2, trust_env=False)
+            keys = httpx.get(
+                f"{self.federation_url}/_matrix/key/v2/server", timeout=2, verify=verify, trust_env=False
+            )
         except httpx.HTTPError:
             return False
         return client.status_code == 200 and keys.status_code == 200
