@@ -27,6 +27,10 @@ pub struct Batch {
     /// The room's forward extremities after the batch; `None` for local
     /// events, which form a single chain ending in the batch's last event.
     pub extremities: Option<Vec<String>>,
+    /// Whether each event's first previous event must already be stored.
+    /// False for the state of a room that this server joins through
+    /// another server, whose earlier events it does not have.
+    pub require_prev: bool,
 }
 
 /// A client request's transaction id, stored with the event it sent (whose
@@ -80,7 +84,7 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
                 pdu,
                 stream,
                 state_group: event.state_group,
-                require_prev: pdu.prev_events.first().map(|id| id.as_str()),
+                require_prev: pdu.prev_events.first().map(|id| id.as_str()).filter(|_| batch.require_prev),
                 replaces_state: event.replaces_state.as_ref().map(|id| id.as_str()),
                 txn: txn_ids.map(|t| (t.txn_id.as_str(), t.device_id.as_str(), t.key.as_str())),
             },

@@ -44,7 +44,7 @@ pub enum Received {
 #[derive(Debug)]
 pub struct Rejected(pub String);
 
-type StateMap = HashMap<(StateEventType, String), Arc<Pdu>>;
+pub(super) type StateMap = HashMap<(StateEventType, String), Arc<Pdu>>;
 
 impl Rooms {
     /// Runs the checks on receipt of one PDU of `room_id` and persists it when
@@ -167,6 +167,7 @@ impl Rooms {
             push_actions,
             txn: None,
             extremities: Some(next.extremities.iter().map(|id| id.to_string()).collect()),
+            require_prev: true,
         };
         let outcome = self.db.writer.write(move |w| Box::pin(persist::persist(w, batch))).await;
         if let Err(err) = outcome {
@@ -215,7 +216,7 @@ impl Rooms {
     }
 }
 
-fn check_against(
+pub(super) fn check_against(
     rules: &ruma::room_version_rules::RoomVersionRules,
     pdu: &Pdu,
     state: &StateMap,
@@ -239,7 +240,25 @@ impl Rooms {
     pub async fn make_join(&self, room_id: &RoomId, user: &ruma::UserId) -> Result<(String, serde_json::Value)> {
         let room = self.state(room_id).await?;
         self.policy.check_join(&room, user).await?;
-        let content = serde_json::json!({ "membership": "join" });
+        self.make_membership(room_id, user, "join").await
+    }
+
+    /// The `make_leave` template for `user` (spec: Server-Server API,
+    /// "Leaving Rooms (Rejecting Invites)").
+    pub async fn make_leave(&self, room_id: &RoomId, user: &ruma::UserId) -> Result<(String, serde_json::Value)> {
+        self.make_membership(room_id, user, "leave").await
+    }
+
+    /// An unsigned `membership` event of `user` on top of the current state,
+    /// checked against the authorization rules.
+    async fn make_membership(
+        &self,
+        room_id: &RoomId,
+        user: &ruma::UserId,
+        membership: &str,
+    ) -> Result<(String, serde_json::Value)> {
+        let room = self.state(room_id).await?;
+        let content = serde_json::json!({ "membership": membership });
         let raw = serde_json::value::to_raw_value(&content).map_err(|e| Error::internal("a join template", e))?;
         let kind = ruma::events::TimelineEventType::RoomMember;
         let auth_types =
@@ -267,7 +286,7 @@ impl Rooms {
         )
         .map_err(|e| Error::internal("a join template", e))?;
         check_against(&room.rules, &probe, &room.state)
-            .map_err(|reason| Error::forbidden(format!("{user} may not join {room_id}: {reason}")))?;
+            .map_err(|reason| Error::forbidden(format!("{user} may not {membership} {room_id}: {reason}")))?;
         Ok((room.version.to_string(), template))
     }
 
@@ -283,23 +302,7 @@ impl Rooms {
         object: CanonicalJsonObject,
         keys: &PublicKeyMap,
     ) -> Result<JoinAnswer> {
-        let field = |name: &str| object.get(name).and_then(|v| v.as_str()).map(str::to_owned);
-        let sender = field("sender").and_then(|s| ruma::UserId::parse(s).ok());
-        let Some(sender) = sender.filter(|s| s.server_name() == origin) else {
-            return Err(Error::bad_json(format!("the join event's sender must be a user of {origin}")));
-        };
-        if field("type").as_deref() != Some("m.room.member") || field("state_key").as_deref() != Some(sender.as_str()) {
-            return Err(Error::bad_json("the event must be the sender's own m.room.member event"));
-        }
-        let membership = match object.get("content") {
-            Some(CanonicalJsonValue::Object(content)) => {
-                content.get("membership").and_then(|v| v.as_str()).map(str::to_owned)
-            }
-            _ => None,
-        };
-        if membership.as_deref() != Some("join") {
-            return Err(Error::bad_json("content.membership must be join"));
-        }
+        let sender = own_member_event(origin, &object, "join")?;
         let before = self.state(room_id).await?;
         self.policy.check_join(&before, &sender).await?;
         let servers_before = before.servers();
@@ -320,7 +323,11 @@ impl Rooms {
         });
         self.send_out(&servers, &others, std::slice::from_ref(&join)).await;
 
-        let state: Vec<Arc<Pdu>> = after.state.values().filter(|p| p.event_id != id).cloned().collect();
+        // The state before the join holds the joining user's earlier member event, such as an invite.
+        let mut state: Vec<Arc<Pdu>> = after.state.values().filter(|p| p.event_id != id).cloned().collect();
+        if let Some(earlier) = before.get(&StateEventType::RoomMember, sender.as_str()) {
+            state.push(earlier.clone());
+        }
         let mut chain: HashMap<OwnedEventId, Arc<Pdu>> = HashMap::new();
         let mut pending: Vec<OwnedEventId> =
             state.iter().chain(std::iter::once(&join)).flat_map(|p| p.auth_events.clone()).collect();
@@ -337,4 +344,62 @@ impl Rooms {
         }
         Ok(JoinAnswer { state, auth_chain: chain.into_values().collect() })
     }
+
+    /// Takes a signed leave event from `origin` as the resident server (spec:
+    /// Server-Server API, `send_leave`): the checks on receipt, persisting
+    /// it, and sending it to the other servers in the room.
+    pub async fn send_leave(
+        &self,
+        origin: &ruma::ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+        object: CanonicalJsonObject,
+        keys: &PublicKeyMap,
+    ) -> Result<()> {
+        own_member_event(origin, &object, "leave")?;
+        let before = self.state(room_id).await?;
+        let servers_before = before.servers();
+        let (id, _) =
+            self.receive_pdu(room_id, object, keys).await.map_err(|Rejected(reason)| Error::forbidden(reason))?;
+        if id != event_id {
+            return Err(Error::bad_json(format!("the event id is {id}, not {event_id}")));
+        }
+        let after = self.state(room_id).await?;
+        let Some(leave) = after.find_event(&id).cloned() else {
+            return Err(Error::forbidden("the leave event was soft-failed"));
+        };
+        let servers: Vec<_> = servers_before.into_iter().filter(|s| s != origin).collect();
+        let mut others = RoomState::clone(&after);
+        others.state.retain(|(kind, key), _| {
+            *kind != StateEventType::RoomMember
+                || ruma::UserId::parse(key.as_str()).map(|u| u.server_name() != origin).unwrap_or(true)
+        });
+        self.send_out(&servers, &others, std::slice::from_ref(&leave)).await;
+        Ok(())
+    }
+}
+
+/// Checks that `object` is the `membership` event of a user of `origin`
+/// about themselves, and returns that user.
+fn own_member_event(
+    origin: &ruma::ServerName,
+    object: &CanonicalJsonObject,
+    membership: &str,
+) -> Result<ruma::OwnedUserId> {
+    let field = |name: &str| object.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+    let sender = field("sender").and_then(|s| ruma::UserId::parse(s).ok());
+    let Some(sender) = sender.filter(|s| s.server_name() == origin) else {
+        return Err(Error::bad_json(format!("the {membership} event's sender must be a user of {origin}")));
+    };
+    if field("type").as_deref() != Some("m.room.member") || field("state_key").as_deref() != Some(sender.as_str()) {
+        return Err(Error::bad_json("the event must be the sender's own m.room.member event"));
+    }
+    let actual = match object.get("content") {
+        Some(CanonicalJsonValue::Object(content)) => content.get("membership").and_then(|v| v.as_str()),
+        _ => None,
+    };
+    if actual != Some(membership) {
+        return Err(Error::bad_json(format!("content.membership must be {membership}")));
+    }
+    Ok(sender)
 }

@@ -67,6 +67,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../schema/sqlite/0009_push_actions_key.sql"),
         postgres: include_str!("../../schema/postgres/0009_push_actions_key.sql"),
     },
+    Migration {
+        version: 10,
+        name: "remote_invites",
+        sqlite: include_str!("../../schema/sqlite/0010_remote_invites.sql"),
+        postgres: include_str!("../../schema/postgres/0010_remote_invites.sql"),
+    },
 ];
 
 pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {

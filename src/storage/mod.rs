@@ -7,6 +7,7 @@ pub mod appservice;
 pub mod connections;
 pub mod e2ee;
 pub mod events;
+pub mod invites;
 pub mod key_backup;
 pub mod media;
 pub mod migrate;

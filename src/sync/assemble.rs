@@ -519,7 +519,16 @@ impl Ctx<'_> {
     }
 
     async fn invited_room(&self, room_id: &RoomId) -> Result<Value> {
-        let room = self.services.rooms.state(room_id).await?;
+        let rooms = &self.services.rooms;
+        let user = self.session.user_id.as_str();
+        // An invite to a room this server is not in comes with the state the inviting server sent.
+        if let Some(invite) = storage::invites::get(&self.services.db.pool, room_id.as_str(), user).await?
+            && !rooms.is_resident(room_id).await?
+        {
+            let events: Value = serde_json::from_str(&invite.invite_state).unwrap_or_else(|_| json!([]));
+            return Ok(json!({ "invite_state": { "events": events } }));
+        }
+        let room = rooms.state(room_id).await?;
         let mut events = Vec::new();
         for kind in [
             StateEventType::RoomCreate,

@@ -16,6 +16,7 @@ mod errors;
 mod federation_auth;
 mod federation_keys;
 mod federation_media;
+mod federation_membership;
 mod federation_query;
 mod federation_rooms;
 mod federation_sender;

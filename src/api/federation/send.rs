@@ -10,9 +10,7 @@ use axum::{
     routing::put,
 };
 use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, OwnedRoomId, RoomId, ServerName, UserId,
-    serde::Base64,
-    signatures::{PublicKeyMap, PublicKeySet},
+    CanonicalJsonObject, CanonicalJsonValue, OwnedRoomId, RoomId, ServerName, UserId, signatures::PublicKeyMap,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -114,24 +112,7 @@ async fn receive_one(services: &Services, pdu: Value) -> (Option<String>, std::r
 
 /// The public keys of the servers that signed `object`, as far as they can be had.
 pub(super) async fn signing_keys(services: &Services, object: &CanonicalJsonObject) -> PublicKeyMap {
-    let mut map = PublicKeyMap::new();
-    let Some(CanonicalJsonValue::Object(signatures)) = object.get("signatures") else { return map };
-    for (server, signed) in signatures {
-        let (Ok(server_name), CanonicalJsonValue::Object(key_ids)) = (ServerName::parse(server), signed) else {
-            continue;
-        };
-        let mut set = PublicKeySet::new();
-        for key_id in key_ids.keys() {
-            match services.federation.verify_key(&server_name, key_id).await {
-                Ok(key) => {
-                    set.insert(key_id.clone(), Base64::new(key));
-                }
-                Err(err) => tracing::info!(server, key_id, error = %err, "no key to check a PDU signature"),
-            }
-        }
-        map.insert(server.clone(), set);
-    }
-    map
+    services.federation.signing_keys(object).await
 }
 
 /// Takes one EDU into the local stores. Only users of the origin server may
