@@ -90,19 +90,15 @@ def member_content(events: list[dict[str, Any]], user_id: str) -> dict[str, Any]
 
 # Features that Lattice lacks; scenarios that need them are marked with these
 # and must fail until the feature exists.
-NEEDS_REMOTE_JOIN = pytest.mark.xfail(
-    reason="Lattice cannot join a room that lives on another server yet (make_join and send_join as the joining server)",
-    strict=True,
-)
-NEEDS_INVITES = pytest.mark.xfail(
-    reason="Lattice neither sends nor receives invites over federation yet (/invite)",
-    strict=True,
-)
-NEEDS_MISSING_EVENTS = pytest.mark.xfail(
-    reason="Lattice rejects PDUs whose prev_events it lacks, because it does not fetch missing events yet",
+NEEDS_BACKFILL = pytest.mark.xfail(
+    reason="Lattice does not backfill history from other servers yet (/backfill as the requesting server)",
     strict=True,
 )
 NEEDS_STATE_RESOLUTION = pytest.mark.xfail(
-    reason="Lattice does not resolve state between forks of a room yet",
+    reason="Lattice neither fetches the missing events of a fork nor resolves state between forks yet",
+    strict=True,
+)
+NEEDS_RECEIVED_REDACTIONS = pytest.mark.xfail(
+    reason="Lattice stores redactions received over federation but does not apply them yet",
     strict=True,
 )

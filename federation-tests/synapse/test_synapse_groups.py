@@ -11,7 +11,7 @@ from collections.abc import Callable
 from harness.client import MatrixClient
 from harness.lattice import LatticeServer
 from harness.synapse import Synapse
-from synapse_steps import NEEDS_REMOTE_JOIN, bodies, wait_for_join
+from synapse_steps import bodies, wait_for_join
 
 
 def talk_in_turn(members: list[MatrixClient], room_id: str) -> list[str]:
@@ -54,7 +54,6 @@ def test_lattice_group_with_synapse_members(lattice: LatticeServer, synapse: Syn
     assert_same_view(members, room_id, "Project Atlas", sent)
 
 
-@NEEDS_REMOTE_JOIN
 def test_synapse_group_with_lattice_members(lattice: LatticeServer, synapse: Synapse) -> None:
     sam = synapse.register("sam")
     sue = synapse.register("sue")
@@ -74,7 +73,6 @@ def test_synapse_group_with_lattice_members(lattice: LatticeServer, synapse: Syn
     assert_same_view(members, room_id, "Project Borealis", sent)
 
 
-@NEEDS_REMOTE_JOIN
 def test_group_across_synapse_and_two_lattice_servers(
     servers: list[LatticeServer], start_synapse: Callable[..., Synapse]
 ) -> None:

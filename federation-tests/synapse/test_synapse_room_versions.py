@@ -12,7 +12,7 @@ import pytest
 from harness.client import MatrixClient
 from harness.lattice import LatticeServer
 from harness.synapse import Synapse
-from synapse_steps import NEEDS_REMOTE_JOIN, bodies, wait_for_join
+from synapse_steps import bodies, wait_for_join
 
 VERSIONS = ["10", "11", "12"]
 
@@ -42,7 +42,6 @@ def test_room_created_on_lattice(lattice: LatticeServer, synapse: Synapse, versi
     check_room(alice, sam, lattice.server_name, version)
 
 
-@NEEDS_REMOTE_JOIN
 @pytest.mark.parametrize("version", VERSIONS)
 def test_room_created_on_synapse(lattice: LatticeServer, synapse: Synapse, version: str) -> None:
     alice = lattice.register("alice")
