@@ -20,7 +20,8 @@ use super::{
     invite::{remote_error, segment},
     pdu::Pdu,
     persist::{self, Batch, NewRoom},
-    remote::{StateMap, check_against},
+    remote::check_against,
+    resolve::StateMap,
     state::RoomState,
     version,
 };
@@ -350,6 +351,7 @@ impl Rooms {
             txn: None,
             extremities: Some(vec![join.event_id.to_string()]),
             require_prev: false,
+            resolved: None,
         };
         let outcome = self.db.writer.write(move |w| Box::pin(persist::persist(w, batch))).await;
         if let Err(err) = outcome {

@@ -4,6 +4,7 @@
 
 pub mod builder;
 mod create;
+mod fetch;
 pub mod invite;
 mod join;
 pub mod membership;
@@ -11,6 +12,7 @@ pub mod pdu;
 mod persist;
 pub mod power;
 pub mod remote;
+mod resolve;
 pub mod serialize;
 pub mod state;
 pub mod version;
@@ -63,6 +65,8 @@ pub struct Rooms {
     /// The federation sender, set once the services are built; new events go
     /// out through it to the other servers in the room.
     sender: std::sync::OnceLock<crate::federation::sender::Sender>,
+    /// The federation client, through which unknown events are fetched.
+    federation: std::sync::OnceLock<crate::federation::Federation>,
 }
 
 /// The device and transaction id of a request that appends an event, for
@@ -106,6 +110,7 @@ impl Rooms {
             known: Mutex::new(std::collections::HashSet::new()),
             txns_in_flight: Mutex::new(HashMap::new()),
             sender: std::sync::OnceLock::new(),
+            federation: std::sync::OnceLock::new(),
         }
     }
 
@@ -315,6 +320,7 @@ impl Rooms {
             txn: txn.map(|t| TxnRecord { key: t.key(), device_id: t.device_id, txn_id: t.txn_id }),
             extremities: None,
             require_prev: true,
+            resolved: None,
         };
 
         // The room's next event may be built on this one as soon as it is queued:
@@ -401,6 +407,7 @@ impl Rooms {
             txn: None,
             extremities: None,
             require_prev: true,
+            resolved: None,
         };
         self.db.writer.write(move |w| Box::pin(persist::persist(w, batch))).await?;
         if notifies {

@@ -73,6 +73,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../schema/sqlite/0010_remote_invites.sql"),
         postgres: include_str!("../../schema/postgres/0010_remote_invites.sql"),
     },
+    Migration {
+        version: 11,
+        name: "outliers",
+        sqlite: include_str!("../../schema/sqlite/0011_outliers.sql"),
+        postgres: include_str!("../../schema/postgres/0011_outliers.sql"),
+    },
 ];
 
 pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {

@@ -12,6 +12,7 @@ pub mod key_backup;
 pub mod media;
 pub mod migrate;
 pub mod outbox;
+pub mod outliers;
 pub mod push;
 pub mod receipts;
 pub mod rooms;

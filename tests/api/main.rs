@@ -20,6 +20,7 @@ mod federation_membership;
 mod federation_query;
 mod federation_rooms;
 mod federation_sender;
+mod federation_state;
 mod filters;
 mod key_backup;
 mod keys;

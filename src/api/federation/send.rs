@@ -23,6 +23,9 @@ use crate::{
     storage::{self, writer::Stream},
 };
 
+/// Time spent fetching missing events for one transaction, at most.
+const FETCH_BUDGET: Duration = Duration::from_secs(20);
+
 pub fn router() -> Router<Arc<Services>> {
     Router::new().route("/_matrix/federation/v1/send/{txn_id}", put(send))
 }
@@ -57,8 +60,11 @@ async fn send(
     // A repeated transaction id gets the same results again: every PDU is
     // then a duplicate, which is accepted without a second copy.
     let mut results = Map::new();
+    // Fetching missing events for the whole transaction stops at this bound,
+    // so that a failing sender still gets its answer in time.
+    let deadline = tokio::time::Instant::now() + FETCH_BUDGET;
     for pdu in txn.pdus {
-        let (event_id, outcome) = receive_one(&services, pdu).await;
+        let (event_id, outcome) = receive_one(&services, &auth.origin, pdu, deadline).await;
         let result = match outcome {
             Ok(()) => json!({}),
             Err(reason) => json!({ "error": reason }),
@@ -77,7 +83,12 @@ async fn send(
 
 /// Runs one PDU through the checks. Returns its event id, when it has one,
 /// and the error for its result.
-async fn receive_one(services: &Services, pdu: Value) -> (Option<String>, std::result::Result<(), String>) {
+async fn receive_one(
+    services: &Services,
+    origin: &ServerName,
+    pdu: Value,
+    deadline: tokio::time::Instant,
+) -> (Option<String>, std::result::Result<(), String>) {
     let object = match CanonicalJsonValue::try_from(pdu) {
         Ok(CanonicalJsonValue::Object(object)) => object,
         _ => return (None, Err("the PDU is not a canonical JSON object".into())),
@@ -97,8 +108,7 @@ async fn receive_one(services: &Services, pdu: Value) -> (Option<String>, std::r
         },
         Err(err) => return (None, Err(err.message)),
     };
-    let keys = signing_keys(services, &object).await;
-    match services.rooms.receive_pdu(&room, object, &keys).await {
+    match services.rooms.receive_from(origin, &room, object, deadline).await {
         Ok((id, outcome)) => {
             tracing::debug!(event_id = %id, ?outcome, "received a PDU");
             (Some(event_id), Ok(()))
@@ -110,7 +120,6 @@ async fn receive_one(services: &Services, pdu: Value) -> (Option<String>, std::r
     }
 }
 
-/// The public keys of the servers that signed `object`, as far as they can be had.
 pub(super) async fn signing_keys(services: &Services, object: &CanonicalJsonObject) -> PublicKeyMap {
     services.federation.signing_keys(object).await
 }
