@@ -94,11 +94,3 @@ NEEDS_BACKFILL = pytest.mark.xfail(
     reason="Lattice does not backfill history from other servers yet (/backfill as the requesting server)",
     strict=True,
 )
-NEEDS_STATE_RESOLUTION = pytest.mark.xfail(
-    reason="Lattice neither fetches the missing events of a fork nor resolves state between forks yet",
-    strict=True,
-)
-NEEDS_RECEIVED_REDACTIONS = pytest.mark.xfail(
-    reason="Lattice stores redactions received over federation but does not apply them yet",
-    strict=True,
-)

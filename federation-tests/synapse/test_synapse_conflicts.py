@@ -12,7 +12,7 @@ from __future__ import annotations
 from harness.client import MatrixClient, wait_until
 from harness.lattice import LatticeServer, wait_for_servers_to_agree
 from harness.synapse import Synapse
-from synapse_steps import NEEDS_STATE_RESOLUTION, bodies, wait_for_join
+from synapse_steps import bodies, wait_for_join
 
 
 def room_state_view(client: MatrixClient, room_id: str) -> tuple:
@@ -25,7 +25,6 @@ def room_state_view(client: MatrixClient, room_id: str) -> tuple:
     )
 
 
-@NEEDS_STATE_RESOLUTION
 def test_forked_room_converges(lattice: LatticeServer, synapse: Synapse) -> None:
     alice = lattice.register("alice")
     sam = synapse.register("sam")
