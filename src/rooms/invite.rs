@@ -1,7 +1,7 @@
 //! Invites across servers (spec: Server-Server API, "Inviting to a room",
-//! `PUT /_matrix/federation/v2/invite/{roomId}/{eventId}`): a local user's
+//! `PUT /_matrix/federation/v2/invite/{roomId}/{eventId}`). A local user's
 //! invite of another server's user is countersigned by that server before it
-//! is stored; an invite of a local user from another server is checked,
+//! is stored. An invite of a local user from another server is checked,
 //! countersigned and kept until the user joins or rejects it.
 
 use http::Method;
@@ -15,7 +15,7 @@ use super::{Rooms, pdu::Pdu, state::RoomState, version};
 use crate::{
     error::{Error, ErrorKind, Result},
     federation::FederationError,
-    storage::{self, invites::RemoteInvite, writer::Stream},
+    storage::{self, connections::MemberEvent, invites::RemoteInvite, writer::Stream},
 };
 
 /// The state events that go with an invite so that the invitee's client can
@@ -30,7 +30,7 @@ const STRIPPED_STATE: &[StateEventType] = &[
     StateEventType::RoomTopic,
 ];
 
-/// An event in the stripped form: type, state key, sender and content.
+/// Returns the stripped form of an event: type, state key, sender and content.
 pub fn stripped(pdu: &Pdu) -> Value {
     json!({
         "type": pdu.kind.to_string(),
@@ -40,11 +40,15 @@ pub fn stripped(pdu: &Pdu) -> Value {
     })
 }
 
-/// The stripped state of `room` for an invite sent by `inviter`: the events
-/// that describe the room and the inviter's own member event.
+/// Returns the stripped state events that describe `room`.
+pub fn room_summary(room: &RoomState) -> Vec<Value> {
+    STRIPPED_STATE.iter().filter_map(|kind| room.get(kind, "")).map(|pdu| stripped(pdu)).collect()
+}
+
+/// Returns the stripped state of `room` for an invite sent by `inviter`: the
+/// events that describe the room and the inviter's own member event.
 pub fn invite_state(room: &RoomState, inviter: &UserId) -> Vec<Value> {
-    let mut events: Vec<Value> =
-        STRIPPED_STATE.iter().filter_map(|kind| room.get(kind, "")).map(|pdu| stripped(pdu)).collect();
+    let mut events = room_summary(room);
     if let Some(member) = room.get(&StateEventType::RoomMember, inviter.as_str()) {
         events.push(stripped(member));
     }
@@ -56,8 +60,8 @@ pub(super) fn segment(value: &str) -> String {
     percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
-/// The error a client gets when another server could not be reached or
-/// refused a request about `what`; the message names the server.
+/// Converts the failure of a request to another server about `what` into the
+/// error a client gets. The message names the server.
 pub(super) fn remote_error(server: &ServerName, what: &str, err: FederationError) -> Error {
     match err {
         FederationError::Status { status, errcode, message, .. } if status.is_client_error() => {
@@ -67,7 +71,7 @@ pub(super) fn remote_error(server: &ServerName, what: &str, err: FederationError
                 "M_INCOMPATIBLE_ROOM_VERSION" => ErrorKind::IncompatibleRoomVersion,
                 _ => ErrorKind::Unknown,
             };
-            Error::new(kind, format!("{server} refused {what}: {errcode} {message}")).with_status(status)
+            Error::new(kind, format!("{server} rejected {what}: {errcode} {message}")).with_status(status)
         }
         other => Error::new(ErrorKind::Unknown, format!("could not reach {server} for {what}: {other}"))
             .with_status(http::StatusCode::BAD_GATEWAY),
@@ -106,7 +110,7 @@ impl Rooms {
             .await
             .map_err(|e| remote_error(server, "the invite", e))?;
         let bad = |reason: &str| {
-            Error::new(ErrorKind::Unknown, format!("{server} answered the invite wrongly: {reason}"))
+            Error::new(ErrorKind::Unknown, format!("{server} returned an invalid response to the invite: {reason}"))
                 .with_status(http::StatusCode::BAD_GATEWAY)
         };
         let signature = answer["event"]["signatures"][server.as_str()].clone();
@@ -127,9 +131,9 @@ impl Rooms {
         Pdu::from_json(pdu.event_id.clone(), &json, &room.room_id).map_err(|e| Error::internal("an invite", e))
     }
 
-    /// Takes an invite of a local user from `origin` (the inviting server):
-    /// checks it, asks the room policy, countersigns it, and keeps it for the
-    /// invitee's `/sync`. Returns the countersigned event.
+    /// Takes an invite of a local user from `origin` (the inviting server).
+    /// Checks it, consults the room policy, countersigns it and stores it for
+    /// the invitee's `/sync`. Returns the countersigned event.
     #[tracing::instrument(skip_all, fields(%origin, room_id = %invite.room_id, event_id = %invite.event_id))]
     pub async fn receive_invite(&self, origin: &ServerName, invite: InboundInvite) -> Result<CanonicalJsonObject> {
         let InboundInvite { room_id, event_id, room_version, event: mut object, invite_room_state } = invite;
@@ -205,10 +209,15 @@ impl Rooms {
                 "type": "m.room.member",
                 "state_key": invitee,
                 "sender": sender,
-                "content": Value::from(CanonicalJsonValue::Object(content)),
+                "content": Value::from(CanonicalJsonValue::Object(content.clone())),
             });
             stripped_state.retain(|e| !(e["type"] == "m.room.member" && e["state_key"] == invitee.as_str()));
             stripped_state.push(own);
+            let reason = content.get("reason").and_then(|v| v.as_str()).map(str::to_owned);
+            let origin_server_ts = match object.get("origin_server_ts") {
+                Some(CanonicalJsonValue::Integer(ts)) => i64::from(*ts),
+                _ => storage::now_ms(),
+            };
             let row = RemoteInvite {
                 room_id: room_id.to_string(),
                 user_id: invitee.to_string(),
@@ -224,6 +233,8 @@ impl Rooms {
                     Box::pin(async move {
                         let stream = w.next_position(Stream::Events);
                         storage::invites::insert(&mut w.conn, &row, storage::now_ms()).await?;
+                        // An invite ends a pending knock.
+                        storage::knocks::delete(&mut w.conn, &row.room_id, &row.user_id).await?;
                         storage::rooms::set_membership(
                             &mut w.conn,
                             &row.room_id,
@@ -233,6 +244,17 @@ impl Rooms {
                             stream,
                         )
                         .await?;
+                        // A direct invite is a connection request in the connections index.
+                        let event = MemberEvent {
+                            sender: &row.sender,
+                            target: &row.user_id,
+                            membership: "invite",
+                            is_direct,
+                            reason: reason.as_deref(),
+                            origin_server_ts,
+                        };
+                        storage::connections::apply_remote_member_event(&mut w.conn, &row.room_id, &row.sender, &event)
+                            .await?;
                         Ok(())
                     })
                 })
@@ -265,7 +287,7 @@ impl Rooms {
                 invite.event_id.clone()
             }
         };
-        let (room, who) = (room_id.to_string(), user.to_string());
+        let (room, who, inviter) = (room_id.to_string(), user.to_string(), invite.sender.clone());
         self.db
             .writer
             .write(move |w| {
@@ -273,6 +295,15 @@ impl Rooms {
                     let stream = w.next_position(Stream::Events);
                     storage::invites::delete(&mut w.conn, &room, &who).await?;
                     storage::rooms::set_membership(&mut w.conn, &room, &who, "leave", &leave_id, stream).await?;
+                    let event = MemberEvent {
+                        sender: &who,
+                        target: &who,
+                        membership: "leave",
+                        is_direct: false,
+                        reason: None,
+                        origin_server_ts: storage::now_ms(),
+                    };
+                    storage::connections::apply_remote_member_event(&mut w.conn, &room, &inviter, &event).await?;
                     Ok(())
                 })
             })

@@ -1,9 +1,9 @@
 //! Membership changes through another server, for rooms this server is not
 //! in (spec: Server-Server API, "Joining Rooms" and "Leaving Rooms"): the
 //! `make_*` template from a resident server, filled and signed here, then
-//! `send_*`. A join also takes the room's state from the answer, checks it
-//! like received PDUs, and stores it, after which the room is like any room
-//! this server is in.
+//! `send_*`. A join also takes the room's state from the `send_join`
+//! response, checks it like received PDUs and stores it. The room then works
+//! like any room this server is in.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -38,12 +38,12 @@ pub struct RemoteMembership {
     pub version: RoomVersionId,
     /// The event as this server signed it.
     pub event: CanonicalJsonObject,
-    /// The resident server's answer to `send_*`.
+    /// The resident server's response to `send_*`.
     pub answer: Value,
 }
 
-fn bad_answer(server: &ruma::ServerName, reason: impl std::fmt::Display) -> Error {
-    Error::new(ErrorKind::Unknown, format!("{server} sent an invalid answer: {reason}"))
+fn invalid_response(server: &ruma::ServerName, reason: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::Unknown, format!("{server} returned an invalid response: {reason}"))
         .with_status(http::StatusCode::BAD_GATEWAY)
 }
 
@@ -108,7 +108,7 @@ impl Rooms {
 
         let mut event = template["event"].clone();
         let Some(fields) = event.as_object_mut() else {
-            return Err(bad_answer(server, "the template has no event"));
+            return Err(invalid_response(server, "the template has no event"));
         };
         let text = |name: &str| fields.get(name).and_then(Value::as_str).map(str::to_owned);
         if text("type").as_deref() != Some("m.room.member")
@@ -117,7 +117,10 @@ impl Rooms {
             || text("room_id").as_deref() != Some(room_id.as_str())
             || fields.get("content").and_then(|c| c["membership"].as_str()) != Some(membership)
         {
-            return Err(bad_answer(server, format!("the template is not the {membership} of {user} in {room_id}")));
+            return Err(invalid_response(
+                server,
+                format!("the template is not the {membership} of {user} in {room_id}"),
+            ));
         }
         for name in ["signatures", "hashes", "unsigned", "event_id"] {
             fields.remove(name);
@@ -128,7 +131,7 @@ impl Rooms {
         }
         let mut object: CanonicalJsonObject = match CanonicalJsonValue::try_from(event) {
             Ok(CanonicalJsonValue::Object(object)) => object,
-            _ => return Err(bad_answer(server, "the template is not canonical JSON")),
+            _ => return Err(invalid_response(server, "the template is not canonical JSON")),
         };
         ruma::signatures::hash_and_sign_event(self.server_name.as_str(), &self.key.pair, &mut object, &rules.redaction)
             .map_err(|e| Error::internal("signing a membership event", e))?;
@@ -189,7 +192,7 @@ impl Rooms {
         }))
     }
 
-    /// Checks the state and auth chain of a `send_join` answer and stores
+    /// Checks the state and auth chain of a `send_join` response and stores
     /// the room's state with the join on top.
     async fn complete_join(&self, room_id: &RoomId, user: &UserId, done: RemoteMembership) -> Result<OwnedEventId> {
         let RemoteMembership { server, event_id, rules, version, event, answer } = done;
@@ -197,10 +200,11 @@ impl Rooms {
         let mut state_ids = Vec::new();
         for (name, is_state) in [("auth_chain", false), ("state", true)] {
             let Some(list) = answer[name].as_array() else {
-                return Err(bad_answer(&server, format!("send_join answered without {name}")));
+                return Err(invalid_response(&server, format!("the send_join response has no {name}")));
             };
             for value in list {
-                let pdu = self.check_join_pdu(room_id, value, &rules).await.map_err(|r| bad_answer(&server, r))?;
+                let pdu =
+                    self.check_join_pdu(room_id, value, &rules).await.map_err(|r| invalid_response(&server, r))?;
                 if is_state {
                     state_ids.push(pdu.event_id.clone());
                 }
@@ -218,24 +222,25 @@ impl Rooms {
             _ => event,
         };
         let json = serde_json::to_string(&event).map_err(|e| Error::internal("a join event", e))?;
-        let join = Arc::new(Pdu::from_json(event_id.clone(), &json, room_id).map_err(|e| bad_answer(&server, e))?);
+        let join =
+            Arc::new(Pdu::from_json(event_id.clone(), &json, room_id).map_err(|e| invalid_response(&server, e))?);
 
         // The create event, which for room version 12 is the room id's hash.
         let create = events
             .values()
             .find(|p| p.kind == ruma::events::TimelineEventType::RoomCreate)
             .cloned()
-            .ok_or_else(|| bad_answer(&server, "the room's create event is missing"))?;
+            .ok_or_else(|| invalid_response(&server, "the room's create event is missing"))?;
         if rules.authorization.room_create_event_id_as_room_id && create.event_id.as_str()[1..] != room_id.as_str()[1..]
         {
-            return Err(bad_answer(&server, "the create event does not match the room id"));
+            return Err(invalid_response(&server, "the create event does not match the room id"));
         }
 
         // Every event passes the auth rules against its own auth events, oldest first.
         let mut ordered: Vec<Arc<Pdu>> = events.values().cloned().collect();
         ordered.sort_by(|a, b| a.depth.cmp(&b.depth).then_with(|| a.event_id.cmp(&b.event_id)));
         for pdu in &ordered {
-            check_auth(&rules, pdu, &events, &create).map_err(|r| bad_answer(&server, r))?;
+            check_auth(&rules, pdu, &events, &create).map_err(|r| invalid_response(&server, r))?;
         }
         let state: StateMap = state_ids
             .iter()
@@ -243,21 +248,22 @@ impl Rooms {
             .filter_map(|p| Some(((StateEventType::from(p.kind.to_string()), p.state_key.clone()?), p.clone())))
             .collect();
         if !state.contains_key(&(StateEventType::RoomCreate, String::new())) {
-            return Err(bad_answer(&server, "the room's state has no create event"));
+            return Err(invalid_response(&server, "the room's state has no create event"));
         }
         let fetch_event = |id: &EventId| events.get(id).map(|p| &**p);
         state_res::check_state_independent_auth_rules(&rules.authorization, &*join, fetch_event)
-            .map_err(|r| bad_answer(&server, format!("the join is not allowed: {r}")))?;
+            .map_err(|r| invalid_response(&server, format!("the join is not allowed: {r}")))?;
         check_against(&rules, &join, &state)
-            .map_err(|r| bad_answer(&server, format!("the join is not allowed: {r}")))?;
+            .map_err(|r| invalid_response(&server, format!("the join is not allowed: {r}")))?;
 
         self.store_joined_room(room_id, user, version, rules, state, join, &create).await?;
         tracing::info!(%room_id, %server, "joined a room through another server");
         Ok(event_id)
     }
 
-    /// The checks on receipt of one PDU of a `send_join` answer: format,
-    /// room, signatures and content hash (a mismatch keeps the redacted form).
+    /// Runs the checks on receipt on one PDU of a `send_join` response:
+    /// format, room, signatures and content hash (a mismatch keeps the
+    /// redacted form).
     async fn check_join_pdu(
         &self,
         room_id: &RoomId,
@@ -366,10 +372,16 @@ impl Rooms {
         if let Err(err) = self
             .db
             .writer
-            .write(move |w| Box::pin(async move { Ok(storage::invites::delete(&mut w.conn, &room, &who).await?) }))
+            .write(move |w| {
+                Box::pin(async move {
+                    storage::invites::delete(&mut w.conn, &room, &who).await?;
+                    storage::knocks::delete(&mut w.conn, &room, &who).await?;
+                    Ok(())
+                })
+            })
             .await
         {
-            tracing::warn!(%room_id, error = %err.message, "could not drop the invite of a joined room");
+            tracing::warn!(%room_id, error = %err.message, "could not drop the invite or knock of a joined room");
         }
         self.notifier.wake(members.iter().map(|u| &**u));
         Ok(())
@@ -403,14 +415,14 @@ fn check_auth(
 }
 
 impl Rooms {
-    /// Whether this server takes part in the room: it knows the room and one
-    /// of its users is joined.
+    /// Returns whether this server takes part in the room: the room is stored
+    /// here and one of its users is joined.
     pub async fn is_resident(&self, room_id: &RoomId) -> Result<bool> {
         Ok(self.exists(room_id).await? && self.state(room_id).await?.servers().contains(&self.server_name))
     }
 
-    /// The server of the user who invited `user` to a room this server is
-    /// not in, when there is such an invite.
+    /// Returns the server of the user who invited `user` to a room this
+    /// server is not in, when there is such an invite.
     pub async fn remote_inviter_server(&self, room_id: &RoomId, user: &UserId) -> Result<Option<OwnedServerName>> {
         let Some(invite) = storage::invites::get(&self.db.pool, room_id.as_str(), user.as_str()).await? else {
             return Ok(None);

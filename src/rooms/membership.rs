@@ -23,6 +23,7 @@ pub enum MembershipChange {
     Kick,
     Ban,
     Unban,
+    Knock,
 }
 
 impl Rooms {
@@ -88,6 +89,13 @@ impl Rooms {
                 "leave"
             }
             MembershipChange::Ban => "ban",
+            MembershipChange::Knock => {
+                if matches!(current.as_deref(), Some("join" | "invite" | "ban")) {
+                    let current = current.unwrap_or_default();
+                    return Err(Error::forbidden(format!("{target} cannot knock with membership {current}")));
+                }
+                "knock"
+            }
             MembershipChange::Unban => {
                 if current.as_deref() != Some("ban") {
                     return Err(Error::forbidden(format!("{target} is not banned from room {room_id}")));

@@ -7,6 +7,7 @@ mod create;
 mod fetch;
 pub mod invite;
 mod join;
+mod knock;
 pub mod membership;
 pub mod pdu;
 mod persist;

@@ -427,14 +427,14 @@ impl Rooms {
         self.make_membership(room_id, user, "join").await
     }
 
-    /// The `make_leave` template for `user` (spec: Server-Server API,
+    /// Builds the `make_leave` template for `user` (spec: Server-Server API,
     /// "Leaving Rooms (Rejecting Invites)").
     pub async fn make_leave(&self, room_id: &RoomId, user: &ruma::UserId) -> Result<(String, serde_json::Value)> {
         self.make_membership(room_id, user, "leave").await
     }
 
-    /// An unsigned `membership` event of `user` on top of the current state,
-    /// checked against the authorization rules.
+    /// Builds an unsigned `membership` event of `user` on top of the current
+    /// state and checks it against the authorization rules.
     async fn make_membership(
         &self,
         room_id: &RoomId,
@@ -507,7 +507,7 @@ impl Rooms {
         });
         self.send_out(&servers, &others, std::slice::from_ref(&join)).await;
 
-        // The state before the join holds the joining user's earlier member event, such as an invite.
+        // The state before the join contains the joining user's earlier member event, such as an invite.
         let mut state: Vec<Arc<Pdu>> = after.state.values().filter(|p| p.event_id != id).cloned().collect();
         if let Some(earlier) = before.get(&StateEventType::RoomMember, sender.as_str()) {
             state.push(earlier.clone());
@@ -540,7 +540,51 @@ impl Rooms {
         object: CanonicalJsonObject,
         keys: &PublicKeyMap,
     ) -> Result<()> {
-        own_member_event(origin, &object, "leave")?;
+        self.send_membership(origin, room_id, event_id, object, keys, "leave").await.map(|_| ())
+    }
+
+    /// Builds the `make_knock` template for `user` (spec: Server-Server API,
+    /// "Knocking upon a room"), in room versions that allow knocking.
+    pub async fn make_knock(&self, room_id: &RoomId, user: &ruma::UserId) -> Result<(String, serde_json::Value)> {
+        let room = self.state(room_id).await?;
+        if !room.rules.authorization.knocking {
+            let mut error = Error::new(
+                crate::error::ErrorKind::IncompatibleRoomVersion,
+                format!("room {room_id} has version {}, which does not allow knocking", room.version),
+            );
+            error.body = serde_json::json!({ "room_version": room.version.to_string() }).as_object().cloned();
+            return Err(error);
+        }
+        self.make_membership(room_id, user, "knock").await
+    }
+
+    /// Takes a signed knock from `origin` as the resident server (`send_knock`)
+    /// like a leave, and returns the stripped state that describes the room.
+    pub async fn send_knock(
+        &self,
+        origin: &ruma::ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+        object: CanonicalJsonObject,
+        keys: &PublicKeyMap,
+    ) -> Result<Vec<serde_json::Value>> {
+        let after = self.send_membership(origin, room_id, event_id, object, keys, "knock").await?;
+        Ok(super::invite::room_summary(&after))
+    }
+
+    /// Runs a member event of a user of `origin` about themselves through the
+    /// checks on receipt, and sends it to the other servers in the room.
+    /// Returns the room's state after it.
+    async fn send_membership(
+        &self,
+        origin: &ruma::ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+        object: CanonicalJsonObject,
+        keys: &PublicKeyMap,
+        membership: &str,
+    ) -> Result<Arc<RoomState>> {
+        own_member_event(origin, &object, membership)?;
         let before = self.state(room_id).await?;
         let servers_before = before.servers();
         let (id, _) =
@@ -549,8 +593,8 @@ impl Rooms {
             return Err(Error::bad_json(format!("the event id is {id}, not {event_id}")));
         }
         let after = self.state(room_id).await?;
-        let Some(leave) = after.find_event(&id).cloned() else {
-            return Err(Error::forbidden("the leave event was soft-failed"));
+        let Some(event) = after.find_event(&id).cloned() else {
+            return Err(Error::forbidden(format!("the {membership} event was soft-failed")));
         };
         let servers: Vec<_> = servers_before.into_iter().filter(|s| s != origin).collect();
         let mut others = RoomState::clone(&after);
@@ -558,8 +602,8 @@ impl Rooms {
             *kind != StateEventType::RoomMember
                 || ruma::UserId::parse(key.as_str()).map(|u| u.server_name() != origin).unwrap_or(true)
         });
-        self.send_out(&servers, &others, std::slice::from_ref(&leave)).await;
-        Ok(())
+        self.send_out(&servers, &others, std::slice::from_ref(&event)).await;
+        Ok(after)
     }
 }
 

@@ -9,6 +9,7 @@ pub mod e2ee;
 pub mod events;
 pub mod invites;
 pub mod key_backup;
+pub mod knocks;
 pub mod media;
 pub mod migrate;
 pub mod outbox;

@@ -14,6 +14,7 @@ use crate::harness::{Client, TestCa, TestServer, assert_error, backends, encode}
 const A: &str = "a.lattice.test";
 const B: &str = "b.lattice.test";
 const C: &str = "c.lattice.test";
+const CONNECTIONS: &str = "/_matrix/client/unstable/dev.lattice.connections";
 
 /// Syncs from `since` until `done` holds for a response, and returns that
 /// response. Fails the test after 20 seconds.
@@ -38,7 +39,7 @@ async fn sync_until(client: &Client, since: Option<&str>, what: &str, done: impl
     }
 }
 
-/// Whether a full `/sync` shows `body` as a message in the joined room.
+/// Returns whether a `/sync` response shows `body` as a message in the joined room.
 fn has_message(sync: &Value, room_id: &str, body: &str) -> bool {
     sync["rooms"]["join"][room_id]["timeline"]["events"]
         .as_array()
@@ -49,7 +50,7 @@ fn invite_state<'a>(sync: &'a Value, room_id: &str) -> Option<&'a Vec<Value>> {
     sync["rooms"]["invite"][room_id]["invite_state"]["events"].as_array()
 }
 
-/// The content of a user's member event in the room, read through `client`'s server.
+/// Reads the content of a user's member event in the room through `client`'s server.
 async fn member(client: &Client, room_id: &str, user_id: &str) -> Value {
     let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.member/{}", encode(room_id), encode(user_id));
     let (status, body) = client.get(&path).await;
@@ -62,7 +63,7 @@ async fn join_path(client: &Client, path: &str) -> (StatusCode, Value) {
 }
 
 #[tokio::test]
-async fn direct_invite_across_servers_is_accepted_and_messages_flow_both_ways() {
+async fn direct_invite_accepted_across_servers() {
     for backend in backends() {
         let ca = TestCa::new();
         let mut servers = TestServer::start_federated(&backend, &ca, &[A, B], |_| {}).await;
@@ -124,7 +125,7 @@ async fn direct_invite_across_servers_is_accepted_and_messages_flow_both_ways() 
 }
 
 #[tokio::test]
-async fn group_room_is_joined_from_two_servers_by_id_with_via_and_by_alias() {
+async fn group_room_joined_by_id_and_alias() {
     for backend in backends() {
         for version in ["10", "11", "12"] {
             let ca = TestCa::new();
@@ -157,7 +158,7 @@ async fn group_room_is_joined_from_two_servers_by_id_with_via_and_by_alias() {
             assert_eq!(status, StatusCode::OK, "room version {version}: {body}");
             assert_eq!(body["room_id"], room_id);
 
-            // Carol's server holds the room's state: the name, and all three members.
+            // Carol's server has the room's state: the name, and all three members.
             let sync = sync_until(&carol, None, "the room on c", |s| s["rooms"]["join"][&room_id].is_object()).await;
             let section = &sync["rooms"]["join"][&room_id];
             let all: Vec<&Value> = section["state"]["events"]
@@ -174,15 +175,14 @@ async fn group_room_is_joined_from_two_servers_by_id_with_via_and_by_alias() {
             joined.sort();
             assert_eq!(joined, vec![&alice.user_id, &bob.user_id, &carol.user_id]);
 
-            // Messages from each server reach the other two.
-            alice.send_text(&room_id, "from a").await;
-            carol.send_text(&room_id, "from c").await;
-            bob.send_text(&room_id, "from b").await;
-            for (who, texts) in
-                [(&alice, ["from b", "from c"]), (&bob, ["from a", "from c"]), (&carol, ["from a", "from b"])]
-            {
-                for text in texts {
-                    sync_until(who, None, text, |s| has_message(s, &room_id, text)).await;
+            // Messages from each server reach the other two. Each waits for the
+            // one before it, because a PDU whose previous event has not arrived
+            // yet is rejected (missing events are not fetched).
+            let clients = [(&alice, "from a"), (&carol, "from c"), (&bob, "from b")];
+            for (sender, text) in clients {
+                sender.send_text(&room_id, text).await;
+                for (reader, _) in clients.iter().filter(|(reader, _)| reader.user_id != sender.user_id) {
+                    sync_until(reader, None, text, |s| has_message(s, &room_id, text)).await;
                 }
             }
             a.stop().await;
@@ -193,7 +193,7 @@ async fn group_room_is_joined_from_two_servers_by_id_with_via_and_by_alias() {
 }
 
 #[tokio::test]
-async fn invites_are_rejected_through_the_inviting_server_or_locally_when_it_is_down() {
+async fn invite_rejected_remotely_and_locally() {
     for backend in backends() {
         let ca = TestCa::new();
         let mut servers = TestServer::start_federated(&backend, &ca, &[A, B], |_| {}).await;
@@ -243,7 +243,7 @@ async fn invites_are_rejected_through_the_inviting_server_or_locally_when_it_is_
 }
 
 #[tokio::test]
-async fn leaves_kicks_and_bans_take_effect_across_servers() {
+async fn leave_kick_and_ban_across_servers() {
     for backend in backends() {
         let ca = TestCa::new();
         let mut servers = TestServer::start_federated(&backend, &ca, &[A, B], |_| {}).await;
@@ -305,7 +305,7 @@ async fn leaves_kicks_and_bans_take_effect_across_servers() {
 }
 
 #[tokio::test]
-async fn professional_policy_rejects_inbound_group_invites_of_non_connections() {
+async fn professional_policy_on_inbound_invites() {
     for backend in backends() {
         let ca = TestCa::new();
         let mut servers = TestServer::start_federated(&backend, &ca, &[A, B], |config| {
@@ -319,13 +319,14 @@ async fn professional_policy_rejects_inbound_group_invites_of_non_connections() 
         let alice = a.register("alice").await;
         let bob = b.register("bob").await;
 
-        // A group invite from a non-connection: b refuses, and a stores nothing.
+        // A group invite from a non-connection: b rejects it, and a stores nothing.
         let room_id = alice.create_room(json!({ "preset": "private_chat", "name": "Group" })).await;
         let path = format!("/_matrix/client/v3/rooms/{}/invite", encode(&room_id));
         let response = alice.post(&path, json!({ "user_id": bob.user_id })).await;
         assert_error(&response, StatusCode::FORBIDDEN, "M_FORBIDDEN");
         let message = response.1["error"].as_str().unwrap();
-        assert!(message.contains(B) && message.contains("connections"), "{message}");
+        assert!(message.contains(B), "the error names the server: {message}");
+        assert!(message.contains("connections"), "the error gives the reason: {message}");
         let path =
             format!("/_matrix/client/v3/rooms/{}/state/m.room.member/{}", encode(&room_id), encode(&bob.user_id));
         assert_error(&alice.get(&path).await, StatusCode::NOT_FOUND, "M_NOT_FOUND");
@@ -344,6 +345,27 @@ async fn professional_policy_rejects_inbound_group_invites_of_non_connections() 
         let sync = sync_until(&bob, None, "the connection request", |s| invite_state(s, &dm).is_some()).await;
         let own = invite_state(&sync, &dm).unwrap().iter().find(|e| e["state_key"] == bob.user_id).unwrap().clone();
         assert_eq!(own["content"]["is_direct"], true);
+
+        // b counts it as bob's pending request; once bob joins, the two are connected.
+        let (status, requests) = bob.get(&format!("{CONNECTIONS}/requests")).await;
+        assert_eq!(status, StatusCode::OK, "{requests}");
+        assert_eq!(requests["incoming"].as_array().map(Vec::len), Some(1), "{requests}");
+        assert_eq!(requests["incoming"][0]["user_id"], alice.user_id);
+        assert_eq!(requests["incoming"][0]["room_id"], dm);
+        let (status, body) = join_path(&bob, &format!("/_matrix/client/v3/join/{}", encode(&dm))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, requests) = bob.get(&format!("{CONNECTIONS}/requests")).await;
+        assert_eq!(status, StatusCode::OK, "{requests}");
+        assert_eq!(requests["incoming"], json!([]));
+        let (status, connections) = bob.get(&format!("{CONNECTIONS}/connections")).await;
+        assert_eq!(status, StatusCode::OK, "{connections}");
+        assert_eq!(connections["connections"][0]["user_id"], alice.user_id, "{connections}");
+
+        // Now that they are connected, the group invite gets through.
+        let path = format!("/_matrix/client/v3/rooms/{}/invite", encode(&room_id));
+        let (status, body) = alice.post(&path, json!({ "user_id": bob.user_id })).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        sync_until(&bob, None, "the group invite", |s| invite_state(s, &room_id).is_some()).await;
         a.stop().await;
         b.stop().await;
     }
@@ -378,7 +400,7 @@ async fn signed_invite(server: &TestServer, room_id: &str, inviter: &str, invite
 }
 
 #[tokio::test]
-async fn bad_invites_are_refused_with_the_spec_errors() {
+async fn bad_invites_get_spec_errors() {
     for backend in backends() {
         let ca = TestCa::new();
         // down.lattice.test points at a closed port on 127.0.0.1.
@@ -406,22 +428,27 @@ async fn bad_invites_are_refused_with_the_spec_errors() {
         let (event, event_id, version) = signed_invite(&a, &room_id, &alice.user_id, "@zed:c.lattice.test").await;
         let err = send(&event_id, json!({ "room_version": version, "event": event }), "v2").await.unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("400") && text.contains("M_BAD_JSON") && text.contains("state_key"), "{text}");
+        assert!(text.contains("400"), "{text}");
+        assert!(text.contains("M_BAD_JSON"), "{text}");
+        assert!(text.contains("state_key"), "the error names the field: {text}");
 
         // A room version b does not support.
         let (event, event_id, _) = signed_invite(&a, &room_id, &alice.user_id, &bob_id).await;
         let body = json!({ "room_version": "9999", "event": event.clone() });
         let text = send(&event_id, body, "v2").await.unwrap_err().to_string();
-        assert!(text.contains("400") && text.contains("M_INCOMPATIBLE_ROOM_VERSION"), "{text}");
+        assert!(text.contains("400"), "{text}");
+        assert!(text.contains("M_INCOMPATIBLE_ROOM_VERSION"), "{text}");
 
         // An event id that is not the event's.
         let body = json!({ "room_version": version, "event": event.clone() });
         let text = send("$notthisone", body.clone(), "v2").await.unwrap_err().to_string();
-        assert!(text.contains("M_BAD_JSON") && text.contains("$notthisone"), "{text}");
+        assert!(text.contains("M_BAD_JSON"), "{text}");
+        assert!(text.contains("$notthisone"), "the error names the event id: {text}");
 
         // Version 1 of the endpoint is not served.
         let text = send(&event_id, body.clone(), "v1").await.unwrap_err().to_string();
-        assert!(text.contains("404") && text.contains("M_UNRECOGNIZED"), "{text}");
+        assert!(text.contains("404"), "{text}");
+        assert!(text.contains("M_UNRECOGNIZED"), "{text}");
 
         // The valid invite is countersigned by b.
         let answer = send(&event_id, body, "v2").await.expect("invite accepted");
@@ -451,5 +478,76 @@ async fn bad_invites_are_refused_with_the_spec_errors() {
         assert_eq!(before, after, "a refused createRoom leaves no room");
         a.stop().await;
         b.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn knocks_across_servers() {
+    for backend in backends() {
+        let ca = TestCa::new();
+        let mut servers = TestServer::start_federated(&backend, &ca, &[A, C], |_| {}).await;
+        let c = servers.pop().expect("server c");
+        let a = servers.pop().expect("server a");
+        let alice = a.register("alice").await;
+        let carol = c.register("carol").await;
+        let dave = c.register("dave").await;
+        let knock_rule = json!([{ "type": "m.room.join_rules", "state_key": "", "content": { "join_rule": "knock" } }]);
+        let room_id = alice
+            .create_room(json!({
+                "room_version": "11",
+                "room_alias_name": "knockers",
+                "name": "Knock room",
+                "initial_state": knock_rule,
+            }))
+            .await;
+
+        // Carol knocks by alias; her server shows the knock with the room's stripped state.
+        let alias = format!("#knockers:{A}");
+        let (status, body) =
+            carol.post(&format!("/_matrix/client/v3/knock/{}", encode(&alias)), json!({ "reason": "let me in" })).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["room_id"], room_id);
+        let sync = sync_until(&carol, None, "the knock", |s| s["rooms"]["knock"][&room_id].is_object()).await;
+        let events = sync["rooms"]["knock"][&room_id]["knock_state"]["events"].as_array().unwrap();
+        assert!(
+            events.iter().any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Knock room"),
+            "{events:?}"
+        );
+        let own = events.iter().find(|e| e["state_key"] == carol.user_id).unwrap();
+        assert_eq!(own["content"]["membership"], "knock");
+        let knock = member(&alice, &room_id, &carol.user_id).await;
+        assert_eq!(knock["membership"], "knock");
+        assert_eq!(knock["reason"], "let me in");
+
+        // Alice answers with an invite, and carol joins.
+        let path = format!("/_matrix/client/v3/rooms/{}/invite", encode(&room_id));
+        let (status, body) = alice.post(&path, json!({ "user_id": carol.user_id })).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let sync = sync_until(&carol, None, "the invite", |s| invite_state(s, &room_id).is_some()).await;
+        assert!(sync["rooms"]["knock"][&room_id].is_null(), "the knock ended with the invite: {sync}");
+        let (status, body) = join_path(&carol, &format!("/_matrix/client/v3/join/{}", encode(&room_id))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(member(&alice, &room_id, &carol.user_id).await["membership"], "join");
+
+        // Dave knocks on a room version 12 room by id and withdraws the knock.
+        let other =
+            alice.create_room(json!({ "room_version": "12", "name": "Other", "initial_state": knock_rule })).await;
+        let path = format!("/_matrix/client/v3/knock/{}?via={A}", encode(&other));
+        let (status, body) = dave.post(&path, json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(member(&alice, &other, &dave.user_id).await["membership"], "knock");
+        let (status, body) = dave.post(&format!("/_matrix/client/v3/rooms/{}/leave", encode(&other)), json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(member(&alice, &other, &dave.user_id).await["membership"], "leave");
+        let sync = dave.sync("").await;
+        assert!(sync["rooms"]["knock"][&other].is_null(), "{sync}");
+
+        // Room version 6 has no knocks.
+        let old = alice.create_room(json!({ "room_version": "6", "preset": "private_chat" })).await;
+        let path = format!("/_matrix/client/v3/knock/{}?via={A}", encode(&old));
+        let response = dave.post(&path, json!({})).await;
+        assert_error(&response, StatusCode::BAD_REQUEST, "M_INCOMPATIBLE_ROOM_VERSION");
+        a.stop().await;
+        c.stop().await;
     }
 }

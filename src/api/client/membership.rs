@@ -38,7 +38,7 @@ pub async fn joined_rooms(State(services): State<Arc<Services>>, Auth(session): 
     Ok(Json(json!({ "joined_rooms": rooms })))
 }
 
-/// The servers named by the `server_name` and `via` query parameters of a join.
+/// Parses the servers named by the `server_name` and `via` query parameters.
 fn join_servers(query: Option<&str>) -> Result<Vec<OwnedServerName>> {
     let mut servers = Vec::new();
     for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
@@ -120,6 +120,41 @@ pub async fn join_by_id_or_alias(
     join_room(&services, &session, &room_id, body.reason, servers).await
 }
 
+/// POST /_matrix/client/v3/knock/{roomIdOrAlias}
+pub async fn knock(
+    State(services): State<Arc<Services>>,
+    Auth(session): Auth,
+    Path(target): Path<String>,
+    RawQuery(query): RawQuery,
+    JsonBody(body): JsonBody<ReasonBody>,
+) -> Result<Json<Value>> {
+    services.check_user_rate_limit(&session.user_id)?;
+    let mut servers = join_servers(query.as_deref())?;
+    let room_id = if target.starts_with('#') {
+        let alias = RoomAliasId::parse(&target)
+            .map_err(|e| Error::invalid_param(format!("room alias {target:?} is invalid: {e}")))?;
+        let (room_id, alias_servers) = crate::api::federation::query::resolve_alias(&services, &alias).await?;
+        servers.extend(alias_servers.iter().filter_map(|s| ServerName::parse(s).ok()));
+        parse_room_id(&room_id)?
+    } else {
+        parse_room_id(&target)?
+    };
+    let rooms = &services.rooms;
+    if rooms.is_resident(&room_id).await? {
+        rooms
+            .change_membership(&room_id, &session.user_id, &session.user_id, MembershipChange::Knock, body.reason)
+            .await?;
+        return Ok(Json(json!({ "room_id": room_id })));
+    }
+    if let Some(server) = room_id.server_name() {
+        servers.push(server.to_owned());
+    }
+    let mut seen = std::collections::HashSet::new();
+    servers.retain(|s| *s != services.server_name && seen.insert(s.clone()));
+    rooms.knock_remote(&room_id, &session.user_id, &servers, body.reason).await?;
+    Ok(Json(json!({ "room_id": room_id })))
+}
+
 /// POST /_matrix/client/v3/rooms/{roomId}/invite
 pub async fn invite(
     State(services): State<Arc<Services>>,
@@ -154,6 +189,10 @@ pub async fn leave(
     // An invite to a room this server is not in is rejected through the inviting server.
     if services.rooms.remote_inviter_server(&room_id, &session.user_id).await?.is_some() {
         services.rooms.reject_remote_invite(&room_id, &session.user_id, body.reason).await?;
+        return Ok(Json(json!({})));
+    }
+    if services.rooms.remote_knock_server(&room_id, &session.user_id).await?.is_some() {
+        services.rooms.withdraw_remote_knock(&room_id, &session.user_id, body.reason).await?;
         return Ok(Json(json!({})));
     }
     if !services.rooms.exists(&room_id).await? {

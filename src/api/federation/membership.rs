@@ -1,8 +1,9 @@
 //! Membership across servers (spec: Server-Server API, "Joining Rooms",
-//! "Inviting to a room", "Leaving Rooms (Rejecting Invites)"): joins and
-//! leaves as the resident server (`make_join`, `send_join` v2, `make_leave`,
-//! `send_leave` v2), and invites of this server's users (`invite` v2; v1 is
-//! not served and answers 404 `M_UNRECOGNIZED`).
+//! "Knocking upon a room", "Inviting to a room", "Leaving Rooms (Rejecting
+//! Invites)"): joins, knocks and leaves as the resident server (`make_join`,
+//! `send_join` v2, `make_knock`, `send_knock`, `make_leave`, `send_leave`
+//! v2), and invites of this server's users (`invite` v2; v1 is not served and
+//! answers 404 `M_UNRECOGNIZED`).
 
 use std::sync::Arc;
 
@@ -29,6 +30,28 @@ pub fn router() -> Router<Arc<Services>> {
         .route("/_matrix/federation/v1/make_leave/{room_id}/{user_id}", get(make_leave))
         .route("/_matrix/federation/v2/send_leave/{room_id}/{event_id}", put(send_leave))
         .route("/_matrix/federation/v2/invite/{room_id}/{event_id}", put(invite))
+        .route("/_matrix/federation/v1/make_knock/{room_id}/{user_id}", get(make_knock))
+        .route("/_matrix/federation/v1/send_knock/{room_id}/{event_id}", put(send_knock))
+}
+
+/// Checks that the room's version is among the `ver` query parameters of the
+/// requesting server (without any, it supports room version 1 only).
+async fn check_ver(services: &Services, room_id: &RoomId, query: Option<String>) -> Result<()> {
+    let versions: Vec<String> = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .filter(|(key, _)| key == "ver")
+        .map(|(_, value)| value.into_owned())
+        .collect();
+    let room = services.rooms.state(room_id).await?;
+    let version = room.version.to_string();
+    if !versions.contains(&version) {
+        let mut error = Error::new(
+            ErrorKind::IncompatibleRoomVersion,
+            format!("room {room_id} has version {version}, which the requesting server did not list in ver"),
+        );
+        error.body = Some(json!({ "room_version": version }).as_object().cloned().unwrap_or_default());
+        return Err(error);
+    }
+    Ok(())
 }
 
 fn parse_event_id(event_id: &str) -> Result<ruma::OwnedEventId> {
@@ -71,21 +94,7 @@ async fn make_join(
 ) -> Result<Json<Value>> {
     let user = origin_user(&user_id, &auth)?;
     let room_id = known_room(&services, &room_id).await?;
-    // Without `ver`, the joining server supports room version 1 only.
-    let versions: Vec<String> = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .filter(|(key, _)| key == "ver")
-        .map(|(_, value)| value.into_owned())
-        .collect();
-    let room = services.rooms.state(&room_id).await?;
-    let version = room.version.to_string();
-    if !versions.contains(&version) {
-        let mut error = Error::new(
-            ErrorKind::IncompatibleRoomVersion,
-            format!("room {room_id} has version {version}, which the joining server did not list in ver"),
-        );
-        error.body = Some(json!({ "room_version": version }).as_object().cloned().unwrap_or_default());
-        return Err(error);
-    }
+    check_ver(&services, &room_id, query).await?;
     let (room_version, event) = services.rooms.make_join(&room_id, &user).await?;
     Ok(Json(json!({ "room_version": room_version, "event": event })))
 }
@@ -170,4 +179,32 @@ async fn invite(
     };
     let signed = services.rooms.receive_invite(&auth.origin, invite).await?;
     Ok(Json(json!({ "event": signed })))
+}
+
+/// GET /_matrix/federation/v1/make_knock/{roomId}/{userId}?ver=...
+async fn make_knock(
+    State(services): State<Arc<Services>>,
+    Path((room_id, user_id)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    auth: FederationAuth,
+) -> Result<Json<Value>> {
+    let user = origin_user(&user_id, &auth)?;
+    let room_id = known_room(&services, &room_id).await?;
+    check_ver(&services, &room_id, query).await?;
+    let (room_version, event) = services.rooms.make_knock(&room_id, &user).await?;
+    Ok(Json(json!({ "room_version": room_version, "event": event })))
+}
+
+/// PUT /_matrix/federation/v1/send_knock/{roomId}/{eventId}
+async fn send_knock(
+    State(services): State<Arc<Services>>,
+    Path((room_id, event_id)): Path<(String, String)>,
+    auth: FederationAuth,
+) -> Result<Json<Value>> {
+    let room_id = known_room(&services, &room_id).await?;
+    let event_id = parse_event_id(&event_id)?;
+    let object = parse_event(&auth.body)?;
+    let keys = signing_keys(&services, &object).await;
+    let state = services.rooms.send_knock(&auth.origin, &room_id, &event_id, object, &keys).await?;
+    Ok(Json(json!({ "knock_room_state": state })))
 }
