@@ -168,7 +168,6 @@ impl Homeserver {
         let (shutdown, _) = watch::channel(false);
         let sender = federation::sender::Sender::new(db.clone(), federation.clone(), shutdown.subscribe());
         rooms.set_sender(sender.clone());
-        rooms.set_federation(federation.clone());
         let media = media::Media::new(
             db.clone(),
             server_name.clone(),

@@ -28,7 +28,7 @@ use super::{
     Rooms,
     builder::{BuiltEvent, StateChange},
     persist,
-    remote::{Received, Rejected, entries, event_id_of},
+    remote::{Commit, Received, Rejected, entries, event_id_of},
     resolve::StateMap,
 };
 use crate::{federation::Federation, storage::writer::Stream};
@@ -51,22 +51,18 @@ fn segment(value: &str) -> String {
 type Fetch<T> = std::result::Result<T, String>;
 
 impl Rooms {
-    /// Connects the federation client, through which missing events are fetched.
-    pub fn set_federation(&self, federation: Federation) {
-        let _ = self.federation.set(federation);
-    }
-
     /// Receives a PDU that `origin` sent, first fetching from it the previous
-    /// and auth events that are unknown here, until `deadline`.
+    /// and auth events that are unknown here, until `deadline`. An accepted
+    /// PDU comes with the future of its commit (see `receive_pdu_queued`).
     pub async fn receive_from(
         &self,
         origin: &ServerName,
         room_id: &RoomId,
         object: CanonicalJsonObject,
         deadline: tokio::time::Instant,
-    ) -> std::result::Result<(OwnedEventId, Received), Rejected> {
-        let Some(federation) = self.federation.get() else {
-            return self.receive_pdu(room_id, object, &Default::default()).await;
+    ) -> std::result::Result<(OwnedEventId, Received, Option<Commit>), Rejected> {
+        let Ok(federation) = self.federation() else {
+            return self.receive_pdu_queued(room_id, object, &Default::default()).await;
         };
         let keys = federation.signing_keys(&object).await;
         match tokio::time::timeout_at(deadline, self.fill_gaps(federation, origin, room_id, &object)).await {
@@ -74,7 +70,7 @@ impl Rooms {
             Ok(Err(reason)) => tracing::info!(%origin, %room_id, reason, "could not fetch all missing events"),
             Err(_) => tracing::info!(%origin, %room_id, "fetching missing events took too long"),
         }
-        self.receive_pdu(room_id, object, &keys).await
+        self.receive_pdu_queued(room_id, object, &keys).await
     }
 
     async fn fill_gaps(
@@ -94,6 +90,8 @@ impl Rooms {
         if refs(object, "prev_events").iter().all(in_memory) && refs(object, "auth_events").iter().all(in_memory) {
             return Ok(());
         }
+        // Events of this transaction may still be in flight.
+        self.flush_writes().await.map_err(|e| e.message)?;
         let event_id = event_id_of(object, &room.rules).map_err(|Rejected(r)| r)?;
         if self.unknown(&[event_id.to_string()]).await?.is_empty() {
             return Ok(());

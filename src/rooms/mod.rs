@@ -66,8 +66,6 @@ pub struct Rooms {
     /// The federation sender, set once the services are built; new events go
     /// out through it to the other servers in the room.
     sender: std::sync::OnceLock<crate::federation::sender::Sender>,
-    /// The federation client, through which unknown events are fetched.
-    federation: std::sync::OnceLock<crate::federation::Federation>,
 }
 
 /// The device and transaction id of a request that appends an event, for
@@ -111,7 +109,6 @@ impl Rooms {
             known: Mutex::new(std::collections::HashSet::new()),
             txns_in_flight: Mutex::new(HashMap::new()),
             sender: std::sync::OnceLock::new(),
-            federation: std::sync::OnceLock::new(),
         }
     }
 
@@ -320,8 +317,8 @@ impl Rooms {
             push_actions,
             txn: txn.map(|t| TxnRecord { key: t.key(), device_id: t.device_id, txn_id: t.txn_id }),
             extremities: None,
-            require_prev: true,
             resolved: None,
+            require_prev: true,
         };
 
         // The room's next event may be built on this one as soon as it is queued:
@@ -407,8 +404,8 @@ impl Rooms {
             push_actions,
             txn: None,
             extremities: None,
-            require_prev: true,
             resolved: None,
+            require_prev: true,
         };
         self.db.writer.write(move |w| Box::pin(persist::persist(w, batch))).await?;
         if notifies {

@@ -89,11 +89,7 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
                 state_group: event.state_group,
                 // A received event's predecessors may be outliers; the room
                 // lock is held until it commits, so nothing builds on it early.
-                require_prev: if remote || !batch.require_prev {
-                    None
-                } else {
-                    pdu.prev_events.first().map(|id| id.as_str())
-                },
+                require_prev: pdu.prev_events.first().map(|id| id.as_str()).filter(|_| batch.require_prev && !remote),
                 replaces_state: event.replaces_state.as_ref().map(|id| id.as_str()),
                 txn: txn_ids.map(|t| (t.txn_id.as_str(), t.device_id.as_str(), t.key.as_str())),
             },

@@ -22,13 +22,14 @@ use super::{
     pdu::Pdu,
     persist::{self, Batch, ResolvedState},
     power,
-    resolve::StateMap,
     state::{MAX_STATE_CHAIN, RoomState},
 };
 use crate::{
     error::{Error, Result},
     storage::{self, events::StoredEvent, writer::Stream},
 };
+
+pub(super) use super::resolve::StateMap;
 
 /// The outcome for a received PDU that passed the checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +42,9 @@ pub enum Received {
     /// Already known.
     Duplicate,
 }
+
+/// The commit of a queued PDU, which wakes the local members once it is done.
+pub type Commit = std::pin::Pin<Box<dyn Future<Output = std::result::Result<(), Rejected>> + Send>>;
 
 /// A PDU that failed a check, with the reason given back to its sender.
 #[derive(Debug)]
@@ -57,6 +61,24 @@ impl Rooms {
         object: CanonicalJsonObject,
         keys: &PublicKeyMap,
     ) -> std::result::Result<(OwnedEventId, Received), Rejected> {
+        let (event_id, outcome, commit) = self.receive_pdu_queued(room_id, object, keys).await?;
+        if let Some(commit) = commit {
+            commit.await?;
+        }
+        Ok((event_id, outcome))
+    }
+
+    /// Runs the checks like [`Rooms::receive_pdu`] and queues an accepted PDU
+    /// for the writer without waiting for its commit. The room's lock is
+    /// released before the commit, as for local events, so the next PDU of a
+    /// transaction is checked while this one commits; the returned future
+    /// finishes the commit and wakes the local members.
+    pub async fn receive_pdu_queued(
+        &self,
+        room_id: &RoomId,
+        object: CanonicalJsonObject,
+        keys: &PublicKeyMap,
+    ) -> std::result::Result<(OwnedEventId, Received, Option<Commit>), Rejected> {
         let slot = self.slot(room_id);
         let mut guard = slot.lock().await;
         if guard.is_none() {
@@ -66,8 +88,10 @@ impl Rooms {
         let rules = current.rules.clone();
 
         let event_id = event_id_of(&object, &rules)?;
-        if storage::events::get(&self.db.pool, event_id.as_str()).await.map_err(|e| internal(e.into()))?.is_some() {
-            return Ok((event_id, Received::Duplicate));
+        if current.extremities.contains(&event_id)
+            || storage::events::get(&self.db.pool, event_id.as_str()).await.map_err(|e| internal(e.into()))?.is_some()
+        {
+            return Ok((event_id, Received::Duplicate, None));
         }
         let pdu = self.check_without_state(&current, event_id.clone(), object, keys).await?;
 
@@ -77,6 +101,7 @@ impl Rooms {
         let before = if extends_current {
             Before { state: None, group: Some((current.state_group, current.chain_length)) }
         } else {
+            self.flush_writes().await.map_err(internal)?;
             let prev = self.load_any(&ids(&pdu.prev_events)).await.map_err(internal)?;
             if prev.len() != pdu.prev_events.len() {
                 return Err(Rejected("some of the PDU's prev_events are unknown to this server".into()));
@@ -109,7 +134,7 @@ impl Rooms {
                 .write(move |w| Box::pin(persist::persist_outliers(w, room, vec![(built, true)])))
                 .await
                 .map_err(internal)?;
-            return Ok((event_id, Received::SoftFailed));
+            return Ok((event_id, Received::SoftFailed, None));
         }
 
         // The room's new forward extremities and current state.
@@ -169,14 +194,19 @@ impl Rooms {
             push_actions,
             txn: None,
             extremities: Some(next.extremities.iter().map(|id| id.to_string()).collect()),
-            require_prev: true,
+            // An event that extends the forward extremities builds on a
+            // timeline event, which may still be in flight; the writer then
+            // stores it only if that one was stored.
+            require_prev: extends_current,
             resolved: Some(ResolvedState { snapshot, changes }),
         };
-        let outcome = self.db.writer.write(move |w| Box::pin(persist::persist(w, batch))).await;
-        if let Err(err) = outcome {
-            *guard = None;
-            return Err(internal(err));
-        }
+        let committed = match self.db.writer.submit(move |w| Box::pin(persist::persist(w, batch))).await {
+            Ok(committed) => committed,
+            Err(err) => {
+                *guard = None;
+                return Err(internal(err));
+            }
+        };
         let mut members = audience(&next, &self.server_name, wake_target.filter(|_| pdu.membership().is_some()));
         // Members whom the resolution removed learn of it too.
         for user in audience(&current, &self.server_name, None) {
@@ -186,11 +216,27 @@ impl Rooms {
         }
         *guard = Some(Arc::new(next));
         drop(guard);
-        self.notifier.wake(members.iter().map(|u| &**u));
-        if notifies {
-            self.push.new_actions.notify_one();
-        }
-        Ok((event_id, Received::Accepted))
+        let (notifier, push) = (self.notifier.clone(), self.push.clone());
+        let commit: Commit = Box::pin(async move {
+            if let Err(err) = committed.await {
+                // The in-memory state contains an event that was not stored, so reload it.
+                *slot.lock().await = None;
+                return Err(internal(err));
+            }
+            notifier.wake(members.iter().map(|u| &**u));
+            if notifies {
+                push.new_actions.notify_one();
+            }
+            Ok(())
+        });
+        Ok((event_id, Received::Accepted, Some(commit)))
+    }
+
+    /// Waits until every write queued so far has committed, so that reads
+    /// see the events still in flight. Jobs commit in queue order, so an
+    /// empty job is enough.
+    pub(super) async fn flush_writes(&self) -> Result<()> {
+        self.db.writer.write(|_| Box::pin(async { Ok(()) })).await
     }
 
     /// The checks that need no room state: format, signatures, content hash,
@@ -233,6 +279,7 @@ impl Rooms {
         let auth_events: HashMap<OwnedEventId, Arc<Pdu>> = if in_state.len() == pdu.auth_events.len() {
             in_state.into_iter().map(|p| (p.event_id.clone(), p)).collect()
         } else {
+            self.flush_writes().await.map_err(internal)?;
             self.load_any(&ids(&pdu.auth_events))
                 .await
                 .map_err(internal)?

@@ -5,7 +5,7 @@
 //! The other server, `c.lattice.test`, is simulated by the test: a TLS
 //! stand-in on 127.0.0.1 that publishes a signing key the test holds, signs
 //! the PDUs the test builds, and answers `/get_missing_events`,
-//! `/state_ids` and `/event` from the events the test gave it.
+//! `/state_ids` and `/event` with the events the test stored in it.
 
 use std::{
     collections::HashMap,
@@ -30,7 +30,7 @@ use crate::harness::{Client, TestCa, TestServer, backends, encode, timeline};
 
 const C: &str = "c.lattice.test";
 
-/// What the simulated server knows and how it answers.
+/// The events the simulated server has and serves.
 #[derive(Default)]
 struct Known {
     events: HashMap<String, Value>,
@@ -159,7 +159,7 @@ impl Setup {
     }
 
     /// Builds and signs a PDU of `c` on top of `prev`, with the auth events
-    /// that a's current state gives (`auth_from`), and lets the stand-in know it.
+    /// that a's current state gives, and stores it in the stand-in.
     async fn pdu(
         &self,
         kind: &str,
@@ -270,7 +270,7 @@ fn bodies(sync: &Value, room: &RoomId) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn unknown_prev_events_are_fetched_with_get_missing_events() {
+async fn missing_prev_events_fetched_from_origin() {
     for backend in backends() {
         let s = setup(&backend).await;
         let join = s.join_carol().await;
@@ -280,7 +280,7 @@ async fn unknown_prev_events_are_fetched_with_get_missing_events() {
         let (two, _) = s.message("two", std::slice::from_ref(&one), depth + 2).await;
         let (three, pdu) = s.message("three", std::slice::from_ref(&two), depth + 3).await;
 
-        // Only the newest arrives; a asks c for the two before it.
+        // Only the newest arrives, so a requests the two before it from c.
         let results = s.send("t1", vec![pdu]).await;
         assert_eq!(results[&three], json!({}), "{results}");
         let sync = s.alice.sync(&format!("since={since}")).await;
@@ -290,7 +290,7 @@ async fn unknown_prev_events_are_fetched_with_get_missing_events() {
 }
 
 #[tokio::test]
-async fn a_remaining_gap_is_filled_from_the_state_at_the_missing_event() {
+async fn gap_filled_from_state_at_missing_event() {
     for backend in backends() {
         let s = setup(&backend).await;
         s.sim.serve_missing.store(false, Ordering::SeqCst);
@@ -327,7 +327,7 @@ async fn a_remaining_gap_is_filled_from_the_state_at_the_missing_event() {
 }
 
 #[tokio::test]
-async fn a_redaction_from_another_server_redacts_the_event_for_local_clients() {
+async fn remote_redaction_redacts_for_local_clients() {
     for backend in backends() {
         let s = setup(&backend).await;
         let join = s.join_carol().await;
@@ -375,7 +375,7 @@ async fn a_redaction_from_another_server_redacts_the_event_for_local_clients() {
 }
 
 #[tokio::test]
-async fn an_event_that_fails_against_the_current_state_is_soft_failed() {
+async fn event_failing_current_state_soft_failed() {
     for backend in backends() {
         let s = setup(&backend).await;
         s.join_carol().await;
@@ -412,7 +412,7 @@ async fn an_event_that_fails_against_the_current_state_is_soft_failed() {
 }
 
 #[tokio::test]
-async fn concurrent_power_level_changes_resolve_with_state_resolution() {
+async fn power_level_fork_resolved() {
     for backend in backends() {
         let s = setup(&backend).await;
         s.join_carol().await;
@@ -436,7 +436,7 @@ async fn concurrent_power_level_changes_resolve_with_state_resolution() {
         assert_eq!(status, 200, "{body}");
         assert_eq!(s.send("t1", vec![pdu]).await[&carol_levels], json!({}));
 
-        // Both are forward extremities, and the resolved state holds carol's
+        // Both are forward extremities, and the resolved state contains carol's
         // event: alice's comes first in the resolution's power ordering
         // (greater power, or the same and an earlier timestamp), so carol's,
         // which is allowed on top of it, replaces it.
@@ -454,5 +454,102 @@ async fn concurrent_power_level_changes_resolve_with_state_resolution() {
         assert_eq!(stored.pdu.prev_events.len(), 2);
         let (_, after) = s.alice.get(&levels_path).await;
         assert_eq!(after["events_default"], 10, "{after}");
+    }
+}
+
+/// Reads the state of a room as a client of one server sees it: `(type, state_key, event_id)`, sorted.
+async fn state_ids_of(client: &Client, room: &str) -> Vec<(String, String, String)> {
+    let (status, state) = client.get(&format!("/_matrix/client/v3/rooms/{}/state", encode(room))).await;
+    assert_eq!(status, 200, "{state}");
+    let mut ids: Vec<(String, String, String)> = state
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let field = |name: &str| e[name].as_str().unwrap_or_default().to_owned();
+            (field("type"), field("state_key"), field("event_id"))
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !done().await {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn power_level_fork_same_on_both_servers() {
+    for backend in backends() {
+        let ca = TestCa::new();
+        let mut servers = TestServer::start_federated(&backend, &ca, &["a.lattice.test", "b.lattice.test"], |config| {
+            config.federation.sender_retry_initial_ms = 100;
+        })
+        .await;
+        let b = servers.pop().expect("server b");
+        let a = servers.pop().expect("server a");
+        let alice = a.register("alice").await;
+        let bob = b.register("bob").await;
+        let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+        let (status, body) =
+            bob.post(&format!("/_matrix/client/v3/join/{}?server_name=a.lattice.test", encode(&room)), json!({})).await;
+        assert_eq!(status, 200, "{body}");
+        let levels_path = format!("/_matrix/client/v3/rooms/{}/state/m.room.power_levels/", encode(&room));
+        let (_, mut levels) = alice.get(&levels_path).await;
+        levels["users"][bob.user_id.as_str()] = json!(100);
+        let (status, body) = alice.put(&levels_path, levels.clone()).await;
+        assert_eq!(status, 200, "{body}");
+        eventually("bob's power level on b", async || {
+            bob.get(&levels_path).await.1["users"][bob.user_id.as_str()] == 100
+        })
+        .await;
+        let base = alice.get(&levels_path).await.1;
+        let base_id =
+            state_ids_of(&alice, &room).await.into_iter().find(|(t, _, _)| t == "m.room.power_levels").unwrap().2;
+
+        // Both change the power levels at the same moment, each on its own server.
+        let mut alices = base.clone();
+        alices["ban"] = json!(75);
+        let mut bobs = base.clone();
+        bobs["events_default"] = json!(10);
+        let (from_a, from_b) = tokio::join!(alice.put(&levels_path, alices), bob.put(&levels_path, bobs));
+        assert_eq!(from_a.0, 200, "{}", from_a.1);
+        assert_eq!(from_b.0, 200, "{}", from_b.1);
+        let (a_event, b_event) = (from_a.1["event_id"].as_str().unwrap(), from_b.1["event_id"].as_str().unwrap());
+
+        // Each server receives the other's event; both then hold the same state.
+        let has = |server: &TestServer, id: &str| {
+            let pool = server.homeserver.services().db.pool.clone();
+            let id = id.to_owned();
+            async move { lattice::storage::events::get(&pool, &id).await.unwrap() }
+        };
+        eventually("both events on both servers", async || {
+            has(&a, b_event).await.is_some() && has(&b, a_event).await.is_some()
+        })
+        .await;
+        let on_a = state_ids_of(&alice, &room).await;
+        let on_b = state_ids_of(&bob, &room).await;
+        assert_eq!(on_a, on_b);
+        let (_, levels_a) = alice.get(&levels_path).await;
+        let (_, levels_b) = bob.get(&levels_path).await;
+        assert_eq!(levels_a, levels_b);
+
+        // When both were built on the same event (the usual case), the fork
+        // was resolved: alice, the creator, outranks bob, so her change comes
+        // first in the power ordering and bob's, allowed on top of it, wins.
+        let a_pdu = has(&a, a_event).await.unwrap();
+        let b_pdu = has(&a, b_event).await.unwrap();
+        if a_pdu.pdu.prev_events == b_pdu.pdu.prev_events {
+            assert_eq!(a_pdu.pdu.prev_events.len(), 1);
+            assert_eq!(levels_a["events_default"], 10, "{levels_a}");
+            assert_eq!(levels_a.get("ban").and_then(Value::as_i64).unwrap_or(50), 50, "{levels_a}");
+            let power = on_a.iter().find(|(t, _, _)| t == "m.room.power_levels").unwrap();
+            assert_eq!(power.2, b_event);
+            assert_ne!(power.2, base_id);
+        }
     }
 }

@@ -19,7 +19,7 @@ use super::FederationAuth;
 use crate::{
     Services,
     error::{Error, Result},
-    rooms::remote::Rejected,
+    rooms::remote::{Commit, Rejected},
     storage::{self, writer::Stream},
 };
 
@@ -63,14 +63,27 @@ async fn send(
     // Fetching missing events for the whole transaction stops at this bound,
     // so that a failing sender still gets its answer in time.
     let deadline = tokio::time::Instant::now() + FETCH_BUDGET;
+    // Accepted PDUs commit in the background while the next ones are
+    // checked; the response waits for every commit.
+    let mut commits = Vec::new();
     for pdu in txn.pdus {
         let (event_id, outcome) = receive_one(&services, &auth.origin, pdu, deadline).await;
         let result = match outcome {
-            Ok(()) => json!({}),
+            Ok(Some(commit)) => {
+                commits.extend(event_id.clone().map(|id| (id, commit)));
+                json!({})
+            }
+            Ok(None) => json!({}),
             Err(reason) => json!({ "error": reason }),
         };
         if let Some(event_id) = event_id {
             results.insert(event_id, result);
+        }
+    }
+    for (event_id, commit) in commits {
+        if let Err(Rejected(reason)) = commit.await {
+            tracing::warn!(%event_id, reason, "a received PDU failed to commit");
+            results.insert(event_id, json!({ "error": reason }));
         }
     }
     for edu in txn.edus {
@@ -88,7 +101,7 @@ async fn receive_one(
     origin: &ServerName,
     pdu: Value,
     deadline: tokio::time::Instant,
-) -> (Option<String>, std::result::Result<(), String>) {
+) -> (Option<String>, std::result::Result<Option<Commit>, String>) {
     let object = match CanonicalJsonValue::try_from(pdu) {
         Ok(CanonicalJsonValue::Object(object)) => object,
         _ => return (None, Err("the PDU is not a canonical JSON object".into())),
@@ -109,9 +122,9 @@ async fn receive_one(
         Err(err) => return (None, Err(err.message)),
     };
     match services.rooms.receive_from(origin, &room, object, deadline).await {
-        Ok((id, outcome)) => {
+        Ok((id, outcome, commit)) => {
             tracing::debug!(event_id = %id, ?outcome, "received a PDU");
-            (Some(event_id), Ok(()))
+            (Some(event_id), Ok(commit))
         }
         Err(Rejected(reason)) => {
             tracing::info!(%event_id, reason, "rejected a PDU");
