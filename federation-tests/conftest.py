@@ -43,7 +43,7 @@ def ca(tmp_path: Path) -> TestCA:
 
 @pytest.fixture
 def servers(request: pytest.FixtureRequest, tmp_path: Path, ca: TestCA) -> Iterator[list[LatticeServer]]:
-    """Three running Lattice servers that trust the test CA, in the order of SERVER_IPS."""
+    """Start three Lattice servers that trust the test CA, and yield them in the order of SERVER_IPS."""
     marker = request.node.get_closest_marker("lattice_policy")
     policy = dict(marker.kwargs) if marker is not None else None
     binary = lattice_binary()

@@ -1,8 +1,8 @@
 """The three servers serve federation over TLS with the test CA, and reach each other.
 
 Before any room is shared, a user on each server reads the profile of a user
-on every other server: that request goes over federation (`/query/profile`),
-so it proves that outbound TLS trusts the test CA and that request signatures
+on every other server. That request goes over federation (`/query/profile`).
+It proves that outbound TLS trusts the test CA, and that request signatures
 verify with keys fetched from the key endpoints.
 """
 

@@ -3,7 +3,7 @@
 Every homeserver of a scenario serves federation over HTTPS with a certificate
 issued here, and trusts this CA for its outbound requests. Server names are IP
 literals (127.0.0.2, ...), so each certificate carries its name as an IP
-address in subjectAltName; a DNS name gets a DNS entry instead.
+address in subjectAltName. A DNS name gets a DNS entry instead.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ class TestCA:
         self.cert_path.write_bytes(self.cert_pem)
 
     def ssl_context(self) -> ssl.SSLContext:
-        """A client TLS context that trusts this CA only, for requests of the harness itself."""
+        """Create a client TLS context that trusts only this CA, for requests of the harness itself."""
         return ssl.create_default_context(cadata=self.cert_pem.decode())
 
     def issue(self, host: str, directory: Path | None = None) -> ServerCertificate:

@@ -28,7 +28,7 @@ def _q(value: str) -> str:
 
 
 class MatrixError(AssertionError):
-    """A Client-Server call answered with an error status."""
+    """An error response (HTTP 4xx or 5xx) to a Client-Server call."""
 
     def __init__(self, response: httpx.Response) -> None:
         self.status = response.status_code
@@ -50,6 +50,10 @@ class MatrixClient:
         self.device_id = device_id
         self.http = httpx.Client(base_url=base_url, timeout=REQUEST_TIMEOUT_S, trust_env=False)
         self.next_batch: str | None = None
+        # Every state and timeline event that sync() returned, per room, in
+        # order. Waits look here first, because one /sync response can carry
+        # several awaited events and each sync moves the token past them.
+        self.seen: dict[str, list[dict[str, Any]]] = {}
 
     def close(self) -> None:
         self.http.close()
@@ -123,12 +127,12 @@ class MatrixClient:
         return self.call("GET", f"/_matrix/client/v3/rooms/{_q(room_id)}/joined_members")["joined"]
 
     def members(self, room_id: str) -> dict[str, str]:
-        """User id to membership, from `/members`."""
+        """Return the membership of each user in the room, from `/members`."""
         chunk = self.call("GET", f"/_matrix/client/v3/rooms/{_q(room_id)}/members")["chunk"]
         return {event["state_key"]: event["content"]["membership"] for event in chunk}
 
     def messages(self, room_id: str, limit: int = 100) -> list[dict[str, Any]]:
-        """The room's timeline, oldest first, read backwards from the end with `/messages`."""
+        """Return the room's timeline, oldest first, read backwards from the end with `/messages`."""
         params = {"dir": "b", "limit": limit}
         chunk = self.call("GET", f"/_matrix/client/v3/rooms/{_q(room_id)}/messages", params=params)["chunk"]
         return list(reversed(chunk))
@@ -151,7 +155,7 @@ class MatrixClient:
     # -- sync -----------------------------------------------------------------
 
     def sync(self, timeout_ms: int = 0, full_state: bool = False) -> dict[str, Any]:
-        """One incremental `/sync` from the last token this client saw."""
+        """Run one incremental `/sync` from the last token of this client, and keep the new token."""
         params: dict[str, Any] = {"timeout": timeout_ms}
         if self.next_batch is not None:
             params["since"] = self.next_batch
@@ -159,7 +163,14 @@ class MatrixClient:
             params["full_state"] = "true"
         response = self.call("GET", "/_matrix/client/v3/sync", params=params)
         self.next_batch = response["next_batch"]
+        for section in ("join", "leave"):
+            for room_id in response.get("rooms", {}).get(section, {}):
+                self.seen.setdefault(room_id, []).extend(joined_events(response, room_id))
         return response
+
+    def initial_sync(self) -> dict[str, Any]:
+        """Run a `/sync` without a token, as a newly started client does. The client's own token stays."""
+        return self.call("GET", "/_matrix/client/v3/sync", params={"timeout": 0})
 
     def sync_until(
         self,
@@ -187,14 +198,18 @@ class MatrixClient:
         description: str,
         timeout_s: float = WAIT_S,
     ) -> dict[str, Any]:
-        """Sync until an event matching `match` arrives in the room's joined timeline or state."""
+        """Return the first event of the room that matches, from the events seen so far or from new syncs.
 
-        def find(response: dict[str, Any]) -> dict[str, Any] | None:
-            for event in joined_events(response, room_id):
-                if match(event):
-                    return event
-            return None
+        Events count once this client's /sync returned them in the room's
+        state or timeline (as a joined or left room).
+        """
 
+        def find(_response: dict[str, Any] | None = None) -> dict[str, Any] | None:
+            return next((event for event in self.seen.get(room_id, []) if match(event)), None)
+
+        found = find()
+        if found is not None:
+            return found
         return self.sync_until(find, description, timeout_s)
 
     def wait_for_invite(self, room_id: str, timeout_s: float = WAIT_S) -> dict[str, Any]:

@@ -34,7 +34,7 @@ PASSWORD = "correct horse battery staple"
 
 
 def lattice_binary() -> Path:
-    """The server binary: LATTICE_BIN, or target/release/lattice of this repository."""
+    """Return the path of the server binary: LATTICE_BIN, or target/release/lattice of this repository."""
     binary = Path(os.environ.get("LATTICE_BIN", DEFAULT_BINARY))
     if not binary.is_file():
         raise FileNotFoundError(
@@ -45,7 +45,7 @@ def lattice_binary() -> Path:
 
 
 def free_port(ip: str) -> int:
-    """A TCP port that is free on `ip` right now."""
+    """Find a TCP port that is free on `ip` now (another process may take it before it is used)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((ip, 0))
         return sock.getsockname()[1]
@@ -146,12 +146,12 @@ class LatticeServer:
         return self.process is not None and self.process.poll() is None
 
     def start(self) -> None:
-        """Start the process and wait until both listeners answer."""
+        """Start the process and wait until both listeners respond."""
         assert not self.running, f"{self} is already running"
         # LATTICE_* variables set the same keys as the config file, so the child gets none of them.
         env = {key: value for key, value in os.environ.items() if not key.startswith("LATTICE_")}
         env["NO_COLOR"] = "1"
-        env.setdefault("RUST_LOG", "info,lattice::federation=debug,lattice::api::federation=debug")
+        env.setdefault("RUST_LOG", "info,ruma_state_res=warn,lattice::federation=debug,lattice::api::federation=debug")
         with open(self.log_path, "ab") as log:
             log.write(f"\n===== start {time.strftime('%H:%M:%S')} =====\n".encode())
             log.flush()
@@ -186,7 +186,7 @@ class LatticeServer:
                 except httpx.HTTPError as error:
                     last_error = repr(error)
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{self}: {url} did not answer 200 (last: {last_error}):\n{self.log_tail()}")
+                    raise RuntimeError(f"{self}: {url} did not return 200 (last error: {last_error}):\n{self.log_tail()}")
                 time.sleep(0.1)
 
     def stop(self) -> None:
@@ -290,9 +290,14 @@ def wait_for_servers_to_agree(
 ) -> Any:
     """Wait until view(client, room_id) returns the same value for every client, and return it."""
     clients = list(clients)
+    last: list[Any] = []
 
     def agree() -> Any:
-        values = [view(client, room_id) for client in clients]
-        return values[0] if all(value == values[0] for value in values) else None
+        last[:] = [view(client, room_id) for client in clients]
+        return last[0] if all(value == last[0] for value in last) else None
 
-    return wait_until(agree, description, timeout_s)
+    try:
+        return wait_until(agree, description, timeout_s)
+    except AssertionError as error:
+        views = "\n".join(f"  {client.user_id}: {value}" for client, value in zip(clients, last))
+        raise AssertionError(f"{error}; the last views were:\n{views}") from None
