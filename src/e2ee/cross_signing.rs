@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use ruma::UserId;
 use serde_json::{Map, Value, json};
 
-use super::{invalid_signature, mark_changed, signed_part, verify_signature, wake_device_list_watchers};
+use super::{
+    device_updates, invalid_signature, mark_changed, signed_part, verify_signature, wake_device_list_watchers,
+};
 use crate::{
     Services,
     error::{Error, Result},
@@ -137,7 +139,8 @@ pub async fn upload_keys(services: &Services, session: &Session, request: Upload
             })
         })
         .await?;
-    wake_device_list_watchers(services, user_id).await
+    wake_device_list_watchers(services, user_id).await?;
+    device_updates::announce_signing_keys(services, user_id).await
 }
 
 fn failure(errcode: &str, message: impl Into<String>) -> Value {
@@ -158,6 +161,14 @@ async fn stored_target(services: &Services, user: &str, key_id: &str) -> Result<
     for (_, public, json) in storage::e2ee::cross_signing_keys(pool, user).await? {
         if public == key_id {
             return Ok(serde_json::from_str(&json).ok().map(|v| (v, false)));
+        }
+    }
+    // A user of another server: their master key, when their device list is cached.
+    for (key_type, json) in storage::e2ee_federation::remote_cross_signing_keys(pool, user).await? {
+        let Ok(key) = serde_json::from_str::<Value>(&json) else { continue };
+        let public = key["keys"].as_object().and_then(|keys| keys.values().next()).and_then(Value::as_str);
+        if key_type == "master" && public == Some(key_id) {
+            return Ok(Some((key, false)));
         }
     }
     Ok(None)
@@ -272,7 +283,24 @@ pub async fn upload_signatures(
             t
         };
         let wake = targets.clone();
-        services
+        // Other servers learn of a new signature on one of the caller's devices
+        // as an update of that device. A new signature on the caller's master
+        // key reaches them as an update of the signing keys.
+        let own_devices: Vec<String> = {
+            let devices = storage::users::devices(&services.db.pool, session.user_id.as_str()).await?;
+            let mut signed: Vec<String> = accepted
+                .iter()
+                .filter(|(_, user, key_id, _)| *user == signer && devices.iter().any(|d| d.device_id == *key_id))
+                .map(|(_, _, key_id, _)| key_id.clone())
+                .collect();
+            signed.sort();
+            signed.dedup();
+            signed
+        };
+        let master_signed = own_keys
+            .get("master")
+            .is_some_and(|master| accepted.iter().any(|(_, user, key_id, _)| *user == signer && key_id == master));
+        let changes = services
             .db
             .writer
             .write(move |txn| {
@@ -281,10 +309,17 @@ pub async fn upload_signatures(
                         storage::e2ee::put_signature(&mut txn.conn, &signer, signer_key_id, user, key_id, signature)
                             .await?;
                     }
+                    let mut changes = Vec::new();
                     for user in &targets {
-                        mark_changed(txn, user).await?;
+                        if *user == signer && !own_devices.is_empty() {
+                            for device in &own_devices {
+                                changes.push(device_updates::mark_device_changed(txn, user, device).await?);
+                            }
+                        } else {
+                            mark_changed(txn, user).await?;
+                        }
                     }
-                    Ok(())
+                    Ok(changes)
                 })
             })
             .await?;
@@ -292,6 +327,10 @@ pub async fn upload_signatures(
             if let Ok(user_id) = UserId::parse(&user) {
                 wake_device_list_watchers(services, &user_id).await?;
             }
+        }
+        device_updates::announce_devices(services, &session.user_id, &changes).await?;
+        if master_signed {
+            device_updates::announce_signing_keys(services, &session.user_id).await?;
         }
     }
     Ok(json!({ "failures": failures }))

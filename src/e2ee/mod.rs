@@ -8,6 +8,8 @@
 pub mod backup;
 pub mod cross_signing;
 pub mod device_lists;
+pub mod device_updates;
+pub mod remote;
 pub mod to_device;
 
 use std::collections::{BTreeMap, HashMap};
@@ -198,14 +200,13 @@ pub async fn upload(services: &Services, session: &Session, request: UploadReque
         .writer
         .write(move |txn| {
             Box::pin(async move {
-                let mut changed = false;
+                let mut changed = None;
                 if let Some(keys) = device_keys {
                     let existing = storage::e2ee::device_keys(&mut txn.conn, &user, &device).await?;
                     let same = existing.and_then(|e| serde_json::from_str::<Value>(&e).ok()).is_some_and(|e| e == keys);
                     if !same {
                         storage::e2ee::put_device_keys(&mut txn.conn, &user, &device, &keys.to_string()).await?;
-                        mark_changed(txn, &user).await?;
-                        changed = true;
+                        changed = Some(device_updates::mark_device_changed(txn, &user, &device).await?);
                     }
                 }
                 let seq = storage::e2ee::next_upload_seq(&mut txn.conn, &user, &device).await?;
@@ -233,8 +234,9 @@ pub async fn upload(services: &Services, session: &Session, request: UploadReque
             })
         })
         .await?;
-    if changed {
+    if let Some(change) = changed {
         wake_device_list_watchers(services, &session.user_id).await?;
+        device_updates::announce_devices(services, &session.user_id, &[change]).await?;
     }
     Ok(json!({ "one_time_key_counts": counts_json(counts) }))
 }
@@ -248,7 +250,7 @@ pub async fn sync_key_state(services: &Services, session: &Session) -> Result<(B
 }
 
 /// Adds the signatures stored in `key_signatures` to a key object.
-fn merge_signatures(object: &mut Value, rows: &[&storage::e2ee::SignatureRow]) {
+pub(crate) fn merge_signatures(object: &mut Value, rows: &[&storage::e2ee::SignatureRow]) {
     if rows.is_empty() {
         return;
     }
@@ -271,102 +273,149 @@ fn merge_signatures(object: &mut Value, rows: &[&storage::e2ee::SignatureRow]) {
     }
 }
 
-/// The body of `POST /keys/query`. Its `timeout` only matters for other servers' keys, so it is ignored.
+/// The body of `POST /keys/query`. `timeout` (milliseconds) bounds the wait
+/// for other servers.
 #[derive(Debug, serde::Deserialize)]
 pub struct QueryRequest {
     pub device_keys: BTreeMap<String, Vec<String>>,
+    pub timeout: Option<u64>,
 }
 
-/// `POST /keys/query`: device keys and cross-signing keys of local users. The
+/// The keys of one local user, as `/keys/query` and the federation key
+/// endpoints return them.
+#[derive(Debug, Default)]
+pub struct UserKeys {
+    /// Device id to device keys, with `unsigned.device_display_name`.
+    pub devices: Map<String, Value>,
+    pub master: Option<Value>,
+    pub self_signing: Option<Value>,
+    pub user_signing: Option<Value>,
+}
+
+/// Loads a local user's device keys (every device, or those in `requested`)
+/// and cross-signing keys, with the signatures of the owner and of `viewer`.
+/// The user-signing key is there only when the viewer is the owner; another
+/// server (`viewer` `None`) sees the owner's signatures only.
+pub async fn local_user_keys(
+    services: &Services,
+    user: &str,
+    requested: &[String],
+    viewer: Option<&str>,
+) -> Result<UserKeys> {
+    let pool = &services.db.pool;
+    let mut keys = UserKeys::default();
+    let signatures = storage::e2ee::signatures_for(pool, user, viewer.unwrap_or(user)).await?;
+    for row in storage::e2ee::user_device_keys(pool, user).await? {
+        if !requested.is_empty() && !requested.contains(&row.device_id) {
+            continue;
+        }
+        let Ok(mut device) = serde_json::from_str::<Value>(&row.key_json) else {
+            continue;
+        };
+        let own: Vec<_> = signatures.iter().filter(|s| s.target_key_id == row.device_id).collect();
+        merge_signatures(&mut device, &own);
+        if let Some(map) = device.as_object_mut() {
+            let mut unsigned = Map::new();
+            if let Some(name) = &row.display_name {
+                unsigned.insert("device_display_name".into(), json!(name));
+            }
+            map.insert("unsigned".into(), Value::Object(unsigned));
+        }
+        keys.devices.insert(row.device_id, device);
+    }
+    for (key_type, public_key, key_json) in storage::e2ee::cross_signing_keys(pool, user).await? {
+        let Ok(mut key) = serde_json::from_str::<Value>(&key_json) else {
+            continue;
+        };
+        let on_key: Vec<_> = signatures.iter().filter(|s| s.target_key_id == public_key).collect();
+        merge_signatures(&mut key, &on_key);
+        match key_type.as_str() {
+            "master" => keys.master = Some(key),
+            "self_signing" => keys.self_signing = Some(key),
+            "user_signing" if viewer == Some(user) => keys.user_signing = Some(key),
+            _ => {}
+        }
+    }
+    Ok(keys)
+}
+
+/// The response of a keys query, local and remote answers merged.
+#[derive(Debug, Default)]
+pub struct QueryResponse {
+    pub device_keys: Map<String, Value>,
+    pub master_keys: Map<String, Value>,
+    pub self_signing_keys: Map<String, Value>,
+    pub user_signing_keys: Map<String, Value>,
+    pub failures: Map<String, Value>,
+}
+
+impl QueryResponse {
+    /// Adds one user's keys.
+    pub fn add(&mut self, user: &str, keys: UserKeys) {
+        self.device_keys.insert(user.to_owned(), Value::Object(keys.devices));
+        for (map, key) in [
+            (&mut self.master_keys, keys.master),
+            (&mut self.self_signing_keys, keys.self_signing),
+            (&mut self.user_signing_keys, keys.user_signing),
+        ] {
+            if let Some(key) = key {
+                map.insert(user.to_owned(), key);
+            }
+        }
+    }
+
+    pub fn into_json(self) -> Value {
+        json!({
+            "failures": self.failures,
+            "device_keys": self.device_keys,
+            "master_keys": self.master_keys,
+            "self_signing_keys": self.self_signing_keys,
+            "user_signing_keys": self.user_signing_keys,
+        })
+    }
+}
+
+/// `POST /keys/query`: device keys and cross-signing keys. Local users are
+/// read here; users of other servers are asked of their servers in parallel
+/// (or read from the cache of tracked device lists, see [`remote`]), and
+/// servers that do not answer in time are listed in `failures`. The
 /// user-signing key is only shown to its owner; signatures on someone's keys
 /// are those of the owner and of the caller.
 pub async fn query(services: &Services, session: &Session, request: QueryRequest) -> Result<Value> {
-    let pool = &services.db.pool;
     let viewer = session.user_id.as_str();
-    let mut device_keys = Map::new();
-    let mut master_keys = Map::new();
-    let mut self_signing_keys = Map::new();
-    let mut user_signing_keys = Map::new();
-    let mut failures = Map::new();
+    let mut response = QueryResponse::default();
+    let mut remote_users: BTreeMap<ruma::OwnedServerName, Vec<(ruma::OwnedUserId, Vec<String>)>> = BTreeMap::new();
     for (user, requested) in &request.device_keys {
         let user_id = UserId::parse(user)
             .map_err(|e| Error::bad_json(format!("device_keys: {user:?} is not a valid user id: {e}")))?;
         if user_id.server_name() != services.server_name {
-            failures.insert(
-                user_id.server_name().to_string(),
-                json!({ "status": 503, "message": "keys of users on other servers need federation, which this server does not run" }),
-            );
+            remote_users.entry(user_id.server_name().to_owned()).or_default().push((user_id, requested.clone()));
             continue;
         }
-        let signatures = storage::e2ee::signatures_for(pool, user, viewer).await?;
-        let mut devices = Map::new();
-        for row in storage::e2ee::user_device_keys(pool, user).await? {
-            if !requested.is_empty() && !requested.contains(&row.device_id) {
-                continue;
-            }
-            let Ok(mut keys) = serde_json::from_str::<Value>(&row.key_json) else {
-                continue;
-            };
-            let own: Vec<_> = signatures.iter().filter(|s| s.target_key_id == row.device_id).collect();
-            merge_signatures(&mut keys, &own);
-            if let Some(map) = keys.as_object_mut() {
-                let mut unsigned = Map::new();
-                if let Some(name) = &row.display_name {
-                    unsigned.insert("device_display_name".into(), json!(name));
-                }
-                map.insert("unsigned".into(), Value::Object(unsigned));
-            }
-            devices.insert(row.device_id, keys);
-        }
-        device_keys.insert(user.clone(), Value::Object(devices));
-        for (key_type, public_key, key_json) in storage::e2ee::cross_signing_keys(pool, user).await? {
-            let Ok(mut key) = serde_json::from_str::<Value>(&key_json) else {
-                continue;
-            };
-            let on_key: Vec<_> = signatures.iter().filter(|s| s.target_key_id == public_key).collect();
-            merge_signatures(&mut key, &on_key);
-            match key_type.as_str() {
-                "master" => master_keys.insert(user.clone(), key),
-                "self_signing" => self_signing_keys.insert(user.clone(), key),
-                "user_signing" if user == viewer => user_signing_keys.insert(user.clone(), key),
-                _ => None,
-            };
-        }
+        let keys = local_user_keys(services, user, requested, Some(viewer)).await?;
+        response.add(user, keys);
     }
-    Ok(json!({
-        "failures": failures,
-        "device_keys": device_keys,
-        "master_keys": master_keys,
-        "self_signing_keys": self_signing_keys,
-        "user_signing_keys": user_signing_keys,
-    }))
+    if !remote_users.is_empty() {
+        remote::query(services, viewer, remote_users, remote::timeout(request.timeout), &mut response).await;
+    }
+    Ok(response.into_json())
 }
 
-/// The body of `POST /keys/claim`. Its `timeout` only matters for other servers' keys, so it is ignored.
+/// The body of `POST /keys/claim`. `timeout` (milliseconds) bounds the wait
+/// for other servers.
 #[derive(Debug, serde::Deserialize)]
 pub struct ClaimRequest {
     pub one_time_keys: BTreeMap<String, BTreeMap<String, String>>,
+    pub timeout: Option<u64>,
 }
 
-/// `POST /keys/claim`: for each requested device the oldest one-time key of the
-/// algorithm, or else its fallback key, which is then marked used.
-pub async fn claim(services: &Services, request: ClaimRequest) -> Result<Value> {
-    let mut requested = Vec::new();
-    let mut failures = Map::new();
-    for (user, devices) in request.one_time_keys {
-        let user_id = UserId::parse(&user)
-            .map_err(|e| Error::bad_json(format!("one_time_keys: {user:?} is not a valid user id: {e}")))?;
-        if user_id.server_name() != services.server_name {
-            failures.insert(
-                user_id.server_name().to_string(),
-                json!({ "status": 503, "message": "keys of users on other servers need federation, which this server does not run" }),
-            );
-            continue;
-        }
-        for (device, algorithm) in devices {
-            requested.push((user.clone(), device, algorithm));
-        }
-    }
+/// Claimed keys: user, device, `<algorithm>:<key_id>`, key object.
+pub type ClaimedKeys = BTreeMap<String, BTreeMap<String, Map<String, Value>>>;
+
+/// Claims, for each `(user, device, algorithm)` of a local user, the oldest
+/// one-time key of the algorithm, or else its fallback key, which is then
+/// marked used.
+pub async fn claim_local(services: &Services, requested: Vec<(String, String, String)>) -> Result<ClaimedKeys> {
     let claimed = services
         .db
         .writer
@@ -387,10 +436,35 @@ pub async fn claim(services: &Services, request: ClaimRequest) -> Result<Value> 
             })
         })
         .await?;
-    let mut keys: BTreeMap<String, BTreeMap<String, Map<String, Value>>> = BTreeMap::new();
+    let mut keys = ClaimedKeys::new();
     for (user, device, name, json) in claimed {
         let value = serde_json::from_str(&json).unwrap_or(Value::Null);
         keys.entry(user).or_default().entry(device).or_default().insert(name, value);
+    }
+    Ok(keys)
+}
+
+/// `POST /keys/claim`: one key per requested device, see [`claim_local`].
+/// Keys of users on other servers are claimed from those servers in
+/// parallel; servers that do not answer in time are listed in `failures`.
+pub async fn claim(services: &Services, request: ClaimRequest) -> Result<Value> {
+    let mut requested = Vec::new();
+    let mut remote_requests: BTreeMap<ruma::OwnedServerName, Map<String, Value>> = BTreeMap::new();
+    for (user, devices) in request.one_time_keys {
+        let user_id = UserId::parse(&user)
+            .map_err(|e| Error::bad_json(format!("one_time_keys: {user:?} is not a valid user id: {e}")))?;
+        if user_id.server_name() != services.server_name {
+            remote_requests.entry(user_id.server_name().to_owned()).or_default().insert(user, json!(devices));
+            continue;
+        }
+        for (device, algorithm) in devices {
+            requested.push((user.clone(), device, algorithm));
+        }
+    }
+    let mut keys = claim_local(services, requested).await?;
+    let mut failures = Map::new();
+    if !remote_requests.is_empty() {
+        remote::claim(services, remote_requests, remote::timeout(request.timeout), &mut keys, &mut failures).await;
     }
     Ok(json!({ "one_time_keys": keys, "failures": failures }))
 }
@@ -403,18 +477,44 @@ pub async fn devices_deleted(services: &Services, user_id: &UserId, device_ids: 
     }
     let user = user_id.to_string();
     let devices = device_ids.to_vec();
-    services
+    let changes = services
         .db
         .writer
         .write(move |txn| {
             Box::pin(async move {
+                let mut changes = Vec::new();
                 for device in &devices {
                     storage::e2ee::delete_device(&mut txn.conn, &user, device).await?;
+                    changes.push(device_updates::mark_device_changed(txn, &user, device).await?);
                 }
-                mark_changed(txn, &user).await?;
-                Ok(())
+                Ok(changes)
             })
         })
         .await?;
-    wake_device_list_watchers(services, user_id).await
+    wake_device_list_watchers(services, user_id).await?;
+    device_updates::announce_devices(services, user_id, &changes).await
+}
+
+/// Announces a device's new display name, when the device has keys: other
+/// clients show the name beside the keys, so it is a device-list change.
+pub async fn device_renamed(services: &Services, user_id: &UserId, device_id: &str) -> Result<()> {
+    let user = user_id.to_string();
+    let device = device_id.to_owned();
+    let change = services
+        .db
+        .writer
+        .write(move |txn| {
+            Box::pin(async move {
+                if storage::e2ee::device_keys(&mut txn.conn, &user, &device).await?.is_none() {
+                    return Ok(None);
+                }
+                Ok(Some(device_updates::mark_device_changed(txn, &user, &device).await?))
+            })
+        })
+        .await?;
+    if let Some(change) = change {
+        wake_device_list_watchers(services, user_id).await?;
+        device_updates::announce_devices(services, user_id, &[change]).await?;
+    }
+    Ok(())
 }

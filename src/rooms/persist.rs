@@ -116,6 +116,13 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
                 )
                 .await?;
                 index_connection(txn, &batch.room_id, pdu, state_key, &membership).await?;
+                if matches!(membership.as_str(), "leave" | "ban") {
+                    // A user of another server who leaves a room may leave the last
+                    // room shared with this server, after which its server sends no
+                    // more device-list updates: the cached list could go stale, so
+                    // it is dropped and fetched again when needed.
+                    storage::e2ee_federation::drop_remote_list(&mut txn.conn, state_key).await?;
+                }
             }
         }
 

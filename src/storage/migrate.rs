@@ -69,15 +69,21 @@ const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 10,
-        name: "remote_invites",
-        sqlite: include_str!("../../schema/sqlite/0010_remote_invites.sql"),
-        postgres: include_str!("../../schema/postgres/0010_remote_invites.sql"),
+        name: "e2ee_federation",
+        sqlite: include_str!("../../schema/sqlite/0010_e2ee_federation.sql"),
+        postgres: include_str!("../../schema/postgres/0010_e2ee_federation.sql"),
     },
     Migration {
         version: 11,
+        name: "remote_invites",
+        sqlite: include_str!("../../schema/sqlite/0011_remote_invites.sql"),
+        postgres: include_str!("../../schema/postgres/0011_remote_invites.sql"),
+    },
+    Migration {
+        version: 12,
         name: "outliers",
-        sqlite: include_str!("../../schema/sqlite/0011_outliers.sql"),
-        postgres: include_str!("../../schema/postgres/0011_outliers.sql"),
+        sqlite: include_str!("../../schema/sqlite/0012_outliers.sql"),
+        postgres: include_str!("../../schema/postgres/0012_outliers.sql"),
     },
 ];
 

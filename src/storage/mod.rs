@@ -6,6 +6,7 @@ pub mod account_data;
 pub mod appservice;
 pub mod connections;
 pub mod e2ee;
+pub mod e2ee_federation;
 pub mod events;
 pub mod invites;
 pub mod key_backup;

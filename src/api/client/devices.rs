@@ -68,6 +68,7 @@ pub async fn update(
     if !updated {
         return Err(Error::not_found(format!("device {device_id} not found")));
     }
+    crate::e2ee::device_renamed(&services, &session.user_id, &device_id).await?;
     Ok(Json(json!({})))
 }
 

@@ -1,7 +1,8 @@
 //! The Server-Server API endpoints (spec: Server-Server API): server keys,
-//! the version, federation media, inbound transactions, and joins as the
-//! resident server. Every endpoint except the key and
-//! version endpoints requires an `X-Matrix` signed request ([`FederationAuth`]).
+//! the version, federation media, inbound transactions, joins as the
+//! resident server, and users' devices and encryption keys. Every endpoint
+//! except the key and version endpoints requires an `X-Matrix` signed request
+//! ([`FederationAuth`]).
 
 mod events;
 mod keys;
@@ -10,6 +11,7 @@ mod media;
 mod membership;
 pub mod query;
 mod send;
+mod user_keys;
 mod version;
 
 use std::sync::Arc;
@@ -39,6 +41,7 @@ pub fn router() -> Router<Arc<Services>> {
         .merge(query::router())
         .merge(send::router())
         .merge(membership::router())
+        .merge(user_keys::router())
 }
 
 /// A request that another server signed: the verified origin, and the body

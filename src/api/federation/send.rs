@@ -1,6 +1,8 @@
 //! `PUT /_matrix/federation/v1/send/{txnId}` (spec: Server-Server API,
-//! "Transactions"): the PDUs of a transaction each get a result, and the EDUs
-//! `m.typing`, `m.receipt` and `m.presence` go into the local ephemeral stores.
+//! "Transactions"): the PDUs of a transaction each get a result, the EDUs
+//! `m.typing`, `m.receipt` and `m.presence` go into the local ephemeral
+//! stores, and the end-to-end encryption EDUs (`m.direct_to_device`,
+//! `m.device_list_update`, `m.signing_key_update`) to `e2ee`.
 
 use std::{sync::Arc, time::Duration};
 
@@ -179,6 +181,13 @@ async fn receive_edu(services: &Services, origin: &ServerName, edu: &Value) -> R
                 let status = update["status_msg"].as_str().map(str::to_owned);
                 crate::api::client::presence::update(services, &user_id, state, Some(status), false).await?;
             }
+        }
+        Some("m.direct_to_device") => crate::e2ee::to_device::receive(services, origin, content).await?,
+        Some("m.device_list_update") => {
+            crate::e2ee::device_updates::receive_device_list_update(services, origin, content).await?;
+        }
+        Some("m.signing_key_update") => {
+            crate::e2ee::device_updates::receive_signing_key_update(services, origin, content).await?;
         }
         _ => {}
     }
