@@ -1,4 +1,4 @@
-//! End-to-end encryption over federation (`schema/*/0010_e2ee_federation.sql`):
+//! End-to-end encryption over federation (`schema/*/0012_e2ee_federation.sql`):
 //! the device-list updates announced for local users, the cache of other
 //! servers' users' device lists and cross-signing keys, and the ids of
 //! to-device messages received from other servers.

@@ -68,10 +68,10 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../schema/postgres/0009_push_actions_key.sql"),
     },
     Migration {
-        version: 10,
+        version: 12,
         name: "e2ee_federation",
-        sqlite: include_str!("../../schema/sqlite/0010_e2ee_federation.sql"),
-        postgres: include_str!("../../schema/postgres/0010_e2ee_federation.sql"),
+        sqlite: include_str!("../../schema/sqlite/0012_e2ee_federation.sql"),
+        postgres: include_str!("../../schema/postgres/0012_e2ee_federation.sql"),
     },
     Migration {
         version: 11,
