@@ -20,7 +20,8 @@ use super::{
     invite::{remote_error, segment},
     pdu::Pdu,
     persist::{self, Batch, NewRoom},
-    remote::{StateMap, check_against},
+    remote::check_against,
+    resolve::StateMap,
     state::RoomState,
     version,
 };
