@@ -259,10 +259,13 @@ impl Rooms {
         check_against(&rules, &join, &state)
             .map_err(|r| invalid_response(&server, format!("the join is not allowed: {r}")))?;
 
-        // The auth chain events that are not part of the state are kept as
+        // The auth chain events that do not stay in the state are kept as
         // outliers, so that state resolution can later walk the auth graph.
-        let state_set: HashSet<&OwnedEventId> = state_ids.iter().collect();
-        let auth_only: Vec<Arc<Pdu>> = ordered.iter().filter(|p| !state_set.contains(&p.event_id)).cloned().collect();
+        // The joining user's own earlier member event (an invite, say) is one
+        // of them: the join replaces it in the state.
+        let replaced = state.get(&(StateEventType::RoomMember, user.to_string())).map(|p| p.event_id.clone());
+        let kept: HashSet<&OwnedEventId> = state_ids.iter().filter(|id| Some(*id) != replaced.as_ref()).collect();
+        let auth_only: Vec<Arc<Pdu>> = ordered.iter().filter(|p| !kept.contains(&p.event_id)).cloned().collect();
         self.store_auth_outliers(room_id, auth_only).await?;
         self.store_joined_room(room_id, user, version, rules, state, join, &create).await?;
         tracing::info!(%room_id, %server, "joined a room through another server");
