@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from harness.client import MatrixClient
 from harness.lattice import LatticeServer, wait_for_servers_to_agree
 
