@@ -155,7 +155,7 @@ fn start_server_config(config: &str) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .expect("start the lattice binary");
-    Server { child, base: format!("http://127.0.0.1:{port}"), _data: data }
+    Server { child, base: format!("http://127.0.0.1:{port}"), _data: data, postgres: None }
 }
 
 fn now_ms() -> i64 {

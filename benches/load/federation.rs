@@ -22,7 +22,7 @@ use base64::{Engine, engine::general_purpose::STANDARD_NO_PAD};
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, RoomVersionId,
     room_version_rules::RoomVersionRules,
-    signatures::{Ed25519KeyPair, KeyPair},
+    signatures::Ed25519KeyPair,
 };
 use serde_json::{Value, json};
 
