@@ -35,6 +35,11 @@
 //!   send throughput with the application service up, down (connection
 //!   refused) and not registered; then the delivery rate of the 8,000-message
 //!   backlog that builds up while it answers 503 and drains once it is back.
+//! - `federation`: inbound `/send` of 40 transactions of 50 `m.room.message`
+//!   PDUs into a room with 50 members from 3 servers (simulated by this
+//!   process, which signs the PDUs and publishes the keys over TLS), in
+//!   PDUs per second; then 200 single-PDU transactions, each to the local
+//!   member's waiting `/sync`, p50 and p99 (see `load/federation.rs`).
 
 use std::{
     net::TcpListener,
@@ -44,6 +49,9 @@ use std::{
 };
 
 use futures::future::join_all;
+
+#[path = "load/federation.rs"]
+mod federation;
 use serde_json::{Value, json};
 
 struct Server {
@@ -82,6 +90,30 @@ fn start_server_with(settings: &[(&str, &str)]) -> Server {
         .spawn()
         .expect("start the lattice binary");
     Server { child, base: format!("http://127.0.0.1:{port}"), _data: data }
+}
+
+/// Starts the server with a configuration file (for settings that the
+/// environment cannot express, such as host overrides).
+fn start_server_config(config: &str) -> Server {
+    let data = tempfile::tempdir().expect("temporary directory");
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let binary = std::env::var("LATTICE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_lattice").to_owned());
+    let child = Command::new(binary)
+        .args(["serve", "--config", config])
+        .env("LATTICE_POLICY__NAME", "open")
+        .env("LATTICE_DATA_DIR", data.path())
+        .env("LATTICE_LISTEN__CLIENT", format!("127.0.0.1:{port}"))
+        .env("LATTICE_RATE_LIMITS__ENABLED", "false")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the lattice binary");
+    Server { child, base: format!("http://127.0.0.1:{port}"), _data: data }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// `(current, peak)` resident memory of a process in MiB, from /proc.
@@ -773,6 +805,9 @@ fn main() {
         }
         if wanted("appservice") {
             bench_appservice(&http).await;
+        }
+        if wanted("federation") {
+            federation::bench_federation(&http).await;
         }
     });
 }

@@ -4,8 +4,9 @@
 #      PostgreSQL when LATTICE_TEST_POSTGRES_URL is set;
 #   2. the crash test (SIGKILL after acknowledged sends, then restart);
 #   3. the real-client scenarios with matrix-nio against a release build;
-#   4. the encrypted DM scenario with matrix-js-sdk and its Rust crypto;
-#   5. the My Network page in headless Chromium (Playwright).
+#   4. the federation scenarios: three Lattice servers on 127.0.0.2-4 over TLS;
+#   5. the encrypted DM scenario with matrix-js-sdk and its Rust crypto;
+#   6. the My Network page in headless Chromium (Playwright).
 # Needs: a Rust toolchain, python3 with venv and pip, Node.js 20 with npm,
 # Debian's chromium, and network access to crates.io, PyPI and npm.
 set -euo pipefail
@@ -35,6 +36,9 @@ failed=()
 
 echo "== matrix-nio client scenarios"
 LATTICE_BIN="$target_dir/release/lattice" tests/clients/run.sh || failed+=("matrix-nio scenarios")
+
+echo "== federation scenarios (three Lattice servers)"
+LATTICE_BIN="$target_dir/release/lattice" federation-tests/run.sh || failed+=("federation scenarios")
 
 echo "== matrix-js-sdk encrypted DM scenario"
 LATTICE_BIN="$target_dir/release/lattice" tests/js/run.sh || failed+=("matrix-js-sdk scenario")

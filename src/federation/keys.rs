@@ -109,6 +109,30 @@ impl Federation {
         Ok(())
     }
 
+    /// The public keys of the servers that signed `object` (a PDU), as far
+    /// as they can be had; a key that cannot be fetched is left out, so the
+    /// signature check then fails for its server.
+    pub async fn signing_keys(&self, object: &CanonicalJsonObject) -> ruma::signatures::PublicKeyMap {
+        let mut map = ruma::signatures::PublicKeyMap::new();
+        let Some(CanonicalJsonValue::Object(signatures)) = object.get("signatures") else { return map };
+        for (server, signed) in signatures {
+            let (Ok(server_name), CanonicalJsonValue::Object(key_ids)) = (ServerName::parse(server), signed) else {
+                continue;
+            };
+            let mut set = ruma::signatures::PublicKeySet::new();
+            for key_id in key_ids.keys() {
+                match self.verify_key(&server_name, key_id).await {
+                    Ok(key) => {
+                        set.insert(key_id.clone(), ruma::serde::Base64::new(key));
+                    }
+                    Err(err) => tracing::info!(server, key_id, error = %err, "no key to check a PDU signature"),
+                }
+            }
+            map.insert(server.clone(), set);
+        }
+        map
+    }
+
     /// Returns the public key `key_id` of `server_name`, valid now: from the
     /// cache, else fetched from the server.
     pub async fn verify_key(&self, server_name: &ServerName, key_id: &str) -> Result<Vec<u8>, KeyError> {

@@ -44,6 +44,11 @@ impl Sender {
         Self { inner: Arc::new(Inner { db, federation, workers: Mutex::new(HashMap::new()), stop }) }
     }
 
+    /// The federation service that the sender sends through.
+    pub fn federation(&self) -> &Federation {
+        &self.inner.federation
+    }
+
     /// Starts a task for every destination that still has queued rows, such
     /// as those left by the previous run.
     pub async fn resume(&self) -> Result<(), sqlx::Error> {

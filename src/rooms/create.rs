@@ -1,7 +1,12 @@
 //! `createRoom`: the spec's sequence of initial events, built on a fresh room
 //! state and committed together, so a rejected request leaves no room behind.
 
-use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomVersionId, UserId, events::TimelineEventType};
+use std::sync::Arc;
+
+use ruma::{
+    OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomVersionId, UserId,
+    events::{StateEventType, TimelineEventType},
+};
 use serde_json::{Map, Value, json};
 
 use super::{
@@ -232,6 +237,18 @@ impl Rooms {
                 }
             }
             add(&mut room, EventDraft::state(TimelineEventType::RoomMember, invitee.as_str(), content))?;
+        }
+        // Invites of other servers' users are countersigned by those servers
+        // before anything is stored, so a refusal leaves no room behind.
+        for built in &mut events {
+            let Some(invitee) = built.pdu.state_key.as_deref().and_then(|key| UserId::parse(key).ok()) else {
+                continue;
+            };
+            if built.pdu.membership().as_deref() == Some("invite") && invitee.server_name() != self.server_name {
+                let countersigned = Arc::new(self.countersign_invite(&room, &built.pdu, &invitee).await?);
+                room.state.insert((StateEventType::RoomMember, invitee.to_string()), countersigned.clone());
+                built.pdu = countersigned;
+            }
         }
 
         let room_id = room.room_id.clone();

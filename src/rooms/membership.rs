@@ -23,6 +23,7 @@ pub enum MembershipChange {
     Kick,
     Ban,
     Unban,
+    Knock,
 }
 
 impl Rooms {
@@ -34,6 +35,20 @@ impl Rooms {
         target: &UserId,
         change: MembershipChange,
         reason: Option<String>,
+    ) -> Result<OwnedEventId> {
+        self.change_membership_direct(room_id, sender, target, change, reason, false).await
+    }
+
+    /// Applies a membership change like [`Rooms::change_membership`]; an
+    /// invite with `is_direct` is marked as the start of a direct chat.
+    pub async fn change_membership_direct(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        target: &UserId,
+        change: MembershipChange,
+        reason: Option<String>,
+        is_direct: bool,
     ) -> Result<OwnedEventId> {
         let room = self.state(room_id).await?;
         let current = room.membership(target);
@@ -57,7 +72,6 @@ impl Rooms {
                     }
                     _ => {}
                 }
-                let is_direct = false;
                 let invite = Invite { room: &room, sender, invitee: target, is_direct, reason: reason.as_deref() };
                 self.policy.check_invite(invite).await?;
                 "invite"
@@ -75,6 +89,13 @@ impl Rooms {
                 "leave"
             }
             MembershipChange::Ban => "ban",
+            MembershipChange::Knock => {
+                if matches!(current.as_deref(), Some("join" | "invite" | "ban")) {
+                    let current = current.unwrap_or_default();
+                    return Err(Error::forbidden(format!("{target} cannot knock with membership {current}")));
+                }
+                "knock"
+            }
             MembershipChange::Unban => {
                 if current.as_deref() != Some("ban") {
                     return Err(Error::forbidden(format!("{target} is not banned from room {room_id}")));
@@ -87,11 +108,16 @@ impl Rooms {
         if let Some(reason) = reason {
             content["reason"] = json!(reason);
         }
+        if membership == "invite" && is_direct {
+            content["is_direct"] = json!(true);
+        }
         if membership == "join" || membership == "invite" {
             self.fill_profile(&mut content, target, previous.as_ref()).await?;
         }
         let draft = EventDraft::state(TimelineEventType::RoomMember, target.as_str(), content);
-        let event_id = self.append(room_id, sender, draft, None).await?;
+        // An invite of another server's user is countersigned by that server first.
+        let remote_invitee = (membership == "invite" && target.server_name() != self.server_name).then_some(target);
+        let event_id = self.append_countersigned(room_id, sender, draft, None, remote_invitee).await?;
 
         if membership == "leave" && sender == target {
             self.retract_invites_after_leave(room_id, sender).await;
@@ -146,7 +172,12 @@ impl Rooms {
 
     /// Copies the user's display name and avatar into new member content; keeps
     /// `is_direct` of a pending invite when joining it.
-    async fn fill_profile(&self, content: &mut Value, user: &UserId, previous: Option<&Value>) -> Result<()> {
+    pub(super) async fn fill_profile(
+        &self,
+        content: &mut Value,
+        user: &UserId,
+        previous: Option<&Value>,
+    ) -> Result<()> {
         if user.server_name() == self.server_name {
             if let Some(row) = storage::users::get(&self.db.pool, user.as_str()).await? {
                 if let Some(name) = row.displayname {

@@ -4,11 +4,16 @@
 
 pub mod builder;
 mod create;
+mod fetch;
+pub mod invite;
+mod join;
+mod knock;
 pub mod membership;
 pub mod pdu;
 mod persist;
 pub mod power;
 pub mod remote;
+mod resolve;
 pub mod serialize;
 pub mod state;
 pub mod version;
@@ -145,6 +150,15 @@ impl Rooms {
         }
     }
 
+    /// The federation service, for the requests that membership changes
+    /// across servers make.
+    fn federation(&self) -> Result<&crate::federation::Federation> {
+        self.sender
+            .get()
+            .map(|sender| sender.federation())
+            .ok_or_else(|| Error::internal("reaching another server", "the federation sender is not set"))
+    }
+
     pub fn server_name(&self) -> &ruma::ServerName {
         &self.server_name
     }
@@ -229,6 +243,21 @@ impl Rooms {
         draft: EventDraft,
         txn: Option<TxnContext>,
     ) -> Result<OwnedEventId> {
+        self.append_countersigned(room_id, sender, draft, txn, None).await
+    }
+
+    /// Appends one event like [`Rooms::append`]; with `remote_invitee`, the
+    /// event is an invite of that user of another server, which that server
+    /// countersigns before the event is stored (the room lock is held
+    /// meanwhile, so that the invite stays on top of the room).
+    async fn append_countersigned(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        draft: EventDraft,
+        txn: Option<TxnContext>,
+        remote_invitee: Option<&UserId>,
+    ) -> Result<OwnedEventId> {
         let slot = self.slot(room_id);
         let mut guard = slot.lock().await;
 
@@ -270,6 +299,11 @@ impl Rooms {
             }
             built.redaction = Some((target, redacted));
         }
+        if let Some(invitee) = remote_invitee {
+            let countersigned = Arc::new(self.countersign_invite(current, &built.pdu, invitee).await?);
+            next.state.insert((StateEventType::RoomMember, invitee.to_string()), countersigned.clone());
+            built.pdu = countersigned;
+        }
 
         let event_id = built.pdu.event_id.clone();
         let outbound = built.pdu.clone();
@@ -283,6 +317,8 @@ impl Rooms {
             push_actions,
             txn: txn.map(|t| TxnRecord { key: t.key(), device_id: t.device_id, txn_id: t.txn_id }),
             extremities: None,
+            resolved: None,
+            require_prev: true,
         };
 
         // The room's next event may be built on this one as soon as it is queued:
@@ -368,6 +404,8 @@ impl Rooms {
             push_actions,
             txn: None,
             extremities: None,
+            resolved: None,
+            require_prev: true,
         };
         self.db.writer.write(move |w| Box::pin(persist::persist(w, batch))).await?;
         if notifies {

@@ -1,7 +1,12 @@
 //! Persisting built events in one write job: the event rows, their state
 //! groups, current state, memberships, forward extremities and redactions.
 
-use super::builder::{BuiltEvent, StateChange};
+use std::sync::Arc;
+
+use super::{
+    builder::{BuiltEvent, StateChange},
+    pdu::Pdu,
+};
 use crate::{
     error::Result,
     storage::{self, WriteTxn, push::PushAction, writer::Stream},
@@ -27,6 +32,23 @@ pub struct Batch {
     /// The room's forward extremities after the batch; `None` for local
     /// events, which form a single chain ending in the batch's last event.
     pub extremities: Option<Vec<String>>,
+    /// Whether each event's first previous event must already be stored.
+    /// False for the state of a room that this server joins through
+    /// another server, whose earlier events it does not have.
+    pub require_prev: bool,
+    /// For received events: how the room's current state changes, which
+    /// state resolution decides, instead of each state event of the batch
+    /// replacing its entry.
+    pub resolved: Option<ResolvedState>,
+}
+
+/// The current state of a room after received events, as a change against
+/// the stored current state.
+pub struct ResolvedState {
+    /// A state group for the resolved state, when no event's group holds it.
+    pub snapshot: Option<(i64, Vec<((String, String), String)>)>,
+    /// The entries that change: the new event, or `None` for a removed entry.
+    pub changes: Vec<((String, String), Option<Arc<Pdu>>)>,
 }
 
 /// A client request's transaction id, stored with the event it sent (whose
@@ -50,29 +72,14 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
     }
 
     let last = batch.events.len().saturating_sub(1);
+    let remote = batch.resolved.is_some();
+    let mut last_stream = 0;
     for (index, event) in batch.events.iter().enumerate() {
         let pdu = &event.pdu;
-        match &event.state_change {
-            StateChange::None => {}
-            StateChange::Delta { group, prev } => {
-                let key = (pdu.kind.to_string(), pdu.state_key.clone().unwrap_or_default());
-                let entry = [(key, pdu.event_id.to_string())];
-                storage::state::insert_group(
-                    &mut txn.conn,
-                    *group,
-                    &batch.room_id,
-                    Some(*prev),
-                    event.chain_length,
-                    &entry,
-                )
-                .await?;
-            }
-            StateChange::Snapshot { group, entries } => {
-                storage::state::insert_group(&mut txn.conn, *group, &batch.room_id, None, 0, entries).await?;
-            }
-        }
+        insert_state_group(txn, &batch.room_id, event).await?;
 
         let stream = txn.next_position(Stream::Events);
+        last_stream = stream;
         let txn_ids = if index == last { batch.txn.as_ref() } else { None };
         storage::events::insert(
             &mut txn.conn,
@@ -80,7 +87,9 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
                 pdu,
                 stream,
                 state_group: event.state_group,
-                require_prev: pdu.prev_events.first().map(|id| id.as_str()),
+                // A received event's predecessors may be outliers; the room
+                // lock is held until it commits, so nothing builds on it early.
+                require_prev: pdu.prev_events.first().map(|id| id.as_str()).filter(|_| batch.require_prev && !remote),
                 replaces_state: event.replaces_state.as_ref().map(|id| id.as_str()),
                 txn: txn_ids.map(|t| (t.txn_id.as_str(), t.device_id.as_str(), t.key.as_str())),
             },
@@ -93,7 +102,7 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
             storage::push::insert_actions(&mut txn.conn, &actions).await?;
         }
 
-        if let Some(state_key) = &pdu.state_key {
+        if let Some(state_key) = pdu.state_key.as_ref().filter(|_| !remote) {
             let kind = pdu.kind.to_string();
             storage::state::set_current(&mut txn.conn, &batch.room_id, &kind, state_key, pdu.event_id.as_str()).await?;
             if let Some(membership) = pdu.membership() {
@@ -123,11 +132,62 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
             storage::push::delete_actions_of_event(&mut txn.conn, target.as_str()).await?;
         }
     }
+    if let Some(resolved) = &batch.resolved {
+        if let Some((group, entries)) = &resolved.snapshot {
+            storage::state::insert_group(&mut txn.conn, *group, &batch.room_id, None, 0, entries).await?;
+        }
+        for ((kind, state_key), pdu) in &resolved.changes {
+            let Some(pdu) = pdu else {
+                storage::state::delete_current(&mut txn.conn, &batch.room_id, kind, state_key).await?;
+                continue;
+            };
+            storage::state::set_current(&mut txn.conn, &batch.room_id, kind, state_key, pdu.event_id.as_str()).await?;
+            if let Some(membership) = pdu.membership() {
+                storage::rooms::set_membership(
+                    &mut txn.conn,
+                    &batch.room_id,
+                    state_key,
+                    &membership,
+                    pdu.event_id.as_str(),
+                    last_stream,
+                )
+                .await?;
+                index_connection(txn, &batch.room_id, pdu, state_key, &membership).await?;
+            }
+        }
+    }
     if let Some(extremities) = &batch.extremities {
         storage::state::set_extremities(&mut txn.conn, &batch.room_id, extremities).await?;
     } else if let Some(last) = batch.events.last() {
         // Local events form a single chain, so the newest event is the only extremity.
         storage::state::set_extremities(&mut txn.conn, &batch.room_id, &[last.pdu.event_id.to_string()]).await?;
+    }
+    Ok(())
+}
+
+async fn insert_state_group(txn: &mut WriteTxn, room_id: &str, event: &BuiltEvent) -> Result<()> {
+    let pdu = &event.pdu;
+    match &event.state_change {
+        StateChange::None => {}
+        StateChange::Delta { group, prev } => {
+            let key = (pdu.kind.to_string(), pdu.state_key.clone().unwrap_or_default());
+            let entry = [(key, pdu.event_id.to_string())];
+            storage::state::insert_group(&mut txn.conn, *group, room_id, Some(*prev), event.chain_length, &entry)
+                .await?;
+        }
+        StateChange::Snapshot { group, entries } => {
+            storage::state::insert_group(&mut txn.conn, *group, room_id, None, 0, entries).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Stores events outside the timeline (fetched state and auth events, and
+/// soft-failed events) with the state groups of the state after them.
+pub async fn persist_outliers(txn: &mut WriteTxn, room_id: String, events: Vec<(BuiltEvent, bool)>) -> Result<()> {
+    for (event, soft_failed) in &events {
+        insert_state_group(txn, &room_id, event).await?;
+        storage::outliers::insert(&mut txn.conn, &event.pdu, event.state_group, *soft_failed).await?;
     }
     Ok(())
 }

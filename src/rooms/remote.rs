@@ -18,15 +18,18 @@ use ruma::{
 
 use super::{
     Rooms, audience,
-    builder::{self, BuiltEvent},
+    builder::{BuiltEvent, StateChange},
     pdu::Pdu,
-    persist::{self, Batch},
-    state::RoomState,
+    persist::{self, Batch, ResolvedState},
+    power,
+    state::{MAX_STATE_CHAIN, RoomState},
 };
 use crate::{
     error::{Error, Result},
-    storage,
+    storage::{self, events::StoredEvent, writer::Stream},
 };
+
+pub(super) use super::resolve::StateMap;
 
 /// The outcome for a received PDU that passed the checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,22 +43,42 @@ pub enum Received {
     Duplicate,
 }
 
+/// The commit of a queued PDU, which wakes the local members once it is done.
+pub type Commit = std::pin::Pin<Box<dyn Future<Output = std::result::Result<(), Rejected>> + Send>>;
+
 /// A PDU that failed a check, with the reason given back to its sender.
 #[derive(Debug)]
 pub struct Rejected(pub String);
 
-type StateMap = HashMap<(StateEventType, String), Arc<Pdu>>;
-
 impl Rooms {
     /// Runs the checks on receipt of one PDU of `room_id` and persists it when
     /// it passes. `keys` holds the public keys of the servers that signed it.
+    /// Its `prev_events` and `auth_events` must be known here, in the
+    /// timeline or as outliers (`fetch.rs` fetches those that are not).
     pub async fn receive_pdu(
         &self,
         room_id: &RoomId,
         object: CanonicalJsonObject,
         keys: &PublicKeyMap,
     ) -> std::result::Result<(OwnedEventId, Received), Rejected> {
-        let internal = |e: Error| Rejected(format!("internal error: {}", e.message));
+        let (event_id, outcome, commit) = self.receive_pdu_queued(room_id, object, keys).await?;
+        if let Some(commit) = commit {
+            commit.await?;
+        }
+        Ok((event_id, outcome))
+    }
+
+    /// Runs the checks like [`Rooms::receive_pdu`] and queues an accepted PDU
+    /// for the writer without waiting for its commit. The room's lock is
+    /// released before the commit, as for local events, so the next PDU of a
+    /// transaction is checked while this one commits; the returned future
+    /// finishes the commit and wakes the local members.
+    pub async fn receive_pdu_queued(
+        &self,
+        room_id: &RoomId,
+        object: CanonicalJsonObject,
+        keys: &PublicKeyMap,
+    ) -> std::result::Result<(OwnedEventId, Received, Option<Commit>), Rejected> {
         let slot = self.slot(room_id);
         let mut guard = slot.lock().await;
         if guard.is_none() {
@@ -64,14 +87,169 @@ impl Rooms {
         let current = guard.as_ref().cloned().expect("room state was just loaded");
         let rules = current.rules.clone();
 
-        // Format: the event id is the reference hash in room versions 3 and later.
-        let hash = ruma::signatures::reference_hash(&object, &rules)
-            .map_err(|e| Rejected(format!("the PDU is malformed: {e}")))?;
-        let event_id = OwnedEventId::try_from(format!("${hash}"))
-            .map_err(|e| Rejected(format!("the PDU has no valid event id: {e}")))?;
-        if storage::events::get(&self.db.pool, event_id.as_str()).await.map_err(|e| internal(e.into()))?.is_some() {
-            return Ok((event_id, Received::Duplicate));
+        let event_id = event_id_of(&object, &rules)?;
+        if current.extremities.contains(&event_id)
+            || storage::events::get(&self.db.pool, event_id.as_str()).await.map_err(|e| internal(e.into()))?.is_some()
+        {
+            return Ok((event_id, Received::Duplicate, None));
         }
+        let pdu = self.check_without_state(&current, event_id.clone(), object, keys).await?;
+
+        // Auth against the state before the event: the resolution of the
+        // states after each of its previous events.
+        let extends_current = same_set(&pdu.prev_events, &current.extremities);
+        let before = if extends_current {
+            Before { state: None, group: Some((current.state_group, current.chain_length)) }
+        } else {
+            self.flush_writes().await.map_err(internal)?;
+            let prev = self.load_any(&ids(&pdu.prev_events)).await.map_err(internal)?;
+            if prev.len() != pdu.prev_events.len() {
+                return Err(Rejected("some of the PDU's prev_events are unknown to this server".into()));
+            }
+            self.state_before(&current, &prev).await?
+        };
+        let before_state = before.state.as_ref().unwrap_or(&current.state);
+        check_against(&rules, &pdu, before_state)
+            .map_err(|r| Rejected(format!("not allowed by the state before the event: {r}")))?;
+
+        let pdu = Arc::new(pdu);
+        let mut after = before_state.clone();
+        let replaces_state = pdu.state_key.as_ref().and_then(|key| {
+            after
+                .insert((StateEventType::from(pdu.kind.to_string()), key.clone()), pdu.clone())
+                .map(|p| p.event_id.clone())
+        });
+        let (state_change, state_group, chain_length) = self.state_change(&pdu, &before, &after);
+        let redaction = self.received_redaction(&current, &pdu, before_state).await.map_err(internal)?;
+        let mut built =
+            BuiltEvent { pdu: pdu.clone(), state_change, redaction: None, chain_length, state_group, replaces_state };
+
+        // Soft fail against the current state: stored outside the timeline,
+        // never shown to clients nor built upon.
+        if !extends_current && let Err(reason) = check_against(&rules, &pdu, &current.state) {
+            tracing::info!(%event_id, %reason, "soft-failing a received event");
+            let room = room_id.to_string();
+            self.db
+                .writer
+                .write(move |w| Box::pin(persist::persist_outliers(w, room, vec![(built, true)])))
+                .await
+                .map_err(internal)?;
+            return Ok((event_id, Received::SoftFailed, None));
+        }
+
+        // The room's new forward extremities and current state.
+        let mut extremities: Vec<OwnedEventId> =
+            current.extremities.iter().filter(|id| !pdu.prev_events.contains(id)).cloned().collect();
+        extremities.push(pdu.event_id.clone());
+        let mut next = RoomState::clone(&current);
+        next.depth = current.depth.max(pdu.depth);
+        let mut snapshot = None;
+        if extremities.len() == 1 {
+            next.state = after;
+            next.state_group = state_group;
+            next.chain_length = chain_length;
+        } else {
+            let mut states = Vec::with_capacity(extremities.len());
+            let others: Vec<OwnedEventId> = extremities.iter().filter(|id| **id != pdu.event_id).cloned().collect();
+            let stored = self.load_any(&ids(&others)).await.map_err(internal)?;
+            for event in stored.values() {
+                if event.state_group != 0 {
+                    states.push(self.state_of_group(event.state_group).await.map_err(internal)?);
+                }
+            }
+            states.push(after.clone());
+            let resolved = self.resolve_states(&rules, &states).await.map_err(internal)?;
+            if same_state(&resolved, &after) {
+                next.state_group = state_group;
+                next.chain_length = chain_length;
+            } else {
+                let group = self.db.writer.positions().reserve(Stream::StateGroups);
+                snapshot = Some((group, entries(&resolved)));
+                next.state_group = group;
+                next.chain_length = 0;
+            }
+            next.state = resolved;
+        }
+        next.extremities = extremities;
+        if let Some((target, redacted)) = redaction {
+            if let Some(in_state) = next.find_event(&target).cloned() {
+                let redacted_pdu = Pdu::from_json(target.clone(), &redacted, room_id)
+                    .map_err(|e| internal(Error::internal("redacting", e)))?;
+                let key =
+                    (StateEventType::from(in_state.kind.to_string()), in_state.state_key.clone().unwrap_or_default());
+                next.state.insert(key, Arc::new(redacted_pdu));
+            }
+            built.redaction = Some((target, redacted));
+        }
+        let changes = state_changes(&current.state, &next.state);
+
+        let wake_target = pdu.state_key.as_deref().and_then(|key| ruma::UserId::parse(key).ok());
+        // Local members get notifications for received events just as for local ones.
+        let push_actions = vec![self.push.evaluate(&next, &built.pdu).await.map_err(internal)?];
+        let notifies = push_actions.iter().any(|actions| !actions.is_empty());
+        let batch = Batch {
+            room_id: room_id.to_string(),
+            new_room: None,
+            events: vec![built],
+            push_actions,
+            txn: None,
+            extremities: Some(next.extremities.iter().map(|id| id.to_string()).collect()),
+            // An event that extends the forward extremities builds on a
+            // timeline event, which may still be in flight; the writer then
+            // stores it only if that one was stored.
+            require_prev: extends_current,
+            resolved: Some(ResolvedState { snapshot, changes }),
+        };
+        let committed = match self.db.writer.submit(move |w| Box::pin(persist::persist(w, batch))).await {
+            Ok(committed) => committed,
+            Err(err) => {
+                *guard = None;
+                return Err(internal(err));
+            }
+        };
+        let mut members = audience(&next, &self.server_name, wake_target.filter(|_| pdu.membership().is_some()));
+        // Members whom the resolution removed learn of it too.
+        for user in audience(&current, &self.server_name, None) {
+            if !members.contains(&user) {
+                members.push(user);
+            }
+        }
+        *guard = Some(Arc::new(next));
+        drop(guard);
+        let (notifier, push) = (self.notifier.clone(), self.push.clone());
+        let commit: Commit = Box::pin(async move {
+            if let Err(err) = committed.await {
+                // The in-memory state contains an event that was not stored, so reload it.
+                *slot.lock().await = None;
+                return Err(internal(err));
+            }
+            notifier.wake(members.iter().map(|u| &**u));
+            if notifies {
+                push.new_actions.notify_one();
+            }
+            Ok(())
+        });
+        Ok((event_id, Received::Accepted, Some(commit)))
+    }
+
+    /// Waits until every write queued so far has committed, so that reads
+    /// see the events still in flight. Jobs commit in queue order, so an
+    /// empty job is enough.
+    pub(super) async fn flush_writes(&self) -> Result<()> {
+        self.db.writer.write(|_| Box::pin(async { Ok(()) })).await
+    }
+
+    /// The checks that need no room state: format, signatures, content hash,
+    /// and auth against the event's own `auth_events`, which must be known.
+    pub(super) async fn check_without_state(
+        &self,
+        current: &RoomState,
+        event_id: OwnedEventId,
+        object: CanonicalJsonObject,
+        keys: &PublicKeyMap,
+    ) -> std::result::Result<Pdu, Rejected> {
+        let rules = &current.rules;
+        let room_id = &current.room_id;
         match object.get("room_id") {
             Some(CanonicalJsonValue::String(id)) if id == room_id.as_str() => {}
             _ => return Err(Rejected(format!("the PDU's room_id is not {room_id}"))),
@@ -79,7 +257,7 @@ impl Rooms {
 
         // Signatures, then the content hash: a PDU whose hash does not match
         // is kept in its redacted form.
-        let object = match ruma::signatures::verify_event(keys, &object, &rules) {
+        let object = match ruma::signatures::verify_event(keys, &object, rules) {
             Ok(Verified::All) => object,
             Ok(Verified::Signatures) => {
                 tracing::info!(%event_id, "content hash mismatch; keeping the redacted event");
@@ -89,14 +267,26 @@ impl Rooms {
             Err(err) => return Err(Rejected(format!("signature check failed: {err}"))),
         };
         let json = serde_json::to_string(&object).map_err(|e| Rejected(format!("the PDU is malformed: {e}")))?;
-        let pdu = Pdu::from_json(event_id.clone(), &json, room_id)
-            .map_err(|e| Rejected(format!("the PDU is malformed: {e}")))?;
+        let pdu =
+            Pdu::from_json(event_id, &json, room_id).map_err(|e| Rejected(format!("the PDU is malformed: {e}")))?;
         if pdu.kind == ruma::events::TimelineEventType::RoomCreate {
             return Err(Rejected("a room's create event cannot arrive in a transaction".into()));
         }
 
         // Auth against the event's own auth events.
-        let auth_events = self.load_events(&pdu.auth_events).await.map_err(internal)?;
+        // Usually every auth event is in the current state, which is in memory.
+        let in_state: Vec<Arc<Pdu>> = pdu.auth_events.iter().filter_map(|id| current.find_event(id).cloned()).collect();
+        let auth_events: HashMap<OwnedEventId, Arc<Pdu>> = if in_state.len() == pdu.auth_events.len() {
+            in_state.into_iter().map(|p| (p.event_id.clone(), p)).collect()
+        } else {
+            self.flush_writes().await.map_err(internal)?;
+            self.load_any(&ids(&pdu.auth_events))
+                .await
+                .map_err(internal)?
+                .into_iter()
+                .map(|(id, e)| (id, e.pdu))
+                .collect()
+        };
         if auth_events.len() != pdu.auth_events.len() {
             return Err(Rejected("some of the PDU's auth_events are unknown to this server".into()));
         }
@@ -114,108 +304,150 @@ impl Rooms {
             |id: &EventId| auth_events.get(id).map(|p| &**p).or_else(|| current.find_event(id).map(|p| &**p));
         state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, fetch_event)
             .map_err(|reason| Rejected(format!("not allowed by its auth events: {reason}")))?;
-        check_against(&rules, &pdu, &auth_state)
+        check_against(rules, &pdu, &auth_state)
             .map_err(|r| Rejected(format!("not allowed by its auth events: {r}")))?;
-
-        // Auth against the state before the event. Fetching unknown previous
-        // events (`/get_missing_events`) is not built: such a PDU is rejected.
-        let prev = self.load_events(&pdu.prev_events).await.map_err(internal)?;
-        if prev.len() != pdu.prev_events.len() {
-            return Err(Rejected("some of the PDU's prev_events are unknown to this server".into()));
-        }
-        let before = self.state_before(&current, &pdu).await.map_err(internal)?;
-        check_against(&rules, &pdu, &before)
-            .map_err(|r| Rejected(format!("not allowed by the state before the event: {r}")))?;
-
-        // Soft fail against the current state.
-        if let Err(reason) = check_against(&rules, &pdu, &current.state) {
-            tracing::info!(%event_id, %reason, "soft-failing a received event");
-            return Ok((event_id, Received::SoftFailed));
-        }
-
-        let mut next = RoomState::clone(&current);
-        let pdu = Arc::new(pdu);
-        let replaces_state = pdu
-            .state_key
-            .as_ref()
-            .and_then(|key| next.get(&StateEventType::from(pdu.kind.to_string()), key).map(|p| p.event_id.clone()));
-        let old_extremities = next.extremities.clone();
-        let old_depth = next.depth;
-        let state_change = builder::apply(&mut next, &pdu, self.db.writer.positions());
-        next.depth = old_depth.max(pdu.depth);
-        let mut extremities: Vec<OwnedEventId> =
-            old_extremities.into_iter().filter(|id| !pdu.prev_events.contains(id)).collect();
-        extremities.push(pdu.event_id.clone());
-        next.extremities = extremities;
-
-        let wake_target = pdu.state_key.as_deref().and_then(|key| ruma::UserId::parse(key).ok());
-        let built = BuiltEvent {
-            pdu: pdu.clone(),
-            state_change,
-            redaction: None,
-            chain_length: next.chain_length,
-            state_group: next.state_group,
-            replaces_state,
-        };
-        // Local members get notifications for received events just as for local ones.
-        let push_actions = vec![self.push.evaluate(&next, &built.pdu).await.map_err(internal)?];
-        let notifies = push_actions.iter().any(|actions| !actions.is_empty());
-        let batch = Batch {
-            room_id: room_id.to_string(),
-            new_room: None,
-            events: vec![built],
-            push_actions,
-            txn: None,
-            extremities: Some(next.extremities.iter().map(|id| id.to_string()).collect()),
-        };
-        let outcome = self.db.writer.write(move |w| Box::pin(persist::persist(w, batch))).await;
-        if let Err(err) = outcome {
-            *guard = None;
-            return Err(internal(err));
-        }
-        let members = audience(&next, &self.server_name, wake_target.filter(|_| pdu.membership().is_some()));
-        *guard = Some(Arc::new(next));
-        drop(guard);
-        self.notifier.wake(members.iter().map(|u| &**u));
-        if notifies {
-            self.push.new_actions.notify_one();
-        }
-        Ok((event_id, Received::Accepted))
+        Ok(pdu)
     }
 
-    async fn load_events(&self, ids: &[OwnedEventId]) -> Result<HashMap<OwnedEventId, Arc<Pdu>>> {
-        let ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
-        let events = storage::events::get_many(&self.db.pool, &ids).await?;
-        Ok(events.into_iter().map(|e| (e.pdu.event_id.clone(), e.pdu)).collect())
+    /// The state before `pdu` when it does not extend the room's forward
+    /// extremities: the state after its single previous event, or the
+    /// resolution of the states after each of them.
+    async fn state_before(
+        &self,
+        current: &RoomState,
+        prev: &HashMap<OwnedEventId, StoredEvent>,
+    ) -> std::result::Result<Before, Rejected> {
+        if let Some(missing) = prev.values().find(|e| e.state_group == 0) {
+            return Err(Rejected(format!("the state after prev event {} is unknown", missing.pdu.event_id)));
+        }
+        let groups: HashSet<i64> = prev.values().map(|e| e.state_group).collect();
+        if groups.len() == 1 {
+            let group = *groups.iter().next().expect("one group");
+            if group == current.state_group {
+                return Ok(Before { state: Some(current.state.clone()), group: Some((group, current.chain_length)) });
+            }
+            let state = self.state_of_group(group).await.map_err(internal)?;
+            let chain = storage::state::chain_length(&self.db.pool, group).await.map_err(|e| internal(e.into()))?;
+            return Ok(Before { state: Some(state), group: Some((group, chain)) });
+        }
+        let mut states = Vec::with_capacity(groups.len());
+        for group in groups {
+            states.push(self.state_of_group(group).await.map_err(internal)?);
+        }
+        let resolved = self.resolve_states(&current.rules, &states).await.map_err(internal)?;
+        Ok(Before { state: Some(resolved), group: None })
     }
 
-    /// The state before `pdu`: the current state when it extends the room's
-    /// forward extremities, else the state after its single previous event.
-    /// With several previous events that are not the extremities, the
-    /// current state stands in, as state resolution is not built.
-    async fn state_before(&self, current: &RoomState, pdu: &Pdu) -> Result<StateMap> {
-        let prev: HashSet<&OwnedEventId> = pdu.prev_events.iter().collect();
-        let extremities: HashSet<&OwnedEventId> = current.extremities.iter().collect();
-        if prev == extremities || pdu.prev_events.len() != 1 {
-            return Ok(current.state.clone());
+    /// The state group of the state after a received event, and how it is stored.
+    fn state_change(&self, pdu: &Pdu, before: &Before, after: &StateMap) -> (StateChange, i64, i64) {
+        let positions = self.db.writer.positions();
+        match (before.group, pdu.is_state()) {
+            (Some((group, chain)), false) => (StateChange::None, group, chain),
+            (Some((prev, chain)), true) if chain + 1 < MAX_STATE_CHAIN => {
+                let group = positions.reserve(Stream::StateGroups);
+                (StateChange::Delta { group, prev }, group, chain + 1)
+            }
+            _ => {
+                let group = positions.reserve(Stream::StateGroups);
+                (StateChange::Snapshot { group, entries: entries(after) }, group, 0)
+            }
         }
-        let Some(stored) = storage::events::get(&self.db.pool, pdu.prev_events[0].as_str()).await? else {
-            return Ok(current.state.clone());
+    }
+
+    /// The redacted form of the event a received redaction targets, when the
+    /// redaction applies: the room version's rules let its sender redact the
+    /// target (a high enough power level, or, from room version 3, the same
+    /// server as the target's sender) and the target is known here.
+    async fn received_redaction(
+        &self,
+        current: &RoomState,
+        pdu: &Pdu,
+        state: &StateMap,
+    ) -> Result<Option<(OwnedEventId, String)>> {
+        let Some(target) = pdu.redacts.as_ref().filter(|_| pdu.kind == ruma::events::TimelineEventType::RoomRedaction)
+        else {
+            return Ok(None);
         };
-        let entries = storage::state::load_group(&self.db.pool, stored.state_group).await?;
-        let ids: Vec<String> = entries.values().cloned().collect();
-        let events = storage::events::get_many(&self.db.pool, &ids).await?;
-        Ok(events
-            .into_iter()
-            .filter_map(|e| {
-                let key = e.pdu.state_key.clone()?;
-                Some(((StateEventType::from(e.pdu.kind.to_string()), key), e.pdu))
-            })
-            .collect())
+        let Some(stored) = storage::events::get(&self.db.pool, target.as_str()).await? else {
+            tracing::info!(event_id = %pdu.event_id, %target, "a received redaction targets an unknown event");
+            return Ok(None);
+        };
+        if stored.pdu.room_id != pdu.room_id || stored.redacted_by.is_some() {
+            return Ok(None);
+        }
+        let mut view = RoomState::new(current.room_id.clone(), current.version.clone(), current.rules.clone());
+        view.state = state.clone();
+        let allowed = power::user_level(&view, &pdu.sender) >= power::action_level(&view, "redact", 50)
+            || stored.pdu.sender.server_name() == pdu.sender.server_name();
+        if !allowed {
+            tracing::info!(event_id = %pdu.event_id, %target, "a received redaction does not apply");
+            return Ok(None);
+        }
+        let object =
+            stored.pdu.canonical_object().ok_or_else(|| Error::internal("redacting", "stored PDU is not an object"))?;
+        let rules = &current.rules;
+        let redacted = ruma::canonical_json::redact(object, &rules.redaction, None)
+            .map_err(|e| Error::internal("redacting an event", e))?;
+        let json = serde_json::to_string(&redacted).map_err(|e| Error::internal("redacting an event", e))?;
+        Ok(Some((target.clone(), json)))
     }
 }
 
-fn check_against(
+/// The state before a received event, and the stored group that holds it
+/// with that group's chain length (`None` when resolution produced it).
+struct Before {
+    /// `None` for the room's current state.
+    state: Option<StateMap>,
+    group: Option<(i64, i64)>,
+}
+
+fn internal(e: Error) -> Rejected {
+    Rejected(format!("internal error: {}", e.message))
+}
+
+/// The event id of a PDU: its reference hash in room versions 3 and later.
+pub(super) fn event_id_of(
+    object: &CanonicalJsonObject,
+    rules: &ruma::room_version_rules::RoomVersionRules,
+) -> std::result::Result<OwnedEventId, Rejected> {
+    let hash =
+        ruma::signatures::reference_hash(object, rules).map_err(|e| Rejected(format!("the PDU is malformed: {e}")))?;
+    OwnedEventId::try_from(format!("${hash}")).map_err(|e| Rejected(format!("the PDU has no valid event id: {e}")))
+}
+
+pub(super) fn ids(ids: &[OwnedEventId]) -> Vec<String> {
+    ids.iter().map(|id| id.to_string()).collect()
+}
+
+fn same_set(a: &[OwnedEventId], b: &[OwnedEventId]) -> bool {
+    let a: HashSet<&OwnedEventId> = a.iter().collect();
+    let b: HashSet<&OwnedEventId> = b.iter().collect();
+    a == b
+}
+
+fn same_state(a: &StateMap, b: &StateMap) -> bool {
+    a.len() == b.len() && a.iter().all(|(key, pdu)| b.get(key).is_some_and(|o| o.event_id == pdu.event_id))
+}
+
+/// The entries of a state as stored in a state group.
+pub(super) fn entries(state: &StateMap) -> Vec<((String, String), String)> {
+    state.iter().map(|((kind, key), pdu)| ((kind.to_string(), key.clone()), pdu.event_id.to_string())).collect()
+}
+
+/// The entries that differ between two states, as changes to the first.
+fn state_changes(old: &StateMap, new: &StateMap) -> Vec<((String, String), Option<Arc<Pdu>>)> {
+    let mut changes: Vec<((String, String), Option<Arc<Pdu>>)> = new
+        .iter()
+        .filter(|(key, pdu)| old.get(*key).is_none_or(|o| o.event_id != pdu.event_id))
+        .map(|((kind, key), pdu)| ((kind.to_string(), key.clone()), Some(pdu.clone())))
+        .collect();
+    changes.extend(
+        old.keys().filter(|key| !new.contains_key(*key)).map(|(kind, key)| ((kind.to_string(), key.clone()), None)),
+    );
+    changes
+}
+
+pub(super) fn check_against(
     rules: &ruma::room_version_rules::RoomVersionRules,
     pdu: &Pdu,
     state: &StateMap,
@@ -239,7 +471,25 @@ impl Rooms {
     pub async fn make_join(&self, room_id: &RoomId, user: &ruma::UserId) -> Result<(String, serde_json::Value)> {
         let room = self.state(room_id).await?;
         self.policy.check_join(&room, user).await?;
-        let content = serde_json::json!({ "membership": "join" });
+        self.make_membership(room_id, user, "join").await
+    }
+
+    /// Builds the `make_leave` template for `user` (spec: Server-Server API,
+    /// "Leaving Rooms (Rejecting Invites)").
+    pub async fn make_leave(&self, room_id: &RoomId, user: &ruma::UserId) -> Result<(String, serde_json::Value)> {
+        self.make_membership(room_id, user, "leave").await
+    }
+
+    /// Builds an unsigned `membership` event of `user` on top of the current
+    /// state and checks it against the authorization rules.
+    async fn make_membership(
+        &self,
+        room_id: &RoomId,
+        user: &ruma::UserId,
+        membership: &str,
+    ) -> Result<(String, serde_json::Value)> {
+        let room = self.state(room_id).await?;
+        let content = serde_json::json!({ "membership": membership });
         let raw = serde_json::value::to_raw_value(&content).map_err(|e| Error::internal("a join template", e))?;
         let kind = ruma::events::TimelineEventType::RoomMember;
         let auth_types =
@@ -267,7 +517,7 @@ impl Rooms {
         )
         .map_err(|e| Error::internal("a join template", e))?;
         check_against(&room.rules, &probe, &room.state)
-            .map_err(|reason| Error::forbidden(format!("{user} may not join {room_id}: {reason}")))?;
+            .map_err(|reason| Error::forbidden(format!("{user} may not {membership} {room_id}: {reason}")))?;
         Ok((room.version.to_string(), template))
     }
 
@@ -283,23 +533,7 @@ impl Rooms {
         object: CanonicalJsonObject,
         keys: &PublicKeyMap,
     ) -> Result<JoinAnswer> {
-        let field = |name: &str| object.get(name).and_then(|v| v.as_str()).map(str::to_owned);
-        let sender = field("sender").and_then(|s| ruma::UserId::parse(s).ok());
-        let Some(sender) = sender.filter(|s| s.server_name() == origin) else {
-            return Err(Error::bad_json(format!("the join event's sender must be a user of {origin}")));
-        };
-        if field("type").as_deref() != Some("m.room.member") || field("state_key").as_deref() != Some(sender.as_str()) {
-            return Err(Error::bad_json("the event must be the sender's own m.room.member event"));
-        }
-        let membership = match object.get("content") {
-            Some(CanonicalJsonValue::Object(content)) => {
-                content.get("membership").and_then(|v| v.as_str()).map(str::to_owned)
-            }
-            _ => None,
-        };
-        if membership.as_deref() != Some("join") {
-            return Err(Error::bad_json("content.membership must be join"));
-        }
+        let sender = own_member_event(origin, &object, "join")?;
         let before = self.state(room_id).await?;
         self.policy.check_join(&before, &sender).await?;
         let servers_before = before.servers();
@@ -320,7 +554,11 @@ impl Rooms {
         });
         self.send_out(&servers, &others, std::slice::from_ref(&join)).await;
 
-        let state: Vec<Arc<Pdu>> = after.state.values().filter(|p| p.event_id != id).cloned().collect();
+        // The state before the join contains the joining user's earlier member event, such as an invite.
+        let mut state: Vec<Arc<Pdu>> = after.state.values().filter(|p| p.event_id != id).cloned().collect();
+        if let Some(earlier) = before.get(&StateEventType::RoomMember, sender.as_str()) {
+            state.push(earlier.clone());
+        }
         let mut chain: HashMap<OwnedEventId, Arc<Pdu>> = HashMap::new();
         let mut pending: Vec<OwnedEventId> =
             state.iter().chain(std::iter::once(&join)).flat_map(|p| p.auth_events.clone()).collect();
@@ -331,10 +569,112 @@ impl Rooms {
         }
         while !pending.is_empty() {
             pending.retain(|id| !chain.contains_key(id));
-            let found = self.load_events(&pending).await?;
-            pending = found.values().flat_map(|p| p.auth_events.clone()).collect();
-            chain.extend(found);
+            let found = self.load_any(&ids(&pending)).await?;
+            pending = found.values().flat_map(|e| e.pdu.auth_events.clone()).collect();
+            chain.extend(found.into_iter().map(|(id, e)| (id, e.pdu)));
         }
         Ok(JoinAnswer { state, auth_chain: chain.into_values().collect() })
     }
+
+    /// Takes a signed leave event from `origin` as the resident server (spec:
+    /// Server-Server API, `send_leave`): the checks on receipt, persisting
+    /// it, and sending it to the other servers in the room.
+    pub async fn send_leave(
+        &self,
+        origin: &ruma::ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+        object: CanonicalJsonObject,
+        keys: &PublicKeyMap,
+    ) -> Result<()> {
+        self.send_membership(origin, room_id, event_id, object, keys, "leave").await.map(|_| ())
+    }
+
+    /// Builds the `make_knock` template for `user` (spec: Server-Server API,
+    /// "Knocking upon a room"), in room versions that allow knocking.
+    pub async fn make_knock(&self, room_id: &RoomId, user: &ruma::UserId) -> Result<(String, serde_json::Value)> {
+        let room = self.state(room_id).await?;
+        if !room.rules.authorization.knocking {
+            let mut error = Error::new(
+                crate::error::ErrorKind::IncompatibleRoomVersion,
+                format!("room {room_id} has version {}, which does not allow knocking", room.version),
+            );
+            error.body = serde_json::json!({ "room_version": room.version.to_string() }).as_object().cloned();
+            return Err(error);
+        }
+        self.make_membership(room_id, user, "knock").await
+    }
+
+    /// Takes a signed knock from `origin` as the resident server (`send_knock`)
+    /// like a leave, and returns the stripped state that describes the room.
+    pub async fn send_knock(
+        &self,
+        origin: &ruma::ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+        object: CanonicalJsonObject,
+        keys: &PublicKeyMap,
+    ) -> Result<Vec<serde_json::Value>> {
+        let after = self.send_membership(origin, room_id, event_id, object, keys, "knock").await?;
+        Ok(super::invite::room_summary(&after))
+    }
+
+    /// Runs a member event of a user of `origin` about themselves through the
+    /// checks on receipt, and sends it to the other servers in the room.
+    /// Returns the room's state after it.
+    async fn send_membership(
+        &self,
+        origin: &ruma::ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+        object: CanonicalJsonObject,
+        keys: &PublicKeyMap,
+        membership: &str,
+    ) -> Result<Arc<RoomState>> {
+        own_member_event(origin, &object, membership)?;
+        let before = self.state(room_id).await?;
+        let servers_before = before.servers();
+        let (id, _) =
+            self.receive_pdu(room_id, object, keys).await.map_err(|Rejected(reason)| Error::forbidden(reason))?;
+        if id != event_id {
+            return Err(Error::bad_json(format!("the event id is {id}, not {event_id}")));
+        }
+        let after = self.state(room_id).await?;
+        let Some(event) = after.find_event(&id).cloned() else {
+            return Err(Error::forbidden(format!("the {membership} event was soft-failed")));
+        };
+        let servers: Vec<_> = servers_before.into_iter().filter(|s| s != origin).collect();
+        let mut others = RoomState::clone(&after);
+        others.state.retain(|(kind, key), _| {
+            *kind != StateEventType::RoomMember
+                || ruma::UserId::parse(key.as_str()).map(|u| u.server_name() != origin).unwrap_or(true)
+        });
+        self.send_out(&servers, &others, std::slice::from_ref(&event)).await;
+        Ok(after)
+    }
+}
+
+/// Checks that `object` is the `membership` event of a user of `origin`
+/// about themselves, and returns that user.
+fn own_member_event(
+    origin: &ruma::ServerName,
+    object: &CanonicalJsonObject,
+    membership: &str,
+) -> Result<ruma::OwnedUserId> {
+    let field = |name: &str| object.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+    let sender = field("sender").and_then(|s| ruma::UserId::parse(s).ok());
+    let Some(sender) = sender.filter(|s| s.server_name() == origin) else {
+        return Err(Error::bad_json(format!("the {membership} event's sender must be a user of {origin}")));
+    };
+    if field("type").as_deref() != Some("m.room.member") || field("state_key").as_deref() != Some(sender.as_str()) {
+        return Err(Error::bad_json("the event must be the sender's own m.room.member event"));
+    }
+    let actual = match object.get("content") {
+        Some(CanonicalJsonValue::Object(content)) => content.get("membership").and_then(|v| v.as_str()),
+        _ => None,
+    };
+    if actual != Some(membership) {
+        return Err(Error::bad_json(format!("content.membership must be {membership}")));
+    }
+    Ok(sender)
 }

@@ -234,6 +234,21 @@ async fn write_change(conn: &mut AnyConnection, change: IndexChange, room_id: &s
     Ok(())
 }
 
+/// Updates the index for a member event of a room that this server is not
+/// in: an invite of a local user received from another server, or that
+/// user's rejection. This server does not see the room's creator, so the
+/// inviter (`requester`) stands for it, and no third member is known.
+pub async fn apply_remote_member_event(
+    conn: &mut AnyConnection,
+    room_id: &str,
+    requester: &str,
+    event: &MemberEvent<'_>,
+) -> Result<(), sqlx::Error> {
+    let current = get_in_txn(conn, room_id).await?;
+    let change = derive_change(current.as_ref(), room_id, requester, event, false);
+    write_change(conn, change, room_id).await
+}
+
 /// Updates the index for a member event that is being persisted. Runs in the
 /// event's write transaction after its `memberships` row was written, so the
 /// index commits or rolls back together with the event.

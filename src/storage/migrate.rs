@@ -68,6 +68,18 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../schema/postgres/0009_push_actions_key.sql"),
     },
     Migration {
+        version: 10,
+        name: "remote_invites",
+        sqlite: include_str!("../../schema/sqlite/0010_remote_invites.sql"),
+        postgres: include_str!("../../schema/postgres/0010_remote_invites.sql"),
+    },
+    Migration {
+        version: 11,
+        name: "outliers",
+        sqlite: include_str!("../../schema/sqlite/0011_outliers.sql"),
+        postgres: include_str!("../../schema/postgres/0011_outliers.sql"),
+    },
+    Migration {
         version: 12,
         name: "e2ee_federation",
         sqlite: include_str!("../../schema/sqlite/0012_e2ee_federation.sql"),

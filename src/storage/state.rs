@@ -127,3 +127,20 @@ pub async fn set_extremities(conn: &mut AnyConnection, room_id: &str, event_ids:
         .await?;
     Ok(())
 }
+
+/// Removes one entry of a room's current state (state resolution may drop a
+/// conflicted entry whose events all fail the authorization rules).
+pub async fn delete_current(
+    conn: &mut AnyConnection,
+    room_id: &str,
+    event_type: &str,
+    state_key: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM current_state WHERE room_id = $1 AND event_type = $2 AND state_key = $3")
+        .bind(room_id)
+        .bind(event_type)
+        .bind(state_key)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}

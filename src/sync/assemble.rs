@@ -151,6 +151,7 @@ pub async fn assemble(
 
     let mut join = std::collections::BTreeMap::new();
     let mut invite = std::collections::BTreeMap::new();
+    let mut knock = std::collections::BTreeMap::new();
     let mut leave = std::collections::BTreeMap::new();
     let include_leave = room_filter.include_leave.unwrap_or(false);
 
@@ -194,6 +195,9 @@ pub async fn assemble(
             }
             "invite" if changed_membership || full_state => {
                 invite.insert(room_id.to_string(), ctx.invited_room(&room_id).await?);
+            }
+            "knock" if changed_membership || full_state => {
+                knock.insert(room_id.to_string(), ctx.knocked_room(&room_id).await?);
             }
             "leave" | "ban" if (since.is_some() && changed_membership) || (since.is_none() && include_leave) => {
                 leave.insert(room_id.to_string(), ctx.left_room(&room_id, membership.stream).await?);
@@ -251,6 +255,7 @@ pub async fn assemble(
     let (one_time_key_counts, unused_fallback_key_types) = e2ee::sync_key_state(services, session).await?;
     let has_changes = !join.is_empty()
         || !invite.is_empty()
+        || !knock.is_empty()
         || !leave.is_empty()
         || !global_account_data.is_empty()
         || !presence.is_empty()
@@ -260,7 +265,7 @@ pub async fn assemble(
     let next_batch = SyncToken { to_device: to_device.position, ..upto };
     let body = SyncResponse {
         next_batch: next_batch.to_string(),
-        rooms: response::Rooms { join, invite, leave, knock: Default::default() },
+        rooms: response::Rooms { join, invite, leave, knock },
         account_data: Events { events: global_account_data },
         presence: Events { events: presence },
         to_device: Events { events: to_device.events },
@@ -519,7 +524,16 @@ impl Ctx<'_> {
     }
 
     async fn invited_room(&self, room_id: &RoomId) -> Result<Value> {
-        let room = self.services.rooms.state(room_id).await?;
+        let rooms = &self.services.rooms;
+        let user = self.session.user_id.as_str();
+        // An invite to a room this server is not in comes with the state the inviting server sent.
+        if let Some(invite) = storage::invites::get(&self.services.db.pool, room_id.as_str(), user).await?
+            && !rooms.is_resident(room_id).await?
+        {
+            let events: Value = serde_json::from_str(&invite.invite_state).unwrap_or_else(|_| json!([]));
+            return Ok(json!({ "invite_state": { "events": events } }));
+        }
+        let room = rooms.state(room_id).await?;
         let mut events = Vec::new();
         for kind in [
             StateEventType::RoomCreate,
@@ -541,6 +555,24 @@ impl Ctx<'_> {
             events.push(stripped(invite));
         }
         Ok(json!({ "invite_state": { "events": events } }))
+    }
+
+    /// The stripped state of a room the user knocked on, with the knock.
+    async fn knocked_room(&self, room_id: &RoomId) -> Result<Value> {
+        let rooms = &self.services.rooms;
+        let user = self.session.user_id.as_str();
+        if let Some(knock) = storage::knocks::get(&self.services.db.pool, room_id.as_str(), user).await?
+            && !rooms.is_resident(room_id).await?
+        {
+            let events: Value = serde_json::from_str(&knock.knock_state).unwrap_or_else(|_| json!([]));
+            return Ok(json!({ "knock_state": { "events": events } }));
+        }
+        let room = rooms.state(room_id).await?;
+        let mut events = crate::rooms::invite::room_summary(&room);
+        if let Some(own) = room.get(&StateEventType::RoomMember, user) {
+            events.push(stripped(own));
+        }
+        Ok(json!({ "knock_state": { "events": events } }))
     }
 
     async fn left_room(&self, room_id: &RoomId, left_at: i64) -> Result<response::LeftRoom> {

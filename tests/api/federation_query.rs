@@ -301,8 +301,8 @@ async fn invited_user_server_sees_later_history() {
             }))
             .await;
         let before = alice.send_text(&room_id, "before").await;
-        // The invite is recorded on A directly: sending invites to other
-        // servers is not part of these endpoints.
+        // B countersigns the invite of its user, who must exist there.
+        b.register("bob").await;
         let parsed_room = ruma::RoomId::parse(&room_id).expect("room id");
         let alice_id = ruma::UserId::parse(&alice.user_id).expect("user id");
         let bob_id = ruma::UserId::parse("@bob:b.lattice.test").expect("user id");

@@ -62,7 +62,7 @@ async fn wait_until(log: &Log, what: &str, done: impl Fn(&Log) -> bool) {
 }
 
 #[tokio::test]
-async fn events_typing_and_receipts_reach_the_other_servers_in_the_room() {
+async fn events_typing_receipts_and_presence_reach_the_other_servers_in_the_room() {
     for backend in backends() {
         let ca = TestCa::new();
         let (log, addr, _stop) = start_receiver(&ca).await;
@@ -134,6 +134,21 @@ async fn events_typing_and_receipts_reach_the_other_servers_in_the_room() {
         let read = &edus[1]["content"][&room_id]["m.read"][&alice.user_id];
         assert_eq!(read["event_ids"], json!([event_id]));
         assert!(read["data"]["ts"].is_i64(), "{read}");
+
+        // A presence change goes to the servers that share a room with the user.
+        let path = format!("/_matrix/client/v3/presence/{}/status", encode(&alice.user_id));
+        let (status, body) =
+            alice.put(&path, json!({ "presence": "unavailable", "status_msg": "Out for lunch" })).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        wait_until(&log, "the presence EDU", |log| received(log, "edus").len() >= 3).await;
+        let presence = &received(&log, "edus")[2];
+        assert_eq!(presence["edu_type"], "m.presence");
+        let update = &presence["content"]["push"][0];
+        assert_eq!(update["user_id"], alice.user_id);
+        assert_eq!(update["presence"], "unavailable");
+        assert_eq!(update["status_msg"], "Out for lunch");
+        assert_eq!(update["currently_active"], false);
+        assert!(update["last_active_ago"].is_i64(), "{update}");
 
         // The remote member leaves: its server learns of the leave, and then nothing more.
         rooms
@@ -331,6 +346,8 @@ async fn remote_join_and_inbound_transactions_reach_local_members() {
             json!({ "edu_type": "m.typing", "content": { "room_id": room_id, "user_id": bob, "typing": true } }),
             json!({ "edu_type": "m.receipt", "content": { &room_id: { "m.read": { bob.as_str(): {
                 "event_ids": [good_id], "data": { "ts": 1_700_000_000_000_i64 } } } } } }),
+            json!({ "edu_type": "m.presence", "content": { "push": [{ "user_id": bob, "presence": "online",
+                "status_msg": "In a meeting", "last_active_ago": 1000, "currently_active": true }] } }),
         ];
         let response = send_transaction(&b, &a, "t4", vec![], edus).await;
         assert_eq!(response["pdus"], json!({}));
@@ -348,6 +365,13 @@ async fn remote_join_and_inbound_transactions_reach_local_members() {
         assert_eq!(typing["content"]["user_ids"], json!([bob]));
         let receipt = ephemeral.as_array().unwrap().iter().find(|e| e["type"] == "m.receipt").expect("receipt");
         assert!(receipt["content"][&good_id]["m.read"][bob.as_str()]["ts"].is_i64(), "{receipt}");
+
+        // Bob's presence is readable here although bob has no account on this server.
+        let (status, presence) =
+            alice.get(&format!("/_matrix/client/v3/presence/{}/status", encode(bob.as_str()))).await;
+        assert_eq!(status, StatusCode::OK, "{presence}");
+        assert_eq!(presence["presence"], "online");
+        assert_eq!(presence["status_msg"], "In a meeting");
 
         // A transaction whose origin is not the signing server is refused.
         let body = json!({ "origin": "c.lattice.test", "origin_server_ts": 0, "pdus": [], "edus": [] });

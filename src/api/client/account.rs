@@ -353,6 +353,14 @@ pub async fn deactivate(
         let Ok(room_id) = ruma::OwnedRoomId::try_from(membership.room_id.clone()) else {
             continue;
         };
+        if membership.membership == "invite"
+            && matches!(services.rooms.remote_inviter_server(&room_id, &session.user_id).await, Ok(Some(_)))
+        {
+            if let Err(err) = services.rooms.reject_remote_invite(&room_id, &session.user_id, None).await {
+                tracing::warn!(%room_id, user_id = %session.user_id, error = %err, "could not reject an invite while deactivating");
+            }
+            continue;
+        }
         if let Err(err) = services
             .rooms
             .change_membership(

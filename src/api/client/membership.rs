@@ -3,8 +3,11 @@
 
 use std::sync::Arc;
 
-use axum::{Json, extract::State};
-use ruma::{OwnedRoomId, RoomAliasId, events::StateEventType};
+use axum::{
+    Json,
+    extract::{RawQuery, State},
+};
+use ruma::{OwnedRoomId, OwnedServerName, RoomAliasId, ServerName, events::StateEventType};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -35,22 +38,50 @@ pub async fn joined_rooms(State(services): State<Arc<Services>>, Auth(session): 
     Ok(Json(json!({ "joined_rooms": rooms })))
 }
 
+/// Parses the servers named by the `server_name` and `via` query parameters.
+fn join_servers(query: Option<&str>) -> Result<Vec<OwnedServerName>> {
+    let mut servers = Vec::new();
+    for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if key == "server_name" || key == "via" {
+            let server = ServerName::parse(value.as_ref())
+                .map_err(|e| Error::invalid_param(format!("{key} {value:?} is not a valid server name: {e}")))?;
+            servers.push(server);
+        }
+    }
+    Ok(servers)
+}
+
+/// Joins a room: as any event when this server is in the room, else through
+/// one of `servers`, the inviter's server or the server of the room id.
 async fn join_room(
     services: &Services,
     session: &Session,
     room_id: &OwnedRoomId,
     reason: Option<String>,
+    mut servers: Vec<OwnedServerName>,
 ) -> Result<Json<Value>> {
     services.check_user_rate_limit(&session.user_id)?;
-    if !services.rooms.exists(room_id).await? {
+    let rooms = &services.rooms;
+    if !rooms.is_resident(room_id).await? {
+        if let Some(inviter) = rooms.remote_inviter_server(room_id, &session.user_id).await? {
+            servers.push(inviter);
+        }
+        if let Some(server) = room_id.server_name() {
+            servers.push(server.to_owned());
+        }
+        let mut seen = std::collections::HashSet::new();
+        servers.retain(|s| *s != services.server_name && seen.insert(s.clone()));
+        if !servers.is_empty() {
+            rooms.join_remote(room_id, &session.user_id, &servers, reason).await?;
+            return Ok(Json(json!({ "room_id": room_id })));
+        }
+    }
+    if !rooms.exists(room_id).await? {
         return Err(Error::not_found(format!("room {room_id} is not known to this server")));
     }
-    let room = services.rooms.state(room_id).await?;
+    let room = rooms.state(room_id).await?;
     if !room.is_joined(&session.user_id) {
-        services
-            .rooms
-            .change_membership(room_id, &session.user_id, &session.user_id, MembershipChange::Join, reason)
-            .await?;
+        rooms.change_membership(room_id, &session.user_id, &session.user_id, MembershipChange::Join, reason).await?;
     }
     Ok(Json(json!({ "room_id": room_id })))
 }
@@ -60,10 +91,12 @@ pub async fn join(
     State(services): State<Arc<Services>>,
     Auth(session): Auth,
     Path(room_id): Path<String>,
+    RawQuery(query): RawQuery,
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> Result<Json<Value>> {
     let room_id = parse_room_id(&room_id)?;
-    join_room(&services, &session, &room_id, body.reason).await
+    let servers = join_servers(query.as_deref())?;
+    join_room(&services, &session, &room_id, body.reason, servers).await
 }
 
 /// POST /_matrix/client/v3/join/{roomIdOrAlias}
@@ -71,17 +104,55 @@ pub async fn join_by_id_or_alias(
     State(services): State<Arc<Services>>,
     Auth(session): Auth,
     Path(target): Path<String>,
+    RawQuery(query): RawQuery,
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> Result<Json<Value>> {
+    let mut servers = join_servers(query.as_deref())?;
     let room_id = if target.starts_with('#') {
         let alias = RoomAliasId::parse(&target)
             .map_err(|e| Error::invalid_param(format!("room alias {target:?} is invalid: {e}")))?;
-        let (room_id, _servers) = crate::api::federation::query::resolve_alias(&services, &alias).await?;
+        let (room_id, alias_servers) = crate::api::federation::query::resolve_alias(&services, &alias).await?;
+        servers.extend(alias_servers.iter().filter_map(|s| ServerName::parse(s).ok()));
         parse_room_id(&room_id)?
     } else {
         parse_room_id(&target)?
     };
-    join_room(&services, &session, &room_id, body.reason).await
+    join_room(&services, &session, &room_id, body.reason, servers).await
+}
+
+/// POST /_matrix/client/v3/knock/{roomIdOrAlias}
+pub async fn knock(
+    State(services): State<Arc<Services>>,
+    Auth(session): Auth,
+    Path(target): Path<String>,
+    RawQuery(query): RawQuery,
+    JsonBody(body): JsonBody<ReasonBody>,
+) -> Result<Json<Value>> {
+    services.check_user_rate_limit(&session.user_id)?;
+    let mut servers = join_servers(query.as_deref())?;
+    let room_id = if target.starts_with('#') {
+        let alias = RoomAliasId::parse(&target)
+            .map_err(|e| Error::invalid_param(format!("room alias {target:?} is invalid: {e}")))?;
+        let (room_id, alias_servers) = crate::api::federation::query::resolve_alias(&services, &alias).await?;
+        servers.extend(alias_servers.iter().filter_map(|s| ServerName::parse(s).ok()));
+        parse_room_id(&room_id)?
+    } else {
+        parse_room_id(&target)?
+    };
+    let rooms = &services.rooms;
+    if rooms.is_resident(&room_id).await? {
+        rooms
+            .change_membership(&room_id, &session.user_id, &session.user_id, MembershipChange::Knock, body.reason)
+            .await?;
+        return Ok(Json(json!({ "room_id": room_id })));
+    }
+    if let Some(server) = room_id.server_name() {
+        servers.push(server.to_owned());
+    }
+    let mut seen = std::collections::HashSet::new();
+    servers.retain(|s| *s != services.server_name && seen.insert(s.clone()));
+    rooms.knock_remote(&room_id, &session.user_id, &servers, body.reason).await?;
+    Ok(Json(json!({ "room_id": room_id })))
 }
 
 /// POST /_matrix/client/v3/rooms/{roomId}/invite
@@ -100,11 +171,6 @@ pub async fn invite(
     {
         return Err(Error::not_found(format!("user {target} does not exist")));
     }
-    if target.server_name() != services.server_name {
-        return Err(Error::forbidden(
-            "inviting users of other servers needs federation, which this server does not offer yet",
-        ));
-    }
     services
         .rooms
         .change_membership(&room_id, &session.user_id, &target, MembershipChange::Invite, body.reason)
@@ -120,6 +186,15 @@ pub async fn leave(
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> Result<Json<Value>> {
     let room_id = parse_room_id(&room_id)?;
+    // An invite to a room this server is not in is rejected through the inviting server.
+    if services.rooms.remote_inviter_server(&room_id, &session.user_id).await?.is_some() {
+        services.rooms.reject_remote_invite(&room_id, &session.user_id, body.reason).await?;
+        return Ok(Json(json!({})));
+    }
+    if services.rooms.remote_knock_server(&room_id, &session.user_id).await?.is_some() {
+        services.rooms.withdraw_remote_knock(&room_id, &session.user_id, body.reason).await?;
+        return Ok(Json(json!({})));
+    }
     if !services.rooms.exists(&room_id).await? {
         return Err(Error::not_found(format!("room {room_id} is not known to this server")));
     }

@@ -67,6 +67,7 @@ pub fn router() -> Router<Arc<Services>> {
         .route(&r("/createRoom"), post(rooms::create))
         .route(&r("/joined_rooms"), get(membership::joined_rooms))
         .route(&r("/join/{room_id_or_alias}"), post(membership::join_by_id_or_alias))
+        .route(&r("/knock/{room_id_or_alias}"), post(membership::knock))
         .route(&r("/rooms/{room_id}/join"), post(membership::join))
         .route(&r("/rooms/{room_id}/invite"), post(membership::invite))
         .route(&r("/rooms/{room_id}/leave"), post(membership::leave))

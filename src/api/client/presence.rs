@@ -1,6 +1,6 @@
 //! Presence (spec: Client-Server API, "Presence").
 
-use std::sync::Arc;
+use std::{collections::BTreeSet, sync::Arc};
 
 use axum::{Json, extract::State};
 use ruma::UserId;
@@ -64,6 +64,38 @@ pub async fn update(
         .filter_map(|u| ruma::OwnedUserId::try_from(u).ok())
         .collect();
     services.notifier.wake(audience.iter().map(|u| &**u));
+    if user.server_name() == services.server_name {
+        send_out(services, user, &audience).await?;
+    }
+    Ok(())
+}
+
+/// Queues an `m.presence` EDU with the local `user`'s stored presence to every
+/// other server that has a member in one of the user's rooms.
+async fn send_out(services: &Services, user: &UserId, audience: &[ruma::OwnedUserId]) -> Result<()> {
+    let servers: BTreeSet<&ruma::ServerName> =
+        audience.iter().map(|u| u.server_name()).filter(|server| *server != services.server_name).collect();
+    if servers.is_empty() {
+        return Ok(());
+    }
+    let Some(presence) = storage::users::get_presence(&services.db.pool, user.as_str()).await? else {
+        return Ok(());
+    };
+    let mut update = json!({
+        "user_id": user,
+        "presence": presence.state,
+        "last_active_ago": (storage::now_ms() - presence.last_active_ts).max(0),
+        "currently_active": presence.state == "online",
+    });
+    if let Some(msg) = presence.status_msg {
+        update["status_msg"] = json!(msg);
+    }
+    let edu = json!({ "edu_type": "m.presence", "content": { "push": [update] } });
+    for server in servers {
+        if let Err(err) = services.sender.queue_edu(server, &edu).await {
+            tracing::warn!(error = %err, destination = %server, "could not queue a presence EDU");
+        }
+    }
     Ok(())
 }
 
@@ -81,7 +113,9 @@ pub async fn get(
             return Err(Error::forbidden(format!("you share no room with {user_id}, so their presence is hidden")));
         }
     }
-    if storage::users::get(pool, user_id.as_str()).await?.is_none() {
+    // Remote users have no account here; their presence comes from their server's EDUs.
+    let local = user_id.server_name() == services.server_name;
+    if local && storage::users::get(pool, user_id.as_str()).await?.is_none() {
         return Err(Error::not_found(format!("user {user_id} not found")));
     }
     let Some(presence) = storage::users::get_presence(pool, user_id.as_str()).await? else {

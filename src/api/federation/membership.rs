@@ -1,6 +1,9 @@
-//! Joins as the resident server (spec: Server-Server API, "Joining Rooms"):
-//! `GET /_matrix/federation/v1/make_join/{roomId}/{userId}` and
-//! `PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}`.
+//! Membership across servers (spec: Server-Server API, "Joining Rooms",
+//! "Knocking upon a room", "Inviting to a room", "Leaving Rooms (Rejecting
+//! Invites)"): joins, knocks and leaves as the resident server (`make_join`,
+//! `send_join` v2, `make_knock`, `send_knock`, `make_leave`, `send_leave`
+//! v2), and invites of this server's users (`invite` v2; v1 is not served and
+//! answers 404 `M_UNRECOGNIZED`).
 
 use std::sync::Arc;
 
@@ -10,18 +13,67 @@ use axum::{
     routing::{get, put},
 };
 use ruma::{CanonicalJsonValue, EventId, RoomId, UserId};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{FederationAuth, send::signing_keys};
 use crate::{
     Services,
     error::{Error, ErrorKind, Result},
+    rooms::invite::InboundInvite,
 };
 
 pub fn router() -> Router<Arc<Services>> {
     Router::new()
         .route("/_matrix/federation/v1/make_join/{room_id}/{user_id}", get(make_join))
         .route("/_matrix/federation/v2/send_join/{room_id}/{event_id}", put(send_join))
+        .route("/_matrix/federation/v1/make_leave/{room_id}/{user_id}", get(make_leave))
+        .route("/_matrix/federation/v2/send_leave/{room_id}/{event_id}", put(send_leave))
+        .route("/_matrix/federation/v2/invite/{room_id}/{event_id}", put(invite))
+        .route("/_matrix/federation/v1/make_knock/{room_id}/{user_id}", get(make_knock))
+        .route("/_matrix/federation/v1/send_knock/{room_id}/{event_id}", put(send_knock))
+}
+
+/// Checks that the room's version is among the `ver` query parameters of the
+/// requesting server (without any, it supports room version 1 only).
+async fn check_ver(services: &Services, room_id: &RoomId, query: Option<String>) -> Result<()> {
+    let versions: Vec<String> = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .filter(|(key, _)| key == "ver")
+        .map(|(_, value)| value.into_owned())
+        .collect();
+    let room = services.rooms.state(room_id).await?;
+    let version = room.version.to_string();
+    if !versions.contains(&version) {
+        let mut error = Error::new(
+            ErrorKind::IncompatibleRoomVersion,
+            format!("room {room_id} has version {version}, which the requesting server did not list in ver"),
+        );
+        error.body = Some(json!({ "room_version": version }).as_object().cloned().unwrap_or_default());
+        return Err(error);
+    }
+    Ok(())
+}
+
+fn parse_event_id(event_id: &str) -> Result<ruma::OwnedEventId> {
+    EventId::parse(event_id).map_err(|e| Error::invalid_param(format!("event id {event_id:?} is invalid: {e}")))
+}
+
+fn parse_event(body: &[u8]) -> Result<ruma::CanonicalJsonObject> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| Error::bad_json(format!("invalid event: {e}")))?;
+    match CanonicalJsonValue::try_from(value) {
+        Ok(CanonicalJsonValue::Object(object)) => Ok(object),
+        _ => Err(Error::bad_json("the event is not a canonical JSON object")),
+    }
+}
+
+/// The user of the path, who must belong to the requesting server.
+fn origin_user(user_id: &str, auth: &FederationAuth) -> Result<ruma::OwnedUserId> {
+    let user =
+        UserId::parse(user_id).map_err(|e| Error::invalid_param(format!("user id {user_id:?} is invalid: {e}")))?;
+    if user.server_name() != auth.origin {
+        return Err(Error::forbidden(format!("{user} is not a user of {}", auth.origin)));
+    }
+    Ok(user)
 }
 
 async fn known_room(services: &Services, room_id: &str) -> Result<ruma::OwnedRoomId> {
@@ -40,27 +92,9 @@ async fn make_join(
     RawQuery(query): RawQuery,
     auth: FederationAuth,
 ) -> Result<Json<Value>> {
-    let user =
-        UserId::parse(&user_id).map_err(|e| Error::invalid_param(format!("user id {user_id:?} is invalid: {e}")))?;
-    if user.server_name() != auth.origin {
-        return Err(Error::forbidden(format!("{user} is not a user of {}", auth.origin)));
-    }
+    let user = origin_user(&user_id, &auth)?;
     let room_id = known_room(&services, &room_id).await?;
-    // Without `ver`, the joining server supports room version 1 only.
-    let versions: Vec<String> = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .filter(|(key, _)| key == "ver")
-        .map(|(_, value)| value.into_owned())
-        .collect();
-    let room = services.rooms.state(&room_id).await?;
-    let version = room.version.to_string();
-    if !versions.contains(&version) {
-        let mut error = Error::new(
-            ErrorKind::IncompatibleRoomVersion,
-            format!("room {room_id} has version {version}, which the joining server did not list in ver"),
-        );
-        error.body = Some(json!({ "room_version": version }).as_object().cloned().unwrap_or_default());
-        return Err(error);
-    }
+    check_ver(&services, &room_id, query).await?;
     let (room_version, event) = services.rooms.make_join(&room_id, &user).await?;
     Ok(Json(json!({ "room_version": room_version, "event": event })))
 }
@@ -72,13 +106,8 @@ async fn send_join(
     auth: FederationAuth,
 ) -> Result<Json<Value>> {
     let room_id = known_room(&services, &room_id).await?;
-    let event_id = EventId::parse(&event_id)
-        .map_err(|e| Error::invalid_param(format!("event id {event_id:?} is invalid: {e}")))?;
-    let value: Value =
-        serde_json::from_slice(&auth.body).map_err(|e| Error::bad_json(format!("invalid event: {e}")))?;
-    let Ok(CanonicalJsonValue::Object(object)) = CanonicalJsonValue::try_from(value) else {
-        return Err(Error::bad_json("the event is not a canonical JSON object"));
-    };
+    let event_id = parse_event_id(&event_id)?;
+    let object = parse_event(&auth.body)?;
     let keys = signing_keys(&services, &object).await;
     let answer = services.rooms.send_join(&auth.origin, &room_id, &event_id, object, &keys).await?;
     let raw = |pdus: &[Arc<crate::rooms::pdu::Pdu>]| -> Vec<Value> {
@@ -90,4 +119,92 @@ async fn send_join(
         "state": raw(&answer.state),
         "auth_chain": raw(&answer.auth_chain),
     })))
+}
+
+/// GET /_matrix/federation/v1/make_leave/{roomId}/{userId}
+async fn make_leave(
+    State(services): State<Arc<Services>>,
+    Path((room_id, user_id)): Path<(String, String)>,
+    auth: FederationAuth,
+) -> Result<Json<Value>> {
+    let user = origin_user(&user_id, &auth)?;
+    let room_id = known_room(&services, &room_id).await?;
+    let (room_version, event) = services.rooms.make_leave(&room_id, &user).await?;
+    Ok(Json(json!({ "room_version": room_version, "event": event })))
+}
+
+/// PUT /_matrix/federation/v2/send_leave/{roomId}/{eventId}
+async fn send_leave(
+    State(services): State<Arc<Services>>,
+    Path((room_id, event_id)): Path<(String, String)>,
+    auth: FederationAuth,
+) -> Result<Json<Value>> {
+    let room_id = known_room(&services, &room_id).await?;
+    let event_id = parse_event_id(&event_id)?;
+    let object = parse_event(&auth.body)?;
+    let keys = signing_keys(&services, &object).await;
+    services.rooms.send_leave(&auth.origin, &room_id, &event_id, object, &keys).await?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct InviteBody {
+    room_version: String,
+    event: Value,
+    #[serde(default)]
+    invite_room_state: Vec<Value>,
+}
+
+/// PUT /_matrix/federation/v2/invite/{roomId}/{eventId}
+async fn invite(
+    State(services): State<Arc<Services>>,
+    Path((room_id, event_id)): Path<(String, String)>,
+    auth: FederationAuth,
+) -> Result<Json<Value>> {
+    let room_id =
+        RoomId::parse(&room_id).map_err(|e| Error::invalid_param(format!("room id {room_id:?} is invalid: {e}")))?;
+    let event_id = parse_event_id(&event_id)?;
+    let body: InviteBody =
+        serde_json::from_slice(&auth.body).map_err(|e| Error::bad_json(format!("invalid invite request: {e}")))?;
+    let event = match CanonicalJsonValue::try_from(body.event) {
+        Ok(CanonicalJsonValue::Object(object)) => object,
+        _ => return Err(Error::bad_json("event is not a canonical JSON object")),
+    };
+    let invite = InboundInvite {
+        room_id,
+        event_id,
+        room_version: body.room_version,
+        event,
+        invite_room_state: body.invite_room_state,
+    };
+    let signed = services.rooms.receive_invite(&auth.origin, invite).await?;
+    Ok(Json(json!({ "event": signed })))
+}
+
+/// GET /_matrix/federation/v1/make_knock/{roomId}/{userId}?ver=...
+async fn make_knock(
+    State(services): State<Arc<Services>>,
+    Path((room_id, user_id)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    auth: FederationAuth,
+) -> Result<Json<Value>> {
+    let user = origin_user(&user_id, &auth)?;
+    let room_id = known_room(&services, &room_id).await?;
+    check_ver(&services, &room_id, query).await?;
+    let (room_version, event) = services.rooms.make_knock(&room_id, &user).await?;
+    Ok(Json(json!({ "room_version": room_version, "event": event })))
+}
+
+/// PUT /_matrix/federation/v1/send_knock/{roomId}/{eventId}
+async fn send_knock(
+    State(services): State<Arc<Services>>,
+    Path((room_id, event_id)): Path<(String, String)>,
+    auth: FederationAuth,
+) -> Result<Json<Value>> {
+    let room_id = known_room(&services, &room_id).await?;
+    let event_id = parse_event_id(&event_id)?;
+    let object = parse_event(&auth.body)?;
+    let keys = signing_keys(&services, &object).await;
+    let state = services.rooms.send_knock(&auth.origin, &room_id, &event_id, object, &keys).await?;
+    Ok(Json(json!({ "knock_room_state": state })))
 }

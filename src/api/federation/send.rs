@@ -12,9 +12,7 @@ use axum::{
     routing::put,
 };
 use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, OwnedRoomId, RoomId, ServerName, UserId,
-    serde::Base64,
-    signatures::{PublicKeyMap, PublicKeySet},
+    CanonicalJsonObject, CanonicalJsonValue, OwnedRoomId, RoomId, ServerName, UserId, signatures::PublicKeyMap,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -23,9 +21,12 @@ use super::FederationAuth;
 use crate::{
     Services,
     error::{Error, Result},
-    rooms::remote::Rejected,
+    rooms::remote::{Commit, Rejected},
     storage::{self, writer::Stream},
 };
+
+/// Time spent fetching missing events for one transaction, at most.
+const FETCH_BUDGET: Duration = Duration::from_secs(20);
 
 pub fn router() -> Router<Arc<Services>> {
     Router::new().route("/_matrix/federation/v1/send/{txn_id}", put(send))
@@ -61,14 +62,30 @@ async fn send(
     // A repeated transaction id gets the same results again: every PDU is
     // then a duplicate, which is accepted without a second copy.
     let mut results = Map::new();
+    // Fetching missing events for the whole transaction stops at this bound,
+    // so that a failing sender still gets its answer in time.
+    let deadline = tokio::time::Instant::now() + FETCH_BUDGET;
+    // Accepted PDUs commit in the background while the next ones are
+    // checked; the response waits for every commit.
+    let mut commits = Vec::new();
     for pdu in txn.pdus {
-        let (event_id, outcome) = receive_one(&services, pdu).await;
+        let (event_id, outcome) = receive_one(&services, &auth.origin, pdu, deadline).await;
         let result = match outcome {
-            Ok(()) => json!({}),
+            Ok(Some(commit)) => {
+                commits.extend(event_id.clone().map(|id| (id, commit)));
+                json!({})
+            }
+            Ok(None) => json!({}),
             Err(reason) => json!({ "error": reason }),
         };
         if let Some(event_id) = event_id {
             results.insert(event_id, result);
+        }
+    }
+    for (event_id, commit) in commits {
+        if let Err(Rejected(reason)) = commit.await {
+            tracing::warn!(%event_id, reason, "a received PDU failed to commit");
+            results.insert(event_id, json!({ "error": reason }));
         }
     }
     for edu in txn.edus {
@@ -81,7 +98,12 @@ async fn send(
 
 /// Runs one PDU through the checks. Returns its event id, when it has one,
 /// and the error for its result.
-async fn receive_one(services: &Services, pdu: Value) -> (Option<String>, std::result::Result<(), String>) {
+async fn receive_one(
+    services: &Services,
+    origin: &ServerName,
+    pdu: Value,
+    deadline: tokio::time::Instant,
+) -> (Option<String>, std::result::Result<Option<Commit>, String>) {
     let object = match CanonicalJsonValue::try_from(pdu) {
         Ok(CanonicalJsonValue::Object(object)) => object,
         _ => return (None, Err("the PDU is not a canonical JSON object".into())),
@@ -101,11 +123,10 @@ async fn receive_one(services: &Services, pdu: Value) -> (Option<String>, std::r
         },
         Err(err) => return (None, Err(err.message)),
     };
-    let keys = signing_keys(services, &object).await;
-    match services.rooms.receive_pdu(&room, object, &keys).await {
-        Ok((id, outcome)) => {
+    match services.rooms.receive_from(origin, &room, object, deadline).await {
+        Ok((id, outcome, commit)) => {
             tracing::debug!(event_id = %id, ?outcome, "received a PDU");
-            (Some(event_id), Ok(()))
+            (Some(event_id), Ok(commit))
         }
         Err(Rejected(reason)) => {
             tracing::info!(%event_id, reason, "rejected a PDU");
@@ -114,26 +135,8 @@ async fn receive_one(services: &Services, pdu: Value) -> (Option<String>, std::r
     }
 }
 
-/// The public keys of the servers that signed `object`, as far as they can be had.
 pub(super) async fn signing_keys(services: &Services, object: &CanonicalJsonObject) -> PublicKeyMap {
-    let mut map = PublicKeyMap::new();
-    let Some(CanonicalJsonValue::Object(signatures)) = object.get("signatures") else { return map };
-    for (server, signed) in signatures {
-        let (Ok(server_name), CanonicalJsonValue::Object(key_ids)) = (ServerName::parse(server), signed) else {
-            continue;
-        };
-        let mut set = PublicKeySet::new();
-        for key_id in key_ids.keys() {
-            match services.federation.verify_key(&server_name, key_id).await {
-                Ok(key) => {
-                    set.insert(key_id.clone(), Base64::new(key));
-                }
-                Err(err) => tracing::info!(server, key_id, error = %err, "no key to check a PDU signature"),
-            }
-        }
-        map.insert(server.clone(), set);
-    }
-    map
+    services.federation.signing_keys(object).await
 }
 
 /// Takes one EDU into the local stores. Only users of the origin server may
