@@ -4,10 +4,13 @@ Both users run matrix-js-sdk with its Rust crypto (`tests/js/encrypted_dm_federa
 each against the Client-Server API of their own server. The Lattice user
 creates an encrypted DM with the Synapse user, who joins; both send a message
 and decrypt the other's. Then the Synapse user creates one with the Lattice
-user, and they talk again. Every decryption needs what the servers relay to
+user, and they talk again. Last, each user logs in a new device: the other
+user's client must learn of it and encrypt for it, and the new device
+decrypts. Then each user sets up cross-signing, and the other user's client
+must see their device signed by them. Every decryption needs what the servers relay to
 each other: device and one-time keys (`/user/keys/query`, `/user/devices`,
 `/user/keys/claim`), the room keys as `m.direct_to_device` EDUs, and device
-list updates.
+list updates, and cross-signing keys as `m.signing_key_update` EDUs.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ def account(base_url: str, server_name: str, client: MatrixClient) -> dict[str, 
         "base_url": base_url,
         "server_name": server_name,
         "user_id": client.user_id,
+        "localpart": client.user_id[1:].split(":", 1)[0],
         "device_id": client.device_id,
         "access_token": client.access_token,
     }
@@ -99,6 +103,40 @@ def check_round(result: dict[str, Any], name: str, creator: str, invitee: str) -
         assert message["shield_reason"] not in UNTRUSTED_SENDER, message
 
 
+def check_new_device(result: dict[str, Any], name: str, owner: MatrixClient, peer: MatrixClient, room_id: str) -> None:
+    """The peer's client listed the owner's new device, and that device read the peer's next message."""
+    assert (result["name"], result["owner"], result["peer"], result["room_id"]) == (name, owner.user_id, peer.user_id, room_id)
+    assert result["device_id"] != owner.device_id
+    assert result["devices_seen_by_peer"] == sorted([owner.device_id, result["device_id"]])
+    message = result["message"]
+    assert (message["sender"], message["reader"], message["reader_device"]) == (peer.user_id, owner.user_id, result["device_id"])
+    assert message["body"] == f"{name}: {peer.user_id} writes to every device of {owner.user_id}"
+    assert message["event_id"] == message["sent_event_id"]
+    assert (message["wire_type"], message["algorithm"]) == ("m.room.encrypted", MEGOLM)
+    assert message["shield_reason"] not in UNTRUSTED_SENDER, message
+
+
+def check_cross_signing(result: dict[str, Any], name: str, owner: MatrixClient, peer: MatrixClient) -> None:
+    """The peer's client saw the owner's device signed by the owner, and rated the owner's message by it."""
+    assert (result["name"], result["owner"], result["peer"], result["device_id"]) == (
+        name,
+        owner.user_id,
+        peer.user_id,
+        owner.device_id,
+    )
+    assert result["ready_for_owner"] is True
+    assert result["signed_by_owner_for_peer"] is True
+    # Nobody verified anybody: the peer knows the identity but has not verified it.
+    assert result["identity_verified_for_peer"] is False
+    message = result["message"]
+    assert (message["sender"], message["reader"], message["reader_device"]) == (owner.user_id, peer.user_id, peer.device_id)
+    assert message["body"] == f"{name}: {owner.user_id} writes from a cross-signed device"
+    assert (message["wire_type"], message["algorithm"]) == ("m.room.encrypted", MEGOLM)
+    # A device signed by its owner's identity, which the reader has not
+    # verified, gets no warning; before cross-signing it was UNSIGNED_DEVICE.
+    assert (message["shield_colour"], message["shield_reason"]) == ("NONE", None), message
+
+
 def check_server_holds_ciphertext(client: MatrixClient, result: dict[str, Any]) -> None:
     """The messages are stored on `client`'s server as megolm ciphertext, with no body."""
     sent = {message["event_id"] for message in result["messages"]}
@@ -126,6 +164,16 @@ def test_encrypted_dm_between_lattice_and_synapse_users(lattice: LatticeServer, 
     check_round(lattice_creates, "first creates", alice.user_id, sam.user_id)
     check_round(synapse_creates, "second creates", sam.user_id, alice.user_id)
     assert lattice_creates["room_id"] != synapse_creates["room_id"]
-    for round_result in (lattice_creates, synapse_creates):
+
+    alice_device, sam_device = result["new_devices"]
+    check_new_device(alice_device, "first's new device", alice, sam, lattice_creates["room_id"])
+    check_new_device(sam_device, "second's new device", sam, alice, lattice_creates["room_id"])
+
+    alice_signs, sam_signs = result["cross_signing"]
+    check_cross_signing(alice_signs, "first cross-signs", alice, sam)
+    check_cross_signing(sam_signs, "second cross-signs", sam, alice)
+
+    later_messages = [alice_device["message"], sam_device["message"], alice_signs["message"], sam_signs["message"]]
+    for round_result in (lattice_creates | {"messages": lattice_creates["messages"] + later_messages}, synapse_creates):
         check_server_holds_ciphertext(alice, round_result)
         check_server_holds_ciphertext(sam, round_result)

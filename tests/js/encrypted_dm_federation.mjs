@@ -6,21 +6,39 @@
 //
 // ACCOUNTS_JSON names a file with two accounts, `first` and `second`, each
 // with `base_url` (the Client-Server API), `server_name`, `user_id`,
-// `device_id` and `access_token`. The scenario runs in two rounds:
+// `localpart`, `device_id` and `access_token`; the password is the helpers'
+// PASSWORD. The scenario runs in three rounds:
 //
 // 1. `first` creates an encrypted DM (invite with `is_direct`,
 //    `m.room.encryption` in the initial state) with `second`, who joins;
-// 2. `second` creates another one with `first`, who joins.
+//    both send a message and decrypt the other's;
+// 2. `second` creates another one with `first`, who joins, and they talk again;
+// 3. each user logs in a new device. The other user's client must learn of
+//    it (their server hears of it from the new device's server) and encrypt
+//    its next message in the first room for it too; the new device decrypts it;
+// 4. each user sets up cross-signing on their first device. The other user's
+//    client must see that device signed by its owner, and rate the owner's
+//    next message accordingly.
 //
-// In each round both users send a message and decrypt the other's. The
-// result file records what each client saw, so the caller checks the values;
-// `error` names the step that failed, if one did. Exit code 0 means no step failed.
+// The result file records what each client saw, so the caller checks the
+// values; `error` names the step that failed, if one did. Exit code 0 means
+// no step failed.
 
 import { readFileSync, writeFileSync } from "node:fs";
 
 import { EventShieldColour, EventShieldReason } from "matrix-js-sdk/lib/crypto-api/index.js";
 
-import { createEncryptedDm, log, quietSdkLogs, sendText, startClient, waitFor, waitForDecrypted } from "./helpers.mjs";
+import {
+    PASSWORD,
+    createEncryptedDm,
+    log,
+    login,
+    quietSdkLogs,
+    sendText,
+    startClient,
+    waitFor,
+    waitForDecrypted,
+} from "./helpers.mjs";
 
 quietSdkLogs();
 
@@ -33,6 +51,7 @@ async function readerView(reader, event) {
     const info = await reader.getCrypto().getEncryptionInfoForEvent(event);
     return {
         reader: reader.getUserId(),
+        reader_device: reader.getDeviceId(),
         event_id: event.getId(),
         sender: event.getSender(),
         wire_type: event.getWireType(),
@@ -106,11 +125,94 @@ async function round(name, creator, invitee, creatorServer, record) {
     }
 }
 
+/**
+ * Round 3: a new device of `owner` (whose account is `ownerAccount`) appears;
+ * `peer` sends in `roomId` once its client lists that device, and the new
+ * device decrypts the message.
+ */
+async function newDevice(name, owner, ownerAccount, peer, roomId, record, clients) {
+    const result = { name, owner: owner.getUserId(), peer: peer.getUserId(), room_id: roomId };
+    record.new_devices.push(result);
+    record.step = `${name}: ${owner.getUserId()} logs in a new device`;
+    log(record.step);
+    const session = await login(ownerAccount.base_url, ownerAccount.localpart);
+    const device = await startClient(ownerAccount.base_url, session);
+    clients.push(device);
+    result.device_id = device.getDeviceId();
+
+    record.step = `${name}: ${peer.getUserId()}'s client lists the new device`;
+    log(record.step);
+    result.devices_seen_by_peer = await waitFor(
+        `${peer.getUserId()} to list device ${device.getDeviceId()} of ${owner.getUserId()}`,
+        async () => {
+            const info = await peer.getCrypto().getUserDeviceInfo([owner.getUserId()]);
+            const devices = [...(info.get(owner.getUserId())?.keys() ?? [])].sort();
+            return devices.includes(device.getDeviceId()) ? devices : false;
+        },
+        FEDERATION_STEP_TIMEOUT_MS,
+    );
+
+    record.step = `${name}: ${peer.getUserId()} sends, the new device decrypts`;
+    log(record.step);
+    const body = `${name}: ${peer.getUserId()} writes to every device of ${owner.getUserId()}`;
+    const { event_id: eventId } = await sendText(peer, roomId, body);
+    const event = await waitForDecrypted(device, roomId, body, FEDERATION_STEP_TIMEOUT_MS);
+    result.message = { sent_event_id: eventId, ...(await readerView(device, event)) };
+}
+
+/**
+ * Round 4: `owner` sets up cross-signing on `ownerDevice`; `peer`'s client
+ * must see that device signed by its owner, then decrypts the owner's next
+ * message in `roomId`.
+ */
+async function crossSigning(name, owner, peer, roomId, record) {
+    const result = { name, owner: owner.getUserId(), peer: peer.getUserId(), device_id: owner.getDeviceId() };
+    record.cross_signing.push(result);
+    record.step = `${name}: ${owner.getUserId()} sets up cross-signing`;
+    log(record.step);
+    await owner.getCrypto().bootstrapCrossSigning({
+        // A first upload needs no user-interactive authentication on either server;
+        // the password answers if one asks for it.
+        authUploadDeviceSigningKeys: async (makeRequest) => {
+            try {
+                await makeRequest(null);
+            } catch (error) {
+                if (error?.httpStatus !== 401) throw error;
+                await makeRequest({
+                    type: "m.login.password",
+                    identifier: { type: "m.id.user", user: owner.getUserId() },
+                    password: PASSWORD,
+                    session: error.data?.session,
+                });
+            }
+        },
+    });
+    result.ready_for_owner = await owner.getCrypto().isCrossSigningReady();
+
+    record.step = `${name}: ${peer.getUserId()} sees the device signed by ${owner.getUserId()}`;
+    log(record.step);
+    await waitFor(
+        `${peer.getUserId()} to see ${owner.getUserId()}'s device ${owner.getDeviceId()} signed by its owner`,
+        async () => (await peer.getCrypto().getDeviceVerificationStatus(owner.getUserId(), owner.getDeviceId()))?.signedByOwner,
+        FEDERATION_STEP_TIMEOUT_MS,
+    );
+    result.signed_by_owner_for_peer = true;
+    const identity = await peer.getCrypto().getUserVerificationStatus(owner.getUserId());
+    result.identity_verified_for_peer = identity.isCrossSigningVerified();
+
+    record.step = `${name}: ${owner.getUserId()} sends, ${peer.getUserId()} decrypts`;
+    log(record.step);
+    const body = `${name}: ${owner.getUserId()} writes from a cross-signed device`;
+    const { event_id: eventId } = await sendText(owner, roomId, body);
+    const event = await waitForDecrypted(peer, roomId, body, FEDERATION_STEP_TIMEOUT_MS);
+    result.message = { sent_event_id: eventId, ...(await readerView(peer, event)) };
+}
+
 async function main() {
     const [accountsPath, resultPath] = process.argv.slice(2);
     if (!accountsPath || !resultPath) throw new Error("usage: node encrypted_dm_federation.mjs ACCOUNTS_JSON RESULT_JSON");
     const accounts = JSON.parse(readFileSync(accountsPath, "utf8"));
-    const record = { rounds: [], step: "start the clients", error: null };
+    const record = { rounds: [], new_devices: [], cross_signing: [], step: "start the clients", error: null };
     const clients = [];
     try {
         const first = await startClient(accounts.first.base_url, accounts.first);
@@ -121,6 +223,11 @@ async function main() {
 
         await round("first creates", first, second, accounts.first.server_name, record);
         await round("second creates", second, first, accounts.second.server_name, record);
+        const roomId = record.rounds[0].room_id;
+        await newDevice("first's new device", first, accounts.first, second, roomId, record, clients);
+        await newDevice("second's new device", second, accounts.second, first, roomId, record, clients);
+        await crossSigning("first cross-signs", first, second, roomId, record);
+        await crossSigning("second cross-signs", second, first, roomId, record);
         record.step = "done";
         log("PASS");
     } catch (error) {
