@@ -20,6 +20,7 @@ import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -126,7 +127,7 @@ def check_cross_signing(result: dict[str, Any], name: str, owner: MatrixClient, 
     )
     assert result["ready_for_owner"] is True
     assert result["signed_by_owner_for_peer"] is True
-    # Nobody verified anybody: the peer knows the identity but has not verified it.
+    # The peer knows the owner's identity but has not verified it.
     assert result["identity_verified_for_peer"] is False
     message = result["message"]
     assert (message["sender"], message["reader"], message["reader_device"]) == (owner.user_id, peer.user_id, peer.device_id)
@@ -145,10 +146,18 @@ def check_server_holds_ciphertext(client: MatrixClient, result: dict[str, Any]) 
     for event in stored.values():
         assert event["type"] == "m.room.encrypted"
         assert event["content"]["algorithm"] == MEGOLM
-        assert "ciphertext" in event["content"] and "body" not in event["content"]
+        assert "ciphertext" in event["content"]
+        assert "body" not in event["content"]
 
 
-def test_encrypted_dm_between_lattice_and_synapse_users(lattice: LatticeServer, synapse: Synapse, tmp_path: Path) -> None:
+def device_list_fetches(synapse: Synapse, user_id: str) -> int:
+    """How many times Synapse fetched `user_id`'s whole device list, read from its request log."""
+    path = f"/_matrix/federation/v1/user/devices/{quote(user_id, safe='')}"
+    lines = synapse.log_file.read_text(errors="replace").splitlines()
+    return sum(1 for line in lines if "Completed request: 200" in line and "GET matrix-federation://" in line and path in line)
+
+
+def test_encrypted_dm_lattice_and_synapse(lattice: LatticeServer, synapse: Synapse, tmp_path: Path) -> None:
     node = node_binary()
     alice = lattice.register("alice", displayname="Alice")
     sam = synapse.register("sam", displayname="Sam")
@@ -174,6 +183,10 @@ def test_encrypted_dm_between_lattice_and_synapse_users(lattice: LatticeServer, 
     check_cross_signing(sam_signs, "second cross-signs", sam, alice)
 
     later_messages = [alice_device["message"], sam_device["message"], alice_signs["message"], sam_signs["message"]]
+    # Synapse fetched alice's list once, at its first key query. Her new device
+    # and her cross-signing reached it as EDUs whose prev_id it already had.
+    assert device_list_fetches(synapse, alice.user_id) == 1
+
     for round_result in (lattice_creates | {"messages": lattice_creates["messages"] + later_messages}, synapse_creates):
         check_server_holds_ciphertext(alice, round_result)
         check_server_holds_ciphertext(sam, round_result)

@@ -6,7 +6,7 @@
 //
 // ACCOUNTS_JSON names a file with two accounts, `first` and `second`, each
 // with `base_url` (the Client-Server API), `server_name`, `user_id`,
-// `localpart`, `device_id` and `access_token`; the password is the helpers'
+// `localpart`, `device_id` and `access_token`. Both accounts use the helpers'
 // PASSWORD. The scenario runs in three rounds:
 //
 // 1. `first` creates an encrypted DM (invite with `is_direct`,
@@ -46,7 +46,7 @@ quietSdkLogs();
 // user of the other server waits for that server.
 const FEDERATION_STEP_TIMEOUT_MS = 90_000;
 
-/** What `reader` saw of a decrypted message: the values the caller asserts. */
+/** Collects what `reader` saw of a decrypted message: the values the caller asserts. */
 async function readerView(reader, event) {
     const info = await reader.getCrypto().getEncryptionInfoForEvent(event);
     return {
@@ -65,7 +65,7 @@ async function readerView(reader, event) {
     };
 }
 
-/** One round: `creator` starts the encrypted DM with `invitee`; both talk. */
+/** Runs one round: `creator` starts an encrypted DM with `invitee`, and both talk. */
 async function round(name, creator, invitee, creatorServer, record) {
     const result = { name, creator: creator.getUserId(), invitee: invitee.getUserId(), messages: [] };
     record.rounds.push(result);
@@ -126,7 +126,7 @@ async function round(name, creator, invitee, creatorServer, record) {
 }
 
 /**
- * Round 3: a new device of `owner` (whose account is `ownerAccount`) appears;
+ * Runs round 3: a new device of `owner` (whose account is `ownerAccount`) appears;
  * `peer` sends in `roomId` once its client lists that device, and the new
  * device decrypts the message.
  */
@@ -161,9 +161,9 @@ async function newDevice(name, owner, ownerAccount, peer, roomId, record, client
 }
 
 /**
- * Round 4: `owner` sets up cross-signing on `ownerDevice`; `peer`'s client
- * must see that device signed by its owner, then decrypts the owner's next
- * message in `roomId`.
+ * Runs round 4: `owner` sets up cross-signing on its first device. Then
+ * `peer`'s client must see that device signed by its owner and decrypt the
+ * owner's next message in `roomId`.
  */
 async function crossSigning(name, owner, peer, roomId, record) {
     const result = { name, owner: owner.getUserId(), peer: peer.getUserId(), device_id: owner.getDeviceId() };
@@ -171,8 +171,8 @@ async function crossSigning(name, owner, peer, roomId, record) {
     record.step = `${name}: ${owner.getUserId()} sets up cross-signing`;
     log(record.step);
     await owner.getCrypto().bootstrapCrossSigning({
-        // A first upload needs no user-interactive authentication on either server;
-        // the password answers if one asks for it.
+        // A first upload needs no user-interactive authentication on either
+        // server. The password is sent only if a server requests it.
         authUploadDeviceSigningKeys: async (makeRequest) => {
             try {
                 await makeRequest(null);

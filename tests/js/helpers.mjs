@@ -80,7 +80,7 @@ export async function login(baseUrl, username) {
 }
 
 /**
- * A logged-in client with Rust crypto, synced. `session` holds `user_id`,
+ * A logged-in client with Rust crypto, synced. `session` contains `user_id`,
  * `device_id` and `access_token`; `secretStorageKey.current` is the recovery
  * key once known.
  */
