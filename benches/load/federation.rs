@@ -29,6 +29,8 @@ use serde_json::{Value, json};
 use super::{Server, User, enc, ms, percentile, start_server_config, wait_ready};
 
 const LOCAL: &str = "bench.lattice.test";
+/// The second real server of the delivery measurement between two servers.
+const SECOND: &str = "bench-b.lattice.test";
 const REMOTES: [&str; 3] = ["s1.bench.test", "s2.bench.test", "s3.bench.test"];
 /// Members of the room: the local owner and this many remote users.
 const REMOTE_MEMBERS: usize = 49;
@@ -83,10 +85,10 @@ impl Ca {
     }
 }
 
-fn write_config(dir: &Path, ca: &Ca, federation_port: u16, overrides: &[(&str, String)]) -> String {
-    let (cert, key) = ca.issue("local", &[LOCAL]);
+fn write_config(dir: &Path, ca: &Ca, name: &str, federation_port: u16, overrides: &[(&str, String)]) -> String {
+    let (cert, key) = ca.issue(name, &[name]);
     let mut text = format!(
-        "server_name = \"{LOCAL}\"\n\n[listen]\nfederation = \"127.0.0.1:{federation_port}\"\n\n[federation]\n\
+        "server_name = \"{name}\"\n\n[listen]\nfederation = \"127.0.0.1:{federation_port}\"\n\n[federation]\n\
          tls_certificate = \"{cert}\"\ntls_private_key = \"{key}\"\ntls_ca_file = \"{}\"\n\n[federation.host_overrides]\n",
         ca.ca_file()
     );
@@ -195,9 +197,11 @@ pub async fn bench_federation(http: &reqwest::Client) {
     tokio::spawn(lattice::api::federation::listener::serve_tls(listener, Arc::new(tls), app, stopped));
 
     let federation_port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let second_port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let config_dir = tempfile::tempdir().unwrap();
-    let overrides: Vec<(&str, String)> = REMOTES.iter().map(|name| (*name, keys_addr.clone())).collect();
-    let config = write_config(config_dir.path(), &ca, federation_port, &overrides);
+    let mut overrides: Vec<(&str, String)> = REMOTES.iter().map(|name| (*name, keys_addr.clone())).collect();
+    overrides.push((SECOND, format!("127.0.0.1:{second_port}")));
+    let config = write_config(config_dir.path(), &ca, LOCAL, federation_port, &overrides);
     let server: Server = start_server_config(&config);
     wait_ready(http, &server.base).await;
     let federation = reqwest::Client::builder()
@@ -307,6 +311,58 @@ pub async fn bench_federation(http: &reqwest::Client) {
     samples.sort();
     println!(
         "| federation: remote send over loopback TLS to a waiting /sync, {DELIVERIES} PDUs, p50 / p99 | {} / {} |",
+        ms(percentile(&samples, 0.5)),
+        ms(percentile(&samples, 0.99))
+    );
+
+    // Delivery between two real servers: a member of a second server joins
+    // a room of the first and long-polls /sync there while the owner sends.
+    let second_dir = tempfile::tempdir().unwrap();
+    let second_config =
+        write_config(second_dir.path(), &ca, SECOND, second_port, &[(LOCAL, format!("127.0.0.1:{federation_port}"))]);
+    let second: Server = start_server_config(&second_config);
+    wait_ready(http, &second.base).await;
+    let bob = User::register(http, &second.base, "bob".into()).await;
+    let room = owner
+        .call(reqwest::Method::POST, "/_matrix/client/v3/createRoom", Some(json!({ "preset": "public_chat" })))
+        .await["room_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/_matrix/client/v3/join/{}?server_name={LOCAL}", enc(&room));
+    bob.call(reqwest::Method::POST, &path, Some(json!({}))).await;
+    let mut since = bob.sync(None, 0).await["next_batch"].as_str().unwrap().to_owned();
+    let mut samples = Vec::new();
+    for n in 0..DELIVERIES {
+        let text = format!("between servers {n}");
+        let waiter = {
+            let (bob, room, text, mut since) = (bob.clone(), room.clone(), text.clone(), since.clone());
+            tokio::spawn(async move {
+                // Other events (such as the join reaching the room) may come first.
+                for _ in 0..20 {
+                    let body = bob.sync(Some(&since), 10_000).await;
+                    since = body["next_batch"].as_str().unwrap().to_owned();
+                    let timeline = &body["rooms"]["join"][room.as_str()]["timeline"]["events"];
+                    if timeline.as_array().is_some_and(|events| events.iter().any(|e| e["content"]["body"] == text)) {
+                        return (Some(Instant::now()), since);
+                    }
+                }
+                (None, since)
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let sent_at = Instant::now();
+        owner.send(&room, &format!("b{n}"), &text).await;
+        let (arrived, next) = waiter.await.unwrap();
+        if let Some(arrived) = arrived {
+            samples.push(arrived.saturating_duration_since(sent_at));
+        }
+        since = next;
+    }
+    samples.sort();
+    println!(
+        "| federation: send on server A to a waiting /sync on server B, loopback TLS, {} of {DELIVERIES} messages, p50 / p99 | {} / {} |",
+        samples.len(),
         ms(percentile(&samples, 0.5)),
         ms(percentile(&samples, 0.99))
     );

@@ -162,7 +162,8 @@ class Synapse:
             "enable_registration": True,
             "enable_registration_without_verification": True,
             **self.secrets,
-            # Answer every /sync afresh: a cached answer can hide an event for two minutes.
+            # Build every /sync response afresh, because a cached response can hide an
+            # event for two minutes.
             "caches": {"sync_response_cache_duration": 0},
             "presence": {"enabled": True},
             "allow_public_rooms_over_federation": True,
@@ -211,7 +212,7 @@ class Synapse:
         }
 
     def start(self, timeout: float = 120.0) -> None:
-        """Start the process and wait until both listeners answer.
+        """Start the process and wait until both listeners respond.
 
         The first start creates the database, which takes Synapse a few seconds.
         """
@@ -234,7 +235,7 @@ class Synapse:
                 return
             if time.monotonic() > deadline:
                 self.stop()
-                raise TimeoutError(f"Synapse did not answer within {timeout} s; see {self.log_file}")
+                raise TimeoutError(f"Synapse did not respond within {timeout} s; see {self.log_file}")
             time.sleep(0.25)
 
     def restart(self) -> None:
@@ -285,7 +286,7 @@ class Synapse:
         return client
 
     def log_tail(self, lines: int = 200) -> str:
-        """The last warnings and errors of Synapse's log."""
+        """Return the last warnings and errors of Synapse's log."""
         try:
             text = self.log_file.read_text(errors="replace")
         except FileNotFoundError:

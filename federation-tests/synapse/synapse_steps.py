@@ -42,7 +42,7 @@ def edit(of_event_id: str, new_body: str) -> dict[str, Any]:
 
 
 def event_by_id(client: MatrixClient, room_id: str, event_id: str) -> dict[str, Any]:
-    """The event as `client` reads it with `/rooms/{roomId}/event/{eventId}`, once it has arrived."""
+    """Wait until `client` can read the event with `/rooms/{roomId}/event/{eventId}`, and return it."""
 
     def fetch() -> dict[str, Any] | None:
         response = client.request("GET", f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/event/{quote(event_id, safe='')}")

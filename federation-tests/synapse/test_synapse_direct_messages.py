@@ -17,15 +17,6 @@ from synapse_steps import converse, member_content, wait_for_join
 CONNECTIONS = "/_matrix/client/unstable/dev.lattice.connections/connections"
 REQUESTS = "/_matrix/client/unstable/dev.lattice.connections/requests"
 
-# Lattice indexes connection requests from the member events it stores. An
-# invite from another server is kept apart from room events, and the state
-# of the join replaces the invite with the join, so the `is_direct` invite of
-# a room that lives on another server never reaches the index.
-NEEDS_REMOTE_CONNECTION_INDEX = pytest.mark.xfail(
-    reason="Lattice does not index connection requests in rooms that live on another server",
-    strict=True,
-)
-
 
 @pytest.mark.lattice_policy(name="professional")
 def test_synapse_user_requests_lattice_user(lattice: LatticeServer, synapse: Synapse) -> None:
@@ -47,7 +38,6 @@ def test_synapse_user_requests_lattice_user(lattice: LatticeServer, synapse: Syn
 
 
 @pytest.mark.lattice_policy(name="professional")
-@NEEDS_REMOTE_CONNECTION_INDEX
 def test_synapse_request_becomes_connection(lattice: LatticeServer, synapse: Synapse) -> None:
     alice = lattice.register("alice")
     sam = synapse.register("sam")

@@ -1,6 +1,6 @@
 """A user who joins a room with long history reads all of it by paginating back.
 
-The joining server holds none of the history, so its `/messages` has to
+The joining server has none of the history, so its `/messages` has to
 backfill the older events from the resident server over federation.
 """
 

@@ -1,6 +1,6 @@
 """A Synapse user joins a room that lives on Lattice, and the two servers talk.
 
-Lattice is the resident server: it answers Synapse's `make_join` and
+Lattice is the resident server, so it serves Synapse's `make_join` and
 `send_join`. Every message, in either direction, must reach the other user's
 `/sync` with its rich text, reply relation and edit intact.
 """
@@ -92,7 +92,7 @@ def test_synapse_user_joins_and_talks(lattice: LatticeServer, synapse: Synapse) 
     assert answer["sender"] == sam.user_id
     assert answer["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == agenda_id
 
-    # Sam edits the reply; Alice sees the edit and the server applies it to the original.
+    # Sam edits the reply, and Alice receives the edit with its new content.
     edit_id = sam.send(room_id, "m.room.message", edit(answer_id, "Sounds good, see you at 10"))
     edited = alice.wait_for_event(room_id, lambda event: event.get("event_id") == edit_id, "the edit")
     assert edited["content"]["m.new_content"]["body"] == "Sounds good, see you at 10"

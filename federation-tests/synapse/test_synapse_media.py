@@ -1,6 +1,6 @@
 """Media uploaded on one server is downloaded by a user of the other.
 
-The uploader posts the file in a shared room as an `m.file` message; the
+The uploader posts the file in a shared room as an `m.file` message. The
 reader takes the `mxc://` URI from the event it received and downloads the
 file through its own server, which fetches it over federation.
 """

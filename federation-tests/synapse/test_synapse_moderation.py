@@ -63,7 +63,7 @@ def redact(moderator: MatrixClient, room_id: str, event_id: str, reason: str) ->
 def assert_forbidden_to_join(client: MatrixClient, room_id: str, via: list[str], errcode: str) -> None:
     """Check that a banned user's join is rejected with 403 and `errcode`.
 
-    Synapse 1.163 answers `M_BAD_STATE` where Lattice answers `M_FORBIDDEN`.
+    Synapse 1.163 returns `M_BAD_STATE` where Lattice returns `M_FORBIDDEN`.
     """
     try:
         client.join(room_id, via=via)

@@ -1,8 +1,8 @@
 """Rooms of versions 10, 11 and 12, created on either server, work across both.
 
-Versions 11 and 12 changed the event format (no `creator` in the create
-event; version 12 room ids are the create event's hash and creators are
-privileged), so each version is checked end to end: join, state and talk.
+Version 11 dropped `creator` from the create event. In version 12 the room
+id is the create event's hash and the creators are privileged. Each version
+is therefore checked end to end: join, state and talk.
 """
 
 from __future__ import annotations

@@ -79,7 +79,10 @@ impl Rooms {
             return Ok(first.clone());
         }
         let Some(v2) = rules.state_res.v2_rules() else {
-            return Err(Error::internal("resolving room state", "room versions 1 is not supported for resolution"));
+            return Err(Error::internal(
+                "resolving room state",
+                "room version 1 uses state resolution v1, which this server does not run",
+            ));
         };
 
         // The auth graph that the states reach.
