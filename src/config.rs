@@ -310,6 +310,13 @@ pub struct PushConfig {
     pub retry_initial_ms: u64,
     /// Maximum delay between two retries, in milliseconds.
     pub retry_max_ms: u64,
+    /// Oldest notification, in seconds, that the push gateway sender and the
+    /// email notifier still deliver after a restart or an outage.
+    pub max_delivery_age_secs: u64,
+    /// Seconds a stored push action is kept; older ones leave `/notifications`.
+    pub action_retention_secs: u64,
+    /// Seconds between two runs of the task that prunes push actions.
+    pub prune_interval_secs: u64,
 }
 
 impl Default for PushConfig {
@@ -320,6 +327,9 @@ impl Default for PushConfig {
             max_attempts: 8,
             retry_initial_ms: 1_000,
             retry_max_ms: 300_000,
+            max_delivery_age_secs: 86_400,
+            action_retention_secs: 30 * 86_400,
+            prune_interval_secs: 3_600,
         }
     }
 }

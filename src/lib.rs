@@ -152,7 +152,7 @@ impl Homeserver {
         let notifier = Arc::new(Notifier::default());
         let default_version = RoomVersionId::try_from(config.rooms.default_version.as_str())
             .map_err(|e| config::ConfigError::invalid(format!("rooms.default_version: {e}")))?;
-        let push = Arc::new(push::Push::new(db.clone(), config.push.enabled));
+        let push = Arc::new(push::Push::new(db.clone(), server_name.clone(), config.push.enabled));
         let rooms = Rooms::new(
             db.clone(),
             server_name.clone(),
@@ -210,6 +210,7 @@ impl Homeserver {
         appservice::sender::spawn(&self.services, &self.shutdown.subscribe());
         push::gateway::spawn(self.services.clone(), self.shutdown.subscribe());
         push::email::spawn_notifier(self.services.clone(), self.shutdown.subscribe());
+        push::prune::spawn(self.services.clone(), self.shutdown.subscribe());
         let services = self.services.clone();
         let mut stop = self.shutdown.subscribe();
         tokio::spawn(async move {

@@ -255,8 +255,10 @@ async fn send_due_notifications(services: &Arc<Services>) -> crate::error::Resul
     let now = storage::now_ms();
     let before = now - (config.notification_delay_secs as i64) * 1000;
     let period_start = now - (config.notification_period_secs as i64) * 1000;
+    // Messages that waited longer than this (the server was down) get no email.
+    let oldest = now - (services.config.push.max_delivery_age_secs as i64).saturating_mul(1000);
     let candidates =
-        storage::push::email_candidates(&services.db.pool, before, period_start, CANDIDATES_PER_LOOK).await?;
+        storage::push::email_candidates(&services.db.pool, before, oldest, period_start, CANDIDATES_PER_LOOK).await?;
     if candidates.is_empty() {
         return Ok(());
     }

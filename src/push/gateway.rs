@@ -22,8 +22,12 @@ use crate::{
     },
 };
 
-/// Push actions read per query.
-const BATCH: i64 = 500;
+/// Stream positions read per query: the rows of at most this many events.
+const WINDOW: i64 = 200;
+/// The sender's name in `push_sender_positions`.
+const POSITION_NAME: &str = "gateway";
+/// The shortest interval between two writes of the sender's position.
+const POSITION_STORE_INTERVAL: Duration = Duration::from_secs(1);
 /// Notifications waiting per pusher; further ones are dropped while a gateway is down.
 const QUEUE_PER_PUSHER: usize = 1_000;
 
@@ -50,25 +54,30 @@ pub fn spawn(services: Arc<Services>, mut stop: watch::Receiver<bool>) {
                 return;
             }
         };
-        // NOTE: the position is kept in memory, so notifications of events
-        // that commit while the server is stopped or restarting are not pushed.
-        let mut position = services.db.writer.positions().current(Stream::Events);
+        let mut position = match start_position(&services).await {
+            Ok(position) => position,
+            Err(err) => {
+                tracing::error!(error = %err, "could not read the push gateway sender's position; push gateways get no notifications");
+                return;
+            }
+        };
+        let mut stored = position;
+        let mut stored_at = tokio::time::Instant::now();
         let mut queues: HashMap<PusherKey, mpsc::Sender<Delivery>> = HashMap::new();
         let new_actions = services.push.new_actions.clone();
+        let max_age_ms = (services.config.push.max_delivery_age_secs as i64).saturating_mul(1000);
         loop {
-            let upto = services.db.writer.positions().current(Stream::Events);
-            if upto > position {
-                match storage::push::actions_for_pushers(&services.db.pool, position, upto, BATCH).await {
+            let current = services.db.writer.positions().current(Stream::Events);
+            if current > position {
+                let upto = current.min(position + WINDOW);
+                match storage::push::actions_for_pushers(&services.db.pool, position, upto).await {
                     Ok(actions) => {
-                        let complete = (actions.len() as i64) < BATCH;
-                        for action in &actions {
+                        let oldest = storage::now_ms().saturating_sub(max_age_ms);
+                        for action in actions.iter().filter(|a| a.ts >= oldest) {
                             dispatch(&services, &client, &mut queues, action).await;
                         }
-                        position = match (complete, actions.last()) {
-                            (false, Some(last)) => last.stream_ordering,
-                            _ => upto,
-                        };
-                        if !complete {
+                        position = upto;
+                        if upto < current {
                             continue;
                         }
                     }
@@ -77,13 +86,57 @@ pub fn spawn(services: Arc<Services>, mut stop: watch::Receiver<bool>) {
                     }
                 }
             }
+            // The position is stored at most once per interval, so a busy room
+            // costs no extra write per message; after a crash the notifications
+            // of that last interval may be pushed twice, never lost.
+            if position != stored && stored_at.elapsed() >= POSITION_STORE_INTERVAL {
+                match store_position(&services, position).await {
+                    Ok(()) => {
+                        stored = position;
+                        stored_at = tokio::time::Instant::now();
+                    }
+                    Err(err) => tracing::warn!(error = %err, "could not store the push gateway sender's position"),
+                }
+            }
             tokio::select! {
                 _ = new_actions.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = stop.changed() => break,
+                _ = stop.changed() => {
+                    if position != stored && let Err(err) = store_position(&services, position).await {
+                        tracing::warn!(error = %err, "could not store the push gateway sender's position");
+                    }
+                    break;
+                }
             }
         }
     });
+}
+
+/// Returns where the sender starts: its stored position, or the newest
+/// event on its first start.
+async fn start_position(services: &Services) -> crate::error::Result<i64> {
+    let stored = storage::push::sender_position(&services.db.pool, POSITION_NAME).await?;
+    match stored {
+        Some(position) => Ok(position),
+        None => {
+            let position = services.db.writer.positions().current(Stream::Events);
+            store_position(services, position).await?;
+            Ok(position)
+        }
+    }
+}
+
+async fn store_position(services: &Services, position: i64) -> crate::error::Result<()> {
+    services
+        .db
+        .writer
+        .write(move |txn| {
+            Box::pin(async move {
+                storage::push::set_sender_position(&mut txn.conn, POSITION_NAME, position).await?;
+                Ok(())
+            })
+        })
+        .await
 }
 
 /// Queues the notification of one push action for each of the user's `http` pushers.

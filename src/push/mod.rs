@@ -8,6 +8,7 @@
 
 pub mod email;
 pub mod gateway;
+pub mod prune;
 
 use std::{
     collections::HashMap,
@@ -15,7 +16,7 @@ use std::{
 };
 
 use ruma::{
-    Int, OwnedUserId, UInt, UserId,
+    Int, OwnedServerName, OwnedUserId, ServerName, UInt, UserId,
     events::StateEventType,
     power_levels::NotificationPowerLevels,
     push::{Action, PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset},
@@ -27,7 +28,11 @@ use serde_json::{Value, json};
 use crate::{
     error::{Error, Result},
     rooms::{pdu::Pdu, state::RoomState},
-    storage::{self, Db, push::PushAction, writer::Stream},
+    storage::{
+        self, Db,
+        push::{PushAction, PushOutcome, SharedPushAction},
+        writer::Stream,
+    },
 };
 
 /// The account data type under which clients read a user's push rules.
@@ -39,6 +44,8 @@ const MAX_THREAD_HOPS: usize = 3;
 /// The push rule service.
 pub struct Push {
     db: Db,
+    /// This server's name: only its users have push rules here.
+    server_name: OwnedServerName,
     /// `push.enabled`: whether [`Push::evaluate`] evaluates anything.
     enabled: bool,
     /// Each user's rules as stored, or `None` for a user who never changed the
@@ -49,8 +56,14 @@ pub struct Push {
 }
 
 impl Push {
-    pub fn new(db: Db, enabled: bool) -> Self {
-        Self { db, enabled, rules: Mutex::new(HashMap::new()), new_actions: Arc::new(tokio::sync::Notify::new()) }
+    pub fn new(db: Db, server_name: OwnedServerName, enabled: bool) -> Self {
+        Self {
+            db,
+            server_name,
+            enabled,
+            rules: Mutex::new(HashMap::new()),
+            new_actions: Arc::new(tokio::sync::Notify::new()),
+        }
     }
 
     /// Returns the user's stored rules, or `None` when the user has the server defaults.
@@ -100,66 +113,112 @@ impl Push {
     }
 
     /// Evaluates the push rules of the room's local members for a new event
-    /// and returns the actions of those it notifies. `room` is the state with
-    /// the event applied. Stream positions are filled in when the event is
-    /// persisted.
+    /// and returns what to store: one shared row for the members on the
+    /// default outcome, and a row for each member whose outcome differs.
+    /// `room` is the state with the event applied. Stream positions are
+    /// filled in when the event is persisted.
     ///
     /// Members with the server's default rules share one evaluation: those
     /// rules differ between users only in the user's id (mentions in
-    /// `m.mentions.user_ids`, invites by `state_key`), so every default member
-    /// whose id the event does not name gets the same outcome.
-    pub async fn evaluate(&self, room: &RoomState, pdu: &Pdu) -> Result<Vec<PushAction>> {
-        let recipients = if self.enabled { recipients(room, pdu) } else { Vec::new() };
+    /// `m.mentions.user_ids`, invites by `state_key`); the legacy display
+    /// name and user name rules are no longer among them. So every joined
+    /// default member whom the event does not name gets the same outcome,
+    /// and the shared row applies to all of them. A member with rules of
+    /// their own (a keyword, a display name rule, a muted room) is evaluated
+    /// alone and gets a row only where the outcome differs.
+    pub async fn evaluate(&self, room: &RoomState, pdu: &Pdu) -> Result<PushOutcome> {
+        if !self.enabled {
+            return Ok(PushOutcome::default());
+        }
+        let thread_id = self.thread_id(pdu).await;
+        let read_mark = (pdu.state_key.is_none() && pdu.sender.server_name() == self.server_name)
+            .then(|| (pdu.sender.to_string(), room.room_id.to_string(), thread_id.clone()));
+        let recipients = recipients(room, pdu, &self.server_name);
         if recipients.is_empty() {
-            return Ok(Vec::new());
+            return Ok(PushOutcome { read_mark, ..PushOutcome::default() });
         }
         let event: Raw<Value> =
             Raw::from_json_string(pdu.json.to_string()).map_err(|e| Error::internal("evaluating push rules", e))?;
         let named = named_users(pdu);
         let member_count = UInt::try_from(room.count_membership("join") as u64).unwrap_or(UInt::MAX);
         let power_levels = power_levels_ctx(room);
-        let thread_id = self.thread_id(pdu).await;
+        let display_name = |user_id: &UserId| {
+            room.get(&StateEventType::RoomMember, user_id.as_str())
+                .and_then(|member| member.content_str("displayname"))
+                .unwrap_or_else(|| user_id.localpart().to_owned())
+        };
+        let context = |user_id: &UserId| {
+            PushConditionRoomCtx::new(room.room_id.clone(), member_count, user_id.to_owned(), display_name(user_id))
+                .with_power_levels(power_levels.clone())
+        };
 
-        let mut shared: Option<Vec<Action>> = None;
-        let mut results = Vec::new();
+        // Members covered by the shared row: joined, default rules, not named.
+        let mut shared_members = Vec::new();
+        let mut alone = Vec::new();
         for user_id in recipients {
             let custom = self.stored_rules(&user_id).await?;
+            let covered = room.is_joined(&user_id);
             let is_named = named.iter().any(|n| n == user_id.as_str());
-            let context = || {
-                let display_name = room
-                    .get(&StateEventType::RoomMember, user_id.as_str())
-                    .and_then(|member| member.content_str("displayname"))
-                    .unwrap_or_else(|| user_id.localpart().to_owned());
-                PushConditionRoomCtx::new(room.room_id.clone(), member_count, user_id.clone(), display_name)
-                    .with_power_levels(power_levels.clone())
+            if covered && custom.is_none() && !is_named {
+                shared_members.push(user_id);
+            } else {
+                alone.push((user_id, custom, covered));
+            }
+        }
+        let ts = i64::from(pdu.origin_server_ts.get());
+        let to_json =
+            |actions: &[Action]| serde_json::to_string(actions).map_err(|e| Error::internal("storing push actions", e));
+        let shared = match shared_members.first() {
+            Some(first) => {
+                let actions = Ruleset::server_default(first).get_actions(&event, &context(first)).await.to_vec();
+                actions.iter().any(Action::should_notify).then_some(actions)
+            }
+            None => None,
+        };
+        let shared_json = shared.as_deref().map(to_json).transpose()?;
+
+        let mut users = Vec::new();
+        for (user_id, custom, covered) in alone {
+            let actions = match &custom {
+                Some(rules) => rules.get_actions(&event, &context(&user_id)).await.to_vec(),
+                None => Ruleset::server_default(&user_id).get_actions(&event, &context(&user_id)).await.to_vec(),
             };
-            let actions = match (&custom, is_named, &shared) {
-                (None, false, Some(actions)) => actions.clone(),
-                (None, _, _) => {
-                    let rules = Ruleset::server_default(&user_id);
-                    let actions = rules.get_actions(&event, &context()).await.to_vec();
-                    if !is_named {
-                        shared = Some(actions.clone());
-                    }
-                    actions
-                }
-                (Some(rules), _, _) => rules.get_actions(&event, &context()).await.to_vec(),
+            let notify = actions.iter().any(Action::should_notify);
+            let json = to_json(&actions)?;
+            // A covered member needs a row only where the shared one is wrong for them.
+            let needs_row = match (&shared_json, covered) {
+                (Some(shared), true) => *shared != json,
+                _ => notify,
             };
-            if !actions.iter().any(Action::should_notify) {
+            if !needs_row {
                 continue;
             }
-            results.push(PushAction {
+            users.push(PushAction {
                 user_id: user_id.to_string(),
                 event_id: pdu.event_id.to_string(),
                 room_id: room.room_id.to_string(),
                 thread_id: thread_id.clone(),
                 stream_ordering: 0,
-                ts: i64::from(pdu.origin_server_ts.get()),
-                highlight: actions.iter().any(Action::is_highlight),
-                actions: serde_json::to_string(&actions).map_err(|e| Error::internal("storing push actions", e))?,
+                ts,
+                highlight: notify && actions.iter().any(Action::is_highlight),
+                actions: json,
+                notify,
             });
         }
-        Ok(results)
+        let shared = match (shared, shared_json) {
+            (Some(actions), Some(json)) => Some(SharedPushAction {
+                event_id: pdu.event_id.to_string(),
+                room_id: room.room_id.to_string(),
+                thread_id: thread_id.clone(),
+                sender: pdu.sender.to_string(),
+                stream_ordering: 0,
+                ts,
+                highlight: actions.iter().any(Action::is_highlight),
+                actions: json,
+            }),
+            _ => None,
+        };
+        Ok(PushOutcome { shared, users, read_mark })
     }
 
     /// Returns the thread of an event: `main`, or the root of the `m.thread` relation
@@ -199,9 +258,9 @@ fn parse_push_rules(json: &str) -> Result<Ruleset> {
 }
 
 /// Local users whose rules apply to the event: the joined members other than
-/// the sender, and the local target of an invite.
-fn recipients(room: &RoomState, pdu: &Pdu) -> Vec<OwnedUserId> {
-    let server_name = pdu.sender.server_name();
+/// the sender, and the local target of an invite. For an event received over
+/// federation these are this server's members, not the sender's.
+fn recipients(room: &RoomState, pdu: &Pdu, server_name: &ServerName) -> Vec<OwnedUserId> {
     let mut users: Vec<OwnedUserId> = room
         .local_members(server_name)
         .into_iter()

@@ -343,7 +343,7 @@ impl Rooms {
         };
         let mut built: Vec<BuiltEvent> = new_state.into_iter().map(|p| event(p, StateChange::None)).collect();
         built.push(event(join.clone(), StateChange::Snapshot { group, entries }));
-        let push_actions = vec![Vec::new(); built.len()];
+        let push_actions = vec![crate::storage::push::PushOutcome::default(); built.len()];
         let batch = Batch {
             room_id: room_id.to_string(),
             new_room: (!exists).then(|| NewRoom {

@@ -309,7 +309,7 @@ impl Rooms {
         let outbound = built.pdu.clone();
         let wake_target = membership_target(&built);
         let push_actions = vec![self.push.evaluate(&next, &built.pdu).await?];
-        let notifies = push_actions.iter().any(|a| !a.is_empty());
+        let notifies = push_actions.iter().any(crate::storage::push::PushOutcome::notifies);
         let batch = Batch {
             room_id: room_id.to_string(),
             new_room: None,
@@ -396,7 +396,7 @@ impl Rooms {
         for event in &events {
             push_actions.push(self.push.evaluate(&room, &event.pdu).await?);
         }
-        let notifies = push_actions.iter().any(|a| !a.is_empty());
+        let notifies = push_actions.iter().any(crate::storage::push::PushOutcome::notifies);
         let batch = Batch {
             room_id: room_id.to_string(),
             new_room: Some(new_room),

@@ -9,7 +9,7 @@ use super::{
 };
 use crate::{
     error::Result,
-    storage::{self, WriteTxn, push::PushAction, writer::Stream},
+    storage::{self, WriteTxn, push::PushOutcome, writer::Stream},
 };
 
 /// A room row to create together with the room's first events.
@@ -24,9 +24,9 @@ pub struct Batch {
     pub room_id: String,
     pub new_room: Option<NewRoom>,
     pub events: Vec<BuiltEvent>,
-    /// The push actions of each event in `events` (same index), without their
+    /// The push rule outcome of each event in `events` (same index), without
     /// stream positions, which are assigned here.
-    pub push_actions: Vec<Vec<PushAction>>,
+    pub push_actions: Vec<PushOutcome>,
     /// The request that sent the last event.
     pub txn: Option<TxnRecord>,
     /// The room's forward extremities after the batch; `None` for local
@@ -96,10 +96,8 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
         )
         .await?;
 
-        if let Some(actions) = batch.push_actions.get(index).filter(|a| !a.is_empty()) {
-            let actions: Vec<PushAction> =
-                actions.iter().map(|a| PushAction { stream_ordering: stream, ..a.clone() }).collect();
-            storage::push::insert_actions(&mut txn.conn, &actions).await?;
+        if let Some(outcome) = batch.push_actions.get(index) {
+            storage::push::insert_outcome(&mut txn.conn, outcome, stream).await?;
         }
 
         if let Some(state_key) = pdu.state_key.as_ref().filter(|_| !remote) {

@@ -186,7 +186,7 @@ impl Rooms {
         let wake_target = pdu.state_key.as_deref().and_then(|key| ruma::UserId::parse(key).ok());
         // Local members get notifications for received events just as for local ones.
         let push_actions = vec![self.push.evaluate(&next, &built.pdu).await.map_err(internal)?];
-        let notifies = push_actions.iter().any(|actions| !actions.is_empty());
+        let notifies = push_actions.iter().any(crate::storage::push::PushOutcome::notifies);
         let batch = Batch {
             room_id: room_id.to_string(),
             new_room: None,

@@ -85,9 +85,21 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../schema/sqlite/0012_e2ee_federation.sql"),
         postgres: include_str!("../../schema/postgres/0012_e2ee_federation.sql"),
     },
+    Migration {
+        version: 13,
+        name: "push_shared",
+        sqlite: include_str!("../../schema/sqlite/0013_push_shared.sql"),
+        postgres: include_str!("../../schema/postgres/0013_push_shared.sql"),
+    },
 ];
 
 pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {
+    run_upto(pool, backend, i64::MAX).await
+}
+
+/// Applies the migrations up to version `last`; tests of a migration start
+/// from the schema before it.
+pub(crate) async fn run_upto(pool: &AnyPool, backend: Backend, last: i64) -> Result<(), sqlx::Error> {
     sqlx::raw_sql(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
             version BIGINT PRIMARY KEY,
@@ -105,7 +117,7 @@ pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {
         .map(|row| row.get::<i64, _>(0))
         .collect();
 
-    for migration in MIGRATIONS {
+    for migration in MIGRATIONS.iter().filter(|m| m.version <= last) {
         if applied.contains(&migration.version) {
             continue;
         }

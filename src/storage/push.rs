@@ -1,5 +1,13 @@
 //! Push notifications: stored push actions, unread counts derived from them,
 //! and pushers.
+//!
+//! The outcome of an event is stored in two tables. `event_push_shared` contains
+//! one row per event with the outcome of the members on the default outcome:
+//! it applies to every local member joined before the event, except its
+//! sender. `event_push_actions` contains a row per user whose outcome differs
+//! (rules of their own, a mention, a muted room) and overrides the shared
+//! row of the same event for that user; `notify = 0` marks a user whom the
+//! event does not notify. Every reader here combines both tables.
 
 use sqlx::{AnyConnection, AnyPool, Row, any::AnyRow};
 
@@ -16,42 +24,137 @@ pub struct PushAction {
     /// The actions as the JSON array that the matching push rule holds.
     pub actions: String,
     pub highlight: bool,
+    /// False for a user whom the event does not notify, stored only to
+    /// override the event's shared row.
+    pub notify: bool,
 }
 
-/// A condition on a push action row `a` that is true while the user has not
-/// read the event: no read receipt (unthreaded, or of the event's thread) is
-/// at or after it, and the user has sent nothing in the room since.
-const UNREAD: &str = "a.stream_ordering > COALESCE((SELECT MAX(r.event_stream) FROM receipts r \
-     WHERE r.room_id = a.room_id AND r.user_id = a.user_id AND r.receipt_type IN ('m.read', 'm.read.private') \
-     AND (r.thread_id = '' OR r.thread_id = a.thread_id)), 0) \
-     AND a.stream_ordering > COALESCE((SELECT MAX(e.stream_ordering) FROM events e \
-     WHERE e.room_id = a.room_id AND e.sender = a.user_id), 0)";
+/// The outcome of an event for every member on the default outcome.
+#[derive(Debug, Clone)]
+pub struct SharedPushAction {
+    pub event_id: String,
+    pub room_id: String,
+    pub thread_id: String,
+    /// The sender, whom the row does not concern.
+    pub sender: String,
+    pub stream_ordering: i64,
+    pub ts: i64,
+    pub actions: String,
+    pub highlight: bool,
+}
 
-/// Rows per `INSERT` statement: 8 parameters each stays far below the
+/// Everything push rule evaluation stores for one event.
+#[derive(Debug, Clone, Default)]
+pub struct PushOutcome {
+    /// The row for the members on the default outcome, when it notifies.
+    pub shared: Option<SharedPushAction>,
+    /// The users whose outcome differs from the shared one.
+    pub users: Vec<PushAction>,
+    /// `(user, room, thread)`: the sender's message reads the thread up to itself.
+    pub read_mark: Option<(String, String, String)>,
+}
+
+impl PushOutcome {
+    /// Returns whether the event notifies anyone, so that the gateway sender is woken.
+    pub fn notifies(&self) -> bool {
+        self.shared.is_some() || self.users.iter().any(|a| a.notify)
+    }
+}
+
+/// Receipt types that move the read position of notification counts.
+const READ_TYPES: &str = "('m.read', 'm.read.private')";
+
+/// Builds a condition that is true while `user` has not read the push action row
+/// `a`: no read receipt (unthreaded, or of the row's thread) is at or after
+/// it, the user has sent no message after it in the same thread (or, for
+/// positions stored before threads counted here, in the room), and it is not
+/// older than the user's join (an invite counts until the user joins).
+fn unread(user: &str) -> String {
+    format!(
+        "a.stream_ordering > COALESCE((SELECT MAX(r.event_stream) FROM receipts r \
+         WHERE r.room_id = a.room_id AND r.user_id = {user} AND r.receipt_type IN {READ_TYPES} \
+         AND (r.thread_id = '' OR r.thread_id = a.thread_id)), 0) \
+         AND a.stream_ordering > COALESCE((SELECT MAX(k.stream_ordering) FROM push_read_marks k \
+         WHERE k.user_id = {user} AND k.room_id = a.room_id AND (k.thread_id = '' OR k.thread_id = a.thread_id)), 0) \
+         AND a.stream_ordering > COALESCE((SELECT j.joined_stream FROM memberships j \
+         WHERE j.room_id = a.room_id AND j.user_id = {user} AND j.membership = 'join'), 0)"
+    )
+}
+
+/// Builds a condition that `{alias}.stream_ordering` lies after the position up to
+/// which `user` read every thread of room `room`. It repeats part of
+/// [`unread`] so that index range scans start at the read position.
+fn after_read_room(alias: &str, user: &str, room: &str) -> String {
+    format!(
+        "{alias}.stream_ordering > COALESCE((SELECT MAX(r.event_stream) FROM receipts r \
+         WHERE r.room_id = {room} AND r.user_id = {user} AND r.receipt_type IN {READ_TYPES} AND r.thread_id = ''), 0) \
+         AND {alias}.stream_ordering > COALESCE((SELECT MAX(k.stream_ordering) FROM push_read_marks k \
+         WHERE k.user_id = {user} AND k.room_id = {room} AND k.thread_id = ''), 0)"
+    )
+}
+
+/// Builds a condition that user `user` has no row of their own for the shared row `s`.
+fn no_override(user: &str) -> String {
+    format!("NOT EXISTS (SELECT 1 FROM event_push_actions o WHERE o.event_id = s.event_id AND o.user_id = {user})")
+}
+
+/// The columns of a push action, in [`action_from_row`] order.
+const OWN_COLUMNS: &str =
+    "x.user_id, x.event_id, x.room_id, x.thread_id, x.stream_ordering, x.ts, x.actions, x.highlight";
+/// The same columns from a shared row `s` for the member `m`.
+const SHARED_COLUMNS: &str =
+    "m.user_id, s.event_id, s.room_id, s.thread_id, s.stream_ordering, s.ts, s.actions, s.highlight";
+
+/// Rows per `INSERT` statement: 9 parameters each stays far below the
 /// parameter limits of SQLite (32,766) and PostgreSQL (65,535).
 const ROWS_PER_INSERT: usize = 500;
 
-/// Inserts push actions with one statement per [`ROWS_PER_INSERT`] rows.
-pub async fn insert_actions(conn: &mut AnyConnection, actions: &[PushAction]) -> Result<(), sqlx::Error> {
+/// Stores the outcome of one event at stream position `stream`.
+pub async fn insert_outcome(conn: &mut AnyConnection, outcome: &PushOutcome, stream: i64) -> Result<(), sqlx::Error> {
+    if let Some(shared) = &outcome.shared {
+        sqlx::query(
+            "INSERT INTO event_push_shared (event_id, room_id, thread_id, sender, stream_ordering, ts, actions, highlight) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(&shared.event_id)
+        .bind(&shared.room_id)
+        .bind(&shared.thread_id)
+        .bind(&shared.sender)
+        .bind(stream)
+        .bind(shared.ts)
+        .bind(&shared.actions)
+        .bind(i64::from(shared.highlight))
+        .execute(&mut *conn)
+        .await?;
+    }
+    insert_actions(conn, &outcome.users, stream).await?;
+    if let Some((user, room, thread)) = &outcome.read_mark {
+        sqlx::query(
+            "INSERT INTO push_read_marks (user_id, room_id, thread_id, stream_ordering) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET stream_ordering = excluded.stream_ordering",
+        )
+        .bind(user)
+        .bind(room)
+        .bind(thread)
+        .bind(stream)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Inserts the rows of users with an outcome of their own, with one
+/// statement per [`ROWS_PER_INSERT`] rows.
+async fn insert_actions(conn: &mut AnyConnection, actions: &[PushAction], stream: i64) -> Result<(), sqlx::Error> {
     for chunk in actions.chunks(ROWS_PER_INSERT) {
         let rows: Vec<String> = (0..chunk.len())
             .map(|i| {
-                let n = i * 8;
-                format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                    n + 1,
-                    n + 2,
-                    n + 3,
-                    n + 4,
-                    n + 5,
-                    n + 6,
-                    n + 7,
-                    n + 8
-                )
+                let params: Vec<String> = (1..=9).map(|k| format!("${}", i * 9 + k)).collect();
+                format!("({})", params.join(", "))
             })
             .collect();
         let sql = format!(
-            "INSERT INTO event_push_actions (user_id, event_id, room_id, thread_id, stream_ordering, ts, actions, highlight) \
+            "INSERT INTO event_push_actions (user_id, event_id, room_id, thread_id, stream_ordering, ts, actions, highlight, notify) \
              VALUES {} ON CONFLICT (event_id, user_id) DO NOTHING",
             rows.join(", ")
         );
@@ -62,10 +165,11 @@ pub async fn insert_actions(conn: &mut AnyConnection, actions: &[PushAction]) ->
                 .bind(&action.event_id)
                 .bind(&action.room_id)
                 .bind(&action.thread_id)
-                .bind(action.stream_ordering)
+                .bind(stream)
                 .bind(action.ts)
                 .bind(&action.actions)
-                .bind(i64::from(action.highlight));
+                .bind(i64::from(action.highlight))
+                .bind(i64::from(action.notify));
         }
         query.execute(&mut *conn).await?;
     }
@@ -74,22 +178,37 @@ pub async fn insert_actions(conn: &mut AnyConnection, actions: &[PushAction]) ->
 
 pub async fn delete_actions_of_event(conn: &mut AnyConnection, event_id: &str) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM event_push_actions WHERE event_id = $1").bind(event_id).execute(&mut *conn).await?;
+    sqlx::query("DELETE FROM event_push_shared WHERE event_id = $1").bind(event_id).execute(&mut *conn).await?;
     Ok(())
 }
 
 /// Unread notification and highlight counts of one user, per room and thread:
 /// `(room id, thread id, notifications, highlights)`, for joined rooms only.
 /// With `room_id` set, only that room.
+///
+/// Both halves start at the user's read position of the room in the index,
+/// so the cost follows the number of unread rows, not the room's history.
 pub async fn unread_counts(
     pool: &AnyPool,
     user_id: &str,
     room_id: Option<&str>,
 ) -> Result<Vec<(String, String, i64, i64)>, sqlx::Error> {
-    let room_filter = if room_id.is_some() { "AND a.room_id = $2" } else { "" };
+    let (own_room, member_room) =
+        if room_id.is_some() { ("AND x.room_id = $2", "AND m.room_id = $2") } else { ("", "") };
     let sql = format!(
-        "SELECT a.room_id, a.thread_id, COUNT(*), CAST(COALESCE(SUM(a.highlight), 0) AS BIGINT) FROM event_push_actions a \
-         JOIN memberships m ON m.room_id = a.room_id AND m.user_id = a.user_id AND m.membership = 'join' \
-         WHERE a.user_id = $1 {room_filter} AND {UNREAD} GROUP BY a.room_id, a.thread_id"
+        "SELECT a.room_id, a.thread_id, COUNT(*), CAST(COALESCE(SUM(a.highlight), 0) AS BIGINT) FROM ( \
+         SELECT x.room_id, x.thread_id, x.stream_ordering, x.highlight FROM event_push_actions x \
+         JOIN memberships m ON m.room_id = x.room_id AND m.user_id = x.user_id AND m.membership = 'join' \
+         WHERE x.user_id = $1 AND x.notify = 1 {own_room} AND x.stream_ordering > m.joined_stream AND {own_after} \
+         UNION ALL \
+         SELECT s.room_id, s.thread_id, s.stream_ordering, s.highlight FROM memberships m \
+         JOIN event_push_shared s ON s.room_id = m.room_id AND s.stream_ordering > m.joined_stream AND {shared_after} \
+         WHERE m.user_id = $1 AND m.membership = 'join' {member_room} AND s.sender <> $1 AND {no_override} \
+         ) a WHERE {unread} GROUP BY a.room_id, a.thread_id",
+        own_after = after_read_room("x", "$1", "x.room_id"),
+        shared_after = after_read_room("s", "$1", "m.room_id"),
+        no_override = no_override("$1"),
+        unread = unread("$1"),
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user_id);
     if let Some(room_id) = room_id {
@@ -107,18 +226,20 @@ pub struct NotificationRow {
 
 fn action_from_row(row: &AnyRow) -> PushAction {
     PushAction {
-        user_id: row.get("user_id"),
-        event_id: row.get("event_id"),
-        room_id: row.get("room_id"),
-        thread_id: row.get("thread_id"),
-        stream_ordering: row.get("stream_ordering"),
-        ts: row.get("ts"),
-        actions: row.get("actions"),
-        highlight: row.get::<i64, _>("highlight") != 0,
+        user_id: row.get(0),
+        event_id: row.get(1),
+        room_id: row.get(2),
+        thread_id: row.get(3),
+        stream_ordering: row.get(4),
+        ts: row.get(5),
+        actions: row.get(6),
+        highlight: row.get::<i64, _>(7) != 0,
+        notify: true,
     }
 }
 
-/// Returns a user's notifications older than `before` (exclusive), newest first.
+/// Returns a user's notifications older than `before` (exclusive), newest
+/// first. Shared rows count in the rooms the user is joined to.
 pub async fn notifications(
     pool: &AnyPool,
     user_id: &str,
@@ -126,47 +247,131 @@ pub async fn notifications(
     limit: i64,
     only_highlight: bool,
 ) -> Result<Vec<NotificationRow>, sqlx::Error> {
-    let highlight_filter = if only_highlight { "AND a.highlight = 1" } else { "" };
+    let (own_highlight, shared_highlight) =
+        if only_highlight { ("AND x.highlight = 1", "AND s.highlight = 1") } else { ("", "") };
     let sql = format!(
-        "SELECT a.user_id, a.event_id, a.room_id, a.thread_id, a.stream_ordering, a.ts, a.actions, a.highlight, \
-         CASE WHEN {UNREAD} THEN 0 ELSE 1 END AS is_read FROM event_push_actions a \
-         WHERE a.user_id = $1 AND a.stream_ordering < $2 {highlight_filter} \
-         ORDER BY a.stream_ordering DESC LIMIT $3"
+        "SELECT a.*, CASE WHEN {unread} THEN 0 ELSE 1 END AS is_read FROM ( \
+         SELECT {OWN_COLUMNS} FROM event_push_actions x \
+         WHERE x.user_id = $1 AND x.notify = 1 AND x.stream_ordering < $2 {own_highlight} \
+         UNION ALL \
+         SELECT {SHARED_COLUMNS} FROM memberships m \
+         JOIN event_push_shared s ON s.room_id = m.room_id AND s.stream_ordering > m.joined_stream \
+         WHERE m.user_id = $1 AND m.membership = 'join' AND s.stream_ordering < $2 AND s.sender <> $1 \
+         {shared_highlight} AND {no_override} \
+         ) a ORDER BY a.stream_ordering DESC LIMIT $3",
+        unread = unread("$1"),
+        no_override = no_override("$1"),
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user_id).bind(before).bind(limit).fetch_all(pool).await?;
-    Ok(rows
-        .iter()
-        .map(|r| NotificationRow { action: action_from_row(r), read: r.get::<i64, _>("is_read") != 0 })
-        .collect())
+    Ok(rows.iter().map(|r| NotificationRow { action: action_from_row(r), read: r.get::<i64, _>(8) != 0 }).collect())
 }
 
-/// Push actions in `(after, upto]` of users who have at least one pusher, oldest first.
-pub async fn actions_for_pushers(
-    pool: &AnyPool,
-    after: i64,
-    upto: i64,
-    limit: i64,
-) -> Result<Vec<PushAction>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT a.user_id, a.event_id, a.room_id, a.thread_id, a.stream_ordering, a.ts, a.actions, a.highlight \
-         FROM (SELECT DISTINCT user_id FROM pushers) p JOIN event_push_actions a ON a.user_id = p.user_id \
-         WHERE a.stream_ordering > $1 AND a.stream_ordering <= $2 ORDER BY a.stream_ordering LIMIT $3",
-    )
-    .bind(after)
-    .bind(upto)
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
+/// Push actions in `(after, upto]` of users who have at least one pusher,
+/// oldest first. The caller bounds the range, so there is no row limit that
+/// could split the rows of one event.
+pub async fn actions_for_pushers(pool: &AnyPool, after: i64, upto: i64) -> Result<Vec<PushAction>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {OWN_COLUMNS} FROM (SELECT DISTINCT user_id FROM pushers) p \
+         JOIN event_push_actions x ON x.user_id = p.user_id \
+         WHERE x.notify = 1 AND x.stream_ordering > $1 AND x.stream_ordering <= $2 \
+         UNION ALL \
+         SELECT {SHARED_COLUMNS} FROM (SELECT DISTINCT user_id FROM pushers) p \
+         JOIN memberships m ON m.user_id = p.user_id AND m.membership = 'join' \
+         JOIN event_push_shared s ON s.room_id = m.room_id AND s.stream_ordering > m.joined_stream \
+         AND s.stream_ordering > $1 AND s.stream_ordering <= $2 \
+         WHERE s.sender <> m.user_id AND {no_override} \
+         ORDER BY 5",
+        no_override = no_override("m.user_id"),
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(after).bind(upto).fetch_all(pool).await?;
     Ok(rows.iter().map(action_from_row).collect())
 }
 
-/// Returns whether the user has read the event of a push action (see [`UNREAD`]).
+/// Returns whether the user has read the event of a push action (see
+/// [`unread`]); an event without a push action for the user counts as read.
 pub async fn is_read(pool: &AnyPool, user_id: &str, event_id: &str) -> Result<bool, sqlx::Error> {
     let sql = format!(
-        "SELECT CASE WHEN {UNREAD} THEN 0 ELSE 1 END FROM event_push_actions a WHERE a.user_id = $1 AND a.event_id = $2"
+        "SELECT CASE WHEN {unread} THEN 0 ELSE 1 END FROM ( \
+         SELECT x.room_id, x.thread_id, x.stream_ordering FROM event_push_actions x \
+         WHERE x.event_id = $2 AND x.user_id = $1 AND x.notify = 1 \
+         UNION ALL \
+         SELECT s.room_id, s.thread_id, s.stream_ordering FROM event_push_shared s \
+         WHERE s.event_id = $2 AND s.sender <> $1 AND {no_override} \
+         ) a",
+        unread = unread("$1"),
+        no_override = no_override("$1"),
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user_id).bind(event_id).fetch_optional(pool).await?;
     Ok(row.is_none_or(|r| r.get::<i64, _>(0) != 0))
+}
+
+/// Deletes push actions stored before `before_ts`; returns the number of rows deleted.
+pub async fn prune_older_than(conn: &mut AnyConnection, before_ts: i64) -> Result<u64, sqlx::Error> {
+    let shared = sqlx::query("DELETE FROM event_push_shared WHERE ts < $1").bind(before_ts).execute(&mut *conn).await?;
+    let own = sqlx::query("DELETE FROM event_push_actions WHERE ts < $1").bind(before_ts).execute(&mut *conn).await?;
+    Ok(shared.rows_affected() + own.rows_affected())
+}
+
+/// Rooms with stored push actions.
+pub async fn rooms_with_actions(pool: &AnyPool) -> Result<Vec<String>, sqlx::Error> {
+    let rows =
+        sqlx::query("SELECT room_id FROM event_push_shared UNION SELECT room_id FROM event_push_actions ORDER BY 1")
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Returns the position up to which each joined member of a room has read every
+/// thread: its unthreaded read receipt or message, whichever is later (0 for none).
+pub async fn room_read_positions(pool: &AnyPool, room_id: &str) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT m.user_id, \
+         COALESCE((SELECT MAX(r.event_stream) FROM receipts r WHERE r.room_id = m.room_id AND r.user_id = m.user_id \
+         AND r.receipt_type IN ('m.read', 'm.read.private') AND r.thread_id = ''), 0), \
+         COALESCE((SELECT MAX(k.stream_ordering) FROM push_read_marks k WHERE k.room_id = m.room_id \
+         AND k.user_id = m.user_id AND k.thread_id = ''), 0) \
+         FROM memberships m WHERE m.room_id = $1 AND m.membership = 'join'",
+    )
+    .bind(room_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get::<i64, _>(1).max(r.get::<i64, _>(2)))).collect())
+}
+
+/// Deletes the push actions of a room at or before `upto`; returns the number of rows deleted.
+pub async fn prune_room_upto(conn: &mut AnyConnection, room_id: &str, upto: i64) -> Result<u64, sqlx::Error> {
+    let shared = sqlx::query("DELETE FROM event_push_shared WHERE room_id = $1 AND stream_ordering <= $2")
+        .bind(room_id)
+        .bind(upto)
+        .execute(&mut *conn)
+        .await?;
+    let own = sqlx::query("DELETE FROM event_push_actions WHERE room_id = $1 AND stream_ordering <= $2")
+        .bind(room_id)
+        .bind(upto)
+        .execute(&mut *conn)
+        .await?;
+    Ok(shared.rows_affected() + own.rows_affected())
+}
+
+/// Returns the stored position of a background sender.
+pub async fn sender_position(pool: &AnyPool, name: &str) -> Result<Option<i64>, sqlx::Error> {
+    let row = sqlx::query("SELECT stream_ordering FROM push_sender_positions WHERE name = $1")
+        .bind(name)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+pub async fn set_sender_position(conn: &mut AnyConnection, name: &str, position: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO push_sender_positions (name, stream_ordering) VALUES ($1, $2) \
+         ON CONFLICT (name) DO UPDATE SET stream_ordering = excluded.stream_ordering",
+    )
+    .bind(name)
+    .bind(position)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// A pusher as `/pushers` describes it.
@@ -298,27 +503,43 @@ pub struct EmailCandidate {
 }
 
 /// Unread push actions of users with email pushers that are older than
-/// `before_ts`, newer than the pusher, after the last email about their room,
-/// and in rooms whose last email is older than `period_start_ts`. Oldest first.
+/// `before_ts` and not older than `oldest_ts`, newer than the pusher, after
+/// the last email about their room, and in rooms whose last email is older
+/// than `period_start_ts`. Oldest first.
 pub async fn email_candidates(
     pool: &AnyPool,
     before_ts: i64,
+    oldest_ts: i64,
     period_start_ts: i64,
     limit: i64,
 ) -> Result<Vec<EmailCandidate>, sqlx::Error> {
     let pusher_columns: Vec<String> = PUSHER_COLUMNS.split(", ").map(|c| format!("p.{}", c.trim())).collect();
     let sql = format!(
-        "SELECT {}, a.event_id, a.room_id, a.thread_id, a.stream_ordering, a.ts, a.actions, a.highlight \
-         FROM event_push_actions a JOIN pushers p ON p.user_id = a.user_id AND p.kind = 'email' \
-         LEFT JOIN email_notifications_sent s ON s.user_id = a.user_id AND s.room_id = a.room_id \
-         JOIN memberships m ON m.room_id = a.room_id AND m.user_id = a.user_id AND m.membership = 'join' \
+        "SELECT {}, a.event_id, a.room_id, a.thread_id, a.stream_ordering, a.ts, a.actions, a.highlight FROM ( \
+         SELECT {OWN_COLUMNS} FROM event_push_actions x \
+         JOIN memberships m ON m.room_id = x.room_id AND m.user_id = x.user_id AND m.membership = 'join' \
+         WHERE x.notify = 1 AND x.ts >= $4 AND x.user_id IN (SELECT user_id FROM pushers WHERE kind = 'email') \
+         UNION ALL \
+         SELECT {SHARED_COLUMNS} FROM memberships m \
+         JOIN event_push_shared s ON s.room_id = m.room_id AND s.stream_ordering > m.joined_stream \
+         WHERE m.membership = 'join' AND s.ts >= $4 AND s.sender <> m.user_id AND {no_override} \
+         AND m.user_id IN (SELECT user_id FROM pushers WHERE kind = 'email') \
+         ) a JOIN pushers p ON p.user_id = a.user_id AND p.kind = 'email' \
+         LEFT JOIN email_notifications_sent es ON es.user_id = a.user_id AND es.room_id = a.room_id \
          WHERE a.ts <= $1 AND a.ts >= p.created_ts \
-         AND a.stream_ordering > COALESCE(s.last_stream, 0) AND COALESCE(s.sent_ts, 0) <= $2 AND {UNREAD} \
+         AND a.stream_ordering > COALESCE(es.last_stream, 0) AND COALESCE(es.sent_ts, 0) <= $2 AND {unread} \
          ORDER BY a.stream_ordering LIMIT $3",
-        pusher_columns.join(", ")
+        pusher_columns.join(", "),
+        no_override = no_override("m.user_id"),
+        unread = unread("a.user_id"),
     );
-    let rows =
-        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(before_ts).bind(period_start_ts).bind(limit).fetch_all(pool).await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(before_ts)
+        .bind(period_start_ts)
+        .bind(limit)
+        .bind(oldest_ts)
+        .fetch_all(pool)
+        .await?;
     Ok(rows
         .iter()
         .map(|r| {
@@ -332,6 +553,7 @@ pub async fn email_candidates(
                 ts: r.get(15),
                 actions: r.get(16),
                 highlight: r.get::<i64, _>(17) != 0,
+                notify: true,
             };
             EmailCandidate { pusher, action }
         })
@@ -357,4 +579,123 @@ pub async fn record_email_sent(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::any::AnyPoolOptions;
+
+    use super::*;
+    use crate::storage::{Backend, migrate};
+
+    const ROOM: &str = "!room:example.org";
+    const ALICE: &str = "@alice:example.org";
+    const BOB: &str = "@bob:example.org";
+    const CAROL: &str = "@carol:example.org";
+
+    /// Unread counts as the queries before migration 13 computed them: push
+    /// actions after the user's receipts and after the user's last event in the room.
+    async fn counts_before_migration(pool: &AnyPool, user: &str) -> Vec<(String, String, i64, i64)> {
+        let rows = sqlx::query(
+            "SELECT a.room_id, a.thread_id, COUNT(*), CAST(COALESCE(SUM(a.highlight), 0) AS BIGINT) \
+             FROM event_push_actions a WHERE a.user_id = $1 \
+             AND a.stream_ordering > COALESCE((SELECT MAX(r.event_stream) FROM receipts r \
+             WHERE r.room_id = a.room_id AND r.user_id = a.user_id AND r.receipt_type IN ('m.read', 'm.read.private') \
+             AND (r.thread_id = '' OR r.thread_id = a.thread_id)), 0) \
+             AND a.stream_ordering > COALESCE((SELECT MAX(e.stream_ordering) FROM events e \
+             WHERE e.room_id = a.room_id AND e.sender = a.user_id), 0) \
+             GROUP BY a.room_id, a.thread_id ORDER BY a.thread_id",
+        )
+        .bind(user)
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect()
+    }
+
+    async fn exec(pool: &AnyPool, sql: &str) {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(pool).await.unwrap();
+    }
+
+    /// Stored counts are the same before and after migration 13: a user whose
+    /// last message in the room is after some push actions (in a thread, too)
+    /// keeps them read, and receipts count as before.
+    #[tokio::test]
+    async fn migration_keeps_stored_counts() {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new().max_connections(1).connect("sqlite::memory:").await.unwrap();
+        migrate::run_upto(&pool, Backend::Sqlite, 12).await.unwrap();
+        for user in [ALICE, BOB, CAROL] {
+            exec(
+                &pool,
+                &format!(
+                    "INSERT INTO memberships (room_id, user_id, membership, event_id, stream_ordering) \
+                     VALUES ('{ROOM}', '{user}', 'join', '$join-{user}', 1)"
+                ),
+            )
+            .await;
+        }
+        // Alice sends 2..=7, 9 and 10 (5, 6 and 10 in the thread of 2); bob sends
+        // 8; carol read up to 3, and the thread up to 6.
+        let mut events = Vec::new();
+        for (stream, sender) in
+            [(2, ALICE), (3, ALICE), (4, ALICE), (5, ALICE), (6, ALICE), (7, ALICE), (8, BOB), (9, ALICE), (10, ALICE)]
+        {
+            events.push(format!("({stream}, '$e{stream}', '{ROOM}', '{sender}', 'm.room.message', 1, 0, '{{}}', 0)"));
+        }
+        exec(
+            &pool,
+            &format!(
+                "INSERT INTO events (stream_ordering, event_id, room_id, sender, event_type, depth, origin_server_ts, pdu, state_group) VALUES {}",
+                events.join(", ")
+            ),
+        )
+        .await;
+        for user in [BOB, CAROL] {
+            for stream in [2, 3, 4, 5, 6, 7, 9, 10] {
+                let thread = if [5, 6, 10].contains(&stream) { "$e2" } else { "main" };
+                let highlight = i64::from(stream == 3);
+                exec(
+                    &pool,
+                    &format!(
+                        "INSERT INTO event_push_actions (user_id, event_id, room_id, thread_id, stream_ordering, ts, actions, highlight) \
+                         VALUES ('{user}', '$e{stream}', '{ROOM}', '{thread}', {stream}, 0, '[\"notify\"]', {highlight})"
+                    ),
+                )
+                .await;
+            }
+        }
+        exec(
+            &pool,
+            &format!(
+                "INSERT INTO receipts (room_id, user_id, receipt_type, thread_id, event_id, event_stream, ts, stream_id) VALUES \
+                 ('{ROOM}', '{CAROL}', 'm.read', '', '$e3', 3, 0, 1), ('{ROOM}', '{CAROL}', 'm.read', '$e2', '$e6', 6, 0, 2)"
+            ),
+        )
+        .await;
+
+        let before_bob = counts_before_migration(&pool, BOB).await;
+        let before_carol = counts_before_migration(&pool, CAROL).await;
+        assert_eq!(
+            before_bob,
+            vec![(ROOM.to_owned(), "$e2".to_owned(), 1, 0), (ROOM.to_owned(), "main".to_owned(), 1, 0)]
+        );
+        assert_eq!(
+            before_carol,
+            vec![(ROOM.to_owned(), "$e2".to_owned(), 1, 0), (ROOM.to_owned(), "main".to_owned(), 3, 0)]
+        );
+
+        migrate::run(&pool, Backend::Sqlite).await.unwrap();
+        let sorted = |mut rows: Vec<(String, String, i64, i64)>| {
+            rows.sort();
+            rows
+        };
+        assert_eq!(sorted(unread_counts(&pool, BOB, None).await.unwrap()), before_bob, "bob after the migration");
+        assert_eq!(sorted(unread_counts(&pool, CAROL, None).await.unwrap()), before_carol, "carol after the migration");
+        let listed = notifications(&pool, CAROL, i64::MAX, 20, false).await.unwrap();
+        let read: Vec<(String, bool)> = listed.iter().map(|n| (n.action.event_id.clone(), n.read)).collect();
+        let expected: Vec<(String, bool)> =
+            [10, 9, 7, 6, 5, 4, 3, 2].iter().map(|s| (format!("$e{s}"), [6, 5, 3, 2].contains(s))).collect();
+        assert_eq!(read, expected, "carol's notifications after the migration");
+    }
 }

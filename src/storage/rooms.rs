@@ -67,15 +67,18 @@ pub async fn set_membership(
     stream: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO memberships (room_id, user_id, membership, event_id, stream_ordering, forgotten) \
-         VALUES ($1, $2, $3, $4, $5, 0) ON CONFLICT (room_id, user_id) DO UPDATE SET \
+        "INSERT INTO memberships (room_id, user_id, membership, event_id, stream_ordering, forgotten, joined_stream) \
+         VALUES ($1, $2, $3, $4, $5, 0, $6) ON CONFLICT (room_id, user_id) DO UPDATE SET \
          membership = excluded.membership, event_id = excluded.event_id, \
-         stream_ordering = excluded.stream_ordering, forgotten = 0",
+         stream_ordering = excluded.stream_ordering, forgotten = 0, \
+         joined_stream = CASE WHEN memberships.membership = 'join' AND excluded.membership = 'join' \
+         THEN memberships.joined_stream ELSE excluded.stream_ordering END",
     )
     .bind(room_id)
     .bind(user_id)
     .bind(membership)
     .bind(event_id)
+    .bind(stream)
     .bind(stream)
     .execute(&mut *conn)
     .await?;

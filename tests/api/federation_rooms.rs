@@ -305,6 +305,11 @@ async fn remote_join_and_inbound_transactions_reach_local_members() {
         let response = send_transaction(&b, &a, "t1", vec![serde_json::to_value(&good).unwrap()], vec![]).await;
         assert_eq!(response["pdus"][&good_id], json!({}), "{response}");
 
+        // The received message counts for alice, a's member, once.
+        let unread = &alice.sync("").await["rooms"]["join"][&room_id]["unread_notifications"];
+        assert_eq!(unread["notification_count"], 1, "{backend:?}: alice's count of bob's message: {unread}");
+        assert_eq!(unread["highlight_count"], 0, "{backend:?}: {unread}");
+
         // A signature that does not verify: rejected with a reason.
         let mut forged = signed_message(&a, &b, &room, &bob, "forged").await;
         let forged_id = event_id_of(&forged, &rules);

@@ -221,6 +221,22 @@ impl TestServer {
         Self::launch(self.config, self.data, None).await
     }
 
+    /// Stops the server, runs `between` on a connection pool to its database,
+    /// and starts it again on the same data, as after a crash that left the
+    /// database in the state `between` makes.
+    pub async fn restart_with_database<F, Fut>(self, between: F) -> Self
+    where
+        F: FnOnce(sqlx::AnyPool) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        self.shutdown.shutdown().await;
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&self.config.database_url()).await.expect("open the test database");
+        between(pool.clone()).await;
+        pool.close().await;
+        Self::launch(self.config, self.data, None).await
+    }
+
     /// Returns the `https://name:port` base of the federation listener.
     pub fn federation_base(&self) -> String {
         let addr = self.federation_addr.expect("a server with a federation listener");

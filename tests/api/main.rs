@@ -30,6 +30,7 @@ mod membership;
 mod messages;
 mod presence;
 mod profile;
+mod push_counts;
 mod push_rules;
 mod pushers;
 mod rooms;

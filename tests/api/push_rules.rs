@@ -7,11 +7,11 @@ use serde_json::{Value, json};
 
 use crate::harness::{Client, TestServer, assert_error, backends, encode};
 
-fn room_path(room_id: &str, rest: &str) -> String {
+pub(crate) fn room_path(room_id: &str, rest: &str) -> String {
     format!("/_matrix/client/v3/rooms/{}/{rest}", encode(room_id))
 }
 
-async fn send(client: &Client, room_id: &str, kind: &str, content: Value) -> String {
+pub(crate) async fn send(client: &Client, room_id: &str, kind: &str, content: Value) -> String {
     let txn = lattice::rooms::random_localpart(16);
     let (status, body) = client.put(&room_path(room_id, &format!("send/{kind}/{txn}")), content).await;
     assert_eq!(status, StatusCode::OK, "send {kind}: {body}");
@@ -25,7 +25,7 @@ async fn notification_for(client: &Client, event_id: &str) -> Option<Value> {
     body["notifications"].as_array()?.iter().find(|n| n["event"]["event_id"] == event_id).cloned()
 }
 
-fn has_highlight(actions: &Value) -> bool {
+pub(crate) fn has_highlight(actions: &Value) -> bool {
     actions.as_array().is_some_and(|list| {
         list.iter().any(|a| a["set_tweak"] == "highlight" && a.get("value").is_none_or(|v| v == true))
     })
@@ -35,12 +35,12 @@ fn has_sound(actions: &Value) -> bool {
     actions.as_array().is_some_and(|list| list.iter().any(|a| a["set_tweak"] == "sound"))
 }
 
-fn counts(sync: &Value, room_id: &str) -> (i64, i64) {
+pub(crate) fn counts(sync: &Value, room_id: &str) -> (i64, i64) {
     let unread = &sync["rooms"]["join"][room_id]["unread_notifications"];
     (unread["notification_count"].as_i64().unwrap_or(-1), unread["highlight_count"].as_i64().unwrap_or(-1))
 }
 
-async fn put_rule(client: &Client, kind: &str, rule_id: &str, body: Value) {
+pub(crate) async fn put_rule(client: &Client, kind: &str, rule_id: &str, body: Value) {
     let path = format!("/_matrix/client/v3/pushrules/global/{kind}/{}", encode(rule_id));
     let (status, response) = client.put(&path, body).await;
     assert_eq!(status, StatusCode::OK, "put rule {kind}/{rule_id}: {response}");

@@ -346,3 +346,71 @@ async fn rejected_pushkey_removes_pusher() {
         server.stop().await;
     }
 }
+
+#[tokio::test]
+async fn gateway_sender_resumes_after_restart() {
+    for backend in backends() {
+        let gateway = Gateway::default();
+        let url = gateway.start().await;
+        let server = start_server(&backend).await;
+        let alice = server.register("alice").await;
+        let bob = server.register("bob").await;
+        let carol = server.register("carol").await;
+        let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+        bob.join(&room).await;
+        carol.join(&room).await;
+        let (status, body) = set_pusher(&bob, http_pusher("bob-phone", json!({ "url": url }))).await;
+        assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
+
+        let handled = send_text(&alice, &room, json!({ "msgtype": "m.text", "body": "one" })).await;
+        let missed = send_text(&alice, &room, json!({ "msgtype": "m.text", "body": "two" })).await;
+        let too_old = send_text(&alice, &room, json!({ "msgtype": "m.text", "body": "three" })).await;
+        assert_eq!(gateway.wait_for(3).await.len(), 3, "{backend:?}: three pushes before the restart");
+        gateway.received.lock().unwrap().clear();
+
+        // The database is left as after a crash right after the first push: the
+        // sender's stored position is at the first message, and the third
+        // message is older than `push.max_delivery_age_secs`.
+        let server = server
+            .restart_with_database(|pool| async move {
+                sqlx::query(
+                    "UPDATE push_sender_positions SET stream_ordering = \
+                     (SELECT stream_ordering FROM events WHERE event_id = $1) WHERE name = 'gateway'",
+                )
+                .bind(&handled)
+                .execute(&pool)
+                .await
+                .expect("move the sender's position back");
+                for table in ["event_push_shared", "event_push_actions"] {
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "UPDATE {table} SET ts = ts - 2 * 86400000 WHERE event_id = $1"
+                    )))
+                    .bind(&too_old)
+                    .execute(&pool)
+                    .await
+                    .expect("age the third message");
+                }
+            })
+            .await;
+
+        let received = gateway.wait_for(1).await;
+        assert_eq!(received.len(), 1, "{backend:?}: one push after the restart: {received:?}");
+        assert_eq!(received[0]["notification"]["event_id"], missed, "{backend:?}: {received:?}");
+        assert_eq!(received[0]["notification"]["content"]["body"], "two", "{backend:?}: {received:?}");
+        assert_eq!(received[0]["notification"]["counts"]["unread"], 3, "{backend:?}: {received:?}");
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let received = gateway.received.lock().unwrap().clone();
+        assert_eq!(received.len(), 1, "{backend:?}: the old message is not pushed: {received:?}");
+
+        // Messages after the restart are pushed as before.
+        let bob = Client::new(&server.base, bob.token.clone());
+        let alice = Client::new(&server.base, alice.token.clone());
+        let (_, list) = bob.get("/_matrix/client/v3/pushers").await;
+        assert_eq!(list["pushers"].as_array().map(Vec::len), Some(1), "{backend:?}: {list}");
+        let fresh = send_text(&alice, &room, json!({ "msgtype": "m.text", "body": "four" })).await;
+        let received = gateway.wait_for(2).await;
+        assert_eq!(received.len(), 2, "{backend:?}: {received:?}");
+        assert_eq!(received[1]["notification"]["event_id"], fresh, "{backend:?}: {received:?}");
+        server.stop().await;
+    }
+}
