@@ -37,16 +37,18 @@ MEGOLM = "m.megolm.v1.aes-sha2"
 UNTRUSTED_SENDER = {"UNKNOWN_DEVICE", "AUTHENTICITY_NOT_GUARANTEED", "MISMATCHED_SENDER_KEY"}
 
 
+NODE = shutil.which("node")
+
+# Checked before the fixtures start any server.
+pytestmark = pytest.mark.skipif(NODE is None, reason="Node.js is not installed, so the matrix-js-sdk scenario cannot run")
+
+
 def node_binary() -> str:
-    """The `node` on PATH; the test is skipped, with the reason printed, when there is none."""
-    node = shutil.which("node")
-    if node is None:
-        message = "Node.js is not installed, so the matrix-js-sdk scenario cannot run"
-        print(f"SKIPPED: {message}")
-        pytest.skip(message)
+    """The `node` on PATH, with the scenario's npm packages installed."""
+    assert NODE is not None
     if not (JS_DIR / "node_modules" / "matrix-js-sdk").is_dir():
         pytest.fail(f"matrix-js-sdk is not installed: run `npm ci` in {JS_DIR} (federation-tests/run.sh does)")
-    return node
+    return NODE
 
 
 def account(base_url: str, server_name: str, client: MatrixClient) -> dict[str, str]:
