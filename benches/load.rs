@@ -5,6 +5,11 @@
 //! those: `cargo bench --bench load -- send delivery fanout initial-sync`.
 //! Figures go to standard output as a Markdown table.
 //!
+//! Each server runs on SQLite in a temporary directory. With
+//! `LATTICE_BENCH_POSTGRES_URL` set (e.g. `postgres://postgres@127.0.0.1:5432/postgres`),
+//! each runs on a new database of that PostgreSQL server instead, which is
+//! dropped when the server stops.
+//!
 //! Scenarios:
 //! - `send`: 16 concurrent senders, 8 in DM rooms and 8 in two 50-member rooms,
 //!   500 messages each; throughput and request latency percentiles; resident
@@ -17,6 +22,8 @@
 //!   room, run once with the `open` policy and once with `professional`
 //!   (limits far above what the run reaches, every sender and invitee a
 //!   connection), with the overhead of `professional` in percent.
+//!   `LATTICE_BENCH_POLICY_ROUNDS=N` repeats the pair N times, alternating
+//!   the policies, and adds the overhead of the medians.
 //! - `push`: the `send` scenario with the `open` policy, run once with push
 //!   rule evaluation switched off (`push.enabled = false`) and once with it on
 //!   (every member with the default rules), with the overhead in percent.
@@ -58,12 +65,17 @@ struct Server {
     child: Child,
     base: String,
     _data: tempfile::TempDir,
+    /// `(admin URL, database name)` of the server's PostgreSQL database.
+    postgres: Option<(String, String)>,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some((admin_url, name)) = &self.postgres {
+            run_postgres(admin_url, &format!("DROP DATABASE IF EXISTS {name}"));
+        }
     }
 }
 
@@ -71,9 +83,42 @@ fn start_server() -> Server {
     start_server_with(&[])
 }
 
+/// Returns the URL of the PostgreSQL server to run the scenarios on, from
+/// `LATTICE_BENCH_POSTGRES_URL`, or `None` for SQLite.
+fn postgres_admin_url() -> Option<String> {
+    std::env::var("LATTICE_BENCH_POSTGRES_URL").ok().filter(|url| !url.is_empty())
+}
+
+/// Runs one statement on the PostgreSQL server of `admin_url`.
+fn run_postgres(admin_url: &str, statement: &str) {
+    use sqlx::Connection;
+    tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(async {
+            let mut conn = sqlx::PgConnection::connect(admin_url).await.expect("connect to PostgreSQL");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned())).execute(&mut conn).await.expect(statement);
+        })
+    });
+}
+
+/// Creates an empty PostgreSQL database for one server. Returns its URL and name.
+fn fresh_postgres_database(admin_url: &str) -> (String, String) {
+    let suffix: u64 = rand::random();
+    let name = format!("lattice_bench_{suffix:016x}");
+    run_postgres(admin_url, &format!("CREATE DATABASE {name}"));
+    let mut url = url::Url::parse(admin_url).expect("valid PostgreSQL URL");
+    url.set_path(&name);
+    (url.to_string(), name)
+}
+
 /// Starts the server with extra `LATTICE_*` variables, such as policy settings.
 fn start_server_with(settings: &[(&str, &str)]) -> Server {
     let data = tempfile::tempdir().expect("temporary directory");
+    let postgres = postgres_admin_url().map(|admin| {
+        let (url, name) = fresh_postgres_database(&admin);
+        (url, (admin, name))
+    });
+    // Without a PostgreSQL URL the server uses SQLite in its data directory.
+    let database = postgres.as_ref().map(|(url, _)| ("LATTICE_DATABASE__URL", url.as_str()));
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let binary = std::env::var("LATTICE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_lattice").to_owned());
     let child = Command::new(binary)
@@ -82,6 +127,7 @@ fn start_server_with(settings: &[(&str, &str)]) -> Server {
         .env("LATTICE_POLICY__NAME", "open")
         .envs(settings.iter().copied())
         .env("LATTICE_DATA_DIR", data.path())
+        .envs(database)
         .env("LATTICE_LISTEN__CLIENT", format!("127.0.0.1:{port}"))
         .env("LATTICE_RATE_LIMITS__ENABLED", "false")
         .env("RUST_LOG", "warn")
@@ -89,7 +135,7 @@ fn start_server_with(settings: &[(&str, &str)]) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .expect("start the lattice binary");
-    Server { child, base: format!("http://127.0.0.1:{port}"), _data: data }
+    Server { child, base: format!("http://127.0.0.1:{port}"), _data: data, postgres: postgres.map(|(_, db)| db) }
 }
 
 /// Starts the server with a configuration file (for settings that the
@@ -385,34 +431,80 @@ const PROFESSIONAL_GENEROUS: &[(&str, &str)] = &[
     ("LATTICE_POLICY__WEEKLY_CONNECTION_REQUEST_LIMIT", "1000000"),
 ];
 
+/// Rounds of the `policy` scenario, from `LATTICE_BENCH_POLICY_ROUNDS` (default 1).
+fn policy_rounds() -> usize {
+    std::env::var("LATTICE_BENCH_POLICY_ROUNDS").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(1)
+}
+
+/// Runs `open` then `professional` on fresh servers, `policy_rounds()` times,
+/// so that both see the same load on a shared machine. Prints each run, each
+/// round's overhead, and the overhead of the medians over all rounds.
 async fn bench_policy(http: &reqwest::Client) {
-    let mut figures = Vec::new();
-    for (name, settings) in [("open", &[][..]), ("professional", PROFESSIONAL_GENEROUS)] {
-        let server = start_server_with(settings);
-        let send = run_send(http, &server, true).await;
-        let invites = run_invites(http, &server).await;
-        println!(
-            "| policy {name}: send, 16 senders, {} events, throughput / p50 / p99 | {:.0} events/s / {} / {} |",
-            send.events,
-            send.throughput(),
-            ms(percentile(&send.latencies, 0.5)),
-            ms(percentile(&send.latencies, 0.99))
-        );
-        println!(
-            "| policy {name}: invite of a connection into a room, 40 invites, p50 / p99 | {} / {} |",
-            ms(percentile(&invites, 0.5)),
-            ms(percentile(&invites, 0.99))
-        );
-        figures.push((send.throughput(), percentile(&send.latencies, 0.5), percentile(&invites, 0.5)));
-    }
-    let (open, professional) = (figures[0], figures[1]);
+    let rounds = policy_rounds();
+    // Per policy: send throughput, send p50 and invite p50 of each round.
+    let mut figures: [Vec<(f64, Duration, Duration)>; 2] = [Vec::new(), Vec::new()];
     let overhead = |open: f64, professional: f64| (professional / open - 1.0) * 100.0;
-    println!(
-        "| policy overhead of professional: send throughput / send p50 / invite p50 | {:+.1} % / {:+.1} % / {:+.1} % |",
-        overhead(open.0, professional.0),
-        overhead(open.1.as_secs_f64(), professional.1.as_secs_f64()),
-        overhead(open.2.as_secs_f64(), professional.2.as_secs_f64())
-    );
+    for round in 1..=rounds {
+        for (index, (name, settings)) in [("open", &[][..]), ("professional", PROFESSIONAL_GENEROUS)].iter().enumerate()
+        {
+            let server = start_server_with(settings);
+            let send = run_send(http, &server, true).await;
+            let invites = run_invites(http, &server).await;
+            println!(
+                "| policy round {round} {name}: send, 16 senders, {} events, throughput / p50 / p99 | {:.0} events/s / {} / {} |",
+                send.events,
+                send.throughput(),
+                ms(percentile(&send.latencies, 0.5)),
+                ms(percentile(&send.latencies, 0.99))
+            );
+            println!(
+                "| policy round {round} {name}: invite of a connection into a room, 40 invites, p50 / p99 | {} / {} |",
+                ms(percentile(&invites, 0.5)),
+                ms(percentile(&invites, 0.99))
+            );
+            figures[index].push((send.throughput(), percentile(&send.latencies, 0.5), percentile(&invites, 0.5)));
+        }
+        let (open, professional) = (figures[0][round - 1], figures[1][round - 1]);
+        println!(
+            "| policy round {round} overhead of professional: send throughput / send p50 / invite p50 | {:+.1} % / {:+.1} % / {:+.1} % |",
+            overhead(open.0, professional.0),
+            overhead(open.1.as_secs_f64(), professional.1.as_secs_f64()),
+            overhead(open.2.as_secs_f64(), professional.2.as_secs_f64())
+        );
+    }
+    if rounds > 1 {
+        let median = |values: Vec<f64>| {
+            let mut values = values;
+            values.sort_by(f64::total_cmp);
+            let middle = values.len() / 2;
+            if values.len() % 2 == 1 { values[middle] } else { (values[middle - 1] + values[middle]) / 2.0 }
+        };
+        let medians = |runs: &[(f64, Duration, Duration)]| {
+            (
+                median(runs.iter().map(|r| r.0).collect()),
+                median(runs.iter().map(|r| r.1.as_secs_f64()).collect()),
+                median(runs.iter().map(|r| r.2.as_secs_f64()).collect()),
+            )
+        };
+        let (open, professional) = (medians(&figures[0]), medians(&figures[1]));
+        println!(
+            "| policy, median of {rounds} rounds, open / professional: send throughput | {:.0} / {:.0} events/s |",
+            open.0, professional.0
+        );
+        println!(
+            "| policy, median of {rounds} rounds, open / professional: send p50 / invite p50 | {:.2} / {:.2} ms, {:.2} / {:.2} ms |",
+            open.1 * 1000.0,
+            professional.1 * 1000.0,
+            open.2 * 1000.0,
+            professional.2 * 1000.0
+        );
+        println!(
+            "| policy overhead of professional, medians of {rounds} rounds: send throughput / send p50 / invite p50 | {:+.1} % / {:+.1} % / {:+.1} % |",
+            overhead(open.0, professional.0),
+            overhead(open.1, professional.1),
+            overhead(open.2, professional.2)
+        );
+    }
 }
 
 async fn bench_push(http: &reqwest::Client) {

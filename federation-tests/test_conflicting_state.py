@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from harness.client import MatrixClient
 from harness.lattice import LatticeServer, wait_for_servers_to_agree
 
@@ -72,6 +74,12 @@ def test_concurrent_power_level_changes_converge(servers: list[LatticeServer]) -
         reader.wait_for_text(room_id, "after the merge")
 
 
+# NOTE: the mark is not strict because the test fails only in some runs (2 of 7 here).
+@pytest.mark.xfail(
+    reason="a server that joined through another one stores the send_join state but not its auth chain, "
+    "so the joining users' invites are missing when state resolution checks their joins, and it drops them",
+    strict=False,
+)
 def test_ban_against_concurrent_demotion_converges(servers: list[LatticeServer]) -> None:
     alice, bob, carol, room_id = _room_with_bob_as_admin(servers)
     before = _power_levels(alice, room_id)

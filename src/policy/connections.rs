@@ -15,7 +15,7 @@ use crate::{
     rooms::{CreateRoom, Rooms, membership::MembershipChange},
     storage::{
         self, Db,
-        connections::{ConnectionRoom, ConnectionStatus, ConversationOpening},
+        connections::{ConnectionRoom, ConnectionStatus, ConversationStats},
     },
 };
 
@@ -267,32 +267,22 @@ pub async fn metrics(db: &Db, user: &UserId, from: i64, to: i64) -> Result<Metri
     if from > to {
         return Err(Error::invalid_param(format!("from ({from}) is after to ({to})")));
     }
-    let requests = storage::connections::requests_sent_between(&db.pool, user.as_str(), from, to).await?;
-    let openings = storage::connections::conversation_openings(&db.pool, user.as_str(), from, to).await?;
-    Ok(compute_metrics(user.as_str(), &requests, &openings, from, to))
+    let requests = storage::connections::requests_sent_between(&db.pool, user.as_str(), from, to);
+    let conversations = storage::connections::conversation_stats(&db.pool, user.as_str(), from, to);
+    let (requests, conversations) = tokio::try_join!(requests, conversations)?;
+    Ok(compute_metrics(&requests, &conversations, from, to))
 }
 
-/// Derives the metrics from the requests sent in the period and the first
-/// messages of the user's rooms. A conversation belongs to the period in
-/// which its first message was sent. Replies count whenever they came, also after `to`.
-fn compute_metrics(
-    user: &str,
-    requests: &[ConnectionRoom],
-    openings: &[ConversationOpening],
-    from: i64,
-    to: i64,
-) -> Metrics {
+/// Derives the metrics from the requests sent in the period and the
+/// conversations whose first message was sent in it. Replies count whenever
+/// they came, also after `to`.
+fn compute_metrics(requests: &[ConnectionRoom], conversations: &ConversationStats, from: i64, to: i64) -> Metrics {
     let count = |status: ConnectionStatus| requests.iter().filter(|r| r.status == status).count() as u64;
     let requests_sent = requests.len() as u64;
     let requests_accepted = requests.iter().filter(|r| r.accepted_ts.is_some()).count() as u64;
 
-    let in_period: Vec<&ConversationOpening> =
-        openings.iter().filter(|o| o.first_ts >= from && o.first_ts < to).collect();
-    let conversations_started = in_period.iter().filter(|o| o.first_sender == user).count() as u64;
-    let received: Vec<&ConversationOpening> = in_period.iter().copied().filter(|o| o.first_sender != user).collect();
-    let mut reply_delays: Vec<i64> =
-        received.iter().filter_map(|o| o.reply_ts.map(|reply| reply - o.first_ts)).collect();
-    reply_delays.sort_unstable();
+    let received = conversations.received;
+    let reply_delays = &conversations.reply_delays;
     let answered_within = |limit_ms: i64| reply_delays.iter().filter(|delay| **delay <= limit_ms).count() as u64;
 
     Metrics {
@@ -307,11 +297,11 @@ fn compute_metrics(
             .count() as u64,
         requests_pending: count(ConnectionStatus::Pending),
         acceptance_rate: ratio(requests_accepted, requests_sent),
-        conversations_started,
-        conversations_received: received.len() as u64,
-        answered_within_24h: ratio(answered_within(DAY_MS), received.len() as u64),
-        answered_within_7d: ratio(answered_within(7 * DAY_MS), received.len() as u64),
-        median_first_reply_ms: median(&reply_delays),
+        conversations_started: conversations.started,
+        conversations_received: received,
+        answered_within_24h: ratio(answered_within(DAY_MS), received),
+        answered_within_7d: ratio(answered_within(7 * DAY_MS), received),
+        median_first_reply_ms: median(reply_delays),
     }
 }
 
@@ -357,10 +347,6 @@ mod tests {
         }
     }
 
-    fn opening(sender: &str, first_ts: i64, reply_ts: Option<i64>) -> ConversationOpening {
-        ConversationOpening { room_id: format!("!c{first_ts}"), first_sender: sender.into(), first_ts, reply_ts }
-    }
-
     #[test]
     fn metrics_from_scripted_history() {
         let requests = [
@@ -370,16 +356,11 @@ mod tests {
             request(ConnectionStatus::Pending, 6, None),
             request(ConnectionStatus::Withdrawn, 7, None),
         ];
-        let openings = [
-            opening(ME, 10, None),
-            opening("@a:example.org", 100, Some(100 + 2 * HOUR)),
-            opening("@b:example.org", 200, Some(200 + 30 * HOUR)),
-            opening("@c:example.org", 300, Some(300 + 8 * 24 * HOUR)),
-            opening("@d:example.org", 400, None),
-            // Outside the period: not counted.
-            opening("@e:example.org", 10_000, Some(10_001)),
-        ];
-        let metrics = compute_metrics(ME, &requests, &openings, 0, 1_000);
+        // One conversation started and four received, three of which got a
+        // reply after 2 h, 30 h and 8 days.
+        let conversations =
+            ConversationStats { started: 1, received: 4, reply_delays: vec![2 * HOUR, 30 * HOUR, 8 * 24 * HOUR] };
+        let metrics = compute_metrics(&requests, &conversations, 0, 1_000);
 
         assert_eq!(metrics.requests_sent, 5);
         assert_eq!(metrics.requests_accepted, 2);
@@ -397,7 +378,7 @@ mod tests {
 
     #[test]
     fn metrics_without_history_have_no_rates() {
-        let metrics = compute_metrics(ME, &[], &[], 0, 1_000);
+        let metrics = compute_metrics(&[], &ConversationStats::default(), 0, 1_000);
         assert_eq!(metrics.requests_sent, 0);
         assert_eq!(metrics.acceptance_rate, None);
         assert_eq!(metrics.answered_within_24h, None);

@@ -5,7 +5,10 @@
 //! response, checks it like received PDUs and stores it. The room then works
 //! like any room this server is in.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use http::Method;
 use ruma::{
@@ -256,6 +259,11 @@ impl Rooms {
         check_against(&rules, &join, &state)
             .map_err(|r| invalid_response(&server, format!("the join is not allowed: {r}")))?;
 
+        // The auth chain events that are not part of the state are kept as
+        // outliers, so that state resolution can later walk the auth graph.
+        let state_set: HashSet<&OwnedEventId> = state_ids.iter().collect();
+        let auth_only: Vec<Arc<Pdu>> = ordered.iter().filter(|p| !state_set.contains(&p.event_id)).cloned().collect();
+        self.store_auth_outliers(room_id, auth_only).await?;
         self.store_joined_room(room_id, user, version, rules, state, join, &create).await?;
         tracing::info!(%room_id, %server, "joined a room through another server");
         Ok(event_id)
@@ -293,6 +301,34 @@ impl Rooms {
         Pdu::from_json(event_id.clone(), &json, room_id).map_err(|e| format!("{event_id} is malformed: {e}"))
     }
 
+    /// Stores auth chain events of a `send_join` answer that this server has
+    /// neither in the timeline nor among the outliers, with no known state.
+    async fn store_auth_outliers(&self, room_id: &RoomId, events: Vec<Arc<Pdu>>) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = events.iter().map(|p| p.event_id.to_string()).collect();
+        let stored: HashSet<OwnedEventId> =
+            storage::events::get_many(&self.db.pool, &ids).await?.into_iter().map(|e| e.pdu.event_id.clone()).collect();
+        let built: Vec<(BuiltEvent, bool)> = events
+            .into_iter()
+            .filter(|p| !stored.contains(&p.event_id))
+            .map(|pdu| {
+                let event = BuiltEvent {
+                    pdu,
+                    state_change: StateChange::None,
+                    redaction: None,
+                    chain_length: 0,
+                    state_group: 0,
+                    replaces_state: None,
+                };
+                (event, false)
+            })
+            .collect();
+        let room = room_id.to_string();
+        self.db.writer.write(move |w| Box::pin(persist::persist_outliers(w, room, built))).await
+    }
+
     /// Stores the state of a room joined through another server and the
     /// join on top of it in one commit, and makes the room's state current.
     #[allow(clippy::too_many_arguments)]
@@ -319,7 +355,7 @@ impl Rooms {
 
         // A room this server was in before already has some of these events.
         let ids: Vec<String> = room.state.values().map(|p| p.event_id.to_string()).collect();
-        let stored: std::collections::HashSet<OwnedEventId> =
+        let stored: HashSet<OwnedEventId> =
             storage::events::get_many(&self.db.pool, &ids).await?.into_iter().map(|e| e.pdu.event_id.clone()).collect();
         let mut new_state: Vec<Arc<Pdu>> = room
             .state
@@ -343,7 +379,7 @@ impl Rooms {
         };
         let mut built: Vec<BuiltEvent> = new_state.into_iter().map(|p| event(p, StateChange::None)).collect();
         built.push(event(join.clone(), StateChange::Snapshot { group, entries }));
-        let push_actions = vec![crate::storage::push::PushOutcome::default(); built.len()];
+        let push_actions = Vec::new();
         let batch = Batch {
             room_id: room_id.to_string(),
             new_room: (!exists).then(|| NewRoom {

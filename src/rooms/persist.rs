@@ -1,5 +1,6 @@
 //! Persisting built events in one write job: the event rows, their state
-//! groups, current state, memberships, forward extremities and redactions.
+//! groups, current state, memberships, the connections index, forward
+//! extremities and redactions.
 
 use std::sync::Arc;
 
@@ -96,6 +97,8 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
         )
         .await?;
 
+        index_message(txn, &batch.room_id, pdu, stream).await?;
+
         if let Some(outcome) = batch.push_actions.get(index) {
             storage::push::insert_outcome(&mut txn.conn, outcome, stream).await?;
         }
@@ -160,6 +163,18 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
         // Local events form a single chain, so the newest event is the only extremity.
         storage::state::set_extremities(&mut txn.conn, &batch.room_id, &[last.pdu.event_id.to_string()]).await?;
     }
+    Ok(())
+}
+
+/// Keeps the metrics' part of the connections index in step with a message,
+/// in the same transaction. Other events leave it alone.
+async fn index_message(txn: &mut WriteTxn, room_id: &str, pdu: &super::pdu::Pdu, stream: i64) -> Result<()> {
+    let kind = pdu.kind.to_string();
+    if !storage::connections::MESSAGE_EVENT_TYPES.contains(&kind.as_str()) {
+        return Ok(());
+    }
+    let ts = i64::from(pdu.origin_server_ts.get());
+    storage::connections::apply_message_event(&mut txn.conn, room_id, pdu.sender.as_str(), stream, ts).await?;
     Ok(())
 }
 

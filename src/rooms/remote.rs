@@ -368,6 +368,8 @@ impl Rooms {
         else {
             return Ok(None);
         };
+        // The target may be an earlier PDU of the same transaction, still in flight.
+        self.flush_writes().await?;
         let Some(stored) = storage::events::get(&self.db.pool, target.as_str()).await? else {
             tracing::info!(event_id = %pdu.event_id, %target, "a received redaction targets an unknown event");
             return Ok(None);

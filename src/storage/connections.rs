@@ -1,6 +1,9 @@
 //! The connections index: who is connected to whom, since when, and which
-//! connection requests are pending. It is derived from member events only, so
-//! it holds for every room policy and can be rebuilt from the events table.
+//! connection requests are pending, derived from member events. For the
+//! messaging metrics, it also holds each room's first message and each
+//! sender's earliest message there, derived from messages. Both parts are
+//! kept as events are persisted, so they hold for every room policy and can
+//! be rebuilt from the events table.
 //!
 //! A connection room is a room whose first member event for anyone other than
 //! its creator is an invite sent by the creator with `is_direct: true`. The
@@ -464,55 +467,105 @@ pub async fn count_messages_in_room(pool: &AnyPool, room_id: &str, sender: &str)
     Ok(row.get(0))
 }
 
-/// The first message of a room and the first reply of one user after it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConversationOpening {
-    pub room_id: String,
-    pub first_sender: String,
-    pub first_ts: i64,
-    /// When the user first sent a message after the first one, if ever.
-    pub reply_ts: Option<i64>,
+/// Keeps what the messaging metrics need about a message (see
+/// [`MESSAGE_EVENT_TYPES`]) that is being persisted: the room's first message,
+/// and the earliest message of each sender in the room. Runs in the event's
+/// write transaction, like [`apply_member_event`], so it commits or rolls back
+/// with the event.
+///
+/// Stream positions only grow, so a room's first message is also its sender's
+/// first message there: only a new sender (or an earlier timestamp of a known
+/// one) can change `conversation_starts`. Every other message costs one
+/// primary-key lookup that writes nothing.
+pub async fn apply_message_event(
+    conn: &mut AnyConnection,
+    room_id: &str,
+    sender: &str,
+    stream_ordering: i64,
+    origin_server_ts: i64,
+) -> Result<(), sqlx::Error> {
+    let changed = sqlx::query(
+        "INSERT INTO conversation_senders (room_id, user_id, earliest_ts) VALUES ($1, $2, $3) \
+         ON CONFLICT (room_id, user_id) DO UPDATE SET earliest_ts = excluded.earliest_ts \
+         WHERE excluded.earliest_ts < conversation_senders.earliest_ts",
+    )
+    .bind(room_id)
+    .bind(sender)
+    .bind(origin_server_ts)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if changed == 0 {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO conversation_starts (room_id, sender, stream_ordering, origin_server_ts) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (room_id) DO UPDATE SET sender = excluded.sender, \
+         stream_ordering = excluded.stream_ordering, origin_server_ts = excluded.origin_server_ts \
+         WHERE excluded.stream_ordering < conversation_starts.stream_ordering",
+    )
+    .bind(room_id)
+    .bind(sender)
+    .bind(stream_ordering)
+    .bind(origin_server_ts)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
-/// Lists the first message of every room that `user_id` has a membership in,
-/// sent in `[from, to)`, with the user's first message after it, in no
-/// particular order.
-pub async fn conversation_openings(
+/// The conversations of one user in a period: the rooms the user has a
+/// membership in whose first message was sent in the period.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConversationStats {
+    /// Conversations whose first message is the user's.
+    pub started: u64,
+    /// Conversations whose first message is someone else's.
+    pub received: u64,
+    /// For each received conversation with a reply of the user, the time
+    /// from its first message to the user's first message there, in
+    /// milliseconds, in ascending order.
+    pub reply_delays: Vec<i64>,
+}
+
+/// Counts the conversations of `user_id` whose first message was sent in
+/// `[from, to)`, and lists the reply delays of the received ones. Reads the
+/// tables that [`apply_message_event`] keeps: one row per room of the user.
+pub async fn conversation_stats(
     pool: &AnyPool,
     user_id: &str,
     from: i64,
     to: i64,
-) -> Result<Vec<ConversationOpening>, sqlx::Error> {
-    // The reply lookup compares `sender || ''`, so neither SQLite nor PostgreSQL
-    // picks an index on the sender, which would scan all of the user's events
-    // once per room. The room's own events after its first message are few.
-    let rows = sqlx::query(
-        "SELECT e.room_id, e.sender, e.origin_server_ts, \
-           (SELECT MIN(r.origin_server_ts) FROM events r WHERE r.room_id = e.room_id AND r.sender || '' = $1 \
-              AND r.stream_ordering > e.stream_ordering \
-              AND r.event_type IN ('m.room.message', 'm.room.encrypted', 'm.sticker')) \
-         FROM events e JOIN ( \
-           SELECT f.room_id, MIN(f.stream_ordering) AS first_ordering FROM events f \
-           WHERE f.event_type IN ('m.room.message', 'm.room.encrypted', 'm.sticker') \
-             AND f.room_id IN (SELECT room_id FROM memberships WHERE user_id = $1) \
-           GROUP BY f.room_id \
-         ) firsts ON e.stream_ordering = firsts.first_ordering \
-         WHERE e.origin_server_ts >= $2 AND e.origin_server_ts < $3",
+) -> Result<ConversationStats, sqlx::Error> {
+    let counts = sqlx::query(
+        "SELECT COUNT(*), COUNT(CASE WHEN s.sender = $1 THEN 1 END) \
+         FROM memberships m JOIN conversation_starts s ON s.room_id = m.room_id \
+         WHERE m.user_id = $1 AND s.origin_server_ts >= $2 AND s.origin_server_ts < $3",
     )
     .bind(user_id)
     .bind(from)
     .bind(to)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|r| ConversationOpening {
-            room_id: r.get(0),
-            first_sender: r.get(1),
-            first_ts: r.get(2),
-            reply_ts: r.get(3),
-        })
-        .collect())
+    .fetch_one(pool);
+    // The user's earliest message in a room someone else opened came after
+    // the first message, whose stream position is the room's lowest.
+    let delays = sqlx::query(
+        "SELECT r.earliest_ts - s.origin_server_ts AS delay \
+         FROM memberships m JOIN conversation_starts s ON s.room_id = m.room_id \
+         JOIN conversation_senders r ON r.room_id = m.room_id AND r.user_id = m.user_id \
+         WHERE m.user_id = $1 AND s.sender <> $1 AND s.origin_server_ts >= $2 AND s.origin_server_ts < $3 \
+         ORDER BY delay",
+    )
+    .bind(user_id)
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool);
+    let (counts, delays) = tokio::try_join!(counts, delays)?;
+    let total: i64 = counts.get(0);
+    let started: i64 = counts.get(1);
+    Ok(ConversationStats {
+        started: started as u64,
+        received: (total - started) as u64,
+        reply_delays: delays.iter().map(|r| r.get(0)).collect(),
+    })
 }
 
 #[cfg(test)]

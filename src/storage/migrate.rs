@@ -91,6 +91,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../schema/sqlite/0013_push_shared.sql"),
         postgres: include_str!("../../schema/postgres/0013_push_shared.sql"),
     },
+    Migration {
+        version: 14,
+        name: "conversations",
+        sqlite: include_str!("../../schema/sqlite/0014_conversations.sql"),
+        postgres: include_str!("../../schema/postgres/0014_conversations.sql"),
+    },
 ];
 
 pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {

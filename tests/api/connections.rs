@@ -649,3 +649,123 @@ async fn index_rebuilt_at_startup() {
         server.stop().await;
     }
 }
+
+/// Reads the `origin_server_ts` of an event as `viewer`.
+async fn event_ts(viewer: &Client, room_id: &str, event_id: &str) -> i64 {
+    let path = format!("/_matrix/client/v3/rooms/{}/event/{}", encode(room_id), encode(event_id));
+    let (status, event) = viewer.get(&path).await;
+    assert_eq!(status, StatusCode::OK, "event {event_id}: {event}");
+    event["origin_server_ts"].as_i64().expect("origin_server_ts")
+}
+
+#[tokio::test]
+async fn metrics_survive_restart_and_migration() {
+    for backend in backends() {
+        let data = tempfile::tempdir().expect("temporary directory");
+        let data_dir = data.path().to_path_buf();
+        let mut database_url = String::new();
+        let server = start(&backend, |c| {
+            c.data_dir = data_dir.clone();
+            database_url = c.database_url();
+        })
+        .await;
+        let mut alice = server.register("alice").await;
+        let mut bob = server.register("bob").await;
+        let mut carol = server.register("carol").await;
+        let mut frank = server.register("frank").await;
+        let pause = || tokio::time::sleep(std::time::Duration::from_millis(5));
+
+        // Frank and bob each send alice a request with a first message. Alice
+        // accepts both but replies to neither before the restart. Alice opens
+        // a conversation with carol, who replies.
+        let (_, sent) = frank.post(&format!("{PREFIX}/requests"), json!({ "user_id": alice.user_id })).await;
+        let frank_room = sent["room_id"].as_str().unwrap().to_owned();
+        let frank_first = frank.send_text(&frank_room, "hello alice").await;
+        alice.post(&format!("{PREFIX}/requests/{}/accept", encode(&frank_room)), json!({})).await;
+        pause().await;
+        let (_, sent) = bob.post(&format!("{PREFIX}/requests"), json!({ "user_id": alice.user_id })).await;
+        let bob_room = sent["room_id"].as_str().unwrap().to_owned();
+        let bob_first = bob.send_text(&bob_room, "hello from bob").await;
+        alice.post(&format!("{PREFIX}/requests/{}/accept", encode(&bob_room)), json!({})).await;
+        let (_, sent) = alice.post(&format!("{PREFIX}/requests"), json!({ "user_id": carol.user_id })).await;
+        let carol_room = sent["room_id"].as_str().unwrap().to_owned();
+        let alice_first = alice.send_text(&carol_room, "hello carol").await;
+        carol.join(&carol_room).await;
+        let carol_reply = carol.send_text(&carol_room, "hi alice").await;
+
+        // After a restart, alice replies to frank twice. Only the first reply counts.
+        let server = server.restart().await;
+        for client in [&mut alice, &mut bob, &mut carol, &mut frank] {
+            client.base = server.base.clone();
+        }
+        pause().await;
+        let alice_reply = alice.send_text(&frank_room, "hello frank").await;
+        alice.send_text(&frank_room, "how are you?").await;
+
+        let frank_ts = event_ts(&alice, &frank_room, &frank_first).await;
+        let bob_ts = event_ts(&alice, &bob_room, &bob_first).await;
+        let alice_reply_ts = event_ts(&alice, &frank_room, &alice_reply).await;
+        let alice_first_ts = event_ts(&carol, &carol_room, &alice_first).await;
+        let carol_reply_ts = event_ts(&carol, &carol_room, &carol_reply).await;
+
+        let to = lattice::storage::now_ms() + DAY_MS;
+        let read = |client: &Client, query: String| {
+            let client = client.clone();
+            async move {
+                let (status, metrics) = client.get(&format!("{PREFIX}/metrics{query}")).await;
+                assert_eq!(status, StatusCode::OK, "{metrics}");
+                metrics
+            }
+        };
+        let check = |alice_all: &Value, alice_late: &Value, carol_all: &Value| {
+            assert_eq!(alice_all["conversations_started"], 1, "{backend:?}: {alice_all}");
+            assert_eq!(alice_all["conversations_received"], 2, "{alice_all}");
+            assert_eq!(alice_all["answered_within_24h"], 0.5, "{alice_all}");
+            assert_eq!(alice_all["answered_within_7d"], 0.5, "{alice_all}");
+            assert_eq!(alice_all["median_first_reply_ms"], alice_reply_ts - frank_ts, "{alice_all}");
+            // From bob's first message on, frank's conversation falls outside the period.
+            assert_eq!(alice_late["conversations_started"], 1, "{alice_late}");
+            assert_eq!(alice_late["conversations_received"], 1, "{alice_late}");
+            assert_eq!(alice_late["answered_within_24h"], 0.0, "{alice_late}");
+            assert_eq!(alice_late["median_first_reply_ms"], Value::Null, "{alice_late}");
+            assert_eq!(carol_all["conversations_started"], 0, "{carol_all}");
+            assert_eq!(carol_all["conversations_received"], 1, "{carol_all}");
+            assert_eq!(carol_all["answered_within_24h"], 1.0, "{carol_all}");
+            assert_eq!(carol_all["median_first_reply_ms"], carol_reply_ts - alice_first_ts, "{carol_all}");
+        };
+        let alice_all = read(&alice, format!("?to={to}")).await;
+        let alice_late = read(&alice, format!("?from={bob_ts}&to={to}")).await;
+        let carol_all = read(&carol, format!("?to={to}")).await;
+        check(&alice_all, &alice_late, &carol_all);
+        server.stop().await;
+
+        // Drop the metrics tables and undo their migration, as on a database
+        // from before it. The migration then fills them from the stored events.
+        let db = lattice::storage::Db::open(&database_url, 1).await.expect("open the database");
+        sqlx::raw_sql(
+            "DROP TABLE conversation_starts; DROP TABLE conversation_senders; \
+             DELETE FROM schema_migrations WHERE name = 'conversations'",
+        )
+        .execute(&db.pool)
+        .await
+        .expect("undo the conversations migration");
+        db.close().await;
+
+        let server = start(&backend, |c| {
+            c.data_dir = data_dir.clone();
+            c.database.url = database_url.clone();
+        })
+        .await;
+        for client in [&mut alice, &mut carol] {
+            client.base = server.base.clone();
+        }
+        let rebuilt = (
+            read(&alice, format!("?to={to}")).await,
+            read(&alice, format!("?from={bob_ts}&to={to}")).await,
+            read(&carol, format!("?to={to}")).await,
+        );
+        check(&rebuilt.0, &rebuilt.1, &rebuilt.2);
+        assert_eq!(rebuilt, (alice_all, alice_late, carol_all), "{backend:?}: metrics differ after the migration");
+        server.stop().await;
+    }
+}
