@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the Python environment of the federation scenarios and run them with pytest.
+# Install the Python environment of the federation scenarios (and the npm packages of the
+# matrix-js-sdk scenario, when Node.js is present) and run them with pytest.
 # Usage: federation-tests/run.sh [extra pytest arguments]
 # The servers run the binary at LATTICE_BIN, or target/release/lattice by default,
 # so build it first with `cargo build --release`. The exit code is pytest's.
@@ -27,6 +28,15 @@ if [[ ! -x "$venv_dir/bin/python" ]]; then
 fi
 
 "$venv_dir/bin/python" -m pip install --quiet --disable-pip-version-check -r "$script_dir/requirements.txt"
+
+# The encrypted-DM scenario with Synapse runs matrix-js-sdk from tests/js; without
+# Node.js that test is skipped and says so.
+js_dir="$script_dir/../tests/js"
+if command -v node >/dev/null && command -v npm >/dev/null; then
+    (cd "$js_dir" && npm ci --no-audit --no-fund --loglevel=error)
+else
+    echo "run.sh: Node.js with npm is not installed, so the matrix-js-sdk scenario will be skipped" >&2
+fi
 
 cd "$script_dir"
 set +e

@@ -2,12 +2,16 @@
 
 Synapse runs as `127.0.0.10` (federation on port 8448, the default port of a
 server name without one) next to the Lattice servers of the root fixtures.
+Its ports are fixed, so two runs of the suite at once on one machine need
+different addresses: `FEDERATION_TESTS_SYNAPSE_IP` picks another one in
+127.0.0.0/8.
 Each test gets a fresh Synapse with an empty SQLite database. The warnings and
 errors of Synapse's log are attached to the report of a failed test.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,7 +21,7 @@ from harness.ca import TestCA
 from harness.lattice import LatticeServer, lattice_binary
 from harness.synapse import Synapse
 
-SYNAPSE_IP = "127.0.0.10"
+SYNAPSE_IP = os.environ.get("FEDERATION_TESTS_SYNAPSE_IP", "127.0.0.10")
 
 
 @pytest.hookimpl(wrapper=True)
@@ -72,5 +76,5 @@ def lattice(request: pytest.FixtureRequest, tmp_path: Path, ca: TestCA) -> Itera
 
 @pytest.fixture
 def synapse(lattice: LatticeServer, start_synapse: Callable[..., Synapse]) -> Synapse:
-    """Synapse on 127.0.0.10, federating with the `lattice` server."""
+    """Synapse on SYNAPSE_IP, federating with the `lattice` server."""
     return start_synapse([lattice])

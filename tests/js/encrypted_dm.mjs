@@ -16,21 +16,21 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
-import * as sdk from "matrix-js-sdk";
-import { logger } from "matrix-js-sdk/lib/logger.js";
+import {
+    PASSWORD,
+    api,
+    createEncryptedDm,
+    log,
+    login,
+    quietSdkLogs,
+    register,
+    sendText,
+    startClient,
+    waitFor,
+    waitForDecrypted,
+} from "./helpers.mjs";
 
-const PASSWORD = "correct horse battery staple";
-const STEP_TIMEOUT_MS = 60_000;
-
-// The SDK's own logs (and the Rust crypto's, which reach console.debug and
-// console.info) would drown the scenario's; keep their warnings and errors.
-logger.setLevel("warn");
-console.debug = () => {};
-console.info = () => {};
-
-function log(message) {
-    console.log(`[scenario] ${message}`);
-}
+quietSdkLogs();
 
 async function freePort() {
     return new Promise((resolve, reject) => {
@@ -41,17 +41,6 @@ async function freePort() {
             probe.close(() => resolve(port));
         });
     });
-}
-
-/** Waits until `check` returns a truthy value, or fails with `what` after the step timeout. */
-async function waitFor(what, check, timeoutMs = STEP_TIMEOUT_MS) {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-        const value = await check();
-        if (value) return value;
-        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-        await new Promise((resolve) => setTimeout(resolve, 100));
-    }
 }
 
 async function startServer() {
@@ -111,95 +100,6 @@ async function startServer() {
     };
 }
 
-/**
- * fetch for the SDK. The SDK retries `GET /pushrules/` forever and never
- * finishes its first sync when the server lacks push rules. So while Lattice
- * answers that endpoint with 404 M_UNRECOGNIZED, the SDK gets an empty rule set.
- * Every other request, and push rules once the server serves them, go to the server.
- */
-async function sdkFetch(input, init) {
-    const response = await fetch(input, init);
-    let url = input;
-    if (input instanceof URL) url = input.href;
-    else if (typeof input !== "string") url = input.url;
-    if (response.status === 404 && new URL(url).pathname.startsWith("/_matrix/client/v3/pushrules")) {
-        const body = await response.clone().json().catch(() => ({}));
-        if (body.errcode === "M_UNRECOGNIZED") {
-            return new Response(JSON.stringify({ global: {} }), { status: 200, headers: { "content-type": "application/json" } });
-        }
-    }
-    return response;
-}
-
-async function api(baseUrl, method, path, body, token) {
-    const headers = { "content-type": "application/json" };
-    if (token) headers.authorization = `Bearer ${token}`;
-    const response = await fetch(`${baseUrl}${path}`, { method, headers, body: body && JSON.stringify(body) });
-    const json = await response.json();
-    if (!response.ok) throw new Error(`${method} ${path}: ${response.status} ${JSON.stringify(json)}`);
-    return json;
-}
-
-/** A logged-in client with Rust crypto, synced. `secretStorageKey.current` is the recovery key once known. */
-async function startClient(baseUrl, session, secretStorageKey) {
-    const client = sdk.createClient({
-        baseUrl,
-        userId: session.user_id,
-        deviceId: session.device_id,
-        accessToken: session.access_token,
-        fetchFn: sdkFetch,
-        cryptoCallbacks: {
-            getSecretStorageKey: async ({ keys }) => {
-                const keyId = Object.keys(keys)[0];
-                return secretStorageKey.current ? [keyId, secretStorageKey.current.privateKey] : null;
-            },
-        },
-    });
-    await client.initRustCrypto({ useIndexedDB: false });
-    const prepared = new Promise((resolve, reject) => {
-        client.on(sdk.ClientEvent.Sync, (state, _previous, data) => {
-            if (state === "PREPARED") resolve();
-            if (state === "ERROR") reject(data?.error ?? new Error("sync failed"));
-        });
-    });
-    await client.startClient({ initialSyncLimit: 20 });
-    await prepared;
-    return client;
-}
-
-async function register(baseUrl, username) {
-    return api(baseUrl, "POST", "/_matrix/client/v3/register", {
-        username,
-        password: PASSWORD,
-        auth: { type: "m.login.dummy" },
-    });
-}
-
-async function login(baseUrl, username) {
-    return api(baseUrl, "POST", "/_matrix/client/v3/login", {
-        type: "m.login.password",
-        identifier: { type: "m.id.user", user: username },
-        password: PASSWORD,
-    });
-}
-
-/** Waits until `client` shows a message with `body` in the room, decrypted. */
-async function waitForDecrypted(client, roomId, body) {
-    return waitFor(`${client.getUserId()} (${client.getDeviceId()}) to decrypt "${body}"`, () => {
-        const room = client.getRoom(roomId);
-        if (!room) return false;
-        const event = room
-            .getLiveTimeline()
-            .getEvents()
-            .find((e) => e.isEncrypted() && !e.isDecryptionFailure() && e.getClearContent()?.body === body);
-        return event ?? false;
-    });
-}
-
-async function sendText(client, roomId, body) {
-    await client.sendMessage(roomId, { msgtype: "m.text", body });
-}
-
 async function main() {
     const server = await startServer();
     const clients = [];
@@ -213,12 +113,7 @@ async function main() {
         clients.push(bob);
         log("alice and bob are logged in with Rust crypto and synced");
 
-        const { room_id: roomId } = await alice.createRoom({
-            preset: sdk.Preset.TrustedPrivateChat,
-            is_direct: true,
-            invite: [bob.getUserId()],
-            initial_state: [{ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } }],
-        });
+        const roomId = await createEncryptedDm(alice, bob.getUserId());
         await waitFor("bob's invite", () => bob.getRoom(roomId)?.getMyMembership() === "invite");
         await bob.joinRoom(roomId);
         await waitFor("alice to see bob join", () => alice.getRoom(roomId)?.getMember(bob.getUserId())?.membership === "join");
