@@ -45,14 +45,30 @@ pub fn room_summary(room: &RoomState) -> Vec<Value> {
     STRIPPED_STATE.iter().filter_map(|kind| room.get(kind, "")).map(|pdu| stripped(pdu)).collect()
 }
 
-/// Returns the stripped state of `room` for an invite sent by `inviter`: the
-/// events that describe the room and the inviter's own member event.
+/// Returns the state that goes with an invite of `room` sent by `inviter` to
+/// another server: the events that describe the room and the inviter's own
+/// member event, as full PDUs formatted for the room version (spec v1.16,
+/// `invite_room_state`).
 pub fn invite_state(room: &RoomState, inviter: &UserId) -> Vec<Value> {
-    let mut events = room_summary(room);
-    if let Some(member) = room.get(&StateEventType::RoomMember, inviter.as_str()) {
-        events.push(stripped(member));
-    }
-    events
+    let member = room.get(&StateEventType::RoomMember, inviter.as_str());
+    STRIPPED_STATE
+        .iter()
+        .filter_map(|kind| room.get(kind, ""))
+        .chain(member)
+        .filter_map(|pdu| serde_json::from_str(&pdu.json).ok())
+        .collect()
+}
+
+/// Returns the stripped form of an event of another server's
+/// `invite_room_state`, which may be a full PDU or already stripped.
+fn strip_received(event: &Value) -> Option<Value> {
+    let object = event.as_object()?;
+    Some(json!({
+        "type": object.get("type")?,
+        "state_key": object.get("state_key")?,
+        "sender": object.get("sender")?,
+        "content": object.get("content")?,
+    }))
 }
 
 /// Percent-encodes one path segment of a federation request.
@@ -204,7 +220,7 @@ impl Rooms {
         // itself (a transaction from the inviting server) and is stored there.
         let in_room = self.exists(&room_id).await? && self.state(&room_id).await?.servers().contains(&self.server_name);
         if !in_room {
-            let mut stripped_state: Vec<Value> = invite_room_state.into_iter().filter(Value::is_object).collect();
+            let mut stripped_state: Vec<Value> = invite_room_state.iter().filter_map(strip_received).collect();
             let own = json!({
                 "type": "m.room.member",
                 "state_key": invitee,

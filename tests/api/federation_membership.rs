@@ -85,6 +85,9 @@ async fn direct_invite_accepted_across_servers() {
         let events = invite_state(&sync, &room_id).unwrap();
         assert!(events.iter().any(|e| e["type"] == "m.room.create" && e["sender"] == alice.user_id), "{events:?}");
         assert!(events.iter().any(|e| e["type"] == "m.room.join_rules"), "{events:?}");
+        // The inviting server sends full PDUs; clients get their stripped form.
+        assert!(events.iter().all(|e| e.get("signatures").is_none()), "{events:?}");
+        assert!(events.iter().all(|e| e.get("hashes").is_none()), "{events:?}");
         let own = events.iter().find(|e| e["type"] == "m.room.member" && e["state_key"] == bob.user_id).unwrap();
         assert_eq!(own["content"]["membership"], "invite");
         assert_eq!(own["content"]["is_direct"], true);
