@@ -45,7 +45,11 @@ pub async fn ping(
     let started = Instant::now();
     match services.appservice_client.ping(&registration, body.transaction_id.as_deref()).await {
         // A 2xx response whose body is not JSON still shows that the application service is reachable.
-        Ok(()) | Err(CallError::Body(_)) => Ok(Json(json!({ "duration_ms": started.elapsed().as_millis() as u64 }))),
+        // Whole milliseconds, rounded up: a loopback ping takes less than one,
+        // and clients such as mautrix read a 0 as a failed ping.
+        Ok(()) | Err(CallError::Body(_)) => {
+            Ok(Json(json!({ "duration_ms": started.elapsed().as_micros().div_ceil(1000) as u64 })))
+        }
         Err(CallError::NoUrl) => Err(custom_error(
             "M_URL_NOT_SET",
             StatusCode::BAD_REQUEST,
