@@ -397,6 +397,7 @@ impl Rooms {
             extremities: Some(vec![join.event_id.to_string()]),
             require_prev: false,
             resolved: None,
+            pending_redaction: None,
         };
         let outcome = self.db.writer.write(move |w| Box::pin(persist::persist(w, batch))).await;
         if let Err(err) = outcome {

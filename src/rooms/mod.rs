@@ -12,6 +12,7 @@ pub mod membership;
 pub mod pdu;
 mod persist;
 pub mod power;
+mod redaction;
 pub mod remote;
 mod resolve;
 pub mod serialize;
@@ -319,6 +320,7 @@ impl Rooms {
             extremities: None,
             resolved: None,
             require_prev: true,
+            pending_redaction: None,
         };
 
         // The room's next event may be built on this one as soon as it is queued:
@@ -406,6 +408,7 @@ impl Rooms {
             extremities: None,
             resolved: None,
             require_prev: true,
+            pending_redaction: None,
         };
         self.db.writer.write(move |w| Box::pin(persist::persist(w, batch))).await?;
         if notifies {

@@ -22,11 +22,12 @@ use super::{
     pdu::Pdu,
     persist::{self, Batch, ResolvedState},
     power,
+    redaction::{self, ReceivedRedaction},
     state::{MAX_STATE_CHAIN, RoomState},
 };
 use crate::{
     error::{Error, Result},
-    storage::{self, events::StoredEvent, writer::Stream},
+    storage::{self, events::StoredEvent, redactions::PendingRedaction, writer::Stream},
 };
 
 pub(super) use super::resolve::StateMap;
@@ -171,15 +172,31 @@ impl Rooms {
             next.state = resolved;
         }
         next.extremities = extremities;
-        if let Some((target, redacted)) = redaction {
-            if let Some(in_state) = next.find_event(&target).cloned() {
-                let redacted_pdu = Pdu::from_json(target.clone(), &redacted, room_id)
-                    .map_err(|e| internal(Error::internal("redacting", e)))?;
-                let key =
-                    (StateEventType::from(in_state.kind.to_string()), in_state.state_key.clone().unwrap_or_default());
-                next.state.insert(key, Arc::new(redacted_pdu));
+        let mut pending_redaction = None;
+        match redaction {
+            ReceivedRedaction::Apply(target, redacted) => {
+                if let Some(in_state) = next.find_event(&target).cloned() {
+                    let redacted_pdu = Pdu::from_json(target.clone(), &redacted, room_id)
+                        .map_err(|e| internal(Error::internal("redacting", e)))?;
+                    let key = (
+                        StateEventType::from(in_state.kind.to_string()),
+                        in_state.state_key.clone().unwrap_or_default(),
+                    );
+                    next.state.insert(key, Arc::new(redacted_pdu));
+                }
+                built.redaction = Some((target, redacted));
             }
-            built.redaction = Some((target, redacted));
+            ReceivedRedaction::Pending(pending) => pending_redaction = Some(pending),
+            ReceivedRedaction::Ignored => {}
+        }
+        // A state event that an earlier redaction targets enters the state
+        // redacted. Other events are redacted only in storage, which no
+        // in-memory state refers to.
+        if let Some(key) = &pdu.state_key
+            && next.find_event(&pdu.event_id).is_some()
+            && let Some(redacted) = self.redacted_on_arrival(&pdu).await.map_err(internal)?
+        {
+            next.state.insert((StateEventType::from(pdu.kind.to_string()), key.clone()), redacted);
         }
         let changes = state_changes(&current.state, &next.state);
 
@@ -199,6 +216,7 @@ impl Rooms {
             // stores it only if that one was stored.
             require_prev: extends_current,
             resolved: Some(ResolvedState { snapshot, changes }),
+            pending_redaction,
         };
         let committed = match self.db.writer.submit(move |w| Box::pin(persist::persist(w, batch))).await {
             Ok(committed) => committed,
@@ -354,44 +372,56 @@ impl Rooms {
         }
     }
 
-    /// The redacted form of the event a received redaction targets, when the
-    /// redaction applies: the room version's rules let its sender redact the
-    /// target (a high enough power level, or, from room version 3, the same
-    /// server as the target's sender) and the target is known here.
-    async fn received_redaction(
-        &self,
-        current: &RoomState,
-        pdu: &Pdu,
-        state: &StateMap,
-    ) -> Result<Option<(OwnedEventId, String)>> {
+    /// Decides what a received redaction does to its target. When the target
+    /// is stored and the redaction's sender may redact it (a high enough
+    /// power level in the state before the redaction, or the same server as
+    /// the target's sender), the result is the target's redacted form. When
+    /// the target is not stored yet, the redaction becomes pending.
+    async fn received_redaction(&self, current: &RoomState, pdu: &Pdu, state: &StateMap) -> Result<ReceivedRedaction> {
         let Some(target) = pdu.redacts.as_ref().filter(|_| pdu.kind == ruma::events::TimelineEventType::RoomRedaction)
         else {
-            return Ok(None);
+            return Ok(ReceivedRedaction::Ignored);
         };
+        let mut view = RoomState::new(current.room_id.clone(), current.version.clone(), current.rules.clone());
+        view.state = state.clone();
+        let may_redact_others = power::user_level(&view, &pdu.sender) >= power::action_level(&view, "redact", 50);
         // The target may be an earlier PDU of the same transaction, still in flight.
         self.flush_writes().await?;
         let Some(stored) = storage::events::get(&self.db.pool, target.as_str()).await? else {
-            tracing::info!(event_id = %pdu.event_id, %target, "a received redaction targets an unknown event");
-            return Ok(None);
+            tracing::info!(event_id = %pdu.event_id, %target, "a received redaction waits for its target");
+            return Ok(ReceivedRedaction::Pending(PendingRedaction {
+                target_id: target.to_string(),
+                redaction_id: pdu.event_id.to_string(),
+                room_id: pdu.room_id.to_string(),
+                room_version: current.version.to_string(),
+                sender: pdu.sender.to_string(),
+                may_redact_others,
+            }));
         };
         if stored.pdu.room_id != pdu.room_id || stored.redacted_by.is_some() {
-            return Ok(None);
+            return Ok(ReceivedRedaction::Ignored);
         }
-        let mut view = RoomState::new(current.room_id.clone(), current.version.clone(), current.rules.clone());
-        view.state = state.clone();
-        let allowed = power::user_level(&view, &pdu.sender) >= power::action_level(&view, "redact", 50)
-            || stored.pdu.sender.server_name() == pdu.sender.server_name();
-        if !allowed {
+        if !redaction::applies(&pdu.sender, may_redact_others, &stored.pdu) {
             tracing::info!(event_id = %pdu.event_id, %target, "a received redaction does not apply");
-            return Ok(None);
+            return Ok(ReceivedRedaction::Ignored);
         }
-        let object =
-            stored.pdu.canonical_object().ok_or_else(|| Error::internal("redacting", "stored PDU is not an object"))?;
-        let rules = &current.rules;
-        let redacted = ruma::canonical_json::redact(object, &rules.redaction, None)
-            .map_err(|e| Error::internal("redacting an event", e))?;
-        let json = serde_json::to_string(&redacted).map_err(|e| Error::internal("redacting an event", e))?;
-        Ok(Some((target.clone(), json)))
+        let json = redaction::redacted_json(&stored.pdu, &current.rules.redaction)?;
+        Ok(ReceivedRedaction::Apply(target.clone(), json))
+    }
+
+    /// Returns the redacted form of a received state event that a pending
+    /// redaction applies to, for the room's in-memory state. The stored form
+    /// is redacted when the event is persisted (`redaction::apply_pending`).
+    async fn redacted_on_arrival(&self, pdu: &Pdu) -> Result<Option<Arc<Pdu>>> {
+        // A redaction of the same transaction may still be in flight.
+        self.flush_writes().await?;
+        let pending = storage::redactions::of_target(&self.db.pool, pdu.event_id.as_str()).await?;
+        let Some((_, json)) = redaction::first_applying(&pending, pdu)? else {
+            return Ok(None);
+        };
+        let redacted =
+            Pdu::from_json(pdu.event_id.clone(), &json, &pdu.room_id).map_err(|e| Error::internal("redacting", e))?;
+        Ok(Some(Arc::new(redacted)))
     }
 }
 

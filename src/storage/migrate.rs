@@ -97,6 +97,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../schema/sqlite/0014_conversations.sql"),
         postgres: include_str!("../../schema/postgres/0014_conversations.sql"),
     },
+    Migration {
+        version: 18,
+        name: "pending_redactions",
+        sqlite: include_str!("../../schema/sqlite/0018_pending_redactions.sql"),
+        postgres: include_str!("../../schema/postgres/0018_pending_redactions.sql"),
+    },
 ];
 
 pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {

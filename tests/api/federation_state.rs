@@ -140,6 +140,11 @@ struct Setup {
 }
 
 async fn setup(backend: &crate::harness::Backend) -> Setup {
+    setup_version(backend, None).await
+}
+
+/// Like [`setup`], with the room in `version` instead of the default version.
+async fn setup_version(backend: &crate::harness::Backend, version: Option<&str>) -> Setup {
     let ca = TestCa::new();
     let (sim, addr) = start_sim(&ca).await;
     let mut servers = TestServer::start_federated(backend, &ca, &["a.lattice.test"], |config| {
@@ -148,7 +153,11 @@ async fn setup(backend: &crate::harness::Backend) -> Setup {
     .await;
     let a = servers.pop().expect("server a");
     let alice = a.register("alice").await;
-    let room = RoomId::parse(alice.create_room(json!({ "preset": "public_chat" })).await).unwrap();
+    let mut request = json!({ "preset": "public_chat" });
+    if let Some(version) = version {
+        request["room_version"] = json!(version);
+    }
+    let room = RoomId::parse(alice.create_room(request).await).unwrap();
     let carol = UserId::parse(format!("@carol:{C}")).unwrap();
     Setup { ca, sim, a, alice, room, carol }
 }
@@ -371,6 +380,98 @@ async fn remote_redaction_redacts_for_local_clients() {
         let (_, event) = s.alice.get(&path).await;
         assert_eq!(event["content"]["body"], "alice's words", "{event}");
         assert!(event["unsigned"].get("redacted_because").is_none(), "{event}");
+    }
+}
+
+#[tokio::test]
+async fn redaction_before_target_applied_on_arrival() {
+    for backend in backends() {
+        // Room version 10 carries `redacts` at the top level of the PDU, 11
+        // and later in the content.
+        for version in ["10", "12"] {
+            let s = setup_version(&backend, Some(version)).await;
+            let join = s.join_carol().await;
+            let since = s.alice.sync("").await["next_batch"].as_str().unwrap().to_owned();
+            let depth = s.depth().await;
+
+            // Carol's server builds a message and a change of her display
+            // name on one branch, and their redactions on another.
+            let (secret, message) = s.message("carol's secret", std::slice::from_ref(&join), depth + 1).await;
+            let renamed = json!({ "membership": "join", "displayname": "Carol's secret name" });
+            let (rename, rename_pdu) = s
+                .pdu("m.room.member", Some(s.carol.as_str()), renamed, std::slice::from_ref(&secret), depth + 2, now())
+                .await;
+            let (redact_message, redact_message_pdu) = s
+                .pdu(
+                    "m.room.redaction",
+                    None,
+                    json!({ "redacts": secret, "reason": "oops" }),
+                    std::slice::from_ref(&join),
+                    depth + 1,
+                    now(),
+                )
+                .await;
+            let (redact_rename, redact_rename_pdu) = s
+                .pdu(
+                    "m.room.redaction",
+                    None,
+                    json!({ "redacts": rename }),
+                    std::slice::from_ref(&redact_message),
+                    depth + 2,
+                    now(),
+                )
+                .await;
+
+            // The redactions arrive first: their targets are unknown here.
+            let results = s.send("t1", vec![redact_message_pdu, redact_rename_pdu]).await;
+            assert_eq!(results, json!({ &redact_message: {}, &redact_rename: {} }), "room version {version}");
+            let path = format!("/_matrix/client/v3/rooms/{}/event/{}", encode(s.room.as_str()), encode(&secret));
+            let (status, _) = s.alice.get(&path).await;
+            assert_eq!(status, 404, "room version {version}: the message has not arrived yet");
+
+            // The targets arrive: both are stored redacted.
+            let results = s.send("t2", vec![message, rename_pdu]).await;
+            assert_eq!(results, json!({ &secret: {}, &rename: {} }), "room version {version}");
+            let (status, event) = s.alice.get(&path).await;
+            assert_eq!(status, 200, "room version {version}: {event}");
+            assert_eq!(event["content"], json!({}), "room version {version}: {event}");
+            assert_eq!(event["unsigned"]["redacted_because"]["event_id"], redact_message.as_str(), "{event}");
+
+            let member_path = format!(
+                "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+                encode(s.room.as_str()),
+                encode(s.carol.as_str())
+            );
+            let (status, member) = s.alice.get(&member_path).await;
+            assert_eq!(status, 200, "room version {version}: {member}");
+            assert_eq!(member, json!({ "membership": "join" }), "room version {version}");
+
+            // Clients never see the content of either target.
+            let sync = s.alice.sync(&format!("since={since}")).await;
+            let events = timeline(&sync, s.room.as_str());
+            let find_event = |id: &str| events.iter().find(|e| e["event_id"] == id).cloned();
+            let message_event = find_event(&secret).expect("the message is in the timeline");
+            assert_eq!(message_event["content"], json!({}), "room version {version}: {sync}");
+            let rename_event = find_event(&rename).expect("the member event is in the timeline");
+            assert_eq!(rename_event["content"], json!({ "membership": "join" }), "room version {version}: {sync}");
+            assert!(!sync.to_string().contains("carol's secret"), "room version {version}: {sync}");
+            assert!(!sync.to_string().contains("Carol's secret name"), "room version {version}: {sync}");
+            let messages_path = format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=50", encode(s.room.as_str()));
+            let (_, messages) = s.alice.get(&messages_path).await;
+            assert!(!messages.to_string().contains("secret"), "room version {version}: {messages}");
+
+            // The redactions were consumed: a restart loads the redacted state.
+            let pool = s.a.homeserver.services().db.pool.clone();
+            for target in [&secret, &rename] {
+                let pending = lattice::storage::redactions::of_target(&pool, target).await.unwrap();
+                assert!(pending.is_empty(), "room version {version}: {pending:?}");
+            }
+            let a = s.a.restart().await;
+            let alice = crate::harness::Client::new(&a.base, s.alice.token.clone());
+            let (_, member) = alice.get(&member_path).await;
+            assert_eq!(member, json!({ "membership": "join" }), "room version {version} after a restart");
+            a.stop().await;
+        }
     }
 }
 

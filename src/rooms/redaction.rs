@@ -1,0 +1,89 @@
+//! Redactions received from other servers (spec: room version 3 and later,
+//! "Handling redactions"): a redaction applies once both it and its target
+//! are known, when its sender's power level reaches the redact level or its
+//! sender's server is the target sender's server. A redaction whose target
+//! is not stored yet is kept as pending and applied when the target is.
+
+use std::sync::Arc;
+
+use ruma::{OwnedEventId, RoomVersionId, UserId, room_version_rules::RedactionRules};
+
+use super::{pdu::Pdu, version};
+use crate::{
+    error::{Error, Result},
+    storage::{self, WriteTxn, redactions::PendingRedaction},
+};
+
+/// What a received redaction does to its target.
+pub(super) enum ReceivedRedaction {
+    /// The target is stored and the redaction applies: its redacted form.
+    Apply(OwnedEventId, String),
+    /// The target is not stored yet.
+    Pending(PendingRedaction),
+    /// The redaction does not apply, or the target is already redacted.
+    Ignored,
+}
+
+/// Whether a redaction by `sender`, who may or may not redact other users'
+/// events, applies to `target`.
+pub(super) fn applies(sender: &UserId, may_redact_others: bool, target: &Pdu) -> bool {
+    may_redact_others || sender.server_name() == target.sender.server_name()
+}
+
+/// The redacted form of `pdu` as canonical JSON.
+pub(super) fn redacted_json(pdu: &Pdu, rules: &RedactionRules) -> Result<String> {
+    let object = pdu.canonical_object().ok_or_else(|| Error::internal("redacting", "stored PDU is not an object"))?;
+    let redacted =
+        ruma::canonical_json::redact(object, rules, None).map_err(|e| Error::internal("redacting an event", e))?;
+    serde_json::to_string(&redacted).map_err(|e| Error::internal("redacting an event", e))
+}
+
+/// The first pending redaction among `pending` that applies to `target`,
+/// with the target's redacted form.
+pub(super) fn first_applying(pending: &[PendingRedaction], target: &Pdu) -> Result<Option<(String, String)>> {
+    for redaction in pending {
+        let Ok(sender) = UserId::parse(&redaction.sender) else { continue };
+        if redaction.room_id != target.room_id.as_str() || !applies(&sender, redaction.may_redact_others, target) {
+            continue;
+        }
+        let rules = RoomVersionId::try_from(redaction.room_version.as_str())
+            .ok()
+            .and_then(|v| version::rules(&v))
+            .ok_or_else(|| Error::internal("redacting an event", "unsupported room version stored"))?;
+        return Ok(Some((redaction.redaction_id.clone(), redacted_json(target, &rules.redaction)?)));
+    }
+    Ok(None)
+}
+
+/// Applies the pending redactions of a timeline event that was just
+/// inserted, in the same transaction, and drops them.
+pub(super) async fn apply_pending(txn: &mut WriteTxn, target: &Pdu) -> Result<()> {
+    let pending = storage::redactions::of_target(&mut txn.conn, target.event_id.as_str()).await?;
+    if pending.is_empty() {
+        return Ok(());
+    }
+    if let Some((redaction_id, json)) = first_applying(&pending, target)? {
+        tracing::info!(event_id = %target.event_id, %redaction_id, "applying a redaction that arrived before its target");
+        storage::events::redact(&mut txn.conn, target.event_id.as_str(), &json, &redaction_id).await?;
+        // A redacted message no longer counts as unread or appears in `/notifications`.
+        storage::push::delete_actions_of_event(&mut txn.conn, target.event_id.as_str()).await?;
+    }
+    storage::redactions::delete_of_target(&mut txn.conn, target.event_id.as_str()).await?;
+    Ok(())
+}
+
+/// The form of an outlier to store: redacted when a pending redaction
+/// applies to it. The pending redactions stay, because the event may still
+/// enter the timeline.
+pub(super) async fn outlier_form(txn: &mut WriteTxn, pdu: &Arc<Pdu>) -> Result<Arc<Pdu>> {
+    let pending = storage::redactions::of_target(&mut txn.conn, pdu.event_id.as_str()).await?;
+    if pending.is_empty() {
+        return Ok(pdu.clone());
+    }
+    match first_applying(&pending, pdu)? {
+        Some((_, json)) => Pdu::from_json(pdu.event_id.clone(), &json, &pdu.room_id)
+            .map(Arc::new)
+            .map_err(|e| Error::internal("redacting an event", e)),
+        None => Ok(pdu.clone()),
+    }
+}
