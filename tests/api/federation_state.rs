@@ -242,6 +242,46 @@ impl Setup {
         response.json::<Value>().await.expect("JSON")["pdus"].clone()
     }
 
+    /// Sends a federation request signed by `c` to `a` and returns the
+    /// status and JSON body.
+    async fn federation_request(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let content = body.as_ref().map(|body| CanonicalJsonValue::try_from(body.clone()).unwrap());
+        let header = authorization_header(&self.sim.key, C, &self.a.server_name, method, path, content).unwrap();
+        let url = format!("{}{path}", self.a.federation_base());
+        let mut request =
+            self.ca.client(&[&self.a]).request(method.parse().unwrap(), url).header("Authorization", header);
+        if let Some(body) = &body {
+            request = request.json(body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().await.unwrap_or(Value::Null))
+    }
+
+    /// Returns the event of the `make_{membership}` template that `a`
+    /// returns for carol, with a new timestamp.
+    async fn template(&self, membership: &str) -> Value {
+        let room = encode(self.room.as_str());
+        let mut path = format!("/_matrix/federation/v1/make_{membership}/{room}/{}", encode(self.carol.as_str()));
+        if membership == "join" {
+            path = format!("{path}?ver={}", self.state().await.version);
+        }
+        let (status, template) = self.federation_request("GET", &path, None).await;
+        assert_eq!(status, 200, "make_{membership}: {template}");
+        let mut event = template["event"].clone();
+        event["origin_server_ts"] = json!(now());
+        event
+    }
+
+    /// Hashes and signs an event as `c`, and returns its event id and PDU.
+    async fn sign(&self, event: Value) -> (String, Value) {
+        let rules = self.state().await.rules.clone();
+        let mut object: CanonicalJsonObject = serde_json::from_value(event).unwrap();
+        ruma::signatures::hash_and_sign_event(C, &self.sim.key, &mut object, &rules.redaction).expect("sign");
+        let id = format!("${}", ruma::signatures::reference_hash(&object, &rules).unwrap());
+        (id, serde_json::to_value(&object).unwrap())
+    }
+
     /// Carol of `c` joins alice's public room; returns the join's id.
     async fn join_carol(&self) -> String {
         let state = self.state().await;
@@ -472,6 +512,66 @@ async fn redaction_before_target_applied_on_arrival() {
             assert_eq!(member, json!({ "membership": "join" }), "room version {version} after a restart");
             a.stop().await;
         }
+    }
+}
+
+#[tokio::test]
+async fn v1_send_join_and_send_leave() {
+    for backend in backends() {
+        let s = setup(&backend).await;
+        let member_path = format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+            encode(s.room.as_str()),
+            encode(s.carol.as_str())
+        );
+
+        // A join template turned into a leave is not a join: the spec's
+        // error JSON, not the v1 array.
+        let mut not_join = s.template("join").await;
+        not_join["content"]["membership"] = json!("leave");
+        let (not_join_id, not_join) = s.sign(not_join).await;
+        let path = format!("/_matrix/federation/v1/send_join/{}/{}", encode(s.room.as_str()), encode(&not_join_id));
+        let (status, body) = s.federation_request("PUT", &path, Some(not_join)).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["errcode"], "M_BAD_JSON", "{body}");
+        assert!(body["error"].as_str().unwrap().contains("membership"), "{body}");
+
+        // Carol joins through the v1 endpoint, which returns [200, {state, auth_chain}].
+        let (join_id, join) = s.sign(s.template("join").await).await;
+        let path = format!("/_matrix/federation/v1/send_join/{}/{}", encode(s.room.as_str()), encode(&join_id));
+        let (status, body) = s.federation_request("PUT", &path, Some(join)).await;
+        assert_eq!(status, 200, "{body}");
+        let pair = body.as_array().expect("a two-element array");
+        assert_eq!(pair.len(), 2, "{body}");
+        assert_eq!(pair[0], 200, "{body}");
+        let answer = pair[1].as_object().expect("an object");
+        let mut keys: Vec<&str> = answer.keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(keys, ["auth_chain", "state"], "{body}");
+        let state = answer["state"].as_array().unwrap();
+        assert!(state.iter().any(|e| e["type"] == "m.room.create"), "{body}");
+        assert!(state.iter().any(|e| e["type"] == "m.room.member" && e["state_key"] == s.alice.user_id.as_str()));
+        assert!(state.iter().all(|e| e["state_key"] != s.carol.as_str()), "the state before the join: {body}");
+        assert!(!answer["auth_chain"].as_array().unwrap().is_empty(), "{body}");
+        let (status, member) = s.alice.get(&member_path).await;
+        assert_eq!(status, 200, "{member}");
+        assert_eq!(member["membership"], "join", "{member}");
+
+        // Carol leaves through the v1 endpoint, which returns [200, {}].
+        let (leave_id, leave) = s.sign(s.template("leave").await).await;
+        let path = format!("/_matrix/federation/v1/send_leave/{}/{}", encode(s.room.as_str()), encode(&leave_id));
+        let (status, body) = s.federation_request("PUT", &path, Some(leave)).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body, json!([200, {}]));
+        let (_, member) = s.alice.get(&member_path).await;
+        assert_eq!(member["membership"], "leave", "{member}");
+
+        // A room this server does not know gets 404.
+        let unknown_room =
+            format!("/_matrix/federation/v1/send_leave/{}/{}", encode("!nowhere:c.lattice.test"), encode(&leave_id));
+        let (status, body) = s.federation_request("PUT", &unknown_room, Some(json!({}))).await;
+        assert_eq!(status, 404, "{body}");
+        assert_eq!(body["errcode"], "M_NOT_FOUND", "{body}");
     }
 }
 
