@@ -15,6 +15,7 @@ pub mod power;
 mod redaction;
 pub mod remote;
 mod resolve;
+pub mod restricted;
 pub mod serialize;
 pub mod state;
 pub mod version;

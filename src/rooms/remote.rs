@@ -23,6 +23,7 @@ use super::{
     persist::{self, Batch, ResolvedState},
     power,
     redaction::{self, ReceivedRedaction},
+    restricted::JoinAuthorisation,
     state::{MAX_STATE_CHAIN, RoomState},
 };
 use crate::{
@@ -494,34 +495,44 @@ pub struct JoinAnswer {
     pub state: Vec<Arc<Pdu>>,
     /// The auth chain of that state and of the join event.
     pub auth_chain: Vec<Arc<Pdu>>,
+    /// The join event with this server's signature, when it authorised a
+    /// restricted join.
+    pub event: Option<CanonicalJsonObject>,
 }
 
 impl Rooms {
-    /// The `make_join` template for `user` (spec: Server-Server API,
+    /// Builds the `make_join` template for `user` (spec: Server-Server API,
     /// "Joining Rooms"): an unsigned join event on top of the current state,
-    /// after checking the room policy and the authorization rules.
+    /// after checking the room policy and the authorization rules. In a
+    /// restricted room it names a local user who may invite in
+    /// `join_authorised_via_users_server`, unless the user is already
+    /// invited or joined.
     pub async fn make_join(&self, room_id: &RoomId, user: &ruma::UserId) -> Result<(String, serde_json::Value)> {
         let room = self.state(room_id).await?;
         self.policy.check_join(&room, user).await?;
-        self.make_membership(room_id, user, "join").await
+        let mut content = serde_json::json!({ "membership": "join" });
+        if let JoinAuthorisation::Via(via) = self.authorise_join(&room, user).await? {
+            content["join_authorised_via_users_server"] = serde_json::json!(via);
+        }
+        self.make_membership(room_id, user, content).await
     }
 
     /// Builds the `make_leave` template for `user` (spec: Server-Server API,
     /// "Leaving Rooms (Rejecting Invites)").
     pub async fn make_leave(&self, room_id: &RoomId, user: &ruma::UserId) -> Result<(String, serde_json::Value)> {
-        self.make_membership(room_id, user, "leave").await
+        self.make_membership(room_id, user, serde_json::json!({ "membership": "leave" })).await
     }
 
-    /// Builds an unsigned `membership` event of `user` on top of the current
-    /// state and checks it against the authorization rules.
+    /// Builds an unsigned member event of `user` with `content` on top of
+    /// the current state and checks it against the authorization rules.
     async fn make_membership(
         &self,
         room_id: &RoomId,
         user: &ruma::UserId,
-        membership: &str,
+        content: serde_json::Value,
     ) -> Result<(String, serde_json::Value)> {
         let room = self.state(room_id).await?;
-        let content = serde_json::json!({ "membership": membership });
+        let membership = content["membership"].as_str().unwrap_or_default().to_owned();
         let raw = serde_json::value::to_raw_value(&content).map_err(|e| Error::internal("a join template", e))?;
         let kind = ruma::events::TimelineEventType::RoomMember;
         let auth_types =
@@ -562,15 +573,18 @@ impl Rooms {
         origin: &ruma::ServerName,
         room_id: &RoomId,
         event_id: &EventId,
-        object: CanonicalJsonObject,
+        mut object: CanonicalJsonObject,
         keys: &PublicKeyMap,
     ) -> Result<JoinAnswer> {
         let sender = own_member_event(origin, &object, "join")?;
         let before = self.state(room_id).await?;
         self.policy.check_join(&before, &sender).await?;
+        let mut keys = keys.clone();
+        let signed = self.sign_restricted_join(&before, &sender, &mut object, &mut keys).await?;
+        let event = signed.then(|| object.clone());
         let servers_before = before.servers();
         let (id, _) =
-            self.receive_pdu(room_id, object, keys).await.map_err(|Rejected(reason)| Error::forbidden(reason))?;
+            self.receive_pdu(room_id, object, &keys).await.map_err(|Rejected(reason)| Error::forbidden(reason))?;
         if id != event_id {
             return Err(Error::bad_json(format!("the event id is {id}, not {event_id}")));
         }
@@ -605,7 +619,40 @@ impl Rooms {
             pending = found.values().flat_map(|e| e.pdu.auth_events.clone()).collect();
             chain.extend(found.into_iter().map(|(id, e)| (id, e.pdu)));
         }
-        Ok(JoinAnswer { state, auth_chain: chain.into_values().collect() })
+        Ok(JoinAnswer { state, auth_chain: chain.into_values().collect(), event })
+    }
+
+    /// Signs a join whose `join_authorised_via_users_server` names a local
+    /// user (spec: Server-Server API, "Restricted rooms"), once the joining
+    /// user meets the room's allow conditions, and adds this server's key to
+    /// `keys` for the checks on receipt. Returns whether it signed.
+    async fn sign_restricted_join(
+        &self,
+        room: &RoomState,
+        sender: &ruma::UserId,
+        object: &mut CanonicalJsonObject,
+        keys: &mut PublicKeyMap,
+    ) -> Result<bool> {
+        let via = match object.get("content") {
+            Some(CanonicalJsonValue::Object(content)) => content.get("join_authorised_via_users_server"),
+            _ => None,
+        };
+        let Some(via) = via else { return Ok(false) };
+        let via = via
+            .as_str()
+            .and_then(|via| ruma::UserId::parse(via).ok())
+            .ok_or_else(|| Error::bad_json("content.join_authorised_via_users_server is not a user id"))?;
+        if via.server_name() != self.server_name || !room.rules.authorization.restricted_join_rule {
+            return Ok(false);
+        }
+        // The checks of make_join again: the state may have changed since.
+        self.authorise_join(room, sender).await?;
+        ruma::signatures::sign_event(self.server_name.as_str(), &self.key.pair, object, &room.rules.redaction)
+            .map_err(|e| Error::internal("signing a restricted join", e))?;
+        let mut own = ruma::signatures::PublicKeySet::new();
+        own.insert(self.key.key_id.clone(), ruma::serde::Base64::new(self.key.pair.public_key().to_vec()));
+        keys.insert(self.server_name.to_string(), own);
+        Ok(true)
     }
 
     /// Takes a signed leave event from `origin` as the resident server (spec:
@@ -634,7 +681,7 @@ impl Rooms {
             error.body = serde_json::json!({ "room_version": room.version.to_string() }).as_object().cloned();
             return Err(error);
         }
-        self.make_membership(room_id, user, "knock").await
+        self.make_membership(room_id, user, serde_json::json!({ "membership": "knock" })).await
     }
 
     /// Takes a signed knock from `origin` as the resident server (`send_knock`)

@@ -120,11 +120,15 @@ fn raw_pdus(pdus: &[Arc<Pdu>]) -> Vec<Value> {
     pdus.iter().filter_map(|p| serde_json::from_str(&p.json).ok()).collect()
 }
 
-/// Builds the part of the `send_join` response body that both versions share.
+/// Builds the part of the `send_join` response body that both versions
+/// share, with the join signed by this server when it authorised it.
 fn join_body(answer: &JoinAnswer) -> Map<String, Value> {
     let mut body = Map::new();
     body.insert("state".into(), Value::Array(raw_pdus(&answer.state)));
     body.insert("auth_chain".into(), Value::Array(raw_pdus(&answer.auth_chain)));
+    if let Some(event) = &answer.event {
+        body.insert("event".into(), serde_json::to_value(event).unwrap_or(Value::Null));
+    }
     body
 }
 
