@@ -12,6 +12,7 @@ pub mod membership;
 pub mod pdu;
 mod persist;
 pub mod power;
+pub mod relations;
 pub mod remote;
 mod resolve;
 pub mod serialize;

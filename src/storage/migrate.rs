@@ -97,6 +97,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../schema/sqlite/0014_conversations.sql"),
         postgres: include_str!("../../schema/postgres/0014_conversations.sql"),
     },
+    Migration {
+        version: 19,
+        name: "relations",
+        sqlite: include_str!("../../schema/sqlite/0019_relations.sql"),
+        postgres: include_str!("../../schema/postgres/0019_relations.sql"),
+    },
 ];
 
 pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {

@@ -17,6 +17,7 @@ pub mod outbox;
 pub mod outliers;
 pub mod push;
 pub mod receipts;
+pub mod relations;
 pub mod rooms;
 pub mod server_keys;
 pub mod state;

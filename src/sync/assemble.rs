@@ -20,7 +20,7 @@ use crate::{
     ephemeral::receipts::receipt_content,
     error::Result,
     rooms::{
-        serialize::{Viewer, client_events, stripped},
+        serialize::{Viewer, client_events, client_events_bundled, stripped},
         state::RoomState,
         visibility::Visibility,
     },
@@ -481,7 +481,13 @@ impl Ctx<'_> {
         let prev_batch = timeline.first().map_or_else(|| self.upto.to_string(), |e| pagination_token(e.stream - 1));
         Ok(response::JoinedRoom {
             timeline: Timeline {
-                events: client_events(pool, &timeline, Some(self.viewer()), false).await?,
+                // The spec asks for bundled aggregations in limited timelines
+                // only: a client that sees every new event can aggregate itself.
+                events: if limited {
+                    client_events_bundled(pool, &timeline, self.viewer(), false).await?
+                } else {
+                    client_events(pool, &timeline, Some(self.viewer()), false).await?
+                },
                 limited,
                 prev_batch,
             },

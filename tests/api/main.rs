@@ -33,6 +33,7 @@ mod profile;
 mod push_counts;
 mod push_rules;
 mod pushers;
+mod relations;
 mod rooms;
 mod send;
 mod smoke;

@@ -14,7 +14,7 @@ use crate::{
     api::{Auth, Path, Query},
     error::{Error, Result},
     rooms::{
-        serialize::{Viewer, client_events},
+        serialize::{Viewer, client_events, client_events_bundled},
         visibility::Visibility,
     },
     storage::{self, events::StoredEvent},
@@ -29,7 +29,7 @@ use crate::{
 const MAX_LIMIT: i64 = 1000;
 
 /// The visibility rules for a user who has, or had, a membership in the room.
-async fn visibility_for(services: &Services, room_id: &RoomId, user: &UserId) -> Result<Visibility> {
+pub(super) async fn visibility_for(services: &Services, room_id: &RoomId, user: &UserId) -> Result<Visibility> {
     let pool = &services.db.pool;
     let membership = storage::rooms::membership(pool, room_id.as_str(), user.as_str()).await?;
     let world_readable = services.rooms.exists(room_id).await?
@@ -66,7 +66,7 @@ pub async fn event(
     if event.pdu.room_id != room_id || !visibility.can_see(event.stream) {
         return Err(not_found());
     }
-    let mut events = client_events(&services.db.pool, &[event], Some(viewer(&session)), true).await?;
+    let mut events = client_events_bundled(&services.db.pool, &[event], viewer(&session), true).await?;
     Ok(Json(json!(events.pop())))
 }
 
@@ -180,7 +180,7 @@ pub async fn messages(
     }
 
     let mut body = json!({
-        "chunk": client_events(&services.db.pool, &events, Some(viewer(&session)), true).await?,
+        "chunk": client_events_bundled(&services.db.pool, &events, viewer(&session), true).await?,
         "start": pagination_token(from),
     });
     if let Some(end) = end {
@@ -246,11 +246,11 @@ pub async fn context(
     let mut state_events = storage::events::get_many(pool, &state.into_values().collect::<Vec<_>>()).await?;
     state_events.sort_by_key(|e| e.stream);
 
-    let viewer = Some(viewer(&session));
+    let viewer = viewer(&session);
     Ok(Json(json!({
-        "event": client_events(pool, &[event.clone()], viewer, true).await?.pop(),
-        "events_before": client_events(pool, &before, viewer, true).await?,
-        "events_after": client_events(pool, &after, viewer, true).await?,
+        "event": client_events_bundled(pool, &[event.clone()], viewer, true).await?.pop(),
+        "events_before": client_events_bundled(pool, &before, viewer, true).await?,
+        "events_after": client_events_bundled(pool, &after, viewer, true).await?,
         "start": pagination_token(start.unwrap_or(0)),
         "end": pagination_token(end.unwrap_or(last_stream)),
         "state": client_events(pool, &state_events, None, true).await?,
