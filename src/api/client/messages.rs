@@ -47,6 +47,11 @@ pub(super) async fn visibility_for(services: &Services, room_id: &RoomId, user: 
     Visibility::load(pool, room_id, user).await
 }
 
+/// Returns whether an event is a non-state event of a user the viewer ignores.
+fn is_ignored(ignored: &std::collections::HashSet<String>, event: &StoredEvent) -> bool {
+    event.pdu.state_key.is_none() && ignored.contains(event.pdu.sender.as_str())
+}
+
 fn viewer(session: &Session) -> Viewer<'_> {
     Viewer { user_id: &session.user_id, device_id: &session.device_id }
 }
@@ -164,7 +169,10 @@ pub async fn messages(
     if limit == 0 {
         return Ok(Json(json!({ "chunk": [], "start": pagination_token(from) })));
     }
-    let (events, end) = paginate(&services, &room_id, &visibility, &filter, from, upper, backwards, limit).await?;
+    let (mut events, end) = paginate(&services, &room_id, &visibility, &filter, from, upper, backwards, limit).await?;
+    // The page may come out short, which the spec allows: `end` still moves on.
+    let ignored = services.users.ignored.of(&session.user_id).await?;
+    events.retain(|event| !is_ignored(&ignored, event));
 
     let mut state = Vec::new();
     if filter.lazy_load() {
@@ -239,6 +247,9 @@ pub async fn context(
         (Vec::new(), Some(event.stream))
     };
     let last_stream = after.last().map_or(event.stream, |e| e.stream);
+    let ignored = services.users.ignored.of(&session.user_id).await?;
+    let before: Vec<StoredEvent> = before.into_iter().filter(|e| !is_ignored(&ignored, e)).collect();
+    let after: Vec<StoredEvent> = after.into_iter().filter(|e| !is_ignored(&ignored, e)).collect();
     let state = match storage::events::room_range(pool, &room_id, 0, last_stream, 1, true).await?.pop() {
         Some(latest) => storage::state::load_group(pool, latest.state_group).await?,
         None => Default::default(),
