@@ -13,6 +13,7 @@ pub mod pdu;
 mod persist;
 pub mod power;
 mod redaction;
+pub mod relations;
 pub mod remote;
 mod resolve;
 pub mod restricted;

@@ -103,6 +103,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../schema/sqlite/0018_pending_redactions.sql"),
         postgres: include_str!("../../schema/postgres/0018_pending_redactions.sql"),
     },
+    Migration {
+        version: 19,
+        name: "relations",
+        sqlite: include_str!("../../schema/sqlite/0019_relations.sql"),
+        postgres: include_str!("../../schema/postgres/0019_relations.sql"),
+    },
 ];
 
 pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {

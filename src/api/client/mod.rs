@@ -16,6 +16,7 @@ mod profile;
 mod push_rules;
 mod pushers;
 mod receipts;
+mod relations;
 pub(crate) mod room_directory;
 mod rooms;
 mod send;
@@ -157,6 +158,14 @@ pub fn router() -> Router<Arc<Services>> {
         )
         // Application services and third-party networks
         .route("/_matrix/client/v1/appservice/{appservice_id}/ping", post(appservice::ping))
+        // Relationships and threads
+        .route("/_matrix/client/v1/rooms/{room_id}/relations/{event_id}", get(relations::all))
+        .route("/_matrix/client/v1/rooms/{room_id}/relations/{event_id}/{rel_type}", get(relations::of_type))
+        .route(
+            "/_matrix/client/v1/rooms/{room_id}/relations/{event_id}/{rel_type}/{event_type}",
+            get(relations::of_type_and_event_type),
+        )
+        .route("/_matrix/client/v1/rooms/{room_id}/threads", get(relations::threads))
         .route(&r("/thirdparty/protocols"), get(appservice::protocols))
         .route(&r("/thirdparty/protocol/{protocol}"), get(appservice::protocol))
         .route(&r("/thirdparty/location/{protocol}"), get(appservice::protocol_locations))
