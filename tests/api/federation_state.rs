@@ -360,6 +360,14 @@ async fn gap_filled_from_state_at_missing_event() {
         let sync = s.alice.sync(&format!("since={since}")).await;
         assert_eq!(bodies(&sync, &s.room), ["three"], "{sync}");
 
+        // The outlier "two" is served over federation: carol was joined in
+        // the state after it, so her server may read it.
+        let (status, body) =
+            s.federation_request("GET", &format!("/_matrix/federation/v1/event/{}", encode(&two)), None).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["pdus"][0]["content"]["body"], "two", "{body}");
+        assert_eq!(body["pdus"][0], s.sim.known.lock().unwrap().events[&two], "the PDU as c signed it");
+
         // "three" is a forward extremity beside the join, and alice's next
         // event builds on both.
         let mut extremities: Vec<String> = s.state().await.extremities.iter().map(|id| id.to_string()).collect();

@@ -381,9 +381,10 @@ async fn member_lists_private_to_outsiders() {
     }
 }
 
-/// Sets a restricted join rule on `room_id` that allows the members of `allowed`.
-async fn restrict(client: &Client, room_id: &str, allowed: &str) {
-    let content = json!({ "join_rule": "restricted", "allow": [{ "type": "m.room_membership", "room_id": allowed }] });
+/// Sets the join rule `join_rule` (`restricted` or `knock_restricted`) on
+/// `room_id`, allowing the members of `allowed`.
+async fn restrict(client: &Client, room_id: &str, join_rule: &str, allowed: &str) {
+    let content = json!({ "join_rule": join_rule, "allow": [{ "type": "m.room_membership", "room_id": allowed }] });
     let (status, body) = client.put(&room_path(room_id, "state/m.room.join_rules/"), content).await;
     assert_eq!(status, StatusCode::OK, "restricting {room_id}: {body}");
 }
@@ -391,13 +392,13 @@ async fn restrict(client: &Client, room_id: &str, allowed: &str) {
 #[tokio::test]
 async fn restricted_join_through_allowed_room() {
     for backend in backends() {
-        for version in ["10", "12"] {
+        for (version, join_rule) in [("10", "restricted"), ("12", "restricted"), ("12", "knock_restricted")] {
             let server = TestServer::start(&backend).await;
             let alice = server.register("alice").await;
             let bob = server.register("bob").await;
             let space = alice.create_room(json!({ "preset": "public_chat", "room_version": version })).await;
             let room = alice.create_room(json!({ "preset": "private_chat", "room_version": version })).await;
-            restrict(&alice, &room, &space).await;
+            restrict(&alice, &room, join_rule, &space).await;
 
             // Bob is in none of the allowed rooms.
             let join_path = format!("/_matrix/client/v3/join/{}", encode(&room));
@@ -410,7 +411,7 @@ async fn restricted_join_through_allowed_room() {
             bob.join(&space).await;
             bob.join(&room).await;
             let member = member_content(&bob, &room, &bob.user_id).await;
-            assert_eq!(member["membership"], "join", "room version {version}: {member}");
+            assert_eq!(member["membership"], "join", "room version {version}, {join_rule}: {member}");
             assert_eq!(member["join_authorised_via_users_server"], alice.user_id.as_str(), "{member}");
 
             // An invited user joins without an authorising user.
@@ -434,7 +435,7 @@ async fn restricted_join_without_inviter() {
         let space = alice.create_room(json!({ "preset": "public_chat" })).await;
         // Room version 10: the creator has no power beyond the power levels.
         let room = alice.create_room(json!({ "preset": "private_chat", "room_version": "10" })).await;
-        restrict(&alice, &room, &space).await;
+        restrict(&alice, &room, "restricted", &space).await;
         let levels_path = room_path(&room, "state/m.room.power_levels/");
         let (_, mut levels) = alice.get(&levels_path).await;
         levels["invite"] = json!(100);
