@@ -169,6 +169,7 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
     }
     if let Some(pending) = &batch.pending_redaction {
         storage::redactions::insert(&mut txn.conn, pending).await?;
+        redaction::redact_stored_outlier(txn, pending).await?;
     }
     if let Some(extremities) = &batch.extremities {
         storage::state::set_extremities(&mut txn.conn, &batch.room_id, extremities).await?;

@@ -72,6 +72,18 @@ pub(super) async fn apply_pending(txn: &mut WriteTxn, target: &Pdu) -> Result<()
     Ok(())
 }
 
+/// Redacts an outlier that a new pending redaction applies to. The
+/// pending redaction stays, because the event may still enter the timeline.
+pub(super) async fn redact_stored_outlier(txn: &mut WriteTxn, pending: &PendingRedaction) -> Result<()> {
+    let Some(outlier) = storage::outliers::pdu_in_txn(&mut txn.conn, &pending.target_id).await? else {
+        return Ok(());
+    };
+    if let Some((_, json)) = first_applying(std::slice::from_ref(pending), &outlier)? {
+        storage::outliers::redact(&mut txn.conn, &pending.target_id, &json).await?;
+    }
+    Ok(())
+}
+
 /// The form of an outlier to store: redacted when a pending redaction
 /// applies to it. The pending redactions stay, because the event may still
 /// enter the timeline.

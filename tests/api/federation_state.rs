@@ -380,6 +380,18 @@ async fn gap_filled_from_state_at_missing_event() {
         let mut prev: Vec<String> = stored.pdu.prev_events.iter().map(|id| id.to_string()).collect();
         prev.sort();
         assert_eq!(prev, expected);
+
+        // Carol redacts "two", which a holds only as an outlier: a then
+        // serves it redacted.
+        let depth = s.depth().await;
+        let (redaction, pdu) = s
+            .pdu("m.room.redaction", None, json!({ "redacts": two }), std::slice::from_ref(&next), depth + 1, now())
+            .await;
+        assert_eq!(s.send("t2", vec![pdu]).await[&redaction], json!({}));
+        let (status, body) =
+            s.federation_request("GET", &format!("/_matrix/federation/v1/event/{}", encode(&two)), None).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["pdus"][0]["content"], json!({}), "{body}");
     }
 }
 
