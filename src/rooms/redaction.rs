@@ -1,5 +1,5 @@
 //! Redactions received from other servers (spec: room version 3 and later,
-//! "Handling redactions"): a redaction applies once both it and its target
+//! "Handling redactions"). A redaction applies once both it and its target
 //! are known, when its sender's power level reaches the redact level or its
 //! sender's server is the target sender's server. A redaction whose target
 //! is not stored yet is kept as pending and applied when the target is.
@@ -14,7 +14,7 @@ use crate::{
     storage::{self, WriteTxn, redactions::PendingRedaction},
 };
 
-/// What a received redaction does to its target.
+/// The effect of a received redaction on its target.
 pub(super) enum ReceivedRedaction {
     /// The target is stored and the redaction applies: its redacted form.
     Apply(OwnedEventId, String),
@@ -24,13 +24,13 @@ pub(super) enum ReceivedRedaction {
     Ignored,
 }
 
-/// Whether a redaction by `sender`, who may or may not redact other users'
+/// Decides whether a redaction by `sender`, who may or may not redact other users'
 /// events, applies to `target`.
 pub(super) fn applies(sender: &UserId, may_redact_others: bool, target: &Pdu) -> bool {
     may_redact_others || sender.server_name() == target.sender.server_name()
 }
 
-/// The redacted form of `pdu` as canonical JSON.
+/// Returns the redacted form of `pdu` as canonical JSON.
 pub(super) fn redacted_json(pdu: &Pdu, rules: &RedactionRules) -> Result<String> {
     let object = pdu.canonical_object().ok_or_else(|| Error::internal("redacting", "stored PDU is not an object"))?;
     let redacted =
@@ -38,8 +38,8 @@ pub(super) fn redacted_json(pdu: &Pdu, rules: &RedactionRules) -> Result<String>
     serde_json::to_string(&redacted).map_err(|e| Error::internal("redacting an event", e))
 }
 
-/// The first pending redaction among `pending` that applies to `target`,
-/// with the target's redacted form.
+/// Finds the first pending redaction among `pending` that applies to
+/// `target`, and returns its id with the target's redacted form.
 pub(super) fn first_applying(pending: &[PendingRedaction], target: &Pdu) -> Result<Option<(String, String)>> {
     for redaction in pending {
         let Ok(sender) = UserId::parse(&redaction.sender) else { continue };
