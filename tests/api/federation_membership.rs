@@ -578,15 +578,24 @@ async fn member_signers(server: &TestServer, room_id: &str, user_id: &str) -> Ve
 async fn restricted_room_joined_across_servers() {
     for backend in backends() {
         let ca = TestCa::new();
-        let mut servers = TestServer::start_federated(&backend, &ca, &[A, B], |_| {}).await;
+        let mut servers = TestServer::start_federated(&backend, &ca, &[A, B, C], |_| {}).await;
+        let c = servers.pop().expect("server c");
         let b = servers.pop().expect("server b");
         let a = servers.pop().expect("server a");
         let alice = a.register("alice").await;
         let bob = b.register("bob").await;
+        let carol = c.register("carol").await;
         let space = alice.create_room(json!({ "preset": "public_chat" })).await;
         let room = alice.create_room(json!({ "preset": "private_chat" })).await;
         restrict(&alice, &room, &space).await;
         let join_room = format!("/_matrix/client/v3/join/{}?via={A}", encode(&room));
+        let join_space = format!("/_matrix/client/v3/join/{}?via={A}", encode(&space));
+
+        // Carol of c joins first, so that c is in the room when bob joins.
+        for path in [&join_space, &join_room] {
+            let (status, body) = join_path(&carol, path).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
 
         // Bob is in none of the allowed rooms, so a rejects the join.
         let response = join_path(&bob, &join_room).await;
@@ -594,7 +603,7 @@ async fn restricted_room_joined_across_servers() {
 
         // Once he is in the allowed room, a names alice in the template and
         // signs the join, and both servers store it with both signatures.
-        let (status, body) = join_path(&bob, &format!("/_matrix/client/v3/join/{}?via={A}", encode(&space))).await;
+        let (status, body) = join_path(&bob, &join_space).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let (status, body) = join_path(&bob, &join_room).await;
         assert_eq!(status, StatusCode::OK, "{body}");
@@ -604,6 +613,17 @@ async fn restricted_room_joined_across_servers() {
         assert_eq!(member(&alice, &room, &bob.user_id).await, on_b);
         assert_eq!(member_signers(&b, &room, &bob.user_id).await, [A, B]);
         assert_eq!(member_signers(&a, &room, &bob.user_id).await, [A, B]);
+
+        // A sent the join to c with its signature, so c accepted it too.
+        let (room_id, bob_id) = (ruma::RoomId::parse(&room).unwrap(), ruma::UserId::parse(&bob.user_id).unwrap());
+        let rooms_on_c = &c.homeserver.services().rooms;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while rooms_on_c.state(&room_id).await.unwrap().membership(&bob_id).as_deref() != Some("join") {
+            assert!(Instant::now() < deadline, "c never accepted bob's join");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(member(&carol, &room, &bob.user_id).await, on_b);
+        assert_eq!(member_signers(&c, &room, &bob.user_id).await, [A, B]);
 
         // The room works across both servers.
         alice.send_text(&room, "welcome bob").await;
@@ -629,5 +649,6 @@ async fn restricted_room_joined_across_servers() {
         assert_error(&response, StatusCode::BAD_REQUEST, "M_UNABLE_TO_GRANT_JOIN");
         a.stop().await;
         b.stop().await;
+        c.stop().await;
     }
 }
