@@ -99,3 +99,66 @@ pub(super) async fn outlier_form(txn: &mut WriteTxn, pdu: &Arc<Pdu>) -> Result<A
         None => Ok(pdu.clone()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ruma::{OwnedEventId, room_id};
+
+    use super::*;
+
+    /// A message of `sender` in `!room:a.test`, in room version 11.
+    fn message(sender: &str) -> Pdu {
+        let json = serde_json::json!({
+            "auth_events": [],
+            "content": { "body": "secret", "msgtype": "m.text" },
+            "depth": 5,
+            "hashes": { "sha256": "unchecked" },
+            "origin_server_ts": 1,
+            "prev_events": [],
+            "room_id": "!room:a.test",
+            "sender": sender,
+            "signatures": {},
+            "type": "m.room.message",
+        });
+        let id = OwnedEventId::try_from("$target").unwrap();
+        Pdu::from_json(id, &json.to_string(), room_id!("!room:a.test")).unwrap()
+    }
+
+    fn pending(sender: &str, room_id: &str, may_redact_others: bool) -> PendingRedaction {
+        PendingRedaction {
+            target_id: "$target".into(),
+            redaction_id: "$redaction".into(),
+            room_id: room_id.into(),
+            room_version: "11".into(),
+            sender: sender.into(),
+            may_redact_others,
+        }
+    }
+
+    #[test]
+    fn pending_redaction_from_target_server_applies() {
+        let target = message("@carol:c.test");
+        let applied = first_applying(&[pending("@dave:c.test", "!room:a.test", false)], &target).unwrap();
+        let (redaction_id, json) = applied.expect("the same server may redact");
+        assert_eq!(redaction_id, "$redaction");
+        let redacted: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(redacted["content"], serde_json::json!({}));
+        assert_eq!(redacted["sender"], "@carol:c.test");
+    }
+
+    #[test]
+    fn pending_redaction_needs_power_from_other_server() {
+        let target = message("@carol:c.test");
+        let without_power = [pending("@mallory:m.test", "!room:a.test", false)];
+        assert!(first_applying(&without_power, &target).unwrap().is_none());
+        let with_power = [pending("@mallory:m.test", "!room:a.test", true)];
+        assert!(first_applying(&with_power, &target).unwrap().is_some());
+    }
+
+    #[test]
+    fn pending_redaction_from_other_room_ignored() {
+        let target = message("@carol:c.test");
+        let elsewhere = [pending("@carol:c.test", "!other:a.test", true)];
+        assert!(first_applying(&elsewhere, &target).unwrap().is_none());
+    }
+}
