@@ -19,6 +19,7 @@ pub mod push;
 pub mod receipts;
 pub mod relations;
 pub mod rooms;
+pub mod search;
 pub mod server_keys;
 pub mod state;
 pub mod threepid;

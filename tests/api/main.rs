@@ -36,6 +36,7 @@ mod push_rules;
 mod pushers;
 mod relations;
 mod rooms;
+mod search;
 mod send;
 mod smoke;
 mod state;

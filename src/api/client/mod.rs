@@ -19,6 +19,7 @@ mod receipts;
 mod relations;
 pub(crate) mod room_directory;
 mod rooms;
+mod search;
 mod send;
 mod state;
 mod sync;
@@ -86,6 +87,7 @@ pub fn router() -> Router<Arc<Services>> {
         .route(&r("/rooms/{room_id}/redact/{event_id}/{txn_id}"), put(send::redact))
         .route(&r("/rooms/{room_id}/event/{event_id}"), get(messages::event))
         .route(&r("/rooms/{room_id}/messages"), get(messages::messages))
+        .route(&r("/search"), post(search::search))
         .route(&r("/rooms/{room_id}/context/{event_id}"), get(messages::context))
         .route(&r("/rooms/{room_id}/typing/{user_id}"), put(typing::set))
         .route(&r("/rooms/{room_id}/receipt/{receipt_type}/{event_id}"), post(receipts::receipt))
