@@ -172,7 +172,8 @@ async fn search_pages_with_context_groups_and_state() {
             .collect();
         assert_eq!(after, vec!["item 8", "item 9"]);
         assert_eq!(context["profile_info"][&alice.user_id]["displayname"], "Alice A.");
-        assert!(context["start"].is_string() && context["end"].is_string(), "{context}");
+        assert!(context["start"].is_string(), "{context}");
+        assert!(context["end"].is_string(), "{context}");
         let event_id = found["results"][0]["result"]["event_id"].clone();
         assert_eq!(found["groups"]["room_id"][&room], json!({ "results": [event_id], "order": 0 }));
         let state = found["state"][&room].as_array().expect("state of the result's room");
