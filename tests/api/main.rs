@@ -23,6 +23,7 @@ mod federation_rooms;
 mod federation_sender;
 mod federation_state;
 mod filters;
+mod hierarchy;
 mod ignore;
 mod key_backup;
 mod keys;

@@ -7,6 +7,7 @@ mod connections;
 mod devices;
 mod discovery;
 mod filter;
+mod hierarchy;
 mod key_backup;
 mod keys;
 mod membership;
@@ -168,6 +169,7 @@ pub fn router() -> Router<Arc<Services>> {
             get(relations::of_type_and_event_type),
         )
         .route("/_matrix/client/v1/rooms/{room_id}/threads", get(relations::threads))
+        .route("/_matrix/client/v1/rooms/{room_id}/hierarchy", get(hierarchy::hierarchy))
         .route(&r("/thirdparty/protocols"), get(appservice::protocols))
         .route(&r("/thirdparty/protocol/{protocol}"), get(appservice::protocol))
         .route(&r("/thirdparty/location/{protocol}"), get(appservice::protocol_locations))
