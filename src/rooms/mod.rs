@@ -5,6 +5,7 @@
 pub mod builder;
 mod create;
 mod fetch;
+pub mod hierarchy;
 pub mod invite;
 mod join;
 mod knock;

@@ -98,6 +98,7 @@ pub async fn insert(conn: &mut AnyConnection, event: NewEvent<'_>) -> Result<(),
         )));
     }
     super::relations::insert(conn, pdu, event.stream).await?;
+    super::search::insert(conn, pdu, event.stream).await?;
     Ok(())
 }
 
@@ -245,6 +246,7 @@ pub async fn redact(
         .execute(&mut *conn)
         .await?;
     super::relations::delete(conn, event_id).await?;
+    super::search::delete(conn, event_id).await?;
     Ok(())
 }
 

@@ -109,6 +109,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../schema/sqlite/0019_relations.sql"),
         postgres: include_str!("../../schema/postgres/0019_relations.sql"),
     },
+    Migration {
+        version: 20,
+        name: "search",
+        sqlite: include_str!("../../schema/sqlite/0020_search.sql"),
+        postgres: include_str!("../../schema/postgres/0020_search.sql"),
+    },
 ];
 
 pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {

@@ -20,6 +20,7 @@ pub mod receipts;
 pub mod redactions;
 pub mod relations;
 pub mod rooms;
+pub mod search;
 pub mod server_keys;
 pub mod state;
 pub mod threepid;

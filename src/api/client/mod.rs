@@ -7,6 +7,7 @@ mod connections;
 mod devices;
 mod discovery;
 mod filter;
+mod hierarchy;
 mod key_backup;
 mod keys;
 mod membership;
@@ -19,6 +20,7 @@ mod receipts;
 mod relations;
 pub(crate) mod room_directory;
 mod rooms;
+mod search;
 mod send;
 mod state;
 mod sync;
@@ -86,6 +88,7 @@ pub fn router() -> Router<Arc<Services>> {
         .route(&r("/rooms/{room_id}/redact/{event_id}/{txn_id}"), put(send::redact))
         .route(&r("/rooms/{room_id}/event/{event_id}"), get(messages::event))
         .route(&r("/rooms/{room_id}/messages"), get(messages::messages))
+        .route(&r("/search"), post(search::search))
         .route(&r("/rooms/{room_id}/context/{event_id}"), get(messages::context))
         .route(&r("/rooms/{room_id}/typing/{user_id}"), put(typing::set))
         .route(&r("/rooms/{room_id}/receipt/{receipt_type}/{event_id}"), post(receipts::receipt))
@@ -166,6 +169,7 @@ pub fn router() -> Router<Arc<Services>> {
             get(relations::of_type_and_event_type),
         )
         .route("/_matrix/client/v1/rooms/{room_id}/threads", get(relations::threads))
+        .route("/_matrix/client/v1/rooms/{room_id}/hierarchy", get(hierarchy::hierarchy))
         .route(&r("/thirdparty/protocols"), get(appservice::protocols))
         .route(&r("/thirdparty/protocol/{protocol}"), get(appservice::protocol))
         .route(&r("/thirdparty/location/{protocol}"), get(appservice::protocol_locations))
