@@ -18,6 +18,7 @@ pub mod outliers;
 pub mod push;
 pub mod receipts;
 pub mod relations;
+pub mod reports;
 pub mod rooms;
 pub mod search;
 pub mod server_keys;

@@ -36,6 +36,7 @@ mod push_counts;
 mod push_rules;
 mod pushers;
 mod relations;
+mod report;
 mod rooms;
 mod search;
 mod send;
