@@ -115,6 +115,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../schema/sqlite/0020_search.sql"),
         postgres: include_str!("../../schema/postgres/0020_search.sql"),
     },
+    Migration {
+        version: 21,
+        name: "reports",
+        sqlite: include_str!("../../schema/sqlite/0021_reports.sql"),
+        postgres: include_str!("../../schema/postgres/0021_reports.sql"),
+    },
 ];
 
 pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {

@@ -19,6 +19,7 @@ pub mod push;
 pub mod receipts;
 pub mod redactions;
 pub mod relations;
+pub mod reports;
 pub mod rooms;
 pub mod search;
 pub mod server_keys;
