@@ -32,7 +32,7 @@ pub async fn insert(conn: &mut AnyConnection, pending: &PendingRedaction) -> Res
     Ok(())
 }
 
-/// The pending redactions of `target_id`, ordered by redaction id.
+/// Lists the pending redactions of `target_id`, ordered by redaction id.
 pub async fn of_target<'c, E>(executor: E, target_id: &str) -> Result<Vec<PendingRedaction>, sqlx::Error>
 where
     E: sqlx::Executor<'c, Database = sqlx::Any>,
