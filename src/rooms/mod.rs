@@ -20,6 +20,7 @@ mod resolve;
 pub mod restricted;
 pub mod serialize;
 pub mod state;
+mod upgrade;
 pub mod version;
 pub mod visibility;
 
