@@ -97,6 +97,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../schema/sqlite/0014_conversations.sql"),
         postgres: include_str!("../../schema/postgres/0014_conversations.sql"),
     },
+    Migration {
+        version: 16,
+        name: "push_shared_stream_key",
+        sqlite: include_str!("../../schema/sqlite/0016_push_shared_stream_key.sql"),
+        postgres: include_str!("../../schema/postgres/0016_push_shared_stream_key.sql"),
+    },
 ];
 
 pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {

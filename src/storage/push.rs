@@ -185,7 +185,7 @@ pub async fn insert_pending(conn: &mut AnyConnection, pending: &mut PendingOutco
     for chunk in pending.shared[pending.inserted[0]..].chunks(ROWS_PER_INSERT) {
         let sql = format!(
             "INSERT INTO event_push_shared (event_id, room_id, thread_id, sender, stream_ordering, ts, actions, highlight) \
-             VALUES {} ON CONFLICT (event_id) DO NOTHING",
+             VALUES {} ON CONFLICT (stream_ordering) DO NOTHING",
             placeholders(chunk.len(), 8)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -253,7 +253,14 @@ pub async fn insert_pending(conn: &mut AnyConnection, pending: &mut PendingOutco
 
 pub async fn delete_actions_of_event(conn: &mut AnyConnection, event_id: &str) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM event_push_actions WHERE event_id = $1").bind(event_id).execute(&mut *conn).await?;
-    sqlx::query("DELETE FROM event_push_shared WHERE event_id = $1").bind(event_id).execute(&mut *conn).await?;
+    // The shared table is keyed by stream position and has no index on event ids.
+    sqlx::query(
+        "DELETE FROM event_push_shared WHERE stream_ordering IN \
+         (SELECT e.stream_ordering FROM events e WHERE e.event_id = $1)",
+    )
+    .bind(event_id)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -371,7 +378,7 @@ pub async fn is_read(pool: &AnyPool, user_id: &str, event_id: &str) -> Result<bo
          WHERE x.event_id = $2 AND x.user_id = $1 AND x.notify = 1 \
          UNION ALL \
          SELECT s.room_id, s.thread_id, s.stream_ordering FROM event_push_shared s \
-         WHERE s.event_id = $2 AND s.sender <> $1 AND {no_override} \
+         WHERE s.stream_ordering = (SELECT e.stream_ordering FROM events e WHERE e.event_id = $2) AND s.event_id = $2 AND s.sender <> $1 AND {no_override} \
          ) a",
         unread = unread("$1"),
         no_override = no_override("$1"),
