@@ -5,10 +5,12 @@
 //! ([`FederationAuth`]).
 
 mod events;
+mod hierarchy;
 mod keys;
 pub mod listener;
 mod media;
 mod membership;
+mod openid;
 pub mod query;
 mod send;
 mod user_keys;
@@ -38,9 +40,11 @@ pub fn router() -> Router<Arc<Services>> {
         .merge(version::router())
         .merge(media::router())
         .merge(events::router())
+        .merge(hierarchy::router())
         .merge(query::router())
         .merge(send::router())
         .merge(membership::router())
+        .merge(openid::router())
         .merge(user_keys::router())
 }
 
