@@ -18,6 +18,7 @@ pub mod remote;
 mod resolve;
 pub mod serialize;
 pub mod state;
+mod upgrade;
 pub mod version;
 pub mod visibility;
 
