@@ -97,6 +97,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../schema/sqlite/0014_conversations.sql"),
         postgres: include_str!("../../schema/postgres/0014_conversations.sql"),
     },
+    Migration {
+        version: 15,
+        name: "backfill",
+        sqlite: include_str!("../../schema/sqlite/0015_backfill.sql"),
+        postgres: include_str!("../../schema/postgres/0015_backfill.sql"),
+    },
 ];
 
 pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {
