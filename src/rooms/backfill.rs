@@ -1,7 +1,7 @@
 //! Backfill as the requesting server (spec: Server-Server API, "Backfilling
 //! and retrieving missing events"). A room joined through another server
-//! starts here with the join; when a client pages back past the oldest
-//! stored event, the history before it comes from a server in the room:
+//! starts here with the join. When a client pages back past the oldest
+//! stored event, a server in the room provides the history before it:
 //!
 //! 1. `GET /backfill` with the room's backward extremities as `v`;
 //! 2. the returned events in topological order, oldest first. Events
@@ -48,11 +48,11 @@ use crate::{
     },
 };
 
-/// Events asked for in one `/backfill` request.
+/// The `limit` of one `/backfill` request.
 const BACKFILL_LIMIT: usize = 100;
 /// Backward extremities named in one request (each one is a `v` parameter).
-const MAX_EXTREMITIES_ASKED: usize = 20;
-/// Servers asked in turn for one batch.
+const MAX_EXTREMITIES_PER_REQUEST: usize = 20;
+/// Servers tried in turn for one batch.
 const MAX_SERVERS: usize = 3;
 /// `/event_auth` requests for the events of one batch.
 const MAX_AUTH_FETCHES: usize = 10;
@@ -102,6 +102,7 @@ impl Rooms {
         if last_empty.is_some_and(|at| at.elapsed() < RETRY_AFTER) {
             return Ok(0);
         }
+
         let extremities = storage::backfill::extremities(&self.db.pool, room_id.as_str()).await?;
         if extremities.is_empty() {
             return Ok(0);
@@ -109,12 +110,13 @@ impl Rooms {
         let Ok(federation) = self.federation() else {
             return Ok(0);
         };
-        let asked: Vec<String> =
-            extremities.iter().take(MAX_EXTREMITIES_ASKED).map(|id| format!("v={}", segment(id))).collect();
+
+        let starts: Vec<String> =
+            extremities.iter().take(MAX_EXTREMITIES_PER_REQUEST).map(|id| format!("v={}", segment(id))).collect();
         let path = format!(
             "/_matrix/federation/v1/backfill/{}?{}&limit={BACKFILL_LIMIT}",
             segment(room_id.as_str()),
-            asked.join("&")
+            starts.join("&")
         );
         let servers: Vec<OwnedServerName> =
             self.state(room_id).await?.remote_servers(&self.server_name).into_iter().take(MAX_SERVERS).collect();
@@ -131,6 +133,7 @@ impl Rooms {
                     break;
                 }
             };
+
             let pdus = objects(&answer["pdus"]);
             let prepared = self.prepare_backfill(federation, &server, room_id, &extremities, pdus);
             let batch = match tokio::time::timeout_at(deadline, prepared).await {
@@ -144,6 +147,7 @@ impl Rooms {
                     break;
                 }
             };
+
             let placed = batch.events.len();
             self.db.writer.write(move |w| Box::pin(commit_backfill(w, batch))).await?;
             tracing::info!(%server, placed, "backfilled history");
@@ -290,9 +294,9 @@ impl Rooms {
         Ok(Batch { room_id: room_id.to_string(), events, edge, extremities: next })
     }
 
-    /// The returned events of this room that are not in the timeline yet,
-    /// by event id. Events stored in the edge state or as outliers come as
-    /// stored; soft-failed outliers are left out.
+    /// Collects the events of this room in a `/backfill` response that are
+    /// not in the timeline yet, by event id. Events stored in the edge state
+    /// or as outliers come as stored, and soft-failed outliers are left out.
     async fn backfill_candidates(
         &self,
         room_id: &RoomId,
@@ -346,7 +350,7 @@ impl Rooms {
         Ok(candidates)
     }
 
-    /// The state after an event in the timeline (not in the edge state),
+    /// Loads the state after a timeline event (not one of the edge state),
     /// with its group and that group's chain length, when it is known.
     async fn placed_state(&self, event_id: &OwnedEventId) -> Result<Option<(StateMap, (i64, i64))>> {
         let Some(event) = storage::events::get(&self.db.pool, event_id.as_str()).await? else {

@@ -364,12 +364,15 @@ impl Rooms {
         // so the state events it lacks go just before the join, as events
         // without a known place in the history.
         let first_join = !exists;
-        let shown = if first_join { &state } else { &room.state };
-        let ids: Vec<String> = shown.values().map(|p| p.event_id.to_string()).collect();
+        let to_store = if first_join { &state } else { &room.state };
+        let ids: Vec<String> = to_store.values().map(|p| p.event_id.to_string()).collect();
         let stored: HashSet<OwnedEventId> =
             storage::events::get_many(&self.db.pool, &ids).await?.into_iter().map(|e| e.pdu.event_id.clone()).collect();
-        let mut new_state: Vec<Arc<Pdu>> =
-            shown.values().filter(|p| p.event_id != join.event_id && !stored.contains(&p.event_id)).cloned().collect();
+        let mut new_state: Vec<Arc<Pdu>> = to_store
+            .values()
+            .filter(|p| p.event_id != join.event_id && !stored.contains(&p.event_id))
+            .cloned()
+            .collect();
         new_state.sort_by(|a, b| a.depth.cmp(&b.depth).then_with(|| a.event_id.cmp(&b.event_id)));
         let entries = |state: &StateMap| {
             state.iter().map(|((kind, key), pdu)| ((kind.to_string(), key.clone()), pdu.event_id.to_string())).collect()

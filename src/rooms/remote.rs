@@ -345,7 +345,7 @@ impl Rooms {
 
     /// The state group of the state after a received event, and how it is
     /// stored. `before` is the stored group of the state before the event,
-    /// with its chain length, when one holds it.
+    /// with its chain length, when a stored group contains that state.
     pub(super) fn state_change(
         &self,
         pdu: &Pdu,

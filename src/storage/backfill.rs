@@ -7,8 +7,8 @@
 //! - positive: events in the order this server stored them (local, received
 //!   and joined);
 //! - from -1 down to just above [`EDGE_STATE_TOP`]: backfilled history, each
-//!   batch below the previous one, so older events sort first and nothing
-//!   that reads `stream_ordering > since` sees them as new;
+//!   batch below the previous one, so older events sort first and no
+//!   reader of `stream_ordering > since` takes them for new events;
 //! - at or below [`EDGE_STATE_TOP`]: the room's state at the backward edge of
 //!   the stored history (the state before its oldest timeline event), which
 //!   history visibility reads but no timeline shows. An event leaves this
@@ -25,7 +25,7 @@ pub const EDGE_STATE_TOP: i64 = -(1 << 60);
 /// The first stream position of the edge state, which grows upwards.
 const EDGE_STATE_BASE: i64 = -(1 << 62);
 
-/// The backward extremities of a room.
+/// Returns the backward extremities of a room.
 pub async fn extremities(pool: &AnyPool, room_id: &str) -> Result<Vec<String>, sqlx::Error> {
     let rows = sqlx::query("SELECT event_id FROM backfill_extremities WHERE room_id = $1 ORDER BY event_id")
         .bind(room_id)
@@ -50,8 +50,8 @@ pub async fn set_extremities(conn: &mut AnyConnection, room_id: &str, event_ids:
     Ok(())
 }
 
-/// The position just above which the next backfilled batch ends: the
-/// lowest position of any backfilled event, or 0 when there is none.
+/// Returns the position just above which the next backfilled batch ends:
+/// the lowest position of any backfilled event, or 0 when there is none.
 pub async fn history_floor(conn: &mut AnyConnection) -> Result<i64, sqlx::Error> {
     let row = sqlx::query("SELECT MIN(stream_ordering) FROM events WHERE stream_ordering > $1")
         .bind(EDGE_STATE_TOP)
@@ -61,7 +61,7 @@ pub async fn history_floor(conn: &mut AnyConnection) -> Result<i64, sqlx::Error>
     Ok(lowest.map_or(0, |lowest| lowest.min(0)))
 }
 
-/// The next free position of the edge state range.
+/// Returns the next free position of the edge state range.
 pub async fn next_edge_position(conn: &mut AnyConnection) -> Result<i64, sqlx::Error> {
     let row = sqlx::query("SELECT MAX(stream_ordering) FROM events WHERE stream_ordering <= $1")
         .bind(EDGE_STATE_TOP)
@@ -75,8 +75,8 @@ pub async fn next_edge_position(conn: &mut AnyConnection) -> Result<i64, sqlx::E
     Ok(next)
 }
 
-/// The edge state of a room as stored: for each `(event type, state key)`,
-/// the event at the highest position, with that position.
+/// Returns the edge state of a room as stored: for each `(event type,
+/// state key)`, the event at the highest position, with that position.
 pub async fn edge_state(
     conn: &mut AnyConnection,
     room_id: &str,

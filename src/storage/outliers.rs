@@ -69,7 +69,7 @@ pub async fn get_many(pool: &AnyPool, ids: &[String]) -> Result<Vec<StoredEvent>
     Ok(events)
 }
 
-/// The ids among `ids` of outliers that were soft-failed.
+/// Returns the ids among `ids` of soft-failed outliers.
 pub async fn soft_failed(pool: &AnyPool, ids: &[String]) -> Result<Vec<String>, sqlx::Error> {
     let mut found = Vec::new();
     for chunk in ids.chunks(200) {

@@ -88,8 +88,8 @@ pub struct MessagesQuery {
 /// Reads up to `limit` visible, filtered events of `user` from `from` in one
 /// direction. Backwards, `from` is included; forwards, it is excluded.
 /// Backwards without `to`, reaching the oldest stored event backfills older
-/// history from other servers, within a time bound; when they fail, the
-/// stored events are the answer. Returns the events in the order read and
+/// history from other servers, within a time bound. When they fail, the
+/// response has the stored events. Returns the events in the order read and
 /// the token after the last event read.
 #[allow(clippy::too_many_arguments)]
 async fn paginate(

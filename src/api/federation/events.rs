@@ -83,7 +83,7 @@ impl ServerView {
         self.viewers.iter().any(|viewer| viewer.can_see(event.stream))
     }
 
-    /// Whether one of the server's users has, or had, a membership in the room.
+    /// Returns whether one of the server's users has, or had, a membership in the room.
     fn has_members(&self) -> bool {
         self.viewers.len() > 1
     }
