@@ -264,6 +264,8 @@ impl Rooms {
                 None => (before.clone(), None),
             };
             let (state_change, state_group, chain_length) = self.state_change(&pdu, before_group, &state_after);
+            // NOTE: where the history forks, this is the state of one branch
+            // only, which history visibility then applies to the other's older events.
             if edge.is_none() {
                 let group = self.db.writer.positions().reserve(storage::writer::Stream::StateGroups);
                 edge = Some((group, StateMap::clone(&before)));
