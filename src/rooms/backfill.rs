@@ -411,8 +411,8 @@ async fn commit_backfill(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
         persist::insert_state_group(txn, &room_id, event).await?;
         let replaces_state = event.replaces_state.as_ref().map(|id| id.as_str());
         if *in_edge_state {
-            let id = event.pdu.event_id.as_str();
-            storage::backfill::move_event(&mut txn.conn, id, stream, event.state_group, replaces_state).await?;
+            let pdu = &event.pdu;
+            storage::backfill::move_event(&mut txn.conn, pdu, stream, event.state_group, replaces_state).await?;
         } else {
             let new = NewEvent {
                 pdu: &event.pdu,
@@ -442,7 +442,7 @@ async fn commit_backfill(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
             match storage::events::get_in_txn(&mut txn.conn, pdu.event_id.as_str()).await? {
                 Some(event) if event.stream > EDGE_STATE_TOP => {}
                 Some(_) => {
-                    storage::backfill::raise_in_edge_state(&mut txn.conn, pdu.event_id.as_str(), position).await?;
+                    storage::backfill::raise_in_edge_state(&mut txn.conn, &pdu, position).await?;
                 }
                 None => {
                     let new = NewEvent {

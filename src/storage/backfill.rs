@@ -18,6 +18,8 @@ use std::collections::HashMap;
 
 use sqlx::{AnyConnection, AnyPool, Row};
 
+use crate::rooms::pdu::Pdu;
+
 /// The highest stream position of the edge state. Timeline reads take
 /// events strictly above it.
 pub const EDGE_STATE_TOP: i64 = -(1 << 60);
@@ -101,24 +103,37 @@ pub async fn edge_state(
 /// of the state after it and the state event it replaced.
 pub async fn move_event(
     conn: &mut AnyConnection,
-    event_id: &str,
+    pdu: &Pdu,
     stream: i64,
     state_group: i64,
     replaces_state: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE events SET stream_ordering = $1, state_group = $2, replaces_state = $3 WHERE event_id = $4")
-        .bind(stream)
+    sqlx::query("UPDATE events SET state_group = $1, replaces_state = $2 WHERE event_id = $3")
         .bind(state_group)
         .bind(replaces_state)
-        .bind(event_id)
+        .bind(pdu.event_id.as_str())
         .execute(&mut *conn)
         .await?;
-    Ok(())
+    set_position(conn, pdu, stream).await
 }
 
 /// Moves a stored event of the edge state to the top of that range.
-pub async fn raise_in_edge_state(conn: &mut AnyConnection, event_id: &str, stream: i64) -> Result<(), sqlx::Error> {
+pub async fn raise_in_edge_state(conn: &mut AnyConnection, pdu: &Pdu, stream: i64) -> Result<(), sqlx::Error> {
+    set_position(conn, pdu, stream).await
+}
+
+/// Gives a stored event another stream position, in the events table and in
+/// the search and relation indexes, which are keyed by it too.
+async fn set_position(conn: &mut AnyConnection, pdu: &Pdu, stream: i64) -> Result<(), sqlx::Error> {
+    let event_id = pdu.event_id.as_str();
+    super::search::delete(conn, event_id).await?;
     sqlx::query("UPDATE events SET stream_ordering = $1 WHERE event_id = $2")
+        .bind(stream)
+        .bind(event_id)
+        .execute(&mut *conn)
+        .await?;
+    super::search::insert(conn, pdu, stream).await?;
+    sqlx::query("UPDATE event_relations SET stream_ordering = $1 WHERE event_id = $2")
         .bind(stream)
         .bind(event_id)
         .execute(&mut *conn)
