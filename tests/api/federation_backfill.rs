@@ -174,7 +174,7 @@ async fn backfill_respects_history_visibility() {
         join_through_a(&bob, &switched).await;
         let (events, _) = page_back(&bob, &switched, 25).await;
         assert_eq!(message_bodies(&events), shared, "{backend:?}: the shared history and no hidden message");
-        let change = events.iter().filter(|e| e["type"] == "m.room.history_visibility").last();
+        let change = events.iter().rev().find(|e| e["type"] == "m.room.history_visibility");
         assert_eq!(change.map(|e| &e["content"]["history_visibility"]), Some(&json!("joined")));
         a.stop().await;
         b.stop().await;
