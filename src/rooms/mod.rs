@@ -14,11 +14,14 @@ pub mod membership;
 pub mod pdu;
 mod persist;
 pub mod power;
+mod redaction;
 pub mod relations;
 pub mod remote;
 mod resolve;
+pub mod restricted;
 pub mod serialize;
 pub mod state;
+mod upgrade;
 pub mod version;
 pub mod visibility;
 
@@ -327,6 +330,7 @@ impl Rooms {
             resolved: None,
             require_prev: true,
             edge_state: false,
+            pending_redaction: None,
         };
 
         // The room's next event may be built on this one as soon as it is queued:
@@ -415,6 +419,7 @@ impl Rooms {
             resolved: None,
             require_prev: true,
             edge_state: false,
+            pending_redaction: None,
         };
         self.db.writer.write(move |w| Box::pin(persist::persist(w, batch))).await?;
         if notifies {

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use super::{
     builder::{BuiltEvent, StateChange},
     pdu::Pdu,
+    redaction,
 };
 use crate::{
     error::Result,
-    storage::{self, WriteTxn, push::PushOutcome, writer::Stream},
+    storage::{self, WriteTxn, push::PushOutcome, redactions::PendingRedaction, writer::Stream},
 };
 
 /// A room row to create together with the room's first events.
@@ -47,6 +48,9 @@ pub struct Batch {
     /// `storage::backfill`), below any history backfilled later, and its
     /// memberships count from the join.
     pub edge_state: bool,
+    /// A received redaction of an event this server has not stored yet,
+    /// kept until the event is.
+    pub pending_redaction: Option<PendingRedaction>,
 }
 
 /// The current state of a room after received events, as a change against
@@ -80,6 +84,9 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
 
     let last = batch.events.len().saturating_sub(1);
     let remote = batch.resolved.is_some();
+    // Only events of other servers can be the target of a pending
+    // redaction: a local event's id is unknown elsewhere before it is sent.
+    let from_elsewhere = remote || !batch.require_prev;
     let mut last_stream = 0;
     let edge_count = if batch.edge_state { last } else { 0 };
     let (join_stream, mut edge_position) = if edge_count > 0 {
@@ -121,6 +128,9 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
 
         if let Some(outcome) = batch.push_actions.get(index) {
             storage::push::insert_outcome(&mut txn.conn, outcome, stream).await?;
+        }
+        if from_elsewhere {
+            redaction::apply_pending(txn, pdu).await?;
         }
 
         if let Some(state_key) = pdu.state_key.as_ref().filter(|_| !remote) {
@@ -177,6 +187,10 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
             }
         }
     }
+    if let Some(pending) = &batch.pending_redaction {
+        storage::redactions::insert(&mut txn.conn, pending).await?;
+        redaction::redact_stored_outlier(txn, pending).await?;
+    }
     if let Some(extremities) = &batch.extremities {
         storage::state::set_extremities(&mut txn.conn, &batch.room_id, extremities).await?;
     } else if let Some(last) = batch.events.last() {
@@ -220,7 +234,8 @@ pub(super) async fn insert_state_group(txn: &mut WriteTxn, room_id: &str, event:
 pub async fn persist_outliers(txn: &mut WriteTxn, room_id: String, events: Vec<(BuiltEvent, bool)>) -> Result<()> {
     for (event, soft_failed) in &events {
         insert_state_group(txn, &room_id, event).await?;
-        storage::outliers::insert(&mut txn.conn, &event.pdu, event.state_group, *soft_failed).await?;
+        let pdu = redaction::outlier_form(txn, &event.pdu).await?;
+        storage::outliers::insert(&mut txn.conn, &pdu, event.state_group, *soft_failed).await?;
     }
     Ok(())
 }
