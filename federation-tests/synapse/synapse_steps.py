@@ -5,8 +5,6 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-import pytest
-
 from harness.client import MatrixClient, wait_until
 
 
@@ -87,10 +85,3 @@ def member_content(events: list[dict[str, Any]], user_id: str) -> dict[str, Any]
             return event["content"]
     raise AssertionError(f"no member event of {user_id} among {[event['type'] for event in events]}")
 
-
-# Features that Lattice lacks; scenarios that need them are marked with these
-# and must fail until the feature exists.
-NEEDS_BACKFILL = pytest.mark.xfail(
-    reason="Lattice does not backfill history from other servers yet (/backfill as the requesting server)",
-    strict=True,
-)

@@ -11,7 +11,7 @@ from urllib.parse import quote
 from harness.client import MatrixClient
 from harness.lattice import LatticeServer
 from harness.synapse import Synapse
-from synapse_steps import NEEDS_BACKFILL, wait_for_join
+from synapse_steps import wait_for_join
 
 HISTORY = 200
 PAGE = 30
@@ -62,7 +62,6 @@ def test_synapse_user_reads_lattice_history(lattice: LatticeServer, synapse: Syn
     read_all_history(sam, room_id, sent)
 
 
-@NEEDS_BACKFILL
 def test_lattice_user_reads_synapse_history(lattice: LatticeServer, synapse: Synapse) -> None:
     sam = synapse.register("sam")
     alice = lattice.register("alice")

@@ -44,7 +44,7 @@ const MAX_FETCHED: usize = 2000;
 
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
-fn segment(value: &str) -> String {
+pub(super) fn segment(value: &str) -> String {
     utf8_percent_encode(value, SEGMENT).to_string()
 }
 
@@ -138,7 +138,7 @@ impl Rooms {
     }
 
     /// Fetches the auth chain of `event_id` when some of its auth events are unknown.
-    async fn fill_auth(
+    pub(super) async fn fill_auth(
         &self,
         federation: &Federation,
         origin: &ServerName,
@@ -167,50 +167,7 @@ impl Rooms {
         missing: Vec<String>,
     ) -> Fetch<()> {
         for prev in missing.into_iter().take(MAX_GAPS) {
-            let room = self.state(room_id).await.map_err(|e| e.message)?;
-            let query = format!("{}?event_id={}", segment(room_id.as_str()), segment(&prev));
-            let path = format!("/_matrix/federation/v1/state_ids/{query}");
-            let answer =
-                federation.send_json(origin, Method::GET, &path, None, true).await.map_err(|e| e.to_string())?;
-            let state_ids = strings(&answer["pdu_ids"]);
-            let mut wanted: Vec<String> = strings(&answer["auth_chain_ids"]);
-            wanted.extend(state_ids.iter().cloned());
-            wanted.push(prev.clone());
-            let wanted: Vec<String> = wanted.into_iter().collect::<HashSet<_>>().into_iter().collect();
-            let unknown = self.unknown(&wanted).await?;
-            if unknown.len() > MAX_FETCHED {
-                return Err(format!("the state at {prev} has {} unknown events, more than fetched", unknown.len()));
-            }
-            let mut fetched = Vec::new();
-            if unknown.len() <= MAX_SINGLE_FETCHES {
-                for id in &unknown {
-                    fetched.extend(self.fetch_event(federation, origin, id).await?);
-                }
-            } else {
-                let path = format!("/_matrix/federation/v1/state/{query}");
-                let answer =
-                    federation.send_json(origin, Method::GET, &path, None, true).await.map_err(|e| e.to_string())?;
-                fetched.extend(objects(&answer["pdus"]));
-                fetched.extend(objects(&answer["auth_chain"]));
-                fetched.extend(self.fetch_event(federation, origin, &prev).await?);
-            }
-            // Only the events asked for are kept.
-            let unknown: HashSet<&String> = unknown.iter().collect();
-            fetched.retain(|event| event_id_of(event, &room.rules).is_ok_and(|id| unknown.contains(&id.to_string())));
-            self.store_outliers(federation, room_id, fetched).await?;
-
-            // The missing event itself, with the state after it.
-            let events = self.load_any(&state_ids).await.map_err(|e| e.message)?;
-            if events.len() != state_ids.len() {
-                return Err(format!("some events of the state at {prev} could not be fetched"));
-            }
-            let mut state: StateMap = events
-                .into_values()
-                .filter_map(|e| {
-                    let key = e.pdu.state_key.clone()?;
-                    Some(((ruma::events::StateEventType::from(e.pdu.kind.to_string()), key), e.pdu))
-                })
-                .collect();
+            let mut state = self.fetch_state_before(federation, origin, room_id, &prev, true).await?;
             let stored = self.load_any(std::slice::from_ref(&prev)).await.map_err(|e| e.message)?;
             let Some(pdu) = stored.into_values().next().map(|event| event.pdu) else {
                 return Err(format!("the missing event {prev} could not be fetched or failed its checks"));
@@ -235,6 +192,67 @@ impl Rooms {
                 .map_err(|e| e.message)?;
         }
         Ok(())
+    }
+
+    /// Fetches the state before `event_id` from `origin` with `/state_ids`,
+    /// and the events of it and of its auth chain that are unknown here
+    /// (with `/event`, or all at once with `/state`), which are checked and
+    /// stored as outliers. With `with_event`, the event itself is fetched
+    /// too when it is unknown.
+    pub(super) async fn fetch_state_before(
+        &self,
+        federation: &Federation,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &str,
+        with_event: bool,
+    ) -> Fetch<StateMap> {
+        let room = self.state(room_id).await.map_err(|e| e.message)?;
+        let query = format!("{}?event_id={}", segment(room_id.as_str()), segment(event_id));
+        let path = format!("/_matrix/federation/v1/state_ids/{query}");
+        let answer = federation.send_json(origin, Method::GET, &path, None, true).await.map_err(|e| e.to_string())?;
+        let state_ids = strings(&answer["pdu_ids"]);
+        let mut wanted: Vec<String> = strings(&answer["auth_chain_ids"]);
+        wanted.extend(state_ids.iter().cloned());
+        if with_event {
+            wanted.push(event_id.to_owned());
+        }
+        let wanted: Vec<String> = wanted.into_iter().collect::<HashSet<_>>().into_iter().collect();
+        let unknown = self.unknown(&wanted).await?;
+        if unknown.len() > MAX_FETCHED {
+            return Err(format!("the state at {event_id} has {} unknown events, more than fetched", unknown.len()));
+        }
+        let mut fetched = Vec::new();
+        if unknown.len() <= MAX_SINGLE_FETCHES {
+            for id in &unknown {
+                fetched.extend(self.fetch_event(federation, origin, id).await?);
+            }
+        } else {
+            let path = format!("/_matrix/federation/v1/state/{query}");
+            let answer =
+                federation.send_json(origin, Method::GET, &path, None, true).await.map_err(|e| e.to_string())?;
+            fetched.extend(objects(&answer["pdus"]));
+            fetched.extend(objects(&answer["auth_chain"]));
+            if with_event {
+                fetched.extend(self.fetch_event(federation, origin, event_id).await?);
+            }
+        }
+        // Only the events asked for are kept.
+        let unknown: HashSet<&String> = unknown.iter().collect();
+        fetched.retain(|event| event_id_of(event, &room.rules).is_ok_and(|id| unknown.contains(&id.to_string())));
+        self.store_outliers(federation, room_id, fetched).await?;
+
+        let events = self.load_any(&state_ids).await.map_err(|e| e.message)?;
+        if events.len() != state_ids.len() {
+            return Err(format!("some events of the state at {event_id} could not be fetched"));
+        }
+        Ok(events
+            .into_values()
+            .filter_map(|e| {
+                let key = e.pdu.state_key.clone()?;
+                Some(((ruma::events::StateEventType::from(e.pdu.kind.to_string()), key), e.pdu))
+            })
+            .collect())
     }
 
     /// Fetches one event with `/event`.
@@ -273,7 +291,7 @@ impl Rooms {
                     continue;
                 }
                 let keys = federation.signing_keys(&object).await;
-                match self.check_without_state(&room, id.clone(), object, &keys).await {
+                match self.check_without_state(&room, id.clone(), object, &keys, &Default::default()).await {
                     Ok(pdu) => {
                         let built = BuiltEvent {
                             pdu: std::sync::Arc::new(pdu),
@@ -298,14 +316,14 @@ impl Rooms {
     }
 
     /// The ids among `ids` that are neither in the timeline nor outliers.
-    async fn unknown(&self, ids: &[String]) -> Fetch<Vec<String>> {
+    pub(super) async fn unknown(&self, ids: &[String]) -> Fetch<Vec<String>> {
         let known = self.load_any(ids).await.map_err(|e| e.message)?;
         let known: HashSet<&str> = known.keys().map(|k| k.as_str()).collect();
         Ok(ids.iter().filter(|id| !known.contains(id.as_str())).cloned().collect())
     }
 }
 
-fn refs(object: &CanonicalJsonObject, field: &str) -> Vec<String> {
+pub(super) fn refs(object: &CanonicalJsonObject, field: &str) -> Vec<String> {
     match object.get(field) {
         Some(CanonicalJsonValue::Array(ids)) => ids.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
         _ => Vec::new(),
@@ -319,7 +337,7 @@ fn depth(object: &CanonicalJsonObject) -> i64 {
     }
 }
 
-fn objects(value: &Value) -> Vec<CanonicalJsonObject> {
+pub(super) fn objects(value: &Value) -> Vec<CanonicalJsonObject> {
     value
         .as_array()
         .into_iter()

@@ -361,39 +361,51 @@ impl Rooms {
         let mut guard = slot.lock().await;
         let exists = self.exists(room_id).await?;
         let mut room = RoomState::new(room_id.to_owned(), version.clone(), rules);
-        room.state = state;
+        room.state = state.clone();
         room.state.insert((StateEventType::RoomMember, user.to_string()), join.clone());
         room.depth = room.state.values().map(|p| p.depth).max().unwrap_or(join.depth);
         room.extremities = vec![join.event_id.clone()];
         let group = self.db.writer.positions().reserve(Stream::StateGroups);
         room.state_group = group;
 
-        // A room this server was in before already has some of these events.
-        let ids: Vec<String> = room.state.values().map(|p| p.event_id.to_string()).collect();
+        // In a room new to this server, the state before the join becomes the
+        // room's edge state: stored, but shown in no timeline until backfill
+        // finds each event's place in the history. The joining user's earlier
+        // member event (an invite) is part of it, for history visibility.
+        // A room this server was in before already has its older timeline,
+        // so the state events it lacks go just before the join, as events
+        // without a known place in the history.
+        let first_join = !exists;
+        let to_store = if first_join { &state } else { &room.state };
+        let ids: Vec<String> = to_store.values().map(|p| p.event_id.to_string()).collect();
         let stored: HashSet<OwnedEventId> =
             storage::events::get_many(&self.db.pool, &ids).await?.into_iter().map(|e| e.pdu.event_id.clone()).collect();
-        let mut new_state: Vec<Arc<Pdu>> = room
-            .state
+        let mut new_state: Vec<Arc<Pdu>> = to_store
             .values()
             .filter(|p| p.event_id != join.event_id && !stored.contains(&p.event_id))
             .cloned()
             .collect();
         new_state.sort_by(|a, b| a.depth.cmp(&b.depth).then_with(|| a.event_id.cmp(&b.event_id)));
-        let entries = room
-            .state
-            .iter()
-            .map(|((kind, key), pdu)| ((kind.to_string(), key.clone()), pdu.event_id.to_string()))
-            .collect();
-        let event = |pdu: Arc<Pdu>, state_change| BuiltEvent {
+        let entries = |state: &StateMap| {
+            state.iter().map(|((kind, key), pdu)| ((kind.to_string(), key.clone()), pdu.event_id.to_string())).collect()
+        };
+        let event = |pdu: Arc<Pdu>, state_change, state_group| BuiltEvent {
             pdu,
             state_change,
             redaction: None,
             chain_length: 0,
-            state_group: group,
+            state_group,
             replaces_state: None,
         };
-        let mut built: Vec<BuiltEvent> = new_state.into_iter().map(|p| event(p, StateChange::None)).collect();
-        built.push(event(join.clone(), StateChange::Snapshot { group, entries }));
+        let mut built: Vec<BuiltEvent> = if first_join {
+            // The edge state carries the group of the state before the join.
+            let before = self.db.writer.positions().reserve(Stream::StateGroups);
+            let mut changes = std::iter::once(StateChange::Snapshot { group: before, entries: entries(&state) });
+            new_state.into_iter().map(|p| event(p, changes.next().unwrap_or(StateChange::None), before)).collect()
+        } else {
+            new_state.into_iter().map(|p| event(p, StateChange::None, group)).collect()
+        };
+        built.push(event(join.clone(), StateChange::Snapshot { group, entries: entries(&room.state) }, group));
         let push_actions = Vec::new();
         let batch = Batch {
             room_id: room_id.to_string(),
@@ -409,9 +421,26 @@ impl Rooms {
             extremities: Some(vec![join.event_id.to_string()]),
             require_prev: false,
             resolved: None,
+            edge_state: first_join,
             pending_redaction: None,
         };
-        let outcome = self.db.writer.write(move |w| Box::pin(persist::persist(w, batch))).await;
+        // Backfill starts from the join's previous events.
+        let backward: Vec<String> =
+            if first_join { join.prev_events.iter().map(|id| id.to_string()).collect() } else { Vec::new() };
+        let room_name = room_id.to_string();
+        let outcome = self
+            .db
+            .writer
+            .write(move |w| {
+                Box::pin(async move {
+                    persist::persist(w, batch).await?;
+                    if !backward.is_empty() {
+                        storage::backfill::set_extremities(&mut w.conn, &room_name, &backward).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .await;
         if let Err(err) = outcome {
             *guard = None;
             return Err(err);

@@ -2,6 +2,7 @@
 //! produce. All writes to one room go through its lock, so `prev_events`,
 //! depth and stream order agree.
 
+mod backfill;
 pub mod builder;
 mod create;
 mod fetch;
@@ -71,6 +72,9 @@ pub struct Rooms {
     /// The federation sender, set once the services are built; new events go
     /// out through it to the other servers in the room.
     sender: std::sync::OnceLock<crate::federation::sender::Sender>,
+    /// One backfill at a time per room, with when the last one that found
+    /// nothing ended.
+    backfill_locks: Mutex<HashMap<OwnedRoomId, Arc<AsyncMutex<Option<std::time::Instant>>>>>,
 }
 
 /// The device and transaction id of a request that appends an event, for
@@ -114,6 +118,7 @@ impl Rooms {
             known: Mutex::new(std::collections::HashSet::new()),
             txns_in_flight: Mutex::new(HashMap::new()),
             sender: std::sync::OnceLock::new(),
+            backfill_locks: Mutex::new(HashMap::new()),
         }
     }
 
@@ -324,6 +329,7 @@ impl Rooms {
             extremities: None,
             resolved: None,
             require_prev: true,
+            edge_state: false,
             pending_redaction: None,
         };
 
@@ -412,6 +418,7 @@ impl Rooms {
             extremities: None,
             resolved: None,
             require_prev: true,
+            edge_state: false,
             pending_redaction: None,
         };
         self.db.writer.write(move |w| Box::pin(persist::persist(w, batch))).await?;

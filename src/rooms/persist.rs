@@ -42,6 +42,12 @@ pub struct Batch {
     /// state resolution decides, instead of each state event of the batch
     /// replacing its entry.
     pub resolved: Option<ResolvedState>,
+    /// Whether every event but the last is the room's state before the last
+    /// one, which is the first event of a room joined through another
+    /// server. That state goes to the edge state positions (see
+    /// `storage::backfill`), below any history backfilled later, and its
+    /// memberships count from the join.
+    pub edge_state: bool,
     /// A received redaction of an event this server has not stored yet,
     /// kept until the event is.
     pub pending_redaction: Option<PendingRedaction>,
@@ -83,12 +89,26 @@ pub async fn persist(txn: &mut WriteTxn, mut batch: Batch) -> Result<()> {
     let from_elsewhere = remote || !batch.require_prev;
     let mut last_stream = 0;
     let mut push_outcomes = std::mem::take(&mut batch.push_actions).into_iter();
+    let edge_count = if batch.edge_state { last } else { 0 };
+    let (join_stream, mut edge_position) = if edge_count > 0 {
+        (Some(txn.next_position(Stream::Events)), storage::backfill::next_edge_position(&mut txn.conn).await?)
+    } else {
+        (None, 0)
+    };
     for (index, event) in batch.events.iter().enumerate() {
         let pdu = &event.pdu;
         insert_state_group(txn, &batch.room_id, event).await?;
 
-        let stream = txn.next_position(Stream::Events);
+        let stream = match join_stream {
+            Some(_) if index < edge_count => {
+                edge_position += 1;
+                edge_position - 1
+            }
+            Some(join) => join,
+            None => txn.next_position(Stream::Events),
+        };
         last_stream = stream;
+        let membership_stream = join_stream.unwrap_or(stream);
         let txn_ids = if index == last { batch.txn.as_ref() } else { None };
         storage::events::insert(
             &mut txn.conn,
@@ -126,7 +146,7 @@ pub async fn persist(txn: &mut WriteTxn, mut batch: Batch) -> Result<()> {
                     state_key,
                     &membership,
                     pdu.event_id.as_str(),
-                    stream,
+                    membership_stream,
                 )
                 .await?;
                 index_connection(txn, &batch.room_id, pdu, state_key, &membership).await?;
@@ -197,7 +217,7 @@ async fn index_message(txn: &mut WriteTxn, room_id: &str, pdu: &super::pdu::Pdu,
     Ok(())
 }
 
-async fn insert_state_group(txn: &mut WriteTxn, room_id: &str, event: &BuiltEvent) -> Result<()> {
+pub(super) async fn insert_state_group(txn: &mut WriteTxn, room_id: &str, event: &BuiltEvent) -> Result<()> {
     let pdu = &event.pdu;
     match &event.state_change {
         StateChange::None => {}

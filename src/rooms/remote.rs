@@ -95,7 +95,7 @@ impl Rooms {
         {
             return Ok((event_id, Received::Duplicate, None));
         }
-        let pdu = self.check_without_state(&current, event_id.clone(), object, keys).await?;
+        let pdu = self.check_without_state(&current, event_id.clone(), object, keys, &HashMap::new()).await?;
 
         // Auth against the state before the event: the resolution of the
         // states after each of its previous events.
@@ -121,7 +121,7 @@ impl Rooms {
                 .insert((StateEventType::from(pdu.kind.to_string()), key.clone()), pdu.clone())
                 .map(|p| p.event_id.clone())
         });
-        let (state_change, state_group, chain_length) = self.state_change(&pdu, &before, &after);
+        let (state_change, state_group, chain_length) = self.state_change(&pdu, before.group, &after);
         let redaction = self.received_redaction(&current, &pdu, before_state).await.map_err(internal)?;
         let mut built =
             BuiltEvent { pdu: pdu.clone(), state_change, redaction: None, chain_length, state_group, replaces_state };
@@ -217,6 +217,7 @@ impl Rooms {
             // stores it only if that one was stored.
             require_prev: extends_current,
             resolved: Some(ResolvedState { snapshot, changes }),
+            edge_state: false,
             pending_redaction,
         };
         let committed = match self.db.writer.submit(move |w| Box::pin(persist::persist(w, batch))).await {
@@ -259,13 +260,15 @@ impl Rooms {
     }
 
     /// The checks that need no room state: format, signatures, content hash,
-    /// and auth against the event's own `auth_events`, which must be known.
+    /// and auth against the event's own `auth_events`, which must be known:
+    /// stored, or in `pending` (events checked but not yet stored).
     pub(super) async fn check_without_state(
         &self,
         current: &RoomState,
         event_id: OwnedEventId,
         object: CanonicalJsonObject,
         keys: &PublicKeyMap,
+        pending: &HashMap<OwnedEventId, Arc<Pdu>>,
     ) -> std::result::Result<Pdu, Rejected> {
         let rules = &current.rules;
         let room_id = &current.room_id;
@@ -294,18 +297,20 @@ impl Rooms {
 
         // Auth against the event's own auth events.
         // Usually every auth event is in the current state, which is in memory.
-        let in_state: Vec<Arc<Pdu>> = pdu.auth_events.iter().filter_map(|id| current.find_event(id).cloned()).collect();
-        let auth_events: HashMap<OwnedEventId, Arc<Pdu>> = if in_state.len() == pdu.auth_events.len() {
-            in_state.into_iter().map(|p| (p.event_id.clone(), p)).collect()
-        } else {
+        let in_state: Vec<Arc<Pdu>> = pdu
+            .auth_events
+            .iter()
+            .filter_map(|id| current.find_event(id).or_else(|| pending.get(id)).cloned())
+            .collect();
+        let mut auth_events: HashMap<OwnedEventId, Arc<Pdu>> =
+            in_state.into_iter().map(|p| (p.event_id.clone(), p)).collect();
+        if auth_events.len() != pdu.auth_events.len() {
             self.flush_writes().await.map_err(internal)?;
-            self.load_any(&ids(&pdu.auth_events))
-                .await
-                .map_err(internal)?
-                .into_iter()
-                .map(|(id, e)| (id, e.pdu))
-                .collect()
-        };
+            let rest: Vec<OwnedEventId> =
+                pdu.auth_events.iter().filter(|id| !auth_events.contains_key(*id)).cloned().collect();
+            let found = self.load_any(&ids(&rest)).await.map_err(internal)?;
+            auth_events.extend(found.into_iter().map(|(id, e)| (id, e.pdu)));
+        }
         if auth_events.len() != pdu.auth_events.len() {
             return Err(Rejected("some of the PDU's auth_events are unknown to this server".into()));
         }
@@ -357,10 +362,17 @@ impl Rooms {
         Ok(Before { state: Some(resolved), group: None })
     }
 
-    /// The state group of the state after a received event, and how it is stored.
-    fn state_change(&self, pdu: &Pdu, before: &Before, after: &StateMap) -> (StateChange, i64, i64) {
+    /// The state group of the state after a received event, and how it is
+    /// stored. `before` is the stored group of the state before the event,
+    /// with its chain length, when a stored group contains that state.
+    pub(super) fn state_change(
+        &self,
+        pdu: &Pdu,
+        before: Option<(i64, i64)>,
+        after: &StateMap,
+    ) -> (StateChange, i64, i64) {
         let positions = self.db.writer.positions();
-        match (before.group, pdu.is_state()) {
+        match (before, pdu.is_state()) {
             (Some((group, chain)), false) => (StateChange::None, group, chain),
             (Some((prev, chain)), true) if chain + 1 < MAX_STATE_CHAIN => {
                 let group = positions.reserve(Stream::StateGroups);

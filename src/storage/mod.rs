@@ -4,6 +4,7 @@
 
 pub mod account_data;
 pub mod appservice;
+pub mod backfill;
 pub mod connections;
 pub mod e2ee;
 pub mod e2ee_federation;

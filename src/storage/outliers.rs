@@ -69,6 +69,26 @@ pub async fn get_many(pool: &AnyPool, ids: &[String]) -> Result<Vec<StoredEvent>
     Ok(events)
 }
 
+/// Returns the ids among `ids` of soft-failed outliers.
+pub async fn soft_failed(pool: &AnyPool, ids: &[String]) -> Result<Vec<String>, sqlx::Error> {
+    let mut found = Vec::new();
+    for chunk in ids.chunks(200) {
+        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT event_id FROM outlier_events WHERE soft_failed = 1 AND event_id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(id.as_str());
+        }
+        for row in query.fetch_all(pool).await? {
+            found.push(row.try_get(0)?);
+        }
+    }
+    Ok(found)
+}
+
 /// Returns the stored PDU of an outlier and its room, inside a write.
 pub async fn pdu_in_txn(conn: &mut AnyConnection, event_id: &str) -> Result<Option<Pdu>, sqlx::Error> {
     let row = sqlx::query("SELECT room_id, pdu FROM outlier_events WHERE event_id = $1")

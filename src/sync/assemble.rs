@@ -371,7 +371,7 @@ impl Ctx<'_> {
     /// The state map after the newest event at or before `stream` (empty before the room began).
     async fn state_at(&self, room_id: &RoomId, stream: i64) -> Result<HashMap<(String, String), String>> {
         let pool = &self.services.db.pool;
-        match storage::events::room_range(pool, room_id, 0, stream, 1, true).await?.pop() {
+        match storage::events::room_range(pool, room_id, i64::MIN, stream, 1, true).await?.pop() {
             Some(event) => Ok(storage::state::load_group(pool, event.state_group).await?),
             None => Ok(HashMap::new()),
         }

@@ -14,6 +14,7 @@ mod embedding;
 mod ephemeral;
 mod errors;
 mod federation_auth;
+mod federation_backfill;
 mod federation_e2ee;
 mod federation_keys;
 mod federation_media;

@@ -308,7 +308,7 @@ pub async fn members(
     if let Some(at) = &query.at {
         upto = upto.min(crate::sync::token::parse_pagination(at, "at")?);
     }
-    let state = match storage::events::room_range(pool, &room_id, 0, upto, 1, true).await?.pop() {
+    let state = match storage::events::room_range(pool, &room_id, i64::MIN, upto, 1, true).await?.pop() {
         Some(event) => storage::state::load_group(pool, event.state_group).await?,
         None => Default::default(),
     };

@@ -17,7 +17,7 @@ use crate::{
         serialize::{Viewer, client_events, client_events_bundled},
         visibility::Visibility,
     },
-    storage::{self, events::StoredEvent},
+    storage::{self, backfill::EDGE_STATE_TOP, events::StoredEvent},
     sync::{
         filter::RoomEventFilter,
         token::{pagination_token, parse_pagination},
@@ -27,6 +27,12 @@ use crate::{
 
 /// Largest page `/messages` and `/context` return.
 const MAX_LIMIT: i64 = 1000;
+
+/// Time that one request may spend backfilling history from other servers.
+const BACKFILL_TIME: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Backfill batches that one request may fetch.
+const MAX_BACKFILL_BATCHES: usize = 20;
 
 /// The visibility rules for a user who has, or had, a membership in the room.
 pub(super) async fn visibility_for(services: &Services, room_id: &RoomId, user: &UserId) -> Result<Visibility> {
@@ -84,13 +90,18 @@ pub struct MessagesQuery {
     filter: Option<String>,
 }
 
-/// Reads up to `limit` visible, filtered events from `from` in one direction.
-/// Backwards, `from` is included; forwards, it is excluded. Returns the events
-/// in the order read and the token after the last event read.
+/// Reads up to `limit` visible, filtered events of `user` from `from` in one
+/// direction. Backwards, `from` is included; forwards, it is excluded.
+/// Backwards without `to`, reaching the oldest stored event backfills older
+/// history from other servers, within a time bound. When they fail, the
+/// response has the stored events. Returns the events in the order read and
+/// the token after the last event read.
+#[allow(clippy::too_many_arguments)]
 async fn paginate(
     services: &Services,
     room_id: &RoomId,
-    visibility: &Visibility,
+    user: &UserId,
+    visibility: &mut Visibility,
     filter: &RoomEventFilter,
     from: i64,
     to: Option<i64>,
@@ -101,15 +112,30 @@ async fn paginate(
     let mut picked = Vec::new();
     let mut position = from;
     let chunk = (limit as i64 + 1).max(20);
+    let deadline = tokio::time::Instant::now() + BACKFILL_TIME;
+    let mut batches = 0;
     loop {
         let rows = if backwards {
-            let lower = to.unwrap_or(0);
+            // The edge state lies below the timeline (see `storage::backfill`).
+            let lower = to.unwrap_or(EDGE_STATE_TOP).max(EDGE_STATE_TOP);
             storage::events::room_range(pool, room_id, lower, position, chunk, true).await?
         } else {
             let upper = to.unwrap_or(i64::MAX);
             storage::events::room_range(pool, room_id, position, upper, chunk, false).await?
         };
         if rows.is_empty() {
+            if backwards && to.is_none() && batches < MAX_BACKFILL_BATCHES {
+                batches += 1;
+                match services.rooms.backfill(room_id, deadline).await {
+                    Ok(0) => {}
+                    Ok(_) => {
+                        // Backfilled member and history visibility events change what the user may see.
+                        *visibility = Visibility::load(pool, room_id, user).await?;
+                        continue;
+                    }
+                    Err(err) => tracing::warn!(%room_id, error = %err.message, "backfill failed"),
+                }
+            }
             return Ok((picked, None));
         }
         for event in rows {
@@ -149,12 +175,12 @@ pub async fn messages(
             .map_err(|e| Error::bad_json(format!("filter is invalid: {e}")))?,
         None => RoomEventFilter::default(),
     };
-    let visibility = visibility_for(&services, &room_id, &session.user_id).await?;
+    let mut visibility = visibility_for(&services, &room_id, &session.user_id).await?;
     let current = crate::sync::assemble::current_token(&services).events;
     let from = match &query.from {
         Some(token) => parse_pagination(token, "from")?,
         None if backwards => current,
-        None => 0,
+        None => EDGE_STATE_TOP,
     };
     // A user who left reads nothing after their leave.
     let from = match visibility.left_at() {
@@ -169,7 +195,9 @@ pub async fn messages(
     if limit == 0 {
         return Ok(Json(json!({ "chunk": [], "start": pagination_token(from) })));
     }
-    let (mut events, end) = paginate(&services, &room_id, &visibility, &filter, from, upper, backwards, limit).await?;
+    let user = &session.user_id;
+    let (mut events, end) =
+        paginate(&services, &room_id, user, &mut visibility, &filter, from, upper, backwards, limit).await?;
     // The page may come out short, which the spec allows: `end` still moves on.
     let ignored = services.users.ignored.of(&session.user_id).await?;
     events.retain(|event| !is_ignored(&ignored, event));
@@ -226,7 +254,7 @@ pub async fn context(
             .map_err(|e| Error::bad_json(format!("filter is invalid: {e}")))?,
         None => RoomEventFilter::default(),
     };
-    let visibility = visibility_for(&services, &room_id, &session.user_id).await?;
+    let mut visibility = visibility_for(&services, &room_id, &session.user_id).await?;
     let pool = &services.db.pool;
     let not_found = || Error::not_found(format!("event {event_id} not found"));
     let event = storage::events::get(pool, event_id.as_str()).await?.ok_or_else(not_found)?;
@@ -235,14 +263,16 @@ pub async fn context(
     }
     let before_count = limit / 2;
     let after_count = limit - before_count;
+    let user = &session.user_id;
     let (before, start) = if before_count > 0 {
-        paginate(&services, &room_id, &visibility, &filter, event.stream - 1, None, true, before_count).await?
+        let from = event.stream - 1;
+        paginate(&services, &room_id, user, &mut visibility, &filter, from, None, true, before_count).await?
     } else {
         (Vec::new(), Some(event.stream - 1))
     };
     let upper = visibility.left_at();
     let (after, end) = if after_count > 0 {
-        paginate(&services, &room_id, &visibility, &filter, event.stream, upper, false, after_count).await?
+        paginate(&services, &room_id, user, &mut visibility, &filter, event.stream, upper, false, after_count).await?
     } else {
         (Vec::new(), Some(event.stream))
     };
@@ -250,7 +280,7 @@ pub async fn context(
     let ignored = services.users.ignored.of(&session.user_id).await?;
     let before: Vec<StoredEvent> = before.into_iter().filter(|e| !is_ignored(&ignored, e)).collect();
     let after: Vec<StoredEvent> = after.into_iter().filter(|e| !is_ignored(&ignored, e)).collect();
-    let state = match storage::events::room_range(pool, &room_id, 0, last_stream, 1, true).await?.pop() {
+    let state = match storage::events::room_range(pool, &room_id, i64::MIN, last_stream, 1, true).await?.pop() {
         Some(latest) => storage::state::load_group(pool, latest.state_group).await?,
         None => Default::default(),
     };
@@ -262,7 +292,7 @@ pub async fn context(
         "event": client_events_bundled(pool, &[event.clone()], viewer, true).await?.pop(),
         "events_before": client_events_bundled(pool, &before, viewer, true).await?,
         "events_after": client_events_bundled(pool, &after, viewer, true).await?,
-        "start": pagination_token(start.unwrap_or(0)),
+        "start": pagination_token(start.unwrap_or(EDGE_STATE_TOP)),
         "end": pagination_token(end.unwrap_or(last_stream)),
         "state": client_events(pool, &state_events, None, true).await?,
     })))

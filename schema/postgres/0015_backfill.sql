@@ -1,0 +1,8 @@
+-- Backward extremities: events that timeline events of a room list in
+-- prev_events but that this server has not placed in the timeline yet.
+-- Backfill asks other servers in the room for the history before them.
+CREATE TABLE backfill_extremities (
+    room_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    PRIMARY KEY (room_id, event_id)
+);

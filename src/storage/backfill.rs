@@ -1,0 +1,153 @@
+//! History fetched from other servers (backfill): the backward extremities
+//! of each room and the stream positions of events older than the room's
+//! first event on this server.
+//!
+//! Stream positions are laid out in three ranges:
+//!
+//! - positive: events in the order this server stored them (local, received
+//!   and joined);
+//! - from -1 down to just above [`EDGE_STATE_TOP`]: backfilled history, each
+//!   batch below the previous one, so older events sort first and no
+//!   reader of `stream_ordering > since` takes them for new events;
+//! - at or below [`EDGE_STATE_TOP`]: the room's state at the backward edge of
+//!   the stored history (the state before its oldest timeline event), which
+//!   history visibility reads but no timeline shows. An event leaves this
+//!   range when backfill reaches its place in the history.
+
+use std::collections::HashMap;
+
+use sqlx::{AnyConnection, AnyPool, Row};
+
+use crate::rooms::pdu::Pdu;
+
+/// The highest stream position of the edge state. Timeline reads take
+/// events strictly above it.
+pub const EDGE_STATE_TOP: i64 = -(1 << 60);
+
+/// The first stream position of the edge state, which grows upwards.
+const EDGE_STATE_BASE: i64 = -(1 << 62);
+
+/// Returns the backward extremities of a room.
+pub async fn extremities(pool: &AnyPool, room_id: &str) -> Result<Vec<String>, sqlx::Error> {
+    let rows = sqlx::query("SELECT event_id FROM backfill_extremities WHERE room_id = $1 ORDER BY event_id")
+        .bind(room_id)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Replaces the backward extremities of a room.
+pub async fn set_extremities(conn: &mut AnyConnection, room_id: &str, event_ids: &[String]) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM backfill_extremities WHERE room_id = $1").bind(room_id).execute(&mut *conn).await?;
+    for event_id in event_ids {
+        sqlx::query(
+            "INSERT INTO backfill_extremities (room_id, event_id) VALUES ($1, $2) \
+             ON CONFLICT (room_id, event_id) DO NOTHING",
+        )
+        .bind(room_id)
+        .bind(event_id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Returns the position just above which the next backfilled batch ends:
+/// the lowest position of any backfilled event, or 0 when there is none.
+pub async fn history_floor(conn: &mut AnyConnection) -> Result<i64, sqlx::Error> {
+    let row = sqlx::query("SELECT MIN(stream_ordering) FROM events WHERE stream_ordering > $1")
+        .bind(EDGE_STATE_TOP)
+        .fetch_one(&mut *conn)
+        .await?;
+    let lowest: Option<i64> = row.try_get(0)?;
+    Ok(lowest.map_or(0, |lowest| lowest.min(0)))
+}
+
+/// Returns the next free position of the edge state range.
+pub async fn next_edge_position(conn: &mut AnyConnection) -> Result<i64, sqlx::Error> {
+    let row = sqlx::query("SELECT MAX(stream_ordering) FROM events WHERE stream_ordering <= $1")
+        .bind(EDGE_STATE_TOP)
+        .fetch_one(&mut *conn)
+        .await?;
+    let highest: Option<i64> = row.try_get(0)?;
+    let next = highest.map_or(EDGE_STATE_BASE, |highest| highest + 1);
+    if next > EDGE_STATE_TOP {
+        return Err(sqlx::Error::Protocol("the stream positions of the edge state are used up".into()));
+    }
+    Ok(next)
+}
+
+/// Returns the edge state of a room as stored: for each `(event type,
+/// state key)`, the event at the highest position, with that position.
+pub async fn edge_state(
+    conn: &mut AnyConnection,
+    room_id: &str,
+) -> Result<HashMap<(String, String), (String, i64)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT event_type, state_key, event_id, stream_ordering FROM events \
+         WHERE room_id = $1 AND stream_ordering <= $2 AND state_key IS NOT NULL ORDER BY stream_ordering",
+    )
+    .bind(room_id)
+    .bind(EDGE_STATE_TOP)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut state = HashMap::new();
+    for row in rows {
+        let key = (row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?);
+        state.insert(key, (row.try_get::<String, _>(2)?, row.try_get::<i64, _>(3)?));
+    }
+    Ok(state)
+}
+
+/// Moves a stored event to another stream position, with the state group
+/// of the state after it and the state event it replaced.
+pub async fn move_event(
+    conn: &mut AnyConnection,
+    pdu: &Pdu,
+    stream: i64,
+    state_group: i64,
+    replaces_state: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE events SET state_group = $1, replaces_state = $2 WHERE event_id = $3")
+        .bind(state_group)
+        .bind(replaces_state)
+        .bind(pdu.event_id.as_str())
+        .execute(&mut *conn)
+        .await?;
+    set_position(conn, pdu, stream).await
+}
+
+/// Moves a stored event of the edge state to the top of that range.
+pub async fn raise_in_edge_state(conn: &mut AnyConnection, pdu: &Pdu, stream: i64) -> Result<(), sqlx::Error> {
+    set_position(conn, pdu, stream).await
+}
+
+/// Gives a stored event another stream position, in the events table and in
+/// the search and relation indexes, which are keyed by it too.
+async fn set_position(conn: &mut AnyConnection, pdu: &Pdu, stream: i64) -> Result<(), sqlx::Error> {
+    let event_id = pdu.event_id.as_str();
+    super::search::delete(conn, event_id).await?;
+    sqlx::query("UPDATE events SET stream_ordering = $1 WHERE event_id = $2")
+        .bind(stream)
+        .bind(event_id)
+        .execute(&mut *conn)
+        .await?;
+    super::search::insert(conn, pdu, stream).await?;
+    sqlx::query("UPDATE event_relations SET stream_ordering = $1 WHERE event_id = $2")
+        .bind(stream)
+        .bind(event_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Gives every edge state event of a room the state group of the edge state.
+pub async fn set_edge_group(conn: &mut AnyConnection, room_id: &str, state_group: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE events SET state_group = $1 WHERE room_id = $2 AND stream_ordering <= $3")
+        .bind(state_group)
+        .bind(room_id)
+        .bind(EDGE_STATE_TOP)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
