@@ -16,7 +16,7 @@ use ruma::{CanonicalJsonValue, EventId, RoomId, UserId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{FederationAuth, send::signing_keys};
+use super::FederationAuth;
 use crate::{
     Services,
     error::{Error, ErrorKind, Result},
@@ -108,7 +108,7 @@ async fn send_join(
     let room_id = known_room(&services, &room_id).await?;
     let event_id = parse_event_id(&event_id)?;
     let object = parse_event(&auth.body)?;
-    let keys = signing_keys(&services, &object).await;
+    let keys = services.federation.signing_keys(&object).await;
     let answer = services.rooms.send_join(&auth.origin, &room_id, &event_id, object, &keys).await?;
     let raw = |pdus: &[Arc<crate::rooms::pdu::Pdu>]| -> Vec<Value> {
         pdus.iter().filter_map(|p| serde_json::from_str(&p.json).ok()).collect()
@@ -142,7 +142,7 @@ async fn send_leave(
     let room_id = known_room(&services, &room_id).await?;
     let event_id = parse_event_id(&event_id)?;
     let object = parse_event(&auth.body)?;
-    let keys = signing_keys(&services, &object).await;
+    let keys = services.federation.signing_keys(&object).await;
     services.rooms.send_leave(&auth.origin, &room_id, &event_id, object, &keys).await?;
     Ok(Json(json!({})))
 }
@@ -204,7 +204,7 @@ async fn send_knock(
     let room_id = known_room(&services, &room_id).await?;
     let event_id = parse_event_id(&event_id)?;
     let object = parse_event(&auth.body)?;
-    let keys = signing_keys(&services, &object).await;
+    let keys = services.federation.signing_keys(&object).await;
     let state = services.rooms.send_knock(&auth.origin, &room_id, &event_id, object, &keys).await?;
     Ok(Json(json!({ "knock_room_state": state })))
 }

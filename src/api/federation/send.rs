@@ -11,9 +11,7 @@ use axum::{
     extract::{Path, State},
     routing::put,
 };
-use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, OwnedRoomId, RoomId, ServerName, UserId, signatures::PublicKeyMap,
-};
+use ruma::{CanonicalJsonValue, OwnedRoomId, RoomId, ServerName, UserId};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -133,10 +131,6 @@ async fn receive_one(
             (Some(event_id), Err(reason))
         }
     }
-}
-
-pub(super) async fn signing_keys(services: &Services, object: &CanonicalJsonObject) -> PublicKeyMap {
-    services.federation.signing_keys(object).await
 }
 
 /// Takes one EDU into the local stores. Only users of the origin server may
