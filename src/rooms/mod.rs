@@ -16,6 +16,7 @@ pub mod remote;
 mod resolve;
 pub mod serialize;
 pub mod state;
+pub mod transaction;
 pub mod version;
 pub mod visibility;
 
