@@ -59,6 +59,15 @@ enum Command {
         #[arg(long)]
         admin: bool,
     },
+    /// Print the newest reports that users sent about events, rooms and
+    /// users, newest first, one JSON object a line.
+    Reports {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// How many reports to print.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -88,6 +97,7 @@ fn main() -> ExitCode {
         Command::CreateUser { config, username, password, admin } => {
             runtime.block_on(create_user(config, username, password, admin))
         }
+        Command::Reports { config, limit } => runtime.block_on(list_reports(config, limit)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -118,6 +128,17 @@ async fn create_user(
     users.create(&user_id, Some(&password), admin).await.map_err(|e| e.message)?;
     server.shutdown_handle().shutdown().await;
     println!("created {user_id}{}", if admin { " (admin)" } else { "" });
+    Ok(())
+}
+
+async fn list_reports(config_path: Option<PathBuf>, limit: i64) -> Result<(), String> {
+    let config = Config::load(config_path.as_deref()).map_err(|e| e.to_string())?;
+    let db = lattice::storage::Db::open(&config.database_url(), 1).await.map_err(|e| e.to_string())?;
+    let reports = lattice::storage::reports::newest(&db.pool, limit.max(0)).await.map_err(|e| e.to_string());
+    db.close().await;
+    for report in reports? {
+        println!("{}", serde_json::to_string(&report).map_err(|e| e.to_string())?);
+    }
     Ok(())
 }
 

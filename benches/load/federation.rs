@@ -20,8 +20,7 @@ use std::{
 use axum::{Json, Router, extract::State, http::HeaderMap, routing::get};
 use base64::{Engine, engine::general_purpose::STANDARD_NO_PAD};
 use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, RoomVersionId,
-    room_version_rules::RoomVersionRules,
+    CanonicalJsonObject, CanonicalJsonValue, RoomVersionId, room_version_rules::RoomVersionRules,
     signatures::Ed25519KeyPair,
 };
 use serde_json::{Value, json};

@@ -5,6 +5,7 @@
 pub mod builder;
 mod create;
 mod fetch;
+pub mod hierarchy;
 pub mod invite;
 mod join;
 mod knock;
@@ -12,6 +13,7 @@ pub mod membership;
 pub mod pdu;
 mod persist;
 pub mod power;
+pub mod relations;
 pub mod remote;
 mod resolve;
 pub mod serialize;

@@ -193,6 +193,9 @@ pub struct Unsigned {
     pub redacted_because: Option<Box<RawValue>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub membership: Option<String>,
+    /// The bundled aggregations of child events.
+    #[serde(rename = "m.relations", skip_serializing_if = "Option::is_none")]
+    pub relations: Option<Box<RawValue>>,
 }
 
 /// An event in the client format of the Client-Server API.

@@ -1,13 +1,14 @@
 //! Events in the client format, with the `unsigned` data a client expects:
 //! `age`, `transaction_id` for the sending device, `prev_content` of state
-//! events, and `redacted_because` of redacted events.
+//! events, `redacted_because` of redacted events, and, on the endpoints the
+//! spec names, the bundled aggregations of child events (`m.relations`).
 
 use std::collections::HashMap;
 
 use ruma::UserId;
 use serde_json::{Value, value::RawValue};
 
-use super::pdu::Unsigned;
+use super::{pdu::Unsigned, relations::Aggregations};
 use crate::{
     error::{Error, Result},
     storage::{self, events::StoredEvent, now_ms},
@@ -25,6 +26,95 @@ pub async fn client_events(
     events: &[StoredEvent],
     viewer: Option<Viewer<'_>>,
     with_room_id: bool,
+) -> Result<Vec<Box<RawValue>>> {
+    serialize(pool, events, viewer, with_room_id, &HashMap::new()).await
+}
+
+/// Serializes events as [`client_events`] does, with the bundled aggregations
+/// of their child events, as `/messages`, `/context`, `/event`, `/relations`,
+/// `/threads` and limited `/sync` timelines serve them. The latest event of a
+/// thread carries its own aggregations too.
+pub async fn client_events_bundled(
+    pool: &sqlx::AnyPool,
+    events: &[StoredEvent],
+    viewer: Viewer<'_>,
+    with_room_id: bool,
+) -> Result<Vec<Box<RawValue>>> {
+    let user_id = viewer.user_id.as_str();
+    let aggregations = super::relations::aggregate(pool, events, user_id).await?;
+    let latest: Vec<StoredEvent> =
+        aggregations.values().filter_map(|a| a.thread.as_ref().map(|t| t.latest.clone())).collect();
+    let latest_json = if latest.is_empty() {
+        HashMap::new()
+    } else {
+        let latest_aggregations = super::relations::aggregate(pool, &latest, user_id).await?;
+        let latest_relations = relations_json(pool, latest_aggregations, &HashMap::new(), viewer, with_room_id).await?;
+        let serialized = serialize(pool, &latest, Some(viewer), with_room_id, &latest_relations).await?;
+        latest.iter().map(|e| e.pdu.event_id.to_string()).zip(serialized).collect()
+    };
+    let relations = relations_json(pool, aggregations, &latest_json, viewer, with_room_id).await?;
+    serialize(pool, events, Some(viewer), with_room_id, &relations).await
+}
+
+/// Builds the `m.relations` object of each parent from its aggregations,
+/// with thread latest events already serialized in `latest_json`.
+async fn relations_json(
+    pool: &sqlx::AnyPool,
+    aggregations: HashMap<String, Aggregations>,
+    latest_json: &HashMap<String, Box<RawValue>>,
+    viewer: Viewer<'_>,
+    with_room_id: bool,
+) -> Result<HashMap<String, Box<RawValue>>> {
+    let edits: Vec<StoredEvent> = aggregations.values().filter_map(|a| a.replace.clone()).collect();
+    let edits_json: HashMap<String, Box<RawValue>> = if edits.is_empty() {
+        HashMap::new()
+    } else {
+        let serialized = serialize(pool, &edits, Some(viewer), with_room_id, &HashMap::new()).await?;
+        edits.iter().map(|e| e.pdu.event_id.to_string()).zip(serialized).collect()
+    };
+    let mut output = HashMap::with_capacity(aggregations.len());
+    for (parent, aggregation) in aggregations {
+        let mut relations = serde_json::Map::new();
+        if let Some(edit) = aggregation.replace.as_ref().and_then(|e| edits_json.get(e.pdu.event_id.as_str())) {
+            relations.insert("m.replace".into(), to_value(edit)?);
+        }
+        if let Some(thread) = &aggregation.thread
+            && let Some(latest) = latest_json.get(thread.latest.pdu.event_id.as_str())
+        {
+            relations.insert(
+                "m.thread".into(),
+                serde_json::json!({
+                    "latest_event": to_value(latest)?,
+                    "count": thread.count,
+                    "current_user_participated": thread.current_user_participated,
+                }),
+            );
+        }
+        if !aggregation.references.is_empty() {
+            let chunk: Vec<Value> =
+                aggregation.references.iter().map(|id| serde_json::json!({ "event_id": id })).collect();
+            relations.insert("m.reference".into(), serde_json::json!({ "chunk": chunk }));
+        }
+        if relations.is_empty() {
+            continue;
+        }
+        let raw = serde_json::to_string(&relations).map_err(|e| Error::internal("serializing aggregations", e))?;
+        let raw = RawValue::from_string(raw).map_err(|e| Error::internal("serializing aggregations", e))?;
+        output.insert(parent, raw);
+    }
+    Ok(output)
+}
+
+fn to_value(raw: &RawValue) -> Result<Value> {
+    serde_json::from_str(raw.get()).map_err(|e| Error::internal("serializing aggregations", e))
+}
+
+async fn serialize(
+    pool: &sqlx::AnyPool,
+    events: &[StoredEvent],
+    viewer: Option<Viewer<'_>>,
+    with_room_id: bool,
+    relations: &HashMap<String, Box<RawValue>>,
 ) -> Result<Vec<Box<RawValue>>> {
     let mut related: Vec<String> = Vec::new();
     for event in events {
@@ -61,6 +151,7 @@ pub async fn client_events(
             let raw = serde_json::to_string(&because).map_err(|e| Error::internal("serializing an event", e))?;
             unsigned.redacted_because = RawValue::from_string(raw).ok();
         }
+        unsigned.relations = relations.get(pdu.event_id.as_str()).cloned();
         let client = pdu.to_client(with_room_id, unsigned);
         let json = serde_json::to_string(&client).map_err(|e| Error::internal("serializing an event", e))?;
         output.push(RawValue::from_string(json).map_err(|e| Error::internal("serializing an event", e))?);

@@ -97,6 +97,8 @@ pub async fn insert(conn: &mut AnyConnection, event: NewEvent<'_>) -> Result<(),
             event.require_prev.unwrap_or_default()
         )));
     }
+    super::relations::insert(conn, pdu, event.stream).await?;
+    super::search::insert(conn, pdu, event.stream).await?;
     Ok(())
 }
 
@@ -260,6 +262,8 @@ pub async fn redact(
         .bind(event_id)
         .execute(&mut *conn)
         .await?;
+    super::relations::delete(conn, event_id).await?;
+    super::search::delete(conn, event_id).await?;
     Ok(())
 }
 

@@ -97,6 +97,24 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../schema/sqlite/0014_conversations.sql"),
         postgres: include_str!("../../schema/postgres/0014_conversations.sql"),
     },
+    Migration {
+        version: 19,
+        name: "relations",
+        sqlite: include_str!("../../schema/sqlite/0019_relations.sql"),
+        postgres: include_str!("../../schema/postgres/0019_relations.sql"),
+    },
+    Migration {
+        version: 20,
+        name: "search",
+        sqlite: include_str!("../../schema/sqlite/0020_search.sql"),
+        postgres: include_str!("../../schema/postgres/0020_search.sql"),
+    },
+    Migration {
+        version: 21,
+        name: "reports",
+        sqlite: include_str!("../../schema/sqlite/0021_reports.sql"),
+        postgres: include_str!("../../schema/postgres/0021_reports.sql"),
+    },
 ];
 
 pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {

@@ -3,7 +3,10 @@
 //! followed by global account data, presence, to-device messages, device-list
 //! changes and the device's one-time key counts.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use futures::StreamExt;
 
@@ -20,7 +23,7 @@ use crate::{
     ephemeral::receipts::receipt_content,
     error::Result,
     rooms::{
-        serialize::{Viewer, client_events, stripped},
+        serialize::{Viewer, client_events, client_events_bundled, stripped},
         state::RoomState,
         visibility::Visibility,
     },
@@ -81,6 +84,8 @@ struct Ctx<'a> {
     filter: &'a Filter,
     timeline_filter: RoomEventFilter,
     state_filter: RoomEventFilter,
+    /// The users whose room events, other than state, this user does not see.
+    ignored: Arc<HashSet<String>>,
 }
 
 pub async fn assemble(
@@ -101,6 +106,7 @@ pub async fn assemble(
         filter,
         timeline_filter: room_filter.timeline.clone().unwrap_or_default(),
         state_filter: room_filter.state.clone().unwrap_or_default(),
+        ignored: services.users.ignored.of(&session.user_id).await?,
     };
     let pool = &services.db.pool;
     let user = session.user_id.as_str();
@@ -194,7 +200,9 @@ pub async fn assemble(
                 joined_rooms.push((room_id, joined));
             }
             "invite" if changed_membership || full_state => {
-                invite.insert(room_id.to_string(), ctx.invited_room(&room_id).await?);
+                if let Some(section) = ctx.invited_room(&room_id).await? {
+                    invite.insert(room_id.to_string(), section);
+                }
             }
             "knock" if changed_membership || full_state => {
                 knock.insert(room_id.to_string(), ctx.knocked_room(&room_id).await?);
@@ -317,7 +325,7 @@ impl Ctx<'_> {
                     }
                     visibility.as_ref().is_some_and(|v| v.can_see(event.stream))
                 };
-                if !visible || !self.timeline_filter.allows(&event.pdu) {
+                if !visible || !self.shows(&event.pdu) {
                     continue;
                 }
                 if picked.len() == limit {
@@ -335,6 +343,13 @@ impl Ctx<'_> {
         Ok((picked, limited))
     }
 
+    /// Returns whether an event belongs in the timeline: it passes the
+    /// filter, and it is not a non-state event of an ignored user.
+    fn shows(&self, pdu: &crate::rooms::pdu::Pdu) -> bool {
+        let ignored = pdu.state_key.is_none() && self.ignored.contains(pdu.sender.as_str());
+        !ignored && self.timeline_filter.allows(pdu)
+    }
+
     fn timeline_limit(&self) -> usize {
         self.timeline_filter.limit.unwrap_or(DEFAULT_TIMELINE_LIMIT).clamp(1, MAX_TIMELINE_LIMIT) as usize
     }
@@ -343,7 +358,7 @@ impl Ctx<'_> {
     /// visible and passes the filter; otherwise the caller reads the database.
     fn timeline_from_newest(&self, newest: Vec<StoredEvent>, visible_from: i64) -> Option<(Vec<StoredEvent>, bool)> {
         let limit = self.timeline_limit();
-        let usable = newest.iter().all(|e| e.stream >= visible_from && self.timeline_filter.allows(&e.pdu));
+        let usable = newest.iter().all(|e| e.stream >= visible_from && self.shows(&e.pdu));
         if !usable {
             return None;
         }
@@ -481,7 +496,13 @@ impl Ctx<'_> {
         let prev_batch = timeline.first().map_or_else(|| self.upto.to_string(), |e| pagination_token(e.stream - 1));
         Ok(response::JoinedRoom {
             timeline: Timeline {
-                events: client_events(pool, &timeline, Some(self.viewer()), false).await?,
+                // The spec requires bundled aggregations in limited timelines
+                // only, because a client that receives every new event can aggregate them itself.
+                events: if limited {
+                    client_events_bundled(pool, &timeline, self.viewer(), false).await?
+                } else {
+                    client_events(pool, &timeline, Some(self.viewer()), false).await?
+                },
                 limited,
                 prev_batch,
             },
@@ -523,17 +544,26 @@ impl Ctx<'_> {
         Ok(events)
     }
 
-    async fn invited_room(&self, room_id: &RoomId) -> Result<Value> {
+    /// Builds the stripped state of a room the user is invited to, or `None`
+    /// when the inviter is a user they ignore.
+    async fn invited_room(&self, room_id: &RoomId) -> Result<Option<Value>> {
         let rooms = &self.services.rooms;
         let user = self.session.user_id.as_str();
         // An invite to a room this server is not in comes with the state the inviting server sent.
         if let Some(invite) = storage::invites::get(&self.services.db.pool, room_id.as_str(), user).await?
             && !rooms.is_resident(room_id).await?
         {
+            if self.ignored.contains(&invite.sender) {
+                return Ok(None);
+            }
             let events: Value = serde_json::from_str(&invite.invite_state).unwrap_or_else(|_| json!([]));
-            return Ok(json!({ "invite_state": { "events": events } }));
+            return Ok(Some(json!({ "invite_state": { "events": events } })));
         }
         let room = rooms.state(room_id).await?;
+        let invite = room.get(&StateEventType::RoomMember, user);
+        if invite.is_some_and(|invite| self.ignored.contains(invite.sender.as_str())) {
+            return Ok(None);
+        }
         let mut events = Vec::new();
         for kind in [
             StateEventType::RoomCreate,
@@ -554,7 +584,7 @@ impl Ctx<'_> {
             }
             events.push(stripped(invite));
         }
-        Ok(json!({ "invite_state": { "events": events } }))
+        Ok(Some(json!({ "invite_state": { "events": events } })))
     }
 
     /// The stripped state of a room the user knocked on, with the knock.

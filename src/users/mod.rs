@@ -1,6 +1,7 @@
 //! Accounts: registration, passwords (argon2), devices and access tokens
 //! (stored as SHA-256 hashes), display names and avatars.
 
+pub mod ignored;
 pub mod password;
 
 use std::{
@@ -42,6 +43,8 @@ pub struct Users {
     server_name: OwnedServerName,
     /// Access-token hash to session, so that authenticating a request costs no query.
     sessions: Mutex<HashMap<String, Session>>,
+    /// The users each user ignores.
+    pub ignored: ignored::IgnoredUsers,
 }
 
 pub fn hash_token(token: &str) -> String {
@@ -54,7 +57,8 @@ fn random_string(length: usize) -> String {
 
 impl Users {
     pub fn new(db: Db, server_name: OwnedServerName) -> Self {
-        Self { db, server_name, sessions: Mutex::new(HashMap::new()) }
+        let ignored = ignored::IgnoredUsers::new(db.clone());
+        Self { db, server_name, sessions: Mutex::new(HashMap::new()), ignored }
     }
 
     /// Parses a user id or a bare localpart into a user id of this server.

@@ -3,7 +3,8 @@
 //!
 //! Every test runs on SQLite. When `LATTICE_TEST_POSTGRES_URL` names a
 //! PostgreSQL server (e.g. `postgres://postgres@127.0.0.1:5432`), [`backends`]
-//! adds PostgreSQL, with a new database for each server started.
+//! adds PostgreSQL, with a new database for each server started, dropped again
+//! when its [`TestServer`] goes out of scope.
 //!
 //! [`TestServer::start_federated`] starts several servers that federate with
 //! each other over TLS on 127.0.0.1, with certificates from a [`TestCa`] and
@@ -41,6 +42,7 @@ pub struct TestServer {
     config: Config,
     shutdown: ShutdownHandle,
     data: tempfile::TempDir,
+    database: Option<TestDatabase>,
 }
 
 /// A certificate authority for federation tests, and the certificates it issues.
@@ -98,18 +100,48 @@ impl TestCa {
     }
 }
 
-/// Creates an empty PostgreSQL database and returns its URL.
-async fn fresh_postgres_database(admin_url: &str) -> String {
-    use sqlx::Connection;
-    let name = format!("lattice_test_{}", lattice::rooms::random_localpart(12).to_lowercase());
-    let mut conn = sqlx::PgConnection::connect(admin_url).await.expect("connect to PostgreSQL");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .expect("create a test database");
-    let mut url = url::Url::parse(admin_url).expect("valid PostgreSQL URL");
-    url.set_path(&name);
-    url.to_string()
+/// A PostgreSQL database made for one test server. Dropping it drops the
+/// database, so that test runs do not fill the disk with their leftovers.
+struct TestDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl TestDatabase {
+    /// Creates an empty database and returns it with its URL.
+    async fn create(admin_url: &str) -> (Self, String) {
+        use sqlx::Connection;
+        let name = format!("lattice_test_{}", lattice::rooms::random_localpart(12).to_lowercase());
+        let mut conn = sqlx::PgConnection::connect(admin_url).await.expect("connect to PostgreSQL");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create a test database");
+        let mut url = url::Url::parse(admin_url).expect("valid PostgreSQL URL");
+        url.set_path(&name);
+        (Self { admin_url: admin_url.to_owned(), name }, url.to_string())
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        // A destructor cannot await, and blocking on the test's own runtime
+        // would stall it. A thread with a runtime of its own can do both.
+        let dropped = std::thread::spawn(move || {
+            use sqlx::Connection;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&admin_url).await.ok()?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(statement)).execute(&mut conn).await.ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(_))) {
+            eprintln!("failed to drop the test database {}: drop it with psql", self.name);
+        }
+    }
 }
 
 impl TestServer {
@@ -135,14 +167,22 @@ impl TestServer {
         config.rate_limits.enabled = false;
         // Most tests exercise plain Matrix; the policy's own tests select `professional`.
         config.policy.name = "open".into();
+        let mut database = None;
         if let Backend::Postgres(admin_url) = backend {
-            config.database.url = fresh_postgres_database(admin_url).await;
+            let (created, url) = TestDatabase::create(admin_url).await;
+            config.database.url = url;
+            database = Some(created);
         }
         configure(&mut config);
-        Self::launch(config, data, federation).await
+        Self::launch(config, data, database, federation).await
     }
 
-    async fn launch(config: Config, data: tempfile::TempDir, federation: Option<tokio::net::TcpListener>) -> Self {
+    async fn launch(
+        config: Config,
+        data: tempfile::TempDir,
+        database: Option<TestDatabase>,
+        federation: Option<tokio::net::TcpListener>,
+    ) -> Self {
         let server_name = config.server_name.clone();
         let homeserver = Homeserver::new(config.clone()).await.expect("homeserver starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind an ephemeral port");
@@ -160,7 +200,16 @@ impl TestServer {
             None => None,
         };
         let shutdown = homeserver.shutdown_handle();
-        Self { base: format!("http://{addr}"), server_name, homeserver, federation_addr, config, shutdown, data }
+        Self {
+            base: format!("http://{addr}"),
+            server_name,
+            homeserver,
+            federation_addr,
+            config,
+            shutdown,
+            data,
+            database,
+        }
     }
 
     /// Starts one server per name, each with a TLS federation listener on
@@ -218,7 +267,7 @@ impl TestServer {
     /// database, with a new client listener (and no federation listener).
     pub async fn restart(self) -> Self {
         self.shutdown.shutdown().await;
-        Self::launch(self.config, self.data, None).await
+        Self::launch(self.config, self.data, self.database, None).await
     }
 
     /// Stops the server, runs `between` on a connection pool to its database,
@@ -234,7 +283,7 @@ impl TestServer {
         let pool = sqlx::AnyPool::connect(&self.config.database_url()).await.expect("open the test database");
         between(pool.clone()).await;
         pool.close().await;
-        Self::launch(self.config, self.data, None).await
+        Self::launch(self.config, self.data, self.database, None).await
     }
 
     /// Returns the `https://name:port` base of the federation listener.

@@ -196,4 +196,12 @@ async fn acknowledged_sends_survive_sigkill_postgres() {
     };
     let url = fresh_postgres(&admin).await;
     acknowledged_sends_survive(Some(url)).await;
+    // Left behind only when the test fails, for a look at what was stored.
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to PostgreSQL");
+    let name = format!("lattice_crash_{}", std::process::id());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+        .execute(&mut conn)
+        .await
+        .expect("drop the crash test's database");
 }

@@ -11,7 +11,10 @@ use crate::{
     api::{Auth, JsonBody, Path},
     error::{Error, Result},
     storage::{self, writer::Stream},
-    users::Session,
+    users::{
+        Session,
+        ignored::{self, IGNORED_USER_LIST},
+    },
 };
 
 fn check_own(session: &Session, user_id: &str) -> Result<()> {
@@ -35,6 +38,7 @@ fn parse_room(room_id: &str) -> Result<OwnedRoomId> {
 
 /// Stores account data and wakes the user's `/sync`.
 pub async fn store(services: &Services, user: &ruma::UserId, room_id: &str, kind: &str, content: &Value) -> Result<()> {
+    let changes_ignored = room_id.is_empty() && kind == IGNORED_USER_LIST;
     let user_owned = user.to_string();
     let room = room_id.to_owned();
     let kind = kind.to_owned();
@@ -50,6 +54,9 @@ pub async fn store(services: &Services, user: &ruma::UserId, room_id: &str, kind
             })
         })
         .await?;
+    if changes_ignored {
+        services.users.ignored.forget(user);
+    }
     services.notifier.wake([user]);
     Ok(())
 }
@@ -63,7 +70,11 @@ pub async fn put_global(
 ) -> Result<Json<Value>> {
     check_own(&session, &user_id)?;
     check_settable(&kind)?;
-    store(&services, &session.user_id, "", &kind, &Value::Object(content)).await?;
+    let content = Value::Object(content);
+    if kind == IGNORED_USER_LIST {
+        ignored::check_content(&content)?;
+    }
+    store(&services, &session.user_id, "", &kind, &content).await?;
     Ok(Json(json!({})))
 }
 

@@ -14,7 +14,7 @@ use crate::{
     api::{Auth, Path, Query},
     error::{Error, Result},
     rooms::{
-        serialize::{Viewer, client_events},
+        serialize::{Viewer, client_events, client_events_bundled},
         visibility::Visibility,
     },
     storage::{self, events::StoredEvent},
@@ -29,7 +29,7 @@ use crate::{
 const MAX_LIMIT: i64 = 1000;
 
 /// The visibility rules for a user who has, or had, a membership in the room.
-async fn visibility_for(services: &Services, room_id: &RoomId, user: &UserId) -> Result<Visibility> {
+pub(super) async fn visibility_for(services: &Services, room_id: &RoomId, user: &UserId) -> Result<Visibility> {
     let pool = &services.db.pool;
     let membership = storage::rooms::membership(pool, room_id.as_str(), user.as_str()).await?;
     let world_readable = services.rooms.exists(room_id).await?
@@ -45,6 +45,11 @@ async fn visibility_for(services: &Services, room_id: &RoomId, user: &UserId) ->
         return Err(Error::forbidden(format!("you are not a member of room {room_id}")));
     }
     Visibility::load(pool, room_id, user).await
+}
+
+/// Returns whether an event is a non-state event of a user the viewer ignores.
+fn is_ignored(ignored: &std::collections::HashSet<String>, event: &StoredEvent) -> bool {
+    event.pdu.state_key.is_none() && ignored.contains(event.pdu.sender.as_str())
 }
 
 fn viewer(session: &Session) -> Viewer<'_> {
@@ -66,7 +71,7 @@ pub async fn event(
     if event.pdu.room_id != room_id || !visibility.can_see(event.stream) {
         return Err(not_found());
     }
-    let mut events = client_events(&services.db.pool, &[event], Some(viewer(&session)), true).await?;
+    let mut events = client_events_bundled(&services.db.pool, &[event], viewer(&session), true).await?;
     Ok(Json(json!(events.pop())))
 }
 
@@ -164,7 +169,10 @@ pub async fn messages(
     if limit == 0 {
         return Ok(Json(json!({ "chunk": [], "start": pagination_token(from) })));
     }
-    let (events, end) = paginate(&services, &room_id, &visibility, &filter, from, upper, backwards, limit).await?;
+    let (mut events, end) = paginate(&services, &room_id, &visibility, &filter, from, upper, backwards, limit).await?;
+    // The page may come out short, which the spec allows: `end` still moves on.
+    let ignored = services.users.ignored.of(&session.user_id).await?;
+    events.retain(|event| !is_ignored(&ignored, event));
 
     let mut state = Vec::new();
     if filter.lazy_load() {
@@ -180,7 +188,7 @@ pub async fn messages(
     }
 
     let mut body = json!({
-        "chunk": client_events(&services.db.pool, &events, Some(viewer(&session)), true).await?,
+        "chunk": client_events_bundled(&services.db.pool, &events, viewer(&session), true).await?,
         "start": pagination_token(from),
     });
     if let Some(end) = end {
@@ -239,6 +247,9 @@ pub async fn context(
         (Vec::new(), Some(event.stream))
     };
     let last_stream = after.last().map_or(event.stream, |e| e.stream);
+    let ignored = services.users.ignored.of(&session.user_id).await?;
+    let before: Vec<StoredEvent> = before.into_iter().filter(|e| !is_ignored(&ignored, e)).collect();
+    let after: Vec<StoredEvent> = after.into_iter().filter(|e| !is_ignored(&ignored, e)).collect();
     let state = match storage::events::room_range(pool, &room_id, 0, last_stream, 1, true).await?.pop() {
         Some(latest) => storage::state::load_group(pool, latest.state_group).await?,
         None => Default::default(),
@@ -246,11 +257,11 @@ pub async fn context(
     let mut state_events = storage::events::get_many(pool, &state.into_values().collect::<Vec<_>>()).await?;
     state_events.sort_by_key(|e| e.stream);
 
-    let viewer = Some(viewer(&session));
+    let viewer = viewer(&session);
     Ok(Json(json!({
-        "event": client_events(pool, &[event.clone()], viewer, true).await?.pop(),
-        "events_before": client_events(pool, &before, viewer, true).await?,
-        "events_after": client_events(pool, &after, viewer, true).await?,
+        "event": client_events_bundled(pool, &[event.clone()], viewer, true).await?.pop(),
+        "events_before": client_events_bundled(pool, &before, viewer, true).await?,
+        "events_after": client_events_bundled(pool, &after, viewer, true).await?,
         "start": pagination_token(start.unwrap_or(0)),
         "end": pagination_token(end.unwrap_or(last_stream)),
         "state": client_events(pool, &state_events, None, true).await?,

@@ -5,6 +5,7 @@
 //! ([`FederationAuth`]).
 
 mod events;
+mod hierarchy;
 mod keys;
 pub mod listener;
 mod media;
@@ -38,6 +39,7 @@ pub fn router() -> Router<Arc<Services>> {
         .merge(version::router())
         .merge(media::router())
         .merge(events::router())
+        .merge(hierarchy::router())
         .merge(query::router())
         .merge(send::router())
         .merge(membership::router())

@@ -1,0 +1,164 @@
+//! The full-text index behind `/search`: message bodies (`content.body`),
+//! room names (`content.name`) and topics (`content.topic`), with SQLite's
+//! FTS5 or PostgreSQL's text search.
+
+use sqlx::{AnyConnection, AnyPool, Row};
+
+use super::Backend;
+use crate::rooms::pdu::Pdu;
+
+/// Returns the searchable text of an event and the key it is searched under.
+pub fn searchable(pdu: &Pdu) -> Option<(&'static str, String)> {
+    let (key, field) = match (pdu.kind.to_string().as_str(), pdu.state_key.as_deref()) {
+        ("m.room.message", None) => ("content.body", "body"),
+        ("m.room.name", Some("")) => ("content.name", "name"),
+        ("m.room.topic", Some("")) => ("content.topic", "topic"),
+        _ => return None,
+    };
+    let content = pdu.content_value();
+    let value = content.get(field)?.as_str()?;
+    Some((key, value.to_owned()))
+}
+
+fn is_postgres(conn: &AnyConnection) -> bool {
+    conn.backend_name().eq_ignore_ascii_case("postgresql")
+}
+
+/// Indexes a newly stored event, if it has searchable text.
+pub async fn insert(conn: &mut AnyConnection, pdu: &Pdu, stream: i64) -> Result<(), sqlx::Error> {
+    let Some((key, value)) = searchable(pdu) else {
+        return Ok(());
+    };
+    let sql = if is_postgres(conn) {
+        "INSERT INTO event_search (stream_ordering, event_id, room_id, search_key, vector) \
+         VALUES ($1, $2, $3, $4, to_tsvector('simple', $5)) ON CONFLICT (stream_ordering) DO NOTHING"
+    } else {
+        "INSERT INTO event_search (rowid, event_id, room_id, search_key, value) VALUES ($1, $2, $3, $4, $5)"
+    };
+    sqlx::query(sql)
+        .bind(stream)
+        .bind(pdu.event_id.as_str())
+        .bind(pdu.room_id.as_str())
+        .bind(key)
+        .bind(value)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Removes a redacted event from the index: its text is gone.
+pub async fn delete(conn: &mut AnyConnection, event_id: &str) -> Result<(), sqlx::Error> {
+    let sql = if is_postgres(conn) {
+        "DELETE FROM event_search WHERE stream_ordering = (SELECT stream_ordering FROM events WHERE event_id = $1)"
+    } else {
+        "DELETE FROM event_search WHERE rowid = (SELECT stream_ordering FROM events WHERE event_id = $1)"
+    };
+    sqlx::query(sql).bind(event_id).execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Splits a search term into lowercase words of letters and digits. Words
+/// match as prefixes, so `meet` finds `meeting`, and all words must match.
+pub fn words(term: &str) -> Vec<String> {
+    term.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
+}
+
+/// A search request against the index.
+pub struct SearchQuery<'a> {
+    pub words: &'a [String],
+    pub rooms: &'a [String],
+    pub keys: &'a [String],
+    /// Newest first when set; best match first otherwise.
+    pub recent: bool,
+    pub offset: i64,
+    pub limit: i64,
+}
+
+/// One match: the event and its position in the result order.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub event_id: String,
+    pub room_id: String,
+    pub rank: f64,
+}
+
+/// The SQL pieces shared by [`search`] and [`count`]: the condition, the
+/// rank and position expressions, and the match expression bound as `$1`.
+struct Statement {
+    filter: String,
+    rank: &'static str,
+    position: &'static str,
+    expression: String,
+}
+
+impl Statement {
+    fn new(backend: Backend, query: &SearchQuery<'_>) -> Self {
+        // Bind parameters: $1 the match expression, then rooms, then keys.
+        let rooms: Vec<String> = (0..query.rooms.len()).map(|i| format!("${}", i + 2)).collect();
+        let keys: Vec<String> = (0..query.keys.len()).map(|i| format!("${}", i + 2 + query.rooms.len())).collect();
+        let (matches, rank, position, expression) = match backend {
+            Backend::Postgres => (
+                "vector @@ to_tsquery('simple', $1)",
+                "ts_rank(vector, to_tsquery('simple', $1))",
+                "stream_ordering",
+                query.words.iter().map(|w| format!("{w}:*")).collect::<Vec<_>>().join(" & "),
+            ),
+            Backend::Sqlite => (
+                "event_search MATCH $1",
+                // bm25 is lower for better matches. Negated, higher is better, as in PostgreSQL.
+                "-bm25(event_search)",
+                "rowid",
+                query.words.iter().map(|w| format!("\"{}\"*", w.replace('"', "\"\""))).collect::<Vec<_>>().join(" "),
+            ),
+        };
+        let filter = format!("{matches} AND room_id IN ({}) AND search_key IN ({})", rooms.join(", "), keys.join(", "));
+        Self { filter, rank, position, expression }
+    }
+
+    fn bind<'q>(
+        &self,
+        sql: String,
+        query: &'q SearchQuery<'_>,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+        let mut statement = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(self.expression.clone());
+        for value in query.rooms.iter().chain(query.keys) {
+            statement = statement.bind(value.as_str());
+        }
+        statement
+    }
+}
+
+fn is_empty(query: &SearchQuery<'_>) -> bool {
+    query.words.is_empty() || query.rooms.is_empty() || query.keys.is_empty()
+}
+
+/// Finds events whose indexed text contains every word, in the given rooms
+/// and under the given keys, from `offset` on in the requested order.
+pub async fn search(pool: &AnyPool, backend: Backend, query: &SearchQuery<'_>) -> Result<Vec<Hit>, sqlx::Error> {
+    if is_empty(query) {
+        return Ok(Vec::new());
+    }
+    let statement = Statement::new(backend, query);
+    let (filter, position) = (&statement.filter, statement.position);
+    let order = if query.recent { format!("{position} DESC") } else { format!("score DESC, {position} DESC") };
+    // SQLite reads DOUBLE PRECISION as REAL, so one cast serves both backends.
+    let sql = format!(
+        "SELECT event_id, room_id, CAST({} AS DOUBLE PRECISION) AS score FROM event_search WHERE {filter} \
+         ORDER BY {order} LIMIT {} OFFSET {}",
+        statement.rank, query.limit, query.offset
+    );
+    let rows = statement.bind(sql, query).fetch_all(pool).await?;
+    rows.iter()
+        .map(|row| Ok(Hit { event_id: row.try_get(0)?, room_id: row.try_get(1)?, rank: row.try_get(2)? }))
+        .collect()
+}
+
+/// Counts all matches of a search, before visibility is applied.
+pub async fn count(pool: &AnyPool, backend: Backend, query: &SearchQuery<'_>) -> Result<i64, sqlx::Error> {
+    if is_empty(query) {
+        return Ok(0);
+    }
+    let statement = Statement::new(backend, query);
+    let sql = format!("SELECT COUNT(*) FROM event_search WHERE {}", statement.filter);
+    statement.bind(sql, query).fetch_one(pool).await?.try_get(0)
+}

@@ -1,0 +1,129 @@
+//! Ignoring users: `m.ignored_user_list` hides an ignored user's messages
+//! and invites from `/sync`, `/messages` and `/context`, keeps their state
+//! events, and takes effect from the next request.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::{Client, TestServer, assert_error, backends, encode};
+
+async fn set_ignored(client: &Client, ignored: &[&str]) {
+    let users: serde_json::Map<String, Value> = ignored.iter().map(|u| ((*u).to_owned(), json!({}))).collect();
+    let path = format!("/_matrix/client/v3/user/{}/account_data/m.ignored_user_list", encode(&client.user_id));
+    let (status, body) = client.put(&path, json!({ "ignored_users": users })).await;
+    assert_eq!(status, StatusCode::OK, "set the ignored users: {body}");
+}
+
+fn timeline_texts(sync: &Value, room_id: &str) -> Vec<String> {
+    let events = sync["rooms"]["join"][room_id]["timeline"]["events"].as_array().cloned().unwrap_or_default();
+    events
+        .iter()
+        .filter_map(|e| match e["type"].as_str() {
+            Some("m.room.message") => e["content"]["body"].as_str().map(str::to_owned),
+            Some("m.room.topic") => e["content"]["topic"].as_str().map(|t| format!("topic: {t}")),
+            _ => None,
+        })
+        .collect()
+}
+
+fn chunk_texts(chunk: &Value) -> Vec<String> {
+    chunk
+        .as_array()
+        .expect("chunk")
+        .iter()
+        .filter_map(|e| match e["type"].as_str() {
+            Some("m.room.message") => e["content"]["body"].as_str().map(str::to_owned),
+            Some("m.room.topic") => e["content"]["topic"].as_str().map(|t| format!("topic: {t}")),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn ignored_messages_hidden_state_kept() {
+    for backend in backends() {
+        let server = TestServer::start(&backend).await;
+        let alice = server.register("alice").await;
+        let bob = server.register("bob").await;
+        let carol = server.register("carol").await;
+        let room = alice
+            .create_room(json!({ "preset": "public_chat", "power_level_content_override": { "state_default": 0 } }))
+            .await;
+        bob.join(&room).await;
+        carol.join(&room).await;
+        let since = alice.sync("").await["next_batch"].as_str().expect("next_batch").to_owned();
+
+        set_ignored(&alice, &[&bob.user_id]).await;
+        bob.send_text(&room, "from bob").await;
+        let (status, body) = bob
+            .put(
+                &format!("/_matrix/client/v3/rooms/{}/state/m.room.topic", encode(&room)),
+                json!({ "topic": "bob's topic" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "topic: {body}");
+        let carols = carol.send_text(&room, "from carol").await;
+
+        let sync = alice.sync(&format!("since={since}")).await;
+        assert_eq!(timeline_texts(&sync, &room), vec!["topic: bob's topic".to_owned(), "from carol".to_owned()]);
+        // Carol ignores no one, so she sees all three.
+        let seen_by_carol = carol.sync(&format!("since={since}")).await;
+        assert_eq!(
+            timeline_texts(&seen_by_carol, &room),
+            vec!["from bob".to_owned(), "topic: bob's topic".to_owned(), "from carol".to_owned()]
+        );
+
+        let (status, page) =
+            alice.get(&format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=5", encode(&room))).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert_eq!(chunk_texts(&page["chunk"]), vec!["from carol".to_owned(), "topic: bob's topic".to_owned()]);
+        let (status, context) =
+            alice.get(&format!("/_matrix/client/v3/rooms/{}/context/{}?limit=4", encode(&room), encode(&carols))).await;
+        assert_eq!(status, StatusCode::OK, "{context}");
+        assert_eq!(chunk_texts(&context["events_before"]), vec!["topic: bob's topic".to_owned()]);
+
+        // No longer ignored: bob's next messages show again.
+        let since = sync["next_batch"].as_str().expect("next_batch").to_owned();
+        set_ignored(&alice, &[]).await;
+        bob.send_text(&room, "bob is back").await;
+        let sync = alice.sync(&format!("since={since}")).await;
+        assert_eq!(timeline_texts(&sync, &room), vec!["bob is back".to_owned()]);
+    }
+}
+
+#[tokio::test]
+async fn ignored_inviter_invite_hidden() {
+    for backend in backends() {
+        let server = TestServer::start(&backend).await;
+        let alice = server.register("alice").await;
+        let bob = server.register("bob").await;
+        let carol = server.register("carol").await;
+        set_ignored(&alice, &[&bob.user_id]).await;
+
+        let from_bob = bob.create_room(json!({ "invite": [alice.user_id] })).await;
+        let from_carol = carol.create_room(json!({ "invite": [alice.user_id] })).await;
+        let sync = alice.sync("").await;
+        let invites = sync["rooms"]["invite"].as_object().cloned().unwrap_or_default();
+        assert!(invites.contains_key(&from_carol), "carol's invite shows: {sync}");
+        assert!(!invites.contains_key(&from_bob), "bob's invite is hidden: {sync}");
+    }
+}
+
+#[tokio::test]
+async fn ignored_user_list_rejects_bad_content() {
+    for backend in backends() {
+        let server = TestServer::start(&backend).await;
+        let alice = server.register("alice").await;
+        let path = format!("/_matrix/client/v3/user/{}/account_data/m.ignored_user_list", encode(&alice.user_id));
+        for content in
+            [json!({}), json!({ "ignored_users": ["@bob:localhost"] }), json!({ "ignored_users": { "bob": {} } })]
+        {
+            let response = alice.put(&path, content.clone()).await;
+            assert_error(&response, StatusCode::BAD_REQUEST, "M_BAD_JSON");
+            let message = response.1["error"].as_str().unwrap_or_default();
+            assert!(message.contains("ignored_users"), "the message names the field for {content}: {message}");
+        }
+        let (status, body) = alice.get(&path).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "nothing was stored: {body}");
+    }
+}
