@@ -116,9 +116,9 @@ impl Federation {
         self.signing_keys_of([object]).await
     }
 
-    /// The public keys of the servers that signed any of `objects` (the PDUs
-    /// of a transaction), like [`Federation::signing_keys`]. Each key is
-    /// looked up once, also when it cannot be had.
+    /// Returns the public keys of the servers that signed any of `objects`
+    /// (the PDUs of a transaction), like [`Federation::signing_keys`]. Each
+    /// key is looked up once, also when it cannot be had.
     pub async fn signing_keys_of<'a>(
         &self,
         objects: impl IntoIterator<Item = &'a CanonicalJsonObject>,

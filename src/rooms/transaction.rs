@@ -63,8 +63,8 @@ impl Rooms {
             }
         }
 
-        // Duplicates need no further check. The states read above are what
-        // the query's answer holds for.
+        // Duplicates need no further check. The query's result is valid for
+        // the room states read above.
         let ids: Vec<String> = identified.iter().map(|pdu| pdu.event_id.to_string()).collect();
         let mut stored = match storage::events::stored_ids(&self.db.pool, &ids).await {
             Ok(found) => {
@@ -122,7 +122,7 @@ impl Rooms {
         results
     }
 
-    /// The format checks that give a PDU its room and event id.
+    /// Runs the format checks that give a PDU its room and event id.
     async fn identify(&self, pdu: serde_json::Value) -> std::result::Result<Identified, String> {
         let object = match CanonicalJsonValue::try_from(pdu) {
             Ok(CanonicalJsonValue::Object(object)) => object,

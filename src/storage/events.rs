@@ -174,7 +174,7 @@ pub async fn get_many(pool: &AnyPool, ids: &[String]) -> Result<Vec<StoredEvent>
     Ok(events)
 }
 
-/// The ids among `ids` of events in the timeline, committed, without reading the events.
+/// Returns the ids among `ids` of committed timeline events, without reading the events.
 pub async fn stored_ids(pool: &AnyPool, ids: &[String]) -> Result<HashSet<String>, sqlx::Error> {
     let mut found = HashSet::with_capacity(ids.len());
     for chunk in ids.chunks(200) {
