@@ -2,6 +2,7 @@
 //! (stored as SHA-256 hashes), display names and avatars.
 
 pub mod ignored;
+pub mod openid;
 pub mod password;
 
 use std::{
@@ -45,6 +46,7 @@ pub struct Users {
     sessions: Mutex<HashMap<String, Session>>,
     /// The users each user ignores.
     pub ignored: ignored::IgnoredUsers,
+    pub openid: openid::OpenIdTokens,
 }
 
 pub fn hash_token(token: &str) -> String {
@@ -58,7 +60,7 @@ fn random_string(length: usize) -> String {
 impl Users {
     pub fn new(db: Db, server_name: OwnedServerName) -> Self {
         let ignored = ignored::IgnoredUsers::new(db.clone());
-        Self { db, server_name, sessions: Mutex::new(HashMap::new()), ignored }
+        Self { db, server_name, sessions: Mutex::new(HashMap::new()), ignored, openid: Default::default() }
     }
 
     /// Parses a user id or a bare localpart into a user id of this server.

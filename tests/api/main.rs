@@ -30,6 +30,7 @@ mod keys;
 mod media;
 mod membership;
 mod messages;
+mod openid;
 mod presence;
 mod profile;
 mod push_counts;

@@ -12,6 +12,7 @@ mod key_backup;
 mod keys;
 mod membership;
 mod messages;
+mod openid;
 pub(crate) mod presence;
 mod profile;
 mod push_rules;
@@ -90,6 +91,7 @@ pub fn router() -> Router<Arc<Services>> {
         .route(&r("/rooms/{room_id}/event/{event_id}"), get(messages::event))
         .route(&r("/rooms/{room_id}/messages"), get(messages::messages))
         .route(&r("/search"), post(search::search))
+        .route(&r("/user/{user_id}/openid/request_token"), post(openid::request_token))
         .route(&r("/rooms/{room_id}/report/{event_id}"), post(report::event))
         .route(&r("/rooms/{room_id}/report"), post(report::room))
         .route(&r("/users/{user_id}/report"), post(report::user))

@@ -10,6 +10,7 @@ mod keys;
 pub mod listener;
 mod media;
 mod membership;
+mod openid;
 pub mod query;
 mod send;
 mod user_keys;
@@ -43,6 +44,7 @@ pub fn router() -> Router<Arc<Services>> {
         .merge(query::router())
         .merge(send::router())
         .merge(membership::router())
+        .merge(openid::router())
         .merge(user_keys::router())
 }
 
