@@ -19,6 +19,7 @@ mod resolve;
 pub mod serialize;
 pub mod state;
 pub mod transaction;
+mod upgrade;
 pub mod version;
 pub mod visibility;
 

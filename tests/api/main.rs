@@ -46,5 +46,6 @@ mod state;
 mod sync;
 mod threepid;
 mod to_device;
+mod upgrade;
 mod user_directory;
 mod web;

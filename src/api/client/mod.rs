@@ -91,6 +91,7 @@ pub fn router() -> Router<Arc<Services>> {
         .route(&r("/rooms/{room_id}/event/{event_id}"), get(messages::event))
         .route(&r("/rooms/{room_id}/messages"), get(messages::messages))
         .route(&r("/search"), post(search::search))
+        .route(&r("/rooms/{room_id}/upgrade"), post(rooms::upgrade))
         .route(&r("/user/{user_id}/openid/request_token"), post(openid::request_token))
         .route(&r("/rooms/{room_id}/report/{event_id}"), post(report::event))
         .route(&r("/rooms/{room_id}/report"), post(report::room))

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     Services,
-    api::{Auth, JsonBody},
+    api::{Auth, JsonBody, Path},
     error::{Error, ErrorKind, Result},
     rooms::{CreateRoom, state::RoomState},
 };
@@ -117,4 +117,27 @@ pub async fn create(
     };
     let room_id = services.rooms.create_room(&session.user_id, request).await?;
     Ok(Json(json!({ "room_id": room_id })))
+}
+
+#[derive(Deserialize)]
+pub struct UpgradeBody {
+    new_version: String,
+}
+
+/// POST /_matrix/client/v3/rooms/{roomId}/upgrade
+pub async fn upgrade(
+    State(services): State<Arc<Services>>,
+    Auth(session): Auth,
+    Path(room_id): Path<String>,
+    JsonBody(body): JsonBody<UpgradeBody>,
+) -> Result<Json<Value>> {
+    let room_id = parse_room_id(&room_id)?;
+    let version = RoomVersionId::try_from(body.new_version.as_str()).map_err(|e| {
+        Error::new(ErrorKind::UnsupportedRoomVersion, format!("new_version {:?} is invalid: {e}", body.new_version))
+    })?;
+    if !services.rooms.exists(&room_id).await? {
+        return Err(Error::forbidden(format!("you are not joined to room {room_id}")));
+    }
+    let replacement = services.rooms.upgrade(&session.user_id, &room_id, version).await?;
+    Ok(Json(json!({ "replacement_room": replacement })))
 }
