@@ -37,6 +37,10 @@ pub enum ErrorKind {
     Exclusive,
     UnsupportedRoomVersion,
     IncompatibleRoomVersion,
+    /// A resident server cannot check any allow condition of a restricted room.
+    UnableToAuthoriseJoin,
+    /// A resident server cannot sign a restricted join that meets a condition.
+    UnableToGrantJoin,
     BadState,
     GuestAccessForbidden,
     ServerNotTrusted,
@@ -86,6 +90,8 @@ impl ErrorKind {
             Self::Exclusive => "M_EXCLUSIVE",
             Self::UnsupportedRoomVersion => "M_UNSUPPORTED_ROOM_VERSION",
             Self::IncompatibleRoomVersion => "M_INCOMPATIBLE_ROOM_VERSION",
+            Self::UnableToAuthoriseJoin => "M_UNABLE_TO_AUTHORISE_JOIN",
+            Self::UnableToGrantJoin => "M_UNABLE_TO_GRANT_JOIN",
             Self::BadState => "M_BAD_STATE",
             Self::GuestAccessForbidden => "M_GUEST_ACCESS_FORBIDDEN",
             Self::ServerNotTrusted => "M_SERVER_NOT_TRUSTED",

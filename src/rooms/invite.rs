@@ -85,6 +85,8 @@ pub(super) fn remote_error(server: &ServerName, what: &str, err: FederationError
                 "M_FORBIDDEN" => ErrorKind::Forbidden,
                 "M_NOT_FOUND" => ErrorKind::NotFound,
                 "M_INCOMPATIBLE_ROOM_VERSION" => ErrorKind::IncompatibleRoomVersion,
+                "M_UNABLE_TO_AUTHORISE_JOIN" => ErrorKind::UnableToAuthoriseJoin,
+                "M_UNABLE_TO_GRANT_JOIN" => ErrorKind::UnableToGrantJoin,
                 _ => ErrorKind::Unknown,
             };
             Error::new(kind, format!("{server} rejected {what}: {errcode} {message}")).with_status(status)

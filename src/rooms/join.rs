@@ -214,7 +214,10 @@ impl Rooms {
                 events.insert(pdu.event_id.clone(), Arc::new(pdu));
             }
         }
-        // A restricted join comes back signed by the resident server too.
+        // A restricted join comes back signed by the server of the user in
+        // `join_authorised_via_users_server` too, and only that form passes
+        // the other servers' signature checks.
+        let authorising_server = authorising_server(&event, &rules);
         let event = match answer.get("event").cloned().map(CanonicalJsonValue::try_from) {
             Some(Ok(CanonicalJsonValue::Object(signed)))
                 if ruma::signatures::reference_hash(&signed, &rules).ok().as_deref()
@@ -222,8 +225,17 @@ impl Rooms {
             {
                 signed
             }
+            _ if authorising_server.is_some() => {
+                return Err(invalid_response(&server, "the send_join response has no signed join event"));
+            }
             _ => event,
         };
+        if let Some(authorising) = &authorising_server {
+            let keys = self.federation()?.signing_keys(&event).await;
+            ruma::signatures::verify_event(&keys, &event, &rules).map_err(|e| {
+                invalid_response(&server, format!("the join's signature of {authorising} does not verify: {e}"))
+            })?;
+        }
         let json = serde_json::to_string(&event).map_err(|e| Error::internal("a join event", e))?;
         let join =
             Arc::new(Pdu::from_json(event_id.clone(), &json, room_id).map_err(|e| invalid_response(&server, e))?);
@@ -397,6 +409,7 @@ impl Rooms {
             extremities: Some(vec![join.event_id.to_string()]),
             require_prev: false,
             resolved: None,
+            pending_redaction: None,
         };
         let outcome = self.db.writer.write(move |w| Box::pin(persist::persist(w, batch))).await;
         if let Err(err) = outcome {
@@ -425,6 +438,17 @@ impl Rooms {
         self.notifier.wake(members.iter().map(|u| &**u));
         Ok(())
     }
+}
+
+/// Returns the server of the user in `join_authorised_via_users_server` of a
+/// join, in room versions with restricted join rules.
+fn authorising_server(event: &CanonicalJsonObject, rules: &RoomVersionRules) -> Option<OwnedServerName> {
+    if !rules.authorization.restricted_join_rule {
+        return None;
+    }
+    let Some(CanonicalJsonValue::Object(content)) = event.get("content") else { return None };
+    let user = content.get("join_authorised_via_users_server")?.as_str()?;
+    UserId::parse(user).ok().map(|user| user.server_name().to_owned())
 }
 
 /// Checks `pdu` against its own auth events, all of which must be in `events`.

@@ -7,7 +7,7 @@ use ruma::{
 };
 use serde_json::{Value, json};
 
-use super::{Rooms, builder::EventDraft};
+use super::{Rooms, builder::EventDraft, restricted::JoinAuthorisation};
 use crate::{
     error::{Error, Result},
     policy::Invite,
@@ -53,6 +53,7 @@ impl Rooms {
         let room = self.state(room_id).await?;
         let current = room.membership(target);
         let previous = room.get(&StateEventType::RoomMember, target.as_str()).map(|p| p.content_value());
+        let mut authorisation = JoinAuthorisation::NotNeeded;
 
         let membership = match change {
             MembershipChange::Join => {
@@ -60,6 +61,7 @@ impl Rooms {
                     return Err(Error::forbidden(format!("{target} is banned from {room_id}")));
                 }
                 self.policy.check_join(&room, target).await?;
+                authorisation = self.authorise_join(&room, target).await?;
                 "join"
             }
             MembershipChange::Invite => {
@@ -113,6 +115,9 @@ impl Rooms {
         }
         if membership == "join" || membership == "invite" {
             self.fill_profile(&mut content, target, previous.as_ref()).await?;
+        }
+        if let JoinAuthorisation::Via(user) = authorisation {
+            content["join_authorised_via_users_server"] = json!(user);
         }
         let draft = EventDraft::state(TimelineEventType::RoomMember, target.as_str(), content);
         // An invite of another server's user is countersigned by that server first.

@@ -13,9 +13,11 @@ pub mod membership;
 pub mod pdu;
 mod persist;
 pub mod power;
+mod redaction;
 pub mod relations;
 pub mod remote;
 mod resolve;
+pub mod restricted;
 pub mod serialize;
 pub mod state;
 pub mod transaction;
@@ -323,6 +325,7 @@ impl Rooms {
             extremities: None,
             resolved: None,
             require_prev: true,
+            pending_redaction: None,
         };
 
         // The room's next event may be built on this one as soon as it is queued:
@@ -410,6 +413,7 @@ impl Rooms {
             extremities: None,
             resolved: None,
             require_prev: true,
+            pending_redaction: None,
         };
         self.db.writer.write(move |w| Box::pin(persist::persist(w, batch))).await?;
         if notifies {

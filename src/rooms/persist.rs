@@ -7,10 +7,11 @@ use std::sync::Arc;
 use super::{
     builder::{BuiltEvent, StateChange},
     pdu::Pdu,
+    redaction,
 };
 use crate::{
     error::Result,
-    storage::{self, WriteTxn, push::PushOutcome, writer::Stream},
+    storage::{self, WriteTxn, push::PushOutcome, redactions::PendingRedaction, writer::Stream},
 };
 
 /// A room row to create together with the room's first events.
@@ -41,6 +42,9 @@ pub struct Batch {
     /// state resolution decides, instead of each state event of the batch
     /// replacing its entry.
     pub resolved: Option<ResolvedState>,
+    /// A received redaction of an event this server has not stored yet,
+    /// kept until the event is.
+    pub pending_redaction: Option<PendingRedaction>,
 }
 
 /// The current state of a room after received events, as a change against
@@ -74,6 +78,9 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
 
     let last = batch.events.len().saturating_sub(1);
     let remote = batch.resolved.is_some();
+    // Only events of other servers can be the target of a pending
+    // redaction: a local event's id is unknown elsewhere before it is sent.
+    let from_elsewhere = remote || !batch.require_prev;
     let mut last_stream = 0;
     for (index, event) in batch.events.iter().enumerate() {
         let pdu = &event.pdu;
@@ -101,6 +108,9 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
 
         if let Some(outcome) = batch.push_actions.get(index) {
             storage::push::insert_outcome(&mut txn.conn, outcome, stream).await?;
+        }
+        if from_elsewhere {
+            redaction::apply_pending(txn, pdu).await?;
         }
 
         if let Some(state_key) = pdu.state_key.as_ref().filter(|_| !remote) {
@@ -157,6 +167,10 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
             }
         }
     }
+    if let Some(pending) = &batch.pending_redaction {
+        storage::redactions::insert(&mut txn.conn, pending).await?;
+        redaction::redact_stored_outlier(txn, pending).await?;
+    }
     if let Some(extremities) = &batch.extremities {
         storage::state::set_extremities(&mut txn.conn, &batch.room_id, extremities).await?;
     } else if let Some(last) = batch.events.last() {
@@ -200,7 +214,8 @@ async fn insert_state_group(txn: &mut WriteTxn, room_id: &str, event: &BuiltEven
 pub async fn persist_outliers(txn: &mut WriteTxn, room_id: String, events: Vec<(BuiltEvent, bool)>) -> Result<()> {
     for (event, soft_failed) in &events {
         insert_state_group(txn, &room_id, event).await?;
-        storage::outliers::insert(&mut txn.conn, &event.pdu, event.state_group, *soft_failed).await?;
+        let pdu = redaction::outlier_form(txn, &event.pdu).await?;
+        storage::outliers::insert(&mut txn.conn, &pdu, event.state_group, *soft_failed).await?;
     }
     Ok(())
 }

@@ -22,11 +22,13 @@ use super::{
     pdu::Pdu,
     persist::{self, Batch, ResolvedState},
     power,
+    redaction::{self, ReceivedRedaction},
+    restricted::JoinAuthorisation,
     state::{MAX_STATE_CHAIN, RoomState},
 };
 use crate::{
     error::{Error, Result},
-    storage::{self, events::StoredEvent, writer::Stream},
+    storage::{self, events::StoredEvent, redactions::PendingRedaction, writer::Stream},
 };
 
 pub(super) use super::resolve::StateMap;
@@ -234,15 +236,31 @@ impl Rooms {
             next.state = resolved;
         }
         next.extremities = extremities;
-        if let Some((target, redacted)) = redaction {
-            if let Some(in_state) = next.find_event(&target).cloned() {
-                let redacted_pdu = Pdu::from_json(target.clone(), &redacted, room_id)
-                    .map_err(|e| internal(Error::internal("redacting", e)))?;
-                let key =
-                    (StateEventType::from(in_state.kind.to_string()), in_state.state_key.clone().unwrap_or_default());
-                next.state.insert(key, Arc::new(redacted_pdu));
+        let mut pending_redaction = None;
+        match redaction {
+            ReceivedRedaction::Apply(target, redacted) => {
+                if let Some(in_state) = next.find_event(&target).cloned() {
+                    let redacted_pdu = Pdu::from_json(target.clone(), &redacted, room_id)
+                        .map_err(|e| internal(Error::internal("redacting", e)))?;
+                    let key = (
+                        StateEventType::from(in_state.kind.to_string()),
+                        in_state.state_key.clone().unwrap_or_default(),
+                    );
+                    next.state.insert(key, Arc::new(redacted_pdu));
+                }
+                built.redaction = Some((target, redacted));
             }
-            built.redaction = Some((target, redacted));
+            ReceivedRedaction::Pending(pending) => pending_redaction = Some(pending),
+            ReceivedRedaction::Ignored => {}
+        }
+        // A state event that an earlier redaction targets enters the state
+        // redacted. Other events are redacted only in storage, which no
+        // in-memory state refers to.
+        if let Some(key) = &pdu.state_key
+            && next.find_event(&pdu.event_id).is_some()
+            && let Some(redacted) = self.redacted_on_arrival(&pdu).await.map_err(internal)?
+        {
+            next.state.insert((StateEventType::from(pdu.kind.to_string()), key.clone()), redacted);
         }
         let changes = state_changes(&current.state, &next.state);
 
@@ -262,6 +280,7 @@ impl Rooms {
             // stores it only if that one was stored.
             require_prev: extends_current,
             resolved: Some(ResolvedState { snapshot, changes }),
+            pending_redaction,
         };
         let committed = match self.db.writer.submit(move |w| Box::pin(persist::persist(w, batch))).await {
             Ok(committed) => committed,
@@ -401,44 +420,56 @@ impl Rooms {
         }
     }
 
-    /// The redacted form of the event a received redaction targets, when the
-    /// redaction applies: the room version's rules let its sender redact the
-    /// target (a high enough power level, or, from room version 3, the same
-    /// server as the target's sender) and the target is known here.
-    async fn received_redaction(
-        &self,
-        current: &RoomState,
-        pdu: &Pdu,
-        state: &StateMap,
-    ) -> Result<Option<(OwnedEventId, String)>> {
+    /// Decides what a received redaction does to its target. When the target
+    /// is stored and the redaction's sender may redact it (a high enough
+    /// power level in the state before the redaction, or the same server as
+    /// the target's sender), the result is the target's redacted form. When
+    /// the target is not stored yet, the redaction becomes pending.
+    async fn received_redaction(&self, current: &RoomState, pdu: &Pdu, state: &StateMap) -> Result<ReceivedRedaction> {
         let Some(target) = pdu.redacts.as_ref().filter(|_| pdu.kind == ruma::events::TimelineEventType::RoomRedaction)
         else {
-            return Ok(None);
+            return Ok(ReceivedRedaction::Ignored);
         };
+        let mut view = RoomState::new(current.room_id.clone(), current.version.clone(), current.rules.clone());
+        view.state = state.clone();
+        let may_redact_others = power::user_level(&view, &pdu.sender) >= power::action_level(&view, "redact", 50);
         // The target may be an earlier PDU of the same transaction, still in flight.
         self.flush_writes().await?;
         let Some(stored) = storage::events::get(&self.db.pool, target.as_str()).await? else {
-            tracing::info!(event_id = %pdu.event_id, %target, "a received redaction targets an unknown event");
-            return Ok(None);
+            tracing::info!(event_id = %pdu.event_id, %target, "a received redaction waits for its target");
+            return Ok(ReceivedRedaction::Pending(PendingRedaction {
+                target_id: target.to_string(),
+                redaction_id: pdu.event_id.to_string(),
+                room_id: pdu.room_id.to_string(),
+                room_version: current.version.to_string(),
+                sender: pdu.sender.to_string(),
+                may_redact_others,
+            }));
         };
         if stored.pdu.room_id != pdu.room_id || stored.redacted_by.is_some() {
-            return Ok(None);
+            return Ok(ReceivedRedaction::Ignored);
         }
-        let mut view = RoomState::new(current.room_id.clone(), current.version.clone(), current.rules.clone());
-        view.state = state.clone();
-        let allowed = power::user_level(&view, &pdu.sender) >= power::action_level(&view, "redact", 50)
-            || stored.pdu.sender.server_name() == pdu.sender.server_name();
-        if !allowed {
+        if !redaction::applies(&pdu.sender, may_redact_others, &stored.pdu) {
             tracing::info!(event_id = %pdu.event_id, %target, "a received redaction does not apply");
-            return Ok(None);
+            return Ok(ReceivedRedaction::Ignored);
         }
-        let object =
-            stored.pdu.canonical_object().ok_or_else(|| Error::internal("redacting", "stored PDU is not an object"))?;
-        let rules = &current.rules;
-        let redacted = ruma::canonical_json::redact(object, &rules.redaction, None)
-            .map_err(|e| Error::internal("redacting an event", e))?;
-        let json = serde_json::to_string(&redacted).map_err(|e| Error::internal("redacting an event", e))?;
-        Ok(Some((target.clone(), json)))
+        let json = redaction::redacted_json(&stored.pdu, &current.rules.redaction)?;
+        Ok(ReceivedRedaction::Apply(target.clone(), json))
+    }
+
+    /// Returns the redacted form of a received state event that a pending
+    /// redaction applies to, for the room's in-memory state. The stored form
+    /// is redacted when the event is persisted (`redaction::apply_pending`).
+    async fn redacted_on_arrival(&self, pdu: &Pdu) -> Result<Option<Arc<Pdu>>> {
+        // A redaction of the same transaction may still be in flight.
+        self.flush_writes().await?;
+        let pending = storage::redactions::of_target(&self.db.pool, pdu.event_id.as_str()).await?;
+        let Some((_, json)) = redaction::first_applying(&pending, pdu)? else {
+            return Ok(None);
+        };
+        let redacted =
+            Pdu::from_json(pdu.event_id.clone(), &json, &pdu.room_id).map_err(|e| Error::internal("redacting", e))?;
+        Ok(Some(Arc::new(redacted)))
     }
 }
 
@@ -596,34 +627,44 @@ pub struct JoinAnswer {
     pub state: Vec<Arc<Pdu>>,
     /// The auth chain of that state and of the join event.
     pub auth_chain: Vec<Arc<Pdu>>,
+    /// The join event with this server's signature, when it authorised a
+    /// restricted join.
+    pub event: Option<CanonicalJsonObject>,
 }
 
 impl Rooms {
-    /// The `make_join` template for `user` (spec: Server-Server API,
+    /// Builds the `make_join` template for `user` (spec: Server-Server API,
     /// "Joining Rooms"): an unsigned join event on top of the current state,
-    /// after checking the room policy and the authorization rules.
+    /// after checking the room policy and the authorization rules. In a
+    /// restricted room it names a local user who may invite in
+    /// `join_authorised_via_users_server`, unless the user is already
+    /// invited or joined.
     pub async fn make_join(&self, room_id: &RoomId, user: &ruma::UserId) -> Result<(String, serde_json::Value)> {
         let room = self.state(room_id).await?;
         self.policy.check_join(&room, user).await?;
-        self.make_membership(room_id, user, "join").await
+        let mut content = serde_json::json!({ "membership": "join" });
+        if let JoinAuthorisation::Via(via) = self.authorise_join(&room, user).await? {
+            content["join_authorised_via_users_server"] = serde_json::json!(via);
+        }
+        self.make_membership(room_id, user, content).await
     }
 
     /// Builds the `make_leave` template for `user` (spec: Server-Server API,
     /// "Leaving Rooms (Rejecting Invites)").
     pub async fn make_leave(&self, room_id: &RoomId, user: &ruma::UserId) -> Result<(String, serde_json::Value)> {
-        self.make_membership(room_id, user, "leave").await
+        self.make_membership(room_id, user, serde_json::json!({ "membership": "leave" })).await
     }
 
-    /// Builds an unsigned `membership` event of `user` on top of the current
-    /// state and checks it against the authorization rules.
+    /// Builds an unsigned member event of `user` with `content` on top of
+    /// the current state and checks it against the authorization rules.
     async fn make_membership(
         &self,
         room_id: &RoomId,
         user: &ruma::UserId,
-        membership: &str,
+        content: serde_json::Value,
     ) -> Result<(String, serde_json::Value)> {
         let room = self.state(room_id).await?;
-        let content = serde_json::json!({ "membership": membership });
+        let membership = content["membership"].as_str().unwrap_or_default().to_owned();
         let raw = serde_json::value::to_raw_value(&content).map_err(|e| Error::internal("a join template", e))?;
         let kind = ruma::events::TimelineEventType::RoomMember;
         let auth_types =
@@ -664,15 +705,18 @@ impl Rooms {
         origin: &ruma::ServerName,
         room_id: &RoomId,
         event_id: &EventId,
-        object: CanonicalJsonObject,
+        mut object: CanonicalJsonObject,
         keys: &PublicKeyMap,
     ) -> Result<JoinAnswer> {
         let sender = own_member_event(origin, &object, "join")?;
         let before = self.state(room_id).await?;
         self.policy.check_join(&before, &sender).await?;
+        let mut keys = keys.clone();
+        let signed = self.sign_restricted_join(&before, &sender, &mut object, &mut keys).await?;
+        let event = signed.then(|| object.clone());
         let servers_before = before.servers();
         let (id, _) =
-            self.receive_pdu(room_id, object, keys).await.map_err(|Rejected(reason)| Error::forbidden(reason))?;
+            self.receive_pdu(room_id, object, &keys).await.map_err(|Rejected(reason)| Error::forbidden(reason))?;
         if id != event_id {
             return Err(Error::bad_json(format!("the event id is {id}, not {event_id}")));
         }
@@ -707,7 +751,40 @@ impl Rooms {
             pending = found.values().flat_map(|e| e.pdu.auth_events.clone()).collect();
             chain.extend(found.into_iter().map(|(id, e)| (id, e.pdu)));
         }
-        Ok(JoinAnswer { state, auth_chain: chain.into_values().collect() })
+        Ok(JoinAnswer { state, auth_chain: chain.into_values().collect(), event })
+    }
+
+    /// Signs a join whose `join_authorised_via_users_server` names a local
+    /// user (spec: Server-Server API, "Restricted rooms"), once the joining
+    /// user meets the room's allow conditions, and adds this server's key to
+    /// `keys` for the checks on receipt. Returns whether it signed.
+    async fn sign_restricted_join(
+        &self,
+        room: &RoomState,
+        sender: &ruma::UserId,
+        object: &mut CanonicalJsonObject,
+        keys: &mut PublicKeyMap,
+    ) -> Result<bool> {
+        let via = match object.get("content") {
+            Some(CanonicalJsonValue::Object(content)) => content.get("join_authorised_via_users_server"),
+            _ => None,
+        };
+        let Some(via) = via else { return Ok(false) };
+        let via = via
+            .as_str()
+            .and_then(|via| ruma::UserId::parse(via).ok())
+            .ok_or_else(|| Error::bad_json("content.join_authorised_via_users_server is not a user id"))?;
+        if via.server_name() != self.server_name || !room.rules.authorization.restricted_join_rule {
+            return Ok(false);
+        }
+        // The checks of make_join again: the state may have changed since.
+        self.authorise_join(room, sender).await?;
+        ruma::signatures::sign_event(self.server_name.as_str(), &self.key.pair, object, &room.rules.redaction)
+            .map_err(|e| Error::internal("signing a restricted join", e))?;
+        let mut own = ruma::signatures::PublicKeySet::new();
+        own.insert(self.key.key_id.clone(), ruma::serde::Base64::new(self.key.pair.public_key().to_vec()));
+        keys.insert(self.server_name.to_string(), own);
+        Ok(true)
     }
 
     /// Takes a signed leave event from `origin` as the resident server (spec:
@@ -736,7 +813,7 @@ impl Rooms {
             error.body = serde_json::json!({ "room_version": room.version.to_string() }).as_object().cloned();
             return Err(error);
         }
-        self.make_membership(room_id, user, "knock").await
+        self.make_membership(room_id, user, serde_json::json!({ "membership": "knock" })).await
     }
 
     /// Takes a signed knock from `origin` as the resident server (`send_knock`)

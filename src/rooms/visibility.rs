@@ -106,3 +106,66 @@ impl Visibility {
         }
     }
 }
+
+impl super::Rooms {
+    /// Decides whether `server` may see an outlier of its room: an event
+    /// outside the timeline, such as an auth chain event from `send_join` or
+    /// a soft-failed event, which has no stream position to apply
+    /// [`Visibility`] to. The rules are applied to the state after the
+    /// event when it is known, and to the memberships of the server's users
+    /// there: `world_readable` lets every server see it, `joined` a server
+    /// with a joined user, `invited` one with a joined or invited user, and
+    /// `shared` also a server with a user joined now. When that state is not
+    /// known, the event counts as `shared` with no membership, so a server
+    /// with a user joined now may see it.
+    ///
+    /// NOTE: under `shared`, a server whose users joined after the event
+    /// and have since left may see such history in the timeline, but not
+    /// here, because an outlier has no place in the room's order.
+    pub async fn server_may_see_outlier(
+        &self,
+        event: &storage::events::StoredEvent,
+        server: &ruma::ServerName,
+    ) -> Result<bool> {
+        let current = self.state(&event.pdu.room_id).await?;
+        let joined_now = best_membership(current.state.iter(), server) == Some("join");
+        if event.state_group == 0 {
+            return Ok(joined_now);
+        }
+        let state = self.state_of_group(event.state_group).await?;
+        let visibility = state
+            .get(&(ruma::events::StateEventType::RoomHistoryVisibility, String::new()))
+            .and_then(|pdu| pdu.content_str("history_visibility"))
+            .unwrap_or_else(|| "shared".into());
+        let membership = best_membership(state.iter(), server);
+        Ok(match visibility.as_str() {
+            "world_readable" => true,
+            "joined" => membership == Some("join"),
+            "invited" => matches!(membership, Some("join" | "invite")),
+            // `shared`, and any unknown value, which the spec treats as `shared`.
+            _ => membership == Some("join") || joined_now,
+        })
+    }
+}
+
+/// Returns the strongest membership (`join`, then `invite`) that a user of
+/// `server` has in `state`.
+fn best_membership<'a>(
+    state: impl Iterator<Item = (&'a (ruma::events::StateEventType, String), &'a std::sync::Arc<super::pdu::Pdu>)>,
+    server: &ruma::ServerName,
+) -> Option<&'static str> {
+    let mut best = None;
+    for ((kind, key), pdu) in state {
+        if *kind != ruma::events::StateEventType::RoomMember
+            || UserId::parse(key.as_str()).map_or(true, |user| user.server_name() != server)
+        {
+            continue;
+        }
+        match pdu.membership().as_deref() {
+            Some("join") => return Some("join"),
+            Some("invite") => best = Some("invite"),
+            _ => {}
+        }
+    }
+    best
+}

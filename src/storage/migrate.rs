@@ -98,6 +98,12 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../schema/postgres/0014_conversations.sql"),
     },
     Migration {
+        version: 18,
+        name: "pending_redactions",
+        sqlite: include_str!("../../schema/sqlite/0018_pending_redactions.sql"),
+        postgres: include_str!("../../schema/postgres/0018_pending_redactions.sql"),
+    },
+    Migration {
         version: 19,
         name: "relations",
         sqlite: include_str!("../../schema/sqlite/0019_relations.sql"),

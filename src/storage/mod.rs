@@ -17,6 +17,7 @@ pub mod outbox;
 pub mod outliers;
 pub mod push;
 pub mod receipts;
+pub mod redactions;
 pub mod relations;
 pub mod reports;
 pub mod rooms;

@@ -68,3 +68,28 @@ pub async fn get_many(pool: &AnyPool, ids: &[String]) -> Result<Vec<StoredEvent>
     }
     Ok(events)
 }
+
+/// Returns the stored PDU of an outlier and its room, inside a write.
+pub async fn pdu_in_txn(conn: &mut AnyConnection, event_id: &str) -> Result<Option<Pdu>, sqlx::Error> {
+    let row = sqlx::query("SELECT room_id, pdu FROM outlier_events WHERE event_id = $1")
+        .bind(event_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let decode = |e: String| sqlx::Error::Decode(e.into());
+    let room_id: String = row.try_get(0)?;
+    let json: String = row.try_get(1)?;
+    let event_id = OwnedEventId::try_from(event_id).map_err(|e| decode(e.to_string()))?;
+    let room_id = ruma::OwnedRoomId::try_from(room_id).map_err(|e| decode(e.to_string()))?;
+    Pdu::from_json(event_id, &json, &room_id).map(Some).map_err(|e| decode(e.to_string()))
+}
+
+/// Replaces the stored PDU of an outlier by its redacted form.
+pub async fn redact(conn: &mut AnyConnection, event_id: &str, redacted_json: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE outlier_events SET pdu = $1 WHERE event_id = $2")
+        .bind(redacted_json)
+        .bind(event_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}

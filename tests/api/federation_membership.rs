@@ -554,3 +554,101 @@ async fn knocks_across_servers() {
         c.stop().await;
     }
 }
+
+/// Sets a restricted join rule on `room_id` that allows the members of `allowed`.
+async fn restrict(client: &Client, room_id: &str, allowed: &str) {
+    let content = json!({ "join_rule": "restricted", "allow": [{ "type": "m.room_membership", "room_id": allowed }] });
+    let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.join_rules/", encode(room_id));
+    let (status, body) = client.put(&path, content).await;
+    assert_eq!(status, StatusCode::OK, "restricting {room_id}: {body}");
+}
+
+/// Returns the servers that signed a user's current member event, as `server` stores it.
+async fn member_signers(server: &TestServer, room_id: &str, user_id: &str) -> Vec<String> {
+    let room_id = ruma::RoomId::parse(room_id).unwrap();
+    let state = server.homeserver.services().rooms.state(&room_id).await.expect("room state");
+    let member = state.get(&ruma::events::StateEventType::RoomMember, user_id).expect("a member event");
+    let pdu: Value = serde_json::from_str(&member.json).unwrap();
+    let mut signers: Vec<String> = pdu["signatures"].as_object().unwrap().keys().cloned().collect();
+    signers.sort();
+    signers
+}
+
+#[tokio::test]
+async fn restricted_room_joined_across_servers() {
+    for backend in backends() {
+        let ca = TestCa::new();
+        let mut servers = TestServer::start_federated(&backend, &ca, &[A, B, C], |_| {}).await;
+        let c = servers.pop().expect("server c");
+        let b = servers.pop().expect("server b");
+        let a = servers.pop().expect("server a");
+        let alice = a.register("alice").await;
+        let bob = b.register("bob").await;
+        let carol = c.register("carol").await;
+        let space = alice.create_room(json!({ "preset": "public_chat" })).await;
+        let room = alice.create_room(json!({ "preset": "private_chat" })).await;
+        restrict(&alice, &room, &space).await;
+        let join_room = format!("/_matrix/client/v3/join/{}?via={A}", encode(&room));
+        let join_space = format!("/_matrix/client/v3/join/{}?via={A}", encode(&space));
+
+        // Carol of c joins first, so that c is in the room when bob joins.
+        for path in [&join_space, &join_room] {
+            let (status, body) = join_path(&carol, path).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+
+        // Bob is in none of the allowed rooms, so a rejects the join.
+        let response = join_path(&bob, &join_room).await;
+        assert_error(&response, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+
+        // Once he is in the allowed room, a names alice in the template and
+        // signs the join, and both servers store it with both signatures.
+        let (status, body) = join_path(&bob, &join_space).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, body) = join_path(&bob, &join_room).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let on_b = member(&bob, &room, &bob.user_id).await;
+        assert_eq!(on_b["membership"], "join", "{on_b}");
+        assert_eq!(on_b["join_authorised_via_users_server"], alice.user_id.as_str(), "{on_b}");
+        assert_eq!(member(&alice, &room, &bob.user_id).await, on_b);
+        assert_eq!(member_signers(&b, &room, &bob.user_id).await, [A, B]);
+        assert_eq!(member_signers(&a, &room, &bob.user_id).await, [A, B]);
+
+        // A sent the join to c with its signature, so c accepted it too.
+        let (room_id, bob_id) = (ruma::RoomId::parse(&room).unwrap(), ruma::UserId::parse(&bob.user_id).unwrap());
+        let rooms_on_c = &c.homeserver.services().rooms;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while rooms_on_c.state(&room_id).await.unwrap().membership(&bob_id).as_deref() != Some("join") {
+            assert!(Instant::now() < deadline, "c never accepted bob's join");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(member(&carol, &room, &bob.user_id).await, on_b);
+        assert_eq!(member_signers(&c, &room, &bob.user_id).await, [A, B]);
+
+        // The room works across both servers.
+        alice.send_text(&room, "welcome bob").await;
+        sync_until(&bob, None, "alice's message on b", |s| has_message(s, &room, "welcome bob")).await;
+
+        // A room whose allowed room a is not in: a cannot check the condition.
+        let unknown = alice.create_room(json!({ "preset": "private_chat" })).await;
+        restrict(&alice, &unknown, "!elsewhere:b.lattice.test").await;
+        let response = join_path(&bob, &format!("/_matrix/client/v3/join/{}?via={A}", encode(&unknown))).await;
+        assert_error(&response, StatusCode::BAD_REQUEST, "M_UNABLE_TO_AUTHORISE_JOIN");
+
+        // A room in which no user of a may invite (room version 10, where
+        // the creator has no power beyond the power levels).
+        let closed = alice.create_room(json!({ "preset": "private_chat", "room_version": "10" })).await;
+        restrict(&alice, &closed, &space).await;
+        let levels_path = format!("/_matrix/client/v3/rooms/{}/state/m.room.power_levels/", encode(&closed));
+        let (_, mut levels) = alice.get(&levels_path).await;
+        levels["invite"] = json!(100);
+        levels["users"][alice.user_id.as_str()] = json!(50);
+        let (status, body) = alice.put(&levels_path, levels).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let response = join_path(&bob, &format!("/_matrix/client/v3/join/{}?via={A}", encode(&closed))).await;
+        assert_error(&response, StatusCode::BAD_REQUEST, "M_UNABLE_TO_GRANT_JOIN");
+        a.stop().await;
+        b.stop().await;
+        c.stop().await;
+    }
+}

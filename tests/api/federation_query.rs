@@ -229,6 +229,79 @@ async fn room_history_read_over_federation() {
 }
 
 #[tokio::test]
+async fn outlier_from_join_served_to_members() {
+    for backend in backends() {
+        let ca = TestCa::new();
+        let names = ["a.lattice.test", "b.lattice.test", "c.lattice.test"];
+        let mut servers = TestServer::start_federated(&backend, &ca, &names, |_| {}).await;
+        let c = servers.pop().expect("c");
+        let b = servers.pop().expect("b");
+        let a = servers.pop().expect("a");
+        let alice = a.register("alice").await;
+        let bob = b.register("bob").await;
+        let carol = c.register("carol").await;
+        let room_id = alice.create_room(json!({ "preset": "public_chat" })).await;
+
+        // Alice changes the power levels: the first power levels event leaves
+        // the room's state but stays in the auth chain of later events.
+        let levels_path = format!("/_matrix/client/v3/rooms/{}/state/m.room.power_levels/", encode(&room_id));
+        let (_, state) = alice.get(&format!("/_matrix/client/v3/rooms/{}/state", encode(&room_id))).await;
+        let first = state
+            .as_array()
+            .expect("state array")
+            .iter()
+            .find(|e| e["type"] == "m.room.power_levels")
+            .and_then(|e| e["event_id"].as_str())
+            .expect("a power levels event")
+            .to_owned();
+        let (_, mut levels) = alice.get(&levels_path).await;
+        levels["invite"] = json!(0);
+        let (status, body) = alice.put(&levels_path, levels).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+
+        // Bob's server joins through a and keeps that event as an outlier.
+        let (status, body) =
+            bob.post(&format!("/_matrix/client/v3/join/{}?via=a.lattice.test", encode(&room_id)), json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let pool = &b.homeserver.services().db.pool;
+        assert!(storage::events::get(pool, &first).await.unwrap().is_none(), "not in b's timeline");
+        let outliers = storage::outliers::get_many(pool, std::slice::from_ref(&first)).await.unwrap();
+        assert_eq!(outliers.len(), 1, "an outlier on b");
+
+        // A, whose user is joined, reads it from b: the PDU as a signed it.
+        let path = format!("/_matrix/federation/v1/event/{}", encode(&first));
+        let (status, body) = get(&a, &b, &path).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["origin"], "b.lattice.test");
+        assert_eq!(body["pdus"].as_array().expect("pdus").len(), 1, "{body}");
+        assert_eq!(body["pdus"][0], stored_pdu(&a, &first).await);
+        assert!(body["pdus"][0].get("unsigned").is_none(), "{body}");
+
+        // C has no user in the room, so b does not serve it the event.
+        let response = get(&c, &b, &path).await;
+        assert_error(&response, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+        let unknown = format!("/_matrix/federation/v1/event/{}", encode("$unknownEventIdOfTheRightShape"));
+        assert_error(&get(&a, &b, &unknown).await, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+
+        // Once carol of c has joined, b serves c the event too: under
+        // `shared` history, a joined server sees the room's earlier events.
+        let (status, body) =
+            carol.post(&format!("/_matrix/client/v3/join/{}?via=a.lattice.test", encode(&room_id)), json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let body = loop {
+            let (status, body) = get(&c, &b, &path).await;
+            if status == StatusCode::OK {
+                break body;
+            }
+            assert!(std::time::Instant::now() < deadline, "b never learnt of carol's join: {status} {body}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        assert_eq!(body["pdus"][0], stored_pdu(&a, &first).await);
+    }
+}
+
+#[tokio::test]
 async fn private_room_hidden_from_server_without_members() {
     for backend in backends() {
         let ca = TestCa::new();

@@ -140,6 +140,11 @@ struct Setup {
 }
 
 async fn setup(backend: &crate::harness::Backend) -> Setup {
+    setup_version(backend, None).await
+}
+
+/// Like [`setup`], with the room in `version` instead of the default version.
+async fn setup_version(backend: &crate::harness::Backend, version: Option<&str>) -> Setup {
     let ca = TestCa::new();
     let (sim, addr) = start_sim(&ca).await;
     let mut servers = TestServer::start_federated(backend, &ca, &["a.lattice.test"], |config| {
@@ -148,7 +153,11 @@ async fn setup(backend: &crate::harness::Backend) -> Setup {
     .await;
     let a = servers.pop().expect("server a");
     let alice = a.register("alice").await;
-    let room = RoomId::parse(alice.create_room(json!({ "preset": "public_chat" })).await).unwrap();
+    let mut request = json!({ "preset": "public_chat" });
+    if let Some(version) = version {
+        request["room_version"] = json!(version);
+    }
+    let room = RoomId::parse(alice.create_room(request).await).unwrap();
     let carol = UserId::parse(format!("@carol:{C}")).unwrap();
     Setup { ca, sim, a, alice, room, carol }
 }
@@ -233,6 +242,46 @@ impl Setup {
         response.json::<Value>().await.expect("JSON")["pdus"].clone()
     }
 
+    /// Sends a federation request signed by `c` to `a` and returns the
+    /// status and JSON body.
+    async fn federation_request(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let content = body.as_ref().map(|body| CanonicalJsonValue::try_from(body.clone()).unwrap());
+        let header = authorization_header(&self.sim.key, C, &self.a.server_name, method, path, content).unwrap();
+        let url = format!("{}{path}", self.a.federation_base());
+        let mut request =
+            self.ca.client(&[&self.a]).request(method.parse().unwrap(), url).header("Authorization", header);
+        if let Some(body) = &body {
+            request = request.json(body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().await.unwrap_or(Value::Null))
+    }
+
+    /// Returns the event of the `make_{membership}` template that `a`
+    /// returns for carol, with a new timestamp.
+    async fn template(&self, membership: &str) -> Value {
+        let room = encode(self.room.as_str());
+        let mut path = format!("/_matrix/federation/v1/make_{membership}/{room}/{}", encode(self.carol.as_str()));
+        if membership == "join" {
+            path = format!("{path}?ver={}", self.state().await.version);
+        }
+        let (status, template) = self.federation_request("GET", &path, None).await;
+        assert_eq!(status, 200, "make_{membership}: {template}");
+        let mut event = template["event"].clone();
+        event["origin_server_ts"] = json!(now());
+        event
+    }
+
+    /// Hashes and signs an event as `c`, and returns its event id and PDU.
+    async fn sign(&self, event: Value) -> (String, Value) {
+        let rules = self.state().await.rules.clone();
+        let mut object: CanonicalJsonObject = serde_json::from_value(event).unwrap();
+        ruma::signatures::hash_and_sign_event(C, &self.sim.key, &mut object, &rules.redaction).expect("sign");
+        let id = format!("${}", ruma::signatures::reference_hash(&object, &rules).unwrap());
+        (id, serde_json::to_value(&object).unwrap())
+    }
+
     /// Carol of `c` joins alice's public room; returns the join's id.
     async fn join_carol(&self) -> String {
         let state = self.state().await;
@@ -311,6 +360,14 @@ async fn gap_filled_from_state_at_missing_event() {
         let sync = s.alice.sync(&format!("since={since}")).await;
         assert_eq!(bodies(&sync, &s.room), ["three"], "{sync}");
 
+        // The outlier "two" is served over federation: carol was joined in
+        // the state after it, so her server may read it.
+        let (status, body) =
+            s.federation_request("GET", &format!("/_matrix/federation/v1/event/{}", encode(&two)), None).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["pdus"][0]["content"]["body"], "two", "{body}");
+        assert_eq!(body["pdus"][0], s.sim.known.lock().unwrap().events[&two], "the PDU as c signed it");
+
         // "three" is a forward extremity beside the join, and alice's next
         // event builds on both.
         let mut extremities: Vec<String> = s.state().await.extremities.iter().map(|id| id.to_string()).collect();
@@ -323,6 +380,18 @@ async fn gap_filled_from_state_at_missing_event() {
         let mut prev: Vec<String> = stored.pdu.prev_events.iter().map(|id| id.to_string()).collect();
         prev.sort();
         assert_eq!(prev, expected);
+
+        // Carol redacts "two", which a holds only as an outlier: a then
+        // serves it redacted.
+        let depth = s.depth().await;
+        let (redaction, pdu) = s
+            .pdu("m.room.redaction", None, json!({ "redacts": two }), std::slice::from_ref(&next), depth + 1, now())
+            .await;
+        assert_eq!(s.send("t2", vec![pdu]).await[&redaction], json!({}));
+        let (status, body) =
+            s.federation_request("GET", &format!("/_matrix/federation/v1/event/{}", encode(&two)), None).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["pdus"][0]["content"], json!({}), "{body}");
     }
 }
 
@@ -371,6 +440,158 @@ async fn remote_redaction_redacts_for_local_clients() {
         let (_, event) = s.alice.get(&path).await;
         assert_eq!(event["content"]["body"], "alice's words", "{event}");
         assert!(event["unsigned"].get("redacted_because").is_none(), "{event}");
+    }
+}
+
+#[tokio::test]
+async fn redaction_before_target_applied_on_arrival() {
+    for backend in backends() {
+        // Room version 10 carries `redacts` at the top level of the PDU, 11
+        // and later in the content.
+        for version in ["10", "12"] {
+            let s = setup_version(&backend, Some(version)).await;
+            let join = s.join_carol().await;
+            let since = s.alice.sync("").await["next_batch"].as_str().unwrap().to_owned();
+            let depth = s.depth().await;
+
+            // Carol's server builds a message and a change of her display
+            // name on one branch, and their redactions on another.
+            let (secret, message) = s.message("carol's secret", std::slice::from_ref(&join), depth + 1).await;
+            let renamed = json!({ "membership": "join", "displayname": "Carol's secret name" });
+            let (rename, rename_pdu) = s
+                .pdu("m.room.member", Some(s.carol.as_str()), renamed, std::slice::from_ref(&secret), depth + 2, now())
+                .await;
+            let (redact_message, redact_message_pdu) = s
+                .pdu(
+                    "m.room.redaction",
+                    None,
+                    json!({ "redacts": secret, "reason": "oops" }),
+                    std::slice::from_ref(&join),
+                    depth + 1,
+                    now(),
+                )
+                .await;
+            let (redact_rename, redact_rename_pdu) = s
+                .pdu(
+                    "m.room.redaction",
+                    None,
+                    json!({ "redacts": rename }),
+                    std::slice::from_ref(&redact_message),
+                    depth + 2,
+                    now(),
+                )
+                .await;
+
+            // The redactions arrive first: their targets are unknown here.
+            let results = s.send("t1", vec![redact_message_pdu, redact_rename_pdu]).await;
+            assert_eq!(results, json!({ &redact_message: {}, &redact_rename: {} }), "room version {version}");
+            let path = format!("/_matrix/client/v3/rooms/{}/event/{}", encode(s.room.as_str()), encode(&secret));
+            let (status, _) = s.alice.get(&path).await;
+            assert_eq!(status, 404, "room version {version}: the message has not arrived yet");
+
+            // The targets arrive: both are stored redacted.
+            let results = s.send("t2", vec![message, rename_pdu]).await;
+            assert_eq!(results, json!({ &secret: {}, &rename: {} }), "room version {version}");
+            let (status, event) = s.alice.get(&path).await;
+            assert_eq!(status, 200, "room version {version}: {event}");
+            assert_eq!(event["content"], json!({}), "room version {version}: {event}");
+            assert_eq!(event["unsigned"]["redacted_because"]["event_id"], redact_message.as_str(), "{event}");
+
+            let member_path = format!(
+                "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+                encode(s.room.as_str()),
+                encode(s.carol.as_str())
+            );
+            let (status, member) = s.alice.get(&member_path).await;
+            assert_eq!(status, 200, "room version {version}: {member}");
+            assert_eq!(member, json!({ "membership": "join" }), "room version {version}");
+
+            // Clients never see the content of either target.
+            let sync = s.alice.sync(&format!("since={since}")).await;
+            let events = timeline(&sync, s.room.as_str());
+            let find_event = |id: &str| events.iter().find(|e| e["event_id"] == id).cloned();
+            let message_event = find_event(&secret).expect("the message is in the timeline");
+            assert_eq!(message_event["content"], json!({}), "room version {version}: {sync}");
+            let rename_event = find_event(&rename).expect("the member event is in the timeline");
+            assert_eq!(rename_event["content"], json!({ "membership": "join" }), "room version {version}: {sync}");
+            assert!(!sync.to_string().contains("carol's secret"), "room version {version}: {sync}");
+            assert!(!sync.to_string().contains("Carol's secret name"), "room version {version}: {sync}");
+            let messages_path = format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=50", encode(s.room.as_str()));
+            let (_, messages) = s.alice.get(&messages_path).await;
+            assert!(!messages.to_string().contains("secret"), "room version {version}: {messages}");
+
+            // The redactions were consumed: a restart loads the redacted state.
+            let pool = s.a.homeserver.services().db.pool.clone();
+            for target in [&secret, &rename] {
+                let pending = lattice::storage::redactions::of_target(&pool, target).await.unwrap();
+                assert!(pending.is_empty(), "room version {version}: {pending:?}");
+            }
+            let a = s.a.restart().await;
+            let alice = crate::harness::Client::new(&a.base, s.alice.token.clone());
+            let (_, member) = alice.get(&member_path).await;
+            assert_eq!(member, json!({ "membership": "join" }), "room version {version} after a restart");
+            a.stop().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn v1_send_join_and_send_leave() {
+    for backend in backends() {
+        let s = setup(&backend).await;
+        let member_path = format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+            encode(s.room.as_str()),
+            encode(s.carol.as_str())
+        );
+
+        // A join template turned into a leave is not a join: the spec's
+        // error JSON, not the v1 array.
+        let mut not_join = s.template("join").await;
+        not_join["content"]["membership"] = json!("leave");
+        let (not_join_id, not_join) = s.sign(not_join).await;
+        let path = format!("/_matrix/federation/v1/send_join/{}/{}", encode(s.room.as_str()), encode(&not_join_id));
+        let (status, body) = s.federation_request("PUT", &path, Some(not_join)).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["errcode"], "M_BAD_JSON", "{body}");
+        assert!(body["error"].as_str().unwrap().contains("membership"), "{body}");
+
+        // Carol joins through the v1 endpoint, which returns [200, {state, auth_chain}].
+        let (join_id, join) = s.sign(s.template("join").await).await;
+        let path = format!("/_matrix/federation/v1/send_join/{}/{}", encode(s.room.as_str()), encode(&join_id));
+        let (status, body) = s.federation_request("PUT", &path, Some(join)).await;
+        assert_eq!(status, 200, "{body}");
+        let pair = body.as_array().expect("a two-element array");
+        assert_eq!(pair.len(), 2, "{body}");
+        assert_eq!(pair[0], 200, "{body}");
+        let answer = pair[1].as_object().expect("an object");
+        let mut keys: Vec<&str> = answer.keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(keys, ["auth_chain", "state"], "{body}");
+        let state = answer["state"].as_array().unwrap();
+        assert!(state.iter().any(|e| e["type"] == "m.room.create"), "{body}");
+        assert!(state.iter().any(|e| e["type"] == "m.room.member" && e["state_key"] == s.alice.user_id.as_str()));
+        assert!(state.iter().all(|e| e["state_key"] != s.carol.as_str()), "the state before the join: {body}");
+        assert!(!answer["auth_chain"].as_array().unwrap().is_empty(), "{body}");
+        let (status, member) = s.alice.get(&member_path).await;
+        assert_eq!(status, 200, "{member}");
+        assert_eq!(member["membership"], "join", "{member}");
+
+        // Carol leaves through the v1 endpoint, which returns [200, {}].
+        let (leave_id, leave) = s.sign(s.template("leave").await).await;
+        let path = format!("/_matrix/federation/v1/send_leave/{}/{}", encode(s.room.as_str()), encode(&leave_id));
+        let (status, body) = s.federation_request("PUT", &path, Some(leave)).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body, json!([200, {}]));
+        let (_, member) = s.alice.get(&member_path).await;
+        assert_eq!(member["membership"], "leave", "{member}");
+
+        // A room this server does not know gets 404.
+        let unknown_room =
+            format!("/_matrix/federation/v1/send_leave/{}/{}", encode("!nowhere:c.lattice.test"), encode(&leave_id));
+        let (status, body) = s.federation_request("PUT", &unknown_room, Some(json!({}))).await;
+        assert_eq!(status, 404, "{body}");
+        assert_eq!(body["errcode"], "M_NOT_FOUND", "{body}");
     }
 }
 

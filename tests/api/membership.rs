@@ -380,3 +380,75 @@ async fn member_lists_private_to_outsiders() {
         server.stop().await;
     }
 }
+
+/// Sets the join rule `join_rule` (`restricted` or `knock_restricted`) on
+/// `room_id`, allowing the members of `allowed`.
+async fn restrict(client: &Client, room_id: &str, join_rule: &str, allowed: &str) {
+    let content = json!({ "join_rule": join_rule, "allow": [{ "type": "m.room_membership", "room_id": allowed }] });
+    let (status, body) = client.put(&room_path(room_id, "state/m.room.join_rules/"), content).await;
+    assert_eq!(status, StatusCode::OK, "restricting {room_id}: {body}");
+}
+
+#[tokio::test]
+async fn restricted_join_through_allowed_room() {
+    for backend in backends() {
+        for (version, join_rule) in [("10", "restricted"), ("12", "restricted"), ("12", "knock_restricted")] {
+            let server = TestServer::start(&backend).await;
+            let alice = server.register("alice").await;
+            let bob = server.register("bob").await;
+            let space = alice.create_room(json!({ "preset": "public_chat", "room_version": version })).await;
+            let room = alice.create_room(json!({ "preset": "private_chat", "room_version": version })).await;
+            restrict(&alice, &room, join_rule, &space).await;
+
+            // Bob is in none of the allowed rooms.
+            let join_path = format!("/_matrix/client/v3/join/{}", encode(&room));
+            let response = bob.post(&join_path, json!({})).await;
+            assert_error(&response, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+            assert!(response.1["error"].as_str().unwrap().contains(&space), "names the allowed room: {}", response.1);
+
+            // Once he is in the allowed room, he may join, authorised by alice,
+            // the only member who may invite.
+            bob.join(&space).await;
+            bob.join(&room).await;
+            let member = member_content(&bob, &room, &bob.user_id).await;
+            assert_eq!(member["membership"], "join", "room version {version}, {join_rule}: {member}");
+            assert_eq!(member["join_authorised_via_users_server"], alice.user_id.as_str(), "{member}");
+
+            // An invited user joins without an authorising user.
+            let carol = server.register("carol").await;
+            let (status, body) = alice.post(&room_path(&room, "invite"), json!({ "user_id": carol.user_id })).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            carol.join(&room).await;
+            let member = member_content(&carol, &room, &carol.user_id).await;
+            assert_eq!(member["membership"], "join", "{member}");
+            assert!(member.get("join_authorised_via_users_server").is_none(), "{member}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn restricted_join_without_inviter() {
+    for backend in backends() {
+        let server = TestServer::start(&backend).await;
+        let alice = server.register("alice").await;
+        let bob = server.register("bob").await;
+        let space = alice.create_room(json!({ "preset": "public_chat" })).await;
+        // Room version 10: the creator has no power beyond the power levels.
+        let room = alice.create_room(json!({ "preset": "private_chat", "room_version": "10" })).await;
+        restrict(&alice, &room, "restricted", &space).await;
+        let levels_path = room_path(&room, "state/m.room.power_levels/");
+        let (_, mut levels) = alice.get(&levels_path).await;
+        levels["invite"] = json!(100);
+        levels["users"][alice.user_id.as_str()] = json!(50);
+        let (status, body) = alice.put(&levels_path, levels).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+
+        // Bob meets the condition, but no member of the room may invite.
+        bob.join(&space).await;
+        let response = bob.post(&format!("/_matrix/client/v3/join/{}", encode(&room)), json!({})).await;
+        assert_error(&response, StatusCode::BAD_REQUEST, "M_UNABLE_TO_GRANT_JOIN");
+        let member_path = room_path(&room, &format!("state/m.room.member/{}", encode(&bob.user_id)));
+        let response = alice.get(&member_path).await;
+        assert_error(&response, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    }
+}

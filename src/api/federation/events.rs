@@ -144,15 +144,30 @@ async fn visible_event(
 }
 
 /// GET /_matrix/federation/v1/event/{eventId}
+///
+/// Serves timeline events and outliers (events held outside the timeline,
+/// such as auth chain events from `send_join` and soft-failed events).
 async fn event(
     State(services): State<Arc<Services>>,
     Path(event_id): Path<String>,
     auth: FederationAuth,
 ) -> Result<Json<Value>> {
     let event_id = parse_event_id(&event_id, "eventId")?;
-    let event = storage::events::get(&services.db.pool, event_id.as_str())
-        .await?
-        .ok_or_else(|| Error::not_found(format!("event {event_id} not found")))?;
+    let not_found = || Error::not_found(format!("event {event_id} not found"));
+    let Some(event) = storage::events::get(&services.db.pool, event_id.as_str()).await? else {
+        let outlier = storage::outliers::get_many(&services.db.pool, &[event_id.to_string()])
+            .await?
+            .pop()
+            .ok_or_else(not_found)?;
+        if !services.rooms.exists(&outlier.pdu.room_id).await? {
+            return Err(not_found());
+        }
+        if !services.rooms.server_may_see_outlier(&outlier, &auth.origin).await? {
+            tracing::info!(origin = %auth.origin, %event_id, "rejected a federation read of an outlier the server may not see");
+            return Err(Error::forbidden(format!("{} may not see event {event_id}", auth.origin)));
+        }
+        return Ok(transaction(&services, vec![federation_pdu(&outlier)?]));
+    };
     let view = ServerView::load(&services, &event.pdu.room_id, &auth.origin).await?;
     if !view.can_see(&event) {
         tracing::info!(origin = %auth.origin, %event_id, "rejected a federation read of an event the server may not see");

@@ -1,9 +1,14 @@
 //! Membership across servers (spec: Server-Server API, "Joining Rooms",
 //! "Knocking upon a room", "Inviting to a room", "Leaving Rooms (Rejecting
 //! Invites)"): joins, knocks and leaves as the resident server (`make_join`,
-//! `send_join` v2, `make_knock`, `send_knock`, `make_leave`, `send_leave`
-//! v2), and invites of this server's users (`invite` v2; v1 is not served and
-//! answers 404 `M_UNRECOGNIZED`).
+//! `send_join` v1 and v2, `make_knock`, `send_knock`, `make_leave`,
+//! `send_leave` v1 and v2), and invites of this server's users (`invite` v2;
+//! v1 is not served and returns 404 `M_UNRECOGNIZED`).
+//!
+//! The v1 `send_join` and `send_leave` were deprecated and then removed in
+//! spec v1.18, but they are still served for servers that predate that. They
+//! take the same request as v2 and return `[200, body]`, where the v1 join
+//! body has no `members_omitted` or `origin`.
 
 use std::sync::Arc;
 
@@ -14,20 +19,22 @@ use axum::{
 };
 use ruma::{CanonicalJsonValue, EventId, RoomId, UserId};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::FederationAuth;
 use crate::{
     Services,
     error::{Error, ErrorKind, Result},
-    rooms::invite::InboundInvite,
+    rooms::{invite::InboundInvite, pdu::Pdu, remote::JoinAnswer},
 };
 
 pub fn router() -> Router<Arc<Services>> {
     Router::new()
         .route("/_matrix/federation/v1/make_join/{room_id}/{user_id}", get(make_join))
+        .route("/_matrix/federation/v1/send_join/{room_id}/{event_id}", put(send_join_v1))
         .route("/_matrix/federation/v2/send_join/{room_id}/{event_id}", put(send_join))
         .route("/_matrix/federation/v1/make_leave/{room_id}/{user_id}", get(make_leave))
+        .route("/_matrix/federation/v1/send_leave/{room_id}/{event_id}", put(send_leave_v1))
         .route("/_matrix/federation/v2/send_leave/{room_id}/{event_id}", put(send_leave))
         .route("/_matrix/federation/v2/invite/{room_id}/{event_id}", put(invite))
         .route("/_matrix/federation/v1/make_knock/{room_id}/{user_id}", get(make_knock))
@@ -99,26 +106,54 @@ async fn make_join(
     Ok(Json(json!({ "room_version": room_version, "event": event })))
 }
 
+/// Accepts a join as the resident server and returns the state and auth
+/// chain before it, as PDUs.
+async fn accept_join(services: &Services, room_id: &str, event_id: &str, auth: &FederationAuth) -> Result<JoinAnswer> {
+    let room_id = known_room(services, room_id).await?;
+    let event_id = parse_event_id(event_id)?;
+    let object = parse_event(&auth.body)?;
+    let keys = services.federation.signing_keys(&object).await;
+    services.rooms.send_join(&auth.origin, &room_id, &event_id, object, &keys).await
+}
+
+fn raw_pdus(pdus: &[Arc<Pdu>]) -> Vec<Value> {
+    pdus.iter().filter_map(|p| serde_json::from_str(&p.json).ok()).collect()
+}
+
+/// Builds the part of the `send_join` response body that both versions
+/// share, with the join signed by this server when it authorised it.
+fn join_body(answer: &JoinAnswer) -> Map<String, Value> {
+    let mut body = Map::new();
+    body.insert("state".into(), Value::Array(raw_pdus(&answer.state)));
+    body.insert("auth_chain".into(), Value::Array(raw_pdus(&answer.auth_chain)));
+    if let Some(event) = &answer.event {
+        body.insert("event".into(), serde_json::to_value(event).unwrap_or(Value::Null));
+    }
+    body
+}
+
 /// PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}
 async fn send_join(
     State(services): State<Arc<Services>>,
     Path((room_id, event_id)): Path<(String, String)>,
     auth: FederationAuth,
 ) -> Result<Json<Value>> {
-    let room_id = known_room(&services, &room_id).await?;
-    let event_id = parse_event_id(&event_id)?;
-    let object = parse_event(&auth.body)?;
-    let keys = services.federation.signing_keys(&object).await;
-    let answer = services.rooms.send_join(&auth.origin, &room_id, &event_id, object, &keys).await?;
-    let raw = |pdus: &[Arc<crate::rooms::pdu::Pdu>]| -> Vec<Value> {
-        pdus.iter().filter_map(|p| serde_json::from_str(&p.json).ok()).collect()
-    };
-    Ok(Json(json!({
-        "origin": services.server_name,
-        "members_omitted": false,
-        "state": raw(&answer.state),
-        "auth_chain": raw(&answer.auth_chain),
-    })))
+    let answer = accept_join(&services, &room_id, &event_id, &auth).await?;
+    let mut body = join_body(&answer);
+    body.insert("origin".into(), json!(services.server_name));
+    body.insert("members_omitted".into(), json!(false));
+    Ok(Json(Value::Object(body)))
+}
+
+/// PUT /_matrix/federation/v1/send_join/{roomId}/{eventId} (removed from the
+/// spec in v1.18, served for older servers)
+async fn send_join_v1(
+    State(services): State<Arc<Services>>,
+    Path((room_id, event_id)): Path<(String, String)>,
+    auth: FederationAuth,
+) -> Result<Json<Value>> {
+    let answer = accept_join(&services, &room_id, &event_id, &auth).await?;
+    Ok(Json(json!([200, join_body(&answer)])))
 }
 
 /// GET /_matrix/federation/v1/make_leave/{roomId}/{userId}
@@ -133,18 +168,34 @@ async fn make_leave(
     Ok(Json(json!({ "room_version": room_version, "event": event })))
 }
 
+/// Accepts a leave as the resident server.
+async fn accept_leave(services: &Services, room_id: &str, event_id: &str, auth: &FederationAuth) -> Result<()> {
+    let room_id = known_room(services, room_id).await?;
+    let event_id = parse_event_id(event_id)?;
+    let object = parse_event(&auth.body)?;
+    let keys = services.federation.signing_keys(&object).await;
+    services.rooms.send_leave(&auth.origin, &room_id, &event_id, object, &keys).await
+}
+
 /// PUT /_matrix/federation/v2/send_leave/{roomId}/{eventId}
 async fn send_leave(
     State(services): State<Arc<Services>>,
     Path((room_id, event_id)): Path<(String, String)>,
     auth: FederationAuth,
 ) -> Result<Json<Value>> {
-    let room_id = known_room(&services, &room_id).await?;
-    let event_id = parse_event_id(&event_id)?;
-    let object = parse_event(&auth.body)?;
-    let keys = services.federation.signing_keys(&object).await;
-    services.rooms.send_leave(&auth.origin, &room_id, &event_id, object, &keys).await?;
+    accept_leave(&services, &room_id, &event_id, &auth).await?;
     Ok(Json(json!({})))
+}
+
+/// PUT /_matrix/federation/v1/send_leave/{roomId}/{eventId} (removed from the
+/// spec in v1.18, served for older servers)
+async fn send_leave_v1(
+    State(services): State<Arc<Services>>,
+    Path((room_id, event_id)): Path<(String, String)>,
+    auth: FederationAuth,
+) -> Result<Json<Value>> {
+    accept_leave(&services, &room_id, &event_id, &auth).await?;
+    Ok(Json(json!([200, {}])))
 }
 
 #[derive(Deserialize)]

@@ -1,0 +1,66 @@
+//! Pending redactions: received redactions whose target event was not
+//! stored when they arrived, kept until the target is.
+
+use sqlx::{AnyConnection, Row};
+
+/// A received redaction that waits for its target event.
+#[derive(Debug, Clone)]
+pub struct PendingRedaction {
+    pub target_id: String,
+    pub redaction_id: String,
+    pub room_id: String,
+    pub room_version: String,
+    pub sender: String,
+    /// Whether the sender's power level reached the redact level in the
+    /// state before the redaction.
+    pub may_redact_others: bool,
+}
+
+pub async fn insert(conn: &mut AnyConnection, pending: &PendingRedaction) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO pending_redactions (target_id, redaction_id, room_id, room_version, sender, may_redact_others) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (target_id, redaction_id) DO NOTHING",
+    )
+    .bind(&pending.target_id)
+    .bind(&pending.redaction_id)
+    .bind(&pending.room_id)
+    .bind(&pending.room_version)
+    .bind(&pending.sender)
+    .bind(i64::from(pending.may_redact_others))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Lists the pending redactions of `target_id`, ordered by redaction id.
+pub async fn of_target<'c, E>(executor: E, target_id: &str) -> Result<Vec<PendingRedaction>, sqlx::Error>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let rows = sqlx::query(
+        "SELECT target_id, redaction_id, room_id, room_version, sender, may_redact_others \
+         FROM pending_redactions WHERE target_id = $1 ORDER BY redaction_id",
+    )
+    .bind(target_id)
+    .fetch_all(executor)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(PendingRedaction {
+                target_id: row.try_get(0)?,
+                redaction_id: row.try_get(1)?,
+                room_id: row.try_get(2)?,
+                room_version: row.try_get(3)?,
+                sender: row.try_get(4)?,
+                may_redact_others: row.try_get::<i64, _>(5)? != 0,
+            })
+        })
+        .collect()
+}
+
+/// Deletes the pending redactions of `target_id`, once the target is stored
+/// and they were applied or found not to apply.
+pub async fn delete_of_target(conn: &mut AnyConnection, target_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM pending_redactions WHERE target_id = $1").bind(target_id).execute(&mut *conn).await?;
+    Ok(())
+}
