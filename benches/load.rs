@@ -27,6 +27,8 @@
 //! - `push`: the `send` scenario with the `open` policy, run once with push
 //!   rule evaluation switched off (`push.enabled = false`) and once with it on
 //!   (every member with the default rules), with the overhead in percent.
+//!   `LATTICE_BENCH_PUSH_ROUNDS=N` repeats the pair N times, alternating which
+//!   runs first, and adds the overhead of the medians.
 //! - `degree-metrics`: a user with 5,000 connections (each requested by the
 //!   other user with a first message, 1 in 10 answered); median and max of 20
 //!   runs of `GET .../degree/{user}` for a 2nd-degree user and of
@@ -176,6 +178,19 @@ fn memory_mib(pid: u32) -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// Reads the CPU time (user and system) that a process has used so far, in
+/// seconds, from /proc. The kernel counts it in clock ticks (`USER_HZ`, 100
+/// per second on Linux).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the parenthesised command name; utime and stime are
+    // fields 14 and 15 of the whole line.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |index: usize| fields.get(index).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 #[derive(Clone)]
 struct User {
     http: reqwest::Client,
@@ -320,11 +335,18 @@ struct SendRun {
     rss_start: f64,
     rss_setup_peak: f64,
     rss_peak: f64,
+    /// CPU time of the server process during the send run, in seconds.
+    server_cpu: f64,
 }
 
 impl SendRun {
     fn throughput(&self) -> f64 {
         self.events as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Server CPU time per event, in microseconds.
+    fn cpu_per_event_us(&self) -> f64 {
+        self.server_cpu * 1e6 / self.events as f64
     }
 }
 
@@ -387,6 +409,7 @@ async fn run_send(http: &reqwest::Client, server: &Server, as_connections: bool)
     let _ = std::fs::write(format!("/proc/{}/clear_refs", server.child.id()), "5");
     let (_, rss_setup_peak) = memory_mib(server.child.id());
     let per_sender = 500;
+    let cpu_start = cpu_seconds(server.child.id());
     let started = Instant::now();
     let tasks = senders.into_iter().enumerate().map(|(s, (user, room))| async move {
         let mut latencies = Vec::with_capacity(per_sender);
@@ -399,9 +422,10 @@ async fn run_send(http: &reqwest::Client, server: &Server, as_connections: bool)
     });
     let mut latencies: Vec<Duration> = join_all(tasks).await.into_iter().flatten().collect();
     let elapsed = started.elapsed();
+    let server_cpu = cpu_seconds(server.child.id()) - cpu_start;
     latencies.sort();
     let (_, rss_peak) = memory_mib(server.child.id());
-    SendRun { events: latencies.len(), elapsed, latencies, rss_start, rss_setup_peak, rss_peak }
+    SendRun { events: latencies.len(), elapsed, latencies, rss_start, rss_setup_peak, rss_peak, server_cpu }
 }
 
 /// Times 40 invites of connections into one room of the inviter, one at a
@@ -507,26 +531,96 @@ async fn bench_policy(http: &reqwest::Client) {
     }
 }
 
-async fn bench_push(http: &reqwest::Client) {
-    let mut figures = Vec::new();
-    for (name, enabled) in [("off", "false"), ("on", "true")] {
-        let server = start_server_with(&[("LATTICE_POLICY__NAME", "open"), ("LATTICE_PUSH__ENABLED", enabled)]);
-        let send = run_send(http, &server, false).await;
-        println!(
-            "| push evaluation {name}: send, 16 senders, {} events, throughput / p50 / p99 | {:.0} events/s / {} / {} |",
-            send.events,
-            send.throughput(),
-            ms(percentile(&send.latencies, 0.5)),
-            ms(percentile(&send.latencies, 0.99))
-        );
-        figures.push((send.throughput(), percentile(&send.latencies, 0.5)));
+/// Rounds of the `push` scenario, from `LATTICE_BENCH_PUSH_ROUNDS` (default 1).
+fn push_rounds() -> usize {
+    std::env::var("LATTICE_BENCH_PUSH_ROUNDS").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(1)
+}
+
+/// Reads the 1-minute load average of the machine from /proc/loadavg.
+fn load_average() -> String {
+    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    loadavg.split_whitespace().next().unwrap_or("unknown").to_owned()
+}
+
+/// Returns the median of `values`, or NaN for none.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    if values.is_empty() {
+        f64::NAN
+    } else if values.len() % 2 == 1 {
+        values[middle]
+    } else {
+        (values[middle - 1] + values[middle]) / 2.0
     }
-    let (off, on) = (figures[0], figures[1]);
-    println!(
-        "| push evaluation overhead: send throughput / send p50 | {:+.1} % / {:+.1} % |",
-        (on.0 / off.0 - 1.0) * 100.0,
-        (on.1.as_secs_f64() / off.1.as_secs_f64() - 1.0) * 100.0
-    );
+}
+
+/// Runs the `send` workload with push rule evaluation off and on, on fresh
+/// servers, `push_rounds()` times. Odd rounds run off first and even rounds
+/// on first, so that a drift in the machine's load affects both alike.
+/// Prints each run with the load average at its start, each round's
+/// overhead, and the overhead of the medians over all rounds.
+async fn bench_push(http: &reqwest::Client) {
+    let rounds = push_rounds();
+    // Per setting (off, on): send throughput, send p50 and server CPU per event of each round.
+    let mut figures: [Vec<(f64, f64, f64)>; 2] = [Vec::new(), Vec::new()];
+    let overhead = |off: f64, on: f64| (on / off - 1.0) * 100.0;
+    for round in 1..=rounds {
+        let order: [usize; 2] = if round % 2 == 1 { [0, 1] } else { [1, 0] };
+        for index in order {
+            let (name, enabled) = [("off", "false"), ("on", "true")][index];
+            let load = load_average();
+            let server = start_server_with(&[("LATTICE_POLICY__NAME", "open"), ("LATTICE_PUSH__ENABLED", enabled)]);
+            let send = run_send(http, &server, false).await;
+            println!(
+                "| push round {round} evaluation {name}: send, 16 senders, {} events, throughput / p50 / p99 / server CPU per event (load average {load}) | {:.0} events/s / {} / {} / {:.0} µs |",
+                send.events,
+                send.throughput(),
+                ms(percentile(&send.latencies, 0.5)),
+                ms(percentile(&send.latencies, 0.99)),
+                send.cpu_per_event_us()
+            );
+            figures[index].push((
+                send.throughput(),
+                percentile(&send.latencies, 0.5).as_secs_f64(),
+                send.cpu_per_event_us(),
+            ));
+        }
+        let (off, on) = (figures[0][round - 1], figures[1][round - 1]);
+        println!(
+            "| push round {round} evaluation overhead: send throughput / send p50 / server CPU per event | {:+.1} % / {:+.1} % / {:+.1} % |",
+            overhead(off.0, on.0),
+            overhead(off.1, on.1),
+            overhead(off.2, on.2)
+        );
+    }
+    if rounds > 1 {
+        let medians = |runs: &[(f64, f64, f64)]| {
+            (
+                median(runs.iter().map(|r| r.0).collect()),
+                median(runs.iter().map(|r| r.1).collect()),
+                median(runs.iter().map(|r| r.2).collect()),
+            )
+        };
+        let (off, on) = (medians(&figures[0]), medians(&figures[1]));
+        let round_overheads: Vec<f64> =
+            figures[0].iter().zip(&figures[1]).map(|(off, on)| overhead(off.0, on.0)).collect();
+        println!(
+            "| push, median of {rounds} rounds, evaluation off / on: send throughput / send p50 / server CPU per event | {:.0} / {:.0} events/s, {:.2} / {:.2} ms, {:.0} / {:.0} µs |",
+            off.0,
+            on.0,
+            off.1 * 1000.0,
+            on.1 * 1000.0,
+            off.2,
+            on.2
+        );
+        println!(
+            "| push evaluation overhead, medians of {rounds} rounds: send throughput / send p50 / median of the rounds' throughput overheads | {:+.1} % / {:+.1} % / {:+.1} % |",
+            overhead(off.0, on.0),
+            overhead(off.1, on.1),
+            median(round_overheads)
+        );
+    }
 }
 
 const CONNECTIONS_PREFIX: &str = "/_matrix/client/unstable/dev.lattice.connections";

@@ -38,7 +38,12 @@ pub async fn prune(services: &Services) -> Result<u64> {
     let mut deleted = services
         .db
         .writer
-        .write(move |txn| Box::pin(async move { Ok(storage::push::prune_older_than(&mut txn.conn, before).await?) }))
+        .write(move |txn| {
+            Box::pin(async move {
+                txn.insert_push_outcomes().await?;
+                Ok(storage::push::prune_older_than(&mut txn.conn, before).await?)
+            })
+        })
         .await?;
 
     let suffix = format!(":{}", services.server_name);
@@ -57,7 +62,10 @@ pub async fn prune(services: &Services) -> Result<u64> {
             .db
             .writer
             .write(move |txn| {
-                Box::pin(async move { Ok(storage::push::prune_room_upto(&mut txn.conn, &room_id, upto).await?) })
+                Box::pin(async move {
+                    txn.insert_push_outcomes().await?;
+                    Ok(storage::push::prune_room_upto(&mut txn.conn, &room_id, upto).await?)
+                })
             })
             .await?;
     }

@@ -107,8 +107,8 @@ pub fn summary(state: &RoomState, suggested_only: bool) -> Value {
             summary.insert(key.into(), json!(value));
         }
     }
-    if matches!(join_rule.as_str(), "restricted" | "knock_restricted") {
-        summary.insert("allowed_room_ids".into(), json!(allowed_rooms(state)));
+    if let Some(allowed) = super::restricted::allowed_rooms(state) {
+        summary.insert("allowed_room_ids".into(), json!(allowed));
     }
 
     let listed: HashSet<String> = children(state, suggested_only).into_iter().map(|c| c.room_id).collect();
@@ -131,19 +131,6 @@ pub fn summary(state: &RoomState, suggested_only: bool) -> Value {
     Value::Object(summary)
 }
 
-/// Lists the rooms whose members may join a restricted room.
-fn allowed_rooms(state: &RoomState) -> Vec<String> {
-    let content = state.content(&StateEventType::RoomJoinRules, "");
-    let Some(allow) = content.get("allow").and_then(Value::as_array) else {
-        return Vec::new();
-    };
-    allow
-        .iter()
-        .filter(|rule| rule.get("type").and_then(Value::as_str) == Some("m.room_membership"))
-        .filter_map(|rule| rule.get("room_id").and_then(Value::as_str).map(str::to_owned))
-        .collect()
-}
-
 impl Rooms {
     /// Returns whether a requester may read a room's summary. Members may,
     /// and so may anyone for a public, knockable or world-readable room. A
@@ -163,11 +150,10 @@ impl Rooms {
         {
             return Ok(true);
         }
-        if !matches!(join_rule, "restricted" | "knock_restricted") {
+        let Some(allowed_rooms) = super::restricted::allowed_rooms(state) else {
             return Ok(false);
-        }
-        for allowed in allowed_rooms(state) {
-            let Ok(allowed) = RoomId::parse(&allowed) else { continue };
+        };
+        for allowed in allowed_rooms {
             if !self.exists(&allowed).await? {
                 continue;
             }

@@ -66,7 +66,7 @@ pub struct TxnRecord {
     pub key: String,
 }
 
-pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
+pub async fn persist(txn: &mut WriteTxn, mut batch: Batch) -> Result<()> {
     let now = storage::now_ms();
     if let Some(room) = &batch.new_room {
         storage::rooms::insert(&mut txn.conn, &batch.room_id, &room.version, &room.creator, room.is_public, now)
@@ -82,6 +82,7 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
     // redaction: a local event's id is unknown elsewhere before it is sent.
     let from_elsewhere = remote || !batch.require_prev;
     let mut last_stream = 0;
+    let mut push_outcomes = std::mem::take(&mut batch.push_actions).into_iter();
     for (index, event) in batch.events.iter().enumerate() {
         let pdu = &event.pdu;
         insert_state_group(txn, &batch.room_id, event).await?;
@@ -106,8 +107,10 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
 
         index_message(txn, &batch.room_id, pdu, stream).await?;
 
-        if let Some(outcome) = batch.push_actions.get(index) {
-            storage::push::insert_outcome(&mut txn.conn, outcome, stream).await?;
+        // Queued for the writer, which inserts the outcomes of the whole group
+        // commit together before it commits.
+        if let Some(outcome) = push_outcomes.next() {
+            txn.push_outcomes.add(outcome, stream);
         }
         if from_elsewhere {
             redaction::apply_pending(txn, pdu).await?;
@@ -139,7 +142,9 @@ pub async fn persist(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
 
         if let Some((target, redacted_json)) = &event.redaction {
             storage::events::redact(&mut txn.conn, target.as_str(), redacted_json, pdu.event_id.as_str()).await?;
-            // A redacted message no longer counts as unread or appears in `/notifications`.
+            // A redacted message no longer counts as unread or appears in
+            // `/notifications`. Its outcome may still be queued in this batch.
+            txn.insert_push_outcomes().await?;
             storage::push::delete_actions_of_event(&mut txn.conn, target.as_str()).await?;
         }
     }

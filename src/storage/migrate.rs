@@ -98,6 +98,12 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../schema/postgres/0014_conversations.sql"),
     },
     Migration {
+        version: 16,
+        name: "push_shared_stream_key",
+        sqlite: include_str!("../../schema/sqlite/0016_push_shared_stream_key.sql"),
+        postgres: include_str!("../../schema/postgres/0016_push_shared_stream_key.sql"),
+    },
+    Migration {
         version: 18,
         name: "pending_redactions",
         sqlite: include_str!("../../schema/sqlite/0018_pending_redactions.sql"),

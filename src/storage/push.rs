@@ -105,58 +105,110 @@ const OWN_COLUMNS: &str =
 const SHARED_COLUMNS: &str =
     "m.user_id, s.event_id, s.room_id, s.thread_id, s.stream_ordering, s.ts, s.actions, s.highlight";
 
-/// Rows per `INSERT` statement: 9 parameters each stays far below the
+/// Rows per `INSERT` statement: at most 9 parameters each stays far below the
 /// parameter limits of SQLite (32,766) and PostgreSQL (65,535).
 const ROWS_PER_INSERT: usize = 500;
 
-/// Stores the outcome of one event at stream position `stream`.
-pub async fn insert_outcome(conn: &mut AnyConnection, outcome: &PushOutcome, stream: i64) -> Result<(), sqlx::Error> {
-    if let Some(shared) = &outcome.shared {
-        sqlx::query(
-            "INSERT INTO event_push_shared (event_id, room_id, thread_id, sender, stream_ordering, ts, actions, highlight) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (event_id) DO NOTHING",
-        )
-        .bind(&shared.event_id)
-        .bind(&shared.room_id)
-        .bind(&shared.thread_id)
-        .bind(&shared.sender)
-        .bind(stream)
-        .bind(shared.ts)
-        .bind(&shared.actions)
-        .bind(i64::from(shared.highlight))
-        .execute(&mut *conn)
-        .await?;
-    }
-    insert_actions(conn, &outcome.users, stream).await?;
-    if let Some((user, room, thread)) = &outcome.read_mark {
-        sqlx::query(
-            "INSERT INTO push_read_marks (user_id, room_id, thread_id, stream_ordering) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET stream_ordering = excluded.stream_ordering",
-        )
-        .bind(user)
-        .bind(room)
-        .bind(thread)
-        .bind(stream)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
+/// The push rule outcomes of the events of one write transaction, inserted
+/// together just before it commits: a few multi-row statements per group
+/// commit instead of up to three statements per event.
+///
+/// Rows stay queued after they are inserted, until the transaction ends. A
+/// job that fails rolls back its savepoint, and with it any rows of earlier
+/// jobs that it inserted; [`PendingOutcomes::undo_to`] then queues those
+/// rows for insertion again and drops the failed job's own rows.
+#[derive(Debug, Default)]
+pub struct PendingOutcomes {
+    shared: Vec<SharedPushAction>,
+    users: Vec<PushAction>,
+    /// `(user, room, thread, stream position)` of each message's sender.
+    read_marks: Vec<(String, String, String, i64)>,
+    /// The number of rows at the front of each list that are in the database.
+    inserted: [usize; 3],
 }
 
-/// Inserts the rows of users with an outcome of their own, with one
-/// statement per [`ROWS_PER_INSERT`] rows.
-async fn insert_actions(conn: &mut AnyConnection, actions: &[PushAction], stream: i64) -> Result<(), sqlx::Error> {
-    for chunk in actions.chunks(ROWS_PER_INSERT) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let params: Vec<String> = (1..=9).map(|k| format!("${}", i * 9 + k)).collect();
-                format!("({})", params.join(", "))
-            })
-            .collect();
+/// The state of a [`PendingOutcomes`] before a job, to return to when the job fails.
+#[derive(Debug, Clone, Copy)]
+pub struct PendingMark {
+    lengths: [usize; 3],
+    inserted: [usize; 3],
+}
+
+impl PendingOutcomes {
+    /// Queues the outcome of the event at stream position `stream`.
+    pub fn add(&mut self, outcome: PushOutcome, stream: i64) {
+        if let Some(mut shared) = outcome.shared {
+            shared.stream_ordering = stream;
+            self.shared.push(shared);
+        }
+        for mut action in outcome.users {
+            action.stream_ordering = stream;
+            self.users.push(action);
+        }
+        if let Some((user, room, thread)) = outcome.read_mark {
+            self.read_marks.push((user, room, thread, stream));
+        }
+    }
+
+    pub fn mark(&self) -> PendingMark {
+        PendingMark { lengths: [self.shared.len(), self.users.len(), self.read_marks.len()], inserted: self.inserted }
+    }
+
+    /// Returns to the state of `mark`, after the savepoint taken with it was rolled back.
+    pub fn undo_to(&mut self, mark: PendingMark) {
+        self.shared.truncate(mark.lengths[0]);
+        self.users.truncate(mark.lengths[1]);
+        self.read_marks.truncate(mark.lengths[2]);
+        self.inserted = mark.inserted;
+    }
+
+    /// Forgets every row, when the transaction has ended.
+    pub fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
+
+/// Builds `($1, ..., $k), ($k+1, ...), ...` for `rows` rows of `columns` parameters.
+fn placeholders(rows: usize, columns: usize) -> String {
+    let rows: Vec<String> = (0..rows)
+        .map(|row| {
+            let params: Vec<String> = (1..=columns).map(|column| format!("${}", row * columns + column)).collect();
+            format!("({})", params.join(", "))
+        })
+        .collect();
+    rows.join(", ")
+}
+
+/// Inserts the queued rows that are not in the database yet, with one
+/// statement per table and [`ROWS_PER_INSERT`] rows.
+pub async fn insert_pending(conn: &mut AnyConnection, pending: &mut PendingOutcomes) -> Result<(), sqlx::Error> {
+    for chunk in pending.shared[pending.inserted[0]..].chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO event_push_shared (event_id, room_id, thread_id, sender, stream_ordering, ts, actions, highlight) \
+             VALUES {} ON CONFLICT (stream_ordering) DO NOTHING",
+            placeholders(chunk.len(), 8)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for shared in chunk {
+            query = query
+                .bind(&shared.event_id)
+                .bind(&shared.room_id)
+                .bind(&shared.thread_id)
+                .bind(&shared.sender)
+                .bind(shared.stream_ordering)
+                .bind(shared.ts)
+                .bind(&shared.actions)
+                .bind(i64::from(shared.highlight));
+        }
+        query.execute(&mut *conn).await?;
+    }
+    pending.inserted[0] = pending.shared.len();
+
+    for chunk in pending.users[pending.inserted[1]..].chunks(ROWS_PER_INSERT) {
         let sql = format!(
             "INSERT INTO event_push_actions (user_id, event_id, room_id, thread_id, stream_ordering, ts, actions, highlight, notify) \
              VALUES {} ON CONFLICT (event_id, user_id) DO NOTHING",
-            rows.join(", ")
+            placeholders(chunk.len(), 9)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for action in chunk {
@@ -165,7 +217,7 @@ async fn insert_actions(conn: &mut AnyConnection, actions: &[PushAction], stream
                 .bind(&action.event_id)
                 .bind(&action.room_id)
                 .bind(&action.thread_id)
-                .bind(stream)
+                .bind(action.stream_ordering)
                 .bind(action.ts)
                 .bind(&action.actions)
                 .bind(i64::from(action.highlight))
@@ -173,12 +225,42 @@ async fn insert_actions(conn: &mut AnyConnection, actions: &[PushAction], stream
         }
         query.execute(&mut *conn).await?;
     }
+    pending.inserted[1] = pending.users.len();
+
+    // One statement may not update a row twice (PostgreSQL rejects it), so
+    // each (user, room, thread) keeps only its last position, the highest.
+    let mut latest: Vec<&(String, String, String, i64)> = Vec::new();
+    for mark in pending.read_marks[pending.inserted[2]..].iter().rev() {
+        if !latest.iter().any(|kept| (&kept.0, &kept.1, &kept.2) == (&mark.0, &mark.1, &mark.2)) {
+            latest.push(mark);
+        }
+    }
+    for chunk in latest.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO push_read_marks (user_id, room_id, thread_id, stream_ordering) VALUES {} \
+             ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET stream_ordering = excluded.stream_ordering",
+            placeholders(chunk.len(), 4)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (user, room, thread, stream) in chunk {
+            query = query.bind(user).bind(room).bind(thread).bind(*stream);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    pending.inserted[2] = pending.read_marks.len();
     Ok(())
 }
 
 pub async fn delete_actions_of_event(conn: &mut AnyConnection, event_id: &str) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM event_push_actions WHERE event_id = $1").bind(event_id).execute(&mut *conn).await?;
-    sqlx::query("DELETE FROM event_push_shared WHERE event_id = $1").bind(event_id).execute(&mut *conn).await?;
+    // The shared table is keyed by stream position and has no index on event ids.
+    sqlx::query(
+        "DELETE FROM event_push_shared WHERE stream_ordering IN \
+         (SELECT e.stream_ordering FROM events e WHERE e.event_id = $1)",
+    )
+    .bind(event_id)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -296,7 +378,7 @@ pub async fn is_read(pool: &AnyPool, user_id: &str, event_id: &str) -> Result<bo
          WHERE x.event_id = $2 AND x.user_id = $1 AND x.notify = 1 \
          UNION ALL \
          SELECT s.room_id, s.thread_id, s.stream_ordering FROM event_push_shared s \
-         WHERE s.event_id = $2 AND s.sender <> $1 AND {no_override} \
+         WHERE s.stream_ordering = (SELECT e.stream_ordering FROM events e WHERE e.event_id = $2) AND s.event_id = $2 AND s.sender <> $1 AND {no_override} \
          ) a",
         unread = unread("$1"),
         no_override = no_override("$1"),
@@ -615,6 +697,104 @@ mod tests {
 
     async fn exec(pool: &AnyPool, sql: &str) {
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(pool).await.unwrap();
+    }
+
+    /// Builds the outcome of a message from alice: a shared row, a row of
+    /// carol's own and alice's read mark.
+    fn message_outcome(event_id: &str) -> PushOutcome {
+        PushOutcome {
+            shared: Some(SharedPushAction {
+                event_id: event_id.to_owned(),
+                room_id: ROOM.to_owned(),
+                thread_id: "main".to_owned(),
+                sender: ALICE.to_owned(),
+                stream_ordering: 0,
+                ts: 0,
+                actions: r#"["notify"]"#.to_owned(),
+                highlight: false,
+            }),
+            users: vec![PushAction {
+                user_id: CAROL.to_owned(),
+                event_id: event_id.to_owned(),
+                room_id: ROOM.to_owned(),
+                thread_id: "main".to_owned(),
+                stream_ordering: 0,
+                ts: 0,
+                actions: "[]".to_owned(),
+                highlight: false,
+                notify: false,
+            }],
+            read_mark: Some((ALICE.to_owned(), ROOM.to_owned(), "main".to_owned())),
+        }
+    }
+
+    /// `(event id, stream position)` of the shared rows, of carol's rows, and
+    /// alice's read mark.
+    async fn stored_outcomes(conn: &mut AnyConnection) -> (Vec<(String, i64)>, Vec<(String, i64)>, Vec<i64>) {
+        let pairs = |rows: Vec<AnyRow>| rows.iter().map(|r| (r.get(0), r.get(1))).collect::<Vec<(String, i64)>>();
+        let shared = sqlx::query("SELECT event_id, stream_ordering FROM event_push_shared ORDER BY 2")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        let own = sqlx::query("SELECT event_id, stream_ordering FROM event_push_actions ORDER BY 2")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        let marks = sqlx::query("SELECT stream_ordering FROM push_read_marks WHERE user_id = $1")
+            .bind(ALICE)
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        (pairs(shared), pairs(own), marks.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// A job that inserts the queued outcomes of earlier jobs and then fails
+    /// rolls those rows back with its savepoint. They must be inserted again
+    /// at the commit, and the failed job's own rows must not.
+    #[tokio::test]
+    async fn pending_outcomes_survive_a_failed_job() {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new().max_connections(1).connect("sqlite::memory:").await.unwrap();
+        migrate::run(&pool, Backend::Sqlite).await.unwrap();
+        let mut conn = pool.acquire().await.unwrap();
+        let mut pending = PendingOutcomes::default();
+
+        sqlx::raw_sql("BEGIN").execute(&mut *conn).await.unwrap();
+        pending.add(message_outcome("$first"), 1);
+        sqlx::raw_sql("SAVEPOINT job").execute(&mut *conn).await.unwrap();
+        let before_job = pending.mark();
+        pending.add(message_outcome("$failed"), 2);
+        insert_pending(&mut conn, &mut pending).await.unwrap();
+        let inserted = stored_outcomes(&mut conn).await;
+        assert_eq!(inserted.0.len(), 2, "shared rows inserted inside the failing job");
+        sqlx::raw_sql("ROLLBACK TO SAVEPOINT job").execute(&mut *conn).await.unwrap();
+        pending.undo_to(before_job);
+        pending.add(message_outcome("$third"), 3);
+        insert_pending(&mut conn, &mut pending).await.unwrap();
+        sqlx::raw_sql("COMMIT").execute(&mut *conn).await.unwrap();
+
+        let (shared, own, marks) = stored_outcomes(&mut conn).await;
+        assert_eq!(shared, vec![("$first".to_owned(), 1), ("$third".to_owned(), 3)], "shared rows");
+        assert_eq!(own, vec![("$first".to_owned(), 1), ("$third".to_owned(), 3)], "own rows");
+        assert_eq!(marks, vec![3], "alice's read mark");
+    }
+
+    /// Several messages of one sender in one batch leave one read mark, at the last of them.
+    #[tokio::test]
+    async fn pending_read_marks_keep_the_last() {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new().max_connections(1).connect("sqlite::memory:").await.unwrap();
+        migrate::run(&pool, Backend::Sqlite).await.unwrap();
+        let mut conn = pool.acquire().await.unwrap();
+        let mut pending = PendingOutcomes::default();
+        for (stream, event_id) in [(4, "$a"), (5, "$b"), (6, "$c")] {
+            pending.add(message_outcome(event_id), stream);
+        }
+        insert_pending(&mut conn, &mut pending).await.unwrap();
+
+        let (shared, _, marks) = stored_outcomes(&mut conn).await;
+        assert_eq!(shared.len(), 3, "shared rows");
+        assert_eq!(marks, vec![6], "alice's read mark");
     }
 
     /// Stored counts are the same before and after migration 13: a user whose

@@ -17,7 +17,10 @@ use futures::future::BoxFuture;
 use sqlx::{AnyConnection, Connection, Executor, Row, any::AnyConnectOptions};
 use tokio::sync::{mpsc, oneshot};
 
-use super::Backend;
+use super::{
+    Backend,
+    push::{self, PendingOutcomes},
+};
 use crate::error::{Error, Result};
 
 /// Maximum number of jobs committed in one transaction.
@@ -77,12 +80,20 @@ impl StreamPositions {
 pub struct WriteTxn {
     pub conn: AnyConnection,
     positions: Arc<StreamPositions>,
+    /// Push rule outcomes of the batch's events, inserted before it commits.
+    pub push_outcomes: PendingOutcomes,
 }
 
 impl WriteTxn {
     /// Takes the next position of `stream`; it becomes readable when this batch commits.
     pub fn next_position(&self, stream: Stream) -> i64 {
         self.positions.allocate(stream)
+    }
+
+    /// Inserts the queued push rule outcomes now. A job calls it before it
+    /// changes push actions that earlier jobs of the same batch may have queued.
+    pub async fn insert_push_outcomes(&mut self) -> Result<(), sqlx::Error> {
+        push::insert_pending(&mut self.conn, &mut self.push_outcomes).await
     }
 }
 
@@ -122,7 +133,7 @@ impl Writer {
         }
 
         let (sender, receiver) = mpsc::channel(4096);
-        let txn = WriteTxn { conn, positions: positions.clone() };
+        let txn = WriteTxn { conn, positions: positions.clone(), push_outcomes: PendingOutcomes::default() };
         tokio::spawn(run(txn, receiver, backend));
         Ok(Self { sender, positions })
     }
@@ -229,6 +240,7 @@ async fn commit_batch(txn: &mut WriteTxn, jobs: Vec<Job>, begin: &'static str, r
             if let Err(err) = txn.conn.execute("ROLLBACK").await {
                 tracing::error!(error = %err, "could not roll back a failed write");
             }
+            txn.push_outcomes.clear();
             txn.positions.publish();
             finisher(Ok(()));
             return;
@@ -239,11 +251,13 @@ async fn commit_batch(txn: &mut WriteTxn, jobs: Vec<Job>, begin: &'static str, r
             if let Err(err) = txn.conn.execute("SAVEPOINT job").await {
                 tracing::error!(error = %err, "could not open a savepoint");
             }
+            let before_job = txn.push_outcomes.mark();
             let (ok, finisher) = job(txn).await;
             if !ok {
                 if let Err(err) = txn.conn.execute("ROLLBACK TO SAVEPOINT job").await {
                     tracing::error!(error = %err, "could not roll back a savepoint");
                 }
+                txn.push_outcomes.undo_to(before_job);
             }
             // SQLite keeps the savepoints of a batch open until COMMIT releases them
             // all, which saves a statement per job. PostgreSQL releases each one,
@@ -256,7 +270,13 @@ async fn commit_batch(txn: &mut WriteTxn, jobs: Vec<Job>, begin: &'static str, r
             finishers.push(finisher);
         }
     }
-    let committed = txn.conn.execute("COMMIT").await;
+    // The push rule outcomes of all jobs go in together; if that fails, the
+    // whole batch fails, so that no event commits without its outcome.
+    let committed = match txn.insert_push_outcomes().await {
+        Ok(()) => txn.conn.execute("COMMIT").await.map(|_| ()),
+        Err(err) => Err(err),
+    };
+    txn.push_outcomes.clear();
     match committed {
         Ok(_) => {
             txn.positions.publish();

@@ -568,17 +568,18 @@ async fn pending_transaction_survives_restart() {
         let services = server.homeserver.services().clone();
         let (data_dir, database_url) = (services.config.data_dir.clone(), services.config.database.url.clone());
         drop(services);
-        server.stop().await;
+        let database = server.stop().await;
 
         bridge.down.store(false, Ordering::SeqCst);
         bridge.requests.lock().unwrap().clear();
         let path = setup.registration.clone();
-        let restarted = TestServer::start_with(&backend, move |config| {
+        let mut restarted = TestServer::start_with(&backend, move |config| {
             config.data_dir = data_dir;
             config.database.url = database_url;
             config.appservice.registrations = vec![path];
         })
         .await;
+        restarted.adopt_database(database);
         let transactions = wait_until(&bridge, "the resent transaction", |_| {
             message_bodies(&bridge.transactions()).contains(&"while down".into())
         })

@@ -621,7 +621,7 @@ async fn index_rebuilt_at_startup() {
         let room = connect(&alice, &bob).await;
         let (status, body) = create_dm(&alice, &carol).await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        server.stop().await;
+        let database = server.stop().await;
 
         // Empty the index and ask for a rebuild, as after upgrading a database
         // that held rooms before the index existed.
@@ -632,11 +632,12 @@ async fn index_rebuilt_at_startup() {
             .expect("reset the index");
         db.close().await;
 
-        let server = start(&backend, |c| {
+        let mut server = start(&backend, |c| {
             c.data_dir = data_dir.clone();
             c.database.url = database_url.clone();
         })
         .await;
+        server.adopt_database(database);
         let mut alice = alice;
         alice.base = server.base.clone();
         let mut carol = carol;
@@ -737,7 +738,7 @@ async fn metrics_survive_restart_and_migration() {
         let alice_late = read(&alice, format!("?from={bob_ts}&to={to}")).await;
         let carol_all = read(&carol, format!("?to={to}")).await;
         check(&alice_all, &alice_late, &carol_all);
-        server.stop().await;
+        let database = server.stop().await;
 
         // Drop the metrics tables and undo their migration, as on a database
         // from before it. The migration then fills them from the stored events.
@@ -751,11 +752,12 @@ async fn metrics_survive_restart_and_migration() {
         .expect("undo the conversations migration");
         db.close().await;
 
-        let server = start(&backend, |c| {
+        let mut server = start(&backend, |c| {
             c.data_dir = data_dir.clone();
             c.database.url = database_url.clone();
         })
         .await;
+        server.adopt_database(database);
         for client in [&mut alice, &mut carol] {
             client.base = server.base.clone();
         }

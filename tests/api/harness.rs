@@ -102,7 +102,7 @@ impl TestCa {
 
 /// A PostgreSQL database made for one test server. Dropping it drops the
 /// database, so that test runs do not fill the disk with their leftovers.
-struct TestDatabase {
+pub struct TestDatabase {
     admin_url: String,
     name: String,
 }
@@ -316,8 +316,20 @@ impl TestServer {
         format!("@{localpart}:{}", self.server_name)
     }
 
-    pub async fn stop(self) {
+    /// Stops the server. Its PostgreSQL database stays until the returned
+    /// value is dropped, so that a test can start another server on it and
+    /// hand the database over with [`TestServer::adopt_database`].
+    pub async fn stop(self) -> Option<TestDatabase> {
         self.shutdown.shutdown().await;
+        self.database
+    }
+
+    /// Makes this server own a database that a stopped server left, so that
+    /// the database is dropped with this server.
+    pub fn adopt_database(&mut self, database: Option<TestDatabase>) {
+        if database.is_some() {
+            self.database = database;
+        }
     }
 }
 
