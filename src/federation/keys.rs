@@ -113,22 +113,40 @@ impl Federation {
     /// as they can be had; a key that cannot be fetched is left out, so the
     /// signature check then fails for its server.
     pub async fn signing_keys(&self, object: &CanonicalJsonObject) -> ruma::signatures::PublicKeyMap {
+        self.signing_keys_of([object]).await
+    }
+
+    /// Returns the public keys of the servers that signed any of `objects`
+    /// (the PDUs of a transaction), like [`Federation::signing_keys`]. Each
+    /// key is looked up once, also when it cannot be had.
+    pub async fn signing_keys_of<'a>(
+        &self,
+        objects: impl IntoIterator<Item = &'a CanonicalJsonObject>,
+    ) -> ruma::signatures::PublicKeyMap {
         let mut map = ruma::signatures::PublicKeyMap::new();
-        let Some(CanonicalJsonValue::Object(signatures)) = object.get("signatures") else { return map };
-        for (server, signed) in signatures {
-            let (Ok(server_name), CanonicalJsonValue::Object(key_ids)) = (ServerName::parse(server), signed) else {
-                continue;
-            };
-            let mut set = ruma::signatures::PublicKeySet::new();
-            for key_id in key_ids.keys() {
-                match self.verify_key(&server_name, key_id).await {
-                    Ok(key) => {
-                        set.insert(key_id.clone(), ruma::serde::Base64::new(key));
+        let mut missing = std::collections::HashSet::new();
+        for object in objects {
+            let Some(CanonicalJsonValue::Object(signatures)) = object.get("signatures") else { continue };
+            for (server, signed) in signatures {
+                let (Ok(server_name), CanonicalJsonValue::Object(key_ids)) = (ServerName::parse(server), signed) else {
+                    continue;
+                };
+                let set = map.entry(server.clone()).or_default();
+                for key_id in key_ids.keys() {
+                    if set.contains_key(key_id) || missing.contains(&(server, key_id)) {
+                        continue;
                     }
-                    Err(err) => tracing::info!(server, key_id, error = %err, "no key to check a PDU signature"),
+                    match self.verify_key(&server_name, key_id).await {
+                        Ok(key) => {
+                            set.insert(key_id.clone(), ruma::serde::Base64::new(key));
+                        }
+                        Err(err) => {
+                            tracing::info!(server, key_id, error = %err, "no key to check a PDU signature");
+                            missing.insert((server, key_id));
+                        }
+                    }
                 }
             }
-            map.insert(server.clone(), set);
         }
         map
     }

@@ -191,7 +191,8 @@ impl Rooms {
                     let missing_auth = unknown_auth.iter().any(|auth| !pending.keys().any(|p| p.as_str() == auth));
                     if missing_auth && auth_fetches < MAX_AUTH_FETCHES {
                         auth_fetches += 1;
-                        if let Err(reason) = self.fill_auth(federation, server, room_id, &id, &object).await {
+                        let auth_ids = super::fetch::refs(&object, "auth_events");
+                        if let Err(reason) = self.fill_auth(federation, server, room_id, &id, &auth_ids).await {
                             tracing::info!(%server, event_id = %id, reason, "could not fetch auth events");
                         }
                     }

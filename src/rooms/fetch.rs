@@ -27,8 +27,9 @@ use serde_json::{Value, json};
 use super::{
     Rooms,
     builder::{BuiltEvent, StateChange},
+    pdu::Pdu,
     persist,
-    remote::{Commit, Received, Rejected, entries, event_id_of},
+    remote::{Rejected, entries, event_id_of, ids},
     resolve::StateMap,
 };
 use crate::{federation::Federation, storage::writer::Stream};
@@ -51,53 +52,26 @@ pub(super) fn segment(value: &str) -> String {
 type Fetch<T> = std::result::Result<T, String>;
 
 impl Rooms {
-    /// Receives a PDU that `origin` sent, first fetching from it the previous
-    /// and auth events that are unknown here, until `deadline`. An accepted
-    /// PDU comes with the future of its commit (see `receive_pdu_queued`).
-    pub async fn receive_from(
-        &self,
-        origin: &ServerName,
-        room_id: &RoomId,
-        object: CanonicalJsonObject,
-        deadline: tokio::time::Instant,
-    ) -> std::result::Result<(OwnedEventId, Received, Option<Commit>), Rejected> {
-        let Ok(federation) = self.federation() else {
-            return self.receive_pdu_queued(room_id, object, &Default::default()).await;
-        };
-        let keys = federation.signing_keys(&object).await;
-        match tokio::time::timeout_at(deadline, self.fill_gaps(federation, origin, room_id, &object)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(reason)) => tracing::info!(%origin, %room_id, reason, "could not fetch all missing events"),
-            Err(_) => tracing::info!(%origin, %room_id, "fetching missing events took too long"),
-        }
-        self.receive_pdu_queued(room_id, object, &keys).await
-    }
-
-    async fn fill_gaps(
-        &self,
-        federation: &Federation,
-        origin: &ServerName,
-        room_id: &RoomId,
-        object: &CanonicalJsonObject,
-    ) -> Fetch<()> {
+    /// Fetches from `origin` the previous and auth events of the verified
+    /// `pdu` that are unknown here (see the module documentation).
+    pub(super) async fn fill_gaps(&self, federation: &Federation, origin: &ServerName, pdu: &Pdu) -> Fetch<()> {
+        let room_id = &pdu.room_id;
         let room = self.state(room_id).await.map_err(|e| e.message)?;
         // The common case needs no query: the PDU extends the room's forward
         // extremities with auth events of its current state.
-        let in_memory = |id: &String| {
-            room.extremities.iter().any(|e| e.as_str() == id)
-                || room.state.values().any(|pdu| pdu.event_id.as_str() == id)
-        };
-        if refs(object, "prev_events").iter().all(in_memory) && refs(object, "auth_events").iter().all(in_memory) {
+        let in_memory =
+            |id: &OwnedEventId| room.extremities.contains(id) || room.state.values().any(|state| state.event_id == *id);
+        if pdu.prev_events.iter().all(in_memory) && pdu.auth_events.iter().all(in_memory) {
             return Ok(());
         }
         // Events of this transaction may still be in flight.
         self.flush_writes().await.map_err(|e| e.message)?;
-        let event_id = event_id_of(object, &room.rules).map_err(|Rejected(r)| r)?;
+        let event_id = &pdu.event_id;
         if self.unknown(&[event_id.to_string()]).await?.is_empty() {
             return Ok(());
         }
-        self.fill_auth(federation, origin, room_id, &event_id, object).await?;
-        let missing = self.unknown(&refs(object, "prev_events")).await?;
+        self.fill_auth(federation, origin, room_id, event_id, &ids(&pdu.auth_events)).await?;
+        let missing = self.unknown(&ids(&pdu.prev_events)).await?;
         if missing.is_empty() {
             return Ok(());
         }
@@ -121,7 +95,7 @@ impl Rooms {
                 for event in events {
                     let Ok(id) = event_id_of(&event, &room.rules) else { continue };
                     if !self.unknown(&[id.to_string()]).await?.is_empty() {
-                        self.fill_auth(federation, origin, room_id, &id, &event).await?;
+                        self.fill_auth(federation, origin, room_id, &id, &refs(&event, "auth_events")).await?;
                         let gaps = self.unknown(&refs(&event, "prev_events")).await?;
                         self.fill_state_gaps(federation, origin, room_id, gaps).await?;
                         let keys = federation.signing_keys(&event).await;
@@ -133,7 +107,7 @@ impl Rooms {
             }
             Err(err) => tracing::info!(%origin, error = %err, "get_missing_events failed"),
         }
-        let gaps = self.unknown(&refs(object, "prev_events")).await?;
+        let gaps = self.unknown(&ids(&pdu.prev_events)).await?;
         self.fill_state_gaps(federation, origin, room_id, gaps).await
     }
 
@@ -144,9 +118,9 @@ impl Rooms {
         origin: &ServerName,
         room_id: &RoomId,
         event_id: &OwnedEventId,
-        object: &CanonicalJsonObject,
+        auth_events: &[String],
     ) -> Fetch<()> {
-        if self.unknown(&refs(object, "auth_events")).await?.is_empty() {
+        if self.unknown(auth_events).await?.is_empty() {
             return Ok(());
         }
         let path =

@@ -21,6 +21,7 @@ mod resolve;
 pub mod restricted;
 pub mod serialize;
 pub mod state;
+pub mod transaction;
 mod upgrade;
 pub mod version;
 pub mod visibility;

@@ -116,6 +116,11 @@ impl Pdu {
         self.membership.clone()
     }
 
+    /// `membership` of an `m.room.member` event, without a copy.
+    pub fn membership_str(&self) -> Option<&str> {
+        self.membership.as_deref()
+    }
+
     /// The canonical JSON object of the signed PDU.
     pub fn canonical_object(&self) -> Option<CanonicalJsonObject> {
         match serde_json::from_str::<CanonicalJsonValue>(&self.json) {

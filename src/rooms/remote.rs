@@ -17,7 +17,7 @@ use ruma::{
 };
 
 use super::{
-    Rooms, audience,
+    RoomSlot, Rooms, audience,
     builder::{BuiltEvent, StateChange},
     pdu::Pdu,
     persist::{self, Batch, ResolvedState},
@@ -83,19 +83,77 @@ impl Rooms {
     ) -> std::result::Result<(OwnedEventId, Received, Option<Commit>), Rejected> {
         let slot = self.slot(room_id);
         let mut guard = slot.lock().await;
+        let current = self.loaded(&mut guard, room_id).await?;
+        let event_id = event_id_of(&object, &current.rules)?;
+        if current.extremities.contains(&event_id) || self.is_stored(&event_id).await? {
+            return Ok((event_id, Received::Duplicate, None));
+        }
+        let pdu = verify_received(&current.rules, room_id, event_id, object, keys)?;
+        self.accept_received(&slot, guard, current, pdu, None).await
+    }
+
+    /// Receives a PDU that passed [`verify_received`], like
+    /// [`Rooms::receive_pdu_queued`]. `stored` contains the result of one
+    /// duplicate query for a whole transaction. That result decides for this
+    /// PDU while nothing else has changed the room since, else a new query
+    /// decides.
+    pub(super) async fn receive_verified_queued(
+        &self,
+        pdu: Pdu,
+        stored: &mut StoredEvents,
+    ) -> std::result::Result<(OwnedEventId, Received, Option<Commit>), Rejected> {
+        let room_id = pdu.room_id.clone();
+        let slot = self.slot(&room_id);
+        let mut guard = slot.lock().await;
+        let current = self.loaded(&mut guard, &room_id).await?;
+        let event_id = pdu.event_id.clone();
+        let duplicate = current.extremities.contains(&event_id)
+            || match stored.lookup(&current, &event_id) {
+                Some(found) => found,
+                None => self.is_stored(&event_id).await?,
+            };
+        if duplicate {
+            return Ok((event_id, Received::Duplicate, None));
+        }
+        self.accept_received(&slot, guard, current, pdu, Some(stored)).await
+    }
+
+    /// Returns the room's state from its slot, loading it first when the slot is empty.
+    async fn loaded(
+        &self,
+        guard: &mut Option<Arc<RoomState>>,
+        room_id: &RoomId,
+    ) -> std::result::Result<Arc<RoomState>, Rejected> {
         if guard.is_none() {
             *guard = Some(Arc::new(self.load(room_id).await.map_err(internal)?));
         }
-        let current = guard.as_ref().cloned().expect("room state was just loaded");
-        let rules = current.rules.clone();
+        Ok(guard.as_ref().cloned().expect("room state was just loaded"))
+    }
 
-        let event_id = event_id_of(&object, &rules)?;
-        if current.extremities.contains(&event_id)
-            || storage::events::get(&self.db.pool, event_id.as_str()).await.map_err(|e| internal(e.into()))?.is_some()
-        {
-            return Ok((event_id, Received::Duplicate, None));
-        }
-        let pdu = self.check_without_state(&current, event_id.clone(), object, keys, &HashMap::new()).await?;
+    /// Returns whether the timeline contains `event_id`, committed. Events
+    /// still in flight are not found, so callers check the forward extremities too.
+    async fn is_stored(&self, event_id: &EventId) -> std::result::Result<bool, Rejected> {
+        let found = storage::events::get(&self.db.pool, event_id.as_str()).await.map_err(|e| internal(e.into()))?;
+        Ok(found.is_some())
+    }
+
+    /// Runs the checks of a verified, new PDU against the room with the
+    /// room's lock held (auth against its auth events, against the state
+    /// before it, soft fail against the current state) and queues it for the
+    /// writer. `stored` records the state this PDU leaves in the room's slot.
+    async fn accept_received(
+        &self,
+        slot: &RoomSlot,
+        mut guard: tokio::sync::MutexGuard<'_, Option<Arc<RoomState>>>,
+        current: Arc<RoomState>,
+        pdu: Pdu,
+        stored: Option<&mut StoredEvents>,
+    ) -> std::result::Result<(OwnedEventId, Received, Option<Commit>), Rejected> {
+        let room_id = current.room_id.clone();
+        let room_id = &room_id;
+        let rules = current.rules.clone();
+        let event_id = pdu.event_id.clone();
+        self.check_auth_events(&current, &pdu, &HashMap::new()).await?;
 
         // Auth against the state before the event: the resolution of the
         // states after each of its previous events.
@@ -104,6 +162,11 @@ impl Rooms {
             Before { state: None, group: Some((current.state_group, current.chain_length)) }
         } else {
             self.flush_writes().await.map_err(internal)?;
+            // The PDU may have been in flight, queued by a concurrent request
+            // for the same event, and is stored now.
+            if self.is_stored(&event_id).await? {
+                return Ok((event_id, Received::Duplicate, None));
+            }
             let prev = self.load_any(&ids(&pdu.prev_events)).await.map_err(internal)?;
             if prev.len() != pdu.prev_events.len() {
                 return Err(Rejected("some of the PDU's prev_events are unknown to this server".into()));
@@ -234,9 +297,13 @@ impl Rooms {
                 members.push(user);
             }
         }
-        *guard = Some(Arc::new(next));
+        let next = Arc::new(next);
+        if let Some(stored) = stored {
+            stored.note_own_state(&current, next.clone());
+        }
+        *guard = Some(next);
         drop(guard);
-        let (notifier, push) = (self.notifier.clone(), self.push.clone());
+        let (slot, notifier, push) = (slot.clone(), self.notifier.clone(), self.push.clone());
         let commit: Commit = Box::pin(async move {
             if let Err(err) = committed.await {
                 // The in-memory state contains an event that was not stored, so reload it.
@@ -270,32 +337,20 @@ impl Rooms {
         keys: &PublicKeyMap,
         pending: &HashMap<OwnedEventId, Arc<Pdu>>,
     ) -> std::result::Result<Pdu, Rejected> {
+        let pdu = verify_received(&current.rules, &current.room_id, event_id, object, keys)?;
+        self.check_auth_events(current, &pdu, pending).await?;
+        Ok(pdu)
+    }
+
+    /// Auth of a verified PDU against its own `auth_events`, which must be known.
+    /// `pending` holds events checked earlier in the same batch but not stored yet.
+    async fn check_auth_events(
+        &self,
+        current: &RoomState,
+        pdu: &Pdu,
+        pending: &HashMap<OwnedEventId, Arc<Pdu>>,
+    ) -> std::result::Result<(), Rejected> {
         let rules = &current.rules;
-        let room_id = &current.room_id;
-        match object.get("room_id") {
-            Some(CanonicalJsonValue::String(id)) if id == room_id.as_str() => {}
-            _ => return Err(Rejected(format!("the PDU's room_id is not {room_id}"))),
-        }
-
-        // Signatures, then the content hash: a PDU whose hash does not match
-        // is kept in its redacted form.
-        let object = match ruma::signatures::verify_event(keys, &object, rules) {
-            Ok(Verified::All) => object,
-            Ok(Verified::Signatures) => {
-                tracing::info!(%event_id, "content hash mismatch; keeping the redacted event");
-                ruma::canonical_json::redact(object, &rules.redaction, None)
-                    .map_err(|e| Rejected(format!("the PDU cannot be redacted: {e}")))?
-            }
-            Err(err) => return Err(Rejected(format!("signature check failed: {err}"))),
-        };
-        let json = serde_json::to_string(&object).map_err(|e| Rejected(format!("the PDU is malformed: {e}")))?;
-        let pdu =
-            Pdu::from_json(event_id, &json, room_id).map_err(|e| Rejected(format!("the PDU is malformed: {e}")))?;
-        if pdu.kind == ruma::events::TimelineEventType::RoomCreate {
-            return Err(Rejected("a room's create event cannot arrive in a transaction".into()));
-        }
-
-        // Auth against the event's own auth events.
         // Usually every auth event is in the current state, which is in memory.
         let in_state: Vec<Arc<Pdu>> = pdu
             .auth_events
@@ -326,11 +381,9 @@ impl Rooms {
         }
         let fetch_event =
             |id: &EventId| auth_events.get(id).map(|p| &**p).or_else(|| current.find_event(id).map(|p| &**p));
-        state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, fetch_event)
+        state_res::check_state_independent_auth_rules(&rules.authorization, pdu, fetch_event)
             .map_err(|reason| Rejected(format!("not allowed by its auth events: {reason}")))?;
-        check_against(rules, &pdu, &auth_state)
-            .map_err(|r| Rejected(format!("not allowed by its auth events: {r}")))?;
-        Ok(pdu)
+        check_against(rules, pdu, &auth_state).map_err(|r| Rejected(format!("not allowed by its auth events: {r}")))
     }
 
     /// The state before `pdu` when it does not extend the room's forward
@@ -448,6 +501,91 @@ struct Before {
 
 fn internal(e: Error) -> Rejected {
     Rejected(format!("internal error: {}", e.message))
+}
+
+/// Runs the checks of a received PDU that need neither the room's state nor
+/// the database: format, signatures and content hash. A PDU whose content
+/// hash does not match is kept in its redacted form. This is CPU work only,
+/// so a transaction's PDUs may be verified in parallel before they are
+/// received in order.
+pub(super) fn verify_received(
+    rules: &ruma::room_version_rules::RoomVersionRules,
+    room_id: &RoomId,
+    event_id: OwnedEventId,
+    object: CanonicalJsonObject,
+    keys: &PublicKeyMap,
+) -> std::result::Result<Pdu, Rejected> {
+    match object.get("room_id") {
+        Some(CanonicalJsonValue::String(id)) if id == room_id.as_str() => {}
+        _ => return Err(Rejected(format!("the PDU's room_id is not {room_id}"))),
+    }
+
+    // Signatures, then the content hash.
+    let object = match ruma::signatures::verify_event(keys, &object, rules) {
+        Ok(Verified::All) => object,
+        Ok(Verified::Signatures) => {
+            tracing::info!(%event_id, "content hash mismatch; keeping the redacted event");
+            ruma::canonical_json::redact(object, &rules.redaction, None)
+                .map_err(|e| Rejected(format!("the PDU cannot be redacted: {e}")))?
+        }
+        Err(err) => return Err(Rejected(format!("signature check failed: {err}"))),
+    };
+    let json = serde_json::to_string(&object).map_err(|e| Rejected(format!("the PDU is malformed: {e}")))?;
+    let pdu = Pdu::from_json(event_id, &json, room_id).map_err(|e| Rejected(format!("the PDU is malformed: {e}")))?;
+    if pdu.kind == ruma::events::TimelineEventType::RoomCreate {
+        return Err(Rejected("a room's create event cannot arrive in a transaction".into()));
+    }
+    Ok(pdu)
+}
+
+/// The event ids that one query found stored, for the duplicate check of a
+/// whole transaction's PDUs. The result is valid for a room while the room's
+/// slot still contains the state read before the query ran, or the state
+/// that this transaction's last accepted PDU left there. Any other change of
+/// the room, such as a concurrent transaction's PDU, may have stored one of
+/// the ids since, so [`StoredEvents::lookup`] then returns `None`.
+pub(super) struct StoredEvents {
+    stored: HashSet<OwnedEventId>,
+    /// For each room, the state for which `stored` is valid.
+    valid_for: HashMap<ruma::OwnedRoomId, Arc<RoomState>>,
+}
+
+impl StoredEvents {
+    /// `stored` are the ids found; `states` the states of the rooms as
+    /// read before the query.
+    pub(super) fn new(stored: HashSet<OwnedEventId>, states: impl IntoIterator<Item = Arc<RoomState>>) -> Self {
+        let valid_for = states.into_iter().map(|state| (state.room_id.clone(), state)).collect();
+        Self { stored, valid_for }
+    }
+
+    /// Returns whether the query found `event_id`. Stored events stay
+    /// stored, so this result is valid whatever changed since.
+    pub(super) fn contains(&self, event_id: &EventId) -> bool {
+        self.stored.contains(event_id)
+    }
+
+    /// Returns an empty result that is valid for no room, so every PDU gets its own query.
+    pub(super) fn none() -> Self {
+        Self { stored: HashSet::new(), valid_for: HashMap::new() }
+    }
+
+    /// Returns whether `event_id` is stored, or `None` when the result is
+    /// not valid for `current`, the state in the room's slot.
+    fn lookup(&self, current: &Arc<RoomState>, event_id: &EventId) -> Option<bool> {
+        let valid = self.valid_for.get(&current.room_id).is_some_and(|state| Arc::ptr_eq(state, current));
+        valid.then(|| self.stored.contains(event_id))
+    }
+
+    /// Records the state that an accepted PDU of this transaction left in
+    /// its room's slot in place of `replaced`. The result stays valid only
+    /// if it was valid for `replaced`.
+    fn note_own_state(&mut self, replaced: &Arc<RoomState>, state: Arc<RoomState>) {
+        if let Some(valid) = self.valid_for.get_mut(&state.room_id)
+            && Arc::ptr_eq(valid, replaced)
+        {
+            *valid = state;
+        }
+    }
 }
 
 /// The event id of a PDU: its reference hash in room versions 3 and later.

@@ -56,19 +56,22 @@ impl RoomState {
     }
 
     pub fn is_joined(&self, user_id: &UserId) -> bool {
-        self.membership(user_id).as_deref() == Some("join")
+        self.get(&StateEventType::RoomMember, user_id.as_str()).and_then(|pdu| pdu.membership_str()) == Some("join")
     }
 
     /// Users of `server_name` who are joined or invited: the local audience of a new event.
     pub fn local_members(&self, server_name: &ServerName) -> Vec<ruma::OwnedUserId> {
         self.state
             .iter()
-            .filter(|((kind, _), _)| *kind == StateEventType::RoomMember)
-            .filter_map(|((_, key), pdu)| {
-                let user_id = UserId::parse(key.as_str()).ok()?;
-                let membership = pdu.membership()?;
-                (user_id.server_name() == server_name && (membership == "join" || membership == "invite"))
-                    .then_some(user_id)
+            .filter(|((kind, key), pdu)| {
+                // A user id of `server_name` ends in `:server_name`; the
+                // string test spares parsing the ids of other servers' users.
+                *kind == StateEventType::RoomMember
+                    && matches!(pdu.membership_str(), Some("join" | "invite"))
+                    && key.strip_suffix(server_name.as_str()).is_some_and(|rest| rest.ends_with(':'))
+            })
+            .filter_map(|((_, key), _)| {
+                UserId::parse(key.as_str()).ok().filter(|user| user.server_name() == server_name)
             })
             .collect()
     }
@@ -99,9 +102,7 @@ impl RoomState {
     pub fn count_membership(&self, membership: &str) -> usize {
         self.state
             .iter()
-            .filter(|((kind, _), pdu)| {
-                *kind == StateEventType::RoomMember && pdu.membership().as_deref() == Some(membership)
-            })
+            .filter(|((kind, _), pdu)| *kind == StateEventType::RoomMember && pdu.membership_str() == Some(membership))
             .count()
     }
 

@@ -1,6 +1,6 @@
 //! Events: the stored PDUs, their stream order, and transaction ids.
 
-use std::sync::Arc;
+use std::{collections::HashSet, sync::Arc};
 
 use ruma::{OwnedEventId, RoomId};
 use sqlx::{AnyConnection, AnyPool, Row, any::AnyRow};
@@ -172,6 +172,23 @@ pub async fn get_many(pool: &AnyPool, ids: &[String]) -> Result<Vec<StoredEvent>
         events.extend(rows_to_events(query.fetch_all(pool).await?)?);
     }
     Ok(events)
+}
+
+/// Returns the ids among `ids` of committed timeline events, without reading the events.
+pub async fn stored_ids(pool: &AnyPool, ids: &[String]) -> Result<HashSet<String>, sqlx::Error> {
+    let mut found = HashSet::with_capacity(ids.len());
+    for chunk in ids.chunks(200) {
+        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!("SELECT event_id FROM events WHERE event_id IN ({})", placeholders.join(", "));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(id.as_str());
+        }
+        for row in query.fetch_all(pool).await? {
+            found.insert(row.try_get("event_id")?);
+        }
+    }
+    Ok(found)
 }
 
 /// The newest state event of a kind at or before a stream position.

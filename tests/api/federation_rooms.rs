@@ -178,6 +178,19 @@ async fn signed_message(
     sender: &UserId,
     body: &str,
 ) -> ruma::CanonicalJsonObject {
+    signed_chain(resident, origin, room, sender, &[body]).await.pop().expect("one PDU")
+}
+
+/// Builds a message PDU of `sender` for each of `bodies`, the first on top
+/// of the room's current state on `resident` and each later one on top of
+/// the one before, signed by `origin` with its real signing key.
+async fn signed_chain(
+    resident: &TestServer,
+    origin: &TestServer,
+    room: &RoomId,
+    sender: &UserId,
+    bodies: &[&str],
+) -> Vec<ruma::CanonicalJsonObject> {
     let state = resident.homeserver.services().rooms.state(room).await.expect("room state");
     let mut auth: Vec<String> =
         [("m.room.create", ""), ("m.room.power_levels", ""), ("m.room.member", sender.as_str())]
@@ -190,22 +203,29 @@ async fn signed_message(
         auth.retain(|id| *id != create);
     }
     auth.sort();
-    let prev: Vec<String> = state.extremities.iter().map(|id| id.to_string()).collect();
-    let value = json!({
-        "auth_events": auth,
-        "content": { "msgtype": "m.text", "body": body },
-        "depth": state.depth + 1,
-        "origin_server_ts": 1_700_000_000_000_i64,
-        "prev_events": prev,
-        "room_id": room,
-        "sender": sender,
-        "type": "m.room.message",
-    });
-    let mut object: ruma::CanonicalJsonObject = serde_json::from_value(value).unwrap();
+    let mut prev: Vec<String> = state.extremities.iter().map(|id| id.to_string()).collect();
+    let mut depth = state.depth;
     let key = &origin.homeserver.services().key;
-    ruma::signatures::hash_and_sign_event(&origin.server_name, &key.pair, &mut object, &state.rules.redaction)
-        .expect("sign");
-    object
+    let mut chain = Vec::new();
+    for body in bodies {
+        depth += 1;
+        let value = json!({
+            "auth_events": auth,
+            "content": { "msgtype": "m.text", "body": body },
+            "depth": depth,
+            "origin_server_ts": 1_700_000_000_000_i64,
+            "prev_events": prev,
+            "room_id": room,
+            "sender": sender,
+            "type": "m.room.message",
+        });
+        let mut object: ruma::CanonicalJsonObject = serde_json::from_value(value).unwrap();
+        ruma::signatures::hash_and_sign_event(&origin.server_name, &key.pair, &mut object, &state.rules.redaction)
+            .expect("sign");
+        prev = vec![event_id_of(&object, &state.rules)];
+        chain.push(object);
+    }
+    chain
 }
 
 fn event_id_of(object: &ruma::CanonicalJsonObject, rules: &ruma::room_version_rules::RoomVersionRules) -> String {
@@ -389,6 +409,142 @@ async fn remote_join_and_inbound_transactions_reach_local_members() {
             .await
             .expect_err("a foreign origin is refused");
         assert!(err.to_string().contains("M_FORBIDDEN"), "{err}");
+        a.stop().await;
+        b.stop().await;
+    }
+}
+
+/// Joins `user` of server `b` to the room `room_id` of server `a` through
+/// `make_join` and `send_join`, signed by `b`.
+async fn join_over_federation(a: &TestServer, b: &TestServer, room_id: &str, user: &UserId) {
+    let room = RoomId::parse(room_id).unwrap();
+    let rules = a.homeserver.services().rooms.state(&room).await.unwrap().rules.clone();
+    let a_name = ruma::ServerName::parse(&a.server_name).unwrap();
+    let federation = &b.homeserver.services().federation;
+    let path = format!("/_matrix/federation/v1/make_join/{}/{}?ver=1", encode(room_id), encode(user.as_str()));
+    let versions: String = (1..=12).map(|v| format!("&ver={v}")).collect();
+    let template = federation
+        .send_json(&a_name, http::Method::GET, &format!("{path}{versions}"), None, true)
+        .await
+        .expect("make_join");
+    let mut join: ruma::CanonicalJsonObject = serde_json::from_value(template["event"].clone()).unwrap();
+    let key = &b.homeserver.services().key;
+    ruma::signatures::hash_and_sign_event(&b.server_name, &key.pair, &mut join, &rules.redaction).expect("sign");
+    let join_id = event_id_of(&join, &rules);
+    let path = format!("/_matrix/federation/v2/send_join/{}/{}", encode(room_id), encode(&join_id));
+    let body = serde_json::to_value(&join).unwrap();
+    federation.send_json(&a_name, http::Method::PUT, &path, Some(&body), true).await.expect("send_join");
+}
+
+#[tokio::test]
+async fn transaction_pdus_checked_in_order() {
+    for backend in backends() {
+        let ca = TestCa::new();
+        let mut servers =
+            TestServer::start_federated(&backend, &ca, &["a.lattice.test", "b.lattice.test"], |_| {}).await;
+        let b = servers.pop().expect("server b");
+        let a = servers.pop().expect("server a");
+        let alice = a.register("alice").await;
+        let room_id = alice.create_room(json!({ "preset": "public_chat" })).await;
+        let room = RoomId::parse(&room_id).unwrap();
+        let bob = UserId::parse("@bob:b.lattice.test").unwrap();
+        join_over_federation(&a, &b, &room_id, &bob).await;
+        let rules = a.homeserver.services().rooms.state(&room).await.unwrap().rules.clone();
+
+        // One message is stored before the transaction.
+        let stored = signed_message(&a, &b, &room, &bob, "stored before").await;
+        let stored_id = event_id_of(&stored, &rules);
+        let response = send_transaction(&b, &a, "t1", vec![serde_json::to_value(&stored).unwrap()], vec![]).await;
+        assert_eq!(response["pdus"][&stored_id], json!({}), "{backend:?}: {response}");
+        let since = alice.sync("").await["next_batch"].as_str().unwrap().to_owned();
+
+        // Five messages, each on top of the one before, mixed with a forged
+        // PDU, a PDU that is not an object, the first message again and
+        // the message stored before.
+        let chain = signed_chain(&a, &b, &room, &bob, &["c1", "c2", "c3", "c4", "c5"]).await;
+        let chain_ids: Vec<String> = chain.iter().map(|pdu| event_id_of(pdu, &rules)).collect();
+        let mut forged = signed_message(&a, &b, &room, &bob, "forged").await;
+        let forged_id = event_id_of(&forged, &rules);
+        let mut signatures = serde_json::to_value(&forged["signatures"]).unwrap();
+        let key_id = signatures["b.lattice.test"].as_object().unwrap().keys().next().unwrap().clone();
+        signatures["b.lattice.test"][&key_id] = json!("AAAA".repeat(21) + "AA");
+        forged.insert("signatures".into(), serde_json::from_value(signatures).unwrap());
+        let value = |pdu: &ruma::CanonicalJsonObject| serde_json::to_value(pdu).unwrap();
+        let pdus = vec![
+            value(&chain[0]),
+            value(&chain[1]),
+            value(&forged),
+            json!(42),
+            value(&chain[2]),
+            value(&chain[0]),
+            value(&stored),
+            value(&chain[3]),
+            value(&chain[4]),
+        ];
+        let response = send_transaction(&b, &a, "t2", pdus, vec![]).await;
+        let results = response["pdus"].as_object().expect("results");
+        assert_eq!(results.len(), 7, "{backend:?}: one result per event id: {response}");
+        for (id, body) in chain_ids.iter().zip(["c1", "c2", "c3", "c4", "c5"]) {
+            assert_eq!(results[id], json!({}), "{backend:?}: {body} is accepted: {response}");
+        }
+        assert_eq!(results[&stored_id], json!({}), "{backend:?}: a stored PDU is a duplicate: {response}");
+        let error = results[&forged_id]["error"].as_str().expect("the forged PDU is rejected");
+        assert!(error.contains("signature"), "{backend:?}: {error}");
+
+        // Alice sees each message once, in order, and the last one is the
+        // room's forward extremity.
+        let sync = alice.sync(&format!("since={since}")).await;
+        let timeline = crate::harness::timeline(&sync, &room_id);
+        let bodies: Vec<&str> = timeline.iter().map(|e| e["content"]["body"].as_str().unwrap()).collect();
+        assert_eq!(bodies, ["c1", "c2", "c3", "c4", "c5"], "{backend:?}: {sync}");
+        let ids: Vec<&str> = timeline.iter().map(|e| e["event_id"].as_str().unwrap()).collect();
+        assert_eq!(ids, chain_ids, "{backend:?}");
+        let unread = &sync["rooms"]["join"][&room_id]["unread_notifications"];
+        assert_eq!(unread["notification_count"], 6, "{backend:?}: {unread}");
+        let extremities = a.homeserver.services().rooms.state(&room).await.unwrap().extremities.clone();
+        assert_eq!(extremities.iter().map(|id| id.to_string()).collect::<Vec<_>>(), [chain_ids[4].clone()]);
+        a.stop().await;
+        b.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn concurrent_transactions_store_each_pdu_once() {
+    for backend in backends() {
+        let ca = TestCa::new();
+        let mut servers =
+            TestServer::start_federated(&backend, &ca, &["a.lattice.test", "b.lattice.test"], |_| {}).await;
+        let b = servers.pop().expect("server b");
+        let a = servers.pop().expect("server a");
+        let alice = a.register("alice").await;
+        let room_id = alice.create_room(json!({ "preset": "public_chat" })).await;
+        let room = RoomId::parse(&room_id).unwrap();
+        let bob = UserId::parse("@bob:b.lattice.test").unwrap();
+        join_over_federation(&a, &b, &room_id, &bob).await;
+        let rules = a.homeserver.services().rooms.state(&room).await.unwrap().rules.clone();
+        let since = alice.sync("").await["next_batch"].as_str().unwrap().to_owned();
+
+        // The same 30 messages in two transactions at once, as when a
+        // sender retries before its first attempt was answered.
+        let bodies: Vec<String> = (0..30).map(|i| format!("m{i}")).collect();
+        let bodies: Vec<&str> = bodies.iter().map(String::as_str).collect();
+        let chain = signed_chain(&a, &b, &room, &bob, &bodies).await;
+        let pdus: Vec<Value> = chain.iter().map(|pdu| serde_json::to_value(pdu).unwrap()).collect();
+        let (first, second) = tokio::join!(
+            send_transaction(&b, &a, "t1", pdus.clone(), vec![]),
+            send_transaction(&b, &a, "t2", pdus, vec![]),
+        );
+        for pdu in &chain {
+            let id = event_id_of(pdu, &rules);
+            assert_eq!(first["pdus"][&id], json!({}), "{backend:?}: {first}");
+            assert_eq!(second["pdus"][&id], json!({}), "{backend:?}: {second}");
+        }
+
+        let sync =
+            alice.sync(&format!("since={since}&filter={}", encode(r#"{"room":{"timeline":{"limit":100}}}"#))).await;
+        let timeline = crate::harness::timeline(&sync, &room_id);
+        let received: Vec<&str> = timeline.iter().map(|e| e["content"]["body"].as_str().unwrap()).collect();
+        assert_eq!(received, bodies, "{backend:?}: each message once, in order");
         a.stop().await;
         b.stop().await;
     }

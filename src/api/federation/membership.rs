@@ -21,7 +21,7 @@ use ruma::{CanonicalJsonValue, EventId, RoomId, UserId};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{FederationAuth, send::signing_keys};
+use super::FederationAuth;
 use crate::{
     Services,
     error::{Error, ErrorKind, Result},
@@ -112,7 +112,7 @@ async fn accept_join(services: &Services, room_id: &str, event_id: &str, auth: &
     let room_id = known_room(services, room_id).await?;
     let event_id = parse_event_id(event_id)?;
     let object = parse_event(&auth.body)?;
-    let keys = signing_keys(services, &object).await;
+    let keys = services.federation.signing_keys(&object).await;
     services.rooms.send_join(&auth.origin, &room_id, &event_id, object, &keys).await
 }
 
@@ -173,7 +173,7 @@ async fn accept_leave(services: &Services, room_id: &str, event_id: &str, auth: 
     let room_id = known_room(services, room_id).await?;
     let event_id = parse_event_id(event_id)?;
     let object = parse_event(&auth.body)?;
-    let keys = signing_keys(services, &object).await;
+    let keys = services.federation.signing_keys(&object).await;
     services.rooms.send_leave(&auth.origin, &room_id, &event_id, object, &keys).await
 }
 
@@ -255,7 +255,7 @@ async fn send_knock(
     let room_id = known_room(&services, &room_id).await?;
     let event_id = parse_event_id(&event_id)?;
     let object = parse_event(&auth.body)?;
-    let keys = signing_keys(&services, &object).await;
+    let keys = services.federation.signing_keys(&object).await;
     let state = services.rooms.send_knock(&auth.origin, &room_id, &event_id, object, &keys).await?;
     Ok(Json(json!({ "knock_room_state": state })))
 }

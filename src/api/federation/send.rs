@@ -11,9 +11,7 @@ use axum::{
     extract::{Path, State},
     routing::put,
 };
-use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, OwnedRoomId, RoomId, ServerName, UserId, signatures::PublicKeyMap,
-};
+use ruma::{OwnedRoomId, RoomId, ServerName, UserId};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -21,7 +19,7 @@ use super::FederationAuth;
 use crate::{
     Services,
     error::{Error, Result},
-    rooms::remote::{Commit, Rejected},
+    rooms::{remote::Rejected, transaction::ReceivedPdu},
     storage::{self, writer::Stream},
 };
 
@@ -68,24 +66,25 @@ async fn send(
     // Accepted PDUs commit in the background while the next ones are
     // checked; the response waits for every commit.
     let mut commits = Vec::new();
-    for pdu in txn.pdus {
-        let (event_id, outcome) = receive_one(&services, &auth.origin, pdu, deadline).await;
+    for ReceivedPdu { event_id, outcome } in services.rooms.receive_transaction(&auth.origin, txn.pdus, deadline).await
+    {
         let result = match outcome {
-            Ok(Some(commit)) => {
-                commits.extend(event_id.clone().map(|id| (id, commit)));
+            Ok((received, commit)) => {
+                tracing::debug!(%event_id, ?received, "received a PDU");
+                commits.extend(commit.map(|commit| (event_id.clone(), commit)));
                 json!({})
             }
-            Ok(None) => json!({}),
-            Err(reason) => json!({ "error": reason }),
+            Err(Rejected(reason)) => {
+                tracing::info!(%event_id, reason, "rejected a PDU");
+                json!({ "error": reason })
+            }
         };
-        if let Some(event_id) = event_id {
-            results.insert(event_id, result);
-        }
+        results.insert(event_id.to_string(), result);
     }
     for (event_id, commit) in commits {
         if let Err(Rejected(reason)) = commit.await {
             tracing::warn!(%event_id, reason, "a received PDU failed to commit");
-            results.insert(event_id, json!({ "error": reason }));
+            results.insert(event_id.to_string(), json!({ "error": reason }));
         }
     }
     for edu in txn.edus {
@@ -94,49 +93,6 @@ async fn send(
         }
     }
     Ok(Json(json!({ "pdus": results })))
-}
-
-/// Runs one PDU through the checks. Returns its event id, when it has one,
-/// and the error for its result.
-async fn receive_one(
-    services: &Services,
-    origin: &ServerName,
-    pdu: Value,
-    deadline: tokio::time::Instant,
-) -> (Option<String>, std::result::Result<Option<Commit>, String>) {
-    let object = match CanonicalJsonValue::try_from(pdu) {
-        Ok(CanonicalJsonValue::Object(object)) => object,
-        _ => return (None, Err("the PDU is not a canonical JSON object".into())),
-    };
-    let Some(room_id) = object.get("room_id").and_then(|v| v.as_str()).and_then(|id| RoomId::parse(id).ok()) else {
-        return (None, Err("the PDU has no valid room_id".into()));
-    };
-    let room = match services.rooms.exists(&room_id).await {
-        Ok(true) => room_id,
-        Ok(false) => return (None, Err(format!("room {room_id} is not known to this server"))),
-        Err(err) => return (None, Err(err.message)),
-    };
-    let event_id = match services.rooms.state(&room).await {
-        Ok(state) => match ruma::signatures::reference_hash(&object, &state.rules) {
-            Ok(hash) => format!("${hash}"),
-            Err(err) => return (None, Err(format!("the PDU cannot be hashed: {err}"))),
-        },
-        Err(err) => return (None, Err(err.message)),
-    };
-    match services.rooms.receive_from(origin, &room, object, deadline).await {
-        Ok((id, outcome, commit)) => {
-            tracing::debug!(event_id = %id, ?outcome, "received a PDU");
-            (Some(event_id), Ok(commit))
-        }
-        Err(Rejected(reason)) => {
-            tracing::info!(%event_id, reason, "rejected a PDU");
-            (Some(event_id), Err(reason))
-        }
-    }
-}
-
-pub(super) async fn signing_keys(services: &Services, object: &CanonicalJsonObject) -> PublicKeyMap {
-    services.federation.signing_keys(object).await
 }
 
 /// Takes one EDU into the local stores. Only users of the origin server may
