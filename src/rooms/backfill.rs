@@ -11,10 +11,11 @@
 //!    state after their previous events, or, where those are not stored,
 //!    the state that `/state_ids` returns for the event. Events already held
 //!    (the edge state, outliers) were checked when they arrived;
-//! 3. one commit: the events at stream positions below every stored event,
-//!    in topological order, each with the state group of the state after
-//!    it; the new edge state, which is the state before the oldest of them
-//!    (see `storage::backfill`); and the new backward extremities.
+//! 3. one commit of three parts. First, the events, at stream positions below
+//!    every stored event, in topological order, each with the state group of
+//!    the state after it. Second, the new edge state, which is the state
+//!    before the oldest of them (see `storage::backfill`). Third, the new
+//!    backward extremities.
 //!
 //! Events that fail a check are not stored, and history continues past
 //! them. Soft-failed events stay out of the timeline. Every step is bounded

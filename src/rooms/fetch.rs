@@ -186,13 +186,13 @@ impl Rooms {
         let path = format!("/_matrix/federation/v1/state_ids/{query}");
         let answer = federation.send_json(origin, Method::GET, &path, None, true).await.map_err(|e| e.to_string())?;
         let state_ids = strings(&answer["pdu_ids"]);
-        let mut wanted: Vec<String> = strings(&answer["auth_chain_ids"]);
-        wanted.extend(state_ids.iter().cloned());
+        let mut needed: Vec<String> = strings(&answer["auth_chain_ids"]);
+        needed.extend(state_ids.iter().cloned());
         if with_event {
-            wanted.push(event_id.to_owned());
+            needed.push(event_id.to_owned());
         }
-        let wanted: Vec<String> = wanted.into_iter().collect::<HashSet<_>>().into_iter().collect();
-        let unknown = self.unknown(&wanted).await?;
+        let needed: Vec<String> = needed.into_iter().collect::<HashSet<_>>().into_iter().collect();
+        let unknown = self.unknown(&needed).await?;
         if unknown.len() > MAX_FETCHED {
             return Err(format!("the state at {event_id} has {} unknown events, more than fetched", unknown.len()));
         }

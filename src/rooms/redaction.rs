@@ -84,8 +84,8 @@ pub(super) async fn redact_stored_outlier(txn: &mut WriteTxn, pending: &PendingR
     Ok(())
 }
 
-/// The form of an outlier to store: redacted when a pending redaction
-/// applies to it. The pending redactions stay, because the event may still
+/// Returns the form of an outlier to store: redacted when a pending
+/// redaction applies to it. The pending redactions stay, because the event may still
 /// enter the timeline.
 pub(super) async fn outlier_form(txn: &mut WriteTxn, pdu: &Arc<Pdu>) -> Result<Arc<Pdu>> {
     let pending = storage::redactions::of_target(&mut txn.conn, pdu.event_id.as_str()).await?;

@@ -343,7 +343,7 @@ impl Rooms {
     }
 
     /// Auth of a verified PDU against its own `auth_events`, which must be known.
-    /// `pending` holds events checked earlier in the same batch but not stored yet.
+    /// `pending` contains events checked earlier in the same batch but not stored yet.
     async fn check_auth_events(
         &self,
         current: &RoomState,
@@ -415,8 +415,8 @@ impl Rooms {
         Ok(Before { state: Some(resolved), group: None })
     }
 
-    /// The state group of the state after a received event, and how it is
-    /// stored. `before` is the stored group of the state before the event,
+    /// Returns the state group of the state after a received event, and how
+    /// it is stored. `before` is the stored group of the state before the event,
     /// with its chain length, when a stored group contains that state.
     pub(super) fn state_change(
         &self,

@@ -491,7 +491,7 @@ async fn transaction_pdus_checked_in_order() {
         let error = results[&forged_id]["error"].as_str().expect("the forged PDU is rejected");
         assert!(error.contains("signature"), "{backend:?}: {error}");
 
-        // Alice sees each message once, in order, and the last one is the
+        // Alice receives each message once, in order, and the last one is the
         // room's forward extremity.
         let sync = alice.sync(&format!("since={since}")).await;
         let timeline = crate::harness::timeline(&sync, &room_id);
@@ -525,7 +525,7 @@ async fn concurrent_transactions_store_each_pdu_once() {
         let since = alice.sync("").await["next_batch"].as_str().unwrap().to_owned();
 
         // The same 30 messages in two transactions at once, as when a
-        // sender retries before its first attempt was answered.
+        // sender retries before its first attempt got a response.
         let bodies: Vec<String> = (0..30).map(|i| format!("m{i}")).collect();
         let bodies: Vec<&str> = bodies.iter().map(String::as_str).collect();
         let chain = signed_chain(&a, &b, &room, &bob, &bodies).await;

@@ -66,7 +66,7 @@ async fn ignored_messages_hidden_state_kept() {
 
         let sync = alice.sync(&format!("since={since}")).await;
         assert_eq!(timeline_texts(&sync, &room), vec!["topic: bob's topic".to_owned(), "from carol".to_owned()]);
-        // Carol ignores no one, so she sees all three.
+        // Carol ignores no one, so all three reach her.
         let seen_by_carol = carol.sync(&format!("since={since}")).await;
         assert_eq!(
             timeline_texts(&seen_by_carol, &room),

@@ -22,6 +22,7 @@ use crate::{
     },
     storage::{
         self,
+        backfill::EDGE_STATE_TOP,
         events::StoredEvent,
         search::{SearchQuery, words},
     },
@@ -181,7 +182,8 @@ async fn room_events(
                 break 'scan;
             }
             position += 1;
-            let Some(event) = events.get(&hit.event_id) else { continue };
+            // Edge-state events are not in the timeline (see `storage::backfill`).
+            let Some(event) = events.get(&hit.event_id).filter(|e| e.stream > EDGE_STATE_TOP) else { continue };
             if !visibilities.contains_key(&hit.room_id) {
                 let room_id =
                     RoomId::parse(&hit.room_id).map_err(|e| Error::internal("reading a stored room id", e))?;
@@ -271,8 +273,10 @@ async fn event_context(
     let can_see = |e: &StoredEvent| visibility.is_some_and(|v| v.can_see(e.stream));
     let before_limit = context.before_limit.unwrap_or(5).min(MAX_LIMIT) as i64;
     let after_limit = context.after_limit.unwrap_or(5).min(MAX_LIMIT) as i64;
+
+    // The edge state of a room joined over federation lies below its timeline.
     let mut before: Vec<StoredEvent> =
-        storage::events::room_range(pool, room_id, i64::MIN, event.stream - 1, before_limit, true)
+        storage::events::room_range(pool, room_id, EDGE_STATE_TOP, event.stream - 1, before_limit, true)
             .await?
             .into_iter()
             .filter(|e| can_see(e))
@@ -283,6 +287,7 @@ async fn event_context(
             .into_iter()
             .filter(|e| can_see(e))
             .collect();
+
     let start = before.last().map_or(event.stream - 1, |e| e.stream - 1);
     let end = after.last().map_or(event.stream, |e| e.stream);
     let viewer = Viewer { user_id: &session.user_id, device_id: &session.device_id };
@@ -292,6 +297,7 @@ async fn event_context(
         "start": pagination_token(start),
         "end": pagination_token(end),
     });
+
     if context.include_profile {
         before.push(event.clone());
         let mut senders: Vec<String> = before.iter().chain(&after).map(|e| e.pdu.sender.to_string()).collect();
