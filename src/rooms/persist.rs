@@ -207,7 +207,7 @@ pub async fn persist(txn: &mut WriteTxn, mut batch: Batch) -> Result<()> {
 
 /// Keeps the metrics' part of the connections index in step with a message,
 /// in the same transaction. Other events leave it alone.
-async fn index_message(txn: &mut WriteTxn, room_id: &str, pdu: &super::pdu::Pdu, stream: i64) -> Result<()> {
+pub(super) async fn index_message(txn: &mut WriteTxn, room_id: &str, pdu: &super::pdu::Pdu, stream: i64) -> Result<()> {
     let kind = pdu.kind.to_string();
     if !storage::connections::MESSAGE_EVENT_TYPES.contains(&kind.as_str()) {
         return Ok(());

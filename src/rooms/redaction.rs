@@ -1,8 +1,11 @@
-//! Redactions received from other servers (spec: room version 3 and later,
-//! "Handling redactions"). A redaction applies once both it and its target
-//! are known, when its sender's power level reaches the redact level or its
-//! sender's server is the target sender's server. A redaction whose target
-//! is not stored yet is kept as pending and applied when the target is.
+//! Redactions received from other servers, live or through backfill (spec:
+//! room version 3 and later, "Handling redactions"). A redaction applies
+//! once both it and its target are known, when its sender's power level
+//! reaches the redact level or its sender's server is the target sender's
+//! server. A redaction whose target is not stored yet is kept as pending and
+//! applied when the target is. Clients get a redaction only once it applies:
+//! a pending one, or one that does not apply, stays out of client views
+//! (`storage::redactions::HELD_BACK`).
 
 use std::sync::Arc;
 
@@ -18,9 +21,9 @@ use crate::{
 pub(super) enum ReceivedRedaction {
     /// The target is stored and the redaction applies: its redacted form.
     Apply(OwnedEventId, String),
-    /// The target is not stored yet.
+    /// The target is not stored yet, or the redaction does not apply to it.
     Pending(PendingRedaction),
-    /// The redaction does not apply, or the target is already redacted.
+    /// The target is already redacted.
     Ignored,
 }
 
@@ -56,7 +59,9 @@ pub(super) fn first_applying(pending: &[PendingRedaction], target: &Pdu) -> Resu
 }
 
 /// Applies the pending redactions of a timeline event that was just
-/// inserted, in the same transaction, and drops them.
+/// inserted, in the same transaction. Those that apply are dropped, which
+/// shows them to clients; the first of them redacts the event. Those that do
+/// not apply stay, out of client views.
 pub(super) async fn apply_pending(txn: &mut WriteTxn, target: &Pdu) -> Result<()> {
     let pending = storage::redactions::of_target(&mut txn.conn, target.event_id.as_str()).await?;
     if pending.is_empty() {
@@ -68,8 +73,36 @@ pub(super) async fn apply_pending(txn: &mut WriteTxn, target: &Pdu) -> Result<()
         // A redacted message no longer counts as unread or appears in `/notifications`.
         storage::push::delete_actions_of_event(&mut txn.conn, target.event_id.as_str()).await?;
     }
-    storage::redactions::delete_of_target(&mut txn.conn, target.event_id.as_str()).await?;
+    for redaction in &pending {
+        if first_applying(std::slice::from_ref(redaction), target)?.is_some() {
+            storage::redactions::delete(&mut txn.conn, &redaction.target_id, &redaction.redaction_id).await?;
+        }
+    }
     Ok(())
+}
+
+/// Applies a redaction that backfill just stored, in the same transaction:
+/// to its target when that is stored and the redaction applies to it. Else
+/// the redaction is kept as pending, out of client views, as a received one
+/// is. Returns whether a stored event was redacted.
+pub(super) async fn apply_backfilled(txn: &mut WriteTxn, redaction: &PendingRedaction) -> Result<bool> {
+    let target = storage::events::get_in_txn(&mut txn.conn, &redaction.target_id).await?;
+    let applying = match &target {
+        Some(target) => first_applying(std::slice::from_ref(redaction), &target.pdu)?,
+        None => None,
+    };
+    let (Some(target), Some((redaction_id, json))) = (target, applying) else {
+        storage::redactions::insert(&mut txn.conn, redaction).await?;
+        redact_stored_outlier(txn, redaction).await?;
+        return Ok(false);
+    };
+    if target.redacted_by.is_some() {
+        return Ok(false);
+    }
+    tracing::info!(event_id = %target.pdu.event_id, %redaction_id, "applying a backfilled redaction");
+    storage::events::redact(&mut txn.conn, &redaction.target_id, &json, &redaction_id).await?;
+    storage::push::delete_actions_of_event(&mut txn.conn, &redaction.target_id).await?;
+    Ok(true)
 }
 
 /// Redacts an outlier that a new pending redaction applies to. The

@@ -442,7 +442,8 @@ impl Rooms {
     /// is stored and the redaction's sender may redact it (a high enough
     /// power level in the state before the redaction, or the same server as
     /// the target's sender), the result is the target's redacted form. When
-    /// the target is not stored yet, the redaction becomes pending.
+    /// the target is not stored yet, or the redaction does not apply to it,
+    /// the redaction becomes pending.
     async fn received_redaction(&self, current: &RoomState, pdu: &Pdu, state: &StateMap) -> Result<ReceivedRedaction> {
         let Some(target) = pdu.redacts.as_ref().filter(|_| pdu.kind == ruma::events::TimelineEventType::RoomRedaction)
         else {
@@ -453,22 +454,24 @@ impl Rooms {
         let may_redact_others = power::user_level(&view, &pdu.sender) >= power::action_level(&view, "redact", 50);
         // The target may be an earlier PDU of the same transaction, still in flight.
         self.flush_writes().await?;
+        let held = PendingRedaction {
+            target_id: target.to_string(),
+            redaction_id: pdu.event_id.to_string(),
+            room_id: pdu.room_id.to_string(),
+            room_version: current.version.to_string(),
+            sender: pdu.sender.to_string(),
+            may_redact_others,
+        };
         let Some(stored) = storage::events::get(&self.db.pool, target.as_str()).await? else {
             tracing::info!(event_id = %pdu.event_id, %target, "a received redaction waits for its target");
-            return Ok(ReceivedRedaction::Pending(PendingRedaction {
-                target_id: target.to_string(),
-                redaction_id: pdu.event_id.to_string(),
-                room_id: pdu.room_id.to_string(),
-                room_version: current.version.to_string(),
-                sender: pdu.sender.to_string(),
-                may_redact_others,
-            }));
+            return Ok(ReceivedRedaction::Pending(held));
         };
-        if stored.pdu.room_id != pdu.room_id || stored.redacted_by.is_some() {
-            return Ok(ReceivedRedaction::Ignored);
-        }
-        if !redaction::applies(&pdu.sender, may_redact_others, &stored.pdu) {
+        // One that does not apply is kept like a pending one, out of client views.
+        if stored.pdu.room_id != pdu.room_id || !redaction::applies(&pdu.sender, may_redact_others, &stored.pdu) {
             tracing::info!(event_id = %pdu.event_id, %target, "a received redaction does not apply");
+            return Ok(ReceivedRedaction::Pending(held));
+        }
+        if stored.redacted_by.is_some() {
             return Ok(ReceivedRedaction::Ignored);
         }
         let json = redaction::redacted_json(&stored.pdu, &current.rules.redaction)?;

@@ -5,6 +5,7 @@ use std::{collections::HashSet, sync::Arc};
 use ruma::{OwnedEventId, RoomId};
 use sqlx::{AnyConnection, AnyPool, Row, any::AnyRow};
 
+use super::redactions::HELD_BACK;
 use crate::rooms::pdu::Pdu;
 
 /// A stored event with what the server tracks beside its PDU.
@@ -114,8 +115,19 @@ pub async fn get_in_txn(conn: &mut AnyConnection, event_id: &str) -> Result<Opti
     row.as_ref().map(row_to_event).transpose()
 }
 
-/// Events of a room with `from < stream <= to`, oldest first, at most `limit`
-/// counted from the newest end when `newest_first` is set.
+/// The newest timeline event of a room, redactions held back from clients included.
+pub async fn newest_in_room(pool: &AnyPool, room_id: &RoomId) -> Result<Option<StoredEvent>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering > 0 \
+         ORDER BY stream_ordering DESC LIMIT 1"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(room_id.as_str()).fetch_optional(pool).await?;
+    row.as_ref().map(row_to_event).transpose()
+}
+
+/// Events of a room with `from < stream <= to` that clients may get (see
+/// [`HELD_BACK`]), in stream order, at most `limit` counted from the newest
+/// end when `newest_first` is set.
 pub async fn room_range(
     pool: &AnyPool,
     room_id: &RoomId,
@@ -127,7 +139,7 @@ pub async fn room_range(
     let order = if newest_first { "DESC" } else { "ASC" };
     let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering > $2 \
-         AND stream_ordering <= $3 ORDER BY stream_ordering {order} LIMIT $4"
+         AND stream_ordering <= $3 AND {HELD_BACK} ORDER BY stream_ordering {order} LIMIT $4"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(room_id.as_str())
@@ -289,8 +301,9 @@ fn mentions(pdu: &Pdu) -> Option<String> {
 /// terms in one compound SELECT.
 const ROOMS_PER_QUERY: usize = 100;
 
-/// The newest `limit` events at or before `upto` of each room, newest first per
-/// room: one index range per room, many rooms per statement.
+/// The newest `limit` events at or before `upto` of each room that clients
+/// may get (see [`HELD_BACK`]), newest first per room: one index range per
+/// room, many rooms per statement.
 pub async fn latest_in_rooms(
     pool: &AnyPool,
     room_ids: &[String],
@@ -303,7 +316,7 @@ pub async fn latest_in_rooms(
             .map(|i| {
                 format!(
                     "SELECT {EVENT_COLUMNS} FROM (SELECT {EVENT_COLUMNS} FROM events WHERE room_id = ${} \
-                     AND stream_ordering <= $1 ORDER BY stream_ordering DESC LIMIT $2) AS room{i}",
+                     AND stream_ordering <= $1 AND {HELD_BACK} ORDER BY stream_ordering DESC LIMIT $2) AS room{i}",
                     i + 3
                 )
             })

@@ -133,6 +133,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../schema/sqlite/0021_reports.sql"),
         postgres: include_str!("../../schema/postgres/0021_reports.sql"),
     },
+    Migration {
+        version: 23,
+        name: "history_gaps",
+        sqlite: include_str!("../../schema/sqlite/0023_history_gaps.sql"),
+        postgres: include_str!("../../schema/postgres/0023_history_gaps.sql"),
+    },
 ];
 
 pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {

@@ -1,7 +1,13 @@
 //! Pending redactions: received redactions whose target event was not
-//! stored when they arrived, kept until the target is.
+//! stored when they arrived, kept until the target is, and those that do not
+//! apply to their target. Clients get neither (see [`HELD_BACK`]).
 
 use sqlx::{AnyConnection, Row};
+
+/// The condition on a query of `events` that leaves out the redactions held
+/// back from clients: those that wait for their target or do not apply to it.
+pub const HELD_BACK: &str =
+    "NOT EXISTS (SELECT 1 FROM pending_redactions held WHERE held.redaction_id = events.event_id)";
 
 /// A received redaction that waits for its target event.
 #[derive(Debug, Clone)]
@@ -58,9 +64,21 @@ where
         .collect()
 }
 
-/// Deletes the pending redactions of `target_id`, once the target is stored
-/// and they were applied or found not to apply.
-pub async fn delete_of_target(conn: &mut AnyConnection, target_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM pending_redactions WHERE target_id = $1").bind(target_id).execute(&mut *conn).await?;
+/// Deletes one pending redaction, once its target is stored and it applies.
+pub async fn delete(conn: &mut AnyConnection, target_id: &str, redaction_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM pending_redactions WHERE target_id = $1 AND redaction_id = $2")
+        .bind(target_id)
+        .bind(redaction_id)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
+}
+
+/// Returns whether `event_id` is a redaction held back from clients.
+pub async fn is_held(pool: &sqlx::AnyPool, event_id: &str) -> Result<bool, sqlx::Error> {
+    let row = sqlx::query("SELECT 1 FROM pending_redactions WHERE redaction_id = $1 LIMIT 1")
+        .bind(event_id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.is_some())
 }

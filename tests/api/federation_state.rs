@@ -536,6 +536,72 @@ async fn redaction_before_target_applied_on_arrival() {
 }
 
 #[tokio::test]
+async fn redaction_held_back_until_target_arrives() {
+    for backend in backends() {
+        let s = setup(&backend).await;
+        s.join_carol().await;
+        let alice_message = s.alice.send_text(s.room.as_str(), "alice's words").await;
+        let since = s.alice.sync("").await["next_batch"].as_str().unwrap().to_owned();
+        let depth = s.depth().await;
+        let prev = [alice_message.clone()];
+        let (secret, message) = s.message("carol's secret", &prev, depth + 1).await;
+        let (redaction, redaction_pdu) =
+            s.pdu("m.room.redaction", None, json!({ "redacts": secret }), &prev, depth + 1, now()).await;
+        // Carol (power level 0, another server) may not redact alice's message.
+        let (foreign, foreign_pdu) = s
+            .pdu(
+                "m.room.redaction",
+                None,
+                json!({ "redacts": alice_message }),
+                std::slice::from_ref(&redaction),
+                depth + 2,
+                now(),
+            )
+            .await;
+        let results = s.send("t1", vec![redaction_pdu, foreign_pdu]).await;
+        assert_eq!(results, json!({ &redaction: {}, &foreign: {} }), "{backend:?}");
+
+        // Neither redaction reaches alice's client: one waits for its target,
+        // the other does not apply.
+        let room = encode(s.room.as_str());
+        let sync = s.alice.sync(&format!("since={since}")).await.to_string();
+        assert!(!sync.contains(&redaction), "{backend:?}: {sync}");
+        assert!(!sync.contains(&foreign), "{backend:?}: {sync}");
+        let messages_path = format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=50");
+        let (status, messages) = s.alice.get(&messages_path).await;
+        assert_eq!(status, 200, "{backend:?}: {messages}");
+        assert!(!messages.to_string().contains(&redaction), "{backend:?}: {messages}");
+        assert!(!messages.to_string().contains(&foreign), "{backend:?}: {messages}");
+        let context_path = format!("/_matrix/client/v3/rooms/{room}/context/{}?limit=10", encode(&alice_message));
+        let (status, context) = s.alice.get(&context_path).await;
+        assert_eq!(status, 200, "{backend:?}: {context}");
+        assert!(!context.to_string().contains(&redaction), "{backend:?}: {context}");
+        for id in [&redaction, &foreign] {
+            let response = s.alice.get(&format!("/_matrix/client/v3/rooms/{room}/event/{}", encode(id))).await;
+            crate::harness::assert_error(&response, reqwest::StatusCode::NOT_FOUND, "M_NOT_FOUND");
+        }
+
+        // The target arrives: it is redacted, and the redaction shows.
+        let results = s.send("t2", vec![message]).await;
+        assert_eq!(results, json!({ &secret: {} }), "{backend:?}");
+        let (_, messages) = s.alice.get(&messages_path).await;
+        let chunk = messages["chunk"].as_array().unwrap();
+        let target = chunk.iter().find(|e| e["event_id"] == secret.as_str()).expect("the target in /messages");
+        assert_eq!(target["content"], json!({}), "{backend:?}: {target}");
+        assert_eq!(target["unsigned"]["redacted_because"]["event_id"], redaction.as_str(), "{backend:?}: {target}");
+        assert!(chunk.iter().any(|e| e["event_id"] == redaction.as_str()), "{backend:?}: {messages}");
+        assert!(!messages.to_string().contains(&foreign), "{backend:?}: {messages}");
+        let (status, shown) =
+            s.alice.get(&format!("/_matrix/client/v3/rooms/{room}/event/{}", encode(&redaction))).await;
+        assert_eq!(status, 200, "{backend:?}: {shown}");
+        assert_eq!(shown["content"]["redacts"], secret.as_str(), "{backend:?}: {shown}");
+        let (_, words) =
+            s.alice.get(&format!("/_matrix/client/v3/rooms/{room}/event/{}", encode(&alice_message))).await;
+        assert_eq!(words["content"]["body"], "alice's words", "{backend:?}: {words}");
+    }
+}
+
+#[tokio::test]
 async fn v1_send_join_and_send_leave() {
     for backend in backends() {
         let s = setup(&backend).await;
