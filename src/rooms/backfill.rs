@@ -36,16 +36,18 @@ use super::{
     builder::BuiltEvent,
     fetch::{objects, segment},
     pdu::Pdu,
-    persist,
+    persist, power, redaction,
     remote::{Rejected, StateMap, check_against, entries, event_id_of},
+    state::RoomState,
 };
 use crate::{
-    error::Result,
+    error::{Error, Result},
     federation::Federation,
     storage::{
         self, WriteTxn,
-        backfill::EDGE_STATE_TOP,
+        backfill::{EDGE_STATE_TOP, Gap},
         events::{NewEvent, StoredEvent},
+        redactions::PendingRedaction,
     },
 };
 
@@ -78,21 +80,26 @@ struct Candidate {
 /// A checked batch, ready to commit.
 struct Batch {
     room_id: String,
+    /// The gap the events go into; `None` for the history before the oldest stored events.
+    gap: Option<Gap>,
     /// In topological order, oldest first, with whether each is in the edge state.
     events: Vec<(BuiltEvent, bool)>,
     /// The state before the oldest event, with a new state group for it.
     edge: Option<(i64, StateMap)>,
     extremities: Vec<String>,
+    /// The redactions among the events, applied once all are stored.
+    redactions: Vec<PendingRedaction>,
 }
 
 impl Rooms {
     /// Fetches one batch of the history before the oldest stored events of
-    /// `room_id` from another server in the room and stores it. Returns the
-    /// number of events added to the timeline: 0 when this server has the
-    /// whole history, or no server could give more before `deadline`.
-    /// Failures of other servers are logged, not returned.
+    /// `room_id`, or of the newest missing events of `gap`, from another
+    /// server in the room and stores it. Returns the number of events added
+    /// to the timeline: 0 when this server has the whole history (or gap), or
+    /// no server could give more before `deadline`. Failures of other
+    /// servers are logged, not returned.
     #[tracing::instrument(skip_all, fields(%room_id))]
-    pub async fn backfill(&self, room_id: &RoomId, deadline: Instant) -> Result<usize> {
+    pub async fn backfill(&self, room_id: &RoomId, gap: Option<Gap>, deadline: Instant) -> Result<usize> {
         let lock = {
             let mut locks = self.backfill_locks.lock().unwrap_or_else(|e| e.into_inner());
             locks.entry(room_id.to_owned()).or_default().clone()
@@ -100,11 +107,14 @@ impl Rooms {
         let Ok(mut last_empty) = tokio::time::timeout_at(deadline, lock.lock()).await else {
             return Ok(0);
         };
-        if last_empty.is_some_and(|at| at.elapsed() < RETRY_AFTER) {
+        if last_empty.get(&gap).is_some_and(|at| at.elapsed() < RETRY_AFTER) {
             return Ok(0);
         }
 
-        let extremities = storage::backfill::extremities(&self.db.pool, room_id.as_str()).await?;
+        let extremities = match gap {
+            None => storage::backfill::extremities(&self.db.pool, room_id.as_str()).await?,
+            Some(gap) => storage::backfill::gap_extremities(&self.db.pool, room_id.as_str(), gap).await?,
+        };
         if extremities.is_empty() {
             return Ok(0);
         }
@@ -136,7 +146,7 @@ impl Rooms {
             };
 
             let pdus = objects(&answer["pdus"]);
-            let prepared = self.prepare_backfill(federation, &server, room_id, &extremities, pdus);
+            let prepared = self.prepare_backfill(federation, &server, room_id, gap, &extremities, pdus);
             let batch = match tokio::time::timeout_at(deadline, prepared).await {
                 Ok(Ok(batch)) => batch,
                 Ok(Err(reason)) => {
@@ -150,30 +160,51 @@ impl Rooms {
             };
 
             let placed = batch.events.len();
-            self.db.writer.write(move |w| Box::pin(commit_backfill(w, batch))).await?;
+            let redacted = self.db.writer.write(move |w| Box::pin(commit_backfill(w, batch))).await?;
+            if redacted {
+                // A redacted event may be part of the current state, which is then loaded again.
+                *self.slot(room_id).lock().await = None;
+            }
             tracing::info!(%server, placed, "backfilled history");
             if placed > 0 {
-                *last_empty = None;
+                last_empty.remove(&gap);
                 return Ok(placed);
             }
         }
-        *last_empty = Some(std::time::Instant::now());
+        last_empty.insert(gap, std::time::Instant::now());
         Ok(0)
     }
 
     /// Checks the events that `server` returned to `/backfill` and works
-    /// out their state, the edge state and the backward extremities after them.
+    /// out their state, the edge state and the backward extremities after
+    /// them. A gap's events leave the edge state alone.
     async fn prepare_backfill(
         &self,
         federation: &Federation,
         server: &ServerName,
         room_id: &RoomId,
+        gap: Option<Gap>,
         extremities: &[String],
         pdus: Vec<CanonicalJsonObject>,
     ) -> Fetch<Batch> {
         let room = self.state(room_id).await.map_err(|e| e.message)?;
         let rules = room.rules.clone();
         let mut candidates = self.backfill_candidates(room_id, &rules, pdus).await?;
+        if gap.is_some() {
+            // A gap ends at the stored events before it; what lies beyond
+            // them belongs to the older history.
+            let mut reached = HashSet::new();
+            let mut walk: Vec<OwnedEventId> =
+                extremities.iter().filter_map(|id| OwnedEventId::try_from(id.as_str()).ok()).collect();
+            while let Some(id) = walk.pop() {
+                if let Some(candidate) = candidates.get(&id)
+                    && reached.insert(id)
+                {
+                    walk.extend(candidate.pdu.prev_events.iter().cloned());
+                }
+            }
+            candidates.retain(|id, _| reached.contains(id));
+        }
         let order = topological_order(&candidates);
 
         let mut pending: HashMap<OwnedEventId, Arc<Pdu>> = HashMap::new();
@@ -182,6 +213,7 @@ impl Rooms {
         let mut prevs_of_processed: Vec<OwnedEventId> = Vec::new();
         let mut events = Vec::new();
         let mut edge = None;
+        let mut redactions = Vec::new();
         let (mut auth_fetches, mut state_fetches) = (0, 0);
         for id in order {
             let Some(candidate) = candidates.remove(&id) else { continue };
@@ -268,9 +300,12 @@ impl Rooms {
             let (state_change, state_group, chain_length) = self.state_change(&pdu, before_group, &state_after);
             // NOTE: where the history forks, this is the state of one branch
             // only, which history visibility then applies to the other's older events.
-            if edge.is_none() {
+            if edge.is_none() && gap.is_none() {
                 let group = self.db.writer.positions().reserve(storage::writer::Stream::StateGroups);
                 edge = Some((group, StateMap::clone(&before)));
+            }
+            if let Some(redaction) = backfilled_redaction(&room, &pdu, &before) {
+                redactions.push(redaction);
             }
             prevs_of_processed.extend(pdu.prev_events.iter().cloned());
             after.insert(id.clone(), (state_after, (state_group, chain_length)));
@@ -295,7 +330,7 @@ impl Rooms {
             .map(|e| e.pdu.event_id.to_string())
             .collect();
         next.retain(|id| !placed.contains(id));
-        Ok(Batch { room_id: room_id.to_string(), events, edge, extremities: next })
+        Ok(Batch { room_id: room_id.to_string(), gap, events, edge, extremities: next, redactions })
     }
 
     /// Collects the events of this room in a `/backfill` response that are
@@ -402,12 +437,42 @@ fn topological_order(candidates: &HashMap<OwnedEventId, Candidate>) -> Vec<Owned
     order
 }
 
+/// Returns a backfilled redaction as a pending one, with whether its sender
+/// may redact other users' events in the state before it; `None` for other events.
+fn backfilled_redaction(room: &RoomState, pdu: &Pdu, before: &StateMap) -> Option<PendingRedaction> {
+    let target = pdu.redacts.as_ref().filter(|_| pdu.kind == ruma::events::TimelineEventType::RoomRedaction)?;
+    let mut view = RoomState::new(room.room_id.clone(), room.version.clone(), room.rules.clone());
+    view.state = before.clone();
+    let may_redact_others = power::user_level(&view, &pdu.sender) >= power::action_level(&view, "redact", 50);
+    Some(PendingRedaction {
+        target_id: target.to_string(),
+        redaction_id: pdu.event_id.to_string(),
+        room_id: pdu.room_id.to_string(),
+        room_version: room.version.to_string(),
+        sender: pdu.sender.to_string(),
+        may_redact_others,
+    })
+}
+
 /// Stores a checked batch in one transaction: the events below every
 /// stored event, the edge state before them and the backward extremities.
-async fn commit_backfill(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
-    let Batch { room_id, events, edge, extremities } = batch;
-    let floor = storage::backfill::history_floor(&mut txn.conn).await?;
+/// Redactions of stored events and earlier redactions of the new events
+/// apply, and new messages count in the messaging metrics. Returns whether
+/// a stored event was redacted.
+async fn commit_backfill(txn: &mut WriteTxn, batch: Batch) -> Result<bool> {
+    let Batch { room_id, gap, events, edge, extremities, redactions } = batch;
     let count = events.len() as i64;
+    let floor = match gap {
+        None => storage::backfill::history_floor(&mut txn.conn).await?,
+        Some(gap) => {
+            let bottom = storage::backfill::gap_bottom(&mut txn.conn, gap).await?;
+            if bottom - count <= gap.floor {
+                // Not reached with a span far beyond any real gap; the gap stays as it is.
+                return Err(Error::internal("backfilling a gap", "the gap's stream positions are used up"));
+            }
+            bottom
+        }
+    };
     for (index, (event, in_edge_state)) in events.iter().enumerate() {
         let stream = floor - count + index as i64;
         persist::insert_state_group(txn, &room_id, event).await?;
@@ -425,7 +490,14 @@ async fn commit_backfill(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
                 txn: None,
             };
             storage::events::insert(&mut txn.conn, new).await?;
+            // Never stored in the timeline before, so never counted.
+            persist::index_message(txn, &room_id, &event.pdu, stream).await?;
         }
+        redaction::apply_pending(txn, &event.pdu).await?;
+    }
+    let mut redacted = false;
+    for pending in &redactions {
+        redacted |= redaction::apply_backfilled(txn, pending).await?;
     }
 
     if let Some((group, state)) = edge {
@@ -461,6 +533,9 @@ async fn commit_backfill(txn: &mut WriteTxn, batch: Batch) -> Result<()> {
         }
         storage::backfill::set_edge_group(&mut txn.conn, &room_id, group).await?;
     }
-    storage::backfill::set_extremities(&mut txn.conn, &room_id, &extremities).await?;
-    Ok(())
+    match gap {
+        None => storage::backfill::set_extremities(&mut txn.conn, &room_id, &extremities).await?,
+        Some(gap) => storage::backfill::set_gap_extremities(&mut txn.conn, &room_id, gap, &extremities).await?,
+    }
+    Ok(redacted)
 }

@@ -30,7 +30,11 @@ use super::{
 };
 use crate::{
     error::{Error, ErrorKind, Result},
-    storage::{self, writer::Stream},
+    storage::{
+        self,
+        backfill::{GAP_SPAN, Gap},
+        writer::Stream,
+    },
 };
 
 /// A membership event that a resident server accepted through `send_*`.
@@ -424,17 +428,28 @@ impl Rooms {
             edge_state: first_join,
             pending_redaction: None,
         };
-        // Backfill starts from the join's previous events.
-        let backward: Vec<String> =
-            if first_join { join.prev_events.iter().map(|id| id.to_string()).collect() } else { Vec::new() };
+        // Backfill starts from the join's previous events. In a room this
+        // server left entirely, those it lacks open a gap below the join.
+        let backward: Vec<String> = join.prev_events.iter().map(|id| id.to_string()).collect();
+        let missing: Vec<String> = if first_join {
+            Vec::new()
+        } else {
+            let stored = storage::events::stored_ids(&self.db.pool, &backward).await?;
+            backward.iter().filter(|id| !stored.contains(*id)).cloned().collect()
+        };
         let room_name = room_id.to_string();
         let outcome = self
             .db
             .writer
             .write(move |w| {
                 Box::pin(async move {
+                    if !missing.is_empty() {
+                        let ceiling = w.next_positions(Stream::Events, GAP_SPAN);
+                        let gap = Gap { floor: ceiling - GAP_SPAN, ceiling };
+                        storage::backfill::set_gap_extremities(&mut w.conn, &room_name, gap, &missing).await?;
+                    }
                     persist::persist(w, batch).await?;
-                    if !backward.is_empty() {
+                    if first_join {
                         storage::backfill::set_extremities(&mut w.conn, &room_name, &backward).await?;
                     }
                     Ok(())

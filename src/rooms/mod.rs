@@ -74,8 +74,10 @@ pub struct Rooms {
     /// out through it to the other servers in the room.
     sender: std::sync::OnceLock<crate::federation::sender::Sender>,
     /// One backfill at a time per room, with when the last one that found
-    /// nothing ended.
-    backfill_locks: Mutex<HashMap<OwnedRoomId, Arc<AsyncMutex<Option<std::time::Instant>>>>>,
+    /// nothing ended, for the history before the oldest event (`None`) and each gap.
+    #[allow(clippy::type_complexity)]
+    backfill_locks:
+        Mutex<HashMap<OwnedRoomId, Arc<AsyncMutex<HashMap<Option<storage::backfill::Gap>, std::time::Instant>>>>>,
 }
 
 /// The device and transaction id of a request that appends an event, for
@@ -208,7 +210,7 @@ impl Rooms {
             .into_iter()
             .filter_map(|id| OwnedEventId::try_from(id).ok())
             .collect();
-        if let Some(latest) = storage::events::room_range(pool, room_id, 0, i64::MAX, 1, true).await?.pop() {
+        if let Some(latest) = storage::events::newest_in_room(pool, room_id).await? {
             room.depth = latest.pdu.depth;
             room.state_group = latest.state_group;
             room.chain_length = storage::state::chain_length(pool, latest.state_group).await?;

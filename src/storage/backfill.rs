@@ -13,6 +13,12 @@
 //!   the stored history (the state before its oldest timeline event), which
 //!   history visibility reads but no timeline shows. An event leaves this
 //!   range when backfill reaches its place in the history.
+//!
+//! A room this server left entirely and joined again has a gap in its
+//! history before the new join. The join reserves a block of positive
+//! positions just below itself (a [`Gap`]), and backfill puts the events
+//! sent while this server was away there, from the top down, so that they
+//! sort between the old history and the join.
 
 use std::collections::HashMap;
 
@@ -26,6 +32,17 @@ pub const EDGE_STATE_TOP: i64 = -(1 << 60);
 
 /// The first stream position of the edge state, which grows upwards.
 const EDGE_STATE_BASE: i64 = -(1 << 62);
+
+/// The stream positions that a rejoin reserves for the gap before it.
+pub const GAP_SPAN: i64 = 1 << 30;
+
+/// A gap in a room's history: the events in it take the stream positions
+/// in `(floor, ceiling]`, from the top down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Gap {
+    pub floor: i64,
+    pub ceiling: i64,
+}
 
 /// Returns the backward extremities of a room.
 pub async fn extremities(pool: &AnyPool, room_id: &str) -> Result<Vec<String>, sqlx::Error> {
@@ -150,4 +167,64 @@ pub async fn set_edge_group(conn: &mut AnyConnection, room_id: &str, state_group
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+/// Returns the open gaps of a room, newest first.
+pub async fn gaps(pool: &AnyPool, room_id: &str) -> Result<Vec<Gap>, sqlx::Error> {
+    let rows = sqlx::query("SELECT DISTINCT floor, ceiling FROM backfill_gaps WHERE room_id = $1 ORDER BY floor DESC")
+        .bind(room_id)
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(|r| Ok(Gap { floor: r.try_get(0)?, ceiling: r.try_get(1)? })).collect()
+}
+
+/// Returns the events of a gap that the events after it list in
+/// `prev_events` but that are not stored.
+pub async fn gap_extremities(pool: &AnyPool, room_id: &str, gap: Gap) -> Result<Vec<String>, sqlx::Error> {
+    let rows = sqlx::query("SELECT event_id FROM backfill_gaps WHERE room_id = $1 AND floor = $2 ORDER BY event_id")
+        .bind(room_id)
+        .bind(gap.floor)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Replaces the unfetched events of a gap; the gap closes without any.
+pub async fn set_gap_extremities(
+    conn: &mut AnyConnection,
+    room_id: &str,
+    gap: Gap,
+    event_ids: &[String],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM backfill_gaps WHERE room_id = $1 AND floor = $2")
+        .bind(room_id)
+        .bind(gap.floor)
+        .execute(&mut *conn)
+        .await?;
+    for event_id in event_ids {
+        sqlx::query(
+            "INSERT INTO backfill_gaps (room_id, event_id, floor, ceiling) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (room_id, event_id) DO NOTHING",
+        )
+        .bind(room_id)
+        .bind(event_id)
+        .bind(gap.floor)
+        .bind(gap.ceiling)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Returns the position just above which the next batch of a gap ends: the
+/// lowest position of the events already in it, or just above its ceiling.
+pub async fn gap_bottom(conn: &mut AnyConnection, gap: Gap) -> Result<i64, sqlx::Error> {
+    let row =
+        sqlx::query("SELECT MIN(stream_ordering) FROM events WHERE stream_ordering > $1 AND stream_ordering <= $2")
+            .bind(gap.floor)
+            .bind(gap.ceiling)
+            .fetch_one(&mut *conn)
+            .await?;
+    let lowest: Option<i64> = row.try_get(0)?;
+    Ok(lowest.unwrap_or(gap.ceiling + 1))
 }

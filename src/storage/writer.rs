@@ -60,7 +60,11 @@ impl StreamPositions {
     }
 
     fn allocate(&self, stream: Stream) -> i64 {
-        self.allocated[stream as usize].fetch_add(1, Ordering::AcqRel) + 1
+        self.allocate_many(stream, 1)
+    }
+
+    fn allocate_many(&self, stream: Stream, count: i64) -> i64 {
+        self.allocated[stream as usize].fetch_add(count, Ordering::AcqRel) + count
     }
 
     fn publish(&self) {
@@ -88,6 +92,11 @@ impl WriteTxn {
     /// Takes the next position of `stream`; it becomes readable when this batch commits.
     pub fn next_position(&self, stream: Stream) -> i64 {
         self.positions.allocate(stream)
+    }
+
+    /// Takes the next `count` positions of `stream` at once and returns the last of them.
+    pub fn next_positions(&self, stream: Stream, count: i64) -> i64 {
+        self.positions.allocate_many(stream, count)
     }
 
     /// Inserts the queued push rule outcomes now. A job calls it before it

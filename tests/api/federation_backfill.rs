@@ -216,3 +216,142 @@ async fn backfill_with_server_down_returns_stored() {
         b.stop().await;
     }
 }
+
+/// Redacts `event_id` as `client` and returns the redaction's event id.
+async fn redact(client: &Client, room_id: &str, event_id: &str) -> String {
+    let txn = lattice::rooms::random_localpart(16);
+    let path = format!("/_matrix/client/v3/rooms/{}/redact/{}/{txn}", encode(room_id), encode(event_id));
+    let (status, body) = client.put(&path, json!({ "reason": "oops" })).await;
+    assert_eq!(status, StatusCode::OK, "redact {event_id}: {body}");
+    body["event_id"].as_str().expect("event_id of the redaction").to_owned()
+}
+
+fn find<'a>(events: &'a [Value], event_id: &str) -> &'a Value {
+    events.iter().find(|e| e["event_id"] == event_id).unwrap_or_else(|| panic!("{event_id} in {events:?}"))
+}
+
+#[tokio::test]
+async fn backfill_applies_redactions() {
+    for backend in backends() {
+        let (a, b) = start_pair(&backend).await;
+        let alice = a.register("alice").await;
+        let bob = b.register("bob").await;
+        let room_id = alice.create_room(json!({ "preset": "public_chat" })).await;
+
+        // The first redaction comes in an earlier batch than its target,
+        // the second in the same batch as its target.
+        let old_secret = alice.send_text(&room_id, "old secret").await;
+        send_many(&alice, &room_id, "filler", 120).await;
+        let new_secret = alice.send_text(&room_id, "new secret").await;
+        let redact_old = redact(&alice, &room_id, &old_secret).await;
+        let redact_new = redact(&alice, &room_id, &new_secret).await;
+        join_through_a(&bob, &room_id).await;
+        alice.send_text(&room_id, "after the join").await;
+        wait_for_message(&bob, &room_id, "after the join").await;
+
+        let (events, _) = page_back(&bob, &room_id, 50).await;
+        for (target, redaction) in [(&old_secret, &redact_old), (&new_secret, &redact_new)] {
+            let event = find(&events, target);
+            assert_eq!(event["content"], json!({}), "{backend:?}: {event}");
+            assert_eq!(event["unsigned"]["redacted_because"]["event_id"], redaction.as_str(), "{backend:?}: {event}");
+        }
+        assert!(!Value::Array(events.clone()).to_string().contains("secret"), "{backend:?}");
+
+        // A redaction shows once it applies. The first one waited for its
+        // target while the pagination passed it, so it shows from the next one.
+        let shown = find(&events, &redact_new);
+        assert_eq!(shown["content"]["redacts"], new_secret.as_str(), "{backend:?}: {shown}");
+        let (again, _) = page_back(&bob, &room_id, 50).await;
+        let shown = find(&again, &redact_old);
+        assert_eq!(shown["content"]["redacts"], old_secret.as_str(), "{backend:?}: {shown}");
+
+        let path = format!("/_matrix/client/v3/rooms/{}/event/{}", encode(&room_id), encode(&old_secret));
+        let (status, event) = bob.get(&path).await;
+        assert_eq!(status, StatusCode::OK, "{backend:?}: {event}");
+        assert_eq!(event["unsigned"]["redacted_because"]["event_id"], redact_old.as_str(), "{backend:?}: {event}");
+        a.stop().await;
+        b.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn backfilled_messages_count_in_metrics_once() {
+    for backend in backends() {
+        let (a, b) = start_pair(&backend).await;
+        let alice = a.register("alice").await;
+        let bob = b.register("bob").await;
+        let room_id = alice.create_room(json!({ "preset": "public_chat" })).await;
+        alice.send_text(&room_id, "hello bob").await;
+        join_through_a(&bob, &room_id).await;
+        bob.send_text(&room_id, "hi alice").await;
+
+        // Paging back fetches alice's first message, which opened the
+        // conversation; paging again changes nothing.
+        let path = "/_matrix/client/unstable/dev.lattice.connections/metrics";
+        for round in 1..=2 {
+            let (events, _) = page_back(&bob, &room_id, 20).await;
+            assert_eq!(message_bodies(&events), ["hello bob", "hi alice"], "{backend:?}, round {round}");
+            let (status, metrics) = bob.get(path).await;
+            assert_eq!(status, StatusCode::OK, "{backend:?}: {metrics}");
+            assert_eq!(metrics["conversations_started"], 0, "{backend:?}, round {round}: {metrics}");
+            assert_eq!(metrics["conversations_received"], 1, "{backend:?}, round {round}: {metrics}");
+            assert_eq!(metrics["answered_within_24h"], 1.0, "{backend:?}, round {round}: {metrics}");
+        }
+        a.stop().await;
+        b.stop().await;
+    }
+}
+
+/// Waits until `client`'s server shows `user_id` with `membership` in the room.
+async fn wait_for_membership(client: &Client, room_id: &str, user_id: &str, membership: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.member/{}", encode(room_id), encode(user_id));
+    loop {
+        let (_, body) = client.get(&path).await;
+        if body["membership"] == membership {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {user_id} to {membership}: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn rejoin_backfills_the_gap() {
+    for backend in backends() {
+        let (a, b) = start_pair(&backend).await;
+        let alice = a.register("alice").await;
+        let bob = b.register("bob").await;
+        let room_id = alice.create_room(json!({ "preset": "public_chat" })).await;
+        let mut expected = send_many(&alice, &room_id, "early", 5).await;
+        join_through_a(&bob, &room_id).await;
+        bob.send_text(&room_id, "bob was here").await;
+        expected.push("bob was here".to_owned());
+
+        // Bob leaves, and with him the last member on b, which then misses
+        // what alice sends until he joins again.
+        let path = format!("/_matrix/client/v3/rooms/{}/leave", encode(&room_id));
+        let (status, body) = bob.post(&path, json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
+        wait_for_membership(&alice, &room_id, &bob.user_id, "leave").await;
+        expected.extend(send_many(&alice, &room_id, "away", 130).await);
+        join_through_a(&bob, &room_id).await;
+        alice.send_text(&room_id, "welcome back").await;
+        expected.push("welcome back".to_owned());
+        wait_for_message(&bob, &room_id, "welcome back").await;
+
+        let (events, _) = page_back(&bob, &room_id, 30).await;
+        assert_eq!(message_bodies(&events), expected, "{backend:?}: every message, in order");
+        let ids = event_ids(&events);
+        let unique: HashSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len(), "{backend:?}: no event comes twice");
+        let (on_a, _) = page_back(&alice, &room_id, 100).await;
+        assert_eq!(ids, event_ids(&on_a), "{backend:?}: both servers order the history alike");
+
+        // Stored now: the same without the other server.
+        a.stop().await;
+        let (again, _) = page_back(&bob, &room_id, 100).await;
+        assert_eq!(event_ids(&again), ids, "{backend:?}: the stored history reads the same");
+        b.stop().await;
+    }
+}

@@ -77,6 +77,10 @@ pub async fn event(
     if event.pdu.room_id != room_id || !visibility.can_see(event.stream) {
         return Err(not_found());
     }
+    // Room versions 3 and later show a redaction to clients only once it applies to its target.
+    if storage::redactions::is_held(&services.db.pool, event_id.as_str()).await? {
+        return Err(not_found());
+    }
     let mut events = client_events_bundled(&services.db.pool, &[event], viewer(&session), true).await?;
     Ok(Json(json!(events.pop())))
 }
@@ -92,10 +96,12 @@ pub struct MessagesQuery {
 
 /// Reads up to `limit` visible, filtered events of `user` from `from` in one
 /// direction. Backwards, `from` is included; forwards, it is excluded.
-/// Backwards without `to`, reaching the oldest stored event backfills older
-/// history from other servers, within a time bound. When they fail, the
-/// response has the stored events. Returns the events in the order read and
-/// the token after the last event read.
+/// Backwards, reaching the bottom of a gap in the history (see
+/// `storage::backfill`) fills the gap from other servers. Backwards without
+/// `to`, reaching the oldest stored event backfills older history. Both stop
+/// after a time bound, and when they fail, the response has the stored
+/// events. Returns the events in the order read and the token after the
+/// last event read.
 #[allow(clippy::too_many_arguments)]
 async fn paginate(
     services: &Services,
@@ -114,19 +120,45 @@ async fn paginate(
     let chunk = (limit as i64 + 1).max(20);
     let deadline = tokio::time::Instant::now() + BACKFILL_TIME;
     let mut batches = 0;
+    // The edge state lies below the timeline (see `storage::backfill`).
+    let lowest = to.unwrap_or(EDGE_STATE_TOP).max(EDGE_STATE_TOP);
+    let mut gaps = if backwards {
+        storage::backfill::gaps(pool, room_id.as_str()).await?.into_iter().filter(|g| g.floor >= lowest).collect()
+    } else {
+        Vec::new()
+    };
     loop {
+        // Below the top of an open gap, reading stops at its floor until it is filled.
+        let gap = gaps.iter().find(|g| g.floor < position).copied();
         let rows = if backwards {
-            // The edge state lies below the timeline (see `storage::backfill`).
-            let lower = to.unwrap_or(EDGE_STATE_TOP).max(EDGE_STATE_TOP);
+            let lower = gap.map_or(lowest, |g| g.floor);
             storage::events::room_range(pool, room_id, lower, position, chunk, true).await?
         } else {
             let upper = to.unwrap_or(i64::MAX);
             storage::events::room_range(pool, room_id, position, upper, chunk, false).await?
         };
+        if rows.is_empty() && gap.is_some() {
+            let filled = if batches < MAX_BACKFILL_BATCHES {
+                batches += 1;
+                services.rooms.backfill(room_id, gap, deadline).await.unwrap_or_else(|err| {
+                    tracing::warn!(%room_id, error = %err.message, "backfilling a gap failed");
+                    0
+                })
+            } else {
+                0
+            };
+            if filled > 0 {
+                *visibility = Visibility::load(pool, room_id, user).await?;
+            } else {
+                // Unreachable for now: the events below it come next.
+                gaps.retain(|g| Some(*g) != gap);
+            }
+            continue;
+        }
         if rows.is_empty() {
             if backwards && to.is_none() && batches < MAX_BACKFILL_BATCHES {
                 batches += 1;
-                match services.rooms.backfill(room_id, deadline).await {
+                match services.rooms.backfill(room_id, None, deadline).await {
                     Ok(0) => {}
                     Ok(_) => {
                         // Backfilled member and history visibility events change what the user may see.
@@ -258,7 +290,10 @@ pub async fn context(
     let pool = &services.db.pool;
     let not_found = || Error::not_found(format!("event {event_id} not found"));
     let event = storage::events::get(pool, event_id.as_str()).await?.ok_or_else(not_found)?;
-    if event.pdu.room_id != room_id || !visibility.can_see(event.stream) {
+    if event.pdu.room_id != room_id
+        || !visibility.can_see(event.stream)
+        || storage::redactions::is_held(pool, event_id.as_str()).await?
+    {
         return Err(not_found());
     }
     let before_count = limit / 2;
