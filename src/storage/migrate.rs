@@ -134,6 +134,12 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../schema/postgres/0021_reports.sql"),
     },
     Migration {
+        version: 22,
+        name: "search_position",
+        sqlite: include_str!("../../schema/sqlite/0022_search_position.sql"),
+        postgres: include_str!("../../schema/postgres/0022_search_position.sql"),
+    },
+    Migration {
         version: 23,
         name: "history_gaps",
         sqlite: include_str!("../../schema/sqlite/0023_history_gaps.sql"),
