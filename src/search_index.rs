@@ -39,7 +39,10 @@ impl SearchIndex {
             None => storage::search::indexed_position(&self.db.pool).await?,
         };
         while indexed < target {
-            let (after, upto) = (indexed, target.min(indexed + BATCH));
+            // Stretches without events, such as the positions a rejoined room
+            // reserves for its history gap, are passed in one step.
+            let next = storage::search::next_position(&self.db.pool, indexed).await?.unwrap_or(target);
+            let (after, upto) = (indexed, target.min((next - 1).max(indexed) + BATCH));
             self.db
                 .writer
                 .write(move |txn| {

@@ -462,6 +462,12 @@ fn backfilled_redaction(room: &RoomState, pdu: &Pdu, before: &StateMap) -> Optio
 async fn commit_backfill(txn: &mut WriteTxn, batch: Batch) -> Result<bool> {
     let Batch { room_id, gap, events, edge, extremities, redactions } = batch;
     let count = events.len() as i64;
+    // Positive positions of a gap may lie below what the search index has
+    // followed of the stream, so such events are indexed here.
+    let indexed = match gap {
+        Some(_) => storage::search::indexed_position_in_txn(&mut txn.conn).await?,
+        None => 0,
+    };
     let floor = match gap {
         None => storage::backfill::history_floor(&mut txn.conn).await?,
         Some(gap) => {
@@ -490,6 +496,9 @@ async fn commit_backfill(txn: &mut WriteTxn, batch: Batch) -> Result<bool> {
                 txn: None,
             };
             storage::events::insert(&mut txn.conn, new).await?;
+            if stream > 0 && stream <= indexed {
+                storage::search::insert(&mut txn.conn, &event.pdu, stream).await?;
+            }
             // Never stored in the timeline before, so never counted.
             persist::index_message(txn, &room_id, &event.pdu, stream).await?;
         }

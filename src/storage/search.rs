@@ -89,6 +89,23 @@ pub async fn indexed_position(pool: &AnyPool) -> Result<i64, sqlx::Error> {
     sqlx::query("SELECT stream_ordering FROM search_index_position WHERE id = 1").fetch_one(pool).await?.try_get(0)
 }
 
+/// Returns the stream position up to which events are indexed, in a write job.
+pub async fn indexed_position_in_txn(conn: &mut AnyConnection) -> Result<i64, sqlx::Error> {
+    sqlx::query("SELECT stream_ordering FROM search_index_position WHERE id = 1")
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get(0)
+}
+
+/// Returns the position of the first stored event after `after`, if any.
+pub async fn next_position(pool: &AnyPool, after: i64) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query("SELECT MIN(stream_ordering) FROM events WHERE stream_ordering > $1")
+        .bind(after)
+        .fetch_one(pool)
+        .await?
+        .try_get(0)
+}
+
 /// Indexes the events with `after < stream <= upto` and records `upto` as
 /// the indexed position. It runs in a write job, so an event redacted
 /// before this job commits is left out: its stored text is already gone.
