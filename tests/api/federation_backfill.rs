@@ -348,6 +348,17 @@ async fn rejoin_backfills_the_gap() {
         let (on_a, _) = page_back(&alice, &room_id, 100).await;
         assert_eq!(ids, event_ids(&on_a), "{backend:?}: both servers order the history alike");
 
+        // Search finds the messages of the gap and those after it.
+        for (word, expected) in [("away", 130), ("welcome", 1)] {
+            let criteria = json!({ "search_term": word, "filter": { "limit": 1 } });
+            let (status, body) = bob
+                .post("/_matrix/client/v3/search", json!({ "search_categories": { "room_events": criteria } }))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
+            let count = &body["search_categories"]["room_events"]["count"];
+            assert_eq!(count, expected, "{backend:?}: search for {word:?}: {body}");
+        }
+
         // Stored now: the same without the other server.
         a.stop().await;
         let (again, _) = page_back(&bob, &room_id, 100).await;
