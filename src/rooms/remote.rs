@@ -655,8 +655,8 @@ pub struct JoinAnswer {
     pub servers_in_room: Option<Vec<ruma::OwnedServerName>>,
 }
 
-/// The most members whose member events a reduced `send_join` answer keeps
-/// for naming an unnamed room, as the `m.heroes` of `/sync`.
+/// Maximum number of members whose member events a reduced `send_join`
+/// response keeps to name an unnamed room, like the `m.heroes` of `/sync`.
 const MAX_HEROES: usize = 5;
 
 impl Rooms {
@@ -787,7 +787,7 @@ impl Rooms {
         }
         let servers_in_room = omit_members.then_some(servers_before);
         if omit_members {
-            // The spec lets a reduced answer leave the events of `state` out of the auth chain.
+            // The spec lets a reduced response leave the events of `state` out of the auth chain.
             for pdu in &state {
                 chain.remove(&pdu.event_id);
             }
@@ -795,14 +795,13 @@ impl Rooms {
         Ok(JoinAnswer { state, auth_chain: chain.into_values().collect(), event, servers_in_room })
     }
 
-    /// Reduces the state before a join for a joining server that accepts a
-    /// partial answer (spec: Server-Server API, `send_join` v2 with
-    /// `omit_members`): every event but member events, the joining user's
-    /// own member event, and, when the room has neither a name nor a
-    /// canonical alias, the member events of the users a client would name
-    /// the room after. Those are the first [`MAX_HEROES`] joined or invited
-    /// members in stream order other than the joining user, or, when there
-    /// are none, the first who left or were banned.
+    /// Reduces the state before a join for a joining server that sets
+    /// `omit_members` (spec: Server-Server API, `send_join` v2). Keeps every
+    /// event but member events, and the joining user's own member event.
+    /// When the room has neither a name nor a canonical alias, also keeps the
+    /// member events of the users a client names the room after: the first
+    /// [`MAX_HEROES`] joined or invited members in stream order other than
+    /// the joining user or, when there are none, the first who left or were banned.
     async fn reduced_state(&self, state: Vec<Arc<Pdu>>, joining: &ruma::UserId) -> Result<Vec<Arc<Pdu>>> {
         use ruma::events::TimelineEventType;
         let has_text = |kind: TimelineEventType, field: &str| {

@@ -679,7 +679,7 @@ async fn signed_join(joining: &TestServer, resident: &str, room_id: &str, user: 
 }
 
 /// Joins `user` of `joining` through `resident` with [`signed_join`] and
-/// returns the join and the `send_join` answer.
+/// returns the join and the `send_join` response.
 async fn raw_join(joining: &TestServer, resident: &str, room_id: &str, user: &str, query: &str) -> (Value, Value) {
     let (join, path) = signed_join(joining, resident, room_id, user, query).await;
     let federation = &joining.homeserver.services().federation;
@@ -688,20 +688,20 @@ async fn raw_join(joining: &TestServer, resident: &str, room_id: &str, user: &st
     (join, answer)
 }
 
-/// Returns the event id of a PDU of a `send_join` answer (room version 4 and
-/// later PDUs carry none, so it is the reference hash).
+/// Returns the event id of a PDU of a `send_join` response: its reference
+/// hash, since PDUs of room version 4 and later carry no event id.
 fn pdu_id(pdu: &Value, version: &str) -> String {
     let rules = lattice::rooms::version::rules(&ruma::RoomVersionId::try_from(version).unwrap()).unwrap();
     let object: ruma::CanonicalJsonObject = serde_json::from_value(pdu.clone()).unwrap();
     format!("${}", ruma::signatures::reference_hash(&object, &rules).unwrap())
 }
 
-/// The events of a `send_join` answer's `field` by event id.
+/// Returns the events of a `send_join` response's `field` by event id.
 fn pdus_by_id(answer: &Value, field: &str, version: &str) -> std::collections::BTreeMap<String, Value> {
     answer[field].as_array().expect(field).iter().map(|pdu| (pdu_id(pdu, version), pdu.clone())).collect()
 }
 
-/// The `(type, state_key)` pairs of a `send_join` answer's state, sorted.
+/// Returns the sorted `(type, state_key)` pairs of a `send_join` response's state.
 fn state_keys(answer: &Value) -> Vec<(String, String)> {
     let mut keys: Vec<(String, String)> = answer["state"]
         .as_array()
@@ -721,7 +721,7 @@ async fn member_event_id(server: &TestServer, room_id: &str, user_id: &str) -> S
 }
 
 /// Asserts that every auth event of the join and of every event in the
-/// answer is itself in the answer's `state` or `auth_chain`.
+/// response is itself in the response's `state` or `auth_chain`.
 #[track_caller]
 fn assert_auth_complete(answer: &Value, join: &Value, version: &str) {
     let state = pdus_by_id(answer, "state", version);
@@ -811,7 +811,7 @@ async fn send_join_omits_members_on_request() {
         let mut authorising = vec![alice.user_id.as_str(), u1.user_id.as_str()];
         authorising.sort_unstable();
         assert_eq!(chain_members, authorising);
-        // The full answer, by contrast, has every member's event.
+        // The full response, by contrast, has every member's event.
         let full_chain = pdus_by_id(&full, "auth_chain", "10");
         assert!(full_chain.len() > chain.len(), "{} vs {}", full_chain.len(), chain.len());
 
