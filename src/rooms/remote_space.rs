@@ -212,3 +212,69 @@ impl Rooms {
         found
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{checked_summary, read_response};
+
+    fn summary(room_id: &str) -> serde_json::Value {
+        json!({
+            "room_id": room_id,
+            "num_joined_members": 3,
+            "world_readable": false,
+            "guest_can_join": false,
+            "name": "Sub",
+            "extra": "dropped",
+            "children_state": [
+                {
+                    "type": "m.space.child",
+                    "state_key": "!child:b.test",
+                    "content": { "via": ["b.test"] },
+                    "sender": "@bob:b.test",
+                    "origin_server_ts": 5,
+                },
+                { "type": "m.room.name", "state_key": "!other:b.test", "content": {}, "sender": "@bob:b.test", "origin_server_ts": 5 },
+            ],
+        })
+    }
+
+    #[test]
+    fn summary_keeps_spec_fields_only() {
+        let (room_id, checked) = checked_summary(&summary("!space:b.test")).expect("a valid summary");
+        assert_eq!(room_id.as_str(), "!space:b.test");
+        assert_eq!(checked["name"], "Sub");
+        assert_eq!(checked["join_rule"], "public");
+        assert!(checked.get("extra").is_none());
+        assert_eq!(checked["children_state"].as_array().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn summary_without_required_fields_is_rejected() {
+        let mut no_count = summary("!space:b.test");
+        no_count.as_object_mut().unwrap().remove("num_joined_members");
+        assert!(checked_summary(&no_count).is_none());
+        let mut bad_flag = summary("!space:b.test");
+        bad_flag["world_readable"] = json!("yes");
+        assert!(checked_summary(&bad_flag).is_none());
+        assert!(checked_summary(&summary("not a room id")).is_none());
+    }
+
+    #[test]
+    fn response_keeps_listed_children_only() {
+        let room_id = ruma::RoomId::parse("!space:b.test").unwrap();
+        let response = json!({
+            "room": summary("!space:b.test"),
+            "children": [summary("!child:b.test"), summary("!stranger:c.test")],
+            "inaccessible_children": ["!child:b.test", "!stranger:c.test"],
+        });
+        let space = read_response(&room_id, &response).expect("a valid response");
+        assert_eq!(space.children.len(), 1);
+        assert!(space.children.keys().all(|id| id.as_str() == "!child:b.test"));
+        assert_eq!(space.inaccessible.len(), 1);
+
+        let other = ruma::RoomId::parse("!elsewhere:b.test").unwrap();
+        assert!(read_response(&other, &response).is_none(), "a summary of another room is rejected");
+    }
+}
