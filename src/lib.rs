@@ -17,6 +17,7 @@ pub mod policy;
 pub mod push;
 pub mod rate_limit;
 pub mod rooms;
+pub mod search_index;
 pub mod signing_key;
 pub mod storage;
 pub mod sync;
@@ -61,6 +62,8 @@ pub struct Services {
     pub appservice_client: AppServiceClient,
     pub push: Arc<push::Push>,
     pub mailer: push::email::Mailer,
+    /// Keeps the full-text search index behind the event stream.
+    pub search_index: search_index::SearchIndex,
 }
 
 impl Services {
@@ -178,6 +181,7 @@ impl Homeserver {
         )
         .map_err(StartError::Media)?;
         let mailer = push::email::Mailer::new(&config.email);
+        let search_index = search_index::SearchIndex::new(db.clone());
         let services = Arc::new(Services {
             media,
             federation,
@@ -196,6 +200,7 @@ impl Homeserver {
             notifier,
             push,
             mailer,
+            search_index,
         });
         if let Err(err) = services.sender.resume().await {
             tracing::warn!(error = %err, "could not resume the federation outbox");
@@ -211,6 +216,7 @@ impl Homeserver {
         push::gateway::spawn(self.services.clone(), self.shutdown.subscribe());
         push::email::spawn_notifier(self.services.clone(), self.shutdown.subscribe());
         push::prune::spawn(self.services.clone(), self.shutdown.subscribe());
+        search_index::spawn(self.services.clone(), self.shutdown.subscribe());
         let services = self.services.clone();
         let mut stop = self.shutdown.subscribe();
         tokio::spawn(async move {

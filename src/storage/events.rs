@@ -43,7 +43,7 @@ pub fn row_to_event(row: &AnyRow) -> Result<StoredEvent, sqlx::Error> {
     })
 }
 
-fn rows_to_events(rows: Vec<AnyRow>) -> Result<Vec<StoredEvent>, sqlx::Error> {
+pub(super) fn rows_to_events(rows: Vec<AnyRow>) -> Result<Vec<StoredEvent>, sqlx::Error> {
     rows.iter().map(row_to_event).collect()
 }
 
@@ -98,7 +98,10 @@ pub async fn insert(conn: &mut AnyConnection, event: NewEvent<'_>) -> Result<(),
         )));
     }
     super::relations::insert(conn, pdu, event.stream).await?;
-    super::search::insert(conn, pdu, event.stream).await?;
+    // The live stream is indexed after commit, in batches, off this path.
+    if event.stream < 0 {
+        super::search::insert(conn, pdu, event.stream).await?;
+    }
     Ok(())
 }
 

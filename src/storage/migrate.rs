@@ -133,6 +133,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../schema/sqlite/0021_reports.sql"),
         postgres: include_str!("../../schema/postgres/0021_reports.sql"),
     },
+    Migration {
+        version: 22,
+        name: "search_position",
+        sqlite: include_str!("../../schema/sqlite/0022_search_position.sql"),
+        postgres: include_str!("../../schema/postgres/0022_search_position.sql"),
+    },
 ];
 
 pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {

@@ -24,26 +24,95 @@ fn is_postgres(conn: &AnyConnection) -> bool {
     conn.backend_name().eq_ignore_ascii_case("postgresql")
 }
 
-/// Indexes a newly stored event, if it has searchable text.
+/// Indexes one stored event at once, if it has searchable text. Events of
+/// the live stream are indexed later in batches by [`index_range`]; this is
+/// for events placed below it (backfilled history and the edge state).
 pub async fn insert(conn: &mut AnyConnection, pdu: &Pdu, stream: i64) -> Result<(), sqlx::Error> {
     let Some((key, value)) = searchable(pdu) else {
         return Ok(());
     };
-    let sql = if is_postgres(conn) {
-        "INSERT INTO event_search (stream_ordering, event_id, room_id, search_key, vector) \
-         VALUES ($1, $2, $3, $4, to_tsvector('simple', $5)) ON CONFLICT (stream_ordering) DO NOTHING"
-    } else {
-        "INSERT INTO event_search (rowid, event_id, room_id, search_key, value) VALUES ($1, $2, $3, $4, $5)"
-    };
-    sqlx::query(sql)
-        .bind(stream)
-        .bind(pdu.event_id.as_str())
-        .bind(pdu.room_id.as_str())
-        .bind(key)
-        .bind(value)
+    let row = IndexRow { stream, event_id: pdu.event_id.to_string(), room_id: pdu.room_id.to_string(), key, value };
+    insert_rows(conn, std::slice::from_ref(&row)).await
+}
+
+/// One row of the index.
+struct IndexRow {
+    stream: i64,
+    event_id: String,
+    room_id: String,
+    key: &'static str,
+    value: String,
+}
+
+/// Rows per statement: five parameters each, far below either backend's limit.
+const ROWS_PER_STATEMENT: usize = 200;
+
+async fn insert_rows(conn: &mut AnyConnection, rows: &[IndexRow]) -> Result<(), sqlx::Error> {
+    let postgres = is_postgres(conn);
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let tuples: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let n = i * 5;
+                if postgres {
+                    format!("(${}, ${}, ${}, ${}, to_tsvector('simple', ${}))", n + 1, n + 2, n + 3, n + 4, n + 5)
+                } else {
+                    format!("(${}, ${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4, n + 5)
+                }
+            })
+            .collect();
+        let sql = if postgres {
+            format!(
+                "INSERT INTO event_search (stream_ordering, event_id, room_id, search_key, vector) VALUES {} \
+                 ON CONFLICT (stream_ordering) DO NOTHING",
+                tuples.join(", ")
+            )
+        } else {
+            format!(
+                "INSERT INTO event_search (rowid, event_id, room_id, search_key, value) VALUES {}",
+                tuples.join(", ")
+            )
+        };
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for row in chunk {
+            // PostgreSQL text cannot hold NUL characters.
+            let value = if postgres { row.value.replace('\0', " ") } else { row.value.clone() };
+            query =
+                query.bind(row.stream).bind(row.event_id.as_str()).bind(row.room_id.as_str()).bind(row.key).bind(value);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Returns the stream position up to which events are indexed.
+pub async fn indexed_position(pool: &AnyPool) -> Result<i64, sqlx::Error> {
+    sqlx::query("SELECT stream_ordering FROM search_index_position WHERE id = 1").fetch_one(pool).await?.try_get(0)
+}
+
+/// Indexes the events with `after < stream <= upto` and records `upto` as
+/// the indexed position. It runs in a write job, so an event redacted
+/// before this job commits is left out: its stored text is already gone.
+pub async fn index_range(conn: &mut AnyConnection, after: i64, upto: i64) -> Result<usize, sqlx::Error> {
+    let sql = format!(
+        "SELECT {} FROM events WHERE stream_ordering > $1 AND stream_ordering <= $2 AND redacted_by IS NULL \
+         AND ((event_type = 'm.room.message' AND state_key IS NULL) \
+         OR (event_type IN ('m.room.name', 'm.room.topic') AND state_key = ''))",
+        super::events::EVENT_COLUMNS
+    );
+    let found = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(after).bind(upto).fetch_all(&mut *conn).await?;
+    let mut rows = Vec::new();
+    for event in super::events::rows_to_events(found)? {
+        if let Some((key, value)) = searchable(&event.pdu) {
+            let (event_id, room_id) = (event.pdu.event_id.to_string(), event.pdu.room_id.to_string());
+            rows.push(IndexRow { stream: event.stream, event_id, room_id, key, value });
+        }
+    }
+    insert_rows(conn, &rows).await?;
+    sqlx::query("UPDATE search_index_position SET stream_ordering = $1 WHERE id = 1 AND stream_ordering < $1")
+        .bind(upto)
         .execute(&mut *conn)
         .await?;
-    Ok(())
+    Ok(rows.len())
 }
 
 /// Removes a redacted event from the index: its text is gone.

@@ -197,3 +197,37 @@ async fn search_pages_with_context_groups_and_state() {
         assert_eq!(result_texts(&found), vec!["Stock list"]);
     }
 }
+
+#[tokio::test]
+async fn search_index_follows_the_stream_across_restarts() {
+    for backend in backends() {
+        let server = TestServer::start(&backend).await;
+        let mut alice = server.register("alice").await;
+        let room = alice.create_room(json!({})).await;
+
+        // Redacted at once, most likely before the index reaches it.
+        let draft = alice.send_text(&room, "Draft figures, do not share").await;
+        let (status, body) = alice
+            .put(&format!("/_matrix/client/v3/rooms/{}/redact/{}/r1", encode(&room), encode(&draft)), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "redact: {body}");
+        for n in 0..30 {
+            alice.send_text(&room, &format!("Budget line {n}")).await;
+        }
+        let found = search(&alice, json!({ "search_term": "draft" })).await;
+        assert_eq!(found["count"], 0, "{found}");
+        let found = search(&alice, json!({ "search_term": "budget", "order_by": "recent" })).await;
+        assert_eq!(found["count"], 30, "{found}");
+        assert_eq!(result_texts(&found)[0], "Budget line 29");
+
+        // Messages sent just before a restart are found once after it.
+        alice.send_text(&room, "Forecast for the next quarter").await;
+        let server = server.restart().await;
+        alice.base = server.base.clone();
+        alice.send_text(&room, "Forecast revised").await;
+        let found = search(&alice, json!({ "search_term": "forecast", "order_by": "recent" })).await;
+        assert_eq!(result_texts(&found), vec!["Forecast revised", "Forecast for the next quarter"]);
+        let found = search(&alice, json!({ "search_term": "budget" })).await;
+        assert_eq!(found["count"], 30, "{found}");
+    }
+}

@@ -154,6 +154,7 @@ async fn room_events(
         .collect();
 
     let words = words(&criteria.search_term);
+    services.search_index.catch_up().await?;
     let ignored = services.users.ignored.of(&session.user_id).await?;
     let mut visibilities: HashMap<String, Visibility> = HashMap::new();
     let mut picked: Vec<(StoredEvent, f64)> = Vec::new();

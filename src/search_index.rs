@@ -1,0 +1,74 @@
+//! The full-text index follows the event stream. Events are indexed after
+//! they commit, a batch at a time, so that storing an event never waits for
+//! the text index. A search first brings the index up to the newest
+//! committed event, so a message is found as soon as it is sent.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::{Mutex, watch};
+
+use crate::{
+    Services,
+    error::Result,
+    storage::{self, Db, writer::Stream},
+};
+
+/// Stream positions indexed per write job.
+const BATCH: i64 = 1_000;
+/// How often the background task indexes what has committed since.
+const INTERVAL: Duration = Duration::from_millis(500);
+
+/// The indexer's handle: one catch-up runs at a time.
+pub struct SearchIndex {
+    db: Db,
+    /// The indexed position, once read from the database.
+    position: Mutex<Option<i64>>,
+}
+
+impl SearchIndex {
+    pub fn new(db: Db) -> Self {
+        Self { db, position: Mutex::new(None) }
+    }
+
+    /// Indexes every event that has committed so far.
+    pub async fn catch_up(&self) -> Result<()> {
+        let target = self.db.writer.positions().current(Stream::Events);
+        let mut position = self.position.lock().await;
+        let mut indexed = match *position {
+            Some(indexed) => indexed,
+            None => storage::search::indexed_position(&self.db.pool).await?,
+        };
+        while indexed < target {
+            let (after, upto) = (indexed, target.min(indexed + BATCH));
+            self.db
+                .writer
+                .write(move |txn| {
+                    Box::pin(async move {
+                        storage::search::index_range(&mut txn.conn, after, upto).await?;
+                        Ok(())
+                    })
+                })
+                .await?;
+            indexed = upto;
+            *position = Some(indexed);
+        }
+        *position = Some(indexed);
+        Ok(())
+    }
+}
+
+/// Starts the task that keeps the index close behind the event stream. It
+/// ends when `stop` turns true.
+pub fn spawn(services: Arc<Services>, mut stop: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        loop {
+            if let Err(err) = services.search_index.catch_up().await {
+                tracing::warn!(error = %err, "could not update the search index; retrying shortly");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(INTERVAL) => {}
+                _ = stop.changed() => break,
+            }
+        }
+    });
+}
