@@ -17,6 +17,7 @@ pub mod power;
 mod redaction;
 pub mod relations;
 pub mod remote;
+mod remote_space;
 mod resolve;
 pub mod restricted;
 pub mod serialize;
@@ -76,6 +77,8 @@ pub struct Rooms {
     /// One backfill at a time per room, with when the last one that found
     /// nothing ended.
     backfill_locks: Mutex<HashMap<OwnedRoomId, Arc<AsyncMutex<Option<std::time::Instant>>>>>,
+    /// Recent responses of other servers about spaces this server is not in.
+    space_cache: remote_space::SpaceCache,
 }
 
 /// The device and transaction id of a request that appends an event, for
@@ -120,6 +123,7 @@ impl Rooms {
             txns_in_flight: Mutex::new(HashMap::new()),
             sender: std::sync::OnceLock::new(),
             backfill_locks: Mutex::new(HashMap::new()),
+            space_cache: Mutex::new(HashMap::new()),
         }
     }
 
