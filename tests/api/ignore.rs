@@ -173,3 +173,53 @@ async fn ignored_user_list_rejects_bad_content() {
         assert_eq!(status, StatusCode::NOT_FOUND, "nothing was stored: {body}");
     }
 }
+
+#[tokio::test]
+async fn ignored_replies_left_out_of_threads() {
+    for backend in backends() {
+        let server = TestServer::start(&backend).await;
+        let alice = server.register("alice").await;
+        let bob = server.register("bob").await;
+        let carol = server.register("carol").await;
+        let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+        bob.join(&room).await;
+        carol.join(&room).await;
+        set_ignored(&alice, &[&bob.user_id]).await;
+
+        let root = carol.send_text(&room, "thread root").await;
+        let reply = |client: &Client, body: &str, txn: &str| {
+            let content = json!({
+                "msgtype": "m.text",
+                "body": body,
+                "m.relates_to": { "rel_type": "m.thread", "event_id": root },
+            });
+            let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", encode(&room));
+            let client = client.clone();
+            async move {
+                let (status, body) = client.put(&path, content).await;
+                assert_eq!(status, StatusCode::OK, "reply: {body}");
+            }
+        };
+        reply(&carol, "carol replies", "t1").await;
+        reply(&bob, "bob replies", "t2").await;
+        reply(&bob, "bob again", "t3").await;
+
+        let event_path = format!("/_matrix/client/v3/rooms/{}/event/{}", encode(&room), encode(&root));
+        let (status, seen_by_alice) = alice.get(&event_path).await;
+        assert_eq!(status, StatusCode::OK, "{seen_by_alice}");
+        let thread = &seen_by_alice["unsigned"]["m.relations"]["m.thread"];
+        assert_eq!(thread["count"], 1, "{backend:?}: {thread}");
+        assert_eq!(thread["latest_event"]["content"]["body"], "carol replies", "{backend:?}");
+
+        let (status, seen_by_carol) = carol.get(&event_path).await;
+        assert_eq!(status, StatusCode::OK, "{seen_by_carol}");
+        let thread = &seen_by_carol["unsigned"]["m.relations"]["m.thread"];
+        assert_eq!(thread["count"], 3, "{backend:?}: {thread}");
+        assert_eq!(thread["latest_event"]["content"]["body"], "bob again", "{backend:?}");
+
+        let relations_path = format!("/_matrix/client/v1/rooms/{}/relations/{}", encode(&room), encode(&root));
+        let (status, related) = alice.get(&relations_path).await;
+        assert_eq!(status, StatusCode::OK, "{related}");
+        assert_eq!(chunk_texts(&related["chunk"]), vec!["carol replies".to_owned()], "{backend:?}");
+    }
+}
