@@ -52,7 +52,7 @@ pub struct Push {
     /// Each user's rules as stored, or `None` for a user who never changed the
     /// server defaults. Filled on first use.
     rules: Mutex<HashMap<OwnedUserId, Option<Arc<Ruleset>>>>,
-    /// Whom each user ignores: their events notify nobody who ignores them.
+    /// The users each user ignores, whose non-state events do not notify that user.
     ignored: Arc<IgnoredUsers>,
     /// Wakes the gateway sender after new push actions commit.
     pub(crate) new_actions: Arc<tokio::sync::Notify>,
@@ -130,8 +130,8 @@ impl Push {
     /// and the shared row applies to all of them. A member with rules of
     /// their own (a keyword, a display name rule, a muted room) is evaluated
     /// alone and gets a row only where the outcome differs. A member who
-    /// ignores the sender gets no notification for a non-state event: their
-    /// row, if the shared one would notify them, says so.
+    /// ignores the sender of a non-state event gets an empty outcome, stored
+    /// as their own row when the shared row would notify them.
     pub async fn evaluate(&self, room: &RoomState, pdu: &Pdu) -> Result<PushOutcome> {
         if !self.enabled {
             return Ok(PushOutcome::default());
