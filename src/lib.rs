@@ -155,7 +155,8 @@ impl Homeserver {
         let notifier = Arc::new(Notifier::default());
         let default_version = RoomVersionId::try_from(config.rooms.default_version.as_str())
             .map_err(|e| config::ConfigError::invalid(format!("rooms.default_version: {e}")))?;
-        let push = Arc::new(push::Push::new(db.clone(), server_name.clone(), config.push.enabled));
+        let ignored = Arc::new(users::ignored::IgnoredUsers::new(db.clone()));
+        let push = Arc::new(push::Push::new(db.clone(), server_name.clone(), config.push.enabled, ignored.clone()));
         let rooms = Rooms::new(
             db.clone(),
             server_name.clone(),
@@ -186,7 +187,7 @@ impl Homeserver {
             media,
             federation,
             sender,
-            users: Users::new(db.clone(), server_name.clone()),
+            users: Users::new(db.clone(), server_name.clone(), ignored),
             rate_limiter: RateLimiter::new(&config.rate_limits),
             uiaa: api::client::uiaa::Sessions::default(),
             typing: Typing::default(),

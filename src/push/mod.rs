@@ -33,6 +33,7 @@ use crate::{
         push::{PushAction, PushOutcome, SharedPushAction},
         writer::Stream,
     },
+    users::ignored::IgnoredUsers,
 };
 
 /// The account data type under which clients read a user's push rules.
@@ -51,17 +52,20 @@ pub struct Push {
     /// Each user's rules as stored, or `None` for a user who never changed the
     /// server defaults. Filled on first use.
     rules: Mutex<HashMap<OwnedUserId, Option<Arc<Ruleset>>>>,
+    /// The users each user ignores, whose non-state events do not notify that user.
+    ignored: Arc<IgnoredUsers>,
     /// Wakes the gateway sender after new push actions commit.
     pub(crate) new_actions: Arc<tokio::sync::Notify>,
 }
 
 impl Push {
-    pub fn new(db: Db, server_name: OwnedServerName, enabled: bool) -> Self {
+    pub fn new(db: Db, server_name: OwnedServerName, enabled: bool, ignored: Arc<IgnoredUsers>) -> Self {
         Self {
             db,
             server_name,
             enabled,
             rules: Mutex::new(HashMap::new()),
+            ignored,
             new_actions: Arc::new(tokio::sync::Notify::new()),
         }
     }
@@ -125,7 +129,9 @@ impl Push {
     /// default member whom the event does not name gets the same outcome,
     /// and the shared row applies to all of them. A member with rules of
     /// their own (a keyword, a display name rule, a muted room) is evaluated
-    /// alone and gets a row only where the outcome differs.
+    /// alone and gets a row only where the outcome differs. A member who
+    /// ignores the sender of a non-state event gets an empty outcome, stored
+    /// as their own row when the shared row would notify them.
     pub async fn evaluate(&self, room: &RoomState, pdu: &Pdu) -> Result<PushOutcome> {
         if !self.enabled {
             return Ok(PushOutcome::default());
@@ -159,10 +165,13 @@ impl Push {
             let custom = self.stored_rules(&user_id).await?;
             let covered = room.is_joined(&user_id);
             let is_named = named.iter().any(|n| n == user_id.as_str());
-            if covered && custom.is_none() && !is_named {
+            let ignores_sender =
+                pdu.state_key.is_none() && self.ignored.of(&user_id).await?.contains(pdu.sender.as_str());
+            let rules = if ignores_sender { Rules::Silent } else { custom.map_or(Rules::Default, Rules::Own) };
+            if covered && matches!(rules, Rules::Default) && !is_named {
                 shared_members.push(user_id);
             } else {
-                alone.push((user_id, custom, covered));
+                alone.push((user_id, rules, covered));
             }
         }
         let ts = i64::from(pdu.origin_server_ts.get());
@@ -178,10 +187,13 @@ impl Push {
         let shared_json = shared.as_deref().map(to_json).transpose()?;
 
         let mut users = Vec::new();
-        for (user_id, custom, covered) in alone {
-            let actions = match &custom {
-                Some(rules) => rules.get_actions(&event, &context(&user_id)).await.to_vec(),
-                None => Ruleset::server_default(&user_id).get_actions(&event, &context(&user_id)).await.to_vec(),
+        for (user_id, rules, covered) in alone {
+            let actions = match &rules {
+                Rules::Own(rules) => rules.get_actions(&event, &context(&user_id)).await.to_vec(),
+                Rules::Default => {
+                    Ruleset::server_default(&user_id).get_actions(&event, &context(&user_id)).await.to_vec()
+                }
+                Rules::Silent => Vec::new(),
             };
             let notify = actions.iter().any(Action::should_notify);
             let json = to_json(&actions)?;
@@ -245,6 +257,16 @@ impl Push {
         }
         "main".to_owned()
     }
+}
+
+/// The rules that decide a member's outcome for one event.
+enum Rules {
+    /// The server's default rules.
+    Default,
+    /// The member's stored rules.
+    Own(Arc<Ruleset>),
+    /// None: the member ignores the sender.
+    Silent,
 }
 
 /// Parses stored `m.push_rules` content.

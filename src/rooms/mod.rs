@@ -17,6 +17,7 @@ pub mod power;
 mod redaction;
 pub mod relations;
 pub mod remote;
+mod remote_space;
 mod resolve;
 pub mod restricted;
 pub mod serialize;
@@ -78,6 +79,8 @@ pub struct Rooms {
     #[allow(clippy::type_complexity)]
     backfill_locks:
         Mutex<HashMap<OwnedRoomId, Arc<AsyncMutex<HashMap<Option<storage::backfill::Gap>, std::time::Instant>>>>>,
+    /// Recent responses of other servers about spaces this server is not in.
+    space_cache: remote_space::SpaceCache,
 }
 
 /// The device and transaction id of a request that appends an event, for
@@ -122,6 +125,7 @@ impl Rooms {
             txns_in_flight: Mutex::new(HashMap::new()),
             sender: std::sync::OnceLock::new(),
             backfill_locks: Mutex::new(HashMap::new()),
+            space_cache: Mutex::new(HashMap::new()),
         }
     }
 

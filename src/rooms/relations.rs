@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use crate::{
     error::Result,
+    rooms::serialize::Viewer,
     storage::{self, events::StoredEvent, relations::Related},
 };
 
@@ -44,8 +45,9 @@ const EDIT_CANDIDATES: usize = 8;
 pub async fn aggregate(
     pool: &sqlx::AnyPool,
     events: &[StoredEvent],
-    user_id: &str,
+    viewer: Viewer<'_>,
 ) -> Result<HashMap<String, Aggregations>> {
+    let user_id = viewer.user_id.as_str();
     let parents: Vec<&StoredEvent> = events.iter().filter(|e| e.pdu.state_key.is_none()).collect();
     if parents.is_empty() {
         return Ok(HashMap::new());
@@ -59,7 +61,7 @@ pub async fn aggregate(
         result.entry(parent).or_default().replace = Some(edit);
     }
 
-    let summaries = storage::relations::thread_summaries(pool, &ids, user_id).await?;
+    let summaries = storage::relations::thread_summaries(pool, &ids, user_id, viewer.ignored).await?;
     if !summaries.is_empty() {
         let latest_ids: Vec<String> = summaries.values().map(|s| s.latest_event_id.clone()).collect();
         let latest: HashMap<String, StoredEvent> = storage::events::get_many(pool, &latest_ids)
@@ -79,7 +81,8 @@ pub async fn aggregate(
         }
     }
 
-    for reference in storage::relations::of_parents(pool, &ids, "m.reference").await? {
+    let references = storage::relations::of_parents(pool, &ids, "m.reference").await?;
+    for reference in references.into_iter().filter(|r| !viewer.ignored.contains(&r.sender)) {
         result.entry(reference.relates_to).or_default().references.push(reference.event_id);
     }
     result.retain(|_, aggregations| !aggregations.is_empty());

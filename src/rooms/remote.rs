@@ -644,14 +644,23 @@ pub(super) fn check_against(
 
 /// What a resident server answers to `send_join`.
 pub struct JoinAnswer {
-    /// The state before the join event.
+    /// The state before the join event, without most member events when
+    /// they were omitted.
     pub state: Vec<Arc<Pdu>>,
-    /// The auth chain of that state and of the join event.
+    /// The auth chain of that state and of the join event; without the
+    /// events of `state` when member events were omitted.
     pub auth_chain: Vec<Arc<Pdu>>,
     /// The join event with this server's signature, when it authorised a
     /// restricted join.
     pub event: Option<CanonicalJsonObject>,
+    /// The servers with joined members before the join, present when
+    /// member events were omitted from `state`.
+    pub servers_in_room: Option<Vec<ruma::OwnedServerName>>,
 }
+
+/// Maximum number of members whose member events a reduced `send_join`
+/// response keeps to name an unnamed room, like the `m.heroes` of `/sync`.
+const MAX_HEROES: usize = 5;
 
 impl Rooms {
     /// Builds the `make_join` template for `user` (spec: Server-Server API,
@@ -720,7 +729,9 @@ impl Rooms {
     /// Takes a signed join event from `origin` as the resident server: the
     /// checks on receipt, the room policy, persisting it, and sending it to
     /// the other servers in the room. Returns the state before the join and
-    /// the auth chain.
+    /// the auth chain. With `omit_members`, the state keeps only the member
+    /// events the joining server needs (see [`Rooms::reduced_state`]), and
+    /// the auth chain leaves out the events of the state.
     pub async fn send_join(
         &self,
         origin: &ruma::ServerName,
@@ -728,6 +739,7 @@ impl Rooms {
         event_id: &EventId,
         mut object: CanonicalJsonObject,
         keys: &PublicKeyMap,
+        omit_members: bool,
     ) -> Result<JoinAnswer> {
         let sender = own_member_event(origin, &object, "join")?;
         let before = self.state(room_id).await?;
@@ -745,7 +757,7 @@ impl Rooms {
         let Some(join) = after.find_event(&id).cloned() else {
             return Err(Error::forbidden("the join event was soft-failed"));
         };
-        let servers: Vec<_> = servers_before.into_iter().filter(|s| s != origin).collect();
+        let servers: Vec<_> = servers_before.iter().filter(|s| *s != origin).cloned().collect();
         let mut others = RoomState::clone(&after);
         others.state.retain(|(kind, key), _| {
             *kind != StateEventType::RoomMember
@@ -758,6 +770,10 @@ impl Rooms {
         if let Some(earlier) = before.get(&StateEventType::RoomMember, sender.as_str()) {
             state.push(earlier.clone());
         }
+        if omit_members {
+            state = self.reduced_state(state, &sender).await?;
+        }
+
         let mut chain: HashMap<OwnedEventId, Arc<Pdu>> = HashMap::new();
         let mut pending: Vec<OwnedEventId> =
             state.iter().chain(std::iter::once(&join)).flat_map(|p| p.auth_events.clone()).collect();
@@ -772,7 +788,57 @@ impl Rooms {
             pending = found.values().flat_map(|e| e.pdu.auth_events.clone()).collect();
             chain.extend(found.into_iter().map(|(id, e)| (id, e.pdu)));
         }
-        Ok(JoinAnswer { state, auth_chain: chain.into_values().collect(), event })
+        let servers_in_room = omit_members.then_some(servers_before);
+        if omit_members {
+            // The spec lets a reduced response leave the events of `state` out of the auth chain.
+            for pdu in &state {
+                chain.remove(&pdu.event_id);
+            }
+        }
+        Ok(JoinAnswer { state, auth_chain: chain.into_values().collect(), event, servers_in_room })
+    }
+
+    /// Reduces the state before a join for a joining server that sets
+    /// `omit_members` (spec: Server-Server API, `send_join` v2). Keeps every
+    /// event but member events, and the joining user's own member event.
+    /// When the room has neither a name nor a canonical alias, also keeps the
+    /// member events of the users a client names the room after: the first
+    /// [`MAX_HEROES`] joined or invited members in stream order other than
+    /// the joining user or, when there are none, the first who left or were banned.
+    async fn reduced_state(&self, state: Vec<Arc<Pdu>>, joining: &ruma::UserId) -> Result<Vec<Arc<Pdu>>> {
+        use ruma::events::TimelineEventType;
+        let has_text = |kind: TimelineEventType, field: &str| {
+            state.iter().any(|p| {
+                p.kind == kind
+                    && p.state_key.as_deref() == Some("")
+                    && p.content_str(field).is_some_and(|v| !v.is_empty())
+            })
+        };
+        let named =
+            has_text(TimelineEventType::RoomName, "name") || has_text(TimelineEventType::RoomCanonicalAlias, "alias");
+        let is_member = |p: &Pdu| p.kind == TimelineEventType::RoomMember;
+        let (members, mut kept): (Vec<Arc<Pdu>>, Vec<Arc<Pdu>>) = state.into_iter().partition(|p| is_member(p));
+        kept.extend(members.iter().filter(|p| p.state_key.as_deref() == Some(joining.as_str())).cloned());
+        if named {
+            return Ok(kept);
+        }
+
+        let others: Vec<&Arc<Pdu>> =
+            members.iter().filter(|p| p.state_key.as_deref() != Some(joining.as_str())).collect();
+        let current: Vec<&Arc<Pdu>> =
+            others.iter().copied().filter(|p| matches!(p.membership_str(), Some("join" | "invite"))).collect();
+        let candidates = if current.is_empty() {
+            others.into_iter().filter(|p| matches!(p.membership_str(), Some("leave" | "ban"))).collect()
+        } else {
+            current
+        };
+        let ids: Vec<String> = candidates.iter().map(|p| p.event_id.to_string()).collect();
+        let streams = self.load_any(&ids).await?;
+        let mut ordered: Vec<(i64, &Arc<Pdu>)> =
+            candidates.into_iter().map(|p| (streams.get(&p.event_id).map_or(i64::MAX, |e| e.stream), p)).collect();
+        ordered.sort_by(|(a, x), (b, y)| a.cmp(b).then_with(|| x.event_id.cmp(&y.event_id)));
+        kept.extend(ordered.into_iter().take(MAX_HEROES).map(|(_, p)| p.clone()));
+        Ok(kept)
     }
 
     /// Signs a join whose `join_authorised_via_users_server` names a local
@@ -875,7 +941,7 @@ impl Rooms {
         let Some(event) = after.find_event(&id).cloned() else {
             return Err(Error::forbidden(format!("the {membership} event was soft-failed")));
         };
-        let servers: Vec<_> = servers_before.into_iter().filter(|s| s != origin).collect();
+        let servers: Vec<_> = servers_before.iter().filter(|s| *s != origin).cloned().collect();
         let mut others = RoomState::clone(&after);
         others.state.retain(|(kind, key), _| {
             *kind != StateEventType::RoomMember

@@ -3,7 +3,7 @@
 //! events, `redacted_because` of redacted events, and, on the endpoints the
 //! spec names, the bundled aggregations of child events (`m.relations`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use ruma::UserId;
 use serde_json::{Value, value::RawValue};
@@ -14,11 +14,13 @@ use crate::{
     storage::{self, events::StoredEvent, now_ms},
 };
 
-/// The requesting device, so that its own sends carry their transaction id.
+/// The requesting device, so that its own sends carry their transaction id,
+/// and the users its user ignores, whose events bundled aggregations leave out.
 #[derive(Clone, Copy)]
 pub struct Viewer<'a> {
     pub user_id: &'a UserId,
     pub device_id: &'a str,
+    pub ignored: &'a HashSet<String>,
 }
 
 pub async fn client_events(
@@ -40,14 +42,13 @@ pub async fn client_events_bundled(
     viewer: Viewer<'_>,
     with_room_id: bool,
 ) -> Result<Vec<Box<RawValue>>> {
-    let user_id = viewer.user_id.as_str();
-    let aggregations = super::relations::aggregate(pool, events, user_id).await?;
+    let aggregations = super::relations::aggregate(pool, events, viewer).await?;
     let latest: Vec<StoredEvent> =
         aggregations.values().filter_map(|a| a.thread.as_ref().map(|t| t.latest.clone())).collect();
     let latest_json = if latest.is_empty() {
         HashMap::new()
     } else {
-        let latest_aggregations = super::relations::aggregate(pool, &latest, user_id).await?;
+        let latest_aggregations = super::relations::aggregate(pool, &latest, viewer).await?;
         let latest_relations = relations_json(pool, latest_aggregations, &HashMap::new(), viewer, with_room_id).await?;
         let serialized = serialize(pool, &latest, Some(viewer), with_room_id, &latest_relations).await?;
         latest.iter().map(|e| e.pdu.event_id.to_string()).zip(serialized).collect()

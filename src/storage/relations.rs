@@ -2,7 +2,7 @@
 //! (those whose content has `m.relates_to` with a `rel_type`), and the
 //! queries behind `/relations`, `/threads` and bundled aggregations.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use sqlx::{AnyConnection, AnyPool, Row};
 
@@ -175,22 +175,38 @@ pub async fn thread_summaries(
     pool: &AnyPool,
     roots: &[String],
     user_id: &str,
+    ignored: &HashSet<String>,
 ) -> Result<HashMap<String, ThreadSummary>, sqlx::Error> {
     let mut summaries = HashMap::new();
+    let ignored: Vec<&String> = ignored.iter().collect();
     for chunk in roots.chunks(PARENTS_PER_QUERY) {
         let placeholders: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
+        // Replies of ignored users count neither in the size nor as the latest reply.
+        let not_ignored = |alias: &str| {
+            if ignored.is_empty() {
+                return String::new();
+            }
+            let first = chunk.len() + 2;
+            let list: Vec<String> = (first..first + ignored.len()).map(|i| format!("${i}")).collect();
+            format!(" AND {alias}.sender NOT IN ({})", list.join(", "))
+        };
         let sql = format!(
             "SELECT r.relates_to, COUNT(*), MAX(r.stream_ordering), \
              CAST(MAX(CASE WHEN r.sender = $1 THEN 1 ELSE 0 END) AS BIGINT), \
              (SELECT l.event_id FROM event_relations l WHERE l.relates_to = r.relates_to \
-              AND l.rel_type = 'm.thread' ORDER BY l.stream_ordering DESC LIMIT 1) \
-             FROM event_relations r WHERE r.rel_type = 'm.thread' AND r.relates_to IN ({}) \
+              AND l.rel_type = 'm.thread'{} ORDER BY l.stream_ordering DESC LIMIT 1) \
+             FROM event_relations r WHERE r.rel_type = 'm.thread' AND r.relates_to IN ({}){} \
              GROUP BY r.relates_to",
-            placeholders.join(", ")
+            not_ignored("l"),
+            placeholders.join(", "),
+            not_ignored("r"),
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user_id);
         for root in chunk {
             query = query.bind(root.as_str());
+        }
+        for user in &ignored {
+            query = query.bind(user.as_str());
         }
         for row in query.fetch_all(pool).await? {
             let participated: i64 = row.try_get(3)?;

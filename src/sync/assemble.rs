@@ -286,7 +286,7 @@ pub async fn assemble(
 
 impl Ctx<'_> {
     fn viewer(&self) -> Viewer<'_> {
-        Viewer { user_id: &self.session.user_id, device_id: &self.session.device_id }
+        Viewer { user_id: &self.session.user_id, device_id: &self.session.device_id, ignored: &self.ignored }
     }
 
     /// The newest visible events of a room in `(from, to]` that pass the timeline

@@ -45,7 +45,7 @@ pub struct Users {
     /// Access-token hash to session, so that authenticating a request costs no query.
     sessions: Mutex<HashMap<String, Session>>,
     /// The users each user ignores.
-    pub ignored: ignored::IgnoredUsers,
+    pub ignored: Arc<ignored::IgnoredUsers>,
     pub openid: openid::OpenIdTokens,
 }
 
@@ -58,8 +58,7 @@ fn random_string(length: usize) -> String {
 }
 
 impl Users {
-    pub fn new(db: Db, server_name: OwnedServerName) -> Self {
-        let ignored = ignored::IgnoredUsers::new(db.clone());
+    pub fn new(db: Db, server_name: OwnedServerName, ignored: Arc<ignored::IgnoredUsers>) -> Self {
         Self { db, server_name, sessions: Mutex::new(HashMap::new()), ignored, openid: Default::default() }
     }
 

@@ -652,3 +652,225 @@ async fn restricted_room_joined_across_servers() {
         c.stop().await;
     }
 }
+
+/// Builds the join of `user` of `joining` to `room_id` from the template of
+/// the resident server `resident` (`make_join`), signed by `joining`, and
+/// returns it with the `send_join` v2 path for it and `query` (empty for
+/// none). Nothing is stored on `joining`.
+async fn signed_join(joining: &TestServer, resident: &str, room_id: &str, user: &str, query: &str) -> (Value, String) {
+    let services = joining.homeserver.services();
+    let resident = ruma::ServerName::parse(resident).unwrap();
+    let path = format!("/_matrix/federation/v1/make_join/{}/{}?ver=10&ver=11&ver=12", encode(room_id), encode(user));
+    let template =
+        services.federation.send_json(&resident, http::Method::GET, &path, None, true).await.expect("make_join");
+    let version = ruma::RoomVersionId::try_from(template["room_version"].as_str().unwrap()).unwrap();
+    let rules = lattice::rooms::version::rules(&version).expect("a supported version");
+    let mut event = template["event"].clone();
+    event["origin_server_ts"] = json!(1_700_000_000_000_i64);
+    let mut object: ruma::CanonicalJsonObject = serde_json::from_value(event).unwrap();
+    ruma::signatures::hash_and_sign_event(&joining.server_name, &services.key.pair, &mut object, &rules.redaction)
+        .unwrap();
+    let event_id = format!("${}", ruma::signatures::reference_hash(&object, &rules).unwrap());
+    let mut path = format!("/_matrix/federation/v2/send_join/{}/{}", encode(room_id), encode(&event_id));
+    if !query.is_empty() {
+        path = format!("{path}?{query}");
+    }
+    (serde_json::to_value(&object).unwrap(), path)
+}
+
+/// Joins `user` of `joining` through `resident` with [`signed_join`] and
+/// returns the join and the `send_join` response.
+async fn raw_join(joining: &TestServer, resident: &str, room_id: &str, user: &str, query: &str) -> (Value, Value) {
+    let (join, path) = signed_join(joining, resident, room_id, user, query).await;
+    let federation = &joining.homeserver.services().federation;
+    let resident = ruma::ServerName::parse(resident).unwrap();
+    let answer = federation.send_json(&resident, http::Method::PUT, &path, Some(&join), true).await.expect("send_join");
+    (join, answer)
+}
+
+/// Returns the event id of a PDU of a `send_join` response: its reference
+/// hash, since PDUs of room version 4 and later carry no event id.
+fn pdu_id(pdu: &Value, version: &str) -> String {
+    let rules = lattice::rooms::version::rules(&ruma::RoomVersionId::try_from(version).unwrap()).unwrap();
+    let object: ruma::CanonicalJsonObject = serde_json::from_value(pdu.clone()).unwrap();
+    format!("${}", ruma::signatures::reference_hash(&object, &rules).unwrap())
+}
+
+/// Returns the events of a `send_join` response's `field` by event id.
+fn pdus_by_id(answer: &Value, field: &str, version: &str) -> std::collections::BTreeMap<String, Value> {
+    answer[field].as_array().expect(field).iter().map(|pdu| (pdu_id(pdu, version), pdu.clone())).collect()
+}
+
+/// Returns the sorted `(type, state_key)` pairs of a `send_join` response's state.
+fn state_keys(answer: &Value) -> Vec<(String, String)> {
+    let mut keys: Vec<(String, String)> = answer["state"]
+        .as_array()
+        .expect("state")
+        .iter()
+        .map(|e| (e["type"].as_str().unwrap().to_owned(), e["state_key"].as_str().unwrap().to_owned()))
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// Returns the event id of a user's current member event on `server`.
+async fn member_event_id(server: &TestServer, room_id: &str, user_id: &str) -> String {
+    let room_id = ruma::RoomId::parse(room_id).unwrap();
+    let state = server.homeserver.services().rooms.state(&room_id).await.expect("room state");
+    state.get(&ruma::events::StateEventType::RoomMember, user_id).expect("a member event").event_id.to_string()
+}
+
+/// Asserts that every auth event of the join and of every event in the
+/// response is itself in the response's `state` or `auth_chain`.
+#[track_caller]
+fn assert_auth_complete(answer: &Value, join: &Value, version: &str) {
+    let state = pdus_by_id(answer, "state", version);
+    let chain = pdus_by_id(answer, "auth_chain", version);
+    for (id, pdu) in state.iter().chain(chain.iter()).chain(std::iter::once((&String::new(), join))) {
+        for auth in pdu["auth_events"].as_array().expect("auth_events") {
+            let auth = auth.as_str().unwrap();
+            let present = state.contains_key(auth) || chain.contains_key(auth);
+            assert!(present, "auth event {auth} of {id} is missing from the answer");
+        }
+    }
+}
+
+#[tokio::test]
+async fn send_join_omits_members_on_request() {
+    for backend in backends() {
+        let ca = TestCa::new();
+        let mut servers = TestServer::start_federated(&backend, &ca, &[A, B, C], |_| {}).await;
+        let c = servers.pop().expect("server c");
+        let b = servers.pop().expect("server b");
+        let a = servers.pop().expect("server a");
+        let alice = a.register("alice").await;
+        let carol = c.register("carol").await;
+        let mut locals = Vec::new();
+        for name in ["u1", "u2", "u3", "u4", "u5", "u6", "eve"] {
+            locals.push(a.register(name).await);
+        }
+        let (u1, eve) = (&locals[0], &locals[6]);
+
+        // Room version 10, named: members join from a and c, u1 gets power and
+        // sets the topic, eve joins and leaves.
+        let named = alice.create_room(json!({ "preset": "public_chat", "name": "Hall", "room_version": "10" })).await;
+        for user in &locals {
+            user.join(&named).await;
+        }
+        let (status, body) = join_path(&carol, &format!("/_matrix/client/v3/join/{}?via={A}", encode(&named))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let levels_path = format!("/_matrix/client/v3/rooms/{}/state/m.room.power_levels/", encode(&named));
+        let (_, mut levels) = alice.get(&levels_path).await;
+        levels["users"][u1.user_id.as_str()] = json!(50);
+        assert_eq!(alice.put(&levels_path, levels).await.0, StatusCode::OK);
+        let topic_path = format!("/_matrix/client/v3/rooms/{}/state/m.room.topic/", encode(&named));
+        assert_eq!(u1.put(&topic_path, json!({ "topic": "Notices" })).await.0, StatusCode::OK);
+        let leave_path = format!("/_matrix/client/v3/rooms/{}/leave", encode(&named));
+        assert_eq!(eve.post(&leave_path, json!({})).await.0, StatusCode::OK);
+
+        // Zed of b joins with omit_members: no member events in the state.
+        let zed = b.user_id("zed");
+        let (zed_join, reduced) = raw_join(&b, A, &named, &zed, "omit_members=true").await;
+        assert_eq!(reduced["members_omitted"], true, "{reduced}");
+        assert_eq!(reduced["servers_in_room"], json!([A, C]), "{reduced}");
+        assert_eq!(reduced["origin"], A);
+        let keys = state_keys(&reduced);
+        assert!(keys.iter().all(|(kind, _)| kind != "m.room.member"), "{keys:?}");
+        assert_auth_complete(&reduced, &zed_join, "10");
+
+        // Yan of b joins without it: the full state, zed's join included.
+        let yan = b.register("yan").await.user_id;
+        let (yan_join, full) = raw_join(&b, A, &named, &yan, "").await;
+        assert_eq!(full["members_omitted"], false, "{full}");
+        assert!(full.get("servers_in_room").is_none(), "{full}");
+        let full_keys = state_keys(&full);
+        let mut members: Vec<&str> =
+            full_keys.iter().filter(|(kind, _)| kind == "m.room.member").map(|(_, key)| key.as_str()).collect();
+        members.sort_unstable();
+        let mut expected: Vec<&str> = locals.iter().map(|u| u.user_id.as_str()).collect();
+        expected.extend([alice.user_id.as_str(), carol.user_id.as_str(), zed.as_str()]);
+        expected.sort_unstable();
+        assert_eq!(members, expected);
+        let others: Vec<(String, String)> =
+            full_keys.iter().filter(|(kind, _)| kind != "m.room.member").cloned().collect();
+        assert_eq!(keys, others, "the reduced state is the full state without member events");
+        assert_auth_complete(&full, &yan_join, "10");
+
+        // The reduced auth chain has the member events that authorise the
+        // returned events (alice's and u1's joins), and no other member.
+        let chain = pdus_by_id(&reduced, "auth_chain", "10");
+        let state = pdus_by_id(&reduced, "state", "10");
+        assert!(chain.keys().all(|id| !state.contains_key(id)), "state events are left out of the auth chain");
+        assert!(chain.contains_key(&member_event_id(&a, &named, &alice.user_id).await));
+        let u1_join = chain.values().find(|e| e["type"] == "m.room.member" && e["state_key"] == u1.user_id);
+        assert_eq!(u1_join.expect("u1's join in the auth chain")["content"]["membership"], "join");
+        let mut chain_members: Vec<&str> =
+            chain.values().filter(|e| e["type"] == "m.room.member").filter_map(|e| e["state_key"].as_str()).collect();
+        chain_members.sort_unstable();
+        chain_members.dedup();
+        let mut authorising = vec![alice.user_id.as_str(), u1.user_id.as_str()];
+        authorising.sort_unstable();
+        assert_eq!(chain_members, authorising);
+        // The full response, by contrast, has every member's event.
+        let full_chain = pdus_by_id(&full, "auth_chain", "10");
+        assert!(full_chain.len() > chain.len(), "{} vs {}", full_chain.len(), chain.len());
+
+        // An unnamed room of version 12 to which yan is invited: the reduced
+        // state keeps yan's invite and the first five members other than yan.
+        let unnamed = alice.create_room(json!({ "preset": "public_chat" })).await;
+        for user in &locals[..6] {
+            user.join(&unnamed).await;
+        }
+        let invite_path = format!("/_matrix/client/v3/rooms/{}/invite", encode(&unnamed));
+        let (status, body) = alice.post(&invite_path, json!({ "user_id": yan })).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (yan_join, reduced) = raw_join(&b, A, &unnamed, &yan, "omit_members=true").await;
+        assert_eq!(reduced["members_omitted"], true, "{reduced}");
+        assert_eq!(reduced["servers_in_room"], json!([A]), "{reduced}");
+        let mut members: Vec<(String, String)> = reduced["state"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "m.room.member")
+            .map(|e| {
+                (e["state_key"].as_str().unwrap().to_owned(), e["content"]["membership"].as_str().unwrap().to_owned())
+            })
+            .collect();
+        members.sort();
+        let mut expected: Vec<(String, String)> = [&alice, &locals[0], &locals[1], &locals[2], &locals[3]]
+            .iter()
+            .map(|u| (u.user_id.clone(), "join".to_owned()))
+            .collect();
+        expected.push((yan.clone(), "invite".to_owned()));
+        expected.sort();
+        assert_eq!(members, expected);
+        assert_auth_complete(&reduced, &yan_join, "12");
+        let create = reduced["state"].as_array().unwrap().iter().find(|e| e["type"] == "m.room.create");
+        assert!(create.is_some(), "the create event is in the state: {reduced}");
+
+        // A value other than true or false names the parameter.
+        let answer = raw_join_error(&b, A, &unnamed, &b.user_id("xan"), "omit_members=yes").await;
+        assert!(answer.contains("400"), "{answer}");
+        assert!(answer.contains("M_INVALID_PARAM"), "{answer}");
+        assert!(answer.contains("omit_members"), "{answer}");
+        let room_id = ruma::RoomId::parse(&unnamed).unwrap();
+        let xan = ruma::UserId::parse(b.user_id("xan")).unwrap();
+        let state = a.homeserver.services().rooms.state(&room_id).await.unwrap();
+        assert_eq!(state.membership(&xan), None, "a refused join leaves no member event");
+        a.stop().await;
+        b.stop().await;
+        c.stop().await;
+    }
+}
+
+/// Like [`raw_join`], for a `send_join` that fails: returns the error text.
+async fn raw_join_error(joining: &TestServer, resident: &str, room_id: &str, user: &str, query: &str) -> String {
+    let (join, path) = signed_join(joining, resident, room_id, user, query).await;
+    let federation = &joining.homeserver.services().federation;
+    let resident = ruma::ServerName::parse(resident).unwrap();
+    let error = federation
+        .send_json(&resident, http::Method::PUT, &path, Some(&join), true)
+        .await
+        .expect_err("send_join fails");
+    error.to_string()
+}

@@ -129,3 +129,136 @@ async fn federation_hierarchy_lists_children() {
         assert_eq!(body["inaccessible_children"].as_array().expect("inaccessible_children").len(), 1, "{body}");
     }
 }
+
+/// Sets the name of a room.
+async fn rename(client: &Client, room: &str, name: &str) {
+    let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.name/", encode(room));
+    let (status, body) = client.put(&path, json!({ "name": name })).await;
+    assert_eq!(status, StatusCode::OK, "rename {room}: {body}");
+}
+
+/// Returns the summary of the room named `name` in a page.
+fn room_named<'a>(page: &'a Value, name: &str) -> &'a Value {
+    page["rooms"].as_array().expect("rooms").iter().find(|r| r["name"] == name).expect("a room of that name")
+}
+
+#[tokio::test]
+async fn hierarchy_reads_rooms_of_other_servers() {
+    for backend in backends() {
+        const A: &str = "a.lattice.test";
+        const B: &str = "b.lattice.test";
+        const DOWN: &str = "down.lattice.test";
+        let ca = TestCa::new();
+        // down.lattice.test points at a closed port on 127.0.0.1.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+        let closed_addr = closed.local_addr().expect("address").to_string();
+        drop(closed);
+        let servers = TestServer::start_federated(&backend, &ca, &[A, B], |config| {
+            config.federation.host_overrides.insert(DOWN.into(), closed_addr.clone());
+        })
+        .await;
+        let (a, b) = (&servers[0], &servers[1]);
+        let alice = a.register("alice").await;
+        let carol = a.register("carol").await;
+        let bob = b.register("bob").await;
+        let bea = b.register("bea").await;
+
+        // On b: a sub-space with a public child, an invite-only one, one
+        // restricted to the lounge and a world-readable one, and a lone room.
+        let lounge = bob.create_room(json!({ "preset": "public_chat", "name": "Lounge" })).await;
+        let sub = bob
+            .create_room(json!({
+                "preset": "public_chat",
+                "name": "Sub",
+                "topic": "Nested",
+                "creation_content": { "type": "m.space" },
+            }))
+            .await;
+        bea.join(&sub).await;
+        let deep = bob.create_room(json!({ "preset": "public_chat", "name": "Deep" })).await;
+        let secret = bob.create_room(json!({ "preset": "private_chat", "name": "Secret" })).await;
+        let club = bob.create_room(json!({ "preset": "private_chat", "name": "Club" })).await;
+        let rule = json!({ "join_rule": "restricted", "allow": [{ "type": "m.room_membership", "room_id": lounge }] });
+        let rule_path = format!("/_matrix/client/v3/rooms/{}/state/m.room.join_rules/", encode(&club));
+        assert_eq!(bob.put(&rule_path, rule).await.0, StatusCode::OK);
+        let archive = bob
+            .create_room(json!({
+                "preset": "private_chat",
+                "name": "Archive",
+                "initial_state": [{
+                    "type": "m.room.history_visibility",
+                    "state_key": "",
+                    "content": { "history_visibility": "world_readable" },
+                }],
+            }))
+            .await;
+        let annex = bob.create_room(json!({ "preset": "public_chat", "name": "Annex" })).await;
+        add_child(&bob, &sub, &deep, json!({ "via": [B], "order": "a", "suggested": true })).await;
+        add_child(&bob, &sub, &secret, json!({ "via": [B], "order": "b" })).await;
+        add_child(&bob, &sub, &club, json!({ "via": [B], "order": "c" })).await;
+        add_child(&bob, &sub, &archive, json!({ "via": [B], "order": "d" })).await;
+
+        // Alice joins the lounge, so that b shows the club to a, and a to alice.
+        let (status, body) =
+            alice.post(&format!("/_matrix/client/v3/join/{}?via={B}", encode(&lounge)), json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+
+        // On a: a space whose children are the sub-space on b, a room on a
+        // server that is down, a room on b listed after that server, and a local room.
+        let space = alice
+            .create_room(json!({ "preset": "public_chat", "name": "Org", "creation_content": { "type": "m.space" } }))
+            .await;
+        let local = alice.create_room(json!({ "preset": "public_chat", "name": "Local" })).await;
+        add_child(&alice, &space, &sub, json!({ "via": [B], "order": "a", "suggested": true })).await;
+        add_child(&alice, &space, "!ghost:down.lattice.test", json!({ "via": [DOWN], "order": "b" })).await;
+        add_child(&alice, &space, &annex, json!({ "via": [DOWN, B], "order": "c" })).await;
+        add_child(&alice, &space, &local, json!({ "via": [A], "order": "d" })).await;
+
+        let page = hierarchy(&alice, &space, "").await;
+        assert_eq!(names(&page), vec!["Org", "Sub", "Deep", "Club", "Archive", "Annex", "Local"]);
+        let remote = room_named(&page, "Sub");
+        assert_eq!(remote["room_id"], sub.as_str());
+        assert_eq!(remote["topic"], "Nested");
+        assert_eq!(remote["num_joined_members"], 2);
+        assert_eq!(remote["join_rule"], "public");
+        assert_eq!(remote["room_type"], "m.space");
+        assert_eq!(remote["world_readable"], false);
+        let mut listed: Vec<&str> = remote["children_state"]
+            .as_array()
+            .expect("children_state")
+            .iter()
+            .filter_map(|c| c["state_key"].as_str())
+            .collect();
+        listed.sort_unstable();
+        let mut expected = vec![deep.as_str(), secret.as_str(), club.as_str(), archive.as_str()];
+        expected.sort_unstable();
+        assert_eq!(listed, expected);
+        let restricted = room_named(&page, "Club");
+        assert_eq!(restricted["join_rule"], "restricted");
+        assert_eq!(restricted["allowed_room_ids"], json!([lounge]));
+        assert_eq!(room_named(&page, "Archive")["world_readable"], true);
+        assert_eq!(room_named(&page, "Annex")["num_joined_members"], 1);
+        assert_eq!(room_named(&page, "Deep")["children_state"], json!([]));
+
+        // Carol is not in the lounge, so the club is not shown to her.
+        let page = hierarchy(&carol, &space, "").await;
+        assert_eq!(names(&page), vec!["Org", "Sub", "Deep", "Archive", "Annex", "Local"]);
+
+        // max_depth, suggested_only and pages apply to the rooms of b too.
+        assert_eq!(names(&hierarchy(&carol, &space, "max_depth=1").await), vec!["Org", "Sub", "Annex", "Local"]);
+        assert_eq!(names(&hierarchy(&carol, &space, "suggested_only=true").await), vec!["Org", "Sub", "Deep"]);
+        let first = hierarchy(&carol, &space, "limit=2").await;
+        assert_eq!(names(&first), vec!["Org", "Sub"]);
+        let token = first["next_batch"].as_str().expect("next_batch");
+        let second = hierarchy(&carol, &space, &format!("limit=2&from={token}")).await;
+        assert_eq!(names(&second), vec!["Deep", "Archive"]);
+        let token = second["next_batch"].as_str().expect("next_batch");
+        let third = hierarchy(&carol, &space, &format!("limit=2&from={token}")).await;
+        assert_eq!(names(&third), vec!["Annex", "Local"]);
+        assert!(third.get("next_batch").is_none(), "{third}");
+
+        // Responses are cached for a while, so a new name on b does not show yet.
+        rename(&bob, &sub, "Sub renamed").await;
+        assert_eq!(names(&hierarchy(&carol, &space, "max_depth=1").await), vec!["Org", "Sub", "Annex", "Local"]);
+    }
+}

@@ -92,6 +92,52 @@ async fn ignored_messages_hidden_state_kept() {
 }
 
 #[tokio::test]
+async fn ignored_sender_does_not_notify() {
+    for backend in backends() {
+        let server = TestServer::start(&backend).await;
+        let alice = server.register("alice").await;
+        let bob = server.register("bob").await;
+        let carol = server.register("carol").await;
+        let dave = server.register("dave").await;
+        let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+        for member in [&bob, &carol, &dave] {
+            member.join(&room).await;
+        }
+
+        set_ignored(&alice, &[&bob.user_id]).await;
+        bob.send_text(&room, "from bob").await;
+        let mention = json!({
+            "msgtype": "m.text",
+            "body": "alice, a question",
+            "m.mentions": { "user_ids": [alice.user_id] },
+        });
+        let (status, body) =
+            bob.put(&format!("/_matrix/client/v3/rooms/{}/send/m.room.message/m1", encode(&room)), mention).await;
+        assert_eq!(status, StatusCode::OK, "mention: {body}");
+        carol.send_text(&room, "from carol").await;
+
+        let sync = alice.sync("").await;
+        let counts = &sync["rooms"]["join"][&room]["unread_notifications"];
+        assert_eq!(counts["notification_count"], 1, "{backend:?}: only carol's message counts: {counts}");
+        assert_eq!(counts["highlight_count"], 0, "{backend:?}: bob's mention does not highlight: {counts}");
+        let (status, listed) = alice.get("/_matrix/client/v3/notifications").await;
+        assert_eq!(status, StatusCode::OK, "{listed}");
+        let bodies: Vec<&str> = listed["notifications"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n["event"]["content"]["body"].as_str())
+            .collect();
+        assert_eq!(bodies, vec!["from carol"], "{backend:?}");
+
+        // Dave ignores no one: all three messages count for him.
+        let sync = dave.sync("").await;
+        let counts = &sync["rooms"]["join"][&room]["unread_notifications"];
+        assert_eq!(counts["notification_count"], 3, "{backend:?}: {counts}");
+    }
+}
+
+#[tokio::test]
 async fn ignored_inviter_invite_hidden() {
     for backend in backends() {
         let server = TestServer::start(&backend).await;
@@ -125,5 +171,55 @@ async fn ignored_user_list_rejects_bad_content() {
         }
         let (status, body) = alice.get(&path).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "nothing was stored: {body}");
+    }
+}
+
+#[tokio::test]
+async fn ignored_replies_left_out_of_threads() {
+    for backend in backends() {
+        let server = TestServer::start(&backend).await;
+        let alice = server.register("alice").await;
+        let bob = server.register("bob").await;
+        let carol = server.register("carol").await;
+        let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+        bob.join(&room).await;
+        carol.join(&room).await;
+        set_ignored(&alice, &[&bob.user_id]).await;
+
+        let root = carol.send_text(&room, "thread root").await;
+        let reply = |client: &Client, body: &str, txn: &str| {
+            let content = json!({
+                "msgtype": "m.text",
+                "body": body,
+                "m.relates_to": { "rel_type": "m.thread", "event_id": root },
+            });
+            let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", encode(&room));
+            let client = client.clone();
+            async move {
+                let (status, body) = client.put(&path, content).await;
+                assert_eq!(status, StatusCode::OK, "reply: {body}");
+            }
+        };
+        reply(&carol, "carol replies", "t1").await;
+        reply(&bob, "bob replies", "t2").await;
+        reply(&bob, "bob again", "t3").await;
+
+        let event_path = format!("/_matrix/client/v3/rooms/{}/event/{}", encode(&room), encode(&root));
+        let (status, seen_by_alice) = alice.get(&event_path).await;
+        assert_eq!(status, StatusCode::OK, "{seen_by_alice}");
+        let thread = &seen_by_alice["unsigned"]["m.relations"]["m.thread"];
+        assert_eq!(thread["count"], 1, "{backend:?}: {thread}");
+        assert_eq!(thread["latest_event"]["content"]["body"], "carol replies", "{backend:?}");
+
+        let (status, seen_by_carol) = carol.get(&event_path).await;
+        assert_eq!(status, StatusCode::OK, "{seen_by_carol}");
+        let thread = &seen_by_carol["unsigned"]["m.relations"]["m.thread"];
+        assert_eq!(thread["count"], 3, "{backend:?}: {thread}");
+        assert_eq!(thread["latest_event"]["content"]["body"], "bob again", "{backend:?}");
+
+        let relations_path = format!("/_matrix/client/v1/rooms/{}/relations/{}", encode(&room), encode(&root));
+        let (status, related) = alice.get(&relations_path).await;
+        assert_eq!(status, StatusCode::OK, "{related}");
+        assert_eq!(chunk_texts(&related["chunk"]), vec!["carol replies".to_owned()], "{backend:?}");
     }
 }

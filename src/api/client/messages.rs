@@ -1,7 +1,7 @@
 //! Reading a room's timeline (spec: Client-Server API, "Getting events for a
 //! room"): one event, `/messages` pagination in both directions, and `/context`.
 
-use std::sync::Arc;
+use std::{collections::HashSet, sync::Arc};
 
 use axum::{Json, extract::State};
 use ruma::{EventId, RoomId, UserId};
@@ -54,12 +54,12 @@ pub(super) async fn visibility_for(services: &Services, room_id: &RoomId, user: 
 }
 
 /// Returns whether an event is a non-state event of a user the viewer ignores.
-fn is_ignored(ignored: &std::collections::HashSet<String>, event: &StoredEvent) -> bool {
+fn is_ignored(ignored: &HashSet<String>, event: &StoredEvent) -> bool {
     event.pdu.state_key.is_none() && ignored.contains(event.pdu.sender.as_str())
 }
 
-fn viewer(session: &Session) -> Viewer<'_> {
-    Viewer { user_id: &session.user_id, device_id: &session.device_id }
+fn viewer<'a>(session: &'a Session, ignored: &'a HashSet<String>) -> Viewer<'a> {
+    Viewer { user_id: &session.user_id, device_id: &session.device_id, ignored }
 }
 
 /// GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}
@@ -81,7 +81,8 @@ pub async fn event(
     if storage::redactions::is_held(&services.db.pool, event_id.as_str()).await? {
         return Err(not_found());
     }
-    let mut events = client_events_bundled(&services.db.pool, &[event], viewer(&session), true).await?;
+    let ignored = services.users.ignored.of(&session.user_id).await?;
+    let mut events = client_events_bundled(&services.db.pool, &[event], viewer(&session, &ignored), true).await?;
     Ok(Json(json!(events.pop())))
 }
 
@@ -248,7 +249,7 @@ pub async fn messages(
     }
 
     let mut body = json!({
-        "chunk": client_events_bundled(&services.db.pool, &events, viewer(&session), true).await?,
+        "chunk": client_events_bundled(&services.db.pool, &events, viewer(&session, &ignored), true).await?,
         "start": pagination_token(from),
     });
     if let Some(end) = end {
@@ -322,7 +323,7 @@ pub async fn context(
     let mut state_events = storage::events::get_many(pool, &state.into_values().collect::<Vec<_>>()).await?;
     state_events.sort_by_key(|e| e.stream);
 
-    let viewer = viewer(&session);
+    let viewer = viewer(&session, &ignored);
     Ok(Json(json!({
         "event": client_events_bundled(pool, &[event.clone()], viewer, true).await?.pop(),
         "events_before": client_events_bundled(pool, &before, viewer, true).await?,

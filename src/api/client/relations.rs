@@ -17,6 +17,7 @@ use crate::{
     rooms::serialize::{Viewer, client_events_bundled},
     storage::{
         self,
+        events::StoredEvent,
         relations::{ChildQuery, MAX_RECURSION_DEPTH},
     },
     sync::token::{pagination_token, parse_pagination},
@@ -97,6 +98,7 @@ async fn children(
 
     // The parent must be an event of the room that the user may see.
     let visibility = visibility_for(services, &room_id, &session.user_id).await?;
+    let ignored = services.users.ignored.of(&session.user_id).await?;
     let not_found = || Error::not_found(format!("event {parent_id} not found"));
     let parent = storage::events::get(pool, parent_id.as_str()).await?.ok_or_else(not_found)?;
     if parent.pdu.room_id != room_id || !visibility.can_see(parent.stream) {
@@ -142,7 +144,8 @@ async fn children(
                 break;
             }
             position = if backwards { event.stream - 1 } else { event.stream };
-            if visibility.can_see(event.stream) {
+            let ignored_sender = ignored.contains(event.pdu.sender.as_str());
+            if visibility.can_see(event.stream) && !ignored_sender {
                 picked.push(event);
             }
         }
@@ -151,7 +154,7 @@ async fn children(
         }
     }
 
-    let viewer = Viewer { user_id: &session.user_id, device_id: &session.device_id };
+    let viewer = Viewer { user_id: &session.user_id, device_id: &session.device_id, ignored: &ignored };
     let mut body = json!({ "chunk": client_events_bundled(pool, &picked, viewer, true).await? });
     if let Some(next) = next {
         body["next_batch"] = json!(pagination_token(next));
@@ -191,6 +194,7 @@ pub async fn threads(
     };
     let limit = page_limit(query.limit)?;
     let visibility = visibility_for(&services, &room_id, &session.user_id).await?;
+    let ignored = services.users.ignored.of(&session.user_id).await?;
     let pool = &services.db.pool;
     // Tokens are the position of the latest reply of the last thread served.
     let mut before = match &query.from {
@@ -213,7 +217,10 @@ pub async fn threads(
             }
             before = root.latest;
             let event = loaded.iter().find(|e| e.pdu.event_id.as_str() == root.root_id);
-            if let Some(event) = event.filter(|e| e.pdu.room_id == room_id && visibility.can_see(e.stream)) {
+            let shown = |e: &&StoredEvent| {
+                e.pdu.room_id == room_id && visibility.can_see(e.stream) && !ignored.contains(e.pdu.sender.as_str())
+            };
+            if let Some(event) = event.filter(shown) {
                 picked.push(event.clone());
             }
         }
@@ -222,7 +229,7 @@ pub async fn threads(
         }
     }
 
-    let viewer = Viewer { user_id: &session.user_id, device_id: &session.device_id };
+    let viewer = Viewer { user_id: &session.user_id, device_id: &session.device_id, ignored: &ignored };
     let mut body = json!({ "chunk": client_events_bundled(pool, &picked, viewer, true).await? });
     if let Some(next) = next {
         body["next_batch"] = json!(pagination_token(next));

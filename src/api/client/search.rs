@@ -3,7 +3,7 @@
 //! joined to, with history visibility applied to every result.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::Arc,
 };
 
@@ -201,14 +201,14 @@ async fn room_events(
         }
     }
 
-    let viewer = Viewer { user_id: &session.user_id, device_id: &session.device_id };
+    let viewer = Viewer { user_id: &session.user_id, device_id: &session.device_id, ignored: &ignored };
     let events: Vec<StoredEvent> = picked.iter().map(|(event, _)| event.clone()).collect();
     let serialized = client_events_bundled(pool, &events, viewer, true).await?;
     let mut results = Vec::with_capacity(events.len());
     for ((event, rank), json) in picked.iter().zip(serialized) {
         let mut result = json!({ "rank": rank, "result": json });
         if let Some(context) = &criteria.event_context {
-            result["context"] = event_context(services, session, event, context, &visibilities).await?;
+            result["context"] = event_context(services, session, event, context, &visibilities, &ignored).await?;
         }
         results.push(result);
     }
@@ -267,11 +267,13 @@ async fn event_context(
     event: &StoredEvent,
     context: &EventContext,
     visibilities: &HashMap<String, Visibility>,
+    ignored: &HashSet<String>,
 ) -> Result<Value> {
     let pool = &services.db.pool;
     let room_id = &event.pdu.room_id;
     let visibility = visibilities.get(room_id.as_str());
-    let can_see = |e: &StoredEvent| visibility.is_some_and(|v| v.can_see(e.stream));
+    let ignored_sender = |e: &StoredEvent| e.pdu.state_key.is_none() && ignored.contains(e.pdu.sender.as_str());
+    let can_see = |e: &StoredEvent| visibility.is_some_and(|v| v.can_see(e.stream)) && !ignored_sender(e);
     let before_limit = context.before_limit.unwrap_or(5).min(MAX_LIMIT) as i64;
     let after_limit = context.after_limit.unwrap_or(5).min(MAX_LIMIT) as i64;
 
@@ -291,7 +293,7 @@ async fn event_context(
 
     let start = before.last().map_or(event.stream - 1, |e| e.stream - 1);
     let end = after.last().map_or(event.stream, |e| e.stream);
-    let viewer = Viewer { user_id: &session.user_id, device_id: &session.device_id };
+    let viewer = Viewer { user_id: &session.user_id, device_id: &session.device_id, ignored };
     let mut body = json!({
         "events_before": client_events(pool, &before, Some(viewer), true).await?,
         "events_after": client_events(pool, &after, Some(viewer), true).await?,

@@ -3,7 +3,8 @@
 //! Invites)"): joins, knocks and leaves as the resident server (`make_join`,
 //! `send_join` v1 and v2, `make_knock`, `send_knock`, `make_leave`,
 //! `send_leave` v1 and v2), and invites of this server's users (`invite` v2;
-//! v1 is not served and returns 404 `M_UNRECOGNIZED`).
+//! v1 is not served and returns 404 `M_UNRECOGNIZED`). With `omit_members`,
+//! `send_join` v2 returns a reduced state without most member events.
 //!
 //! The v1 `send_join` and `send_leave` were deprecated and then removed in
 //! spec v1.18, but they are still served for servers that predate that. They
@@ -107,13 +108,37 @@ async fn make_join(
 }
 
 /// Accepts a join as the resident server and returns the state and auth
-/// chain before it, as PDUs.
-async fn accept_join(services: &Services, room_id: &str, event_id: &str, auth: &FederationAuth) -> Result<JoinAnswer> {
+/// chain before it, as PDUs, reduced when `omit_members` is set.
+async fn accept_join(
+    services: &Services,
+    room_id: &str,
+    event_id: &str,
+    auth: &FederationAuth,
+    omit_members: bool,
+) -> Result<JoinAnswer> {
     let room_id = known_room(services, room_id).await?;
     let event_id = parse_event_id(event_id)?;
     let object = parse_event(&auth.body)?;
     let keys = services.federation.signing_keys(&object).await;
-    services.rooms.send_join(&auth.origin, &room_id, &event_id, object, &keys).await
+    services.rooms.send_join(&auth.origin, &room_id, &event_id, object, &keys, omit_members).await
+}
+
+/// Reads the `omit_members` query parameter of `send_join` v2: `true` or
+/// `false`, and `false` when absent.
+fn omit_members(query: Option<String>) -> Result<bool> {
+    let mut value = false;
+    for (key, given) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if key == "omit_members" {
+            value = match given.as_ref() {
+                "true" => true,
+                "false" => false,
+                other => {
+                    return Err(Error::invalid_param(format!("omit_members must be true or false, not {other:?}")));
+                }
+            };
+        }
+    }
+    Ok(value)
 }
 
 fn raw_pdus(pdus: &[Arc<Pdu>]) -> Vec<Value> {
@@ -132,16 +157,21 @@ fn join_body(answer: &JoinAnswer) -> Map<String, Value> {
     body
 }
 
-/// PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}
+/// PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}?omit_members=...
 async fn send_join(
     State(services): State<Arc<Services>>,
     Path((room_id, event_id)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
     auth: FederationAuth,
 ) -> Result<Json<Value>> {
-    let answer = accept_join(&services, &room_id, &event_id, &auth).await?;
+    let omit_members = omit_members(query)?;
+    let answer = accept_join(&services, &room_id, &event_id, &auth, omit_members).await?;
     let mut body = join_body(&answer);
     body.insert("origin".into(), json!(services.server_name));
-    body.insert("members_omitted".into(), json!(false));
+    body.insert("members_omitted".into(), json!(answer.servers_in_room.is_some()));
+    if let Some(servers) = &answer.servers_in_room {
+        body.insert("servers_in_room".into(), json!(servers));
+    }
     Ok(Json(Value::Object(body)))
 }
 
@@ -152,7 +182,7 @@ async fn send_join_v1(
     Path((room_id, event_id)): Path<(String, String)>,
     auth: FederationAuth,
 ) -> Result<Json<Value>> {
-    let answer = accept_join(&services, &room_id, &event_id, &auth).await?;
+    let answer = accept_join(&services, &room_id, &event_id, &auth, false).await?;
     Ok(Json(json!([200, join_body(&answer)])))
 }
 
