@@ -15,3 +15,10 @@ CREATE TABLE backfill_gaps (
     ceiling BIGINT NOT NULL,
     PRIMARY KEY (room_id, event_id)
 );
+
+-- State events of a gap that the rejoin's state listed, stored at the top of
+-- the gap with the join. Backfill moves each to its place when it reaches it.
+CREATE TABLE gap_state (
+    event_id TEXT PRIMARY KEY,
+    room_id TEXT NOT NULL
+);

@@ -73,7 +73,8 @@ struct Candidate {
     pdu: Arc<Pdu>,
     /// The signed event, for an event unknown here that still needs the checks on receipt.
     unchecked: Option<CanonicalJsonObject>,
-    /// Whether the event is stored in the edge state, so that it moves instead of being inserted.
+    /// Whether the event is stored in the edge state, or at the top of the
+    /// gap, so that it moves instead of being inserted.
     in_edge_state: bool,
 }
 
@@ -189,7 +190,7 @@ impl Rooms {
     ) -> Fetch<Batch> {
         let room = self.state(room_id).await.map_err(|e| e.message)?;
         let rules = room.rules.clone();
-        let mut candidates = self.backfill_candidates(room_id, &rules, pdus).await?;
+        let mut candidates = self.backfill_candidates(room_id, gap, &rules, pdus).await?;
         if gap.is_some() {
             // A gap ends at the stored events before it; what lies beyond
             // them belongs to the older history.
@@ -322,11 +323,15 @@ impl Rooms {
         next.extend(prevs_of_processed.iter().filter(|id| !processed.contains(id)).map(|id| id.to_string()));
         next.sort();
         next.dedup();
+        let unplaced = match gap {
+            Some(_) => storage::backfill::unplaced_gap_state(&self.db.pool, &next).await.map_err(|e| e.to_string())?,
+            None => HashSet::new(),
+        };
         let placed: HashSet<String> = storage::events::get_many(&self.db.pool, &next)
             .await
             .map_err(|e| e.to_string())?
             .into_iter()
-            .filter(|e| e.stream > EDGE_STATE_TOP)
+            .filter(|e| e.stream > EDGE_STATE_TOP && !unplaced.contains(e.pdu.event_id.as_str()))
             .map(|e| e.pdu.event_id.to_string())
             .collect();
         next.retain(|id| !placed.contains(id));
@@ -339,6 +344,7 @@ impl Rooms {
     async fn backfill_candidates(
         &self,
         room_id: &RoomId,
+        gap: Option<Gap>,
         rules: &ruma::room_version_rules::RoomVersionRules,
         pdus: Vec<CanonicalJsonObject>,
     ) -> Fetch<HashMap<OwnedEventId, Candidate>> {
@@ -362,11 +368,16 @@ impl Rooms {
             .collect();
         let soft_failed: HashSet<String> =
             storage::outliers::soft_failed(&self.db.pool, &ids).await.map_err(|e| e.to_string())?.into_iter().collect();
+        let gap_state = match gap {
+            Some(_) => storage::backfill::unplaced_gap_state(&self.db.pool, &ids).await.map_err(|e| e.to_string())?,
+            None => HashSet::new(),
+        };
 
         let mut candidates = HashMap::new();
         for (id, object) in objects {
             let candidate = if let Some(stored) = in_events.get(&id) {
-                if stored.stream > EDGE_STATE_TOP || stored.pdu.room_id != room_id {
+                let movable = stored.stream <= EDGE_STATE_TOP || gap_state.contains(id.as_str());
+                if !movable || stored.pdu.room_id != room_id {
                     continue;
                 }
                 Candidate { pdu: stored.pdu.clone(), unchecked: None, in_edge_state: true }
@@ -396,6 +407,10 @@ impl Rooms {
             return Ok(None);
         };
         if event.stream <= EDGE_STATE_TOP || event.state_group == 0 {
+            return Ok(None);
+        }
+        // A gap state event not in its place yet has the state after the rejoin.
+        if !storage::backfill::unplaced_gap_state(&self.db.pool, &[event_id.to_string()]).await?.is_empty() {
             return Ok(None);
         }
         let state = self.state_of_group(event.state_group).await?;
@@ -437,8 +452,9 @@ fn topological_order(candidates: &HashMap<OwnedEventId, Candidate>) -> Vec<Owned
     order
 }
 
-/// Returns a backfilled redaction as a pending one, with whether its sender
-/// may redact other users' events in the state before it; `None` for other events.
+/// Returns a backfilled redaction as a pending one, or `None` for other
+/// events. It records whether the sender may redact other users' events in
+/// the state before the redaction.
 fn backfilled_redaction(room: &RoomState, pdu: &Pdu, before: &StateMap) -> Option<PendingRedaction> {
     let target = pdu.redacts.as_ref().filter(|_| pdu.kind == ruma::events::TimelineEventType::RoomRedaction)?;
     let mut view = RoomState::new(room.room_id.clone(), room.version.clone(), room.rules.clone());
@@ -483,7 +499,10 @@ async fn commit_backfill(txn: &mut WriteTxn, batch: Batch) -> Result<bool> {
         let stream = floor - count + index as i64;
         persist::insert_state_group(txn, &room_id, event).await?;
         let replaces_state = event.replaces_state.as_ref().map(|id| id.as_str());
-        if *in_edge_state {
+        if *in_edge_state && gap.is_some() {
+            let (pdu, group) = (&event.pdu, event.state_group);
+            storage::backfill::move_gap_state(&mut txn.conn, pdu, stream, group, replaces_state, indexed).await?;
+        } else if *in_edge_state {
             let pdu = &event.pdu;
             storage::backfill::move_event(&mut txn.conn, pdu, stream, event.state_group, replaces_state).await?;
         } else {

@@ -401,6 +401,7 @@ impl Rooms {
             state_group,
             replaces_state: None,
         };
+        let rejoin_state: Vec<Arc<Pdu>> = if first_join { Vec::new() } else { new_state.clone() };
         let mut built: Vec<BuiltEvent> = if first_join {
             // The edge state carries the group of the state before the join.
             let before = self.db.writer.positions().reserve(Stream::StateGroups);
@@ -443,12 +444,21 @@ impl Rooms {
             .writer
             .write(move |w| {
                 Box::pin(async move {
-                    if !missing.is_empty() {
+                    let gap = if missing.is_empty() {
+                        None
+                    } else {
                         let ceiling = w.next_positions(Stream::Events, GAP_SPAN);
                         let gap = Gap { floor: ceiling - GAP_SPAN, ceiling };
                         storage::backfill::set_gap_extremities(&mut w.conn, &room_name, gap, &missing).await?;
-                    }
+                        Some(gap)
+                    };
                     persist::persist(w, batch).await?;
+                    // The state events that the rejoin's state adds were sent
+                    // while this server was away, so they go to the top of the gap.
+                    if let Some(gap) = gap {
+                        let pdus: Vec<&Pdu> = rejoin_state.iter().map(|p| &**p).collect();
+                        storage::backfill::place_gap_state(&mut w.conn, gap, &pdus).await?;
+                    }
                     if first_join {
                         storage::backfill::set_extremities(&mut w.conn, &room_name, &backward).await?;
                     }

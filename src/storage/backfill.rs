@@ -20,7 +20,7 @@
 //! sent while this server was away there, from the top down, so that they
 //! sort between the old history and the join.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use sqlx::{AnyConnection, AnyPool, Row};
 
@@ -32,6 +32,12 @@ pub const EDGE_STATE_TOP: i64 = -(1 << 60);
 
 /// The first stream position of the edge state, which grows upwards.
 const EDGE_STATE_BASE: i64 = -(1 << 62);
+
+/// The condition on a query of `events` that leaves out the gap state
+/// events not moved to their place yet. Like the edge state, clients get
+/// them only at their place in the history.
+pub const NOT_UNPLACED: &str =
+    "NOT EXISTS (SELECT 1 FROM gap_state unplaced WHERE unplaced.event_id = events.event_id)";
 
 /// The stream positions that a rejoin reserves for the gap before it.
 pub const GAP_SPAN: i64 = 1 << 30;
@@ -227,4 +233,81 @@ pub async fn gap_bottom(conn: &mut AnyConnection, gap: Gap) -> Result<i64, sqlx:
             .await?;
     let lowest: Option<i64> = row.try_get(0)?;
     Ok(lowest.unwrap_or(gap.ceiling + 1))
+}
+
+/// Stores the state events of a gap that the rejoin's state listed, which
+/// persisting placed just before the join, at the top of the gap, and marks
+/// them to be moved when backfill reaches their place. `pdus` come oldest
+/// first. The search index has not reached the gap yet, so it needs no change.
+pub async fn place_gap_state(conn: &mut AnyConnection, gap: Gap, pdus: &[&Pdu]) -> Result<(), sqlx::Error> {
+    let first = gap.ceiling - pdus.len() as i64 + 1;
+    for (index, pdu) in pdus.iter().enumerate() {
+        let event_id = pdu.event_id.as_str();
+        let stream = first + index as i64;
+        sqlx::query("UPDATE events SET stream_ordering = $1 WHERE event_id = $2")
+            .bind(stream)
+            .bind(event_id)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("UPDATE event_relations SET stream_ordering = $1 WHERE event_id = $2")
+            .bind(stream)
+            .bind(event_id)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("INSERT INTO gap_state (event_id, room_id) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING")
+            .bind(event_id)
+            .bind(pdu.room_id.as_str())
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Returns the ids among `ids` of gap state events not moved to their place yet.
+pub async fn unplaced_gap_state(pool: &AnyPool, ids: &[String]) -> Result<HashSet<String>, sqlx::Error> {
+    let mut found = HashSet::new();
+    for chunk in ids.chunks(200) {
+        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!("SELECT event_id FROM gap_state WHERE event_id IN ({})", placeholders.join(", "));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(id.as_str());
+        }
+        for row in query.fetch_all(pool).await? {
+            found.insert(row.try_get(0)?);
+        }
+    }
+    Ok(found)
+}
+
+/// Moves a gap state event to its place in the gap, with the state group of
+/// the state after it. The search index entry follows it when the index has
+/// reached the new position, else the index picks it up there.
+pub async fn move_gap_state(
+    conn: &mut AnyConnection,
+    pdu: &Pdu,
+    stream: i64,
+    state_group: i64,
+    replaces_state: Option<&str>,
+    indexed: i64,
+) -> Result<(), sqlx::Error> {
+    let event_id = pdu.event_id.as_str();
+    super::search::delete(conn, event_id).await?;
+    sqlx::query("UPDATE events SET stream_ordering = $1, state_group = $2, replaces_state = $3 WHERE event_id = $4")
+        .bind(stream)
+        .bind(state_group)
+        .bind(replaces_state)
+        .bind(event_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("UPDATE event_relations SET stream_ordering = $1 WHERE event_id = $2")
+        .bind(stream)
+        .bind(event_id)
+        .execute(&mut *conn)
+        .await?;
+    if stream <= indexed {
+        super::search::insert(conn, pdu, stream).await?;
+    }
+    sqlx::query("DELETE FROM gap_state WHERE event_id = $1").bind(event_id).execute(&mut *conn).await?;
+    Ok(())
 }

@@ -5,7 +5,7 @@ use std::{collections::HashSet, sync::Arc};
 use ruma::{OwnedEventId, RoomId};
 use sqlx::{AnyConnection, AnyPool, Row, any::AnyRow};
 
-use super::redactions::HELD_BACK;
+use super::{backfill::NOT_UNPLACED, redactions::HELD_BACK};
 use crate::rooms::pdu::Pdu;
 
 /// A stored event with what the server tracks beside its PDU.
@@ -118,7 +118,7 @@ pub async fn get_in_txn(conn: &mut AnyConnection, event_id: &str) -> Result<Opti
     row.as_ref().map(row_to_event).transpose()
 }
 
-/// The newest timeline event of a room, redactions held back from clients included.
+/// Returns the newest timeline event of a room, including the events that clients do not get.
 pub async fn newest_in_room(pool: &AnyPool, room_id: &RoomId) -> Result<Option<StoredEvent>, sqlx::Error> {
     let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering > 0 \
@@ -129,7 +129,7 @@ pub async fn newest_in_room(pool: &AnyPool, room_id: &RoomId) -> Result<Option<S
 }
 
 /// Events of a room with `from < stream <= to` that clients may get (see
-/// [`HELD_BACK`]), in stream order, at most `limit` counted from the newest
+/// [`HELD_BACK`] and [`NOT_UNPLACED`]), in stream order, at most `limit` counted from the newest
 /// end when `newest_first` is set.
 pub async fn room_range(
     pool: &AnyPool,
@@ -142,7 +142,7 @@ pub async fn room_range(
     let order = if newest_first { "DESC" } else { "ASC" };
     let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering > $2 \
-         AND stream_ordering <= $3 AND {HELD_BACK} ORDER BY stream_ordering {order} LIMIT $4"
+         AND stream_ordering <= $3 AND {HELD_BACK} AND {NOT_UNPLACED} ORDER BY stream_ordering {order} LIMIT $4"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(room_id.as_str())
@@ -305,7 +305,7 @@ fn mentions(pdu: &Pdu) -> Option<String> {
 const ROOMS_PER_QUERY: usize = 100;
 
 /// The newest `limit` events at or before `upto` of each room that clients
-/// may get (see [`HELD_BACK`]), newest first per room: one index range per
+/// may get (see [`HELD_BACK`] and [`NOT_UNPLACED`]), newest first per room: one index range per
 /// room, many rooms per statement.
 pub async fn latest_in_rooms(
     pool: &AnyPool,
@@ -319,7 +319,8 @@ pub async fn latest_in_rooms(
             .map(|i| {
                 format!(
                     "SELECT {EVENT_COLUMNS} FROM (SELECT {EVENT_COLUMNS} FROM events WHERE room_id = ${} \
-                     AND stream_ordering <= $1 AND {HELD_BACK} ORDER BY stream_ordering DESC LIMIT $2) AS room{i}",
+                     AND stream_ordering <= $1 AND {HELD_BACK} AND {NOT_UNPLACED} \
+                     ORDER BY stream_ordering DESC LIMIT $2) AS room{i}",
                     i + 3
                 )
             })
