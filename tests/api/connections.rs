@@ -231,6 +231,25 @@ async fn note_longer_than_300_rejected() {
 }
 
 #[tokio::test]
+async fn request_to_unknown_user_not_found() {
+    for backend in backends() {
+        let server = start(&backend, |_| {}).await;
+        let alice = server.register("alice").await;
+
+        let before = joined_rooms(&alice).await;
+        let response = alice.post(&format!("{PREFIX}/requests"), json!({ "user_id": "@nobody:localhost" })).await;
+        assert_error(&response, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+        let message = response.1["error"].as_str().unwrap_or_default();
+        assert!(message.contains("@nobody:localhost"), "{backend:?}: the message names the user: {message}");
+        assert_eq!(joined_rooms(&alice).await, before, "{backend:?}: no room is left behind");
+        let (status, body) = alice.get(&format!("{PREFIX}/requests")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["outgoing"], json!([]), "{backend:?}");
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
 async fn one_pending_request_per_pair() {
     for backend in backends() {
         let server = start(&backend, |_| {}).await;

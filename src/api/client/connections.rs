@@ -11,7 +11,7 @@ use super::rooms::{parse_room_id, parse_user_id};
 use crate::{
     Services,
     api::{Auth, JsonBody, Path, Query},
-    error::Result,
+    error::{Error, Result},
     policy::connections,
     storage,
 };
@@ -59,6 +59,13 @@ pub async fn send(
 ) -> Result<Json<Value>> {
     services.check_user_rate_limit(&session.user_id)?;
     let invitee = parse_user_id(&body.user_id, "user_id")?;
+    // A user of this server must exist to receive a request; other servers decide for theirs.
+    if invitee.server_name() == services.server_name {
+        let stored = storage::users::get(&services.db.pool, invitee.as_str()).await?;
+        if stored.is_none_or(|user| user.deactivated) {
+            return Err(Error::not_found(format!("user_id {invitee} is not a user of this server")));
+        }
+    }
     let room_id =
         connections::send_request(&services.rooms, &services.db, &session.user_id, &invitee, body.note).await?;
     mark_direct(&services, &session.user_id, invitee.as_str(), room_id.as_str()).await;
