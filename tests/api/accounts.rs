@@ -289,7 +289,9 @@ async fn login_by_localpart_and_user_id() {
         let registered = server.register("alice").await;
         let alice_id = server.user_id("alice");
 
-        for user in ["alice", alice_id.as_str()] {
+        // Either form matches whatever its case.
+        let upper_id = format!("@ALICE:{}", server.server_name);
+        for user in ["alice", alice_id.as_str(), "Alice", upper_id.as_str()] {
             let (status, body) = login(&server, user, PASSWORD).await;
             assert_eq!(status, StatusCode::OK, "{backend:?}: login as {user}: {body}");
             assert_eq!(body["user_id"], alice_id, "{backend:?}: login as {user}: user_id");

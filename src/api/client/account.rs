@@ -228,6 +228,9 @@ pub async fn login(
     if user_id.server_name() != services.server_name {
         return Err(Error::forbidden("invalid username or password"));
     }
+    // Users register in lowercase only, so a full user id matches whatever its case, as a localpart does.
+    let user_id = ruma::UserId::parse_with_server_name(user_id.localpart().to_lowercase(), &services.server_name)
+        .map_err(|_| Error::forbidden("invalid username or password"))?;
     services.users.check_password(&user_id, password).await?;
     let login = services.users.login(&user_id, body.device_id, body.initial_device_display_name).await?;
     tracing::info!(user_id = %login.user_id, device_id = %login.device_id, "logged in");
