@@ -43,11 +43,14 @@ enum Command {
     /// Replace the server's signing key. The old key stays published in
     /// `old_verify_keys`; the new one is used from the next start.
     RotateSigningKey {
+        /// TOML configuration file; `LATTICE_*` environment variables override it.
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Create a user account.
+    /// Create a user account. It opens only the database, so it may run
+    /// while the server is running.
     CreateUser {
+        /// TOML configuration file; `LATTICE_*` environment variables override it.
         #[arg(long, short)]
         config: Option<PathBuf>,
         /// Localpart (e.g. `alice`) or full user id.
@@ -62,6 +65,7 @@ enum Command {
     /// Print the newest reports that users sent about events, rooms and
     /// users, newest first, one JSON object a line.
     Reports {
+        /// TOML configuration file; `LATTICE_*` environment variables override it.
         #[arg(long, short)]
         config: Option<PathBuf>,
         /// How many reports to print.
