@@ -1,7 +1,7 @@
 //! The `lattice` command: run the server, print a default configuration, or
 //! add a user.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
 use clap::{Parser, Subcommand};
 use lattice::{Config, Homeserver};
@@ -78,6 +78,8 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ruma_state_res=warn,sqlx=warn")),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal, so log files stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -121,12 +123,20 @@ async fn create_user(
     admin: bool,
 ) -> Result<(), String> {
     let config = Config::load(config_path.as_deref()).map_err(|e| e.to_string())?;
-    let server = Homeserver::new(config).await.map_err(|e| e.to_string())?;
-    let users = &server.services().users;
+    let server_name = ruma::OwnedServerName::try_from(config.server_name.as_str())
+        .map_err(|e| format!("server_name {:?} is invalid: {e}", config.server_name))?;
+    // Only the database: a running server may share it, and a second set of
+    // background tasks (outbox, push, search index) would compete with its own.
+    let db = lattice::storage::Db::open(&config.database_url(), 1).await.map_err(|e| e.to_string())?;
+    let ignored = Arc::new(lattice::users::ignored::IgnoredUsers::new(db.clone()));
+    let users = lattice::users::Users::new(db.clone(), server_name, ignored);
     let localpart = username.trim_start_matches('@').split(':').next().unwrap_or_default().to_lowercase();
-    let user_id = users.validate_new_localpart(&localpart).map_err(|e| e.message)?;
-    users.create(&user_id, Some(&password), admin).await.map_err(|e| e.message)?;
-    server.shutdown_handle().shutdown().await;
+    let created = match users.validate_new_localpart(&localpart) {
+        Ok(user_id) => users.create(&user_id, Some(&password), admin).await.map(|()| user_id),
+        Err(err) => Err(err),
+    };
+    db.close().await;
+    let user_id = created.map_err(|e| e.message)?;
     println!("created {user_id}{}", if admin { " (admin)" } else { "" });
     Ok(())
 }

@@ -42,17 +42,12 @@ impl SearchIndex {
             // Stretches without events, such as the positions a rejoined room
             // reserves for its history gap, are passed in one step.
             let next = storage::search::next_position(&self.db.pool, indexed).await?.unwrap_or(target);
-            let (after, upto) = (indexed, target.min((next - 1).max(indexed) + BATCH));
-            self.db
+            let upto = target.min((next - 1).max(indexed) + BATCH);
+            indexed = self
+                .db
                 .writer
-                .write(move |txn| {
-                    Box::pin(async move {
-                        storage::search::index_range(&mut txn.conn, after, upto).await?;
-                        Ok(())
-                    })
-                })
+                .write(move |txn| Box::pin(async move { Ok(storage::search::index_range(&mut txn.conn, upto).await?) }))
                 .await?;
-            indexed = upto;
             *position = Some(indexed);
         }
         *position = Some(indexed);

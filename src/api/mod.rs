@@ -16,6 +16,7 @@ use axum::{
     http::{HeaderName, Method, Request, header},
     response::IntoResponse,
 };
+use tower::ServiceExt;
 use tower_http::{
     cors::{Any, CorsLayer},
     trace::TraceLayer,
@@ -37,7 +38,7 @@ pub fn router(services: Arc<Services>) -> Router {
         ])
         .max_age(Duration::from_secs(86400));
 
-    Router::new()
+    let app = Router::new()
         .merge(client::router())
         .merge(media::router())
         .merge(federation::router())
@@ -57,7 +58,31 @@ pub fn router(services: Arc<Services>) -> Router {
             tracing::info_span!("request", method = %request.method(), path)
         }))
         .layer(cors)
-        .with_state(services)
+        .with_state(services);
+    with_legacy_client_paths(app)
+}
+
+/// The prefix of the Client-Server API before version 1.1 (`r0`), which
+/// `/versions` still lists as `r0.6.1`.
+const LEGACY_CLIENT_PREFIX: &str = "/_matrix/client/r0/";
+
+/// Serves every `/_matrix/client/r0/...` request as its `v3` path, which
+/// the spec introduced with the same behaviour for the endpoints of r0.6.1.
+fn with_legacy_client_paths(app: Router) -> Router {
+    let current = app.clone();
+    let legacy = tower::service_fn(move |mut request: Request<axum::body::Body>| {
+        let current = current.clone();
+        async move {
+            let uri = request.uri();
+            let rest = uri.path().strip_prefix(LEGACY_CLIENT_PREFIX).unwrap_or_default();
+            let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+            if let Ok(rewritten) = format!("/_matrix/client/v3/{rest}{query}").parse() {
+                *request.uri_mut() = rewritten;
+            }
+            current.oneshot(request).await
+        }
+    });
+    app.route_service(&format!("{LEGACY_CLIENT_PREFIX}{{*path}}"), legacy)
 }
 
 /// Builds the Server-Server API router (with `/.well-known/matrix/server`) for

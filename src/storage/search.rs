@@ -107,10 +107,17 @@ pub async fn next_position(pool: &AnyPool, after: i64) -> Result<Option<i64>, sq
         .try_get(0)
 }
 
-/// Indexes the events with `after < stream <= upto` and records `upto` as
-/// the indexed position. It runs in a write job, so an event redacted
-/// before this job commits is left out: its stored text is already gone.
-pub async fn index_range(conn: &mut AnyConnection, after: i64, upto: i64) -> Result<usize, sqlx::Error> {
+/// Indexes the events after the stored indexed position up to `upto` and
+/// records `upto` as the new position, which it returns (or the stored one,
+/// if that is already past `upto`). It runs in a write job, so an event
+/// redacted before this job commits is left out: its stored text is already
+/// gone. The stored position decides, not the caller's, so that a stretch
+/// another process has indexed is never indexed twice.
+pub async fn index_range(conn: &mut AnyConnection, upto: i64) -> Result<i64, sqlx::Error> {
+    let after = indexed_position_in_txn(conn).await?;
+    if after >= upto {
+        return Ok(after);
+    }
     let sql = format!(
         "SELECT {} FROM events WHERE stream_ordering > $1 AND stream_ordering <= $2 AND redacted_by IS NULL \
          AND ((event_type = 'm.room.message' AND state_key IS NULL) \
@@ -126,11 +133,11 @@ pub async fn index_range(conn: &mut AnyConnection, after: i64, upto: i64) -> Res
         }
     }
     insert_rows(conn, &rows).await?;
-    sqlx::query("UPDATE search_index_position SET stream_ordering = $1 WHERE id = 1 AND stream_ordering < $1")
+    sqlx::query("UPDATE search_index_position SET stream_ordering = $1 WHERE id = 1")
         .bind(upto)
         .execute(&mut *conn)
         .await?;
-    Ok(rows.len())
+    Ok(upto)
 }
 
 /// Removes a redacted event from the index: its text is gone.

@@ -1,9 +1,9 @@
 //! Discovery: `/versions`, `/.well-known/matrix/*` and `/capabilities`.
 
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::harness::{TestServer, assert_error, backends};
+use crate::harness::{Client, TestServer, assert_error, backends};
 
 #[tokio::test]
 async fn versions_lists_v1_16() {
@@ -119,5 +119,35 @@ async fn capabilities_requires_token() {
         let response = server.client().get("/_matrix/client/v3/capabilities").await;
         assert_error(&response, StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN");
         server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn legacy_r0_paths_served_as_v3() {
+    for backend in backends() {
+        let server = TestServer::start(&backend).await;
+        let alice = server.register("alice").await;
+
+        // `/versions` lists r0.6.1, so r0 clients log in and read on r0 paths.
+        let login = json!({
+            "type": "m.login.password",
+            "identifier": { "type": "m.id.user", "user": "alice" },
+            "password": "correct horse",
+        });
+        let (status, body) = server.client().post("/_matrix/client/r0/login", login).await;
+        assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
+        assert_eq!(body["user_id"], alice.user_id.as_str(), "{backend:?}");
+        let token = body["access_token"].as_str().expect("access token").to_owned();
+        let client = Client::new(&server.base, Some(token));
+        let (status, body) = client.get("/_matrix/client/r0/account/whoami").await;
+        assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
+        assert_eq!(body["user_id"], alice.user_id.as_str(), "{backend:?}");
+
+        // The query string is kept.
+        let (status, body) = client.get("/_matrix/client/r0/sync?timeout=soon").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{backend:?}: {body}");
+
+        let response = client.get("/_matrix/client/r0/no_such_endpoint").await;
+        assert_error(&response, StatusCode::NOT_FOUND, "M_UNRECOGNIZED");
     }
 }
