@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// The domain in every user id and room alias of this server, e.g. `example.org`.
     pub server_name: String,
-    /// Where the SQLite database and the signing key are stored.
+    /// Directory of the default SQLite database (`lattice.db`, which also
+    /// stores the signing key) and of uploaded media (`media/`).
     pub data_dir: PathBuf,
     /// Base URL that clients use, published in `/.well-known/matrix/client`.
     pub public_baseurl: Option<String>,
@@ -534,7 +535,8 @@ pub const DEFAULT_CONFIG_TOML: &str = r#"# Lattice configuration. Every key can 
 # later orphans every existing account and room.
 server_name = "localhost"
 
-# Directory for the SQLite database and the server's signing key.
+# Directory for the default SQLite database (lattice.db, which also stores the
+# server's signing key) and for uploaded media (media/).
 data_dir = "./data"
 
 # Base URL published to clients in /.well-known/matrix/client.
@@ -633,6 +635,7 @@ sender_retry_max_ms = 3600000
 # private deployments; certificates must still match the server name.
 [federation.host_overrides]
 # "other.example.org" = "10.0.0.5:8448"
+
 [web]
 # Serve the "My Network" page (requests, connections, degrees and messaging
 # metrics) at /_lattice/network/ on the client listener.
@@ -641,10 +644,56 @@ network_page = true
 # and ?via=<server_name>. For your own Element Web use
 # "https://element.example.org/#/room/".
 element_url = "https://matrix.to/#/"
+
 [appservice]
 # Application service (bridge) registration files, in YAML as bridges
 # generate them. See docs/appservices.md.
 registrations = []
+
+[push]
+# Whether push rules are evaluated for new events. When false, unread counts
+# stay 0 and nothing is pushed or emailed.
+enabled = true
+# Seconds to wait for a push gateway's response before the attempt fails.
+gateway_timeout_secs = 10
+# Attempts to deliver one notification to a push gateway before it is dropped.
+max_attempts = 8
+# Delay before the first retry of a failed push, in milliseconds; each retry
+# doubles it, up to retry_max_ms.
+retry_initial_ms = 1000
+retry_max_ms = 300000
+# Oldest notification, in seconds, that the push gateway sender and the email
+# notifier still deliver after a restart or an outage.
+max_delivery_age_secs = 86400
+# Seconds a push action is kept (30 days); older ones leave /notifications.
+action_retention_secs = 2592000
+# Seconds between two runs of the task that prunes push actions.
+prune_interval_secs = 3600
+
+[email]
+# SMTP server for verification and notification emails. Empty: email is off.
+smtp_host = ""
+smtp_port = 587
+# "starttls" (plain connection upgraded to TLS, required), "tls" (TLS from the
+# start, usually port 465) or "plain" (no encryption: same machine only).
+smtp_security = "starttls"
+# SMTP credentials. Unset: no authentication.
+# smtp_username = "lattice"
+# smtp_password = "change-me"
+# Sender of every email.
+from = "Lattice <noreply@localhost>"
+# Name of the service in email subjects and texts.
+app_name = "Lattice"
+# Seconds a message must stay unread before an email pusher sends a
+# notification email.
+notification_delay_secs = 600
+# At most one notification email per user and room in this many seconds.
+notification_period_secs = 3600
+# Seconds a verification link stays valid.
+token_lifetime_secs = 86400
+# Attempts to send one email; the delay between attempts starts at 5 seconds
+# and doubles.
+max_attempts = 5
 "#;
 
 #[cfg(test)]
@@ -682,6 +731,32 @@ mod tests {
         assert_eq!(parsed.web.network_page, defaults.web.network_page);
         assert_eq!(parsed.web.element_url, defaults.web.element_url);
         assert_eq!(parsed.appservice.registrations, defaults.appservice.registrations);
+        assert_eq!(parsed.push.enabled, defaults.push.enabled);
+        assert_eq!(parsed.push.gateway_timeout_secs, defaults.push.gateway_timeout_secs);
+        assert_eq!(parsed.push.max_attempts, defaults.push.max_attempts);
+        assert_eq!(parsed.push.retry_initial_ms, defaults.push.retry_initial_ms);
+        assert_eq!(parsed.push.retry_max_ms, defaults.push.retry_max_ms);
+        assert_eq!(parsed.push.max_delivery_age_secs, defaults.push.max_delivery_age_secs);
+        assert_eq!(parsed.push.action_retention_secs, defaults.push.action_retention_secs);
+        assert_eq!(parsed.push.prune_interval_secs, defaults.push.prune_interval_secs);
+        assert_eq!(parsed.email.smtp_host, defaults.email.smtp_host);
+        assert_eq!(parsed.email.smtp_port, defaults.email.smtp_port);
+        assert_eq!(parsed.email.smtp_security, defaults.email.smtp_security);
+        assert_eq!(parsed.email.smtp_username, defaults.email.smtp_username);
+        assert_eq!(parsed.email.smtp_password, defaults.email.smtp_password);
+        assert_eq!(parsed.email.from, defaults.email.from);
+        assert_eq!(parsed.email.app_name, defaults.email.app_name);
+        assert_eq!(parsed.email.notification_delay_secs, defaults.email.notification_delay_secs);
+        assert_eq!(parsed.email.notification_period_secs, defaults.email.notification_period_secs);
+        assert_eq!(parsed.email.token_lifetime_secs, defaults.email.token_lifetime_secs);
+        assert_eq!(parsed.email.max_attempts, defaults.email.max_attempts);
+    }
+
+    #[test]
+    fn config_text_has_push_and_email() {
+        let lines: Vec<&str> = DEFAULT_CONFIG_TOML.lines().collect();
+        assert!(lines.contains(&"[push]"));
+        assert!(lines.contains(&"[email]"));
     }
 }
 

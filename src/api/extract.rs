@@ -199,9 +199,15 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Error> {
         let query = parts.uri.query().unwrap_or("");
-        serde_urlencoded::from_str(query)
-            .map(Query)
-            .map_err(|e| Error::invalid_param(format!("invalid query parameter: {e}")))
+        let deserializer = serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(deserializer).map(Query).map_err(|e| {
+            let path = e.path().to_string();
+            if path == "." {
+                Error::invalid_param(format!("invalid query parameter: {}", e.inner()))
+            } else {
+                Error::invalid_param(format!("invalid query parameter {path}: {}", e.inner()))
+            }
+        })
     }
 }
 

@@ -61,13 +61,20 @@ pub fn router(config: &WebConfig) -> Router<Arc<Services>> {
         return Router::new();
     }
     Router::new()
-        .route(PREFIX, get(|| async { Redirect::permanent(&format!("{PREFIX}/")) }))
+        .route(PREFIX, get(redirect_to_page))
         .route(&format!("{PREFIX}/"), get(|headers: HeaderMap| async move { serve(&INDEX_HTML, &headers) }))
         .route(&format!("{PREFIX}/index.html"), get(|headers: HeaderMap| async move { serve(&INDEX_HTML, &headers) }))
         .route(&format!("{PREFIX}/app.js"), get(|headers: HeaderMap| async move { serve(&APP_JS, &headers) }))
         .route(&format!("{PREFIX}/style.css"), get(|headers: HeaderMap| async move { serve(&STYLE_CSS, &headers) }))
         .route(&format!("{PREFIX}/icon.svg"), get(|headers: HeaderMap| async move { serve(&ICON_SVG, &headers) }))
         .route(&format!("{PREFIX}/config.json"), get(page_config))
+}
+
+/// Redirects GET /_lattice/network to the page (308), with the security headers.
+async fn redirect_to_page() -> Response {
+    let mut response = Redirect::permanent(&format!("{PREFIX}/")).into_response();
+    security_headers(response.headers_mut());
+    response
 }
 
 /// Headers that every response of the page carries.

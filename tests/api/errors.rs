@@ -132,6 +132,34 @@ async fn wrong_shape_names_field() {
 }
 
 #[tokio::test]
+async fn bad_query_names_parameter() {
+    for backend in backends() {
+        let server = TestServer::start(&backend).await;
+        let alice = server.register("alice").await;
+
+        let response = alice.get("/_matrix/client/v3/sync?timeout=soon").await;
+        assert_error(&response, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+        let message = response.1["error"].as_str().unwrap_or_default();
+        assert!(message.starts_with("invalid query parameter timeout: "), "{backend:?}: names timeout: {message}");
+
+        let response = alice.get("/_matrix/client/unstable/dev.lattice.connections/metrics?from=abc").await;
+        assert_error(&response, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+        let message = response.1["error"].as_str().unwrap_or_default();
+        assert!(message.starts_with("invalid query parameter from: "), "{backend:?}: names from: {message}");
+
+        let response = alice.get("/_matrix/client/unstable/dev.lattice.connections/metrics?from=0&to=tomorrow").await;
+        assert_error(&response, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+        let message = response.1["error"].as_str().unwrap_or_default();
+        assert!(message.starts_with("invalid query parameter to: "), "{backend:?}: names to: {message}");
+
+        let (status, body) = alice.get("/_matrix/client/v3/sync?timeout=0").await;
+        assert_eq!(status, StatusCode::OK, "{backend:?}: a valid timeout still works: {body}");
+        assert!(body["next_batch"].is_string(), "{backend:?}: the sync has a next_batch: {body}");
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
 async fn non_object_body_rejected() {
     for backend in backends() {
         let server = TestServer::start(&backend).await;

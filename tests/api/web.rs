@@ -96,6 +96,12 @@ async fn bare_prefix_redirects_to_page() {
     let response = get(&server, PREFIX, None).await;
     assert_eq!(response.status(), StatusCode::PERMANENT_REDIRECT);
     assert_eq!(header_of(&response, header::LOCATION), "/_lattice/network/");
+    assert_eq!(header_of(&response, header::X_CONTENT_TYPE_OPTIONS), "nosniff");
+    assert_eq!(header_of(&response, header::X_FRAME_OPTIONS), "DENY");
+    assert_eq!(header_of(&response, header::REFERRER_POLICY), "no-referrer");
+    let policy = header_of(&response, header::CONTENT_SECURITY_POLICY);
+    assert!(policy.contains("default-src 'none'"), "{policy}");
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
     server.stop().await;
 }
 
