@@ -129,8 +129,8 @@ async fn create_user(
     let config = Config::load(config_path.as_deref()).map_err(|e| e.to_string())?;
     let server_name = ruma::OwnedServerName::try_from(config.server_name.as_str())
         .map_err(|e| format!("server_name {:?} is invalid: {e}", config.server_name))?;
-    // Only the database: a running server may share it, and a second set of
-    // background tasks (outbox, push, search index) would compete with its own.
+    // Opens only the database, because a running server may share it and a
+    // second set of background tasks (outbox, push, search index) would compete with its own.
     let db = lattice::storage::Db::open(&config.database_url(), 1).await.map_err(|e| e.to_string())?;
     let ignored = Arc::new(lattice::users::ignored::IgnoredUsers::new(db.clone()));
     let users = lattice::users::Users::new(db.clone(), server_name, ignored);

@@ -1,7 +1,7 @@
-//! The full-text index follows the event stream. Events are indexed after
-//! they commit, a batch at a time, so that storing an event never waits for
-//! the text index. A search first brings the index up to the newest
-//! committed event, so a message is found as soon as it is sent.
+//! The full-text index follows the event stream. Events are indexed in
+//! batches after they commit, so the write that stores an event does no
+//! text indexing. `/search` calls [`SearchIndex::catch_up`] before it
+//! queries, so results include every event committed before the search.
 
 use std::{sync::Arc, time::Duration};
 
@@ -61,7 +61,7 @@ pub fn spawn(services: Arc<Services>, mut stop: watch::Receiver<bool>) {
     tokio::spawn(async move {
         loop {
             if let Err(err) = services.search_index.catch_up().await {
-                tracing::warn!(error = %err, "could not update the search index; retrying shortly");
+                tracing::warn!(error = %err, "failed to update the search index; retrying in 500 ms");
             }
             tokio::select! {
                 _ = tokio::time::sleep(INTERVAL) => {}

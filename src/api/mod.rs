@@ -66,8 +66,8 @@ pub fn router(services: Arc<Services>) -> Router {
 /// `/versions` still lists as `r0.6.1`.
 const LEGACY_CLIENT_PREFIX: &str = "/_matrix/client/r0/";
 
-/// Serves every `/_matrix/client/r0/...` request as its `v3` path, which
-/// the spec introduced with the same behaviour for the endpoints of r0.6.1.
+/// Serves every `/_matrix/client/r0/...` request as its `v3` path. Spec
+/// v1.1 renamed the r0.6.1 endpoints to v3 and kept their behaviour.
 fn with_legacy_client_paths(app: Router) -> Router {
     let current = app.clone();
     let legacy = tower::service_fn(move |mut request: Request<axum::body::Body>| {

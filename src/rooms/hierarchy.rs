@@ -264,8 +264,8 @@ impl Rooms {
     /// Returns the summary of one room of a walk when the requester may
     /// preview it. The summary comes from this server's state when it is in
     /// the room, else from other servers (or earlier responses of the walk),
-    /// else from the stored state of a room this server left. `descend`
-    /// tells whether the walk needs the room's `children_state`.
+    /// else from the stored state of a room this server left. `descend` is
+    /// set when the walk needs the room's `children_state`.
     async fn walk_node(
         &self,
         next: &Pending,

@@ -454,7 +454,7 @@ impl Rooms {
         let may_redact_others = power::user_level(&view, &pdu.sender) >= power::action_level(&view, "redact", 50);
         // The target may be an earlier PDU of the same transaction, still in flight.
         self.flush_writes().await?;
-        let held = PendingRedaction {
+        let pending = PendingRedaction {
             target_id: target.to_string(),
             redaction_id: pdu.event_id.to_string(),
             room_id: pdu.room_id.to_string(),
@@ -464,12 +464,12 @@ impl Rooms {
         };
         let Some(stored) = storage::events::get(&self.db.pool, target.as_str()).await? else {
             tracing::info!(event_id = %pdu.event_id, %target, "a received redaction waits for its target");
-            return Ok(ReceivedRedaction::Pending(held));
+            return Ok(ReceivedRedaction::Pending(pending));
         };
         // One that does not apply is kept like a pending one, out of client views.
         if stored.pdu.room_id != pdu.room_id || !redaction::applies(&pdu.sender, may_redact_others, &stored.pdu) {
             tracing::info!(event_id = %pdu.event_id, %target, "a received redaction does not apply");
-            return Ok(ReceivedRedaction::Pending(held));
+            return Ok(ReceivedRedaction::Pending(pending));
         }
         if stored.redacted_by.is_some() {
             return Ok(ReceivedRedaction::Ignored);
@@ -802,9 +802,10 @@ impl Rooms {
     /// `omit_members` (spec: Server-Server API, `send_join` v2). Keeps every
     /// event but member events, and the joining user's own member event.
     /// When the room has neither a name nor a canonical alias, also keeps the
-    /// member events of the users a client names the room after: the first
-    /// [`MAX_HEROES`] joined or invited members in stream order other than
-    /// the joining user or, when there are none, the first who left or were banned.
+    /// member events of the users a client names the room after. These are
+    /// the first [`MAX_HEROES`] joined or invited members other than the
+    /// joining user, in stream order. When there are none, they are the first
+    /// members who left or were banned.
     async fn reduced_state(&self, state: Vec<Arc<Pdu>>, joining: &ruma::UserId) -> Result<Vec<Arc<Pdu>>> {
         use ruma::events::TimelineEventType;
         let has_text = |kind: TimelineEventType, field: &str| {

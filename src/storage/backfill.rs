@@ -156,11 +156,7 @@ async fn set_position(conn: &mut AnyConnection, pdu: &Pdu, stream: i64) -> Resul
         .execute(&mut *conn)
         .await?;
     super::search::insert(conn, pdu, stream).await?;
-    sqlx::query("UPDATE event_relations SET stream_ordering = $1 WHERE event_id = $2")
-        .bind(stream)
-        .bind(event_id)
-        .execute(&mut *conn)
-        .await?;
+    set_relation_position(conn, event_id, stream).await?;
     Ok(())
 }
 
@@ -249,11 +245,7 @@ pub async fn place_gap_state(conn: &mut AnyConnection, gap: Gap, pdus: &[&Pdu]) 
             .bind(event_id)
             .execute(&mut *conn)
             .await?;
-        sqlx::query("UPDATE event_relations SET stream_ordering = $1 WHERE event_id = $2")
-            .bind(stream)
-            .bind(event_id)
-            .execute(&mut *conn)
-            .await?;
+        set_relation_position(conn, event_id, stream).await?;
         sqlx::query("INSERT INTO gap_state (event_id, room_id) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING")
             .bind(event_id)
             .bind(pdu.room_id.as_str())
@@ -300,14 +292,20 @@ pub async fn move_gap_state(
         .bind(event_id)
         .execute(&mut *conn)
         .await?;
+    set_relation_position(conn, event_id, stream).await?;
+    if stream <= indexed {
+        super::search::insert(conn, pdu, stream).await?;
+    }
+    sqlx::query("DELETE FROM gap_state WHERE event_id = $1").bind(event_id).execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Gives an event's row in the relations index its new stream position.
+async fn set_relation_position(conn: &mut AnyConnection, event_id: &str, stream: i64) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE event_relations SET stream_ordering = $1 WHERE event_id = $2")
         .bind(stream)
         .bind(event_id)
         .execute(&mut *conn)
         .await?;
-    if stream <= indexed {
-        super::search::insert(conn, pdu, stream).await?;
-    }
-    sqlx::query("DELETE FROM gap_state WHERE event_id = $1").bind(event_id).execute(&mut *conn).await?;
     Ok(())
 }

@@ -25,8 +25,8 @@ fn is_postgres(conn: &AnyConnection) -> bool {
 }
 
 /// Indexes one stored event at once, if it has searchable text. Events of
-/// the live stream are indexed later in batches by [`index_range`]; this is
-/// for events placed below it (backfilled history, the edge state and the
+/// the live stream are indexed later in batches by [`index_range`], so this
+/// is for events placed below it (backfilled history, the edge state and the
 /// events that fill a gap below the indexed position).
 pub async fn insert(conn: &mut AnyConnection, pdu: &Pdu, stream: i64) -> Result<(), sqlx::Error> {
     let Some((key, value)) = searchable(pdu) else {

@@ -59,7 +59,7 @@ pub async fn send(
 ) -> Result<Json<Value>> {
     services.check_user_rate_limit(&session.user_id)?;
     let invitee = parse_user_id(&body.user_id, "user_id")?;
-    // A user of this server must exist to receive a request; other servers decide for theirs.
+    // A user of this server must exist to receive a request. Other servers check their own users.
     if invitee.server_name() == services.server_name {
         let stored = storage::users::get(&services.db.pool, invitee.as_str()).await?;
         if stored.is_none_or(|user| user.deactivated) {

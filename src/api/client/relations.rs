@@ -217,10 +217,10 @@ pub async fn threads(
             }
             before = root.latest;
             let event = loaded.iter().find(|e| e.pdu.event_id.as_str() == root.root_id);
-            let shown = |e: &&StoredEvent| {
+            let visible_root = |e: &&StoredEvent| {
                 e.pdu.room_id == room_id && visibility.can_see(e.stream) && !ignored.contains(e.pdu.sender.as_str())
             };
-            if let Some(event) = event.filter(shown) {
+            if let Some(event) = event.filter(visible_root) {
                 picked.push(event.clone());
             }
         }
